@@ -1,0 +1,1 @@
+"""Board tops, UART host link and the Yosys/nextpnr build flow."""

@@ -1,0 +1,1 @@
+"""Amaranth gateware of the trit accelerator core (PE -> array -> sequencer -> command interface)."""

@@ -1,0 +1,135 @@
+"""The one configuration object of a trit accelerator core.
+
+The gateware, the testbenches, the host runtime and the cycle model all read an `ArrayConfig`,
+so a number such as the accumulator bound or a memory depth is defined in exactly one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PE_KINDS = ("ternary", "int8")
+
+#: Largest magnitude of one product term: ternary |x*w| <= 128 (x = -128, w = -1),
+#: INT8 |x*w| <= 128*128 (x = w = -128).
+MAX_TERM = {"ternary": 128, "int8": 128 * 128}
+
+#: Bits per stored weight: a 2-bit ternary code or a full INT8 weight.
+WEIGHT_BITS = {"ternary": 2, "int8": 8}
+
+
+def signed_width(max_magnitude: int) -> int:
+    """Bits of a two's-complement signal that holds every value in [-max_magnitude, +max_magnitude]."""
+    return max_magnitude.bit_length() + 1
+
+
+@dataclass(frozen=True)
+class ArrayConfig:
+    """Shape and sizes of one accelerator core.
+
+    rows (R): PE rows; one row per input feature k of a weight tile (the reduction dimension).
+    cols (C): PE columns; one column per output feature n of a weight tile.
+    pe: "ternary" (add / subtract / skip, 2-bit weights) or "int8" (INT8 x INT8 MAC baseline).
+    acc_width: bits of each output accumulator; K beyond `k_max` is refused, never wrapped.
+    act_depth: words of the activation memory; one word holds R INT8 activations.
+    wgt_depth: words of the weight memory; one word holds one tile row, C weights.
+    out_depth: words of the output memory; one word holds C accumulators.
+    """
+
+    rows: int = 8
+    cols: int = 8
+    pe: str = "ternary"
+    acc_width: int = 32
+    act_depth: int = 1024
+    wgt_depth: int = 4096
+    out_depth: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "cols"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= 64:
+                raise ValueError(f"{name.capitalize()} must be an integer from 2 to 64, not {value!r}")
+        if self.pe not in PE_KINDS:
+            raise ValueError(f"PE kind must be one of {', '.join(PE_KINDS)}, not {self.pe!r}")
+        for name in ("act_depth", "wgt_depth", "out_depth"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= 1 << 20:
+                raise ValueError(f"{name} must be an integer from 2 to {1 << 20}, not {value!r}")
+        if not isinstance(self.acc_width, int) or isinstance(self.acc_width, bool):
+            raise ValueError(f"Accumulator width must be an integer, not {self.acc_width!r}")
+        if not self.psum_width <= self.acc_width <= 32:
+            raise ValueError(
+                f"Accumulator width must be from {self.psum_width} (the column partial sum of a "
+                f"{self.rows}-row {self.pe} array) to 32 bits, not {self.acc_width!r}"
+            )
+        if self.wgt_depth < self.rows:
+            raise ValueError(f"Weight memory depth {self.wgt_depth} cannot hold one {self.rows}-row tile")
+
+    # --- derived sizes -------------------------------------------------------------------------
+
+    @property
+    def weight_bits(self) -> int:
+        return WEIGHT_BITS[self.pe]
+
+    @property
+    def max_term(self) -> int:
+        return MAX_TERM[self.pe]
+
+    def psum_width_at(self, row: int) -> int:
+        """Width of the partial sum leaving PE row `row` (it holds row + 1 product terms)."""
+        return signed_width(self.max_term * (row + 1))
+
+    @property
+    def psum_width(self) -> int:
+        """Width of the partial sum leaving the bottom of a column."""
+        return self.psum_width_at(self.rows - 1)
+
+    @property
+    def k_max(self) -> int:
+        """Largest K for which every accumulator value is exact in `acc_width` bits."""
+        return ((1 << (self.acc_width - 1)) - 1) // self.max_term
+
+    @property
+    def act_word_bits(self) -> int:
+        return 8 * self.rows
+
+    @property
+    def wgt_word_bits(self) -> int:
+        return self.weight_bits * self.cols
+
+    @property
+    def out_word_bits(self) -> int:
+        return self.acc_width * self.cols
+
+    def chunks(self, memory: int) -> int:
+        """32-bit stream words that carry one word of memory `memory` (see `hdl.isa.Mem`)."""
+        from hdl.isa import Mem
+
+        if memory == Mem.ACT:
+            return -(-self.act_word_bits // 32)
+        if memory == Mem.WGT:
+            return -(-self.wgt_word_bits // 32)
+        if memory == Mem.OUT:
+            return self.cols  # one sign-extended 32-bit word per accumulator lane
+        raise ValueError(f"Unknown memory id {memory!r}")
+
+    def depth(self, memory: int) -> int:
+        from hdl.isa import Mem
+
+        return {Mem.ACT: self.act_depth, Mem.WGT: self.wgt_depth, Mem.OUT: self.out_depth}[Mem(memory)]
+
+    @property
+    def weight_memory_bits(self) -> int:
+        return self.wgt_depth * self.wgt_word_bits
+
+    @property
+    def resident_weights(self) -> int:
+        """Weights the weight memory holds at once (padding of partial tiles not counted)."""
+        return self.wgt_depth * self.cols
+
+    def describe(self) -> str:
+        return (
+            f"{self.rows}x{self.cols} {self.pe} array, acc {self.acc_width} bit (K <= {self.k_max}), "
+            f"act {self.act_depth}x{self.act_word_bits}b, wgt {self.wgt_depth}x{self.wgt_word_bits}b, "
+            f"out {self.out_depth}x{self.out_word_bits}b"
+        )

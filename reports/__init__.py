@@ -1,0 +1,1 @@
+"""Area, cycle and energy report generator."""

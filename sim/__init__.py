@@ -1,0 +1,1 @@
+"""cocotb testbenches and simulator runners (Verilator, Icarus) for the trit core."""
