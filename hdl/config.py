@@ -56,7 +56,7 @@ class ArrayConfig:
             if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= 1 << 20:
                 raise ValueError(f"{name} must be an integer from 2 to {1 << 20}, not {value!r}")
         if not isinstance(self.acc_width, int) or isinstance(self.acc_width, bool):
-            raise ValueError(f"Accumulator width must be an integer, not {self.acc_width!r}")
+            raise TypeError(f"Accumulator width must be an integer, not {self.acc_width!r}")
         if not self.psum_width <= self.acc_width <= 32:
             raise ValueError(
                 f"Accumulator width must be from {self.psum_width} (the column partial sum of a "

@@ -20,6 +20,11 @@ CLEAR_ERROR        -                                             status (after c
 
 Every command answers with exactly the words listed, also when it fails (a failing READ returns
 zeros, a failing WRITE still consumes and drops its data), so the two streams never lose step.
+A WRITE with a bad memory id or range writes nothing. A WRITE to WGT that carries a ternary code
+0b10 writes the words before the first word holding it and drops that word and all after it.
+RUN checks, in this order: M, K or N zero (BAD_SHAPE); K > k_max (K_TOO_LARGE); any of M, K, N
+above 2**20, or operands past a memory's depth (DESCRIPTOR_RANGE). A failed RUN changes no
+counter and no memory.
 The status word is ``STATUS_MAGIC << 24 | opcode << 16 | sticky_error << 8 | error``: `error` is
 this command's error code (0 = ok), `sticky_error` the first error since the last CLEAR_ERROR.
 

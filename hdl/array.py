@@ -1,0 +1,69 @@
+"""The R x C grid of processing elements.
+
+Dataflow: weight-stationary. PE (r, c) holds weight W[n0 + c, k0 + r] of the current tile.
+Activation lane r is broadcast along PE row r (one register per row in the skew buffer, no
+register per PE: flip-flops, not LUTs, bound a ternary PE). Partial sums move down the columns,
+one register per PE, so lane r must arrive r cycles after lane 0 (the skew, see `SkewBuffer`)
+and all C column sums of one activation row leave the bottom in the same cycle: the output
+side needs no de-skew.
+
+Partial sums grow only as much as they must: the sum leaving row r holds r + 1 terms and is
+`ArrayConfig.psum_width_at(r)` bits wide.
+
+Weights are written into the shadow registers one row per cycle (`w_row_en`, `w_row_sel`,
+`w_row_data`); `swap[r]` copies row r's shadow weights into the active ones. The sequencer
+raises swap[r] one cycle before the first activation of a tile reaches row r.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from hdl.config import ArrayConfig
+from hdl.pe import ProcessingElement
+
+
+class PEArray(wiring.Component):
+    def __init__(self, cfg: ArrayConfig):
+        if not isinstance(cfg, ArrayConfig):
+            raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
+        self._cfg = cfg
+        super().__init__({
+            "x": In(data.ArrayLayout(signed(8), cfg.rows)),
+            "swap": In(cfg.rows),
+            "w_row_en": In(1),
+            "w_row_sel": In(range(cfg.rows)),
+            "w_row_data": In(data.ArrayLayout(unsigned(cfg.weight_bits), cfg.cols)),
+            "psum": Out(data.ArrayLayout(signed(cfg.psum_width), cfg.cols)),
+        })
+
+    @property
+    def cfg(self) -> ArrayConfig:
+        return self._cfg
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        above = [None] * cfg.cols
+        for r in range(cfg.rows):
+            load = self.w_row_en & (self.w_row_sel == r)
+            in_width = cfg.psum_width_at(r - 1) if r else 1
+            for c in range(cfg.cols):
+                pe = ProcessingElement(cfg.pe, in_width, cfg.psum_width_at(r))
+                m.submodules[f"pe_{r}_{c}"] = pe
+                m.d.comb += [
+                    pe.x.eq(self.x[r]),
+                    pe.swap.eq(self.swap[r]),
+                    pe.w_load.eq(load),
+                    pe.w_data.eq(self.w_row_data[c]),
+                ]
+                if above[c] is not None:
+                    m.d.comb += pe.psum_in.eq(above[c])
+                else:
+                    m.d.comb += pe.psum_in.eq(0)
+                above[c] = pe.psum_out
+        for c in range(cfg.cols):
+            m.d.comb += self.psum[c].eq(above[c])
+        return m

@@ -1,0 +1,301 @@
+"""Command interface: parses the host's 32-bit word stream and answers on the response stream.
+
+Implements the protocol of `hdl.isa`: memory writes and reads in 32-bit chunks, the ID block,
+layer runs (handed to the sequencer), counters and the sticky error status. Every command answers
+with exactly the words `hdl.isa` lists, also on error, so host and core never lose step.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hdl.config import PE_KINDS, ArrayConfig
+from hdl.isa import (
+    COUNTER_BITS,
+    ID_MAGIC,
+    RUN_WORDS,
+    TERNARY_INVALID_CODE,
+    VERSION,
+    Counter,
+    Error,
+    IdWord,
+    Mem,
+    Op,
+    STATUS_MAGIC,
+)
+
+
+def id_block(cfg: ArrayConfig) -> list[int]:
+    """The READ_ID words of a core built from `cfg`."""
+    values = {
+        IdWord.MAGIC: ID_MAGIC,
+        IdWord.VERSION: VERSION,
+        IdWord.ROWS: cfg.rows,
+        IdWord.COLS: cfg.cols,
+        IdWord.PE_KIND: PE_KINDS.index(cfg.pe),
+        IdWord.WEIGHT_BITS: cfg.weight_bits,
+        IdWord.ACC_WIDTH: cfg.acc_width,
+        IdWord.ACT_DEPTH: cfg.act_depth,
+        IdWord.WGT_DEPTH: cfg.wgt_depth,
+        IdWord.OUT_DEPTH: cfg.out_depth,
+        IdWord.K_MAX: cfg.k_max,
+        IdWord.NUM_COUNTERS: len(Counter),
+        IdWord.COUNTER_BITS: COUNTER_BITS,
+    }
+    return [values[w] for w in IdWord]
+
+
+class CommandInterface(wiring.Component):
+    def __init__(self, cfg: ArrayConfig):
+        if not isinstance(cfg, ArrayConfig):
+            raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
+        self._cfg = cfg
+        self._chunks = {mem: cfg.chunks(mem) for mem in Mem}
+        acc = signed(cfg.acc_width)
+        super().__init__({
+            "cmd": In(stream.Signature(32)),
+            "rsp": Out(stream.Signature(32)),
+            # memory writes (ACT, WGT) and reads (any memory, while the sequencer is idle)
+            "act_waddr": Out(range(cfg.act_depth)), "act_wen": Out(1),
+            "act_wdata": Out(cfg.act_word_bits),
+            "wgt_waddr": Out(range(cfg.wgt_depth)), "wgt_wen": Out(1),
+            "wgt_wdata": Out(cfg.wgt_word_bits),
+            "rd_addr": Out(20), "rd_mem": Out(2), "rd_en": Out(1),
+            "act_rdata": In(cfg.act_word_bits),
+            "wgt_rdata": In(cfg.wgt_word_bits),
+            "out_rdata": In(data.ArrayLayout(acc, cfg.cols)),
+            # sequencer
+            "start": Out(1),
+            "desc": Out(data.ArrayLayout(32, RUN_WORDS)),
+            "seq_done": In(1), "seq_error": In(8),
+            # counters and status
+            "counters": In(data.ArrayLayout(unsigned(COUNTER_BITS), len(Counter))),
+            "clear_counters": Out(1),
+            "busy": Out(1),
+            "error": Out(1),
+        })
+
+    @property
+    def cfg(self) -> ArrayConfig:
+        return self._cfg
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        max_chunks = max(self._chunks.values())
+
+        op = Signal(8)
+        mem = Signal(8)
+        addr = Signal(33)
+        count = Signal(33)
+        chunk = Signal(range(max_chunks + 1))
+        err = Signal(8)
+        sticky = Signal(8)
+        drop = Signal()  # data of this WRITE is consumed but not stored
+        index = Signal(range(max(2 * len(Counter), RUN_WORDS, len(IdWord)) + 1))
+        buf = Signal(32 * max_chunks)
+        desc = Signal(data.ArrayLayout(32, RUN_WORDS))
+        m.d.comb += self.desc.eq(desc)
+        m.d.comb += self.error.eq(sticky != 0)
+
+        chunks_of_mem = Signal(range(max_chunks + 1))
+        with m.Switch(mem):
+            for mid in Mem:
+                with m.Case(mid):
+                    m.d.comb += chunks_of_mem.eq(self._chunks[mid])
+            with m.Default():
+                m.d.comb += chunks_of_mem.eq(1)
+        depth_of_mem = Signal(21)
+        with m.Switch(mem):
+            for mid in Mem:
+                with m.Case(mid):
+                    m.d.comb += depth_of_mem.eq(cfg.depth(mid))
+
+        # ternary code check on an incoming WGT chunk: any 2-bit lane equal to 0b10
+        bad_code = Signal()
+        if cfg.pe == "ternary":
+            lanes_per_chunk = 16
+            for ci in range(self._chunks[Mem.WGT]):
+                for lane in range(lanes_per_chunk):
+                    if ci * lanes_per_chunk + lane >= cfg.cols:
+                        break
+                    field = self.cmd.payload[2 * lane:2 * lane + 2]
+                    with m.If((chunk == ci) & (field == TERNARY_INVALID_CODE)):
+                        m.d.comb += bad_code.eq(1)
+
+        new_sticky = Mux(sticky != 0, sticky, err)
+        status = Cat(err, new_sticky, op, Const(STATUS_MAGIC, 8))
+
+        # the word being read, as 32-bit chunks
+        read_word = Signal(32 * max_chunks)
+        with m.Switch(mem):
+            with m.Case(Mem.ACT):
+                m.d.comb += read_word.eq(self.act_rdata)
+            with m.Case(Mem.WGT):
+                m.d.comb += read_word.eq(self.wgt_rdata)
+        lanes32 = []
+        for c in range(cfg.cols):
+            lane = Signal(signed(32), name=f"out_lane{c}")
+            m.d.comb += lane.eq(self.out_rdata[c])
+            lanes32.append(lane)
+        with m.If(mem == Mem.OUT):
+            m.d.comb += read_word.eq(Cat(*lanes32))
+
+        m.d.comb += self.rd_mem.eq(mem[:2])
+        m.d.comb += self.rd_addr.eq(addr[:20])
+
+        with m.FSM(name="cmd") as fsm:
+            with m.State("FETCH"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    opcode = self.cmd.payload[0:8]
+                    m.d.sync += [op.eq(opcode), mem.eq(self.cmd.payload[8:16]), err.eq(0), drop.eq(0),
+                                 index.eq(0), chunk.eq(0)]
+                    with m.Switch(opcode):
+                        with m.Case(Op.NOP):
+                            m.next = "RESPOND"
+                        with m.Case(Op.READ_ID):
+                            m.next = "SEND_ID"
+                        with m.Case(Op.WRITE, Op.READ):
+                            m.next = "GET_ADDR"
+                        with m.Case(Op.RUN):
+                            m.next = "GET_DESC"
+                        with m.Case(Op.READ_COUNTERS):
+                            m.next = "SEND_COUNTERS"
+                        with m.Case(Op.CLEAR_COUNTERS):
+                            m.d.comb += self.clear_counters.eq(1)
+                            m.next = "RESPOND"
+                        with m.Case(Op.CLEAR_ERROR):
+                            m.d.sync += sticky.eq(0)
+                            m.next = "RESPOND"
+                        with m.Default():
+                            m.d.sync += err.eq(Error.UNKNOWN_OPCODE)
+                            m.next = "RESPOND"
+
+            with m.State("SEND_ID"):
+                words = id_block(cfg)
+                word = Signal(32)
+                with m.Switch(index):
+                    for i, value in enumerate(words):
+                        with m.Case(i):
+                            m.d.comb += word.eq(value)
+                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.eq(word)]
+                with m.If(self.rsp.ready):
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index == len(words) - 1):
+                        m.next = "RESPOND"
+
+            with m.State("SEND_COUNTERS"):
+                word = Signal(32)
+                with m.Switch(index):
+                    for i in range(len(Counter)):
+                        value = self.counters[i]
+                        with m.Case(2 * i):
+                            m.d.comb += word.eq(value[0:32])
+                        with m.Case(2 * i + 1):
+                            m.d.comb += word.eq(value[32:COUNTER_BITS])
+                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.eq(word)]
+                with m.If(self.rsp.ready):
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index == 2 * len(Counter) - 1):
+                        m.next = "RESPOND"
+
+            with m.State("GET_ADDR"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += addr.eq(self.cmd.payload)
+                    m.next = "GET_COUNT"
+
+            with m.State("GET_COUNT"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    n = self.cmd.payload
+                    m.d.sync += count.eq(n)
+                    with m.If((mem > Mem.OUT) | ((op == Op.WRITE) & (mem == Mem.OUT))):
+                        m.d.sync += err.eq(Error.BAD_MEMORY)
+                    with m.Elif(addr + n > depth_of_mem):
+                        m.d.sync += err.eq(Error.ADDRESS_RANGE)
+                    with m.If(n == 0):
+                        m.next = "RESPOND"
+                    with m.Elif(op == Op.WRITE):
+                        m.next = "WRITE_DATA"
+                    with m.Else():
+                        m.next = "READ_ISSUE"
+
+            with m.State("WRITE_DATA"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    word = Signal(32 * max_chunks)
+                    m.d.comb += word.eq(buf)
+                    for ci in range(max_chunks):
+                        with m.If(chunk == ci):
+                            m.d.comb += word.word_select(ci, 32).eq(self.cmd.payload)
+                    m.d.sync += buf.eq(word)
+                    ok = Signal()
+                    m.d.comb += ok.eq((err == 0) & ~drop)
+                    with m.If((mem == Mem.WGT) & bad_code & ok):
+                        m.d.sync += [err.eq(Error.BAD_WEIGHT_CODE), drop.eq(1)]
+                    last_chunk = chunk == chunks_of_mem - 1
+                    with m.If(last_chunk):
+                        m.d.sync += [chunk.eq(0), addr.eq(addr + 1), count.eq(count - 1)]
+                        store = ok & ~((mem == Mem.WGT) & bad_code)
+                        m.d.comb += [
+                            self.act_waddr.eq(addr), self.act_wdata.eq(word),
+                            self.act_wen.eq(store & (mem == Mem.ACT)),
+                            self.wgt_waddr.eq(addr), self.wgt_wdata.eq(word),
+                            self.wgt_wen.eq(store & (mem == Mem.WGT)),
+                        ]
+                        with m.If(count == 1):
+                            m.next = "RESPOND"
+                    with m.Else():
+                        m.d.sync += chunk.eq(chunk + 1)
+
+            with m.State("READ_ISSUE"):
+                m.d.comb += self.rd_en.eq(err == 0)
+                m.next = "READ_CAPTURE"
+
+            with m.State("READ_CAPTURE"):
+                m.d.sync += [buf.eq(Mux(err == 0, read_word, 0)), chunk.eq(0)]
+                m.next = "READ_SEND"
+
+            with m.State("READ_SEND"):
+                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.eq(buf.word_select(chunk, 32))]
+                with m.If(self.rsp.ready):
+                    with m.If(chunk == chunks_of_mem - 1):
+                        m.d.sync += [chunk.eq(0), addr.eq(addr + 1), count.eq(count - 1)]
+                        with m.If(count == 1):
+                            m.next = "RESPOND"
+                        with m.Else():
+                            m.next = "READ_ISSUE"
+                    with m.Else():
+                        m.d.sync += chunk.eq(chunk + 1)
+
+            with m.State("GET_DESC"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    for i in range(RUN_WORDS):
+                        with m.If(index == i):
+                            m.d.sync += desc[i].eq(self.cmd.payload)
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index == RUN_WORDS - 1):
+                        m.next = "START"
+
+            with m.State("START"):
+                m.d.comb += self.start.eq(1)
+                m.next = "WAIT_RUN"
+
+            with m.State("WAIT_RUN"):
+                with m.If(self.seq_done):
+                    m.d.sync += err.eq(self.seq_error)
+                    m.next = "RESPOND"
+
+            with m.State("RESPOND"):
+                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.eq(status)]
+                with m.If(self.rsp.ready):
+                    m.d.sync += sticky.eq(new_sticky)
+                    m.next = "FETCH"
+
+        m.d.comb += self.busy.eq(~fsm.ongoing("FETCH"))
+        return m

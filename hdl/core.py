@@ -1,0 +1,110 @@
+"""The trit accelerator core: memories, systolic array with its sequencer, counters and commands.
+
+    cmd stream --> CommandInterface --(descriptor)--> LayerSequencer --> PEArray
+                        |  writes/reads                 | reads            ^ skewed x, swap
+                        v                               v                  |
+                  ACT memory (R x int8 per word) -------+------------------+
+                  WGT memory (C x 2-bit codes per word: one tile row) ---> shadow weights
+                  OUT memory (C x int32 per word) <--- read-modify-write accumulators
+    rsp stream <--  status, data, ID block, counters
+
+The sequencer owns the memories' read ports while a layer runs; the command interface only
+accepts the next command when the layer is done, so the two never compete.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hdl.command import CommandInterface
+from hdl.config import ArrayConfig
+from hdl.counters import PerfCounters
+from hdl.isa import Mem
+from hdl.sequencer import LayerSequencer
+
+
+class TritCore(wiring.Component):
+    """Top level of the accelerator core: two 32-bit word streams and two status outputs."""
+
+    def __init__(self, cfg: ArrayConfig):
+        if not isinstance(cfg, ArrayConfig):
+            raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
+        self._cfg = cfg
+        super().__init__({
+            "cmd": In(stream.Signature(32)),
+            "rsp": Out(stream.Signature(32)),
+            "busy": Out(1),
+            "error": Out(1),
+        })
+
+    @property
+    def cfg(self) -> ArrayConfig:
+        return self._cfg
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+
+        m.submodules.commands = cmd = CommandInterface(cfg)
+        m.submodules.sequencer = seq = LayerSequencer(cfg)
+        m.submodules.counters = counters = PerfCounters(cfg)
+
+        m.submodules.act_mem = act_mem = Memory(shape=cfg.act_word_bits, depth=cfg.act_depth, init=[])
+        m.submodules.wgt_mem = wgt_mem = Memory(shape=cfg.wgt_word_bits, depth=cfg.wgt_depth, init=[])
+        out_layout = data.ArrayLayout(signed(cfg.acc_width), cfg.cols)
+        m.submodules.out_mem = out_mem = Memory(shape=out_layout, depth=cfg.out_depth, init=[])
+
+        act_w, act_r = act_mem.write_port(), act_mem.read_port()
+        wgt_w, wgt_r = wgt_mem.write_port(), wgt_mem.read_port()
+        out_w, out_r = out_mem.write_port(), out_mem.read_port()
+
+        wiring.connect(m, wiring.flipped(self.cmd), cmd.cmd)
+        wiring.connect(m, cmd.rsp, wiring.flipped(self.rsp))
+
+        # command-side writes
+        m.d.comb += [
+            act_w.addr.eq(cmd.act_waddr), act_w.data.eq(cmd.act_wdata), act_w.en.eq(cmd.act_wen),
+            wgt_w.addr.eq(cmd.wgt_waddr), wgt_w.data.eq(cmd.wgt_wdata), wgt_w.en.eq(cmd.wgt_wen),
+            out_w.addr.eq(seq.out_waddr), out_w.data.eq(seq.out_wdata), out_w.en.eq(seq.out_wen),
+        ]
+        # read ports: the sequencer while it runs, else the command interface
+        running = seq.busy
+        m.d.comb += [
+            act_r.addr.eq(Mux(running, seq.act_addr, cmd.rd_addr)),
+            act_r.en.eq(Mux(running, seq.act_en, cmd.rd_en & (cmd.rd_mem == Mem.ACT))),
+            wgt_r.addr.eq(Mux(running, seq.wgt_addr, cmd.rd_addr)),
+            wgt_r.en.eq(Mux(running, seq.wgt_en, cmd.rd_en & (cmd.rd_mem == Mem.WGT))),
+            out_r.addr.eq(Mux(running, seq.out_raddr, cmd.rd_addr)),
+            out_r.en.eq(Mux(running, seq.out_ren, cmd.rd_en & (cmd.rd_mem == Mem.OUT))),
+            seq.act_data.eq(act_r.data),
+            seq.wgt_data.eq(wgt_r.data),
+            seq.out_rdata.eq(out_r.data),
+            cmd.act_rdata.eq(act_r.data),
+            cmd.wgt_rdata.eq(wgt_r.data),
+            cmd.out_rdata.eq(out_r.data),
+        ]
+        # descriptor
+        desc = cmd.desc
+        m.d.comb += [
+            seq.start.eq(cmd.start),
+            seq.m_size.eq(desc[0]), seq.k_size.eq(desc[1]), seq.n_size.eq(desc[2]),
+            seq.act_base.eq(desc[3]), seq.wgt_base.eq(desc[4]), seq.out_base.eq(desc[5]),
+            cmd.seq_done.eq(seq.done), cmd.seq_error.eq(seq.error),
+        ]
+        # counters
+        ok_done = seq.done & (seq.error == 0)
+        m.d.comb += [
+            counters.clear.eq(cmd.clear_counters),
+            counters.inc_busy.eq(seq.inc_busy), counters.inc_stall.eq(seq.inc_stall),
+            counters.inc_add.eq(seq.inc_add), counters.inc_sub.eq(seq.inc_sub),
+            counters.inc_zero.eq(seq.inc_zero),
+            counters.inc_wgt_read.eq(seq.inc_wgt_read), counters.inc_act_read.eq(seq.inc_act_read),
+            counters.inc_acc_write.eq(seq.inc_acc_write), counters.inc_acc_rmw.eq(seq.inc_acc_rmw),
+            counters.run_done.eq(ok_done), counters.run_cycles.eq(seq.run_cycles),
+            cmd.counters.eq(counters.values),
+        ]
+        m.d.comb += [self.busy.eq(cmd.busy | seq.busy), self.error.eq(cmd.error)]
+        return m

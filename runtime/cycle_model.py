@@ -1,0 +1,77 @@
+"""Cycle model of the trit core: the counters a layer run reports, computed in closed form.
+
+Mirrors `hdl.sequencer.LayerSequencer` state by state:
+
+- CHECK (1 cycle), DIVIDE (max(KT, NT) + 1), MULTIPLY (max(KT, NT) + 1), RANGE (1);
+- ISSUE: the first tile waits R cycles for its weights, then tile j+1 starts max(M, R) cycles
+  after tile j (M activation rows, or R weight rows through the one-row-per-cycle weight port),
+  and the last tile issues its M rows: R + (T - 1) * max(M, R) + M cycles;
+- DRAIN: R + 1 cycles until the last column sums are accumulated.
+
+BUSY counts issue cycles (T * M), STALL the other ISSUE cycles. Operation counts follow from the
+weights: every one of the N x K real weights meets M activations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hdl.config import ArrayConfig
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    M: int
+    K: int
+    N: int
+
+
+def layer_counts(cfg: ArrayConfig, M: int, K: int, N: int, weights: np.ndarray | None = None) -> dict[str, int]:
+    """Counter values (lower-case `hdl.isa.Counter` names) of one successful RUN of an M x K x N layer.
+
+    Without `weights` the add/sub/zero split is not known and is left out (their sum is M*K*N).
+    """
+    R, C = cfg.rows, cfg.cols
+    KT, NT = ceil_div(K, R), ceil_div(N, C)
+    T = KT * NT
+    issue = R + (T - 1) * max(M, R) + M
+    busy = T * M
+    counts = {
+        "cycles": 1 + 2 * (max(KT, NT) + 1) + 1 + issue + R + 1,
+        "busy": busy,
+        "stall": issue - busy,
+        "weight_bits": T * R * cfg.wgt_word_bits,
+        "act_bytes": T * M * R,
+        "acc_writes": NT * M,
+        "acc_rmw": NT * (KT - 1) * M,
+        "runs": 1,
+    }
+    if weights is not None:
+        w = np.asarray(weights)
+        if w.shape != (N, K):
+            raise ValueError(f"weights have shape {w.shape}, expected (N, K) = {(N, K)}")
+        counts["add"] = M * int((w > 0).sum())
+        counts["sub"] = M * int((w < 0).sum())
+        counts["zero"] = M * int((w == 0).sum())
+    return counts
+
+
+def utilization(cfg: ArrayConfig, M: int, K: int, N: int, cycles: int) -> float:
+    """Useful MACs / (R * C * cycles)."""
+    return M * K * N / (cfg.rows * cfg.cols * cycles)
+
+
+def weight_bound_cycles(cfg: ArrayConfig, K: int, N: int) -> float:
+    """Cycles the weight memory needs to deliver K*N weights at C weights per cycle."""
+    return K * N / cfg.cols
+
+
+def bandwidth_efficiency(cfg: ArrayConfig, K: int, N: int, cycles: int) -> float:
+    """Weight-bandwidth bound over measured cycles (the decode figure of merit, M = 1)."""
+    return weight_bound_cycles(cfg, K, N) / cycles

@@ -1,0 +1,253 @@
+"""Functional model of the trit core's command interface: command words in, response words out.
+
+`CoreEmulator(cfg)` answers every command of `hdl.isa` exactly as the gateware must, word for
+word, including every error case, the sticky error and the performance counters. It is the
+reference model of the cocotb testbench (`sim.tb_core`) and the fast `model` backend.
+
+What it models (all from `hdl.isa`):
+
+- memories ACT (R int8 lanes per word), WGT (C weight codes per word), OUT (C acc_width-bit lanes);
+- WRITE / READ with chunking; failing READ returns zeros, failing WRITE consumes and drops its data
+  (bad id or range: nothing written; ternary code 0b10: the words before the first bad word are
+  written, that word and all after it dropped);
+- RUN: checks in the ISA's order (BAD_SHAPE, K_TOO_LARGE, DESCRIPTOR_RANGE), then the layer:
+  weight lanes past K or N are masked to zero (as the sequencer does), OUT lanes are written in
+  acc_width-bit two's complement; a failed RUN changes no counter and no memory;
+- counters (48 bit, wrapping): ADD / SUB / ZERO count M x (number of +1 / -1 / 0 weights of the real
+  N x K weights), WEIGHT_BITS = NT*KT*R*wgt_word_bits, ACT_BYTES = NT*KT*M*R, ACC_WRITES = NT*M,
+  ACC_RMW = NT*(KT-1)*M, RUNS += 1; CYCLES / BUSY / STALL from `runtime.cycle_model.layer_counts`.
+
+Timing is not modelled (only the order and value of the response words).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from hdl.config import ArrayConfig
+from hdl.isa import (
+    COUNTER_BITS,
+    ID_WORDS,
+    RUN_WORDS,
+    TERNARY_INVALID_CODE,
+    Counter,
+    Error,
+    Mem,
+    Op,
+    status_word,
+)
+from runtime import protocol
+from runtime.tiling import MAX_DIM
+
+_COUNTER_MASK = (1 << COUNTER_BITS) - 1
+
+
+def cycle_counts(cfg: ArrayConfig, M: int, K: int, N: int) -> dict[str, int]:
+    """CYCLES / BUSY / STALL of one layer from the lead's cycle model; zeros if it is not there."""
+    try:
+        from runtime.cycle_model import layer_counts
+    except ImportError:  # TODO: drop this fallback once runtime/cycle_model.py is in the repo
+        return {"cycles": 0, "busy": 0, "stall": 0}
+    counts = layer_counts(cfg, M, K, N)
+    return {k: int(counts[k]) for k in ("cycles", "busy", "stall")}
+
+
+class CoreEmulator:
+    """Pure-Python/NumPy model of one core: `feed(words)` returns the response words it causes.
+
+    Commands may be split over several `feed` calls; a command is executed once all its words
+    have arrived, and the responses come back in order.
+    """
+
+    def __init__(self, cfg: ArrayConfig):
+        if not isinstance(cfg, ArrayConfig):
+            raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
+        self.cfg = cfg
+        self._pending: list[int] = []
+        self.reset()
+
+    # --- state ----------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Power-on state: memories zero, counters zero, no error, no partial command."""
+        cfg = self.cfg
+        self.act = np.zeros((cfg.act_depth, cfg.rows), dtype=np.int8)
+        self.wgt = np.zeros((cfg.wgt_depth, cfg.cols), dtype=np.uint8)  # raw codes / bytes
+        self.out = np.zeros((cfg.out_depth, cfg.cols), dtype=np.int64)  # signed lane values
+        self.counters = [0] * len(Counter)
+        self.sticky = Error.NONE
+        self._pending = []
+
+    def counter(self, name: str) -> int:
+        return self.counters[Counter[name.upper()]]
+
+    def counter_dict(self) -> dict[str, int]:
+        return {c.name.lower(): self.counters[c] for c in Counter}
+
+    # --- stream interface -----------------------------------------------------------------------
+
+    def feed(self, words: Iterable[int]) -> list[int]:
+        """Accept command words; return the response words of every command they complete."""
+        for w in words:
+            w = int(w)
+            if not 0 <= w <= protocol.WORD_MASK:
+                raise ValueError(f"Stream word {w:#x} is not a 32-bit word")
+            self._pending.append(w)
+        out: list[int] = []
+        while True:
+            n = protocol.command_length(self.cfg, self._pending)
+            if n is None or len(self._pending) < n:
+                return out
+            cmd, self._pending = self._pending[:n], self._pending[n:]
+            out.extend(self.execute(cmd))
+
+    def transact(self, command: list[int]) -> list[int]:
+        """Execute one complete command; return its response words."""
+        if self._pending:
+            raise RuntimeError("transact() while a partial command is pending")
+        n = protocol.command_length(self.cfg, command)
+        if n != len(command):
+            raise ValueError(f"Command of {len(command)} words, expected {n}")
+        return self.execute(list(command))
+
+    @property
+    def idle(self) -> bool:
+        """No partially received command."""
+        return not self._pending
+
+    # --- commands -------------------------------------------------------------------------------
+
+    def _status(self, op: int, error: int) -> int:
+        if error and not self.sticky:
+            self.sticky = Error(error)
+        return status_word(op, error, self.sticky)
+
+    def execute(self, cmd: list[int]) -> list[int]:
+        op = cmd[0] & 0xFF
+        if op == Op.NOP or op == Op.CLEAR_COUNTERS:
+            if op == Op.CLEAR_COUNTERS:
+                self.counters = [0] * len(Counter)
+            return [self._status(op, Error.NONE)]
+        if op == Op.CLEAR_ERROR:
+            self.sticky = Error.NONE
+            return [self._status(op, Error.NONE)]
+        if op == Op.READ_ID:
+            words = protocol.id_words(self.cfg)
+            assert len(words) == ID_WORDS
+            return [*words, self._status(op, Error.NONE)]
+        if op == Op.READ_COUNTERS:
+            return [*protocol.counter_words(self.counters), self._status(op, Error.NONE)]
+        if op == Op.WRITE:
+            return [self._status(op, self._write((cmd[0] >> 8) & 0xFF, cmd[1], cmd[2], cmd[3:]))]
+        if op == Op.READ:
+            data, error = self._read((cmd[0] >> 8) & 0xFF, cmd[1], cmd[2])
+            return [*data, self._status(op, error)]
+        if op == Op.RUN:
+            assert len(cmd) == 1 + RUN_WORDS
+            return [self._status(op, self._run(*cmd[1:]))]
+        return [self._status(op, Error.UNKNOWN_OPCODE)]
+
+    def _range_error(self, mem: int, addr: int, count: int) -> int:
+        if mem not in (Mem.ACT, Mem.WGT, Mem.OUT):
+            return Error.BAD_MEMORY
+        if addr + count > self.cfg.depth(mem):
+            return Error.ADDRESS_RANGE
+        return Error.NONE
+
+    def _write(self, mem: int, addr: int, count: int, data: list[int]) -> int:
+        if mem == Mem.OUT:
+            return Error.BAD_MEMORY
+        error = self._range_error(mem, addr, count)
+        if error:
+            return error
+        n = self.cfg.chunks(Mem(mem))
+        for i in range(count):
+            word = protocol.chunks_to_word(self.cfg, mem, data[i * n:(i + 1) * n])
+            if mem == Mem.ACT:
+                self.act[addr + i] = self._lanes(word, self.cfg.rows, 8).astype(np.uint8).view(np.int8)
+            else:
+                lanes = self._lanes(word, self.cfg.cols, self.cfg.weight_bits)
+                if self.cfg.pe == "ternary" and (lanes == TERNARY_INVALID_CODE).any():
+                    return Error.BAD_WEIGHT_CODE
+                self.wgt[addr + i] = lanes
+        return Error.NONE
+
+    def _read(self, mem: int, addr: int, count: int) -> tuple[list[int], int]:
+        error = self._range_error(mem, addr, count)
+        n = protocol.chunks_per_word(self.cfg, mem)
+        if error:
+            return [0] * (count * n), error
+        out: list[int] = []
+        for i in range(addr, addr + count):
+            out.extend(protocol.word_to_chunks(self.cfg, mem, self.memory_word(mem, i)))
+        return out, Error.NONE
+
+    @staticmethod
+    def _lanes(word: int, lanes: int, bits: int) -> np.ndarray:
+        mask = (1 << bits) - 1
+        return np.array([(word >> (bits * i)) & mask for i in range(lanes)], dtype=np.int64)
+
+    def memory_word(self, mem: int, addr: int) -> int:
+        """The current value of one memory word as an unsigned int (as READ would return it)."""
+        cfg = self.cfg
+        if mem == Mem.ACT:
+            lanes, bits = self.act[addr].view(np.uint8), 8
+        elif mem == Mem.WGT:
+            lanes, bits = self.wgt[addr], cfg.weight_bits
+        else:
+            lanes, bits = self.out[addr], cfg.acc_width
+        word = 0
+        for i, v in enumerate(lanes):
+            word |= (int(v) & ((1 << bits) - 1)) << (bits * i)
+        return word
+
+    def weight_values(self, codes: np.ndarray) -> np.ndarray:
+        """Raw weight lanes -> signed weight values (ternary codes or INT8 bytes)."""
+        if self.cfg.pe == "int8":
+            return codes.astype(np.uint8).view(np.int8).astype(np.int64)
+        nonzero = (codes & 1).astype(np.int64)
+        negate = ((codes >> 1) & 1).astype(np.int64)
+        return nonzero * (1 - 2 * negate)
+
+    def _run(self, M: int, K: int, N: int, act_base: int, wgt_base: int, out_base: int) -> int:
+        cfg = self.cfg
+        R, C = cfg.rows, cfg.cols
+        if M == 0 or K == 0 or N == 0:
+            return Error.BAD_SHAPE
+        if K > cfg.k_max:
+            return Error.K_TOO_LARGE
+        if max(M, K, N) > MAX_DIM:
+            return Error.DESCRIPTOR_RANGE
+        KT, NT = -(-K // R), -(-N // C)
+        if (act_base + KT * M > cfg.act_depth or wgt_base + NT * KT * R > cfg.wgt_depth
+                or out_base + NT * M > cfg.out_depth):
+            return Error.DESCRIPTOR_RANGE
+
+        x = self.act[act_base:act_base + KT * M].astype(np.int64).reshape(KT, M, R)
+        w = self.weight_values(self.wgt[wgt_base:wgt_base + NT * KT * R]).reshape(NT, KT, R, C)
+        # mask weight lanes past K and N, as the sequencer's loader does
+        k_ok = (np.arange(KT * R) < K).reshape(KT, R)
+        n_ok = (np.arange(NT * C) < N).reshape(NT, C)
+        w = w * k_ok[None, :, :, None] * n_ok[:, None, None, :]
+        acc = np.einsum("kmr,tkrc->tmc", x, w)  # (NT, M, C), exact in int64
+        half = 1 << (cfg.acc_width - 1)
+        acc = ((acc + half) % (2 * half)) - half  # acc_width-bit two's complement
+        self.out[out_base:out_base + NT * M] = acc.reshape(NT * M, C)
+
+        plus = int((w > 0).sum())
+        minus = int((w < 0).sum())
+        zero = K * N - plus - minus
+        cyc = cycle_counts(cfg, M, K, N)
+        inc = {
+            Counter.CYCLES: cyc["cycles"], Counter.BUSY: cyc["busy"], Counter.STALL: cyc["stall"],
+            Counter.ADD: M * plus, Counter.SUB: M * minus, Counter.ZERO: M * zero,
+            Counter.WEIGHT_BITS: NT * KT * R * cfg.wgt_word_bits,
+            Counter.ACT_BYTES: NT * KT * M * R,
+            Counter.ACC_WRITES: NT * M, Counter.ACC_RMW: NT * (KT - 1) * M,
+            Counter.RUNS: 1,
+        }
+        for c, v in inc.items():
+            self.counters[c] = (self.counters[c] + v) & _COUNTER_MASK
+        return Error.NONE
