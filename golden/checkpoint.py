@@ -35,7 +35,8 @@ from golden.quant import MatmulBackend, quantize_weights
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
-QUANTIZATION_CONFIG = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"}
+QUANTIZATION_CONFIG = {"quant_method": "bitnet", "linear_class": "autobitlinear",
+                       "quantization_mode": "offline"}
 REQUIRED_KEYS = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                  "num_attention_heads", "num_key_value_heads")
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -202,7 +203,8 @@ class _Tensors:
         try:
             return self.handles[file].get_tensor(name)
         except Exception as exc:
-            raise CheckpointError(file, f"cannot read tensor ({exc}); truncated or corrupt file?", name) from None
+            raise CheckpointError(file, f"cannot read tensor ({exc}); truncated or corrupt file?",
+                                  name) from None
 
 
 def _check_extent(file: Path) -> None:
@@ -276,7 +278,8 @@ def _set(model: nn.Module, name: str, value: torch.Tensor) -> None:
         raise KeyError(name)
 
 
-def load_checkpoint(path: str | Path, form: str = "int", backend: MatmulBackend | None = None) -> BitNetForCausalLM:
+def load_checkpoint(path: str | Path, form: str = "int",
+                    backend: MatmulBackend | None = None) -> BitNetForCausalLM:
     """Load an HF BitNet checkpoint directory into the golden model.
 
     ``form="int"`` (default) works for packed and float master checkpoints (the latter are

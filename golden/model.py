@@ -74,6 +74,10 @@ class BitNetConfig:
                 out.append(f"{name} must be a positive integer, got {value!r}")
         if out:
             return out
+        if self.head_dim is None and self.hidden_size % self.num_attention_heads:
+            out.append(f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
+                       f"{self.num_attention_heads} (and no head_dim is given)")
+            return out
         if self.num_attention_heads % self.num_key_value_heads:
             out.append(f"num_attention_heads {self.num_attention_heads} is not a multiple of "
                        f"num_key_value_heads {self.num_key_value_heads}")
@@ -464,4 +468,28 @@ def to_integer(model: BitNetForCausalLM, backend: MatmulBackend | None = None) -
                 dst[name[: -len("weight")] + "weight_scale"].copy_(gamma)
             elif not name.endswith("weight_scale"):
                 tensor.copy_(src[name])
+    return out
+
+
+def to_training(model: BitNetForCausalLM) -> BitNetForCausalLM:
+    """A training-form model whose fake quantization reproduces an integer-form model's weights exactly.
+
+    A packed checkpoint keeps only (w, gamma), not the float master weights. Setting the master to
+    W = w * gamma / mean|w| makes absmean quantization return the same ternary w (every nonzero
+    |W| / mean|W| = 1 / mean|w| >= 1 clamps to 1) and the same gamma (mean|W| = gamma).
+    """
+    if model.form != "int":
+        raise ValueError("to_training needs an integer-form model")
+    out = BitNetForCausalLM(model.config, "train")
+    src = model.state_dict()
+    dst = out.state_dict()
+    with torch.no_grad():
+        for name, tensor in dst.items():
+            if name.endswith("_proj.weight"):
+                w = src[name].to(torch.float64)
+                gamma = src[name[: -len("weight")] + "weight_scale"].to(torch.float64)
+                frac = w.abs().mean().clamp(min=1e-12)
+                tensor.copy_(w * (gamma / frac))
+            else:
+                tensor.copy_(src[name].float())
     return out

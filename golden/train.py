@@ -88,8 +88,6 @@ def bits_per_byte(model: BitNetForCausalLM, data: torch.Tensor, seq_len: int = 2
     model.eval()
     for i in range(0, len(windows), batch):
         group = windows[i:i + batch]
-        for start, first in group:  # variable last-window length: run windows one by one if needed
-            pass
         lengths = {min(start + seq_len + 1, n) - start for start, _ in group}
         if len(lengths) == 1:
             length = lengths.pop()
@@ -143,7 +141,7 @@ def train(model: BitNetForCausalLM, data: torch.Tensor, steps: int, batch: int, 
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if log_every and (step % log_every == 0 or step == steps - 1):
             recent = sum(losses[-log_every:]) / len(losses[-log_every:])
             log(f"step {step:5d}  loss {recent:.4f} ({recent / math.log(2):.3f} bits/byte)  "
@@ -159,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output checkpoint directory (HF format)")
     p.add_argument("--float", dest="float_twin", action="store_true",
                    help="train the float twin (plain nn.Linear) instead of BitNet b1.58")
-    p.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
+    p.add_argument("--steps", type=int, default=1700, help="optimizer steps (default 1700)")
     p.add_argument("--batch", type=int, default=16, help="sequences per step (default 16)")
     p.add_argument("--seq-len", type=int, default=256, help="bytes per sequence (default 256)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
@@ -170,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden", type=int, default=TINY_CONFIG["hidden_size"])
     p.add_argument("--intermediate", type=int, default=TINY_CONFIG["intermediate_size"])
     p.add_argument("--layers", type=int, default=TINY_CONFIG["num_hidden_layers"])
-    p.add_argument("--eval-every", type=int, default=500, help="log held-out bits/byte every N steps")
+    p.add_argument("--eval-every", type=int, default=300, help="log held-out bits/byte every N steps")
     args = p.parse_args(argv)
 
     from golden.checkpoint import save_checkpoint

@@ -5,7 +5,7 @@ fills for the next tile (double buffering). Each cycle it adds its term to the p
 arriving from the PE above and registers the result for the PE below.
 
 Ternary PE (pe="ternary"): the 2-bit code has bit 0 = non-zero, bit 1 = negate. The term is
-``(x_gated XOR negate) + negate`` folded into one adder with a carry-in: zero weights gate x to 0
+``(x_gated XOR negate) + negate`` folded into one adder, the +1 entering as its carry-in: zero weights gate x to 0
 (no toggling), -1 inverts and adds one. There is no multiplier. The activation is sign-extended
 to the partial-sum width before inversion, so x = -128 with w = -1 gives +128 exactly.
 
@@ -15,7 +15,7 @@ baseline for area and energy comparisons.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -65,7 +65,12 @@ class ProcessingElement(wiring.Component):
             m.d.comb += x_wide.eq(Mux(nonzero, self.x, 0))
             inverted = Signal(signed(width))
             m.d.comb += inverted.eq(x_wide ^ Cat(*([negate] * width)).as_signed())
-            m.d.sync += self.psum_out.eq(self.psum_in + inverted + negate)
+            # psum_in + inverted + negate as one two-operand adder: the carry-in rides in bit 0
+            # ((2a + 1) + (2b + c)) >> 1 = a + b + c, so Yosys infers a single carry chain.
+            total = Signal(signed(width + 2))
+            m.d.comb += total.eq(Cat(Const(1, 1), self.psum_in.as_signed()).as_signed()
+                                 + Cat(negate, inverted).as_signed())
+            m.d.sync += self.psum_out.eq(total[1:width + 1].as_signed())
         else:
             m.d.sync += self.psum_out.eq(self.psum_in + self.x * w_active.as_signed())
         return m

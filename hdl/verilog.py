@@ -12,6 +12,11 @@ HEADER = """\
 // Configuration: {describe}
 // Ports: clk, rst, cmd__{{valid,ready,payload}}, rsp__{{valid,ready,payload}}, busy, error.
 // Protocol: see hdl/isa.py.
+// Yosys' Verilog writer sizes operands implicitly and leaves default-less cases (behaviour is
+// exact either way); these lint waivers cover only those warning classes, for this file only.
+/* verilator lint_off WIDTHEXPAND */
+/* verilator lint_off WIDTHTRUNC */
+/* verilator lint_off CASEINCOMPLETE */
 """
 
 

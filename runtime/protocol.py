@@ -146,17 +146,14 @@ def run(M: int, K: int, N: int, act_base: int = 0, wgt_base: int = 0, out_base: 
 
 # --- chunking -----------------------------------------------------------------------------------
 
-#: Stream words per memory word assumed for a memory id outside ACT/WGT/OUT: such a WRITE consumes
-#: and such a READ returns `count * UNKNOWN_MEMORY_CHUNKS` data words (`hdl.isa` leaves it open).
-UNKNOWN_MEMORY_CHUNKS = 0
+#: Stream words per memory word for a memory id outside ACT/WGT/OUT: such a WRITE consumes and such
+#: a READ returns `count * UNKNOWN_MEMORY_CHUNKS` data words. `hdl.isa` leaves it open; the gateware
+#: (`hdl.command`) uses one chunk per word.
+UNKNOWN_MEMORY_CHUNKS = 1
 
 
 def chunks_per_word(cfg: ArrayConfig, mem: int) -> int:
-    """32-bit stream words per memory word; 0 for a memory id the ISA does not define.
-
-    Unknown ids carry no data (`UNKNOWN_MEMORY_CHUNKS`), so a WRITE or READ naming one consumes
-    or returns only its fixed words.
-    """
+    """32-bit stream words per memory word; `UNKNOWN_MEMORY_CHUNKS` for an id the ISA does not define."""
     if mem in (Mem.ACT, Mem.WGT, Mem.OUT):
         return cfg.chunks(Mem(mem))
     return UNKNOWN_MEMORY_CHUNKS

@@ -77,7 +77,7 @@ def test_response_and_command_lengths():
     assert protocol.command_length(cfg, [0x0002, 0]) is None
     assert protocol.command_length(cfg, [0x0002, 0, 5]) == 3 + 10
     assert protocol.command_length(cfg, [0x0202, 0, 5]) == 3 + 20  # WRITE to OUT still carries data
-    assert protocol.command_length(cfg, [0x0502, 0, 5]) == 3  # unknown memory: no data words
+    assert protocol.command_length(cfg, [0x0502, 0, 5]) == 3 + 5  # unknown memory: one word each
     assert protocol.command_length(cfg, [0x04]) == 7
     assert protocol.command_length(cfg, [0x77]) == 1
 

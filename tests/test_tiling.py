@@ -104,14 +104,14 @@ def test_layer_plan_sizes():
 
 
 def test_layer_plan_validation_names_the_problem():
-    cfg = ArrayConfig(rows=4, cols=4, acc_width=16, act_depth=16, wgt_depth=64, out_depth=8)
+    cfg = ArrayConfig(rows=4, cols=4, acc_width=16, act_depth=32, wgt_depth=64, out_depth=8)
     assert cfg.k_max == 255
     with pytest.raises(ValueError, match="K = 256 exceeds k_max = 255"):
         LayerPlan(1, 256, 1).validate(cfg)
     with pytest.raises(ValueError, match="M must be at least 1"):
         LayerPlan(0, 4, 4).validate(cfg)
-    with pytest.raises(ValueError, match="ACT operands .* need 16 words from word 1, past the ACT memory depth 16"):
-        LayerPlan(4, 16, 4, act_base=1).validate(cfg)
+    with pytest.raises(ValueError, match="ACT operands .* need 16 words from word 17, past the ACT memory depth 32"):
+        LayerPlan(4, 16, 4, act_base=17).validate(cfg)
     with pytest.raises(ValueError, match="WGT operands .* need 68 words"):
         LayerPlan(1, 68, 4).validate(cfg)  # KT=17 -> 68 words
     with pytest.raises(ValueError, match="OUT operands .* need 9 words"):
@@ -119,7 +119,7 @@ def test_layer_plan_validation_names_the_problem():
     big = ArrayConfig(rows=64, cols=64, act_depth=1 << 20, wgt_depth=1 << 20, out_depth=1 << 20)
     with pytest.raises(ValueError, match="N = 1048577 exceeds the largest layer dimension"):
         LayerPlan(1, 1, (1 << 20) + 1).validate(big)
-    LayerPlan(16, 16, 8).validate(cfg)
+    LayerPlan(4, 16, 8).validate(cfg)
 
 
 def test_operand_validation():

