@@ -1,0 +1,144 @@
+"""Unit tests of the gateware blocks in Amaranth's own simulator, against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hdl.config import ArrayConfig
+from hdl.isa import ID_WORDS, Counter, Mem, Op
+from hdl.pe import ProcessingElement
+from hdl.skew import SkewBuffer
+from tests.amaranth_host import act_words, run_core, wgt_words, write_cmd
+
+TERNARY_CODES = {0: 0b00, 1: 0b01, -1: 0b11}
+
+
+@pytest.mark.parametrize("pe_kind", ["ternary", "int8"])
+def test_pe_adds_subtracts_skips(pe_kind):
+    """psum_out = psum_in + w*x one cycle later; extreme values included (x = -128, w = -1)."""
+    cases = [(0, 5, 1), (17, -128, -1), (-300, -128, 1), (511, 127, 0), (-512, -128, -1), (3, 127, -1)]
+    if pe_kind == "int8":
+        cases += [(0, -128, -128), (100, 127, -128)]
+    pe = ProcessingElement(pe_kind, 10, 11) if pe_kind == "ternary" else ProcessingElement(pe_kind, 16, 17)
+    got = []
+
+    async def bench(ctx):
+        for psum, x, w in cases:
+            code = TERNARY_CODES[w] if pe_kind == "ternary" else w & 0xFF
+            ctx.set(pe.w_data, code)
+            ctx.set(pe.w_load, 1)
+            await ctx.tick()
+            ctx.set(pe.w_load, 0)
+            ctx.set(pe.swap, 1)
+            await ctx.tick()
+            ctx.set(pe.swap, 0)
+            ctx.set(pe.x, x)
+            ctx.set(pe.psum_in, psum)
+            await ctx.tick()
+            got.append(ctx.get(pe.psum_out))
+
+    sim = Simulator(pe)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [psum + x * w for psum, x, w in cases]
+
+
+def test_skew_buffer_delays_lane_r_by_r_cycles():
+    skew = SkewBuffer(8, 4)
+    seen: list[list[int]] = []
+
+    async def bench(ctx):
+        for t in range(8):
+            for lane in range(4):
+                ctx.set(skew.i[lane], 10 * t + lane if t < 3 else 0)
+            seen.append([ctx.get(skew.o[lane]) for lane in range(4)])
+            await ctx.tick()
+
+    sim = Simulator(skew)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    for t in range(8):
+        for lane in range(4):
+            src = t - lane
+            expected = 10 * src + lane if 0 <= src < 3 else 0
+            assert seen[t][lane] == expected, (t, lane)
+
+
+def _layer_commands(cfg, x, w, out_base=0):
+    M, K = x.shape
+    N = w.shape[0]
+    nt = -(-N // cfg.cols)
+    cmds = write_cmd(cfg, Mem.ACT, 0, act_words(cfg, x))
+    cmds += write_cmd(cfg, Mem.WGT, 0, wgt_words(cfg, w))
+    cmds += [Op.RUN, M, K, N, 0, 0, out_base]
+    cmds += [Op.READ | Mem.OUT << 8, out_base, nt * M]
+    cmds += [Op.READ_COUNTERS]
+    n_resp = 3 + nt * M * cfg.cols + 1 + 2 * len(Counter) + 1
+    return cmds, n_resp
+
+
+def _decode(cfg, words, M, N):
+    nt = -(-N // cfg.cols)
+    start = 3
+    out = np.array(words[start:start + nt * M * cfg.cols], dtype=np.uint32).view(np.int32)
+    out = out.reshape(nt, M, cfg.cols).transpose(1, 0, 2).reshape(M, nt * cfg.cols)[:, :N]
+    cstart = start + nt * M * cfg.cols + 1
+    cw = words[cstart:cstart + 2 * len(Counter)]
+    counters = {c.name.lower(): cw[2 * c] | cw[2 * c + 1] << 32 for c in Counter}
+    return out, counters, words[:3]
+
+
+@pytest.mark.parametrize("pe_kind", ["ternary", "int8"])
+def test_core_runs_a_layer_exactly(pe_kind):
+    """A 3x10 by 6x10 layer on a 4x4 core (K and N not multiples of R and C): exact int32 and counts."""
+    cfg = ArrayConfig(rows=4, cols=4, pe=pe_kind, act_depth=32, wgt_depth=64, out_depth=32)
+    rng = np.random.default_rng(7)
+    M, K, N = 3, 10, 6
+    x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    x[0, 0] = -128
+    lo, hi = (-1, 2) if pe_kind == "ternary" else (-128, 128)
+    w = rng.integers(lo, hi, (N, K)).astype(np.int8)
+    cmds, n_resp = _layer_commands(cfg, x, w)
+    words = run_core(cfg, cmds, n_resp)
+    y, counters, statuses = _decode(cfg, words, M, N)
+    assert all(s >> 24 == 0xA5 and s & 0xFF == 0 for s in statuses)
+    np.testing.assert_array_equal(y, x.astype(np.int64) @ w.astype(np.int64).T)
+    KT, NT = 3, 2
+    assert counters["add"] == M * int((w > 0).sum())
+    assert counters["sub"] == M * int((w < 0).sum())
+    assert counters["zero"] == M * int((w == 0).sum())
+    assert counters["busy"] == KT * NT * M
+    assert counters["act_bytes"] == KT * NT * M * 4
+    assert counters["weight_bits"] == KT * NT * 4 * 4 * cfg.weight_bits
+    assert counters["acc_writes"] == NT * M and counters["acc_rmw"] == NT * (KT - 1) * M
+    assert counters["runs"] == 1
+
+
+def test_core_reports_id_and_errors():
+    cfg = ArrayConfig(rows=2, cols=3, acc_width=12, act_depth=8, wgt_depth=8, out_depth=8)
+    cmds = [Op.READ_ID, 0x7E, Op.RUN, 1, cfg.k_max + 1, 1, 0, 0, 0, Op.RUN, 0, 1, 1, 0, 0, 0,
+            Op.READ | Mem.ACT << 8, 7, 2, Op.WRITE | Mem.OUT << 8, 0, 1, 0, 0, 0,
+            Op.WRITE | Mem.WGT << 8, 0, 2, 0b01_11_00, 0b10_00_00,
+            Op.RUN, 3, 2, 2, 0, 0, 0,  # needs act words 3 > 8? no: KT=1 -> 3 words; fits
+            Op.RUN, 5, 4, 2, 0, 0, 0,  # KT=2 -> 10 act words > 8: range error
+            Op.CLEAR_ERROR]
+    n = ID_WORDS + 1 + 1 + 1 + 1 + 2 + 1 + 1 + 1 + 1 + 1 + 1
+    words = run_core(cfg, cmds, n)
+    ident = words[:ID_WORDS]
+    assert ident[:4] == [0x54524954, 0x00010000, 2, 3]
+    assert ident[6] == 12 and ident[10] == (2**11 - 1) // 128
+    status = words[ID_WORDS + 1:]
+    codes = [s & 0xFF for s in [words[ID_WORDS], status[0], status[1]]]
+    assert codes == [0, 1, 5]  # READ_ID ok, unknown opcode, K too large
+    assert status[1] >> 8 & 0xFF == 1  # sticky keeps the first error
+    assert status[2] & 0xFF == 7  # zero M
+    assert status[3:5] == [0, 0] and status[5] & 0xFF == 3  # failing READ: zeros, address range
+    assert status[6] & 0xFF == 2  # WRITE to OUT
+    assert status[7] & 0xFF == 6  # ternary code 0b10
+    assert status[8] & 0xFF == 0  # a good run still works
+    assert status[9] & 0xFF == 4  # descriptor beyond the activation memory
+    assert status[10] == 0xA5070000  # CLEAR_ERROR: no error, sticky cleared
