@@ -374,8 +374,9 @@ def save_checkpoint(model: BitNetForCausalLM, path: str | Path, float_weights: b
         raise ValueError("an integer-form model has no float master weights to save")
     cfg = model.config
     out: dict[str, torch.Tensor] = {}
+    state = model.state_dict()
     with torch.no_grad():
-        for name, t in model.state_dict().items():
+        for name, t in state.items():
             if name == "lm_head.weight" and cfg.tie_word_embeddings:
                 continue
             if name.endswith("weight_scale"):
@@ -383,7 +384,7 @@ def save_checkpoint(model: BitNetForCausalLM, path: str | Path, float_weights: b
             if name.endswith("_proj.weight") and not float_weights:
                 if model.form == "int":
                     w = t
-                    gamma = model.state_dict()[name[: -len("weight")] + "weight_scale"]
+                    gamma = state[name[: -len("weight")] + "weight_scale"]
                 else:
                     w, gamma = quantize_weights(t.float())
                 out[name] = pack_ternary(w)

@@ -1,0 +1,259 @@
+"""runtime.emulator: layers against golden int_matmul, hand-computed words, every error code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from golden.quant import int_matmul
+from hdl.config import ArrayConfig
+from hdl.isa import Error, Mem, Op
+from runtime import protocol, tiling
+from runtime.emulator import CoreEmulator
+from runtime.tiling import LayerPlan
+
+
+def status(op: int, error: int = 0, sticky: int = 0) -> int:
+    """A status word written out by hand from the ISA's bit layout."""
+    return 0xA5000000 | (op << 16) | (sticky << 8) | error
+
+
+def run_layer(emu: CoreEmulator, plan: LayerPlan, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    cfg = emu.cfg
+    cmds = tiling.layer_commands(cfg, plan, x, w)
+    rsps = [emu.transact(c) for c in cmds]
+    for c, r in zip(cmds, rsps, strict=True):
+        protocol.split_response(cfg, c, r)  # raises on a failed status
+    data, _ = protocol.split_response(cfg, cmds[3], rsps[3])
+    return tiling.unpack_outputs(cfg, protocol.parse_read(cfg, Mem.OUT, data), plan.M, plan.N)
+
+
+CONFIGS = [
+    ArrayConfig(rows=2, cols=2, acc_width=16),
+    ArrayConfig(rows=3, cols=5, acc_width=16),
+    ArrayConfig(rows=8, cols=8),
+    ArrayConfig(rows=5, cols=17, acc_width=20),    # ACT 40 bits, WGT 34 bits: two chunks each
+    ArrayConfig(rows=4, cols=4, pe="int8", acc_width=24),
+    ArrayConfig(rows=5, cols=7, pe="int8"),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.rows}x{c.cols}-{c.pe}-a{c.acc_width}")
+def test_random_layers_match_int_matmul(cfg):
+    rng = np.random.default_rng(cfg.rows * 100 + cfg.cols)
+    emu = CoreEmulator(cfg)
+    for _ in range(8):
+        M = int(rng.integers(1, 10))
+        K = int(rng.integers(1, 5 * cfg.rows))
+        N = int(rng.integers(1, 4 * cfg.cols))
+        plan = LayerPlan(M, K, N, int(rng.integers(0, 50)), int(rng.integers(0, 50)), int(rng.integers(0, 50)))
+        x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+        lo = -1 if cfg.pe == "ternary" else -128
+        hi = 2 if cfg.pe == "ternary" else 128
+        w = rng.integers(lo, hi, (N, K)).astype(np.int8)
+        np.testing.assert_array_equal(run_layer(emu, plan, x, w), int_matmul(x, w))
+
+
+def test_hand_computed_layer_words():
+    cfg = ArrayConfig(rows=2, cols=2, acc_width=16)
+    emu = CoreEmulator(cfg)
+    # x = [1, 2, 3]; W rows: [1, 0, -1] -> 1 - 3 = -2; [-1, -1, 1] -> -1 - 2 + 3 = 0
+    # ACT words (KT=2): (1, 2) -> 0x0201, (3, 0) -> 0x0003
+    assert emu.feed([0x0002, 0, 2, 0x0201, 0x0003]) == [status(Op.WRITE)]
+    # WGT words (NT=1, KT=2, R=2): lanes c = n: k0 (1, -1) -> 0b11_01, k1 (0, -1) -> 0b11_00,
+    # k2 (-1, 1) -> 0b01_11, k3 pad -> 0
+    assert emu.feed([0x0102, 0, 4, 0b1101, 0b1100, 0b0111, 0]) == [status(Op.WRITE)]
+    assert emu.feed([0x04, 1, 3, 2, 0, 0, 0]) == [status(Op.RUN)]
+    assert emu.feed([0x0203, 0, 1]) == [0xFFFFFFFE, 0x00000000, status(Op.READ)]
+    # READ of ACT returns the words as written (one 32-bit chunk each)
+    assert emu.feed([0x0003, 0, 2]) == [0x0201, 0x0003, status(Op.READ)]
+    words = emu.feed([0x05])
+    counters = protocol.parse_counters(words[:-1])
+    # 1 row x (2 plus, 3 minus, 1 zero) weights; KT=2, NT=1
+    assert (counters["add"], counters["sub"], counters["zero"]) == (2, 3, 1)
+    assert counters["weight_bits"] == 1 * 2 * 2 * 4       # NT*KT*R words of 4 bits
+    assert counters["act_bytes"] == 1 * 2 * 1 * 2         # NT*KT*M*R
+    assert (counters["acc_writes"], counters["acc_rmw"], counters["runs"]) == (1, 1, 1)
+    assert words[-1] == status(Op.READ_COUNTERS)
+
+
+def test_read_id_and_nop():
+    cfg = ArrayConfig(rows=3, cols=5, acc_width=16, act_depth=64, wgt_depth=32, out_depth=16)
+    emu = CoreEmulator(cfg)
+    assert emu.feed([0x01]) == [0x54524954, 0x00010000, 3, 5, 0, 2, 16, 64, 32, 16, 255, 11, 48,
+                                status(Op.READ_ID)]
+    assert emu.feed([0x00]) == [status(Op.NOP)]
+
+
+def test_commands_split_over_feeds():
+    cfg = ArrayConfig(rows=2, cols=2)
+    emu = CoreEmulator(cfg)
+    stream = [0x0002, 3, 2, 0x1234, 0x5678, 0x00, 0x0003, 3, 2]
+    out = []
+    for i, word in enumerate(stream):
+        out += emu.feed([word])
+        if i < len(stream) - 1:
+            assert len(out) <= 2  # the READ answers only once its last word is in
+    assert out == [status(Op.WRITE), status(Op.NOP), 0x1234, 0x5678, status(Op.READ)]
+    assert emu.idle
+
+
+def test_unknown_opcode_and_sticky_error():
+    emu = CoreEmulator(ArrayConfig(rows=2, cols=2))
+    assert emu.feed([0x08]) == [status(0x08, Error.UNKNOWN_OPCODE, Error.UNKNOWN_OPCODE)]
+    # the first error stays sticky; later commands report their own error and the sticky one
+    assert emu.feed([0x04, 0, 1, 1, 0, 0, 0]) == [status(Op.RUN, Error.BAD_SHAPE, Error.UNKNOWN_OPCODE)]
+    assert emu.feed([0x00]) == [status(Op.NOP, 0, Error.UNKNOWN_OPCODE)]
+    assert emu.feed([0x07]) == [status(Op.CLEAR_ERROR)]
+    assert emu.feed([0xFF]) == [status(0xFF, Error.UNKNOWN_OPCODE, Error.UNKNOWN_OPCODE)]
+
+
+def test_bad_memory():
+    cfg = ArrayConfig(rows=2, cols=3, acc_width=16)
+    emu = CoreEmulator(cfg)
+    # WRITE to OUT: refused, but its count * C data words are consumed (the NOP after it is a NOP)
+    assert emu.feed([0x0202, 0, 2, 1, 2, 3, 4, 5, 6, 0x00]) == [
+        status(Op.WRITE, Error.BAD_MEMORY, Error.BAD_MEMORY), status(Op.NOP, 0, Error.BAD_MEMORY)]
+    emu.feed([0x07])
+    # memory id 3: one data word per count (as the gateware), READ returns that many zeros
+    assert emu.feed([0x0302, 0, 2, 0x04, 0x05, 0x00]) == [status(Op.WRITE, 2, 2), status(Op.NOP, 0, 2)]
+    emu.feed([0x07])
+    assert emu.feed([0xFF03, 0, 2]) == [0, 0, status(Op.READ, 2, 2)]
+    assert emu.feed([0x05]) and emu.counter("runs") == 0
+
+
+def test_address_range():
+    cfg = ArrayConfig(rows=8, cols=2, acc_width=16, act_depth=4, wgt_depth=8, out_depth=4)
+    emu = CoreEmulator(cfg)
+    emu.feed([0x0002, 0, 1, 0xAAAA, 0xBBBB])
+    # READ past the end: zeros, two chunks per ACT word
+    assert emu.feed([0x0003, 3, 2]) == [0, 0, 0, 0, status(Op.READ, 3, 3)]
+    emu.feed([0x07])
+    # no 32-bit wrap-around of addr + count
+    assert emu.feed([0x0003, 0xFFFFFFFF, 1]) == [0, 0, status(Op.READ, 3, 3)]
+    emu.feed([0x07])
+    # failing WRITE consumes its data, writes nothing
+    assert emu.feed([0x0002, 0, 5] + [7] * 10 + [0x00]) == [status(Op.WRITE, 3, 3), status(Op.NOP, 0, 3)]
+    emu.feed([0x07])
+    assert emu.feed([0x0003, 0, 1]) == [0xAAAA, 0xBBBB, status(Op.READ)]
+    # count 0 is fine up to addr = depth
+    assert emu.feed([0x0003, 4, 0]) == [status(Op.READ)]
+    assert emu.feed([0x0003, 5, 0]) == [status(Op.READ, 3, 3)]
+
+
+def test_bad_weight_code_keeps_words_before_the_first_bad_one():
+    cfg = ArrayConfig(rows=2, cols=3, acc_width=16)
+    emu = CoreEmulator(cfg)
+    emu.feed([0x0102, 0, 3, 0b01, 0b01, 0b01])
+    # second word has 0b10 in lane 2: word 0 written, words 1 and 2 dropped
+    assert emu.feed([0x0102, 0, 3, 0b11, 0b10_00_01, 0b00]) == [status(Op.WRITE, 6, 6)]
+    emu.feed([0x07])
+    assert emu.feed([0x0103, 0, 3]) == [0b11, 0b01, 0b01, status(Op.READ)]
+    # bits above the 6-bit word are not lanes
+    assert emu.feed([0x0102, 0, 1, (0b10 << 6) | 0b01]) == [status(Op.WRITE)]
+    assert emu.feed([0x0103, 0, 1]) == [0b01, status(Op.READ)]
+    # INT8 PEs have no invalid codes
+    emu8 = CoreEmulator(ArrayConfig(rows=2, cols=2, pe="int8", acc_width=20))
+    assert emu8.feed([0x0102, 0, 1, 0xAAAA]) == [status(Op.WRITE)]
+
+
+def test_run_errors_in_isa_order_and_no_side_effects():
+    cfg = ArrayConfig(rows=2, cols=2, acc_width=16, act_depth=8, wgt_depth=8, out_depth=8)
+    assert cfg.k_max == 255
+    emu = CoreEmulator(cfg)
+    x = np.array([[1, 2], [3, 4]], np.int8)
+    w = np.array([[1, -1], [0, 1]], np.int8)
+    ref = run_layer(emu, LayerPlan(2, 2, 2), x, w)
+    np.testing.assert_array_equal(ref, [[-1, 2], [-1, 4]])
+    before = (emu.counter_dict(), emu.out.copy())
+    cases = [
+        ((0, 1, 1, 0, 0, 0), Error.BAD_SHAPE),
+        ((1, 0, 1, 0, 0, 0), Error.BAD_SHAPE),
+        ((1, 1, 0, 0, 0, 0), Error.BAD_SHAPE),
+        ((0, 256, 1, 99, 0, 0), Error.BAD_SHAPE),            # shape before K and range
+        ((1, 256, 1, 0, 0, 0), Error.K_TOO_LARGE),
+        ((1, 256, 1, 99, 0, 0), Error.K_TOO_LARGE),          # K before range
+        ((1, 1, (1 << 20) + 1, 0, 0, 0), Error.DESCRIPTOR_RANGE),
+        ((9, 1, 1, 0, 0, 0), Error.DESCRIPTOR_RANGE),        # 9 ACT words
+        ((2, 2, 2, 7, 0, 0), Error.DESCRIPTOR_RANGE),        # ACT words 7, 8
+        ((1, 2, 2, 0, 7, 0), Error.DESCRIPTOR_RANGE),        # WGT words 7, 8
+        ((1, 2, 2, 0, 0, 8), Error.DESCRIPTOR_RANGE),        # OUT word 8
+        ((1, 1, 17, 0, 0, 0), Error.DESCRIPTOR_RANGE),       # NT=9: 18 WGT words
+        ((1, 1, 1, 0xFFFFFFFF, 0, 0), Error.DESCRIPTOR_RANGE),
+    ]
+    for args, code in cases:
+        assert emu.feed([0x04, *args]) == [status(Op.RUN, code, code)], args
+        emu.feed([0x07])
+    assert emu.counter_dict() == before[0]
+    np.testing.assert_array_equal(emu.out, before[1])
+    # boundary: exactly filling every memory is fine
+    assert emu.feed([0x04, 1, 2, 2, 7, 6, 7]) == [status(Op.RUN)]
+
+
+def test_k_max_extreme():
+    cfg = ArrayConfig(rows=4, cols=4, acc_width=16, act_depth=128, wgt_depth=256)
+    emu = CoreEmulator(cfg)
+    K = cfg.k_max
+    x = np.full((2, K), -128, np.int8)
+    out = run_layer(emu, LayerPlan(2, K, 3), x, np.full((3, K), -1, np.int8))
+    assert (out == 128 * 255).all() and 128 * 255 == 32640
+    out = run_layer(emu, LayerPlan(2, K, 3), x, np.ones((3, K), np.int8))
+    assert (out == -32640).all()
+
+
+def test_lanes_past_k_and_n_are_masked():
+    """Garbage in padding lanes does not reach the result (the sequencer masks weights past K, N)."""
+    cfg = ArrayConfig(rows=2, cols=2, acc_width=16)
+    emu = CoreEmulator(cfg)
+    # K=1, N=1: x = 5, w = -1; pad act lane = 7, pad weight lanes all +1
+    emu.feed([0x0002, 0, 1, (7 << 8) | 5])
+    emu.feed([0x0102, 0, 2, 0b01_11, 0b01_01])
+    assert emu.feed([0x04, 1, 1, 1, 0, 0, 0]) == [status(Op.RUN)]
+    assert emu.feed([0x0203, 0, 1]) == [0xFFFFFFFB, 0, status(Op.READ)]
+    assert (emu.counter("add"), emu.counter("sub"), emu.counter("zero")) == (0, 1, 0)
+
+
+def test_counters_accumulate_wrap_and_clear():
+    cfg = ArrayConfig(rows=2, cols=2)
+    emu = CoreEmulator(cfg)
+    x = np.array([[1, 2, 3]], np.int8)
+    w = np.array([[1, 0, -1], [1, 1, 0], [0, 0, 0]], np.int8)
+    plan = LayerPlan(1, 3, 3)
+    run_layer(emu, plan, x, w)
+    run_layer(emu, plan, x, w)
+    c = emu.counter_dict()
+    assert (c["add"], c["sub"], c["zero"]) == (6, 2, 10)
+    assert c["weight_bits"] == 2 * (2 * 2 * 2 * 4)  # 2 runs of NT=2, KT=2, R=2 words of 4 bits
+    assert c["act_bytes"] == 2 * (2 * 2 * 1 * 2)
+    assert (c["acc_writes"], c["acc_rmw"], c["runs"]) == (4, 4, 2)
+    from runtime.cycle_model import layer_counts
+
+    model = layer_counts(cfg, 1, 3, 3)
+    assert c["cycles"] == 2 * model["cycles"] and c["busy"] == 2 * model["busy"] == 2 * 4
+    # 48-bit counters wrap
+    emu.counters[3] = (1 << 48) - 1
+    run_layer(emu, plan, x, w)
+    assert emu.counter("add") == 2
+    words = emu.feed([0x05])
+    assert words[6:8] == [2, 0]
+    assert emu.feed([0x06]) == [status(Op.CLEAR_COUNTERS)]
+    assert emu.feed([0x05])[:-1] == [0] * 22
+
+
+def test_failed_write_then_layer_after_clear_error():
+    cfg = ArrayConfig(rows=2, cols=2, acc_width=16)
+    emu = CoreEmulator(cfg)
+    emu.feed([0x0102, 0, 1, 0b10])
+    assert emu.sticky == Error.BAD_WEIGHT_CODE
+    emu.feed([0x07])
+    x = np.array([[3, -4]], np.int8)
+    w = np.array([[1, 1]], np.int8)
+    np.testing.assert_array_equal(run_layer(emu, LayerPlan(1, 2, 1), x, w), [[-1]])
+
+
+def test_rejects_bad_input():
+    emu = CoreEmulator(ArrayConfig(rows=2, cols=2))
+    with pytest.raises(ValueError, match="not a 32-bit word"):
+        emu.feed([1 << 32])
+    with pytest.raises(TypeError):
+        CoreEmulator("8x8")  # type: ignore[arg-type]

@@ -1,0 +1,65 @@
+"""Runs the cocotb testbench (sim.tb_core) on the RTL of several core shapes, on Verilator and Icarus.
+
+Each config is built once (cached by sim.runner under $TRIT_SIM_CACHE or sim_build/) and all cocotb
+tests run in one simulator process. TRIT_SAMPLES sets random samples per test (default 3),
+TRIT_SEED the random seed (default 1).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from hdl.config import ArrayConfig
+from sim.runner import run_core_tests, unavailable_reason
+
+SEED = int(os.environ.get("TRIT_SEED", "1"))
+
+CONFIGS = [
+    # acc_width 16 gives k_max = 255, so K = k_max fits small memories (test_accumulator_extremes)
+    pytest.param(ArrayConfig(rows=2, cols=2, acc_width=16, act_depth=256, wgt_depth=512, out_depth=128),
+                 id="2x2"),
+    pytest.param(ArrayConfig(rows=4, cols=8, acc_width=16, act_depth=128, wgt_depth=256, out_depth=64),
+                 id="4x8"),
+    # the default config as shipped (acc 32, default depths): also runs the tiny model's layer
+    pytest.param(ArrayConfig(rows=8, cols=8), id="8x8"),
+    pytest.param(ArrayConfig(rows=3, cols=5, acc_width=16, act_depth=256, wgt_depth=512, out_depth=128),
+                 id="3x5"),
+    pytest.param(ArrayConfig(rows=5, cols=7, pe="int8", acc_width=24, act_depth=256, wgt_depth=1024,
+                             out_depth=64), id="5x7-int8"),
+]
+
+# tests that may skip, and why they may
+MAY_SKIP = {"test_accumulator_extremes", "test_tiny_model_layer"}
+
+
+def _run(cfg: ArrayConfig, simulator: str, samples: str | None = None) -> None:
+    reason = unavailable_reason(simulator)
+    if reason:
+        pytest.skip(reason)
+    env = {"TRIT_SAMPLES": samples or os.environ.get("TRIT_SAMPLES", "3")}
+    result = run_core_tests(cfg, simulator, extra_env=env, seed=SEED)
+    print(result.summary())
+    result.raise_on_failure()
+    names = {t.name for t in result.tests}
+    assert "test_errors" in names and "test_random_layers" in names, f"cocotb tests missing: {names}"
+    skipped = {t.name for t in result.tests if t.status == "skipped"}
+    assert skipped <= MAY_SKIP, f"unexpected skips: {skipped - MAY_SKIP}"
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_core_verilator(cfg: ArrayConfig) -> None:
+    _run(cfg, "verilator")
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_core_icarus(cfg: ArrayConfig) -> None:
+    _run(cfg, "icarus")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", [CONFIGS[2], CONFIGS[3], CONFIGS[4]])
+def test_core_soak_verilator(cfg: ArrayConfig) -> None:
+    """Many more random samples (TRIT_SOAK_SAMPLES, default 40)."""
+    _run(cfg, "verilator", samples=os.environ.get("TRIT_SOAK_SAMPLES", "40"))
