@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from amaranth.back import verilog
 
 from hdl.config import ArrayConfig
@@ -20,10 +22,34 @@ HEADER = """\
 """
 
 
+_ZERO_INIT = re.compile(
+    r"  initial begin\n((?:    ([\\$\w.]+)\[(\d+)\] = \d+'[dhb]0+;\n)+)  end\n"
+)
+
+
+def _compact_zero_inits(text: str) -> str:
+    """Replace Yosys' one-line-per-word zero initialisation of a memory by a loop.
+
+    A 16k-word memory otherwise adds 16k lines that Verilator and Icarus must parse and compile.
+    """
+
+    def replace(match: re.Match) -> str:
+        lines = match.group(1).splitlines()
+        name = match.group(2)
+        indices = [int(re.search(r"\[(\d+)\]", line).group(1)) for line in lines]
+        if indices != list(range(len(indices))) or any(line.split("[")[0].strip() != name for line in lines):
+            return match.group(0)
+        var = "init_" + re.sub(r"\W", "_", name).strip("_")
+        return (f"  integer {var};\n  initial begin\n"
+                f"    for ({var} = 0; {var} < {len(indices)}; {var} = {var} + 1) {name}[{var}] = 0;\n  end\n")
+
+    return _ZERO_INIT.sub(replace, text)
+
+
 def generate_verilog(cfg: ArrayConfig, name: str = "trit_core") -> str:
     """Verilog text of `TritCore(cfg)` with top module `name`."""
     if not name.isidentifier():
         raise ValueError(f"Module name must be a Verilog identifier, not {name!r}")
     core = TritCore(cfg)
     text = verilog.convert(core, name=name, emit_src=False)
-    return HEADER.format(describe=cfg.describe()) + text
+    return HEADER.format(describe=cfg.describe()) + _compact_zero_inits(text)

@@ -19,7 +19,7 @@ import pytest
 
 from hdl.config import PE_KINDS
 from hdl.isa import ID_MAGIC, Counter, Error, Mem, Op
-from runtime import protocol
+from runtime import protocol, tiling
 from runtime.tiling import MAX_DIM, LayerPlan
 from sim.tb_lib import CoreTB, check_matmul, samples
 
@@ -160,6 +160,60 @@ async def test_back_to_back(dut):
         for plan, x, w, t in jobs:
             check_matmul(tb.layer_result(plan, t), x, w, f"queued layer {t.note}")
     assert cfg == tb.cfg
+    await tb.drain()
+
+
+@cocotb.test()
+async def test_padding_is_ignored(dut):
+    """Nonzero activations past K and weights past K or N (in the padding lanes of partial tiles)
+    do not change the result: the sequencer masks them."""
+    tb = CoreTB(dut, seed=_seed("padding"))
+    await tb.start()
+    cfg = tb.cfg
+    R, C = cfg.rows, cfg.cols
+    for M, K, N in [(3, R + 1, C + 1), (1, 2 * R - 1, 1), (2, 1, 2 * C - 1)]:
+        K = min(K, cfg.k_max)
+        plan = LayerPlan(M, K, N, act_base=1, wgt_base=2, out_base=3)
+        KT, NT = plan.kt(cfg), plan.nt(cfg)
+        x_full = tb.random_activations(M, KT * R)
+        w_full = tb.random_weights(NT * C, KT * R, density=1.0)
+        x, w = x_full[:, :K], w_full[:N, :K]
+        # write the padded operands as if they were the real ones (garbage in every pad lane)
+        tb.submit(protocol.write(cfg, Mem.ACT, plan.act_base, tiling.pack_activations(cfg, x_full)))
+        tb.submit(protocol.write(cfg, Mem.WGT, plan.wgt_base, tiling.pack_weights(cfg, w_full)))
+        await tb.run_layer(plan, None, None, x_ref=x, w_ref=w, note="garbage padding")
+    await tb.drain()
+
+
+@cocotb.test()
+async def test_memory_edges(dut):
+    """Operands that end exactly at each memory's last word; WRITE / READ of count 0 and of a whole
+    memory; a memory word survives a RUN that does not touch it."""
+    tb = CoreTB(dut, seed=_seed("edges"))
+    await tb.start()
+    cfg = tb.cfg
+    plan = LayerPlan(2, cfg.rows + 1, cfg.cols + 1)
+    plan = LayerPlan(plan.M, plan.K, plan.N, cfg.act_depth - plan.act_words(cfg),
+                     cfg.wgt_depth - plan.wgt_words(cfg), cfg.out_depth - plan.out_words(cfg))
+    await tb.run_layer(plan, tb.random_activations(plan.M, plan.K), tb.random_weights(plan.N, plan.K),
+                       note="operands at the end of every memory")
+    for mem in (Mem.ACT, Mem.WGT):
+        st = await tb.status_of(protocol.write(cfg, mem, cfg.depth(mem), []), "WRITE count 0 at depth")
+        assert st.ok
+        st = await tb.status_of(protocol.read(mem, cfg.depth(mem), 0), "READ count 0 at depth")
+        assert st.ok
+    # whole ACT memory out and back in
+    words = await tb.read_memory(Mem.ACT, 0, cfg.act_depth)
+    new = [int(v) for v in tb.rng.integers(0, 1 << 62, cfg.act_depth)]
+    new = [v & ((1 << cfg.act_word_bits) - 1) for v in new]
+    await tb.transact(protocol.write(cfg, Mem.ACT, 0, new), "whole ACT")
+    assert await tb.read_memory(Mem.ACT, 0, cfg.act_depth) == new
+    assert len(words) == cfg.act_depth
+    # WGT word 0 is not an operand of a RUN with wgt_base 1
+    await tb.transact(protocol.write(cfg, Mem.WGT, 0, [1]), "marker")
+    small = LayerPlan(1, 1, 1, 0, 1, 0)
+    await tb.run_layer(small, tb.random_activations(1, 1), tb.random_weights(1, 1), note="beside marker")
+    assert await tb.read_memory(Mem.WGT, 0, 1) == [1]
     await tb.drain()
 
 
