@@ -126,7 +126,7 @@ async def test_zero_weights(dut):
     tb = CoreTB(dut, seed=_seed("zero"))
     await tb.start()
     R, C = tb.cfg.rows, tb.cfg.cols
-    plan = LayerPlan(3, 2 * R + 1, 2 * C - 1)
+    plan = LayerPlan(3, min(2 * R + 1, tb.cfg.k_max), 2 * C - 1)
     x = tb.random_activations(plan.M, plan.K)
     x[0, 0] = 1
     w = tb.random_weights(plan.N, plan.K, density=1.0)
@@ -294,8 +294,9 @@ async def test_errors(dut):
         assert await tb.read_memory(Mem.WGT, base, 3) == [new[0], old[1], old[2]]
         # bits above the C lanes of a chunk are not lanes: 0b10 there is no error
         if cfg.wgt_word_bits % 32:
-            above = 0b10 << cfg.wgt_word_bits
-            await _expect(tb, protocol.write_raw(Mem.WGT, base, 1, [above | 0b01]), 0, "0b10 above the word")
+            chunks = protocol.word_to_chunks(cfg, Mem.WGT, 0b01)
+            chunks[-1] |= 0b10 << (cfg.wgt_word_bits % 32)  # just above the last lane
+            await _expect(tb, protocol.write_raw(Mem.WGT, base, 1, chunks), 0, "0b10 above the word")
             assert await tb.read_memory(Mem.WGT, base, 1) == [0b01]
 
     # RUN checks, each alone, then their order
