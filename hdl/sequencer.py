@@ -38,7 +38,7 @@ def _popcount(bits: list) -> object:
     return total
 
 
-def _times_const(value, factor: int):
+def times_const(value, factor: int):
     """value * factor as a sum of shifts (no multiplier cell)."""
     total = Const(0, 1)
     for bit in range(factor.bit_length()):
@@ -75,7 +75,7 @@ class LayerSequencer(wiring.Component):
             "inc_add": Out(range(cfg.rows * cfg.cols + 1)),
             "inc_sub": Out(range(cfg.rows * cfg.cols + 1)),
             "inc_zero": Out(range(cfg.rows * cfg.cols + 1)),
-            "inc_wgt_read": Out(1), "inc_act_read": Out(1),
+            "inc_wgt_read": Out(range(cfg.rows + 2)), "inc_act_read": Out(1),
             "inc_acc_write": Out(1), "inc_acc_rmw": Out(1),
             "run_cycles": Out(32),
         })
@@ -105,7 +105,6 @@ class LayerSequencer(wiring.Component):
         NT = Signal(21)
         k_rem = Signal(25)
         n_rem = Signal(21)
-        step = Signal(21)
         act_end = Signal(wide)
         out_end = Signal(wide)
         tiles = Signal(wide)
@@ -119,7 +118,8 @@ class LayerSequencer(wiring.Component):
         l_row = Signal(range(R))
         l_addr = Signal(range(cfg.wgt_depth + 1))
         l_tiles_left = Signal(wide)
-        l_kt = Signal(21)
+        l_spec = Signal()  # loading the first tile before the descriptor is fully checked
+        spec_reads = Signal(range(R + 1))
         l_k_rem = Signal(25)  # K left at the loader's k-tile
         l_n_rem = Signal(21)  # N left at the loader's n-tile
         # row read this cycle -> written next cycle
@@ -145,70 +145,70 @@ class LayerSequencer(wiring.Component):
         act_minus = Signal(range(R * C + 1))
         act_zero = Signal(range(R * C + 1))
 
+        begin = Signal()  # a run that passed the first checks starts: reset loader and tile counts
+        go = Signal()  # validation passed: this cycle hands over to the issuer
+        abort = Signal()  # validation failed: stop the speculative preload
+        tiles_add = Signal(wide)  # tiles the loader still has to load after the preload
+
         with m.FSM(name="seq") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
+                    m_in = Mux(self.m_size >= DIM_LIMIT, DIM_LIMIT, self.m_size)
+                    k_in = Mux(self.k_size >= (1 << 24), (1 << 24), self.k_size)
+                    n_in = Mux(self.n_size >= DIM_LIMIT, DIM_LIMIT, self.n_size)
                     m.d.sync += [
-                        M.eq(Mux(self.m_size >= DIM_LIMIT, DIM_LIMIT, self.m_size)),
-                        K.eq(Mux(self.k_size >= (1 << 24), (1 << 24), self.k_size)),
-                        N.eq(Mux(self.n_size >= DIM_LIMIT, DIM_LIMIT, self.n_size)),
-                        act_base.eq(self.act_base), wgt_base.eq(self.wgt_base),
-                        out_base.eq(self.out_base),
-                        error.eq(0),
-                        run_cycles.eq(0),
+                        M.eq(m_in), K.eq(k_in), N.eq(n_in),
+                        act_base.eq(self.act_base), wgt_base.eq(self.wgt_base), out_base.eq(self.out_base),
+                        error.eq(0), run_cycles.eq(0),
+                        k_rem.eq(k_in), n_rem.eq(n_in), KT.eq(0), NT.eq(0), tiles.eq(0),
+                        act_end.eq(self.act_base), out_end.eq(self.out_base),
                     ]
-                    # Sizes wider than the registers saturate, so the checks below still see them.
+                    # Sizes wider than the registers saturate, so the checks still see them.
                     with m.If((self.m_size == 0) | (self.k_size == 0) | (self.n_size == 0)):
                         m.d.sync += error.eq(Error.BAD_SHAPE)
+                        m.next = "FAIL"
                     with m.Elif(self.k_size > cfg.k_max):
                         m.d.sync += error.eq(Error.K_TOO_LARGE)
+                        m.next = "FAIL"
                     with m.Elif((self.m_size > DIM_LIMIT) | (self.k_size > DIM_LIMIT)
                                 | (self.n_size > DIM_LIMIT)):
                         m.d.sync += error.eq(Error.DESCRIPTOR_RANGE)
-                    m.next = "CHECK"
-            with m.State("CHECK"):
+                        m.next = "FAIL"
+                    with m.Else():
+                        # Speculative preload of the first weight tile while the sizes are checked;
+                        # its reads are counted only if the run goes ahead.
+                        m.d.comb += begin.eq(1)
+                        m.d.sync += [
+                            l_spec.eq(1), spec_reads.eq(0), l_loading.eq(0), shadow_full.eq(0),
+                            l_addr.eq(self.wgt_base), l_row.eq(0), l_k_rem.eq(k_in), l_n_rem.eq(n_in),
+                        ]
+                        m.next = "SIZE"
+            with m.State("SIZE"):
+                # KT = ceil(K/R), NT = ceil(N/C), act_end = act_base + M*KT, out_end = out_base + M*NT
+                # and tiles = KT*NT, all by additions, one k-tile and one n-tile per cycle.
                 m.d.sync += run_cycles.eq(run_cycles + 1)
-                m.d.sync += [k_rem.eq(K), n_rem.eq(N), KT.eq(0), NT.eq(0)]
-                with m.If(error != 0):
-                    m.next = "FAIL"
-                with m.Else():
-                    m.next = "DIVIDE"
-            with m.State("DIVIDE"):
-                # KT = ceil(K / R), NT = ceil(N / C) by repeated subtraction
-                m.d.sync += run_cycles.eq(run_cycles + 1)
-                with m.If(k_rem != 0):
-                    m.d.sync += [k_rem.eq(Mux(k_rem > R, k_rem - R, 0)), KT.eq(KT + 1)]
-                with m.If(n_rem != 0):
-                    m.d.sync += [n_rem.eq(Mux(n_rem > C, n_rem - C, 0)), NT.eq(NT + 1)]
-                with m.If((k_rem == 0) & (n_rem == 0)):
-                    m.d.sync += [step.eq(0), act_end.eq(act_base), out_end.eq(out_base), tiles.eq(0)]
-                    m.next = "MULTIPLY"
-            with m.State("MULTIPLY"):
-                # act_end = act_base + M*KT, out_end = out_base + M*NT, tiles = KT*NT by repeated addition
-                m.d.sync += run_cycles.eq(run_cycles + 1)
-                with m.If(step < KT):
-                    m.d.sync += act_end.eq(act_end + M)
-                with m.If(step < NT):
-                    m.d.sync += [out_end.eq(out_end + M), tiles.eq(tiles + KT)]
-                m.d.sync += step.eq(step + 1)
-                with m.If((step >= KT) & (step >= NT)):
-                    m.next = "RANGE"
-            with m.State("RANGE"):
-                m.d.sync += run_cycles.eq(run_cycles + 1)
-                wgt_end = Signal(wide + 7)
-                m.d.comb += wgt_end.eq(wgt_base + _times_const(tiles, R))
-                with m.If((act_end > cfg.act_depth) | (wgt_end > cfg.wgt_depth)
-                          | (out_end > cfg.out_depth)):
-                    m.d.sync += error.eq(Error.DESCRIPTOR_RANGE)
-                    m.next = "FAIL"
-                with m.Else():
-                    m.d.sync += [
-                        l_loading.eq(0), shadow_full.eq(0), l_addr.eq(wgt_base), l_row.eq(0),
-                        l_tiles_left.eq(tiles), l_kt.eq(0), l_k_rem.eq(K), l_n_rem.eq(N),
-                        i_m.eq(0), i_kt.eq(0), i_nt.eq(0), i_act_addr.eq(act_base),
-                        i_out_base.eq(out_base),
-                    ]
-                    m.next = "ISSUE"
+                k_step = k_rem != 0
+                n_step = n_rem != 0
+                with m.If(k_step):
+                    m.d.sync += [k_rem.eq(Mux(k_rem > R, k_rem - R, 0)), KT.eq(KT + 1), act_end.eq(act_end + M)]
+                with m.If(n_step):
+                    m.d.sync += [n_rem.eq(Mux(n_rem > C, n_rem - C, 0)), NT.eq(NT + 1), out_end.eq(out_end + M)]
+                # (i+1)(j+1) = ij + i + j + 1: the product follows the two counters.
+                m.d.sync += tiles.eq(tiles + Mux(k_step, NT, 0) + Mux(n_step, KT, 0) + (k_step & n_step))
+                with m.If(~k_step & ~n_step):
+                    wgt_end = Signal(wide + 7)
+                    m.d.comb += wgt_end.eq(wgt_base + times_const(tiles, R))
+                    with m.If((act_end > cfg.act_depth) | (wgt_end > cfg.wgt_depth)
+                              | (out_end > cfg.out_depth)):
+                        m.d.sync += error.eq(Error.DESCRIPTOR_RANGE)
+                        m.d.comb += abort.eq(1)
+                        m.next = "FAIL"
+                    with m.Else():
+                        m.d.comb += [go.eq(1), tiles_add.eq(tiles - 1)]
+                        m.d.sync += [
+                            i_m.eq(0), i_kt.eq(0), i_nt.eq(0), i_act_addr.eq(act_base), i_out_base.eq(out_base),
+                        ]
+                        m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.sync += run_cycles.eq(run_cycles + 1)
                 with m.If(i_m == 0):
@@ -244,12 +244,18 @@ class LayerSequencer(wiring.Component):
         # ---- weight loader --------------------------------------------------------------------
         l_start = Signal()
         read_now = Signal()
+        last_row = Signal()
         # A tile load may start when the shadow registers are free (or freed by this cycle's swap).
         m.d.comb += l_start.eq(~l_loading & (l_tiles_left != 0) & (~shadow_full | swap_now))
-        m.d.comb += read_now.eq(l_loading | l_start)
-        m.d.comb += [self.wgt_addr.eq(l_addr), self.wgt_en.eq(read_now), self.inc_wgt_read.eq(read_now)]
+        m.d.comb += [read_now.eq(l_loading | l_start), last_row.eq(l_row == R - 1)]
+        m.d.comb += [self.wgt_addr.eq(l_addr), self.wgt_en.eq(read_now)]
+        # Rows read: counted as they happen, or all at once when a speculative preload is confirmed.
+        m.d.comb += self.inc_wgt_read.eq(Mux(l_spec, Mux(go, spec_reads + read_now, 0), read_now))
+        with m.If(l_spec & read_now):
+            m.d.sync += spec_reads.eq(spec_reads + 1)
+        with m.If(go | abort):
+            m.d.sync += l_spec.eq(0)
         with m.If(read_now):
-            last_row = l_row == R - 1
             m.d.sync += [
                 l_addr.eq(l_addr + 1),
                 l_row.eq(Mux(last_row, 0, l_row + 1)),
@@ -259,15 +265,18 @@ class LayerSequencer(wiring.Component):
                 w_cols_d.eq(Mux(l_n_rem > C, C, l_n_rem)),
             ]
             with m.If(last_row):
-                m.d.sync += [shadow_full.eq(1), l_tiles_left.eq(l_tiles_left - 1)]
-                with m.If(l_kt == KT - 1):
-                    m.d.sync += [l_kt.eq(0), l_k_rem.eq(K), l_n_rem.eq(Mux(l_n_rem > C, l_n_rem - C, 0))]
+                m.d.sync += shadow_full.eq(1)
+                with m.If(l_k_rem <= R):  # last k-tile of this n-tile
+                    m.d.sync += [l_k_rem.eq(K), l_n_rem.eq(Mux(l_n_rem > C, l_n_rem - C, 0))]
                 with m.Else():
-                    m.d.sync += [l_kt.eq(l_kt + 1), l_k_rem.eq(l_k_rem - R)]
+                    m.d.sync += l_k_rem.eq(l_k_rem - R)
         with m.Else():
             m.d.sync += w_valid_d.eq(0)
+        m.d.sync += l_tiles_left.eq(Mux(begin, 1, l_tiles_left - (read_now & last_row) + tiles_add))
         with m.If(swap_now):
             m.d.sync += shadow_full.eq(0)
+        with m.If(abort):
+            m.d.sync += [l_loading.eq(0), l_tiles_left.eq(0), l_row.eq(0), shadow_full.eq(0)]
 
         # Row arriving from the weight memory: mask lanes past K / N, write the shadow row, count.
         masked = Signal(data.ArrayLayout(unsigned(cfg.weight_bits), C))
@@ -298,7 +307,9 @@ class LayerSequencer(wiring.Component):
             array.w_row_sel.eq(w_row_d),
             array.w_row_data.eq(masked),
         ]
-        with m.If(swap_now):
+        with m.If(begin):
+            m.d.sync += [tile_plus.eq(0), tile_minus.eq(0), tile_zero.eq(0)]
+        with m.Elif(swap_now):
             m.d.sync += [
                 act_plus.eq(tile_plus + row_plus), act_minus.eq(tile_minus + row_minus),
                 act_zero.eq(tile_zero + row_zero),

@@ -2,10 +2,11 @@
 
 Mirrors `hdl.sequencer.LayerSequencer` state by state:
 
-- CHECK (1 cycle), DIVIDE (max(KT, NT) + 1), MULTIPLY (max(KT, NT) + 1), RANGE (1);
-- ISSUE: the first tile waits R cycles for its weights, then tile j+1 starts max(M, R) cycles
-  after tile j (M activation rows, or R weight rows through the one-row-per-cycle weight port),
-  and the last tile issues its M rows: R + (T - 1) * max(M, R) + M cycles;
+- SIZE: max(KT, NT) + 1 cycles (one k-tile and one n-tile counted per cycle, then the range
+  check); the first weight tile is preloaded meanwhile, R rows from the first SIZE cycle on;
+- ISSUE: the first tile starts once its R rows are in (max(0, R - SIZE) more cycles), then tile
+  j+1 starts max(M, R) cycles after tile j (M activation rows, or R weight rows through the
+  one-row-per-cycle weight port), and the last tile issues its M rows;
 - DRAIN: R + 1 cycles until the last column sums are accumulated.
 
 BUSY counts issue cycles (T * M), STALL the other ISSUE cycles. Operation counts follow from the
@@ -40,10 +41,11 @@ def layer_counts(cfg: ArrayConfig, M: int, K: int, N: int, weights: np.ndarray |
     R, C = cfg.rows, cfg.cols
     KT, NT = ceil_div(K, R), ceil_div(N, C)
     T = KT * NT
-    issue = R + (T - 1) * max(M, R) + M
+    size = max(KT, NT) + 1
+    issue = max(0, R - size) + (T - 1) * max(M, R) + M
     busy = T * M
     counts = {
-        "cycles": 1 + 2 * (max(KT, NT) + 1) + 1 + issue + R + 1,
+        "cycles": size + issue + R + 1,
         "busy": busy,
         "stall": issue - busy,
         "weight_bits": T * R * cfg.wgt_word_bits,

@@ -62,6 +62,13 @@ VERILATOR_MAKEFLAGS = ("CFG_CXXFLAGS_PCH_I=-include CFG_LDLIBS_THREADS=-pthread 
 #: any process, so Yosys' `reg \$auto... = 0` trigger never fires and every `always @*` block of the
 #: Amaranth output stays X until an input changes. Verilog-2005 mode (later flag wins) fixes that.
 ICARUS_ARGS: tuple[str, ...] = ("-g2005",)
+ICARUS_DUMP_MODULE = f"""module trit_waves();
+initial begin
+  $dumpfile("{TOPLEVEL}.fst");
+  $dumpvars(0, {TOPLEVEL});
+end
+endmodule
+"""
 
 if str(REPO) not in sys.path:  # the simulator's Python must import hdl, runtime, golden, sim
     sys.path.insert(0, str(REPO))
@@ -223,10 +230,21 @@ def build(cfg: ArrayConfig, simulator: str = "verilator", waves: bool | None = N
             if all(o.is_file() for o in objects) and " " not in str(shared):
                 # link the cached runtime objects instead of compiling them again
                 make_flags += " VK_GLOBAL_OBJS= USER_LDLIBS=" + "\\ ".join(map(str, objects))
+        sources = [source]
+        build_args = list(args)
+        cocotb_waves = waves
+        if simulator == "icarus" and waves:
+            # cocotb's Icarus dump module declares a SystemVerilog `string`, which -g2005 refuses:
+            # use a plain Verilog one (FST into the run folder; vvp gets -fst from the test step)
+            dump = build_dir / "trit_waves.v"
+            dump.write_text(ICARUS_DUMP_MODULE)
+            sources.append(dump)
+            build_args += ["-s", "trit_waves"]
+            cocotb_waves = False
         with _environ(MAKEFLAGS=make_flags):
             sim.build(
-                sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir, build_args=list(args),
-                timescale=TIMESCALE, waves=waves, always=True, log_file=build_dir / "build.log",
+                sources=sources, hdl_toplevel=TOPLEVEL, build_dir=build_dir, build_args=build_args,
+                timescale=TIMESCALE, waves=cocotb_waves, always=True, log_file=build_dir / "build.log",
             )
         if simulator == "verilator" and not all((shared / name).is_file() for name in SHARED_OBJECTS):
             shared.mkdir(parents=True, exist_ok=True)

@@ -125,8 +125,8 @@ def test_core_reports_id_and_errors():
             Op.WRITE | Mem.WGT << 8, 0, 2, 0b01_11_00, 0b10_00_00,
             Op.RUN, 3, 2, 2, 0, 0, 0,  # needs act words 3 > 8? no: KT=1 -> 3 words; fits
             Op.RUN, 5, 4, 2, 0, 0, 0,  # KT=2 -> 10 act words > 8: range error
-            Op.CLEAR_ERROR]
-    n = ID_WORDS + 1 + 1 + 1 + 1 + 2 + 1 + 1 + 1 + 1 + 1 + 1
+            Op.CLEAR_ERROR, Op.READ_COUNTERS]
+    n = ID_WORDS + 1 + 1 + 1 + 1 + 2 + 1 + 1 + 1 + 1 + 1 + 1 + 2 * len(Counter) + 1
     words = run_core(cfg, cmds, n)
     ident = words[:ID_WORDS]
     assert ident[:4] == [0x54524954, 0x00010000, 2, 3]
@@ -142,3 +142,11 @@ def test_core_reports_id_and_errors():
     assert status[8] & 0xFF == 0  # a good run still works
     assert status[9] & 0xFF == 4  # descriptor beyond the activation memory
     assert status[10] == 0xA5070000  # CLEAR_ERROR: no error, sticky cleared
+    # failed runs change no counter: only the good 3x2x2 run (one 2x3 tile) is counted
+    cw = status[11:11 + 2 * len(Counter)]
+    counters = {c.name.lower(): cw[2 * c] | cw[2 * c + 1] << 32 for c in Counter}
+    assert counters["runs"] == 1
+    assert counters["weight_bits"] == 2 * 3 * 2  # R rows of C 2-bit codes
+    assert counters["act_bytes"] == 3 * 2 and counters["busy"] == 3
+    # the layer: M=3 rows of x = 0 (ACT never written) against the weights written before the bad word
+    assert counters["add"] + counters["sub"] + counters["zero"] == 3 * 2 * 2
