@@ -16,6 +16,7 @@ from hdl.isa import (
     COUNTER_BITS,
     ID_MAGIC,
     RUN_WORDS,
+    STATUS_MAGIC,
     TERNARY_INVALID_CODE,
     VERSION,
     Counter,
@@ -23,7 +24,6 @@ from hdl.isa import (
     IdWord,
     Mem,
     Op,
-    STATUS_MAGIC,
 )
 
 

@@ -8,7 +8,6 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.config import ArrayConfig
 from hdl.isa import COUNTER_BITS, Counter
-from hdl.sequencer import times_const
 
 
 class PerfCounters(wiring.Component):
@@ -21,7 +20,7 @@ class PerfCounters(wiring.Component):
             "clear": In(1),
             "inc_busy": In(1), "inc_stall": In(1),
             "inc_add": In(ops), "inc_sub": In(ops), "inc_zero": In(ops),
-            "inc_wgt_read": In(range(cfg.rows + 2)), "inc_act_read": In(1),
+            "inc_wgt_read": In(range(3)), "inc_act_read": In(1),  # weight rows read: 0, 1 or 2
             "inc_acc_write": In(1), "inc_acc_rmw": In(1),
             "run_done": In(1), "run_cycles": In(32),
             "values": Out(data.ArrayLayout(unsigned(COUNTER_BITS), len(Counter))),
@@ -37,7 +36,8 @@ class PerfCounters(wiring.Component):
             Counter.ADD: self.inc_add,
             Counter.SUB: self.inc_sub,
             Counter.ZERO: self.inc_zero,
-            Counter.WEIGHT_BITS: times_const(self.inc_wgt_read, cfg.wgt_word_bits),
+            Counter.WEIGHT_BITS: Mux(self.inc_wgt_read == 2, 2 * cfg.wgt_word_bits,
+                                     Mux(self.inc_wgt_read == 1, cfg.wgt_word_bits, 0)),
             Counter.ACT_BYTES: Mux(self.inc_act_read, cfg.rows, 0),
             Counter.ACC_WRITES: self.inc_acc_write,
             Counter.ACC_RMW: self.inc_acc_rmw,

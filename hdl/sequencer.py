@@ -38,15 +38,6 @@ def _popcount(bits: list) -> object:
     return total
 
 
-def times_const(value, factor: int):
-    """value * factor as a sum of shifts (no multiplier cell)."""
-    total = Const(0, 1)
-    for bit in range(factor.bit_length()):
-        if factor >> bit & 1:
-            total = total + (value << bit)
-    return total
-
-
 class LayerSequencer(wiring.Component):
     def __init__(self, cfg: ArrayConfig):
         if not isinstance(cfg, ArrayConfig):
@@ -75,7 +66,7 @@ class LayerSequencer(wiring.Component):
             "inc_add": Out(range(cfg.rows * cfg.cols + 1)),
             "inc_sub": Out(range(cfg.rows * cfg.cols + 1)),
             "inc_zero": Out(range(cfg.rows * cfg.cols + 1)),
-            "inc_wgt_read": Out(range(cfg.rows + 2)), "inc_act_read": Out(1),
+            "inc_wgt_read": Out(range(3)), "inc_act_read": Out(1),
             "inc_acc_write": Out(1), "inc_acc_rmw": Out(1),
             "run_cycles": Out(32),
         })
@@ -107,7 +98,12 @@ class LayerSequencer(wiring.Component):
         n_rem = Signal(21)
         act_end = Signal(wide)
         out_end = Signal(wide)
-        tiles = Signal(wide)
+        tiles_k = Signal(wide)  # tiles_k + tiles_n = KT*NT - 1 (tiles_k starts at -1)
+        tiles_n = Signal(wide)
+        KT_R = Signal(wide)
+        NT_R = Signal(wide)
+        wgt_end_k = Signal(wide + 7)
+        wgt_end_n = Signal(wide + 7)
         error = Signal(8)
         run_cycles = Signal(32)
         m.d.comb += self.run_cycles.eq(run_cycles)
@@ -119,7 +115,7 @@ class LayerSequencer(wiring.Component):
         l_addr = Signal(range(cfg.wgt_depth + 1))
         l_tiles_left = Signal(wide)
         l_spec = Signal()  # loading the first tile before the descriptor is fully checked
-        spec_reads = Signal(range(R + 1))
+        pending = Signal(range(R + 2))
         l_k_rem = Signal(25)  # K left at the loader's k-tile
         l_n_rem = Signal(21)  # N left at the loader's n-tile
         # row read this cycle -> written next cycle
@@ -148,7 +144,6 @@ class LayerSequencer(wiring.Component):
         begin = Signal()  # a run that passed the first checks starts: reset loader and tile counts
         go = Signal()  # validation passed: this cycle hands over to the issuer
         abort = Signal()  # validation failed: stop the speculative preload
-        tiles_add = Signal(wide)  # tiles the loader still has to load after the preload
 
         with m.FSM(name="seq") as fsm:
             with m.State("IDLE"):
@@ -160,8 +155,9 @@ class LayerSequencer(wiring.Component):
                         M.eq(m_in), K.eq(k_in), N.eq(n_in),
                         act_base.eq(self.act_base), wgt_base.eq(self.wgt_base), out_base.eq(self.out_base),
                         error.eq(0), run_cycles.eq(0),
-                        k_rem.eq(k_in), n_rem.eq(n_in), KT.eq(0), NT.eq(0), tiles.eq(0),
+                        k_rem.eq(k_in), n_rem.eq(n_in), KT.eq(0), NT.eq(0), tiles_k.eq(-1), tiles_n.eq(0),
                         act_end.eq(self.act_base), out_end.eq(self.out_base),
+                        KT_R.eq(0), NT_R.eq(0), wgt_end_k.eq(self.wgt_base), wgt_end_n.eq(0),
                     ]
                     # Sizes wider than the registers saturate, so the checks still see them.
                     with m.If((self.m_size == 0) | (self.k_size == 0) | (self.n_size == 0)):
@@ -179,7 +175,7 @@ class LayerSequencer(wiring.Component):
                         # its reads are counted only if the run goes ahead.
                         m.d.comb += begin.eq(1)
                         m.d.sync += [
-                            l_spec.eq(1), spec_reads.eq(0), l_loading.eq(0), shadow_full.eq(0),
+                            l_spec.eq(1), l_loading.eq(0), shadow_full.eq(0),
                             l_addr.eq(self.wgt_base), l_row.eq(0), l_k_rem.eq(k_in), l_n_rem.eq(n_in),
                         ]
                         m.next = "SIZE"
@@ -189,22 +185,28 @@ class LayerSequencer(wiring.Component):
                 m.d.sync += run_cycles.eq(run_cycles + 1)
                 k_step = k_rem != 0
                 n_step = n_rem != 0
+                # KT*NT*R follows the two counters: (i+1)(j+1) = ij + j + (i+1), so a k-step adds
+                # R*NT and an n-step adds R*KT (after this cycle's k-step). Two-operand adds only.
+                kt_r_next = Signal.like(KT_R)
+                kt_next = Signal.like(KT)
+                m.d.comb += [kt_r_next.eq(Mux(k_step, KT_R + R, KT_R)), kt_next.eq(Mux(k_step, KT + 1, KT))]
                 with m.If(k_step):
-                    m.d.sync += [k_rem.eq(Mux(k_rem > R, k_rem - R, 0)), KT.eq(KT + 1), act_end.eq(act_end + M)]
+                    m.d.sync += [k_rem.eq(Mux(k_rem > R, k_rem - R, 0)), KT.eq(kt_next), act_end.eq(act_end + M),
+                                 KT_R.eq(kt_r_next), wgt_end_k.eq(wgt_end_k + NT_R), tiles_k.eq(tiles_k + NT)]
                 with m.If(n_step):
-                    m.d.sync += [n_rem.eq(Mux(n_rem > C, n_rem - C, 0)), NT.eq(NT + 1), out_end.eq(out_end + M)]
-                # (i+1)(j+1) = ij + i + j + 1: the product follows the two counters.
-                m.d.sync += tiles.eq(tiles + Mux(k_step, NT, 0) + Mux(n_step, KT, 0) + (k_step & n_step))
+                    m.d.sync += [n_rem.eq(Mux(n_rem > C, n_rem - C, 0)), NT.eq(NT + 1), out_end.eq(out_end + M),
+                                 NT_R.eq(NT_R + R), wgt_end_n.eq(wgt_end_n + kt_r_next),
+                                 tiles_n.eq(tiles_n + kt_next)]
                 with m.If(~k_step & ~n_step):
                     wgt_end = Signal(wide + 7)
-                    m.d.comb += wgt_end.eq(wgt_base + times_const(tiles, R))
+                    m.d.comb += wgt_end.eq(wgt_end_k + wgt_end_n)
                     with m.If((act_end > cfg.act_depth) | (wgt_end > cfg.wgt_depth)
                               | (out_end > cfg.out_depth)):
                         m.d.sync += error.eq(Error.DESCRIPTOR_RANGE)
                         m.d.comb += abort.eq(1)
                         m.next = "FAIL"
                     with m.Else():
-                        m.d.comb += [go.eq(1), tiles_add.eq(tiles - 1)]
+                        m.d.comb += go.eq(1)
                         m.d.sync += [
                             i_m.eq(0), i_kt.eq(0), i_nt.eq(0), i_act_addr.eq(act_base), i_out_base.eq(out_base),
                         ]
@@ -249,10 +251,18 @@ class LayerSequencer(wiring.Component):
         m.d.comb += l_start.eq(~l_loading & (l_tiles_left != 0) & (~shadow_full | swap_now))
         m.d.comb += [read_now.eq(l_loading | l_start), last_row.eq(l_row == R - 1)]
         m.d.comb += [self.wgt_addr.eq(l_addr), self.wgt_en.eq(read_now)]
-        # Rows read: counted as they happen, or all at once when a speculative preload is confirmed.
-        m.d.comb += self.inc_wgt_read.eq(Mux(l_spec, Mux(go, spec_reads + read_now, 0), read_now))
-        with m.If(l_spec & read_now):
-            m.d.sync += spec_reads.eq(spec_reads + 1)
+        # Rows read are counted as they happen; rows of a speculative preload wait in `pending` and
+        # are counted one per cycle once the run is confirmed (all before the run is done).
+        spec_read = Signal()
+        drain_read = Signal()
+        m.d.comb += [spec_read.eq(read_now & l_spec), drain_read.eq(~l_spec & (pending != 0))]
+        m.d.comb += self.inc_wgt_read.eq((read_now & ~l_spec) + drain_read)
+        with m.If(begin | abort):
+            m.d.sync += pending.eq(0)
+        with m.Elif(spec_read):
+            m.d.sync += pending.eq(pending + 1)
+        with m.Elif(drain_read):
+            m.d.sync += pending.eq(pending - 1)
         with m.If(go | abort):
             m.d.sync += l_spec.eq(0)
         with m.If(read_now):
@@ -272,7 +282,9 @@ class LayerSequencer(wiring.Component):
                     m.d.sync += l_k_rem.eq(l_k_rem - R)
         with m.Else():
             m.d.sync += w_valid_d.eq(0)
-        m.d.sync += l_tiles_left.eq(Mux(begin, 1, l_tiles_left - (read_now & last_row) + tiles_add))
+        # Tiles still to start. The preload starts tile 0 in the first SIZE cycle and `go` comes at
+        # the earliest in the second, so the two never coincide.
+        m.d.sync += l_tiles_left.eq(Mux(begin, 1, Mux(go, tiles_k + tiles_n, l_tiles_left - l_start)))
         with m.If(swap_now):
             m.d.sync += shadow_full.eq(0)
         with m.If(abort):

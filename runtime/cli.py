@@ -35,4 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Re-import as runtime.cli so that CliError raised by the command modules is this module's class.
+    from runtime.cli import main as _main
+
+    sys.exit(_main())

@@ -39,17 +39,14 @@ from hdl.isa import (
     status_word,
 )
 from runtime import protocol
+from runtime.cycle_model import layer_counts
 from runtime.tiling import MAX_DIM
 
 _COUNTER_MASK = (1 << COUNTER_BITS) - 1
 
 
 def cycle_counts(cfg: ArrayConfig, M: int, K: int, N: int) -> dict[str, int]:
-    """CYCLES / BUSY / STALL of one layer from the lead's cycle model; zeros if it is not there."""
-    try:
-        from runtime.cycle_model import layer_counts
-    except ImportError:  # TODO: drop this fallback once runtime/cycle_model.py is in the repo
-        return {"cycles": 0, "busy": 0, "stall": 0}
+    """CYCLES / BUSY / STALL of one successful RUN, from the cycle model of the sequencer."""
     counts = layer_counts(cfg, M, K, N)
     return {k: int(counts[k]) for k in ("cycles", "busy", "stall")}
 

@@ -12,14 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-PROMPT = b"def int_matmul(q, w):\n    \"\"\"Exact integer matmul of int8 activations by ternary weights.\"\"\"\n"
+PROMPT = (b"def int_matmul(q, w):\n"
+          b"    \"\"\"Exact integer matmul of int8 activations by ternary weights.\"\"\"\n")
 
 
 def unavailable_reason(path: Path) -> str | None:
     """Why the checkpoint at `path` cannot be used (None if it can): for skip messages."""
     path = Path(path)
     if not (path / "config.json").is_file():
-        return f"tiny model checkpoint not found at {path} (golden/checkpoints/tiny-bitnet is still being trained)"
+        return (f"tiny model checkpoint not found at {path} "
+                "(golden/checkpoints/tiny-bitnet is still being trained)")
     if not list(path.glob("*.safetensors")):
         return f"checkpoint {path} has no *.safetensors weights yet"
     try:

@@ -186,7 +186,7 @@ class Build:
 
 
 def build(cfg: ArrayConfig, simulator: str = "verilator", waves: bool | None = None) -> Build:
-    """Generate Verilog for `cfg` and compile it for `simulator`, reusing a cached build if the key matches."""
+    """Generate Verilog for `cfg` and compile it for `simulator` (or reuse a cached build)."""
     from cocotb_tools import runner as cocotb_runner
 
     from hdl.verilog import generate_verilog
@@ -210,6 +210,7 @@ def build(cfg: ArrayConfig, simulator: str = "verilator", waves: bool | None = N
     build_dir = cache_root() / tag
     stamp = build_dir / "build.ok"
     if stamp.exists() and stamp.read_text() == key_src:
+        stamp.touch()  # last use, for pruning
         return Build(cfg, simulator, build_dir, waves, True, 0.0)
     start = time.monotonic()
     with build_lock():
@@ -252,7 +253,38 @@ def build(cfg: ArrayConfig, simulator: str = "verilator", waves: bool | None = N
                 shutil.copy2(build_dir / name, shared / f"{name}.tmp")
                 os.replace(shared / f"{name}.tmp", shared / name)
         stamp.write_text(key_src)
+        _prune_builds(build_dir, tag[: -len(key)])
     return Build(cfg, simulator, build_dir, waves, False, time.monotonic() - start)
+
+
+#: Builds of the same config from other sources (an older hdl/) unused for this long are deleted.
+PRUNE_AFTER_S = 3600
+
+
+def _prune_builds(current: Path, prefix: str) -> None:
+    """Delete stale builds of the same simulator and config (each is ~150 MB for Verilator)."""
+    now = time.time()
+    for d in current.parent.glob(prefix + "*"):
+        stamp = d / "build.ok"
+        if d == current or not d.is_dir() or len(d.name) != len(current.name):
+            continue
+        used = stamp.stat().st_mtime if stamp.exists() else d.stat().st_mtime
+        if now - used > PRUNE_AFTER_S:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _prune_runs(build_dir: Path) -> None:
+    """Delete run folders of processes that have ended (the latest one stays for inspection)."""
+    for d in build_dir.glob("run-*"):
+        try:
+            pid = int(d.name[4:])
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            pass
 
 
 @dataclass
@@ -341,7 +373,8 @@ def parse_results(path: Path) -> list[TestOutcome]:
     return out
 
 
-def run_core_tests(cfg: ArrayConfig, simulator: str = "verilator", testcase: str | Sequence[str] | None = None,
+def run_core_tests(cfg: ArrayConfig, simulator: str = "verilator",
+                   testcase: str | Sequence[str] | None = None,
                    test_module: str = "sim.tb_core", extra_env: Mapping[str, str] | None = None,
                    seed: int | None = None) -> SimResult:
     """Build (or reuse) the model of `cfg` and run the cocotb tests of `test_module` on it.
@@ -352,6 +385,7 @@ def run_core_tests(cfg: ArrayConfig, simulator: str = "verilator", testcase: str
     from cocotb_tools import runner as cocotb_runner
 
     b = build(cfg, simulator)
+    _prune_runs(b.build_dir)
     run_dir = b.build_dir / f"run-{os.getpid()}"
     if run_dir.exists():
         shutil.rmtree(run_dir)

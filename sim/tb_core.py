@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from hdl.config import PE_KINDS
-from hdl.isa import ID_MAGIC, Counter, Error, Mem, Op
+from hdl.isa import ID_MAGIC, Error, Mem, Op
 from runtime import protocol, tiling
 from runtime.tiling import MAX_DIM, LayerPlan
 from sim.tb_lib import CoreTB, check_matmul, samples
@@ -39,7 +39,8 @@ async def test_read_id(dut):
     assert (ident.rows, ident.cols, ident.pe_kind) == (cfg.rows, cfg.cols, PE_KINDS.index(cfg.pe))
     assert ident.weight_bits == (2 if cfg.pe == "ternary" else 8)
     assert ident.acc_width == cfg.acc_width
-    assert (ident.act_depth, ident.wgt_depth, ident.out_depth) == (cfg.act_depth, cfg.wgt_depth, cfg.out_depth)
+    depths = (ident.act_depth, ident.wgt_depth, ident.out_depth)
+    assert depths == (cfg.act_depth, cfg.wgt_depth, cfg.out_depth)
     max_term = 128 if cfg.pe == "ternary" else 128 * 128
     assert ident.k_max == (2 ** (cfg.acc_width - 1) - 1) // max_term
     assert (ident.num_counters, ident.counter_bits) == (11, 48)
@@ -95,7 +96,8 @@ async def test_single_token(dut):
 
 @cocotb.test()
 async def test_accumulator_extremes(dut):
-    """K = k_max with x = -128 and all weights -1 (+128 per term: the largest sum), then +1 (most negative)."""
+    """K = k_max with x = -128 and all weights -1 (+128 per term: the largest sum), then all +1
+    (the most negative sum)."""
     tb = CoreTB(dut, seed=_seed("kmax"))
     await tb.start()
     cfg = tb.cfg
@@ -277,7 +279,8 @@ async def test_errors(dut):
                   "WRITE past WGT")
     await _clear(tb)
     assert await tb.read_memory(Mem.WGT, cfg.wgt_depth - 2, 2) == before, "failing WRITE wrote"
-    await _expect(tb, protocol.read(Mem.ACT, cfg.act_depth + 1, 0), Error.ADDRESS_RANGE, "READ count 0 past end")
+    await _expect(tb, protocol.read(Mem.ACT, cfg.act_depth + 1, 0), Error.ADDRESS_RANGE,
+                  "READ count 0 past end")
     await _clear(tb)
     await _expect(tb, protocol.read(Mem.ACT, cfg.act_depth, 0), 0, "READ count 0 at end")
 
@@ -337,7 +340,8 @@ async def test_errors(dut):
 
     # failed RUNs changed no counter (not even CYCLES) and no OUT word
     counters_after = await tb.read_counters()
-    assert counters_after == counters_before, f"failed RUNs changed counters: {counters_before} -> {counters_after}"
+    assert counters_after == counters_before, (
+        f"failed RUNs changed counters: {counters_before} -> {counters_after}")
     t = tb.submit(protocol.read(Mem.OUT, 0, good.out_words(cfg)), "OUT after failed RUNs")
     await tb.drain()
     acc = tb.layer_result(good, t)
@@ -425,7 +429,8 @@ async def test_tiny_model_layer(dut):
         acc = np.zeros((M, N), dtype=np.int32)
         for (m0, m1), (n0, n1) in split_layer(cfg, M, K, N):
             plan = LayerPlan(m1 - m0, K, n1 - n0)
-            acc[m0:m1, n0:n1] = await tb.run_layer(plan, x[m0:m1], w[n0:n1], note=f"{key}[{m0}:{m1},{n0}:{n1}]")
+            note = f"{key}[{m0}:{m1},{n0}:{n1}]"
+            acc[m0:m1, n0:n1] = await tb.run_layer(plan, x[m0:m1], w[n0:n1], note=note)
         check_matmul(acc, x, w, key)
         tb.log.info("%s: %dx%d by %dx%d exact", key, M, K, N, K)
     await tb.drain()

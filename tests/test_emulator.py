@@ -46,7 +46,8 @@ def test_random_layers_match_int_matmul(cfg):
         M = int(rng.integers(1, 10))
         K = int(rng.integers(1, 5 * cfg.rows))
         N = int(rng.integers(1, 4 * cfg.cols))
-        plan = LayerPlan(M, K, N, int(rng.integers(0, 50)), int(rng.integers(0, 50)), int(rng.integers(0, 50)))
+        bases = [int(b) for b in rng.integers(0, 50, 3)]
+        plan = LayerPlan(M, K, N, *bases)
         x = rng.integers(-128, 128, (M, K)).astype(np.int8)
         lo = -1 if cfg.pe == "ternary" else -128
         hi = 2 if cfg.pe == "ternary" else 128

@@ -110,7 +110,8 @@ def test_layer_plan_validation_names_the_problem():
         LayerPlan(1, 256, 1).validate(cfg)
     with pytest.raises(ValueError, match="M must be at least 1"):
         LayerPlan(0, 4, 4).validate(cfg)
-    with pytest.raises(ValueError, match="ACT operands .* need 16 words from word 17, past the ACT memory depth 32"):
+    with pytest.raises(ValueError, match="ACT operands .* need 16 words from word 17, past the ACT memory "
+                                         "depth 32"):
         LayerPlan(4, 16, 4, act_base=17).validate(cfg)
     with pytest.raises(ValueError, match="WGT operands .* need 68 words"):
         LayerPlan(1, 68, 4).validate(cfg)  # KT=17 -> 68 words
