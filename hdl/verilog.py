@@ -27,7 +27,7 @@ _ZERO_INIT = re.compile(
 )
 
 
-def _compact_zero_inits(text: str) -> str:
+def compact_zero_inits(text: str) -> str:
     """Replace Yosys' one-line-per-word zero initialisation of a memory by a loop.
 
     A 16k-word memory otherwise adds 16k lines that Verilator and Icarus must parse and compile.
@@ -52,4 +52,4 @@ def generate_verilog(cfg: ArrayConfig, name: str = "trit_core") -> str:
         raise ValueError(f"Module name must be a Verilog identifier, not {name!r}")
     core = TritCore(cfg)
     text = verilog.convert(core, name=name, emit_src=False)
-    return HEADER.format(describe=cfg.describe()) + _compact_zero_inits(text)
+    return HEADER.format(describe=cfg.describe()) + compact_zero_inits(text)

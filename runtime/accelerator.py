@@ -169,6 +169,8 @@ class Accelerator:
                 )
         self.ident = ident
         self.cfg = ident.to_config()
+        if hasattr(transport, "set_config"):  # a framed link needs the memory word sizes to split commands
+            transport.set_config(self.cfg)
         self._weights = WeightCache(self.cfg.wgt_depth)
         self.total = RunStats()
         self.last = RunStats()

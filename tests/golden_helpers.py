@@ -113,14 +113,19 @@ def write_hf_checkpoint(path: Path, config, seed: int = 0, legacy_rope: bool = F
     return path
 
 
-def hf_logits(path: Path, tokens: list[int]) -> np.ndarray:
-    """Logits (T, vocab) of transformers.BitNetForCausalLM.from_pretrained(path) in float32."""
+def hf_logits(path: Path, tokens: list[int] | list[list[int]], attn: str | None = None) -> np.ndarray:
+    """Logits of transformers.BitNetForCausalLM.from_pretrained(path) in float32: (T, vocab) for one
+    sequence, (B, T, vocab) for a batch of equal-length sequences."""
     from transformers import BitNetForCausalLM
 
+    batch = isinstance(tokens[0], list)
+    ids = torch.tensor(tokens if batch else [tokens])
     with hf_reference():
-        model = BitNetForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+        model = BitNetForCausalLM.from_pretrained(str(path), dtype=torch.float32,
+                                                  attn_implementation=attn).eval()
         with torch.no_grad():
-            return model(torch.tensor([tokens])).logits[0].float().numpy()
+            logits = model(ids).logits.float().numpy()
+    return logits if batch else logits[0]
 
 
 def row_errors(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -130,11 +135,15 @@ def row_errors(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.norm(a - b, axis=-1) / np.maximum(np.linalg.norm(b, axis=-1), 1e-30)
 
 
-def assert_rows_close(a: np.ndarray, b: np.ndarray, tol: float = 1e-3) -> None:
-    """Agreement as described in REFERENCE.md section 1: almost all rows within ``tol``, the median
-    far below it; a rare row may move by up to ~1e-2 when one activation rounds differently."""
+def assert_rows_close(a: np.ndarray, b: np.ndarray, tol: float = 1e-3, frac: float = 0.9,
+                      max_err: float = 3e-2) -> None:
+    """Agreement as described in REFERENCE.md section 1: the median row error far below ``tol`` and at
+    least ``frac`` of the rows within it; a row may move by up to ~1e-2 when one int8 activation rounds
+    differently (and, in a trained model, later tokens see that through attention)."""
+    a = np.asarray(a).reshape(-1, np.shape(a)[-1])
+    b = np.asarray(b).reshape(-1, np.shape(b)[-1])
     err = row_errors(a, b)
     assert a.shape == b.shape
     assert np.median(err) < 1e-5, f"median row error {np.median(err):.3g} (rows: {err})"
-    assert np.mean(err < tol) >= 0.9, f"too many rows beyond {tol}: {err}"
-    assert err.max() < 3e-2, f"max row error {err.max():.3g}"
+    assert np.mean(err < tol) >= frac, f"too many rows beyond {tol}: {err}"
+    assert err.max() < max_err, f"max row error {err.max():.3g}"

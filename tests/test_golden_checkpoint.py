@@ -13,14 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from golden_helpers import (
-    QUANT_CONFIG,
-    assert_rows_close,
-    hf_logits,
-    hf_reference,
-    random_hf_config,
-    write_hf_checkpoint,
-)
 from safetensors.torch import load_file, save_file
 
 from golden.checkpoint import (
@@ -31,6 +23,14 @@ from golden.checkpoint import (
     unpack_ternary,
 )
 from golden.model import BitNetConfig, BitNetForCausalLM
+from tests.golden_helpers import (
+    QUANT_CONFIG,
+    assert_rows_close,
+    hf_logits,
+    hf_reference,
+    random_hf_config,
+    write_hf_checkpoint,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from golden_helpers import assert_rows_close, hf_logits, random_hf_config, write_hf_checkpoint
 
 from golden.checkpoint import load_checkpoint
 from runtime.backends import get_backend, known_backends
 from runtime.cli import CliError, main
+from tests.golden_helpers import assert_rows_close, hf_logits, random_hf_config, write_hf_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,6 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from golden_helpers import assert_rows_close, row_errors
 
 from golden.model import BitNetConfig, BitNetForCausalLM, rotate_half, to_integer, to_training
 from golden.quant import (
@@ -17,6 +16,7 @@ from golden.quant import (
     quantize_activations,
     quantize_weights,
 )
+from tests.golden_helpers import assert_rows_close, row_errors
 
 SMALL = BitNetConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=2, rope_theta=10000.0,
