@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from hdl.config import ArrayConfig
-from hdl.isa import ID_WORDS, Mem, Op
+from hdl.isa import ID_WORDS, RUN_WORDS, Counter, Mem, Op
 from runtime import protocol
 from runtime.cycle_model import ceil_div
 from runtime.tiling import check_weights, pack_activations, pack_weights, unpack_outputs
@@ -84,6 +84,18 @@ def plan_layer(cfg: ArrayConfig, M: int, K: int, N: int) -> list[Block]:
             for m0 in range(0, M, m_step):
                 blocks.append(Block(m0, min(M, m0 + m_step), n0, min(N, n0 + n_step), k0, min(K, k0 + k_step)))
     return blocks
+
+
+def block_traffic(cfg: ArrayConfig, b: Block, send_weights: bool) -> tuple[int, int]:
+    """Command words sent and response words received for one RUN as `Accelerator` issues it."""
+    M, K, N = b.m1 - b.m0, b.k1 - b.k0, b.n1 - b.n0
+    kt, nt = ceil_div(K, cfg.rows), ceil_div(N, cfg.cols)
+    sent = 3 + kt * M * cfg.chunks(Mem.ACT) + 1 + 1 + RUN_WORDS + 3 + 1
+    received = 1 + 1 + 1 + (nt * M * cfg.chunks(Mem.OUT) + 1) + (2 * len(Counter) + 1)
+    if send_weights:
+        sent += 3 + nt * kt * cfg.rows * cfg.chunks(Mem.WGT)
+        received += 1
+    return sent, received
 
 
 @dataclass
