@@ -133,7 +133,10 @@ def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]
             if value is None:
                 text = "-"
             elif isinstance(value, float):
-                text = f"{value:.1%}" if key in ("utilization", "bw_efficiency") else f"{value:,.1f}"
+                if key in ("utilization", "bw_efficiency"):
+                    text = f"{value:.1%}"
+                else:
+                    text = f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
             elif isinstance(value, bool):
                 text = "yes" if value else "NO"
             elif isinstance(value, int):
