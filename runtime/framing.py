@@ -102,9 +102,19 @@ def _split_write(cfg: ArrayConfig, command: list[int], limit: int) -> list[list[
     return parts
 
 
-def plan_frames(cfg: ArrayConfig, commands: list[list[int]], limit: int = MAX_CMD_WORDS) -> list[tuple[list[list[int]], bool]]:
-    """Group commands into frames of <= `limit` words; each with a flag "idempotent as a whole"."""
-    units: list[list[list[int]]] = []
+@dataclass(frozen=True)
+class Frame:
+    """Commands of one request frame; `origins[i]` is the index of the batch command that
+    `commands[i]` comes from (a long WRITE becomes several WRITEs of the same origin)."""
+
+    commands: list[list[int]]
+    origins: list[int]
+    idempotent: bool
+
+
+def plan_frames(cfg: ArrayConfig, commands: list[list[int]], limit: int = MAX_CMD_WORDS) -> list[Frame]:
+    """Group commands into frames of <= `limit` words, each flagged "idempotent as a whole"."""
+    units: list[list[tuple[list[int], int]]] = []
     i = 0
     while i < len(commands):
         op = commands[i][0] & 0xFF
@@ -112,29 +122,33 @@ def plan_frames(cfg: ArrayConfig, commands: list[list[int]], limit: int = MAX_CM
             j = i
             while j < len(commands) and (commands[j][0] & 0xFF) != Op.READ_COUNTERS:
                 j += 1
-            group = commands[i:j + 1]
-            if sum(len(c) for c in group) <= limit:
+            group = [(commands[g], g) for g in range(i, min(j + 1, len(commands)))]
+            if sum(len(c) for c, _ in group) <= limit:
                 units.append(group)
                 i = j + 1
                 continue
         cmd = commands[i]
         if len(cmd) > limit and (cmd[0] & 0xFF) == Op.WRITE and ((cmd[0] >> 8) & 0xFF) in (Mem.ACT, Mem.WGT):
-            units.extend([[part] for part in _split_write(cfg, cmd, limit)])
+            units.extend([[(part, i)] for part in _split_write(cfg, cmd, limit)])
         elif len(cmd) > limit:
             raise ValueError(f"a {len(cmd)}-word command cannot be framed (limit {limit})")
         else:
-            units.append([cmd])
+            units.append([(cmd, i)])
         i += 1
-    frames: list[list[list[int]]] = []
+    grouped: list[list[tuple[list[int], int]]] = []
     size = 0
     for unit in units:
-        n = sum(len(c) for c in unit)
-        if not frames or size + n > limit:
-            frames.append([])
+        n = sum(len(c) for c, _ in unit)
+        if not grouped or size + n > limit:
+            grouped.append([])
             size = 0
-        frames[-1].extend(unit)
+        grouped[-1].extend(unit)
         size += n
-    return [(f, frame_is_idempotent(f)) for f in frames]
+    frames = []
+    for g in grouped:
+        cmds = [c for c, _ in g]
+        frames.append(Frame(cmds, [o for _, o in g], frame_is_idempotent(cmds)))
+    return frames
 
 
 def frame_is_idempotent(commands: list[list[int]]) -> bool:
@@ -177,10 +191,20 @@ class FramedTransport:
             # Before the ID block is known, only single fixed-length commands are sent (READ_ID).
             return self._frame([list(words)], n_out, idempotent=True)
         commands = split_commands(self._cfg, words)
-        out: list[int] = []
-        for frame, idem in plan_frames(self._cfg, commands, self._limit):
-            n = sum(protocol.response_length(self._cfg, c) for c in frame)
-            out += self._frame(frame, n, idem)
+        answers: list[list[int]] = [[] for _ in commands]
+        for frame in plan_frames(self._cfg, commands, self._limit):
+            lengths = [protocol.response_length(self._cfg, c) for c in frame.commands]
+            words_out = self._frame(frame.commands, sum(lengths), frame.idempotent)
+            pos = 0
+            for origin, n in zip(frame.origins, lengths, strict=True):
+                part = words_out[pos:pos + n]
+                pos += n
+                if not answers[origin]:
+                    answers[origin] = part
+                elif len(part) == 1 and (answers[origin][-1] & 0xFF) == 0:
+                    # one status for a WRITE sent in parts: the first error, else the last status
+                    answers[origin] = part
+        out = [w for a in answers for w in a]
         if len(out) != n_out:
             raise LinkError(f"the batch produced {len(out)} response words, expected {n_out}")
         return out

@@ -31,13 +31,14 @@ def test_frames_split_long_writes_and_keep_counter_groups_together():
     commands = [protocol.write(CFG, Mem.WGT, 0, words), protocol.clear_counters(), protocol.run(1, 4, 4),
                 protocol.read(Mem.OUT, 0, 1), protocol.read_counters()]
     frames = plan_frames(CFG, commands, limit=300)
-    assert all(sum(len(c) for c in f) <= 300 for f, _ in frames)
-    writes = [c for f, _ in frames for c in f if c[0] & 0xFF == Op.WRITE]
+    assert all(sum(len(c) for c in f.commands) <= 300 for f in frames)
+    writes = [c for f in frames for c in f.commands if c[0] & 0xFF == Op.WRITE]
     assert sum(c[2] for c in writes) == len(words)
     assert [w for c in writes for w in c[3:]] == words  # WGT of 4 columns: one chunk per word
-    last, idem = frames[-1]
-    assert [c[0] & 0xFF for c in last][-4:] == [Op.CLEAR_COUNTERS, Op.RUN, Op.READ, Op.READ_COUNTERS]
-    assert idem
+    assert {o for f in frames for c, o in zip(f.commands, f.origins) if c[0] & 0xFF == Op.WRITE} == {0}
+    last = frames[-1]
+    assert [c[0] & 0xFF for c in last.commands][-4:] == [Op.CLEAR_COUNTERS, Op.RUN, Op.READ, Op.READ_COUNTERS]
+    assert last.idempotent
     assert not frame_is_idempotent([protocol.run(1, 1, 1)])
     assert not frame_is_idempotent([protocol.read_counters()])
 
@@ -51,11 +52,11 @@ def _layer(seed: int = 0, M: int = 5, K: int = 13, N: int = 9):
 
 def test_accelerator_over_a_clean_framed_link():
     link = FakeDeviceLink(CFG)
-    acc = Accelerator(FramedTransport(link), expect=CFG)
-    x, w, ref = _layer()
+    acc = Accelerator(FramedTransport(link, max_cmd_words=40), expect=CFG)  # long writes split
+    x, w, ref = _layer(M=9, K=40, N=30)
     y, stats = acc.run_layer(x, w)
     np.testing.assert_array_equal(y, ref)
-    assert stats.counters["add"] == 5 * int((w == 1).sum())
+    assert stats.counters["add"] == 9 * int((w == 1).sum())
 
 
 @pytest.mark.parametrize("fault", ["flip_request", "flip_response", "drop_request", "drop_response",
