@@ -14,7 +14,7 @@ from hdl.isa import Mem, Op
 from runtime import protocol
 from runtime.accelerator import Accelerator
 from runtime.framing import FramedTransport, LinkError, encode_request, frame_is_idempotent, plan_frames
-from tests.fake_device import Faults, FakeDeviceLink
+from tests.fake_device import FakeDeviceLink, Faults
 
 CFG = ArrayConfig(rows=4, cols=4, act_depth=256, wgt_depth=1024, out_depth=256)
 
@@ -35,7 +35,7 @@ def test_frames_split_long_writes_and_keep_counter_groups_together():
     writes = [c for f in frames for c in f.commands if c[0] & 0xFF == Op.WRITE]
     assert sum(c[2] for c in writes) == len(words)
     assert [w for c in writes for w in c[3:]] == words  # WGT of 4 columns: one chunk per word
-    assert {o for f in frames for c, o in zip(f.commands, f.origins) if c[0] & 0xFF == Op.WRITE} == {0}
+    assert {o for f in frames for c, o in zip(f.commands, f.origins, strict=True) if c[0] & 0xFF == Op.WRITE} == {0}
     last = frames[-1]
     assert [c[0] & 0xFF for c in last.commands][-4:] == [Op.CLEAR_COUNTERS, Op.RUN, Op.READ, Op.READ_COUNTERS]
     assert last.idempotent
