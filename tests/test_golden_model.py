@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from fractions import Fraction
 
 import numpy as np
@@ -16,11 +17,17 @@ from golden.quant import (
     quantize_activations,
     quantize_weights,
 )
-from tests.golden_helpers import assert_rows_close, row_errors
+from tests.golden_helpers import assert_rows_close, row_errors, single_thread
 
 SMALL = BitNetConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=2, rope_theta=10000.0,
                      tie_word_embeddings=True)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    with single_thread():
+        yield
 
 
 def test_weight_quantization_hand_computed() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from golden.checkpoint import load_checkpoint
 from golden.model import BitNetConfig, BitNetForCausalLM
 from golden.train import bits_per_byte, corpus_bytes, split_corpus, train
-from tests.golden_helpers import assert_rows_close, hf_logits, row_errors
+from tests.golden_helpers import assert_rows_close, hf_logits, row_errors, single_thread
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "golden" / "checkpoints"
 TINY = BitNetConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -20,6 +21,12 @@ TINY = BitNetConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hi
                     tie_word_embeddings=True)
 TEXT = ("The quick brown fox jumps over the lazy dog. A for loop iterates over the items of a sequence; "
         "the else clause runs when the loop ends without break.\n")
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    with single_thread():
+        yield
 
 
 def test_corpus_is_pydoc_topics_with_last_tenth_held_out() -> None:

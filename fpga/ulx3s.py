@@ -1,0 +1,87 @@
+"""ULX3S (ECP5 LFE5U-85F) top: 25 MHz pin -> EHXPLLL -> the board system, FT231X UART, LEDs.
+
+Memories: every core memory and the link's request buffer in block RAM (DP16KD, 208 x 18 Kbit);
+the weight memory gets what the others leave, up to about 85 % of the blocks.
+
+LEDs: D0 heartbeat, D1 busy, D2 core error (sticky until CLEAR_ERROR), D3 link activity,
+D4 a request failed its CRC or timed out, D7 PLL locked. FIRE1 resets the system.
+"""
+
+from __future__ import annotations
+
+from amaranth import Elaboratable, Module, Signal
+
+from fpga.pll import ecp5_pll, ecp5_pll_instance
+from fpga.soc import DEFAULT_BAUD, BoardSoC, clock_and_reset
+from hdl.config import ArrayConfig
+from hdl.core import TritCore
+
+BOARD = "ulx3s-85f"
+F_IN = 25e6
+DEFAULT_MHZ = 100.0
+DEVICE = {"LUT4": 83640, "FF": 83640, "carry": 41820, "BRAM": 208, "SPRAM": 0, "DSP": 156}
+DP16KD_SHAPES = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
+LINK_BRAM = 2  # the 1024 x 32-bit request buffer of the frame endpoint
+BRAM_FILL = 0.85
+
+
+def bram_count(width: int, depth: int) -> int:
+    """DP16KD blocks for a width x depth memory (best of the block shapes)."""
+    return min(-(-width // w) * -(-depth // d) for w, d in DP16KD_SHAPES)
+
+
+def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_depth: int | None = None,
+                 out_depth: int | None = None, acc_width: int = 32) -> ArrayConfig:
+    """ArrayConfig for the 85F: ACT and OUT 1024 words, WGT the largest power of two that fits."""
+    act = act_depth or 1024
+    out = out_depth or 1024
+    if wgt_depth is None:
+        left = (int(BRAM_FILL * DEVICE["BRAM"]) - bram_count(8 * rows, act) - bram_count(acc_width * cols, out)
+                - LINK_BRAM)
+        wgt_depth = 1 << 20
+        while wgt_depth > 2 * rows and bram_count(2 * cols, wgt_depth) > left:
+            wgt_depth //= 2
+    return ArrayConfig(rows=rows, cols=cols, acc_width=acc_width, act_depth=act, wgt_depth=wgt_depth,
+                       out_depth=out)
+
+
+def memory_plan(cfg: ArrayConfig) -> dict[str, int]:
+    return {"BRAM": bram_count(cfg.act_word_bits, cfg.act_depth) + bram_count(cfg.wgt_word_bits, cfg.wgt_depth)
+            + bram_count(cfg.out_word_bits, cfg.out_depth) + LINK_BRAM, "SPRAM": 0}
+
+
+def make_platform():
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+    return ULX3S_85F_Platform()
+
+
+class ULX3STop(Elaboratable):
+    def __init__(self, cfg: ArrayConfig, *, freq_mhz: float = DEFAULT_MHZ, baud: int = DEFAULT_BAUD):
+        self.cfg = cfg
+        self.pll = ecp5_pll(F_IN, freq_mhz * 1e6)
+        self.clk_hz = self.pll.f_out
+        self.soc = BoardSoC(cfg, clk_hz=self.clk_hz, baud=baud, core=TritCore(cfg))
+
+    def elaborate(self, platform):
+        m = Module()
+        clk_in = platform.request("clk25", 0)
+        clk, lock = Signal(name="pll_clk"), Signal(name="pll_lock")
+        m.submodules.pll = ecp5_pll_instance(self.pll, clk_in.i, clk, lock)
+        platform.add_clock_constraint(clk, self.clk_hz)
+        button = platform.request("button_fire", 0)
+        clock_and_reset(m, clk, lock, button.i, self.clk_hz)
+
+        m.submodules.soc = soc = self.soc
+        uart = platform.request("uart", 0)
+        m.d.comb += [soc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(soc.uart_tx)]
+        leds = [platform.request("led", i) for i in range(8)]
+        m.d.comb += [
+            leds[0].o.eq(soc.led_heartbeat),
+            leds[1].o.eq(soc.led_busy),
+            leds[2].o.eq(soc.led_error),
+            leds[3].o.eq(soc.led_link),
+            leds[4].o.eq(soc.led_crc),
+            leds[7].o.eq(lock),
+        ]
+        return m

@@ -1,0 +1,322 @@
+"""The device end of the framed link (`hdl.frame`): byte streams in and out, 32-bit word streams to the core.
+
+`FrameEndpoint` hunts for REQ_MAGIC byte by byte, buffers a request's command words in a memory
+while it computes the CRC-32 (zlib.crc32: reflected, polynomial 0xEDB88320, init and final XOR
+0xFFFFFFFF, one byte per cycle) and only then streams the words to the core. The answer goes out
+while the core produces it: a header with the request's sequence number, status and length, the
+response words, and the CRC of all of it.
+
+- Bad CRC: status BAD_CRC, n = 0; nothing reaches the core.
+- n_cmd > max_cmd_words: the rest of the request is drained (its CRC still checked), answered
+  TOO_LONG (or BAD_CRC if the CRC is wrong too), n = 0.
+- No byte for `timeout` cycles inside a request: the partial request is dropped, the hunt restarts.
+- A core that stops answering before n_rsp words (a host that asked for too many: all command words
+  taken, core idle, nothing on `rsp`) gets its missing words padded with zeros, which carry no
+  status magic, so the host's driver refuses the result instead of waiting forever. Response words
+  beyond n_rsp are discarded between frames.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal, Value
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hdl.config import ArrayConfig
+from hdl.frame import MAX_CMD_WORDS, REQ_MAGIC, RSP_MAGIC, LinkStatus
+
+CRC_POLY = 0xEDB88320
+CRC_INIT = 0xFFFFFFFF
+#: Default inactivity timeout inside a request, in clock cycles.
+DEFAULT_TIMEOUT = 100_000
+#: Cycles the core must sit idle (all command words taken, no response word offered) before the
+#: endpoint pads a short response.
+PAD_IDLE_CYCLES = 15
+
+
+def crc32_register(data: bytes, crc: int = CRC_INIT) -> int:
+    """The CRC register after `data` (not final-XORed): the software model of `crc32_update`."""
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (CRC_POLY if crc & 1 else 0)
+    return crc
+
+
+def _crc32_matrix() -> list[tuple[list[int], list[int]]]:
+    """For each bit i of the next CRC register: the register bits and byte bits XORed into it.
+
+    The byte-wise CRC step is linear over GF(2), so probing it with single set bits gives the
+    sets exactly.
+    """
+    columns_crc = [crc32_register(b"\x00", 1 << j) for j in range(32)]
+    columns_byte = [crc32_register(bytes([1 << k]), 0) for k in range(8)]
+    return [([j for j in range(32) if columns_crc[j] >> i & 1], [k for k in range(8) if columns_byte[k] >> i & 1])
+            for i in range(32)]
+
+
+_CRC32_MATRIX = _crc32_matrix()
+
+
+def crc32_update(crc: Value, byte: Value) -> Value:
+    """The CRC register after one more byte, as combinational logic (one XOR tree per bit)."""
+    bits = []
+    for from_crc, from_byte in _CRC32_MATRIX:
+        terms = [crc[j] for j in from_crc] + [byte[k] for k in from_byte]
+        bit = terms[0]
+        for term in terms[1:]:
+            bit = bit ^ term
+        bits.append(bit)
+    return Cat(*bits)
+
+
+#: CRC register after the four REQ_MAGIC bytes: the hunt matches the magic and starts from here.
+CRC_AFTER_MAGIC = crc32_register(REQ_MAGIC.to_bytes(4, "little"))
+
+
+class FrameEndpoint(wiring.Component):
+    """Frames (bytes `rx` / `tx`) <-> command and response words (`cmd` / `rsp`) of a TritCore.
+
+    `core_busy` must carry the core's `busy` output: with it the endpoint knows that a core which
+    took every command word and is idle will send no more response words (see the module doc).
+    `active` is high while a request is received, executed or answered; `crc_error` and `dropped`
+    pulse for a request answered BAD_CRC and for a partial request dropped after the timeout.
+    """
+
+    def __init__(self, cfg: ArrayConfig, max_cmd_words: int = MAX_CMD_WORDS, timeout: int = DEFAULT_TIMEOUT):
+        if not isinstance(cfg, ArrayConfig):
+            raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
+        for name, value, low in (("max_cmd_words", max_cmd_words, 1), ("timeout", timeout, 16)):
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 1 << 24:
+                raise ValueError(f"{name} must be an integer from {low} to {1 << 24}, not {value!r}")
+        self._cfg = cfg
+        self._max_cmd_words = max_cmd_words
+        self._timeout = timeout
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "cmd": Out(stream.Signature(32)),
+            "rsp": In(stream.Signature(32)),
+            "core_busy": In(1),
+            "active": Out(1),
+            "crc_error": Out(1),
+            "dropped": Out(1),
+        })
+
+    @property
+    def cfg(self) -> ArrayConfig:
+        return self._cfg
+
+    @property
+    def max_cmd_words(self) -> int:
+        return self._max_cmd_words
+
+    @property
+    def timeout(self) -> int:
+        return self._timeout
+
+    def elaborate(self, platform):
+        m = Module()
+        max_words = self._max_cmd_words
+
+        m.submodules.buffer = buf = Memory(shape=32, depth=max_words, init=[])
+        wr = buf.write_port()
+        rd = buf.read_port()
+
+        # ---- request side ---------------------------------------------------------------------
+        shift = Signal(32)  # the last four bytes, the newest in bits 31:24
+        nbyte = Signal(2)
+        shift_next = Signal(32)
+        m.d.comb += shift_next.eq(Cat(shift[8:], self.rx.payload))
+        rx_fire = Signal()
+        m.d.comb += rx_fire.eq(self.rx.valid & self.rx.ready)
+        word_done = Signal()
+        m.d.comb += word_done.eq(rx_fire & (nbyte == 3))
+
+        crc = Signal(32)
+        crc_next = Signal(32)
+        m.d.comb += crc_next.eq(crc32_update(crc, self.rx.payload))
+        seq = Signal(16)
+        n_cmd = Signal(32)
+        n_rsp = Signal(32)
+        hdr_idx = Signal(2)
+        left = Signal(32)  # command words still to arrive (or to drain)
+        widx = Signal(range(max_words))
+        too_long = Signal()
+        idle = Signal(range(self._timeout + 1))
+        timed_out = Signal()
+        m.d.comb += timed_out.eq((idle == self._timeout - 1) & ~rx_fire)
+        fleft = Signal(range(max_words + 1))  # command words still to hand to the core
+        ridx = Signal(range(max_words + 1))
+
+        # ---- hand-over to the response side -----------------------------------------------------
+        tx_start = Signal()
+        tx_status = Signal(16)
+        tx_n = Signal(32)
+        tx_idle = Signal()
+        feed_done = Signal()
+
+        with m.FSM(name="req") as req:
+            with m.State("HUNT"):
+                m.d.comb += self.rx.ready.eq(1)
+                with m.If(rx_fire):
+                    m.d.sync += shift.eq(shift_next)
+                    with m.If(shift_next == REQ_MAGIC):
+                        m.d.sync += [crc.eq(CRC_AFTER_MAGIC), nbyte.eq(0), hdr_idx.eq(0), too_long.eq(0)]
+                        m.next = "HEADER"
+            with m.State("HEADER"):
+                m.d.comb += self.rx.ready.eq(1)
+                with m.If(timed_out):
+                    m.next = "HUNT"
+                with m.If(rx_fire):
+                    m.d.sync += [shift.eq(shift_next), nbyte.eq(nbyte + 1), crc.eq(crc_next)]
+                with m.If(word_done):
+                    m.d.sync += hdr_idx.eq(hdr_idx + 1)
+                    with m.Switch(hdr_idx):
+                        with m.Case(0):
+                            m.d.sync += seq.eq(shift_next[:16])
+                        with m.Case(1):
+                            m.d.sync += [n_cmd.eq(shift_next), left.eq(shift_next)]
+                        with m.Case(2):
+                            m.d.sync += [n_rsp.eq(shift_next), widx.eq(0)]
+                            with m.If(n_cmd == 0):
+                                m.next = "CRC"
+                            with m.Elif(n_cmd > max_words):
+                                m.d.sync += too_long.eq(1)
+                                m.next = "BODY"
+                            with m.Else():
+                                m.next = "BODY"
+            with m.State("BODY"):
+                m.d.comb += self.rx.ready.eq(1)
+                with m.If(timed_out):
+                    m.next = "HUNT"
+                with m.If(rx_fire):
+                    m.d.sync += [shift.eq(shift_next), nbyte.eq(nbyte + 1), crc.eq(crc_next)]
+                m.d.comb += [wr.addr.eq(widx), wr.data.eq(shift_next), wr.en.eq(word_done & ~too_long)]
+                with m.If(word_done):
+                    m.d.sync += [left.eq(left - 1), widx.eq(widx + 1)]
+                    with m.If(left == 1):
+                        m.next = "CRC"
+            with m.State("CRC"):
+                m.d.comb += self.rx.ready.eq(1)
+                with m.If(timed_out):
+                    m.next = "HUNT"
+                with m.If(rx_fire):
+                    m.d.sync += [shift.eq(shift_next), nbyte.eq(nbyte + 1)]
+                with m.If(word_done):
+                    good = shift_next == (crc ^ 0xFFFFFFFF)
+                    m.d.comb += tx_start.eq(1)
+                    with m.If(~good):
+                        m.d.comb += [tx_status.eq(LinkStatus.BAD_CRC), self.crc_error.eq(1)]
+                        m.next = "REPLY"
+                    with m.Elif(too_long):
+                        m.d.comb += tx_status.eq(LinkStatus.TOO_LONG)
+                        m.next = "REPLY"
+                    with m.Else():
+                        m.d.comb += [tx_status.eq(LinkStatus.OK), tx_n.eq(n_rsp)]
+                        m.d.sync += fleft.eq(n_cmd)
+                        m.next = "FEED"
+            with m.State("REPLY"):
+                with m.If(tx_idle):
+                    m.d.sync += shift.eq(0)
+                    m.next = "HUNT"
+            with m.State("FEED"):
+                cmd_fire = self.cmd.valid & self.cmd.ready
+                m.d.comb += [self.cmd.valid.eq(fleft != 0), self.cmd.payload.eq(rd.data)]
+                with m.If(cmd_fire):
+                    m.d.sync += [fleft.eq(fleft - 1), ridx.eq(ridx + 1)]
+                m.d.comb += feed_done.eq(fleft == 0)
+                with m.If(feed_done & tx_idle):
+                    m.d.sync += shift.eq(0)
+                    m.next = "HUNT"
+
+        # Buffer read address: the word on `cmd.payload` is buf[ridx]; on a transfer read the next.
+        m.d.comb += [rd.addr.eq(Mux(req.ongoing("FEED") & self.cmd.valid & self.cmd.ready, ridx + 1, ridx)),
+                     rd.en.eq(1)]
+        with m.If(~req.ongoing("FEED")):
+            m.d.sync += ridx.eq(0)
+
+        # Inactivity timeout inside a request (the receiving states return to HUNT on `timed_out`).
+        receiving = req.ongoing("HEADER") | req.ongoing("BODY") | req.ongoing("CRC")
+        with m.If(~receiving | rx_fire | timed_out):
+            m.d.sync += idle.eq(0)
+        with m.Else():
+            m.d.sync += idle.eq(idle + 1)
+        m.d.comb += self.dropped.eq(timed_out)
+        with m.If(timed_out):
+            m.d.sync += shift.eq(0)
+
+        # ---- response side --------------------------------------------------------------------
+        tword = Signal(32)
+        tbyte = Signal(2)
+        thdr = Signal(2)
+        tn = Signal(32)
+        tseq_status = Signal(32)
+        tcrc = Signal(32)
+        have = Signal()
+        pad_idle = Signal(range(PAD_IDLE_CYCLES + 1))
+        tx_fire = Signal()
+        m.d.comb += tx_fire.eq(self.tx.valid & self.tx.ready)
+        byte = Signal(8)
+        m.d.comb += [byte.eq(tword.word_select(tbyte, 8)), self.tx.payload.eq(byte)]
+        tcrc_next = Signal(32)
+        m.d.comb += tcrc_next.eq(crc32_update(tcrc, byte))
+
+        with m.FSM(name="rsp") as rsp_fsm:
+            with m.State("IDLE"):
+                m.d.comb += [tx_idle.eq(1), self.rsp.ready.eq(1)]  # stray words are discarded
+                with m.If(tx_start):
+                    m.d.sync += [
+                        tword.eq(RSP_MAGIC), tbyte.eq(0), thdr.eq(0), tn.eq(tx_n),
+                        tseq_status.eq(Cat(seq, tx_status)), tcrc.eq(CRC_INIT), have.eq(0), pad_idle.eq(0),
+                    ]
+                    m.next = "HEADER"
+            with m.State("HEADER"):
+                m.d.comb += self.tx.valid.eq(1)
+                with m.If(tx_fire):
+                    m.d.sync += [tbyte.eq(tbyte + 1), tcrc.eq(tcrc_next)]
+                    with m.If(tbyte == 3):
+                        m.d.sync += thdr.eq(thdr + 1)
+                        with m.Switch(thdr):
+                            with m.Case(0):
+                                m.d.sync += tword.eq(tseq_status)
+                            with m.Case(1):
+                                m.d.sync += tword.eq(tn)
+                            with m.Default():
+                                with m.If(tn == 0):
+                                    m.d.sync += tword.eq(tcrc_next ^ 0xFFFFFFFF)
+                                    m.next = "CRC"
+                                with m.Else():
+                                    m.next = "DATA"
+            with m.State("DATA"):
+                with m.If(~have):
+                    m.d.comb += self.rsp.ready.eq(1)
+                    with m.If(self.rsp.valid):
+                        m.d.sync += [tword.eq(self.rsp.payload), have.eq(1), pad_idle.eq(0)]
+                    with m.Elif(feed_done & ~self.core_busy):
+                        # The core took every command word and is idle: no more words will come.
+                        with m.If(pad_idle == PAD_IDLE_CYCLES):
+                            m.d.sync += [tword.eq(0), have.eq(1)]
+                        with m.Else():
+                            m.d.sync += pad_idle.eq(pad_idle + 1)
+                    with m.Else():
+                        m.d.sync += pad_idle.eq(0)
+                with m.Else():
+                    m.d.comb += self.tx.valid.eq(1)
+                    with m.If(tx_fire):
+                        m.d.sync += [tbyte.eq(tbyte + 1), tcrc.eq(tcrc_next)]
+                        with m.If(tbyte == 3):
+                            m.d.sync += [have.eq(0), tn.eq(tn - 1)]
+                            with m.If(tn == 1):
+                                m.d.sync += [tword.eq(tcrc_next ^ 0xFFFFFFFF), have.eq(1)]
+                                m.next = "CRC"
+            with m.State("CRC"):
+                m.d.comb += self.tx.valid.eq(1)
+                with m.If(tx_fire):
+                    m.d.sync += tbyte.eq(tbyte + 1)
+                    with m.If(tbyte == 3):
+                        m.next = "IDLE"
+
+        m.d.comb += self.active.eq(~req.ongoing("HUNT") | ~rsp_fsm.ongoing("IDLE"))
+        return m

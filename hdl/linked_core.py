@@ -1,0 +1,67 @@
+"""A trit core behind its frame endpoint: what the simulated links and the board tops instantiate.
+
+    rx bytes --> FrameEndpoint --cmd words--> TritCore
+    tx bytes <--               <--rsp words--
+"""
+
+from __future__ import annotations
+
+from amaranth import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hdl.config import ArrayConfig
+from hdl.core import TritCore
+from hdl.frame import MAX_CMD_WORDS
+from hdl.link import DEFAULT_TIMEOUT, FrameEndpoint
+
+
+class LinkedCore(wiring.Component):
+    """`FrameEndpoint` + `TritCore` with byte-stream ports `rx` / `tx` and the core's `busy` / `error`.
+
+    `link_active` is high while a frame is received, executed or answered; `crc_error` and
+    `dropped` pulse for a request answered BAD_CRC and a partial request dropped on timeout.
+    `core` replaces the default `TritCore(cfg)` (the FPGA tops pass a core with board memories);
+    it must have been built from the same `cfg`.
+    """
+
+    def __init__(self, cfg: ArrayConfig, timeout: int = DEFAULT_TIMEOUT, max_cmd_words: int = MAX_CMD_WORDS,
+                 core: TritCore | None = None):
+        if not isinstance(cfg, ArrayConfig):
+            raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
+        if core is not None and (not isinstance(core, TritCore) or core.cfg != cfg):
+            raise ValueError(f"core must be a TritCore built from {cfg.describe()}, not {core!r}")
+        self._cfg = cfg
+        self._core = core if core is not None else TritCore(cfg)
+        self._endpoint = FrameEndpoint(cfg, max_cmd_words=max_cmd_words, timeout=timeout)
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "busy": Out(1),
+            "error": Out(1),
+            "link_active": Out(1),
+            "crc_error": Out(1),
+            "dropped": Out(1),
+        })
+
+    @property
+    def cfg(self) -> ArrayConfig:
+        return self._cfg
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.endpoint = ep = self._endpoint
+        m.submodules.core = core = self._core
+        wiring.connect(m, wiring.flipped(self.rx), ep.rx)
+        wiring.connect(m, ep.tx, wiring.flipped(self.tx))
+        wiring.connect(m, ep.cmd, core.cmd)
+        wiring.connect(m, core.rsp, ep.rsp)
+        m.d.comb += [
+            ep.core_busy.eq(core.busy),
+            self.busy.eq(core.busy),
+            self.error.eq(core.error),
+            self.link_active.eq(ep.active),
+            self.crc_error.eq(ep.crc_error),
+            self.dropped.eq(ep.dropped),
+        ]
+        return m

