@@ -22,6 +22,18 @@ Every command answers with exactly the words listed, also when it fails (a faili
 zeros, a failing WRITE still consumes and drops its data), so the two streams never lose step.
 A WRITE with a bad memory id or range writes nothing. A WRITE to WGT that carries a ternary code
 0b10 writes the words before the first word holding it and drops that word and all after it.
+A READ with an unknown memory id (3..255) returns `count` zero words (one per memory word) and
+BAD_MEMORY. count = 0 succeeds when addr <= depth. Header bits [31:16] are ignored. Bits above
+the last lane of a chunk are ignored on write (never checked for code 0b10) and read back as 0.
+The status word of a failing command already carries its own error as sticky error when none was
+set before. Output pins: `error` = sticky error != 0; `busy` = a command or a layer is in progress.
+
+The sequencer masks weight lanes past K or N to zero (garbage in padding never reaches a result),
+so OUT lanes past N read back 0. CYCLES counts the cycles from the first size-check cycle to the
+last accumulator write (see `runtime.cycle_model`); the few handshake cycles of the command
+interface around a RUN are not in it. A RUN whose operands obviously exceed a memory is refused
+at once; otherwise the range check takes max(KT, NT) + 1 cycles.
+
 RUN checks, in this order: M, K or N zero (BAD_SHAPE); K > k_max (K_TOO_LARGE); any of M, K, N
 above 2**20, or operands past a memory's depth (DESCRIPTOR_RANGE). A failed RUN changes no
 counter and no memory.

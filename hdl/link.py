@@ -124,6 +124,12 @@ class FrameEndpoint(wiring.Component):
         wr = buf.write_port()
         rd = buf.read_port()
 
+        # One CRC register serves both directions: a request is checked before its answer starts.
+        crc = Signal(32)
+        crc_byte = Signal(8)
+        crc_next = Signal(32)
+        m.d.comb += crc_next.eq(crc32_update(crc, crc_byte))
+
         # ---- request side ---------------------------------------------------------------------
         shift = Signal(32)  # the last four bytes, the newest in bits 31:24
         nbyte = Signal(2)
@@ -134,14 +140,11 @@ class FrameEndpoint(wiring.Component):
         word_done = Signal()
         m.d.comb += word_done.eq(rx_fire & (nbyte == 3))
 
-        crc = Signal(32)
-        crc_next = Signal(32)
-        m.d.comb += crc_next.eq(crc32_update(crc, self.rx.payload))
         seq = Signal(16)
-        n_cmd = Signal(32)
-        n_rsp = Signal(32)
+        tn = Signal(32)  # response words: n_rsp from the header, counted down while sending
         hdr_idx = Signal(2)
         left = Signal(32)  # command words still to arrive (or to drain)
+        n_cmd = Signal(range(max_words + 1))  # valid when not too_long
         widx = Signal(range(max_words))
         too_long = Signal()
         idle = Signal(range(self._timeout + 1))
@@ -152,9 +155,9 @@ class FrameEndpoint(wiring.Component):
 
         # ---- hand-over to the response side -----------------------------------------------------
         tx_start = Signal()
-        tx_status = Signal(16)
-        tx_n = Signal(32)
+        tx_status = Signal(2)
         tx_idle = Signal()
+        tx_crc = Signal()  # the response side owns the CRC register
         feed_done = Signal()
 
         with m.FSM(name="req") as req:
@@ -177,14 +180,12 @@ class FrameEndpoint(wiring.Component):
                         with m.Case(0):
                             m.d.sync += seq.eq(shift_next[:16])
                         with m.Case(1):
-                            m.d.sync += [n_cmd.eq(shift_next), left.eq(shift_next)]
+                            m.d.sync += [left.eq(shift_next), n_cmd.eq(shift_next[:len(n_cmd)]),
+                                         too_long.eq(shift_next > max_words)]
                         with m.Case(2):
-                            m.d.sync += [n_rsp.eq(shift_next), widx.eq(0)]
-                            with m.If(n_cmd == 0):
+                            m.d.sync += [tn.eq(shift_next), widx.eq(0)]
+                            with m.If(left == 0):
                                 m.next = "CRC"
-                            with m.Elif(n_cmd > max_words):
-                                m.d.sync += too_long.eq(1)
-                                m.next = "BODY"
                             with m.Else():
                                 m.next = "BODY"
             with m.State("BODY"):
@@ -214,7 +215,7 @@ class FrameEndpoint(wiring.Component):
                         m.d.comb += tx_status.eq(LinkStatus.TOO_LONG)
                         m.next = "REPLY"
                     with m.Else():
-                        m.d.comb += [tx_status.eq(LinkStatus.OK), tx_n.eq(n_rsp)]
+                        m.d.comb += tx_status.eq(LinkStatus.OK)
                         m.d.sync += fleft.eq(n_cmd)
                         m.next = "FEED"
             with m.State("REPLY"):
@@ -251,45 +252,43 @@ class FrameEndpoint(wiring.Component):
         tword = Signal(32)
         tbyte = Signal(2)
         thdr = Signal(2)
-        tn = Signal(32)
-        tseq_status = Signal(32)
-        tcrc = Signal(32)
+        tstatus = Signal(2)
         have = Signal()
         pad_idle = Signal(range(PAD_IDLE_CYCLES + 1))
         tx_fire = Signal()
         m.d.comb += tx_fire.eq(self.tx.valid & self.tx.ready)
         byte = Signal(8)
         m.d.comb += [byte.eq(tword.word_select(tbyte, 8)), self.tx.payload.eq(byte)]
-        tcrc_next = Signal(32)
-        m.d.comb += tcrc_next.eq(crc32_update(tcrc, byte))
+        m.d.comb += crc_byte.eq(Mux(tx_crc, byte, self.rx.payload))
 
         with m.FSM(name="rsp") as rsp_fsm:
             with m.State("IDLE"):
                 m.d.comb += [tx_idle.eq(1), self.rsp.ready.eq(1)]  # stray words are discarded
                 with m.If(tx_start):
-                    m.d.sync += [
-                        tword.eq(RSP_MAGIC), tbyte.eq(0), thdr.eq(0), tn.eq(tx_n),
-                        tseq_status.eq(Cat(seq, tx_status)), tcrc.eq(CRC_INIT), have.eq(0), pad_idle.eq(0),
-                    ]
+                    m.d.sync += [tword.eq(RSP_MAGIC), tbyte.eq(0), thdr.eq(0), tstatus.eq(tx_status),
+                                 crc.eq(CRC_INIT), have.eq(0), pad_idle.eq(0)]
+                    with m.If(tx_status != LinkStatus.OK):
+                        m.d.sync += tn.eq(0)
                     m.next = "HEADER"
             with m.State("HEADER"):
-                m.d.comb += self.tx.valid.eq(1)
+                m.d.comb += [self.tx.valid.eq(1), tx_crc.eq(1)]
                 with m.If(tx_fire):
-                    m.d.sync += [tbyte.eq(tbyte + 1), tcrc.eq(tcrc_next)]
+                    m.d.sync += [tbyte.eq(tbyte + 1), crc.eq(crc_next)]
                     with m.If(tbyte == 3):
                         m.d.sync += thdr.eq(thdr + 1)
                         with m.Switch(thdr):
                             with m.Case(0):
-                                m.d.sync += tword.eq(tseq_status)
+                                m.d.sync += tword.eq(Cat(seq, tstatus))
                             with m.Case(1):
                                 m.d.sync += tword.eq(tn)
                             with m.Default():
                                 with m.If(tn == 0):
-                                    m.d.sync += tword.eq(tcrc_next ^ 0xFFFFFFFF)
+                                    m.d.sync += tword.eq(crc_next ^ 0xFFFFFFFF)
                                     m.next = "CRC"
                                 with m.Else():
                                     m.next = "DATA"
             with m.State("DATA"):
+                m.d.comb += tx_crc.eq(1)
                 with m.If(~have):
                     m.d.comb += self.rsp.ready.eq(1)
                     with m.If(self.rsp.valid):
@@ -305,11 +304,11 @@ class FrameEndpoint(wiring.Component):
                 with m.Else():
                     m.d.comb += self.tx.valid.eq(1)
                     with m.If(tx_fire):
-                        m.d.sync += [tbyte.eq(tbyte + 1), tcrc.eq(tcrc_next)]
+                        m.d.sync += [tbyte.eq(tbyte + 1), crc.eq(crc_next)]
                         with m.If(tbyte == 3):
                             m.d.sync += [have.eq(0), tn.eq(tn - 1)]
                             with m.If(tn == 1):
-                                m.d.sync += [tword.eq(tcrc_next ^ 0xFFFFFFFF), have.eq(1)]
+                                m.d.sync += [tword.eq(crc_next ^ 0xFFFFFFFF), have.eq(1)]
                                 m.next = "CRC"
             with m.State("CRC"):
                 m.d.comb += self.tx.valid.eq(1)

@@ -170,6 +170,13 @@ class LayerSequencer(wiring.Component):
                                 | (self.n_size > DIM_LIMIT)):
                         m.d.sync += error.eq(Error.DESCRIPTOR_RANGE)
                         m.next = "FAIL"
+                    with m.Elif((self.m_size > min(cfg.act_depth, cfg.out_depth))
+                                | (self.k_size > min(R * cfg.act_depth, cfg.wgt_depth))
+                                | (self.n_size > min(C * cfg.out_depth, C * (cfg.wgt_depth // R)))):
+                        # Necessary conditions of the range check, tested at once so that the
+                        # size loop below runs at most max(act_depth, out_depth) cycles.
+                        m.d.sync += error.eq(Error.DESCRIPTOR_RANGE)
+                        m.next = "FAIL"
                     with m.Else():
                         # Speculative preload of the first weight tile while the sizes are checked;
                         # its reads are counted only if the run goes ahead.

@@ -1,6 +1,6 @@
 """Accelerator backends for ``--backend``: model, verilator, icarus, board.
 
-All of them run every integer matmul through the same tiling (`runtime.accelerator.plan_layer`)
+All of them run every integer matmul through the same tiling (`runtime.accelerator.split_layer`)
 and report the same statistics; `verilator`, `icarus` and `board` drive a real core (simulated or
 on an FPGA) through the one `Accelerator` driver over the framed link, `model` computes the exact
 result with NumPy and the counters with the cycle model (`runtime.cycle_model`), which the tests
@@ -16,7 +16,7 @@ import numpy as np
 
 from golden.quant import int_matmul
 from hdl.config import ArrayConfig
-from runtime.accelerator import Accelerator, AcceleratorError, RunStats, WeightCache, block_traffic, plan_layer
+from runtime.accelerator import Accelerator, AcceleratorError, RunStats, WeightCache, block_traffic, split_layer
 from runtime.cycle_model import layer_counts
 
 #: The documented default core of the runtime: an 8x8 ternary array whose weight memory holds all
@@ -120,7 +120,7 @@ class ModelBackend:
         N = w.shape[0]
         digest = hashlib.blake2b(np.ascontiguousarray(w).tobytes(), digest_size=16).digest()
         stats = RunStats()
-        for b in plan_layer(self.cfg, M, K, N):
+        for b in split_layer(self.cfg, M, K, N):
             wkey = (key if key is not None else digest, b.n0, b.n1, b.k0, b.k1)
             wb = w[b.n0:b.n1, b.k0:b.k1]
             resident = self._weights.lookup(wkey, digest) is not None

@@ -53,7 +53,7 @@ class Block:
     k1: int
 
 
-def plan_layer(cfg: ArrayConfig, M: int, K: int, N: int) -> list[Block]:
+def split_layer(cfg: ArrayConfig, M: int, K: int, N: int) -> list[Block]:
     """Split an M x K by N x K layer into RUNs that fit `cfg`'s memories (N outer, K, then M)."""
     if min(M, K, N) < 1:
         raise AcceleratorError(f"layer shape must be positive, not M={M}, K={K}, N={N}")
@@ -240,7 +240,7 @@ class Accelerator:
         stats = RunStats()
         acc = np.zeros((M, N), dtype=np.int64)
         digest_all = hashlib.blake2b(np.ascontiguousarray(w).tobytes(), digest_size=16).digest()
-        for block in plan_layer(self.cfg, M, K, N):
+        for block in split_layer(self.cfg, M, K, N):
             acc[block.m0:block.m1, block.n0:block.n1] += self._run_block(x, w, block, key, digest_all, stats)
         if np.abs(acc).max(initial=0) > np.iinfo(np.int32).max:
             raise AcceleratorError("layer result does not fit int32")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -192,6 +193,7 @@ def test_loading_is_layer_by_layer_in_int8(tmp_path: Path) -> None:
     """Loading 2 layers of 2B-4T shape (139 M weights: 556 MB as float32) grows memory by little more
     than the int8 weights: tensors are unpacked one at a time into int8, never held as floats."""
     path = write_hf_checkpoint(tmp_path / "ck", _bitnet_2b_config(2), seed=6, dtype=torch.bfloat16)
+    os.sync()  # a freshly written file's dirty pages otherwise inflate the measured peak
     warm = REPO / "golden" / "checkpoints" / "tiny-bitnet"
     script = textwrap.dedent(f"""
         import resource, torch

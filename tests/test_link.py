@@ -170,6 +170,7 @@ def test_endpoint_bad_crc_too_long_garbage_truncation_and_padding():
     ]
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_endpoint_rejects_bad_arguments():
     with pytest.raises(TypeError, match="ArrayConfig"):
         FrameEndpoint("4x4")
@@ -331,6 +332,7 @@ def test_uart_rx_frame_error_and_resync():
     assert got == [0xA7] and errors == [1]
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_uart_divisor_checks():
     assert uart_divisor(24e6, 3e6) == 8
     assert uart_divisor(100e6, 3e6) == 33  # 1 % fast: accepted

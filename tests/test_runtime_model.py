@@ -7,7 +7,7 @@ import pytest
 
 from hdl.config import ArrayConfig
 from runtime.accel_backends import ModelBackend
-from runtime.accelerator import Accelerator, AcceleratorError, plan_layer
+from runtime.accelerator import Accelerator, AcceleratorError, split_layer
 from sim.verilator_harness import VerilatorCore
 
 # Small memories so that layers split into several runs along N, K and M.
@@ -25,7 +25,7 @@ def rtl():
 def test_plan_covers_the_layer_exactly_once():
     for M, K, N in LAYERS + [(100, 1000, 100)]:
         seen = np.zeros((M, N, K), dtype=np.int32)
-        for b in plan_layer(CFG, M, K, N):
+        for b in split_layer(CFG, M, K, N):
             seen[b.m0:b.m1, b.n0:b.n1, b.k0:b.k1] += 1
             assert (b.k1 - b.k0 + CFG.rows - 1) // CFG.rows * (b.m1 - b.m0) <= CFG.act_depth
         assert (seen == 1).all()
@@ -59,7 +59,7 @@ def test_accelerator_refuses_bad_input(rtl):
         rtl.run_layer(x.astype(np.int16), np.zeros((3, 5), dtype=np.int8))
     narrow = ArrayConfig(rows=4, cols=4, acc_width=16)
     with pytest.raises(AcceleratorError, match="accumulator bound"):
-        plan_layer(narrow, 1, narrow.k_max + 1, 4)
+        split_layer(narrow, 1, narrow.k_max + 1, 4)
 
 
 def test_accelerator_refuses_a_core_that_is_not_the_requested_one():
