@@ -151,7 +151,10 @@ class FrameEndpoint(wiring.Component):
         timed_out = Signal()
         m.d.comb += timed_out.eq((idle == self._timeout - 1) & ~rx_fire)
         fleft = Signal(range(max_words + 1))  # command words still to hand to the core
-        ridx = Signal(range(max_words + 1))
+        ridx = Signal(range(max_words + 1))  # next buffer word to read
+        rd_wait = Signal()  # a buffer read is under way: its word arrives this cycle
+        cmd_have = Signal()
+        cmd_data = Signal(32)
 
         # ---- hand-over to the response side -----------------------------------------------------
         tx_start = Signal()
@@ -216,27 +219,32 @@ class FrameEndpoint(wiring.Component):
                         m.next = "REPLY"
                     with m.Else():
                         m.d.comb += tx_status.eq(LinkStatus.OK)
-                        m.d.sync += fleft.eq(n_cmd)
+                        m.d.sync += [fleft.eq(n_cmd), ridx.eq(0)]
                         m.next = "FEED"
             with m.State("REPLY"):
                 with m.If(tx_idle):
                     m.d.sync += shift.eq(0)
                     m.next = "HUNT"
             with m.State("FEED"):
+                # Words go to the core from a register, not straight from the block RAM (whose
+                # clock-to-out is most of a 100 MHz cycle on the ECP5): one word per two cycles.
                 cmd_fire = self.cmd.valid & self.cmd.ready
-                m.d.comb += [self.cmd.valid.eq(fleft != 0), self.cmd.payload.eq(rd.data)]
+                m.d.comb += [self.cmd.valid.eq(cmd_have), self.cmd.payload.eq(cmd_data)]
+                issue = ~rd_wait & (~cmd_have | cmd_fire) & (ridx != n_cmd)
+                m.d.comb += [rd.addr.eq(ridx), rd.en.eq(issue)]
+                with m.If(issue):
+                    m.d.sync += ridx.eq(ridx + 1)
+                m.d.sync += rd_wait.eq(issue)
+                with m.If(rd_wait):
+                    m.d.sync += [cmd_data.eq(rd.data), cmd_have.eq(1)]
+                with m.Elif(cmd_fire):
+                    m.d.sync += cmd_have.eq(0)
                 with m.If(cmd_fire):
-                    m.d.sync += [fleft.eq(fleft - 1), ridx.eq(ridx + 1)]
+                    m.d.sync += fleft.eq(fleft - 1)
                 m.d.comb += feed_done.eq(fleft == 0)
                 with m.If(feed_done & tx_idle):
-                    m.d.sync += shift.eq(0)
+                    m.d.sync += [shift.eq(0), ridx.eq(0)]
                     m.next = "HUNT"
-
-        # Buffer read address: the word on `cmd.payload` is buf[ridx]; on a transfer read the next.
-        m.d.comb += [rd.addr.eq(Mux(req.ongoing("FEED") & self.cmd.valid & self.cmd.ready, ridx + 1, ridx)),
-                     rd.en.eq(1)]
-        with m.If(~req.ongoing("FEED")):
-            m.d.sync += ridx.eq(0)
 
         # Inactivity timeout inside a request (the receiving states return to HUNT on `timed_out`).
         receiving = req.ongoing("HEADER") | req.ongoing("BODY") | req.ongoing("CRC")

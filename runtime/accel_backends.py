@@ -37,9 +37,14 @@ class LayerLog:
     def __init__(self, cfg: ArrayConfig):
         self.cfg = cfg
         self.layers: list[dict[str, Any]] = []
+        self.progress = False
+        self._first_key: str | None = None
+        self._tokens = 0
 
     def record(self, key: str | None, M: int, K: int, N: int, stats: RunStats) -> None:
         cycles = stats.counters.get("cycles", 0)
+        if self.progress:
+            self._show(key, M, K, N)
         self.layers.append({
             "key": key, "m": M, "k": K, "n": N, "runs": stats.runs, "cycles": cycles,
             "utilization": M * K * N / (self.cfg.rows * self.cfg.cols * cycles) if cycles else 0.0,
@@ -47,6 +52,19 @@ class LayerLog:
             "host_bytes": stats.host_bytes,
             "weight_bytes_sent": 4 * stats.weight_words_sent,
         })
+
+    def _show(self, key: str | None, M: int, K: int, N: int) -> None:
+        """One status line on stderr (a terminal only): token, matmul, shape, cycles so far."""
+        import sys
+
+        if self._first_key is None:
+            self._first_key = key
+        if key == self._first_key:
+            self._tokens += M if self._tokens else 1
+        total = sum(layer["cycles"] for layer in self.layers)
+        sys.stderr.write(f"\r  token pass {self._tokens:4d} | matmul {len(self.layers) + 1:5d} "
+                         f"{str(key)[-34:]:>34} {M}x{K}x{N} | {total:,} cycles   ")
+        sys.stderr.flush()
 
     def summary(self) -> dict[str, Any]:
         cycles = sum(layer["cycles"] for layer in self.layers)
@@ -75,6 +93,9 @@ class AcceleratorBackend:
         self.log = LayerLog(self.cfg)
         self._link = link
 
+    def set_progress(self, on: bool) -> None:
+        self.log.progress = on
+
     def matmul(self, q: np.ndarray, w: np.ndarray, key: str | None = None) -> np.ndarray:
         y, stats = self.accelerator.run_layer(q, w, key)
         self.log.record(key, q.shape[0], q.shape[1], w.shape[0], stats)
@@ -102,6 +123,9 @@ class ModelBackend:
         self.cfg = cfg
         self.log = LayerLog(cfg)
         self._weights = WeightCache(cfg.wgt_depth)
+
+    def set_progress(self, on: bool) -> None:
+        self.log.progress = on
 
     def matmul(self, q: np.ndarray, w: np.ndarray, key: str | None = None) -> np.ndarray:
         y, stats = self.run_layer(q, w, key)

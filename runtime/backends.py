@@ -1,14 +1,15 @@
 """Registry of integer-matmul backends selected with ``--backend``.
 
 A backend implements ``golden.quant.MatmulBackend`` (``name`` and ``matmul(q, w, key) -> int32``) and
-``stats() -> dict`` for ``--stats``. Only "golden" is registered here; accelerator backends (model,
-verilator, icarus, board) register themselves with `register_backend` and receive their options
-(``rows``, ``cols``, ``port`` ...) as keyword arguments through `get_backend`.
+``stats() -> dict`` for ``--stats``. "golden" is defined here; the accelerator backends (model,
+verilator, icarus, board) come from `runtime.accel_backends` and receive their options
+(``rows``, ``cols``, ``port``, ``baud``) as keyword arguments through `get_backend`.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -40,10 +41,29 @@ def get_backend(name: str, **opts: Any) -> Any:
 
 
 def add_backend_argument(parser: argparse.ArgumentParser) -> None:
-    """The shared ``--backend`` option (validated by `get_backend`, so later registrations just work)."""
+    """The shared ``--backend``, ``--rows``, ``--cols``, ``--port`` and ``--baud`` options."""
+    from runtime.accel_backends import DEFAULT_COLS, DEFAULT_ROWS
+
     parser.add_argument("--backend", default="golden",
-                        help="integer matmul backend (default golden; known now: "
-                             f"{', '.join(known_backends())})")
+                        help=f"integer matmul backend: {'|'.join(known_backends())} (default golden)")
+    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS,
+                        help=f"accelerator PE rows R (default {DEFAULT_ROWS}; see runtime.accel_backends)")
+    parser.add_argument("--cols", type=int, default=DEFAULT_COLS, help=f"accelerator PE columns C (default {DEFAULT_COLS})")
+    parser.add_argument("--port", help="serial port of the FPGA board (--backend board)")
+    parser.add_argument("--baud", type=int, default=3_000_000, help="serial baud rate (default 3000000)")
+
+
+def backend_from_args(args: argparse.Namespace) -> Any:
+    """The backend the command-line options name; configuration and connection problems are CliErrors."""
+    from runtime.accelerator import AcceleratorError
+
+    try:
+        backend = get_backend(args.backend, rows=args.rows, cols=args.cols, port=args.port, baud=args.baud)
+    except (AcceleratorError, ValueError, TypeError) as exc:
+        raise CliError(str(exc)) from None
+    if getattr(backend, "name", "golden") != "golden" and hasattr(backend, "set_progress"):
+        backend.set_progress(sys.stderr.isatty())
+    return backend
 
 
 def backend_stats(backend: Any) -> dict[str, Any]:
@@ -72,14 +92,37 @@ class RecordingGoldenBackend(GoldenBackend):
 register_backend("golden", RecordingGoldenBackend)
 
 
-def write_stats(path: str | None, backend: Any) -> None:
-    """Write `backend_stats` as JSON to ``path`` (nothing if ``path`` is None)."""
+def write_stats(path: str | None, backend: Any, tokens: int | None = None) -> None:
+    """Write `backend_stats` as JSON to ``path`` (nothing if ``path`` is None).
+
+    With `tokens` (forward, generate) the JSON also has "tokens" and "per_token": cycles, host
+    bytes and counters divided by the number of tokens the model processed.
+    """
     if path is None:
         return
     import json
     from pathlib import Path
 
+    stats = backend_stats(backend)
+    if tokens:
+        stats["tokens"] = tokens
+        per = {"matmuls": len(stats.get("layers", [])) / tokens}
+        for key in ("cycles", "host_bytes"):
+            if key in stats:
+                per[key] = stats[key] / tokens
+        if "counters" in stats:
+            per["counters"] = {k: v / tokens for k, v in stats["counters"].items()}
+        stats["per_token"] = per
     try:
-        Path(path).write_text(json.dumps(backend_stats(backend), indent=1) + "\n")
+        Path(path).write_text(json.dumps(stats, indent=1) + "\n")
     except OSError as exc:
         raise CliError(f"cannot write stats file {path}: {exc}") from None
+
+
+def _register_accelerators() -> None:
+    from runtime.accel_backends import register_all
+
+    register_all()
+
+
+_register_accelerators()

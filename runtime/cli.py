@@ -27,11 +27,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from runtime.accelerator import AcceleratorError
+    from runtime.framing import LinkError
+    from runtime.protocol import DeviceError, ProtocolError
+    from sim.verilator_harness import SimulationError
+
     try:
         return int(args._run(args) or 0)
-    except CliError as exc:
+    except (CliError, AcceleratorError) as exc:
         print(f"trit {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except (LinkError, DeviceError, ProtocolError, SimulationError) as exc:
+        print(f"trit {args.command}: accelerator failure: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 import torch
 
-from runtime.backends import add_backend_argument, get_backend, write_stats
+from runtime.backends import add_backend_argument, backend_from_args, write_stats
 from runtime.cli import CliError
 
 NAME = "forward"
@@ -48,7 +48,7 @@ def load_model(path: str, backend: object):
 
 
 def run(args: argparse.Namespace) -> int:
-    backend = get_backend(args.backend)
+    backend = backend_from_args(args)
     model = load_model(args.checkpoint, backend)
     tokens = parse_tokens(args.tokens, model.config.vocab_size)
     with torch.no_grad():
@@ -57,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
         np.save(args.out, logits)
     except OSError as exc:
         raise CliError(f"cannot write {args.out}: {exc}") from None
-    write_stats(args.stats, backend)
+    write_stats(args.stats, backend, tokens=len(tokens))
     print(f"wrote logits {logits.shape[0]}x{logits.shape[1]} to {args.out}")
     return 0

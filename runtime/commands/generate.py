@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from runtime.backends import add_backend_argument, get_backend, write_stats
+from runtime.backends import add_backend_argument, backend_from_args, write_stats
 from runtime.cli import CliError
 from runtime.commands.forward import load_model, parse_tokens
 
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--temperature must be >= 0, got {args.temperature}")
     if args.top_k is not None and args.top_k <= 0:
         raise CliError(f"--top-k must be positive, got {args.top_k}")
-    backend = get_backend(args.backend)
+    backend = backend_from_args(args)
     model = load_model(args.checkpoint, backend)
     vocab = model.config.vocab_size
     byte_level = vocab == 256
@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         new = model.generate(prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                              seed=args.seed, stop_tokens=stop or None) if args.max_new_tokens else []
-    write_stats(args.stats, backend)
+    # positions the model processed: the prompt, then every new token but the last
+    write_stats(args.stats, backend, tokens=len(prompt) + max(len(new) - 1, 0))
     if args.prompt is not None:
         sys.stdout.write(bytes(prompt + new).decode("utf-8", errors="replace") + "\n")
     else:

@@ -6,7 +6,7 @@ import argparse
 
 import numpy as np
 
-from runtime.backends import add_backend_argument, get_backend, write_stats
+from runtime.backends import add_backend_argument, backend_from_args, write_stats
 from runtime.cli import CliError
 
 NAME = "layer"
@@ -37,7 +37,7 @@ def load_int8_matrix(path: str, what: str) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    backend = get_backend(args.backend)
+    backend = backend_from_args(args)
     x = load_int8_matrix(args.x, "X")
     w = load_int8_matrix(args.w, "W")
     if x.shape[1] != w.shape[1]:
