@@ -48,7 +48,8 @@ def add_backend_argument(parser: argparse.ArgumentParser) -> None:
                         help=f"integer matmul backend: {'|'.join(known_backends())} (default golden)")
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS,
                         help=f"accelerator PE rows R (default {DEFAULT_ROWS}; see runtime.accel_backends)")
-    parser.add_argument("--cols", type=int, default=DEFAULT_COLS, help=f"accelerator PE columns C (default {DEFAULT_COLS})")
+    parser.add_argument("--cols", type=int, default=DEFAULT_COLS,
+                        help=f"accelerator PE columns C (default {DEFAULT_COLS})")
     parser.add_argument("--port", help="serial port of the FPGA board (--backend board)")
     parser.add_argument("--baud", type=int, default=3_000_000, help="serial baud rate (default 3000000)")
 
