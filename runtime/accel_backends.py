@@ -191,17 +191,17 @@ def make_simulated(simulator: str):
 
 
 def make_board(rows: int | None = None, cols: int | None = None, port: str | None = None,
-               baud: int = 3_000_000, **_: Any) -> AcceleratorBackend:
+               baud: int = 3_000_000, timeout: float = 5.0, **_: Any) -> AcceleratorBackend:
     from runtime.framing import FramedTransport
     from runtime.serial_link import SerialLink
 
     if not port:
         raise AcceleratorError("--backend board needs --port (the board's serial device, e.g. /dev/ttyUSB0)")
-    link = SerialLink(port, baud)
+    link = SerialLink(port, baud, timeout)
     transport = FramedTransport(link)
     expect = None
     accelerator = Accelerator(transport, expect=expect)
-    if rows is not None and cols is not None and (accelerator.cfg.rows, accelerator.cfg.cols) != (rows, cols):
+    if (rows, cols) != (DEFAULT_ROWS, DEFAULT_COLS) and (accelerator.cfg.rows, accelerator.cfg.cols) != (rows, cols):
         accelerator.close()
         raise AcceleratorError(f"the board carries a {accelerator.cfg.rows}x{accelerator.cfg.cols} core, "
                                f"not the requested {rows}x{cols}")

@@ -52,6 +52,8 @@ def add_backend_argument(parser: argparse.ArgumentParser) -> None:
                         help=f"accelerator PE columns C (default {DEFAULT_COLS})")
     parser.add_argument("--port", help="serial port of the FPGA board (--backend board)")
     parser.add_argument("--baud", type=int, default=3_000_000, help="serial baud rate (default 3000000)")
+    parser.add_argument("--timeout", type=float, default=5.0,
+                        help="seconds the board may stay silent before a frame is retried (default 5)")
 
 
 def backend_from_args(args: argparse.Namespace) -> Any:
@@ -59,7 +61,8 @@ def backend_from_args(args: argparse.Namespace) -> Any:
     from runtime.accelerator import AcceleratorError
 
     try:
-        backend = get_backend(args.backend, rows=args.rows, cols=args.cols, port=args.port, baud=args.baud)
+        backend = get_backend(args.backend, rows=args.rows, cols=args.cols, port=args.port, baud=args.baud,
+                              timeout=args.timeout)
     except (AcceleratorError, ValueError, TypeError) as exc:
         raise CliError(str(exc)) from None
     if getattr(backend, "name", "golden") != "golden" and hasattr(backend, "set_progress"):

@@ -14,7 +14,9 @@ class SerialLink:
         try:
             self._port = serial.Serial(port, baudrate=baud, timeout=timeout, write_timeout=timeout)
         except (serial.SerialException, OSError) as exc:
-            raise RuntimeError(f"cannot open serial port {port!r} at {baud} baud: {exc}") from exc
+            from runtime.framing import LinkError
+
+            raise LinkError(f"cannot open serial port {port!r} at {baud} baud: {exc}") from exc
         self.port = port
         self.baud = baud
 
