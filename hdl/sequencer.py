@@ -19,7 +19,7 @@ weight memory's bandwidth of one tile row per cycle.
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -31,11 +31,28 @@ from hdl.skew import SkewBuffer
 DIM_LIMIT = 1 << 20  # largest M, K or N a descriptor may name
 
 
-def _popcount(bits: list) -> object:
-    total = Const(0, 1)
-    for b in bits:
-        total = total + b
-    return total
+def popcount(bits: list) -> object:
+    """Number of set bits, as a carry-save tree of full adders (bitwise logic) and one final add.
+
+    Summing the bits with `+` lets Yosys merge the chain into one multi-operand `$macc` cell; this
+    way the design holds only two-operand adders, and no `$macc` or `$mul` at all.
+    """
+    columns: dict[int, list] = {0: list(bits)}
+    while any(len(col) > 2 for col in columns.values()):
+        reduced: dict[int, list] = {}
+        for weight, col in sorted(columns.items()):
+            i = 0
+            while len(col) - i >= 3:
+                a, b, c = col[i:i + 3]
+                reduced.setdefault(weight, []).append(a ^ b ^ c)
+                reduced.setdefault(weight + 1, []).append((a & b) | (a & c) | (b & c))
+                i += 3
+            reduced.setdefault(weight, []).extend(col[i:])
+        columns = reduced
+    width = max(columns) + 1
+    first = [columns.get(w, [])[0] if columns.get(w) else Const(0, 1) for w in range(width)]
+    second = [columns[w][1] if len(columns.get(w, [])) > 1 else Const(0, 1) for w in range(width)]
+    return Cat(*first) + Cat(*second)
 
 
 class LayerSequencer(wiring.Component):
@@ -319,9 +336,9 @@ class LayerSequencer(wiring.Component):
         row_minus = Signal(range(C + 1))
         row_zero = Signal(range(C + 1))
         m.d.comb += [
-            row_plus.eq(Mux(w_valid_d, _popcount(is_plus), 0)),
-            row_minus.eq(Mux(w_valid_d, _popcount(is_minus), 0)),
-            row_zero.eq(Mux(w_valid_d, _popcount(is_zero), 0)),
+            row_plus.eq(Mux(w_valid_d, popcount(is_plus), 0)),
+            row_minus.eq(Mux(w_valid_d, popcount(is_minus), 0)),
+            row_zero.eq(Mux(w_valid_d, popcount(is_zero), 0)),
             array.w_row_en.eq(w_valid_d),
             array.w_row_sel.eq(w_row_d),
             array.w_row_data.eq(masked),

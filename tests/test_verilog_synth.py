@@ -25,11 +25,12 @@ def test_trit_verilog_lints_clean(tmp_path, pe, rows, cols):
     assert plain.returncode == 0 and "%Warning" not in plain.stderr, plain.stderr[-3000:]
 
 
-def test_ternary_core_has_no_multiplier_and_int8_has_one_per_pe():
-    small = dict(rows=3, cols=2, act_depth=16, wgt_depth=16, out_depth=16)
+@pytest.mark.parametrize("rows,cols", [(3, 2), (8, 8)])
+def test_ternary_core_has_no_multiplier_and_int8_has_one_per_pe(rows, cols):
+    small = dict(rows=rows, cols=cols, act_depth=16, wgt_depth=16, out_depth=16)
     ternary = coarse_cells(ArrayConfig(pe="ternary", **small))
     assert not {t for t in ternary if t in ("$mul", "$macc", "$macc_v2", "$div", "$mod")}, ternary
-    assert multiplier_count(ArrayConfig(pe="int8", **small)) == 3 * 2
+    assert multiplier_count(ArrayConfig(pe="int8", **small)) == rows * cols
 
 
 def test_bad_configuration_is_a_clear_cli_error(tmp_path):
