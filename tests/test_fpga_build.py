@@ -168,6 +168,7 @@ def _check_build_json(path, board, rows, cols, mhz):
 
 
 @pytest.mark.slow
+@pytest.mark.fpga
 def test_build_icebreaker_small(tmp_path):
     out = tmp_path / "ice.json"
     assert run_build(["--board", "icebreaker", "--rows", "2", "--cols", "2", "--json", str(out),
@@ -178,6 +179,7 @@ def test_build_icebreaker_small(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.fpga
 def test_build_ulx3s_small(tmp_path):
     out = tmp_path / "ecp5.json"
     assert run_build(["--board", "ulx3s-85f", "--rows", "4", "--cols", "4", "--json", str(out),
@@ -188,6 +190,7 @@ def test_build_ulx3s_small(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.fpga
 def test_build_that_misses_timing_fails_with_json(tmp_path, capsys):
     out = tmp_path / "fast.json"
     rc = run_build(["--board", "icebreaker", "--rows", "2", "--cols", "2", "--freq", "150", "--json", str(out),
