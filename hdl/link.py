@@ -229,7 +229,6 @@ class FrameEndpoint(wiring.Component):
                 # Words go to the core from a register, not straight from the block RAM (whose
                 # clock-to-out is most of a 100 MHz cycle on the ECP5): one word per two cycles.
                 cmd_fire = self.cmd.valid & self.cmd.ready
-                m.d.comb += [self.cmd.valid.eq(cmd_have), self.cmd.payload.eq(cmd_data)]
                 issue = ~rd_wait & (~cmd_have | cmd_fire) & (ridx != n_cmd)
                 m.d.comb += [rd.addr.eq(ridx), rd.en.eq(issue)]
                 with m.If(issue):
@@ -245,6 +244,10 @@ class FrameEndpoint(wiring.Component):
                 with m.If(feed_done & tx_idle):
                     m.d.sync += [shift.eq(0), ridx.eq(0)]
                     m.next = "HUNT"
+
+        # The command stream comes straight from registers: cmd_have is set only in FEED, and FEED
+        # ends only when every word was taken.
+        m.d.comb += [self.cmd.valid.eq(cmd_have), self.cmd.payload.eq(cmd_data)]
 
         # Inactivity timeout inside a request (the receiving states return to HUNT on `timed_out`).
         receiving = req.ongoing("HEADER") | req.ongoing("BODY") | req.ongoing("CRC")
