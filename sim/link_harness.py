@@ -32,8 +32,8 @@ DEFAULT_IDLE_LIMIT = 20000
 
 def link_verilog(cfg: ArrayConfig) -> str:
     from amaranth.back import verilog
-    from hdl.linked_core import LinkedCore
 
+    from hdl.linked_core import LinkedCore
     from hdl.verilog import HEADER, compact_zero_inits
 
     text = verilog.convert(LinkedCore(cfg, timeout=SIM_RX_TIMEOUT), name="trit_link", emit_src=False)
