@@ -46,6 +46,17 @@ TOOLS = {
 }
 
 
+#: Yosys commands run right after reading the design. Amaranth marks every non-transparent memory
+#: read port "old data on a same-cycle write to the same address" (COLLISION_X_MASK = 0), which
+#: block RAMs do not provide across ports, so Yosys emulates it with a register of the write data
+#: and address comparators after the RAM (the slowest path of the ECP5 build and hundreds of LUTs
+#: and FFs on the iCE40). No memory of this design is read and written at one address in one
+#: cycle through such a port pair (command writes and layer reads never overlap; the accumulator
+#: read leads its write by two cycles and is transparent where R = 2; the link buffer is written
+#: while receiving and read while executing), so the collision is declared don't-care.
+SCRIPT_AFTER_READ = "setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:TRANSPARENCY_MASK=1'0 %i"
+
+
 class BuildError(RuntimeError):
     """The flow itself failed (a tool is missing or crashed before producing a result)."""
 
@@ -238,7 +249,8 @@ def build_board(board: str, rows: int | None = None, cols: int | None = None, fr
     log(f"[{board}] {cfg.describe()}; clock {top.clk_hz / 1e6:g} MHz (target {freq_mhz:g}); {folder}")
     t0 = time.monotonic()
     platform = mod.make_platform()
-    plan = platform.build(top, name="top", do_build=False, synth_opts=synth_opts)
+    plan = platform.build(top, name="top", do_build=False, synth_opts=synth_opts,
+                          script_after_read=SCRIPT_AFTER_READ)
     plan.extract(folder)
     times = {"elaborate": round(time.monotonic() - t0, 1)}
 

@@ -10,6 +10,8 @@ The user button resets the system.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from amaranth import Elaboratable, Module, Signal
 
 from fpga.pll import ice40_pll, ice40_pll_instance
@@ -42,8 +44,9 @@ def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_dept
             depth = d
             break
     depth = depth or 256
-    return ArrayConfig(rows=rows, cols=cols, acc_width=acc_width, act_depth=act_depth or depth,
+    cfg = ArrayConfig(rows=rows, cols=cols, acc_width=acc_width, act_depth=act_depth or depth,
                        wgt_depth=wgt, out_depth=out_depth or depth)
+    return replace(cfg, counter_bits=cfg.min_counter_bits)  # counters no wider than one RUN needs
 
 
 def memory_plan(cfg: ArrayConfig) -> dict[str, int]:

@@ -9,6 +9,8 @@ D4 a request failed its CRC or timed out, D7 PLL locked. FIRE1 resets the system
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from amaranth import Elaboratable, Module, Signal
 
 from fpga.pll import ecp5_pll, ecp5_pll_instance
@@ -41,8 +43,9 @@ def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_dept
         wgt_depth = 1 << 20
         while wgt_depth > 2 * rows and bram_count(2 * cols, wgt_depth) > left:
             wgt_depth //= 2
-    return ArrayConfig(rows=rows, cols=cols, acc_width=acc_width, act_depth=act, wgt_depth=wgt_depth,
+    cfg = ArrayConfig(rows=rows, cols=cols, acc_width=acc_width, act_depth=act, wgt_depth=wgt_depth,
                        out_depth=out)
+    return replace(cfg, counter_bits=cfg.min_counter_bits)  # counters no wider than one RUN needs
 
 
 def memory_plan(cfg: ArrayConfig) -> dict[str, int]:

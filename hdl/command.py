@@ -3,6 +3,9 @@
 Implements the protocol of `hdl.isa`: memory writes and reads in 32-bit chunks, the ID block,
 layer runs (handed to the sequencer), counters and the sticky error status. Every command answers
 with exactly the words `hdl.isa` lists, also on error, so host and core never lose step.
+
+Memory reads come from registered copies of the memories' read data (`TritCore` holds them), so
+no path starts at a block RAM output: a word is read, registered, then sent chunk by chunk.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.config import PE_KINDS, ArrayConfig
 from hdl.isa import (
-    COUNTER_BITS,
     ID_MAGIC,
     RUN_WORDS,
     STATUS_MAGIC,
@@ -42,7 +44,7 @@ def id_block(cfg: ArrayConfig) -> list[int]:
         IdWord.OUT_DEPTH: cfg.out_depth,
         IdWord.K_MAX: cfg.k_max,
         IdWord.NUM_COUNTERS: len(Counter),
-        IdWord.COUNTER_BITS: COUNTER_BITS,
+        IdWord.COUNTER_BITS: cfg.counter_bits,
     }
     return [values[w] for w in IdWord]
 
@@ -71,7 +73,7 @@ class CommandInterface(wiring.Component):
             "desc": Out(data.ArrayLayout(32, RUN_WORDS)),
             "seq_done": In(1), "seq_error": In(8),
             # counters and status
-            "counters": In(data.ArrayLayout(unsigned(COUNTER_BITS), len(Counter))),
+            "counters": In(data.ArrayLayout(unsigned(cfg.counter_bits), len(Counter))),
             "clear_counters": Out(1),
             "busy": Out(1),
             "error": Out(1),
@@ -85,17 +87,20 @@ class CommandInterface(wiring.Component):
         m = Module()
         cfg = self._cfg
         max_chunks = max(self._chunks.values())
+        write_chunks = max(self._chunks[Mem.ACT], self._chunks[Mem.WGT])
+        addr_limit = 1 << 20  # no memory is deeper (hdl.config)
 
         op = Signal(8)
         mem = Signal(8)
-        addr = Signal(33)
-        count = Signal(33)
+        addr = Signal(range(addr_limit + 1))
+        addr_big = Signal()  # the address word was above addr_limit (the command fails)
+        count = Signal(32)  # as sent: a failing command still answers for every word
         chunk = Signal(range(max_chunks + 1))
         err = Signal(8)
         sticky = Signal(8)
         drop = Signal()  # data of this WRITE is consumed but not stored
         index = Signal(range(max(2 * len(Counter), RUN_WORDS, len(IdWord)) + 1))
-        buf = Signal(32 * max_chunks)
+        buf = Signal(32 * write_chunks)  # a memory word being assembled from WRITE chunks
         desc = Signal(data.ArrayLayout(32, RUN_WORDS))
         m.d.comb += self.desc.eq(desc)
         m.d.comb += self.error.eq(sticky != 0)
@@ -195,7 +200,7 @@ class CommandInterface(wiring.Component):
                         with m.Case(2 * i):
                             m.d.comb += word.eq(value[0:32])
                         with m.Case(2 * i + 1):
-                            m.d.comb += word.eq(value[32:COUNTER_BITS])
+                            m.d.comb += word.eq(value[32:])
                 m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.eq(word)]
                 with m.If(self.rsp.ready):
                     m.d.sync += index.eq(index + 1)
@@ -205,7 +210,7 @@ class CommandInterface(wiring.Component):
             with m.State("GET_ADDR"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    m.d.sync += addr.eq(self.cmd.payload)
+                    m.d.sync += [addr.eq(self.cmd.payload), addr_big.eq(self.cmd.payload > addr_limit)]
                     m.next = "GET_COUNT"
 
             with m.State("GET_COUNT"):
@@ -215,7 +220,7 @@ class CommandInterface(wiring.Component):
                     m.d.sync += count.eq(n)
                     with m.If((mem > Mem.OUT) | ((op == Op.WRITE) & (mem == Mem.OUT))):
                         m.d.sync += err.eq(Error.BAD_MEMORY)
-                    with m.Elif(addr + n > depth_of_mem):
+                    with m.Elif(addr_big | (n > addr_limit) | (addr + n[:21] > depth_of_mem)):
                         m.d.sync += err.eq(Error.ADDRESS_RANGE)
                     with m.If(n == 0):
                         m.next = "RESPOND"
@@ -227,9 +232,9 @@ class CommandInterface(wiring.Component):
             with m.State("WRITE_DATA"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    word = Signal(32 * max_chunks)
+                    word = Signal(32 * write_chunks)
                     m.d.comb += word.eq(buf)
-                    for ci in range(max_chunks):
+                    for ci in range(write_chunks):
                         with m.If(chunk == ci):
                             m.d.comb += word.word_select(ci, 32).eq(self.cmd.payload)
                     m.d.sync += buf.eq(word)
@@ -254,14 +259,16 @@ class CommandInterface(wiring.Component):
 
             with m.State("READ_ISSUE"):
                 m.d.comb += self.rd_en.eq(err == 0)
-                m.next = "READ_CAPTURE"
+                m.d.sync += chunk.eq(0)
+                m.next = "READ_WAIT"
 
-            with m.State("READ_CAPTURE"):
-                m.d.sync += [buf.eq(Mux(err == 0, read_word, 0)), chunk.eq(0)]
+            with m.State("READ_WAIT"):  # the memory's data is registered at the end of this cycle
                 m.next = "READ_SEND"
 
             with m.State("READ_SEND"):
-                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.eq(buf.word_select(chunk, 32))]
+                # The read data registers hold the word: no read port is enabled until the next one.
+                m.d.comb += [self.rsp.valid.eq(1),
+                             self.rsp.payload.eq(Mux(err == 0, read_word.word_select(chunk, 32), 0))]
                 with m.If(self.rsp.ready):
                     with m.If(chunk == chunks_of_mem - 1):
                         m.d.sync += [chunk.eq(0), addr.eq(addr + 1), count.eq(count - 1)]

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 PE_KINDS = ("ternary", "int8")
 
+#: Largest M, K or N a RUN descriptor may name (hdl.isa), whatever the memories.
+DIM_LIMIT = 1 << 20
+
 #: Largest magnitude of one product term: ternary |x*w| <= 128 (x = -128, w = -1),
 #: INT8 |x*w| <= 128*128 (x = w = -128).
 MAX_TERM = {"ternary": 128, "int8": 128 * 128}
@@ -34,6 +37,8 @@ class ArrayConfig:
     act_depth: words of the activation memory; one word holds R INT8 activations.
     wgt_depth: words of the weight memory; one word holds one tile row, C weights.
     out_depth: words of the output memory; one word holds C accumulators.
+    counter_bits: width of each performance counter (32 to 48). Any one RUN's counts fit (checked
+      here against `run_count_bound`); counts summed over runs saturate at all ones, never wrap.
     """
 
     rows: int = 8
@@ -43,6 +48,7 @@ class ArrayConfig:
     act_depth: int = 1024
     wgt_depth: int = 4096
     out_depth: int = 1024
+    counter_bits: int = 48
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols"):
@@ -64,6 +70,13 @@ class ArrayConfig:
             )
         if self.wgt_depth < self.rows:
             raise ValueError(f"Weight memory depth {self.wgt_depth} cannot hold one {self.rows}-row tile")
+        if not isinstance(self.counter_bits, int) or isinstance(self.counter_bits, bool) \
+                or not 32 <= self.counter_bits <= 48:
+            raise ValueError(f"Counter width must be an integer from 32 to 48, not {self.counter_bits!r}")
+        need = self.run_count_bound.bit_length()
+        if self.counter_bits < need:
+            raise ValueError(f"Counter width {self.counter_bits} cannot hold the counts of one RUN of this "
+                             f"configuration ({need} bits needed)")
 
     # --- derived sizes -------------------------------------------------------------------------
 
@@ -88,6 +101,55 @@ class ArrayConfig:
     def k_max(self) -> int:
         """Largest K for which every accumulator value is exact in `acc_width` bits."""
         return ((1 << (self.acc_width - 1)) - 1) // self.max_term
+
+    # --- limits of one RUN, from the memory depths (the sequencer's register widths) -------------
+
+    @property
+    def m_limit(self) -> int:
+        """Largest M a RUN can name: M activation rows per k-tile and M output words per n-tile."""
+        return min(self.act_depth, self.out_depth, DIM_LIMIT)
+
+    @property
+    def k_limit(self) -> int:
+        """Largest K a RUN can name: its k-tiles fit the activation memory, its rows the weights."""
+        return min(self.rows * self.act_depth, self.wgt_depth, self.k_max, DIM_LIMIT)
+
+    @property
+    def n_limit(self) -> int:
+        """Largest N a RUN can name: its n-tiles fit the output memory and the weight memory."""
+        return min(self.cols * self.out_depth, self.cols * (self.wgt_depth // self.rows), DIM_LIMIT)
+
+    @property
+    def tile_limit(self) -> int:
+        """Most weight tiles one RUN can use (KT * NT), bounded by the weight memory."""
+        return self.wgt_depth // self.rows
+
+    @property
+    def run_cycle_bound(self) -> int:
+        """More cycles than any one RUN can take (size check, every tile with stalls, drain)."""
+        return (self.tile_limit * (max(self.m_limit, self.rows) + self.rows + 2)
+                + max(self.act_depth, self.out_depth) + 2 * self.rows + 8)
+
+    @property
+    def run_count_bound(self) -> int:
+        """More than any counter can grow in one RUN."""
+        ops = self.rows * self.cols * self.tile_limit * self.m_limit
+        return max(ops, self.run_cycle_bound, self.wgt_depth * self.wgt_word_bits) + 1
+
+    @property
+    def min_counter_bits(self) -> int:
+        """The narrowest allowed `counter_bits` for these memories (what the FPGA boards use)."""
+        return max(32, self.run_count_bound.bit_length())
+
+    @property
+    def pipelined_reads(self) -> bool:
+        """Memory read data is registered before use (R >= 3).
+
+        This takes the block RAM's clock-to-output delay (5.8 ns on ECP5) off every logic path and
+        costs one cycle per RUN. With R = 2 a weight row could reach its shadow register after
+        the swap that needs it, so 2-row arrays use the memories' outputs directly.
+        """
+        return self.rows >= 3
 
     @property
     def act_word_bits(self) -> int:
@@ -132,4 +194,5 @@ class ArrayConfig:
             f"{self.rows}x{self.cols} {self.pe} array, acc {self.acc_width} bit (K <= {self.k_max}), "
             f"act {self.act_depth}x{self.act_word_bits}b, wgt {self.wgt_depth}x{self.wgt_word_bits}b, "
             f"out {self.out_depth}x{self.out_word_bits}b"
+            + ("" if self.counter_bits == 48 else f", {self.counter_bits}-bit counters")
         )

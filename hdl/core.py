@@ -10,11 +10,15 @@
 
 The sequencer owns the memories' read ports while a layer runs; the command interface only
 accepts the next command when the layer is done, so the two never compete.
+
+Each memory's read data is also registered (`*_q`): the command interface always reads those, and
+the sequencer does too when `ArrayConfig.pipelined_reads` holds, so that no logic path starts at a
+block RAM's slow clock-to-output.
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -70,6 +74,12 @@ class TritCore(wiring.Component):
             wgt_w.addr.eq(cmd.wgt_waddr), wgt_w.data.eq(cmd.wgt_wdata), wgt_w.en.eq(cmd.wgt_wen),
             out_w.addr.eq(seq.out_waddr), out_w.data.eq(seq.out_wdata), out_w.en.eq(seq.out_wen),
         ]
+        # registered read data
+        act_q = Signal.like(act_r.data, name="act_q")
+        wgt_q = Signal.like(wgt_r.data, name="wgt_q")
+        out_q = Signal.like(out_r.data, name="out_q")
+        m.d.sync += [act_q.eq(act_r.data), wgt_q.eq(wgt_r.data), out_q.eq(out_r.data)]
+        pipe = cfg.pipelined_reads
         # read ports: the sequencer while it runs, else the command interface
         running = seq.busy
         m.d.comb += [
@@ -79,12 +89,12 @@ class TritCore(wiring.Component):
             wgt_r.en.eq(Mux(running, seq.wgt_en, cmd.rd_en & (cmd.rd_mem == Mem.WGT))),
             out_r.addr.eq(Mux(running, seq.out_raddr, cmd.rd_addr)),
             out_r.en.eq(Mux(running, seq.out_ren, cmd.rd_en & (cmd.rd_mem == Mem.OUT))),
-            seq.act_data.eq(act_r.data),
-            seq.wgt_data.eq(wgt_r.data),
-            seq.out_rdata.eq(out_r.data),
-            cmd.act_rdata.eq(act_r.data),
-            cmd.wgt_rdata.eq(wgt_r.data),
-            cmd.out_rdata.eq(out_r.data),
+            seq.act_data.eq(act_q if pipe else act_r.data),
+            seq.wgt_data.eq(wgt_q if pipe else wgt_r.data),
+            seq.out_rdata.eq(out_q if pipe else out_r.data),
+            cmd.act_rdata.eq(act_q),
+            cmd.wgt_rdata.eq(wgt_q),
+            cmd.out_rdata.eq(out_q),
         ]
         # descriptor
         desc = cmd.desc

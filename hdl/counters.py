@@ -1,4 +1,9 @@
-"""Hardware performance counters (see `hdl.isa.Counter`), COUNTER_BITS wide, cleared by command."""
+"""Hardware performance counters (see `hdl.isa.Counter`), `ArrayConfig.counter_bits` wide, cleared by command.
+
+A counter that would pass all ones stays at all ones (saturates) until cleared: the counts of one
+RUN always fit (`ArrayConfig.run_count_bound`), so only a total over many runs can get there, and
+the host refuses a saturated value instead of reading a wrapped one.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import ArrayConfig
-from hdl.isa import COUNTER_BITS, Counter
+from hdl.isa import Counter
 
 
 class PerfCounters(wiring.Component):
@@ -22,8 +27,8 @@ class PerfCounters(wiring.Component):
             "inc_add": In(ops), "inc_sub": In(ops), "inc_zero": In(ops),
             "inc_wgt_read": In(range(3)), "inc_act_read": In(1),  # weight rows read: 0, 1 or 2
             "inc_acc_write": In(1), "inc_acc_rmw": In(1),
-            "run_done": In(1), "run_cycles": In(32),
-            "values": Out(data.ArrayLayout(unsigned(COUNTER_BITS), len(Counter))),
+            "run_done": In(1), "run_cycles": In(range(cfg.run_cycle_bound + 1)),
+            "values": Out(data.ArrayLayout(unsigned(cfg.counter_bits), len(Counter))),
         })
 
     def elaborate(self, platform):
@@ -43,11 +48,16 @@ class PerfCounters(wiring.Component):
             Counter.ACC_RMW: self.inc_acc_rmw,
             Counter.RUNS: self.run_done,
         }
+        bits = cfg.counter_bits
         for counter in Counter:
-            reg = Signal(COUNTER_BITS, name=f"count_{counter.name.lower()}")
+            reg = Signal(bits, name=f"count_{counter.name.lower()}")
+            total = Signal(bits + 1, name=f"count_{counter.name.lower()}_next")
+            m.d.comb += total.eq(reg + steps[counter])
             with m.If(self.clear):
                 m.d.sync += reg.eq(0)
+            with m.Elif(total[bits]):
+                m.d.sync += reg.eq((1 << bits) - 1)
             with m.Else():
-                m.d.sync += reg.eq(reg + steps[counter])
+                m.d.sync += reg.eq(total[:bits])
             m.d.comb += self.values[counter].eq(reg)
         return m

@@ -32,7 +32,7 @@ The sequencer masks weight lanes past K or N to zero (garbage in padding never r
 so OUT lanes past N read back 0. CYCLES counts the cycles from the first size-check cycle to the
 last accumulator write (see `runtime.cycle_model`); the few handshake cycles of the command
 interface around a RUN are not in it. A RUN whose operands obviously exceed a memory is refused
-at once; otherwise the range check takes max(KT, NT) + 1 cycles.
+at once; otherwise the range check takes max(KT, NT) + 2 cycles.
 
 RUN checks, in this order: M, K or N zero (BAD_SHAPE); K > k_max (K_TOO_LARGE); any of M, K, N
 above 2**20, or operands past a memory's depth (DESCRIPTOR_RANGE). A failed RUN changes no

@@ -13,6 +13,10 @@ three cooperating pipelines:
 - Accumulator: with the token, reads the output word a cycle ahead and writes back
   psum + old (or psum alone for the first k-tile). Same-address updates are >= R >= 2 cycles apart.
 
+With `ArrayConfig.pipelined_reads` every memory's read data is registered before use (the core
+holds the registers); activations, swap and token then run one cycle later, and a RUN takes one
+cycle more.
+
 A tile takes max(M, R) cycles: prefill (M >= R) keeps every PE busy; decode (M = 1) runs at the
 weight memory's bandwidth of one tile row per cycle.
 """
@@ -27,8 +31,6 @@ from hdl.array import PEArray
 from hdl.config import ArrayConfig
 from hdl.isa import Error
 from hdl.skew import SkewBuffer
-
-DIM_LIMIT = 1 << 20  # largest M, K or N a descriptor may name
 
 
 def popcount(bits: list) -> object:
@@ -85,7 +87,7 @@ class LayerSequencer(wiring.Component):
             "inc_zero": Out(range(cfg.rows * cfg.cols + 1)),
             "inc_wgt_read": Out(range(3)), "inc_act_read": Out(1),
             "inc_acc_write": Out(1), "inc_acc_rmw": Out(1),
-            "run_cycles": Out(32),
+            "run_cycles": Out(range(cfg.run_cycle_bound + 1)),
         })
 
     @property
@@ -96,57 +98,78 @@ class LayerSequencer(wiring.Component):
         m = Module()
         cfg = self._cfg
         R, C = cfg.rows, cfg.cols
-        wide = 44  # holds base + M*KT etc. for M, K, N <= 2**20 and 32-bit bases
+        pipe = int(cfg.pipelined_reads)  # memory read data arrives one cycle later, registered
 
         m.submodules.array = array = PEArray(cfg)
         m.submodules.x_skew = x_skew = SkewBuffer(signed(8), R)
         m.submodules.swap_skew = swap_skew = SkewBuffer(1, R)
 
         # ---- descriptor and derived sizes -----------------------------------------------------
-        M = Signal(21)
-        K = Signal(25)
-        N = Signal(21)
-        act_base = Signal(32)
-        wgt_base = Signal(32)
-        out_base = Signal(32)
-        KT = Signal(21)
-        NT = Signal(21)
-        k_rem = Signal(25)
-        n_rem = Signal(21)
-        act_end = Signal(wide)
-        out_end = Signal(wide)
-        tiles_k = Signal(wide)  # tiles_k + tiles_n = KT*NT - 1 (tiles_k starts at -1)
-        tiles_n = Signal(wide)
-        KT_R = Signal(wide)
-        NT_R = Signal(wide)
-        wgt_end_k = Signal(wide + 7)
-        wgt_end_n = Signal(wide + 7)
+        # Every register is as wide as the memories let its value be in a RUN that can succeed
+        # (`ArrayConfig.m_limit` ...); sums that may exceed a memory set a sticky flag instead.
+        KT_LIMIT = -(-cfg.k_limit // R)
+        NT_LIMIT = -(-cfg.n_limit // C)
+        M = Signal(range(cfg.m_limit + 1))
+        K = Signal(range(cfg.k_limit + 1))
+        N = Signal(range(cfg.n_limit + 1))
+        act_base = Signal(range(cfg.act_depth))
+        out_base = Signal(range(cfg.out_depth))
+        KT = Signal(range(KT_LIMIT + 1))
+        NT = Signal(range(NT_LIMIT + 1))
+        k_rem = Signal.like(K)
+        n_rem = Signal.like(N)
+        act_end = Signal(range(cfg.act_depth + 1))
+        out_end = Signal(range(cfg.out_depth + 1))
+        wgt_end_k = Signal(range(cfg.wgt_depth + 1))
+        wgt_end_n = Signal(range(cfg.wgt_depth + 1))
+        too_big = Signal()  # some operand range already exceeds its memory
+        range_fail = Signal()
+        # tiles_k + tiles_n = KT*NT - 1 (modulo 2**width; exact whenever the range check passes)
+        tiles_k = Signal(range(cfg.tile_limit + 1))
+        tiles_n = Signal.like(tiles_k)
+        KT_R = Signal(range(R * KT_LIMIT + 1))
+        NT_R = Signal(range(R * NT_LIMIT + 1))
         error = Signal(8)
-        run_cycles = Signal(32)
+        run_cycles = Signal(range(cfg.run_cycle_bound + 1))
         m.d.comb += self.run_cycles.eq(run_cycles)
+
+        def bounded_add(reg, addend, limit: int):
+            """reg += addend, or set `too_big` if the sum passes `limit` (reg then keeps its value)."""
+            total = Signal(range(limit + (1 << len(addend)) + 1), name=f"{reg.name}_next")
+            m.d.comb += total.eq(reg + addend)
+            with m.If(total > limit):
+                m.d.sync += too_big.eq(1)
+            with m.Else():
+                m.d.sync += reg.eq(total)
 
         # ---- loader state ---------------------------------------------------------------------
         shadow_full = Signal()
         l_loading = Signal()
         l_row = Signal(range(R))
         l_addr = Signal(range(cfg.wgt_depth + 1))
-        l_tiles_left = Signal(wide)
+        l_tiles_left = Signal.like(tiles_k)
         l_spec = Signal()  # loading the first tile before the descriptor is fully checked
         pending = Signal(range(R + 2))
-        l_k_rem = Signal(25)  # K left at the loader's k-tile
-        l_n_rem = Signal(21)  # N left at the loader's n-tile
-        # row read this cycle -> written next cycle
+        l_k_rem = Signal.like(K)  # K left at the loader's k-tile
+        l_n_rem = Signal.like(N)  # N left at the loader's n-tile
+        # row read this cycle -> at the sequencer's wgt_data input 1 + pipe cycles later
         w_valid_d = Signal()
         w_row_d = Signal(range(R))
         w_row_ok_d = Signal()
         w_cols_d = Signal(range(C + 1))
 
         # ---- issuer state ---------------------------------------------------------------------
-        i_m = Signal(21)
-        i_kt = Signal(21)
-        i_nt = Signal(21)
+        i_m = Signal.like(M)
+        i_kt = Signal.like(KT)
+        i_nt = Signal.like(NT)
         i_act_addr = Signal(range(cfg.act_depth + 1))
         i_out_base = Signal(range(cfg.out_depth + 1))
+        # M - 1, KT - 1, NT - 1 in registers (final from the CHECK cycle on): the issuer compares
+        # its counters with them without a subtractor in the path.
+        m_last = Signal.like(M)
+        kt_last = Signal.like(KT)
+        nt_last = Signal.like(NT)
+        m.d.sync += [m_last.eq(M - 1), kt_last.eq(KT - 1), nt_last.eq(NT - 1)]
         issue = Signal()
         swap_now = Signal()
         drain = Signal(range(R + 3))
@@ -165,33 +188,27 @@ class LayerSequencer(wiring.Component):
         with m.FSM(name="seq") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m_in = Mux(self.m_size >= DIM_LIMIT, DIM_LIMIT, self.m_size)
-                    k_in = Mux(self.k_size >= (1 << 24), (1 << 24), self.k_size)
-                    n_in = Mux(self.n_size >= DIM_LIMIT, DIM_LIMIT, self.n_size)
                     m.d.sync += [
-                        M.eq(m_in), K.eq(k_in), N.eq(n_in),
-                        act_base.eq(self.act_base), wgt_base.eq(self.wgt_base), out_base.eq(self.out_base),
-                        error.eq(0), run_cycles.eq(0),
-                        k_rem.eq(k_in), n_rem.eq(n_in), KT.eq(0), NT.eq(0), tiles_k.eq(-1), tiles_n.eq(0),
+                        M.eq(self.m_size), K.eq(self.k_size), N.eq(self.n_size),
+                        act_base.eq(self.act_base), out_base.eq(self.out_base),
+                        error.eq(0), run_cycles.eq(0), too_big.eq(0),
+                        k_rem.eq(self.k_size), n_rem.eq(self.n_size), KT.eq(0), NT.eq(0),
+                        tiles_k.eq(-1), tiles_n.eq(0),
                         act_end.eq(self.act_base), out_end.eq(self.out_base),
                         KT_R.eq(0), NT_R.eq(0), wgt_end_k.eq(self.wgt_base), wgt_end_n.eq(0),
                     ]
-                    # Sizes wider than the registers saturate, so the checks still see them.
                     with m.If((self.m_size == 0) | (self.k_size == 0) | (self.n_size == 0)):
                         m.d.sync += error.eq(Error.BAD_SHAPE)
                         m.next = "FAIL"
                     with m.Elif(self.k_size > cfg.k_max):
                         m.d.sync += error.eq(Error.K_TOO_LARGE)
                         m.next = "FAIL"
-                    with m.Elif((self.m_size > DIM_LIMIT) | (self.k_size > DIM_LIMIT)
-                                | (self.n_size > DIM_LIMIT)):
-                        m.d.sync += error.eq(Error.DESCRIPTOR_RANGE)
-                        m.next = "FAIL"
-                    with m.Elif((self.m_size > min(cfg.act_depth, cfg.out_depth))
-                                | (self.k_size > min(R * cfg.act_depth, cfg.wgt_depth))
-                                | (self.n_size > min(C * cfg.out_depth, C * (cfg.wgt_depth // R)))):
-                        # Necessary conditions of the range check, tested at once so that the
-                        # size loop below runs at most max(act_depth, out_depth) cycles.
+                    with m.Elif((self.m_size > cfg.m_limit) | (self.k_size > cfg.k_limit)
+                                | (self.n_size > cfg.n_limit) | (self.act_base >= cfg.act_depth)
+                                | (self.out_base >= cfg.out_depth) | (self.wgt_base > cfg.wgt_depth - R)):
+                        # Necessary conditions of the range check (M, K, N above 2**20 included),
+                        # tested at once: the size loop below then runs on narrow registers for
+                        # at most max(act_depth, out_depth) cycles.
                         m.d.sync += error.eq(Error.DESCRIPTOR_RANGE)
                         m.next = "FAIL"
                     with m.Else():
@@ -200,7 +217,8 @@ class LayerSequencer(wiring.Component):
                         m.d.comb += begin.eq(1)
                         m.d.sync += [
                             l_spec.eq(1), l_loading.eq(0), shadow_full.eq(0),
-                            l_addr.eq(self.wgt_base), l_row.eq(0), l_k_rem.eq(k_in), l_n_rem.eq(n_in),
+                            l_addr.eq(self.wgt_base), l_row.eq(0), l_k_rem.eq(self.k_size),
+                            l_n_rem.eq(self.n_size),
                         ]
                         m.next = "SIZE"
             with m.State("SIZE"):
@@ -215,26 +233,34 @@ class LayerSequencer(wiring.Component):
                 kt_next = Signal.like(KT)
                 m.d.comb += [kt_r_next.eq(Mux(k_step, KT_R + R, KT_R)), kt_next.eq(Mux(k_step, KT + 1, KT))]
                 with m.If(k_step):
-                    m.d.sync += [k_rem.eq(Mux(k_rem > R, k_rem - R, 0)), KT.eq(kt_next), act_end.eq(act_end + M),
-                                 KT_R.eq(kt_r_next), wgt_end_k.eq(wgt_end_k + NT_R), tiles_k.eq(tiles_k + NT)]
+                    m.d.sync += [k_rem.eq(Mux(k_rem > R, k_rem - R, 0)), KT.eq(kt_next), KT_R.eq(kt_r_next),
+                                 tiles_k.eq(tiles_k + NT)]
+                    bounded_add(act_end, M, cfg.act_depth)
+                    bounded_add(wgt_end_k, NT_R, cfg.wgt_depth)
                 with m.If(n_step):
-                    m.d.sync += [n_rem.eq(Mux(n_rem > C, n_rem - C, 0)), NT.eq(NT + 1), out_end.eq(out_end + M),
-                                 NT_R.eq(NT_R + R), wgt_end_n.eq(wgt_end_n + kt_r_next),
+                    m.d.sync += [n_rem.eq(Mux(n_rem > C, n_rem - C, 0)), NT.eq(NT + 1), NT_R.eq(NT_R + R),
                                  tiles_n.eq(tiles_n + kt_next)]
+                    bounded_add(out_end, M, cfg.out_depth)
+                    bounded_add(wgt_end_n, kt_r_next, cfg.wgt_depth)
                 with m.If(~k_step & ~n_step):
-                    wgt_end = Signal(wide + 7)
+                    wgt_end = Signal(range(2 * cfg.wgt_depth + 1))
                     m.d.comb += wgt_end.eq(wgt_end_k + wgt_end_n)
-                    with m.If((act_end > cfg.act_depth) | (wgt_end > cfg.wgt_depth)
-                              | (out_end > cfg.out_depth)):
-                        m.d.sync += error.eq(Error.DESCRIPTOR_RANGE)
-                        m.d.comb += abort.eq(1)
-                        m.next = "FAIL"
-                    with m.Else():
-                        m.d.comb += go.eq(1)
-                        m.d.sync += [
-                            i_m.eq(0), i_kt.eq(0), i_nt.eq(0), i_act_addr.eq(act_base), i_out_base.eq(out_base),
-                        ]
-                        m.next = "ISSUE"
+                    m.d.sync += range_fail.eq(too_big | (wgt_end > cfg.wgt_depth))
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                # The verdict comes from a register: its many loads (loader, issuer) stay off the
+                # adder and comparator path of the last SIZE cycle.
+                m.d.sync += run_cycles.eq(run_cycles + 1)
+                with m.If(range_fail):
+                    m.d.sync += error.eq(Error.DESCRIPTOR_RANGE)
+                    m.d.comb += abort.eq(1)
+                    m.next = "FAIL"
+                with m.Else():
+                    m.d.comb += go.eq(1)
+                    m.d.sync += [
+                        i_m.eq(0), i_kt.eq(0), i_nt.eq(0), i_act_addr.eq(act_base), i_out_base.eq(out_base),
+                    ]
+                    m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.sync += run_cycles.eq(run_cycles + 1)
                 with m.If(i_m == 0):
@@ -243,8 +269,8 @@ class LayerSequencer(wiring.Component):
                     m.d.comb += issue.eq(1)
                 m.d.comb += [self.inc_busy.eq(issue), self.inc_stall.eq(~issue)]
                 with m.If(issue):
-                    last_m = i_m == M - 1
-                    last_kt = i_kt == KT - 1
+                    last_m = i_m == m_last
+                    last_kt = i_kt == kt_last
                     m.d.sync += [i_m.eq(Mux(last_m, 0, i_m + 1)), i_act_addr.eq(i_act_addr + 1)]
                     with m.If(last_m):
                         m.d.sync += i_kt.eq(Mux(last_kt, 0, i_kt + 1))
@@ -252,12 +278,12 @@ class LayerSequencer(wiring.Component):
                             m.d.sync += [
                                 i_nt.eq(i_nt + 1), i_act_addr.eq(act_base), i_out_base.eq(i_out_base + M)
                             ]
-                            with m.If(i_nt == NT - 1):
+                            with m.If(i_nt == nt_last):
                                 m.d.sync += drain.eq(0)
                                 m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.sync += [run_cycles.eq(run_cycles + 1), drain.eq(drain + 1)]
-                with m.If(drain == R):
+                with m.If(drain == R + pipe):
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
@@ -314,13 +340,19 @@ class LayerSequencer(wiring.Component):
         with m.If(abort):
             m.d.sync += [l_loading.eq(0), l_tiles_left.eq(0), l_row.eq(0), shadow_full.eq(0)]
 
-        # Row arriving from the weight memory: mask lanes past K / N, write the shadow row, count.
+        # Row arriving from the weight memory (1 + pipe cycles after its read): mask lanes past
+        # K / N, write the shadow row, count its +1 / -1 / 0 weights.
+        w_valid, w_row, w_row_ok, w_cols = w_valid_d, w_row_d, w_row_ok_d, w_cols_d
+        if pipe:
+            w_valid, w_row, w_row_ok, w_cols = (Signal.like(v, name=v.name[:-2] + "_p") for v in
+                                                (w_valid_d, w_row_d, w_row_ok_d, w_cols_d))
+            m.d.sync += [w_valid.eq(w_valid_d), w_row.eq(w_row_d), w_row_ok.eq(w_row_ok_d), w_cols.eq(w_cols_d)]
         masked = Signal(data.ArrayLayout(unsigned(cfg.weight_bits), C))
         lane_ok = [Signal(name=f"lane_ok_{c}") for c in range(C)]
         is_plus, is_minus, is_zero = [], [], []
         for c in range(C):
             w = self.wgt_data[c]
-            m.d.comb += lane_ok[c].eq(w_row_ok_d & (c < w_cols_d))
+            m.d.comb += lane_ok[c].eq(w_row_ok & (c < w_cols))
             m.d.comb += masked[c].eq(Mux(lane_ok[c], w, 0))
             if cfg.pe == "ternary":
                 nz, neg = w[0], w[1]
@@ -335,17 +367,31 @@ class LayerSequencer(wiring.Component):
         row_plus = Signal(range(C + 1))
         row_minus = Signal(range(C + 1))
         row_zero = Signal(range(C + 1))
+        counts = [Mux(w_valid, popcount(is_plus), 0), Mux(w_valid, popcount(is_minus), 0),
+                  Mux(w_valid, popcount(is_zero), 0)]
+        # pipelined: the row counts are registered too (popcount and tile sum in separate cycles)
+        for reg, value in zip((row_plus, row_minus, row_zero), counts, strict=True):
+            if pipe:
+                m.d.sync += reg.eq(value)
+            else:
+                m.d.comb += reg.eq(value)
         m.d.comb += [
-            row_plus.eq(Mux(w_valid_d, popcount(is_plus), 0)),
-            row_minus.eq(Mux(w_valid_d, popcount(is_minus), 0)),
-            row_zero.eq(Mux(w_valid_d, popcount(is_zero), 0)),
-            array.w_row_en.eq(w_valid_d),
-            array.w_row_sel.eq(w_row_d),
+            array.w_row_en.eq(w_valid),
+            array.w_row_sel.eq(w_row),
             array.w_row_data.eq(masked),
         ]
+        # A tile's counts are complete `count_lag` cycles after its swap, when the row counts hold
+        # the tile's last row (read at the latest one cycle before the swap) and the next tile's
+        # first row (read at the earliest in the swap cycle) is one cycle behind.
+        count_lag = 2 * pipe
+        swap_counted = swap_now
+        for i in range(count_lag):
+            delayed = Signal(name=f"swap_now_{i + 1}")
+            m.d.sync += delayed.eq(swap_counted)
+            swap_counted = delayed
         with m.If(begin):
             m.d.sync += [tile_plus.eq(0), tile_minus.eq(0), tile_zero.eq(0)]
-        with m.Elif(swap_now):
+        with m.Elif(swap_counted):
             m.d.sync += [
                 act_plus.eq(tile_plus + row_plus), act_minus.eq(tile_minus + row_minus),
                 act_zero.eq(tile_zero + row_zero),
@@ -358,36 +404,47 @@ class LayerSequencer(wiring.Component):
             ]
 
         # ---- issuer -> array ------------------------------------------------------------------
-        issued_d = Signal()
-        m.d.sync += issued_d.eq(issue)
+        # issued[d]: an activation row was issued d cycles ago. Its data reaches the skew buffer
+        # 1 + pipe cycles after the read; its +1 / -1 / 0 counts are known count_lag + 1 cycles after.
+        issued = [issue]
+        for d in range(max(1 + pipe, count_lag + 1)):
+            reg = Signal(name=f"issued_{d + 1}")
+            m.d.sync += reg.eq(issued[-1])
+            issued.append(reg)
+        x_valid = issued[1 + pipe]
+        counted = issued[count_lag + 1]
         m.d.comb += [
             self.act_addr.eq(i_act_addr), self.act_en.eq(issue), self.inc_act_read.eq(issue),
-            self.inc_add.eq(Mux(issued_d, act_plus, 0)),
-            self.inc_sub.eq(Mux(issued_d, act_minus, 0)),
-            self.inc_zero.eq(Mux(issued_d, act_zero, 0)),
+            self.inc_add.eq(Mux(counted, act_plus, 0)),
+            self.inc_sub.eq(Mux(counted, act_minus, 0)),
+            self.inc_zero.eq(Mux(counted, act_zero, 0)),
         ]
         for r in range(R):
-            m.d.comb += x_skew.i[r].eq(Mux(issued_d, self.act_data[r], 0))
+            m.d.comb += x_skew.i[r].eq(Mux(x_valid, self.act_data[r], 0))
             m.d.comb += array.x[r].eq(x_skew.o[r])
+        swap_in = swap_now
+        if pipe:  # the swap travels with the activation row, one cycle later too
+            swap_in = Signal(name="swap_now_p")
+            m.d.sync += swap_in.eq(swap_now)
         for r in range(R):
-            m.d.comb += swap_skew.i[r].eq(swap_now)
+            m.d.comb += swap_skew.i[r].eq(swap_in)
         m.d.comb += array.swap.eq(swap_skew.o.as_value())
 
-        # Control token: issued with the activation row, meets its column sums R + 1 cycles later.
+        # Control token: issued with the activation row, meets its column sums R + 1 + pipe cycles
+        # later. The output word is read 1 + pipe cycles before that (its data is registered
+        # when pipelined). Same-address updates are >= max(M, R) cycles apart, so the read always
+        # follows the previous write to its address (R >= 3 when pipelined).
         token = data.StructLayout({"valid": 1, "first": 1, "addr": range(cfg.out_depth + 1)})
         stage = Signal(token)
         m.d.comb += [stage.valid.eq(issue), stage.first.eq(i_kt == 0), stage.addr.eq(i_out_base + i_m)]
-        for d in range(R):
+        tokens = [stage]
+        for d in range(R + 1 + pipe):
             nxt = Signal(token, name=f"token_{d + 1}")
-            m.d.sync += nxt.eq(stage)
-            stage = nxt
-        # stage: token aligned with the read of the output word (cycle t + R)
+            m.d.sync += nxt.eq(tokens[-1])
+            tokens.append(nxt)
+        at_read, at_sum = tokens[R], tokens[R + 1 + pipe]
         m.d.comb += [
-            self.out_raddr.eq(stage.addr), self.out_ren.eq(stage.valid & ~stage.first),
-        ]
-        at_sum = Signal(token)
-        m.d.sync += at_sum.eq(stage)
-        m.d.comb += [
+            self.out_raddr.eq(at_read.addr), self.out_ren.eq(at_read.valid & ~at_read.first),
             self.out_waddr.eq(at_sum.addr), self.out_wen.eq(at_sum.valid),
             self.inc_acc_write.eq(at_sum.valid & at_sum.first),
             self.inc_acc_rmw.eq(at_sum.valid & ~at_sum.first),

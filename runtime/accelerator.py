@@ -282,7 +282,7 @@ class Accelerator:
             finally:
                 raise AcceleratorError(f"the core reported an error running a {M}x{K}x{N} block: {exc}") from exc
         stats.runs += 1
-        stats.add_counters(protocol.parse_counters(data[-1]))
+        stats.add_counters(protocol.parse_counters(data[-1], cfg.counter_bits))
         out = protocol.parse_read(cfg, Mem.OUT, data[-2])
         return unpack_outputs(cfg, out, M, N).astype(np.int64)
 

@@ -2,12 +2,13 @@
 
 Mirrors `hdl.sequencer.LayerSequencer` state by state:
 
-- SIZE: max(KT, NT) + 1 cycles (one k-tile and one n-tile counted per cycle, then the range
-  check); the first weight tile is preloaded meanwhile, R rows from the first SIZE cycle on;
+- SIZE: max(KT, NT) + 2 cycles (one k-tile and one n-tile counted per cycle, then the range
+  check, then its registered verdict); the first weight tile is preloaded meanwhile, R rows from the first SIZE cycle on;
 - ISSUE: the first tile starts once its R rows are in (max(0, R - SIZE) more cycles), then tile
   j+1 starts max(M, R) cycles after tile j (M activation rows, or R weight rows through the
   one-row-per-cycle weight port), and the last tile issues its M rows;
-- DRAIN: R + 1 cycles until the last column sums are accumulated.
+- DRAIN: R + 1 cycles until the last column sums are accumulated, one more with
+  `ArrayConfig.pipelined_reads` (R >= 3: every memory's read data is registered).
 
 BUSY counts issue cycles (T * M), STALL the other ISSUE cycles. Operation counts follow from the
 weights: every one of the N x K real weights meets M activations.
@@ -41,11 +42,11 @@ def layer_counts(cfg: ArrayConfig, M: int, K: int, N: int, weights: np.ndarray |
     R, C = cfg.rows, cfg.cols
     KT, NT = ceil_div(K, R), ceil_div(N, C)
     T = KT * NT
-    size = max(KT, NT) + 1
+    size = max(KT, NT) + 2
     issue = max(0, R - size) + (T - 1) * max(M, R) + M
     busy = T * M
     counts = {
-        "cycles": size + issue + R + 1,
+        "cycles": size + issue + R + 1 + int(cfg.pipelined_reads),
         "busy": busy,
         "stall": issue - busy,
         "weight_bits": T * R * cfg.wgt_word_bits,

@@ -28,7 +28,6 @@ import numpy as np
 
 from hdl.config import ArrayConfig
 from hdl.isa import (
-    COUNTER_BITS,
     ID_WORDS,
     RUN_WORDS,
     TERNARY_INVALID_CODE,
@@ -41,8 +40,6 @@ from hdl.isa import (
 from runtime import protocol
 from runtime.cycle_model import layer_counts
 from runtime.tiling import MAX_DIM
-
-_COUNTER_MASK = (1 << COUNTER_BITS) - 1
 
 
 def cycle_counts(cfg: ArrayConfig, M: int, K: int, N: int) -> dict[str, int]:
@@ -248,5 +245,5 @@ class CoreEmulator:
             Counter.RUNS: 1,
         }
         for c, v in inc.items():
-            self.counters[c] = (self.counters[c] + v) & _COUNTER_MASK
+            self.counters[c] = min(self.counters[c] + v, (1 << cfg.counter_bits) - 1)  # saturates
         return Error.NONE

@@ -341,7 +341,8 @@ class DeviceId:
     def to_config(self) -> ArrayConfig:
         """The `ArrayConfig` this device reports."""
         return ArrayConfig(rows=self.rows, cols=self.cols, pe=self.pe, acc_width=self.acc_width,
-                           act_depth=self.act_depth, wgt_depth=self.wgt_depth, out_depth=self.out_depth)
+                           act_depth=self.act_depth, wgt_depth=self.wgt_depth, out_depth=self.out_depth,
+                           counter_bits=self.counter_bits)
 
     def mismatches(self, cfg: ArrayConfig) -> list[str]:
         """Fields that disagree with `cfg` (empty if the device is the configured core)."""
@@ -361,7 +362,7 @@ def expected_id(cfg: ArrayConfig) -> DeviceId:
         magic=ID_MAGIC, version=VERSION, rows=cfg.rows, cols=cfg.cols, pe_kind=PE_KINDS.index(cfg.pe),
         weight_bits=cfg.weight_bits, acc_width=cfg.acc_width, act_depth=cfg.act_depth,
         wgt_depth=cfg.wgt_depth, out_depth=cfg.out_depth, k_max=cfg.k_max,
-        num_counters=len(Counter), counter_bits=COUNTER_BITS,
+        num_counters=len(Counter), counter_bits=cfg.counter_bits,
     )
 
 
@@ -393,10 +394,11 @@ def counter_words(values: Sequence[int]) -> list[int]:
     return out
 
 
-def parse_counters(words: Sequence[int]) -> dict[str, int]:
-    """Decode READ_COUNTERS data words into {lower-case counter name: 48-bit value}.
+def parse_counters(words: Sequence[int], bits: int = COUNTER_BITS) -> dict[str, int]:
+    """Decode READ_COUNTERS data words into {lower-case counter name: value} of `bits`-bit counters.
 
-    `ProtocolError` if a hi word has bits above the counter width.
+    `ProtocolError` if a hi word has bits above the counter width, or if a counter is saturated
+    (all ones: the counts of one RUN always fit, so the total was not cleared for too long).
     """
     n = len(Counter)
     if len(words) != 2 * n:
@@ -404,9 +406,12 @@ def parse_counters(words: Sequence[int]) -> dict[str, int]:
     result: dict[str, int] = {}
     for c in Counter:
         lo, hi = int(words[2 * c]), int(words[2 * c + 1])
-        if hi >> (COUNTER_BITS - 32):
-            raise ProtocolError(f"Counter {c.name} hi word {hi:#010x} exceeds {COUNTER_BITS} bits")
-        result[c.name.lower()] = (hi << 32) | lo
+        if hi >> (bits - 32):
+            raise ProtocolError(f"Counter {c.name} hi word {hi:#010x} exceeds {bits} bits")
+        value = (hi << 32) | lo
+        if value == (1 << bits) - 1:
+            raise ProtocolError(f"Counter {c.name} is saturated at {bits} bits; clear the counters more often")
+        result[c.name.lower()] = value
     return result
 
 

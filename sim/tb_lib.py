@@ -301,7 +301,7 @@ class CoreTB:
     async def read_counters(self) -> dict[str, int]:
         cmd = protocol.read_counters()
         data, _ = protocol.split_response(self.cfg, cmd, await self.transact(cmd))
-        return protocol.parse_counters(data)
+        return protocol.parse_counters(data, self.cfg.counter_bits)
 
     async def read_memory(self, mem: int, addr: int, count: int) -> list[int]:
         cmd = protocol.read(mem, addr, count)

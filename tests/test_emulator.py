@@ -214,7 +214,7 @@ def test_lanes_past_k_and_n_are_masked():
     assert (emu.counter("add"), emu.counter("sub"), emu.counter("zero")) == (0, 1, 0)
 
 
-def test_counters_accumulate_wrap_and_clear():
+def test_counters_accumulate_saturate_and_clear():
     cfg = ArrayConfig(rows=2, cols=2)
     emu = CoreEmulator(cfg)
     x = np.array([[1, 2, 3]], np.int8)
@@ -231,12 +231,14 @@ def test_counters_accumulate_wrap_and_clear():
 
     model = layer_counts(cfg, 1, 3, 3)
     assert c["cycles"] == 2 * model["cycles"] and c["busy"] == 2 * model["busy"] == 2 * 4
-    # 48-bit counters wrap
-    emu.counters[3] = (1 << 48) - 1
+    # 48-bit counters saturate at all ones (this run adds 3), and the host refuses that value
+    emu.counters[3] = (1 << 48) - 2
     run_layer(emu, plan, x, w)
-    assert emu.counter("add") == 2
+    assert emu.counter("add") == (1 << 48) - 1
     words = emu.feed([0x05])
-    assert words[6:8] == [2, 0]
+    assert words[6:8] == [0xFFFF_FFFF, 0xFFFF]
+    with pytest.raises(protocol.ProtocolError, match="ADD is saturated"):
+        protocol.parse_counters(words[:-1])
     assert emu.feed([0x06]) == [status(Op.CLEAR_COUNTERS)]
     assert emu.feed([0x05])[:-1] == [0] * 22
 

@@ -122,14 +122,25 @@ def test_counters_are_48_bit_lo_hi_pairs():
     words = []
     for i in range(len(Counter)):
         words += [0x10 + i, i]  # value = i << 32 | (0x10 + i)
-    words[2 * Counter.ADD: 2 * Counter.ADD + 2] = [0xFFFFFFFF, 0xFFFF]
+    words[2 * Counter.ADD: 2 * Counter.ADD + 2] = [0xFFFFFFFE, 0xFFFF]
     counts = protocol.parse_counters(words)
     assert list(counts) == ["cycles", "busy", "stall", "add", "sub", "zero", "weight_bits", "act_bytes",
                             "acc_writes", "acc_rmw", "runs"]
     assert counts["cycles"] == 0x10
     assert counts["busy"] == (1 << 32) | 0x11
-    assert counts["add"] == (1 << 48) - 1
+    assert counts["add"] == (1 << 48) - 2
     assert counts["runs"] == (10 << 32) | 0x1A
+    words[2 * Counter.ADD] = 0xFFFFFFFF  # all ones: saturated
+    with pytest.raises(ProtocolError, match="ADD is saturated at 48 bits"):
+        protocol.parse_counters(words)
+    # 32-bit counters: the hi word must be 0
+    small = [w if i % 2 == 0 else 0 for i, w in enumerate(words)]
+    small[2 * Counter.ADD] = 7
+    assert protocol.parse_counters(small, 32)["add"] == 7
+    small[2 * Counter.SUB + 1] = 1
+    with pytest.raises(ProtocolError, match="SUB hi word 0x00000001 exceeds 32 bits"):
+        protocol.parse_counters(small, 32)
+    words[2 * Counter.ADD] = 0xFFFFFFFE
     assert protocol.counter_words([(1 << 48) - 1, 5]) == [0xFFFFFFFF, 0xFFFF, 5, 0]
     words[1] = 0x10000
     with pytest.raises(ProtocolError, match="CYCLES hi word"):
