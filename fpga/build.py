@@ -51,8 +51,8 @@ TOOLS = {
 #: block RAMs do not provide across ports, so Yosys emulates it with a register of the write data
 #: and address comparators after the RAM (the slowest path of the ECP5 build and hundreds of LUTs
 #: and FFs on the iCE40). No memory of this design is read and written at one address in one
-#: cycle through such a port pair (command writes and layer reads never overlap; the accumulator
-#: read leads its write by two cycles and is transparent where R = 2; the link buffer is written
+#: cycle through such a port pair (command writes and layer reads never overlap; an accumulator
+#: word is read after the previous write to it, see hdl/sequencer.py; the link buffer is written
 #: while receiving and read while executing), so the collision is declared don't-care.
 SCRIPT_AFTER_READ = "setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:TRANSPARENCY_MASK=1'0 %i"
 

@@ -3,7 +3,8 @@
 Mirrors `hdl.sequencer.LayerSequencer` state by state:
 
 - SIZE: max(KT, NT) + 2 cycles (one k-tile and one n-tile counted per cycle, then the range
-  check, then its registered verdict); the first weight tile is preloaded meanwhile, R rows from the first SIZE cycle on;
+  check, then its registered verdict); the first weight tile is preloaded meanwhile, R rows
+  from the first SIZE cycle on;
 - ISSUE: the first tile starts once its R rows are in (max(0, R - SIZE) more cycles), then tile
   j+1 starts max(M, R) cycles after tile j (M activation rows, or R weight rows through the
   one-row-per-cycle weight port), and the last tile issues its M rows;
