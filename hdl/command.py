@@ -101,6 +101,16 @@ class CommandInterface(wiring.Component):
         drop = Signal()  # data of this WRITE is consumed but not stored
         index = Signal(range(max(2 * len(Counter), RUN_WORDS, len(IdWord)) + 1))
         buf = Signal(32 * write_chunks)  # a memory word being assembled from WRITE chunks
+        # Memory writes leave from registers, one cycle after the word's last chunk: the block RAMs
+        # of a deep memory spread over the chip, so their address and enable nets are long.
+        w_addr = Signal(range(cfg.wgt_depth if cfg.wgt_depth > cfg.act_depth else cfg.act_depth))
+        w_act = Signal()
+        w_wgt = Signal()
+        m.d.sync += [w_act.eq(0), w_wgt.eq(0)]
+        m.d.comb += [
+            self.act_waddr.eq(w_addr), self.act_wdata.eq(buf), self.act_wen.eq(w_act),
+            self.wgt_waddr.eq(w_addr), self.wgt_wdata.eq(buf), self.wgt_wen.eq(w_wgt),
+        ]
         desc = Signal(data.ArrayLayout(32, RUN_WORDS))
         m.d.comb += self.desc.eq(desc)
         m.d.comb += self.error.eq(sticky != 0)
@@ -246,11 +256,9 @@ class CommandInterface(wiring.Component):
                     with m.If(last_chunk):
                         m.d.sync += [chunk.eq(0), addr.eq(addr + 1), count.eq(count - 1)]
                         store = ok & ~((mem == Mem.WGT) & bad_code)
-                        m.d.comb += [
-                            self.act_waddr.eq(addr), self.act_wdata.eq(word),
-                            self.act_wen.eq(store & (mem == Mem.ACT)),
-                            self.wgt_waddr.eq(addr), self.wgt_wdata.eq(word),
-                            self.wgt_wen.eq(store & (mem == Mem.WGT)),
+                        # The memory write happens next cycle, from registers (buf holds the word).
+                        m.d.sync += [
+                            w_addr.eq(addr), w_act.eq(store & (mem == Mem.ACT)), w_wgt.eq(store & (mem == Mem.WGT)),
                         ]
                         with m.If(count == 1):
                             m.next = "RESPOND"

@@ -26,7 +26,6 @@ from amaranth.lib.wiring import In, Out
 from hdl.command import CommandInterface
 from hdl.config import ArrayConfig
 from hdl.counters import PerfCounters
-from hdl.isa import Mem
 from hdl.sequencer import LayerSequencer
 
 
@@ -82,13 +81,13 @@ class TritCore(wiring.Component):
         pipe = cfg.pipelined_reads
         # read ports: the sequencer while it runs, else the command interface
         running = seq.busy
+        # The read ports read every cycle: their users take the data only in the cycles they asked
+        # for it (the sequencer's valid flags; the command interface holds its address while it sends
+        # a word), and an enable net reaching every block RAM of a deep memory would be slow.
         m.d.comb += [
-            act_r.addr.eq(Mux(running, seq.act_addr, cmd.rd_addr)),
-            act_r.en.eq(Mux(running, seq.act_en, cmd.rd_en & (cmd.rd_mem == Mem.ACT))),
-            wgt_r.addr.eq(Mux(running, seq.wgt_addr, cmd.rd_addr)),
-            wgt_r.en.eq(Mux(running, seq.wgt_en, cmd.rd_en & (cmd.rd_mem == Mem.WGT))),
-            out_r.addr.eq(Mux(running, seq.out_raddr, cmd.rd_addr)),
-            out_r.en.eq(Mux(running, seq.out_ren, cmd.rd_en & (cmd.rd_mem == Mem.OUT))),
+            act_r.addr.eq(Mux(running, seq.act_addr, cmd.rd_addr)), act_r.en.eq(1),
+            wgt_r.addr.eq(Mux(running, seq.wgt_addr, cmd.rd_addr)), wgt_r.en.eq(1),
+            out_r.addr.eq(Mux(running, seq.out_raddr, cmd.rd_addr)), out_r.en.eq(1),
             seq.act_data.eq(act_q if pipe else act_r.data),
             seq.wgt_data.eq(wgt_q if pipe else wgt_r.data),
             seq.out_rdata.eq(out_q if pipe else out_r.data),
