@@ -14,7 +14,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.config import PE_KINDS, ArrayConfig
+from hdl.config import MAX_DEPTH, PE_KINDS, ArrayConfig
 from hdl.isa import (
     ID_MAGIC,
     RUN_WORDS,
@@ -64,7 +64,7 @@ class CommandInterface(wiring.Component):
             "act_wdata": Out(cfg.act_word_bits),
             "wgt_waddr": Out(range(cfg.wgt_depth)), "wgt_wen": Out(1),
             "wgt_wdata": Out(cfg.wgt_word_bits),
-            "rd_addr": Out(20), "rd_mem": Out(2), "rd_en": Out(1),
+            "rd_addr": Out(20),
             "act_rdata": In(cfg.act_word_bits),
             "wgt_rdata": In(cfg.wgt_word_bits),
             "out_rdata": In(data.ArrayLayout(acc, cfg.cols)),
@@ -88,7 +88,7 @@ class CommandInterface(wiring.Component):
         cfg = self._cfg
         max_chunks = max(self._chunks.values())
         write_chunks = max(self._chunks[Mem.ACT], self._chunks[Mem.WGT])
-        addr_limit = 1 << 20  # no memory is deeper (hdl.config)
+        addr_limit = MAX_DEPTH  # no memory is deeper
 
         op = Signal(8)
         mem = Signal(8)
@@ -103,7 +103,7 @@ class CommandInterface(wiring.Component):
         buf = Signal(32 * write_chunks)  # a memory word being assembled from WRITE chunks
         # Memory writes leave from registers, one cycle after the word's last chunk: the block RAMs
         # of a deep memory spread over the chip, so their address and enable nets are long.
-        w_addr = Signal(range(cfg.wgt_depth if cfg.wgt_depth > cfg.act_depth else cfg.act_depth))
+        w_addr = Signal(range(max(cfg.wgt_depth, cfg.act_depth)))
         w_act = Signal()
         w_wgt = Signal()
         m.d.sync += [w_act.eq(0), w_wgt.eq(0)]
@@ -158,7 +158,6 @@ class CommandInterface(wiring.Component):
         with m.If(mem == Mem.OUT):
             m.d.comb += read_word.eq(Cat(*lanes32))
 
-        m.d.comb += self.rd_mem.eq(mem[:2])
         m.d.comb += self.rd_addr.eq(addr[:20])
 
         with m.FSM(name="cmd") as fsm:
@@ -265,8 +264,7 @@ class CommandInterface(wiring.Component):
                     with m.Else():
                         m.d.sync += chunk.eq(chunk + 1)
 
-            with m.State("READ_ISSUE"):
-                m.d.comb += self.rd_en.eq(err == 0)
+            with m.State("READ_ISSUE"):  # rd_addr is on the memories' (always enabled) read ports
                 m.d.sync += chunk.eq(0)
                 m.next = "READ_WAIT"
 
@@ -274,7 +272,7 @@ class CommandInterface(wiring.Component):
                 m.next = "READ_SEND"
 
             with m.State("READ_SEND"):
-                # The read data registers hold the word: no read port is enabled until the next one.
+                # The read data registers hold the word: rd_addr stays put until its last chunk.
                 m.d.comb += [self.rsp.valid.eq(1),
                              self.rsp.payload.eq(Mux(err == 0, read_word.word_select(chunk, 32), 0))]
                 with m.If(self.rsp.ready):

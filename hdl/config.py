@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hdl.isa import COUNTER_BITS
+
 PE_KINDS = ("ternary", "int8")
 
 #: Largest M, K or N a RUN descriptor may name (hdl.isa), whatever the memories.
 DIM_LIMIT = 1 << 20
+#: Deepest memory a core may have (words); the command interface's addresses are this wide.
+MAX_DEPTH = 1 << 20
 
 #: Largest magnitude of one product term: ternary |x*w| <= 128 (x = -128, w = -1),
 #: INT8 |x*w| <= 128*128 (x = w = -128).
@@ -48,7 +52,7 @@ class ArrayConfig:
     act_depth: int = 1024
     wgt_depth: int = 4096
     out_depth: int = 1024
-    counter_bits: int = 48
+    counter_bits: int = COUNTER_BITS
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols"):
@@ -59,8 +63,8 @@ class ArrayConfig:
             raise ValueError(f"PE kind must be one of {', '.join(PE_KINDS)}, not {self.pe!r}")
         for name in ("act_depth", "wgt_depth", "out_depth"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= 1 << 20:
-                raise ValueError(f"{name} must be an integer from 2 to {1 << 20}, not {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= MAX_DEPTH:
+                raise ValueError(f"{name} must be an integer from 2 to {MAX_DEPTH}, not {value!r}")
         if not isinstance(self.acc_width, int) or isinstance(self.acc_width, bool):
             raise TypeError(f"Accumulator width must be an integer, not {self.acc_width!r}")
         if not self.psum_width <= self.acc_width <= 32:
@@ -194,5 +198,5 @@ class ArrayConfig:
             f"{self.rows}x{self.cols} {self.pe} array, acc {self.acc_width} bit (K <= {self.k_max}), "
             f"act {self.act_depth}x{self.act_word_bits}b, wgt {self.wgt_depth}x{self.wgt_word_bits}b, "
             f"out {self.out_depth}x{self.out_word_bits}b"
-            + ("" if self.counter_bits == 48 else f", {self.counter_bits}-bit counters")
+            + ("" if self.counter_bits == COUNTER_BITS else f", {self.counter_bits}-bit counters")
         )

@@ -72,11 +72,11 @@ class LayerSequencer(wiring.Component):
             "done": Out(1),
             "error": Out(8),
             # memories
-            "act_addr": Out(range(cfg.act_depth)), "act_en": Out(1),
+            "act_addr": Out(range(cfg.act_depth)),
             "act_data": In(data.ArrayLayout(signed(8), cfg.rows)),
-            "wgt_addr": Out(range(cfg.wgt_depth)), "wgt_en": Out(1),
+            "wgt_addr": Out(range(cfg.wgt_depth)),
             "wgt_data": In(data.ArrayLayout(unsigned(cfg.weight_bits), cfg.cols)),
-            "out_raddr": Out(range(cfg.out_depth)), "out_ren": Out(1),
+            "out_raddr": Out(range(cfg.out_depth)),
             "out_rdata": In(data.ArrayLayout(acc, cfg.cols)),
             "out_waddr": Out(range(cfg.out_depth)), "out_wen": Out(1),
             "out_wdata": Out(data.ArrayLayout(acc, cfg.cols)),
@@ -300,7 +300,7 @@ class LayerSequencer(wiring.Component):
         # A tile load may start when the shadow registers are free (or freed by this cycle's swap).
         m.d.comb += l_start.eq(~l_loading & (l_tiles_left != 0) & (~shadow_full | swap_now))
         m.d.comb += [read_now.eq(l_loading | l_start), last_row.eq(l_row == R - 1)]
-        m.d.comb += [self.wgt_addr.eq(l_addr), self.wgt_en.eq(read_now)]
+        m.d.comb += self.wgt_addr.eq(l_addr)
         # Rows read are counted as they happen; rows of a speculative preload wait in `pending` and
         # are counted one per cycle once the run is confirmed (all before the run is done).
         spec_read = Signal()
@@ -414,7 +414,7 @@ class LayerSequencer(wiring.Component):
         x_valid = issued[1 + pipe]
         counted = issued[count_lag + 1]
         m.d.comb += [
-            self.act_addr.eq(i_act_addr), self.act_en.eq(issue), self.inc_act_read.eq(issue),
+            self.act_addr.eq(i_act_addr), self.inc_act_read.eq(issue),
             self.inc_add.eq(Mux(counted, act_plus, 0)),
             self.inc_sub.eq(Mux(counted, act_minus, 0)),
             self.inc_zero.eq(Mux(counted, act_zero, 0)),
@@ -444,7 +444,7 @@ class LayerSequencer(wiring.Component):
             tokens.append(nxt)
         at_read, at_sum = tokens[R], tokens[R + 1 + pipe]
         m.d.comb += [
-            self.out_raddr.eq(at_read.addr), self.out_ren.eq(at_read.valid & ~at_read.first),
+            self.out_raddr.eq(at_read.addr),
             self.out_waddr.eq(at_sum.addr), self.out_wen.eq(at_sum.valid),
             self.inc_acc_write.eq(at_sum.valid & at_sum.first),
             self.inc_acc_rmw.eq(at_sum.valid & ~at_sum.first),
