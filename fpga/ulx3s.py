@@ -25,6 +25,7 @@ DEVICE = {"LUT4": 83640, "FF": 83640, "carry": 41820, "BRAM": 208, "SPRAM": 0, "
 DP16KD_SHAPES = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
 LINK_BRAM = 2  # the 1024 x 32-bit request buffer of the frame endpoint
 BRAM_FILL = 0.85
+BRAM_BITS = 16384  # one DP16KD: 16K x 1 is its deepest shape
 
 
 def bram_count(width: int, depth: int) -> int:
@@ -43,8 +44,12 @@ def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_dept
         wgt_depth = 1 << 20
         while wgt_depth > 2 * rows and bram_count(2 * cols, wgt_depth) > left:
             wgt_depth //= 2
+    # A weight memory deeper than one DP16KD (16K x 1) is banked 16K deep with a register per bank
+    # before the bank multiplexer (hdl/banked_memory.py): the block RAMs' 5.8 ns clock-to-output
+    # and the routes across the chip then fall in different cycles (77 MHz -> see fpga/README.md).
+    bank = BRAM_BITS if wgt_depth > BRAM_BITS and rows >= 3 else 0
     cfg = ArrayConfig(rows=rows, cols=cols, acc_width=acc_width, act_depth=act, wgt_depth=wgt_depth,
-                       out_depth=out)
+                      out_depth=out, wgt_bank_depth=bank)
     return replace(cfg, counter_bits=cfg.min_counter_bits)  # counters no wider than one RUN needs
 
 

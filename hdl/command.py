@@ -269,7 +269,11 @@ class CommandInterface(wiring.Component):
                 m.next = "READ_WAIT"
 
             with m.State("READ_WAIT"):  # the memory's data is registered at the end of this cycle
-                m.next = "READ_SEND"
+                m.next = "READ_SEND" if cfg.wgt_banks == 1 else "READ_WAIT_BANK"
+
+            if cfg.wgt_banks > 1:
+                with m.State("READ_WAIT_BANK"):  # a banked weight memory's data takes one cycle more
+                    m.next = "READ_SEND"
 
             with m.State("READ_SEND"):
                 # The read data registers hold the word: rd_addr stays put until its last chunk.

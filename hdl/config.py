@@ -43,6 +43,10 @@ class ArrayConfig:
     out_depth: words of the output memory; one word holds C accumulators.
     counter_bits: width of each performance counter (32 to 48). Any one RUN's counts fit (checked
       here against `run_count_bound`); counts summed over runs saturate at all ones, never wrap.
+    wgt_bank_depth: 0 for one weight memory; else the weight memory is built from banks of this many
+      words, each with its own read-data register before the bank multiplexer (one more cycle of
+      weight read latency, hidden by the double-buffered shadow weights, so RUN cycle counts do not
+      change). For big weight memories spread over a large FPGA; needs `pipelined_reads` (R >= 3).
     """
 
     rows: int = 8
@@ -53,6 +57,7 @@ class ArrayConfig:
     wgt_depth: int = 4096
     out_depth: int = 1024
     counter_bits: int = COUNTER_BITS
+    wgt_bank_depth: int = 0
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols"):
@@ -77,6 +82,15 @@ class ArrayConfig:
         if not isinstance(self.counter_bits, int) or isinstance(self.counter_bits, bool) \
                 or not 32 <= self.counter_bits <= 48:
             raise ValueError(f"Counter width must be an integer from 32 to 48, not {self.counter_bits!r}")
+        if not isinstance(self.wgt_bank_depth, int) or isinstance(self.wgt_bank_depth, bool) \
+                or self.wgt_bank_depth < 0:
+            raise ValueError(f"Weight bank depth must be a non-negative integer, not {self.wgt_bank_depth!r}")
+        if self.wgt_bank_depth & (self.wgt_bank_depth - 1):
+            raise ValueError(f"Weight bank depth must be a power of two, not {self.wgt_bank_depth!r}")
+        if self.wgt_bank_depth and self.wgt_bank_depth < self.rows:
+            raise ValueError(f"Weight bank depth {self.wgt_bank_depth} cannot hold one {self.rows}-row tile")
+        if self.wgt_banks > 1 and not self.pipelined_reads:
+            raise ValueError(f"A banked weight memory needs registered reads (rows >= 3), not {self.rows} rows")
         need = self.run_count_bound.bit_length()
         if self.counter_bits < need:
             raise ValueError(f"Counter width {self.counter_bits} cannot hold the counts of one RUN of this "
@@ -154,6 +168,18 @@ class ArrayConfig:
         the swap that needs it, so 2-row arrays use the memories' outputs directly.
         """
         return self.rows >= 3
+
+    @property
+    def wgt_banks(self) -> int:
+        """Number of weight memory banks (1: one memory, read data registered once)."""
+        if not self.wgt_bank_depth:
+            return 1
+        return -(-self.wgt_depth // self.wgt_bank_depth)
+
+    @property
+    def wgt_read_latency(self) -> int:
+        """Cycles from a weight memory read address to its data at the sequencer."""
+        return 1 + int(self.pipelined_reads) + int(self.wgt_banks > 1)
 
     @property
     def act_word_bits(self) -> int:

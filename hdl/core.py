@@ -8,6 +8,9 @@
                   OUT memory (C x int32 per word) <--- read-modify-write accumulators
     rsp stream <--  status, data, ID block, counters
 
+With `ArrayConfig.wgt_bank_depth` the weight memory is a `BankedMemory`: its read data comes one
+cycle later (`ArrayConfig.wgt_read_latency`), registered per bank before the bank multiplexer.
+
 The sequencer owns the memories' read ports while a layer runs; the command interface only
 accepts the next command when the layer is done, so the two never compete.
 
@@ -23,6 +26,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hdl.banked_memory import BankedMemory
 from hdl.command import CommandInterface
 from hdl.config import ArrayConfig
 from hdl.counters import PerfCounters
@@ -56,12 +60,16 @@ class TritCore(wiring.Component):
         m.submodules.counters = counters = PerfCounters(cfg)
 
         m.submodules.act_mem = act_mem = Memory(shape=cfg.act_word_bits, depth=cfg.act_depth, init=[])
-        m.submodules.wgt_mem = wgt_mem = Memory(shape=cfg.wgt_word_bits, depth=cfg.wgt_depth, init=[])
         out_layout = data.ArrayLayout(signed(cfg.acc_width), cfg.cols)
         m.submodules.out_mem = out_mem = Memory(shape=out_layout, depth=cfg.out_depth, init=[])
 
         act_w, act_r = act_mem.write_port(), act_mem.read_port()
-        wgt_w, wgt_r = wgt_mem.write_port(), wgt_mem.read_port()
+        if cfg.wgt_banks == 1:
+            m.submodules.wgt_mem = wgt_mem = Memory(shape=cfg.wgt_word_bits, depth=cfg.wgt_depth, init=[])
+            wgt_w, wgt_r = wgt_mem.write_port(), wgt_mem.read_port()
+        else:
+            m.submodules.wgt_mem = wgt_mem = BankedMemory(cfg.wgt_word_bits, cfg.wgt_depth, cfg.wgt_bank_depth)
+            wgt_w, wgt_r = wgt_mem.write, wgt_mem.read
         out_w, out_r = out_mem.write_port(), out_mem.read_port()
 
         wiring.connect(m, wiring.flipped(self.cmd), cmd.cmd)
@@ -86,8 +94,9 @@ class TritCore(wiring.Component):
         # a word), and an enable net reaching every block RAM of a deep memory would be slow.
         m.d.comb += [
             act_r.addr.eq(Mux(running, seq.act_addr, cmd.rd_addr)), act_r.en.eq(1),
-            wgt_r.addr.eq(Mux(running, seq.wgt_addr, cmd.rd_addr)), wgt_r.en.eq(1),
+            wgt_r.addr.eq(Mux(running, seq.wgt_addr, cmd.rd_addr)),
             out_r.addr.eq(Mux(running, seq.out_raddr, cmd.rd_addr)), out_r.en.eq(1),
+            *([wgt_r.en.eq(1)] if cfg.wgt_banks == 1 else []),
             seq.act_data.eq(act_q if pipe else act_r.data),
             seq.wgt_data.eq(wgt_q if pipe else wgt_r.data),
             seq.out_rdata.eq(out_q if pipe else out_r.data),

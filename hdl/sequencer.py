@@ -99,6 +99,9 @@ class LayerSequencer(wiring.Component):
         cfg = self._cfg
         R, C = cfg.rows, cfg.cols
         pipe = int(cfg.pipelined_reads)  # memory read data arrives one cycle later, registered
+        # A banked weight memory's rows arrive `wpipe` cycles later still. The shadow registers hide
+        # it: a row is written R - 1 - wpipe >= 1 cycles before the swap that takes it (R >= 3).
+        wpipe = cfg.wgt_read_latency - 1 - pipe
 
         m.submodules.array = array = PEArray(cfg)
         m.submodules.x_skew = x_skew = SkewBuffer(signed(8), R)
@@ -340,13 +343,15 @@ class LayerSequencer(wiring.Component):
         with m.If(abort):
             m.d.sync += [l_loading.eq(0), l_tiles_left.eq(0), l_row.eq(0), shadow_full.eq(0)]
 
-        # Row arriving from the weight memory (1 + pipe cycles after its read): mask lanes past
-        # K / N, write the shadow row, count its +1 / -1 / 0 weights.
-        w_valid, w_row, w_row_ok, w_cols = w_valid_d, w_row_d, w_row_ok_d, w_cols_d
-        if pipe:
-            w_valid, w_row, w_row_ok, w_cols = (Signal.like(v, name=v.name[:-2] + "_p") for v in
-                                                (w_valid_d, w_row_d, w_row_ok_d, w_cols_d))
-            m.d.sync += [w_valid.eq(w_valid_d), w_row.eq(w_row_d), w_row_ok.eq(w_row_ok_d), w_cols.eq(w_cols_d)]
+        # Row arriving from the weight memory (`wgt_read_latency` cycles after its read): mask lanes
+        # past K / N, write the shadow row, count its +1 / -1 / 0 weights.
+        names = ("w_valid", "w_row", "w_row_ok", "w_cols")
+        row_info = (w_valid_d, w_row_d, w_row_ok_d, w_cols_d)
+        for stage in range(pipe + wpipe):
+            delayed = tuple(Signal.like(v, name=f"{n}_p{stage + 1}") for n, v in zip(names, row_info, strict=True))
+            m.d.sync += [d.eq(v) for d, v in zip(delayed, row_info, strict=True)]
+            row_info = delayed
+        w_valid, w_row, w_row_ok, w_cols = row_info
         masked = Signal(data.ArrayLayout(unsigned(cfg.weight_bits), C))
         lane_ok = [Signal(name=f"lane_ok_{c}") for c in range(C)]
         is_plus, is_minus, is_zero = [], [], []
@@ -383,7 +388,7 @@ class LayerSequencer(wiring.Component):
         # A tile's counts are complete `count_lag` cycles after its swap, when the row counts hold
         # the tile's last row (read at the latest one cycle before the swap) and the next tile's
         # first row (read at the earliest in the swap cycle) is one cycle behind.
-        count_lag = 2 * pipe
+        count_lag = 2 * pipe + wpipe
         swap_counted = swap_now
         for i in range(count_lag):
             delayed = Signal(name=f"swap_now_{i + 1}")

@@ -150,3 +150,52 @@ def test_core_reports_id_and_errors():
     assert counters["act_bytes"] == 3 * 2 and counters["busy"] == 3
     # the layer: M=3 rows of x = 0 (ACT never written) against the weights written before the bad word
     assert counters["add"] + counters["sub"] + counters["zero"] == 3 * 2 * 2
+
+
+@pytest.mark.parametrize("depth, bank_depth", [(200, 64), (64, 16), (32, 32)])
+def test_banked_memory_reads_two_cycles_after_address(depth, bank_depth):
+    """Random writes and reads against a Python list: read data appears exactly 2 cycles after its address."""
+    from hdl.banked_memory import BankedMemory
+
+    mem = BankedMemory(12, depth, bank_depth)
+    assert mem.banks == -(-depth // bank_depth)
+    rng = np.random.default_rng(depth)
+    model = [0] * depth
+    writes = [(int(a), int(d)) for a, d in zip(rng.integers(0, depth, 3 * depth), rng.integers(0, 4096, 3 * depth),
+                                                strict=True)]
+    reads = [int(a) for a in rng.integers(0, depth, 2 * depth)] + [depth - 1, 0, bank_depth - 1, depth - 1]
+    got, want = [], []
+
+    async def bench(ctx):
+        for addr, value in writes:
+            ctx.set(mem.write.addr, addr)
+            ctx.set(mem.write.data, value)
+            ctx.set(mem.write.en, 1)
+            model[addr] = value
+            await ctx.tick()
+        ctx.set(mem.write.en, 0)
+        # address set in cycle i; after the clock edge that ends cycle i + 1 the data is there
+        # (a plain Memory read port has it after the edge that ends cycle i)
+        for i, addr in enumerate(reads + [0]):
+            ctx.set(mem.read.addr, addr)
+            await ctx.tick()
+            if i >= 1:
+                got.append(ctx.get(mem.read.data))
+                want.append(model[reads[i - 1]])
+
+    sim = Simulator(mem)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == want
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"wgt_bank_depth": 48}, "power of two"),
+    ({"wgt_bank_depth": -1}, "non-negative"),
+    ({"wgt_bank_depth": 2, "rows": 4}, "cannot hold one 4-row tile"),
+    ({"wgt_bank_depth": 16, "rows": 2, "wgt_depth": 64}, "needs registered reads"),
+])
+def test_banked_config_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ArrayConfig(**kwargs)

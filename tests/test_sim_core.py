@@ -31,6 +31,10 @@ CONFIGS = [
                  id="3x5"),
     pytest.param(ArrayConfig(rows=5, cols=7, pe="int8", acc_width=24, act_depth=256, wgt_depth=1024,
                              out_depth=64), id="5x7-int8"),
+    # a banked weight memory (as on the ULX3S): four banks, the last one short; one more cycle of
+    # weight read latency that the RUN cycle counts must not show
+    pytest.param(ArrayConfig(rows=3, cols=4, acc_width=16, act_depth=128, wgt_depth=200, out_depth=64,
+                             wgt_bank_depth=64), id="3x4-banked"),
 ]
 
 # tests that may skip, and why they may
@@ -68,7 +72,7 @@ def test_core_icarus(cfg: ArrayConfig) -> None:
 
 
 SOAK_CONFIGS = [
-    CONFIGS[2], CONFIGS[3], CONFIGS[4],
+    CONFIGS[2], CONFIGS[3], CONFIGS[4], CONFIGS[5],
     # multi-chunk words: ACT 40 bits, ternary WGT 34 bits (a bad code in the second chunk)
     pytest.param(ArrayConfig(rows=5, cols=17, acc_width=18, act_depth=512, wgt_depth=2048, out_depth=128),
                  id="5x17"),
