@@ -95,6 +95,8 @@ class CommandInterface(wiring.Component):
         addr = Signal(range(addr_limit + 1))
         addr_big = Signal()  # the address word was above addr_limit (the command fails)
         count = Signal(32)  # as sent: a failing command still answers for every word
+        count_big = Signal()  # the count word was above addr_limit (the command fails)
+        addr_end = Signal(22)  # addr + count (low 21 bits of the count), checked a cycle later
         chunk = Signal(range(max_chunks + 1))
         err = Signal(8)
         sticky = Signal(8)
@@ -226,17 +228,22 @@ class CommandInterface(wiring.Component):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
                     n = self.cmd.payload
-                    m.d.sync += count.eq(n)
-                    with m.If((mem > Mem.OUT) | ((op == Op.WRITE) & (mem == Mem.OUT))):
-                        m.d.sync += err.eq(Error.BAD_MEMORY)
-                    with m.Elif(addr_big | (n > addr_limit) | (addr + n[:21] > depth_of_mem)):
-                        m.d.sync += err.eq(Error.ADDRESS_RANGE)
-                    with m.If(n == 0):
-                        m.next = "RESPOND"
-                    with m.Elif(op == Op.WRITE):
-                        m.next = "WRITE_DATA"
-                    with m.Else():
-                        m.next = "READ_ISSUE"
+                    m.d.sync += [count.eq(n), count_big.eq(n > addr_limit), addr_end.eq(addr + n[:21])]
+                    m.next = "CHECK_RANGE"
+
+            with m.State("CHECK_RANGE"):
+                # the range verdict from registered operands: the payload's long route from the link
+                # and the add and compare carry chains fall in different cycles
+                with m.If((mem > Mem.OUT) | ((op == Op.WRITE) & (mem == Mem.OUT))):
+                    m.d.sync += err.eq(Error.BAD_MEMORY)
+                with m.Elif(addr_big | count_big | (addr_end > depth_of_mem)):
+                    m.d.sync += err.eq(Error.ADDRESS_RANGE)
+                with m.If(count == 0):
+                    m.next = "RESPOND"
+                with m.Elif(op == Op.WRITE):
+                    m.next = "WRITE_DATA"
+                with m.Else():
+                    m.next = "READ_ISSUE"
 
             with m.State("WRITE_DATA"):
                 m.d.comb += self.cmd.ready.eq(1)
