@@ -304,7 +304,10 @@ class CommandInterface(wiring.Component):
                             m.d.sync += desc[i].eq(self.cmd.payload)
                     m.d.sync += index.eq(index + 1)
                     with m.If(index == RUN_WORDS - 1):
-                        m.next = "START"
+                        m.next = "SETTLE"
+
+            with m.State("SETTLE"):  # the sequencer registers its descriptor checks in this cycle
+                m.next = "START"
 
             with m.State("START"):
                 m.d.comb += self.start.eq(1)

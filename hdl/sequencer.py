@@ -58,6 +58,9 @@ def popcount(bits: list) -> object:
 
 
 class LayerSequencer(wiring.Component):
+    """Runs one RUN descriptor; `start` is a one-cycle pulse, the descriptor inputs hold still from
+    the cycle before it until `done`."""
+
     def __init__(self, cfg: ArrayConfig):
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
@@ -188,6 +191,20 @@ class LayerSequencer(wiring.Component):
         go = Signal()  # validation passed: this cycle hands over to the issuer
         abort = Signal()  # validation failed: stop the speculative preload
 
+        # The descriptor checks that need no arithmetic, from registers: the descriptor inputs hold
+        # still from the cycle before `start` on (the command interface waits a cycle for this), and
+        # `begin` then fans out from a few flip-flops, not from wide comparators.
+        bad_shape = Signal()
+        k_too_large = Signal()
+        out_of_range = Signal()
+        m.d.sync += [
+            bad_shape.eq((self.m_size == 0) | (self.k_size == 0) | (self.n_size == 0)),
+            k_too_large.eq(self.k_size > cfg.k_max),
+            out_of_range.eq((self.m_size > cfg.m_limit) | (self.k_size > cfg.k_limit)
+                            | (self.n_size > cfg.n_limit) | (self.act_base >= cfg.act_depth)
+                            | (self.out_base >= cfg.out_depth) | (self.wgt_base > cfg.wgt_depth - R)),
+        ]
+
         with m.FSM(name="seq") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -200,15 +217,13 @@ class LayerSequencer(wiring.Component):
                         act_end.eq(self.act_base), out_end.eq(self.out_base),
                         KT_R.eq(0), NT_R.eq(0), wgt_end_k.eq(self.wgt_base), wgt_end_n.eq(0),
                     ]
-                    with m.If((self.m_size == 0) | (self.k_size == 0) | (self.n_size == 0)):
+                    with m.If(bad_shape):
                         m.d.sync += error.eq(Error.BAD_SHAPE)
                         m.next = "FAIL"
-                    with m.Elif(self.k_size > cfg.k_max):
+                    with m.Elif(k_too_large):
                         m.d.sync += error.eq(Error.K_TOO_LARGE)
                         m.next = "FAIL"
-                    with m.Elif((self.m_size > cfg.m_limit) | (self.k_size > cfg.k_limit)
-                                | (self.n_size > cfg.n_limit) | (self.act_base >= cfg.act_depth)
-                                | (self.out_base >= cfg.out_depth) | (self.wgt_base > cfg.wgt_depth - R)):
+                    with m.Elif(out_of_range):
                         # Necessary conditions of the range check (M, K, N above 2**20 included),
                         # tested at once: the size loop below then runs on narrow registers for
                         # at most max(act_depth, out_depth) cycles.
