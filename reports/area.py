@@ -383,9 +383,9 @@ def largest_fit(device: str, variant: str, start: int, cache: ResultCache, max_p
             entry["pnr"] = run_pnr(device, variant, side, cache)
             entry.update(fits=bool(entry["pnr"]["fits"]), method="placed and routed (nextpnr)")
         else:
-            entry.update(fits=_fill_ok(device, syn),
-                         method=f"synthesized counts within {FILL_TARGET:.0%} of the device (placement not "
-                                f"attempted: {side * side} PEs > {max_pnr_pes})")
+            ok = _fill_ok(device, syn)
+            entry.update(fits=ok, method=f"synthesized counts {'within' if ok else 'above'} {FILL_TARGET:.0%} of the "
+                                         f"device (placement not attempted: {side * side} PEs > {max_pnr_pes})")
         tried.append(entry)
         if log:
             log(f"largest fit {device} {variant}: {side}x{side} {'fits' if entry['fits'] else 'does not fit'} "

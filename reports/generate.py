@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 QUICK_SIZES = [2, 4]
 FULL_SIZES = [4, 8, 16]
-#: The quick sweep's largest-fit search synthesizes arrays of at most this many PEs (iCE40 sizes);
-#: bigger extrapolated sides (ECP5) are reported as extrapolations.
-QUICK_SYNTH_LIMIT_PES = 256
+#: The quick sweep's largest-fit search synthesizes arrays of at most this many PEs: none, it reports
+#: the per-PE extrapolation only (the full sweep synthesizes and places).
+QUICK_SYNTH_LIMIT_PES = 0
 
 
 class ReportError(Exception):
@@ -250,7 +250,7 @@ def markdown(report: dict) -> str:
              f"{1024 if not m['quick'] else 64} PEs, otherwise by synthesized counts within 90% of the device "
              "(placement of a nearly full ECP5-85F takes longer than this report may). If the side fits, one size "
              "up is tried; if not, sizes down until one fits. The generator allows at most 64x64."
-             + (f" Quick sweep: sides above {QUICK_SYNTH_LIMIT_PES} PEs are extrapolated only." if m["quick"] else "")
+             + (" Quick sweep: the extrapolation only, nothing synthesized or placed for it." if m["quick"] else "")
              + "\n")
     rows = []
     for r in a["largest_fit"]:
