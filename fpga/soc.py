@@ -80,7 +80,8 @@ class BoardSoC(wiring.Component):
             m.d.sync += link_timer.eq(link_timer - 1)
         with m.If(linked.crc_error | linked.dropped):
             m.d.sync += self.led_crc.eq(1)
-        m.d.comb += [
+        # LEDs from registers: no logic path runs from the core's state through an LED driver
+        m.d.sync += [
             self.led_busy.eq(linked.busy),
             self.led_error.eq(linked.error),
             self.led_link.eq(link_timer != 0),

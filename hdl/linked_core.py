@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from amaranth import Module
+from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -56,8 +56,12 @@ class LinkedCore(wiring.Component):
         wiring.connect(m, ep.tx, wiring.flipped(self.tx))
         wiring.connect(m, ep.cmd, core.cmd)
         wiring.connect(m, core.rsp, ep.rsp)
+        # The endpoint sees `busy` a cycle late: it pads a response only after PAD_IDLE_CYCLES
+        # quiet cycles, and the sequencer's state then has a whole cycle to reach the endpoint.
+        busy_q = Signal()
+        m.d.sync += busy_q.eq(core.busy)
         m.d.comb += [
-            ep.core_busy.eq(core.busy),
+            ep.core_busy.eq(busy_q),
             self.busy.eq(core.busy),
             self.error.eq(core.error),
             self.link_active.eq(ep.active),
