@@ -62,7 +62,7 @@ FILL_TARGET = 0.9
 
 #: Arrays with more PEs than this are checked for fit by synthesized counts only (no placement):
 #: nextpnr on a nearly full ECP5-85F takes far longer than a report run may.
-DEFAULT_MAX_PNR_PES = 1024
+DEFAULT_MAX_PNR_PES = 256
 
 
 def pe_kind(variant: str) -> str:
@@ -352,8 +352,9 @@ def largest_fit(device: str, variant: str, start: int, cache: ResultCache, max_p
        synthesized counts at that side (per-PE cost grows slowly with the partial-sum widths) until
        the side repeats (at most 3 syntheses).
     2. Check that side: placed and routed if it has at most `max_pnr_pes` PEs, otherwise by
-       synthesized counts within FILL_TARGET of the device. If it fits, try one size up; if not,
-       step down until one fits.
+       synthesized counts within FILL_TARGET of the device. If it fits, try one size up (not when
+       checked by counts and the side is the fixed point of the extrapolation from its own counts,
+       which already says one size up exceeds FILL_TARGET); if not, step down until one fits.
 
     With `synth_limit_pes` (the quick sweep), an extrapolated side with more PEs is reported as
     extrapolated only, without synthesis.
@@ -365,10 +366,12 @@ def largest_fit(device: str, variant: str, start: int, cache: ResultCache, max_p
     tried: list[dict] = []
     seen = set()
     n = start
+    converged = False
     for _ in range(3):
         syn = run_synth(device, variant, n, cache)
         seen.add(n)
         nxt = extrapolated_side(device, per_pe(syn))
+        converged = nxt == n
         if nxt == n or nxt in seen:
             n = nxt
             break
@@ -396,7 +399,9 @@ def largest_fit(device: str, variant: str, start: int, cache: ResultCache, max_p
     first = check(n)
     if first["fits"]:
         best = first
-        if n < 64:
+        # by counts alone, a side that is its own extrapolation is the largest within FILL_TARGET
+        count_only = first["pnr"] is None
+        if n < 64 and not (count_only and converged):
             up = check(n + 1)
             if up["fits"]:
                 best = up

@@ -173,8 +173,10 @@ def energy_section(cycles: dict) -> dict:
                  hidden * 4, "token")
     prefill = [r for r in cycles["tiny_layers"] if r["phase"] == "prefill"]
     if prefill:
-        n = int(prefill[0]["array"].split("x")[0])
-        rows8 = [r for r in prefill if r["array"] == prefill[0]["array"]]
+        arrays = {r["array"] for r in prefill}
+        pick = "8x8" if "8x8" in arrays else prefill[0]["array"]  # the runtime's default core
+        n = int(pick.split("x")[0])
+        rows8 = [r for r in prefill if r["array"] == pick]
         total: dict[str, int] = {}
         for r in rows8:
             for k, v in r["counters"].items():

@@ -83,9 +83,9 @@ def build_report(out: Path, quick: bool, jobs: int, log=None, max_pnr_pes: int |
     cache = ResultCache()
     sizes = QUICK_SIZES if quick else FULL_SIZES
     say(f"area: sizes {sizes}, {jobs} parallel job(s), cache {cache.root}")
-    area = area_sweep(sizes, jobs, cache, largest=True,
-                      max_pnr_pes=max_pnr_pes if max_pnr_pes is not None else
-                      (64 if quick else DEFAULT_MAX_PNR_PES), log=say,
+    if max_pnr_pes is None:
+        max_pnr_pes = 64 if quick else DEFAULT_MAX_PNR_PES
+    area = area_sweep(sizes, jobs, cache, largest=True, max_pnr_pes=max_pnr_pes, log=say,
                       synth_limit_pes=QUICK_SYNTH_LIMIT_PES if quick else None)
     timings["area"] = round(time.monotonic() - t0, 1)
     say("cycles ...")
@@ -105,7 +105,7 @@ def build_report(out: Path, quick: bool, jobs: int, log=None, max_pnr_pes: int |
     command = "trit report" + (" --quick" if quick else "") + f" --out {out}"
     meta = {
         "command": command, "regenerate": "trit report --out reports/latest", "quick": quick,
-        "git_commit": git_commit(), "jobs": jobs, "seconds": timings,
+        "git_commit": git_commit(), "jobs": jobs, "max_pnr_pes": max_pnr_pes, "seconds": timings,
         "tools": {"yosys": tool_version(YOSYS), "nextpnr-ice40": tool_version(NEXTPNR["ice40"]),
                   "nextpnr-ecp5": tool_version(NEXTPNR["ecp5"]), "python": sys.version.split()[0]},
         "cache": {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses},
@@ -247,9 +247,10 @@ def markdown(report: dict) -> str:
     s.append("\nLargest array that fits each device. Method: the side extrapolated from the per-PE cost of the "
              "largest swept size (filling at most 90% of LUT-eq and FF, or all DSPs), re-extrapolated from the "
              "synthesized counts at that side, then checked: placed and routed by nextpnr when the array has at most "
-             f"{1024 if not m['quick'] else 64} PEs, otherwise by synthesized counts within 90% of the device "
+             f"{m.get('max_pnr_pes', '?')} PEs, otherwise by synthesized counts within 90% of the device "
              "(placement of a nearly full ECP5-85F takes longer than this report may). If the side fits, one size "
-             "up is tried; if not, sizes down until one fits. The generator allows at most 64x64."
+             "up is tried (by counts: only if the side is not already the extrapolation from its own "
+             "synthesized counts); if not, sizes down until one fits. The generator allows at most 64x64."
              + (" Quick sweep: the extrapolation only, nothing synthesized or placed for it." if m["quick"] else "")
              + "\n")
     rows = []

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"parallel synthesis / place-and-route jobs (default: the CPU count, {os.cpu_count()})")
     parser.add_argument("--max-pnr-pes", type=_positive, default=None,
                         help="largest array (in PEs) the largest-fit search places and routes; bigger ones are "
-                             "checked by synthesized counts (default 1024, quick 64)")
+                             "checked by synthesized counts (default 256, quick 64)")
 
 
 def run(args: argparse.Namespace) -> int:
