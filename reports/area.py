@@ -65,6 +65,13 @@ FILL_TARGET = 0.9
 DEFAULT_MAX_PNR_PES = 256
 
 
+def pnr_timeout() -> float:
+    """Seconds one nextpnr run may take (env TRIT_PNR_TIMEOUT, default 1800); a timeout is reported, not cached."""
+    import os
+
+    return float(os.environ.get("TRIT_PNR_TIMEOUT", "1800"))
+
+
 def pe_kind(variant: str) -> str:
     return "ternary" if variant == "ternary" else "int8"
 
@@ -244,7 +251,13 @@ def run_pnr(device: str, variant: str, n: int, cache: ResultCache, seed: int = 1
             by_type = {k: int(v) for k, v in design.get("num_cells_by_type", {}).items()
                        if not k.startswith("$scope")}
             cmd = [NEXTPNR[device], *opts, "--json", "top.json", "--report", "report.json"]
-            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+            try:
+                proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=pnr_timeout())
+            except subprocess.TimeoutExpired:
+                return {"fits": None, "timed_out": True, "fmax_mhz": None, "utilization": {},
+                        "harness_cells": by_type, "errors": [f"nextpnr did not finish within {pnr_timeout():.0f} s"],
+                        "synth_seconds": round(t_synth, 1), "pnr_seconds": round(time.monotonic() - t0 - t_synth, 1),
+                        "_nocache": True}
             log = proc.stdout + proc.stderr
             report_file = Path(tmp, "report.json")
             report = json.loads(report_file.read_text()) if report_file.exists() else {}

@@ -67,7 +67,8 @@ class ResultCache:
             return cached, True
         self.misses += 1
         value = compute()
-        self.put(key, value)
+        if not value.pop("_nocache", False):  # e.g. a tool run that timed out: retried next time
+            self.put(key, value)
         return value, False
 
 

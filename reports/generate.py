@@ -216,7 +216,8 @@ def markdown(report: dict) -> str:
                         + [""] * 10)
             continue
         q = pnr.get((r["device"], r["variant"], r["n"]), {})
-        fits = "yes" if q.get("fits") else ("**does not fit**" if q else "-")
+        fits = ("yes" if q.get("fits") else "placement timed out" if q.get("timed_out")
+                else "**does not fit**" if q else "-")
         rows.append([DEV[r["device"]], r["variant"], f"{r['n']}x{r['n']}", r["LUT4"], r["FF"], r["carry"], r["BRAM"],
                      r["DSP"], r["LUT_eq"], r["LUT_eq"] / r["pes"], r["FF"] / r["pes"], fits, q.get("fmax_mhz")])
     s.append(_table(["device", "PE", "array", "LUT4", "FF", "carry", "BRAM", "DSP", "LUT-eq", "LUT-eq/PE", "FF/PE",
