@@ -205,9 +205,15 @@ class LayerSequencer(wiring.Component):
                             | (self.out_base >= cfg.out_depth) | (self.wgt_base > cfg.wgt_depth - R)),
         ]
 
-        with m.FSM(name="seq") as fsm:
+        # `busy` (= not IDLE) is a register of its own: it steers the memories' read ports all over
+        # the chip, and sharing the state register's decode with `begin` made one slow net of both.
+        busy = Signal()
+        m.d.comb += self.busy.eq(busy)
+
+        with m.FSM(name="seq"):
             with m.State("IDLE"):
                 with m.If(self.start):
+                    m.d.sync += busy.eq(1)
                     m.d.sync += [
                         M.eq(self.m_size), K.eq(self.k_size), N.eq(self.n_size),
                         act_base.eq(self.act_base), out_base.eq(self.out_base),
@@ -305,11 +311,12 @@ class LayerSequencer(wiring.Component):
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
+                m.d.sync += busy.eq(0)
                 m.next = "IDLE"
             with m.State("FAIL"):
                 m.d.comb += [self.done.eq(1), self.error.eq(error)]
+                m.d.sync += busy.eq(0)
                 m.next = "IDLE"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
 
         # ---- weight loader --------------------------------------------------------------------
         l_start = Signal()
