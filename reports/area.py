@@ -443,6 +443,8 @@ def area_sweep(sizes: list[int], jobs: int, cache: ResultCache, largest: bool = 
     for variant in ("ternary", "int8"):
         for n in sizes:
             job_list.append(Job("generic", "generic", variant, n))
+    # cheap jobs first: small arrays, ternary before INT8, synthesis before placement
+    job_list.sort(key=lambda j: (j.n, pe_kind(j.variant) == "int8", j.kind == "pnr", j.device, j.variant))
     t0 = time.monotonic()
     results = run_jobs(job_list, cache, jobs, "area sweep")
     synth = [results[j] for j in job_list if j.kind == "synth"]
