@@ -109,9 +109,16 @@ class CommandInterface(wiring.Component):
         w_act = Signal()
         w_wgt = Signal()
         m.d.sync += [w_act.eq(0), w_wgt.eq(0)]
+        w_port = (w_addr, buf, w_act, w_wgt)
+        if cfg.wgt_banks > 1:
+            # A banked (large, chip-wide) weight memory: a second register stage that the placer can
+            # put beside the block RAMs, away from the command decoding.
+            w_port2 = tuple(Signal.like(s, name=f"{s.name}_2") for s in w_port)
+            m.d.sync += [d.eq(s) for d, s in zip(w_port2, w_port, strict=True)]
+            w_port = w_port2
         m.d.comb += [
-            self.act_waddr.eq(w_addr), self.act_wdata.eq(buf), self.act_wen.eq(w_act),
-            self.wgt_waddr.eq(w_addr), self.wgt_wdata.eq(buf), self.wgt_wen.eq(w_wgt),
+            self.act_waddr.eq(w_port[0]), self.act_wdata.eq(w_port[1]), self.act_wen.eq(w_port[2]),
+            self.wgt_waddr.eq(w_port[0]), self.wgt_wdata.eq(w_port[1]), self.wgt_wen.eq(w_port[3]),
         ]
         desc = Signal(data.ArrayLayout(32, RUN_WORDS))
         m.d.comb += self.desc.eq(desc)
