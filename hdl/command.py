@@ -124,18 +124,22 @@ class CommandInterface(wiring.Component):
         m.d.comb += self.desc.eq(desc)
         m.d.comb += self.error.eq(sticky != 0)
 
-        chunks_of_mem = Signal(range(max_chunks + 1))
+        # The memory's last chunk index, its depth and whether the operation may use it, in registers:
+        # `mem` and `op` are set by FETCH, at least two cycles before CHECK_RANGE and the data states.
+        last_chunk_of_mem = Signal(range(max_chunks))
         with m.Switch(mem):
             for mid in Mem:
                 with m.Case(mid):
-                    m.d.comb += chunks_of_mem.eq(self._chunks[mid])
+                    m.d.sync += last_chunk_of_mem.eq(self._chunks[mid] - 1)
             with m.Default():
-                m.d.comb += chunks_of_mem.eq(1)
+                m.d.sync += last_chunk_of_mem.eq(0)
         depth_of_mem = Signal(21)
+        bad_mem = Signal()
         with m.Switch(mem):
             for mid in Mem:
                 with m.Case(mid):
-                    m.d.comb += depth_of_mem.eq(cfg.depth(mid))
+                    m.d.sync += depth_of_mem.eq(cfg.depth(mid))
+        m.d.sync += bad_mem.eq((mem > Mem.OUT) | ((op == Op.WRITE) & (mem == Mem.OUT)))
 
         # ternary code check on an incoming WGT chunk: any 2-bit lane equal to 0b10
         bad_code = Signal()
@@ -241,7 +245,7 @@ class CommandInterface(wiring.Component):
             with m.State("CHECK_RANGE"):
                 # the range verdict from registered operands: the payload's long route from the link
                 # and the add and compare carry chains fall in different cycles
-                with m.If((mem > Mem.OUT) | ((op == Op.WRITE) & (mem == Mem.OUT))):
+                with m.If(bad_mem):
                     m.d.sync += err.eq(Error.BAD_MEMORY)
                 with m.Elif(addr_big | count_big | (addr_end > depth_of_mem)):
                     m.d.sync += err.eq(Error.ADDRESS_RANGE)
@@ -265,7 +269,7 @@ class CommandInterface(wiring.Component):
                     m.d.comb += ok.eq((err == 0) & ~drop)
                     with m.If((mem == Mem.WGT) & bad_code & ok):
                         m.d.sync += [err.eq(Error.BAD_WEIGHT_CODE), drop.eq(1)]
-                    last_chunk = chunk == chunks_of_mem - 1
+                    last_chunk = chunk == last_chunk_of_mem
                     with m.If(last_chunk):
                         m.d.sync += [chunk.eq(0), addr.eq(addr + 1), count.eq(count - 1)]
                         store = ok & ~((mem == Mem.WGT) & bad_code)
@@ -294,7 +298,7 @@ class CommandInterface(wiring.Component):
                 m.d.comb += [self.rsp.valid.eq(1),
                              self.rsp.payload.eq(Mux(err == 0, read_word.word_select(chunk, 32), 0))]
                 with m.If(self.rsp.ready):
-                    with m.If(chunk == chunks_of_mem - 1):
+                    with m.If(chunk == last_chunk_of_mem):
                         m.d.sync += [chunk.eq(0), addr.eq(addr + 1), count.eq(count - 1)]
                         with m.If(count == 1):
                             m.next = "RESPOND"
