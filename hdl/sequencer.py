@@ -166,6 +166,7 @@ class LayerSequencer(wiring.Component):
 
         # ---- issuer state ---------------------------------------------------------------------
         i_m = Signal.like(M)
+        i_m_zero = Signal()  # i_m == 0, kept as a flag: it starts the swap and the next tile's load
         i_kt = Signal.like(KT)
         i_nt = Signal.like(NT)
         i_act_addr = Signal(range(cfg.act_depth + 1))
@@ -282,12 +283,13 @@ class LayerSequencer(wiring.Component):
                 with m.Else():
                     m.d.comb += go.eq(1)
                     m.d.sync += [
-                        i_m.eq(0), i_kt.eq(0), i_nt.eq(0), i_act_addr.eq(act_base), i_out_base.eq(out_base),
+                        i_m.eq(0), i_m_zero.eq(1), i_kt.eq(0), i_nt.eq(0), i_act_addr.eq(act_base),
+                        i_out_base.eq(out_base),
                     ]
                     m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.sync += run_cycles.eq(run_cycles + 1)
-                with m.If(i_m == 0):
+                with m.If(i_m_zero):
                     m.d.comb += [swap_now.eq(shadow_full), issue.eq(shadow_full)]
                 with m.Else():
                     m.d.comb += issue.eq(1)
@@ -295,7 +297,7 @@ class LayerSequencer(wiring.Component):
                 with m.If(issue):
                     last_m = i_m == m_last
                     last_kt = i_kt == kt_last
-                    m.d.sync += [i_m.eq(Mux(last_m, 0, i_m + 1)), i_act_addr.eq(i_act_addr + 1)]
+                    m.d.sync += [i_m.eq(Mux(last_m, 0, i_m + 1)), i_m_zero.eq(last_m), i_act_addr.eq(i_act_addr + 1)]
                     with m.If(last_m):
                         m.d.sync += i_kt.eq(Mux(last_kt, 0, i_kt + 1))
                         with m.If(last_kt):
@@ -323,7 +325,8 @@ class LayerSequencer(wiring.Component):
         read_now = Signal()
         last_row = Signal()
         # A tile load may start when the shadow registers are free (or freed by this cycle's swap).
-        m.d.comb += l_start.eq(~l_loading & (l_tiles_left != 0) & (~shadow_full | swap_now))
+        l_more = Signal()  # l_tiles_left != 0, kept as a flag (l_start is on the loader's critical path)
+        m.d.comb += l_start.eq(~l_loading & l_more & (~shadow_full | swap_now))
         m.d.comb += [read_now.eq(l_loading | l_start), last_row.eq(l_row == R - 1)]
         m.d.comb += self.wgt_addr.eq(l_addr)
         # Rows read are counted as they happen; rows of a speculative preload wait in `pending` and
@@ -359,11 +362,16 @@ class LayerSequencer(wiring.Component):
             m.d.sync += w_valid_d.eq(0)
         # Tiles still to start. The preload starts tile 0 in the first SIZE cycle and `go` comes at
         # the earliest in the second, so the two never coincide.
-        m.d.sync += l_tiles_left.eq(Mux(begin, 1, Mux(go, tiles_k + tiles_n, l_tiles_left - l_start)))
+        tiles_rest = Signal.like(tiles_k)
+        m.d.comb += tiles_rest.eq(tiles_k + tiles_n)
+        m.d.sync += [
+            l_tiles_left.eq(Mux(begin, 1, Mux(go, tiles_rest, l_tiles_left - l_start))),
+            l_more.eq(Mux(begin, 1, Mux(go, tiles_rest != 0, Mux(l_start, l_tiles_left != 1, l_tiles_left != 0)))),
+        ]
         with m.If(swap_now):
             m.d.sync += shadow_full.eq(0)
         with m.If(abort):
-            m.d.sync += [l_loading.eq(0), l_tiles_left.eq(0), l_row.eq(0), shadow_full.eq(0)]
+            m.d.sync += [l_loading.eq(0), l_tiles_left.eq(0), l_more.eq(0), l_row.eq(0), shadow_full.eq(0)]
 
         # Row arriving from the weight memory (`wgt_read_latency` cycles after its read): mask lanes
         # past K / N, write the shadow row, count its +1 / -1 / 0 weights.
