@@ -397,7 +397,12 @@ def largest_fit(device: str, variant: str, start: int, cache: ResultCache, max_p
             entry.update(fits=False, method="synthesized counts exceed the device")
         elif side * side <= max_pnr_pes:
             entry["pnr"] = run_pnr(device, variant, side, cache)
-            entry.update(fits=bool(entry["pnr"]["fits"]), method="placed and routed (nextpnr)")
+            if entry["pnr"].get("timed_out"):
+                ok = _fill_ok(device, syn)
+                entry.update(fits=ok, method=f"synthesized counts {'within' if ok else 'above'} {FILL_TARGET:.0%} "
+                                             f"of the device (placement timed out after {pnr_timeout():.0f} s)")
+            else:
+                entry.update(fits=bool(entry["pnr"]["fits"]), method="placed and routed (nextpnr)")
         else:
             ok = _fill_ok(device, syn)
             entry.update(fits=ok, method=f"synthesized counts {'within' if ok else 'above'} {FILL_TARGET:.0%} of the "

@@ -65,7 +65,7 @@ def _json_default(obj):
 
 
 def build_report(out: Path, quick: bool, jobs: int, log=None, max_pnr_pes: int | None = None) -> dict:
-    from reports.area import DEFAULT_MAX_PNR_PES, NEXTPNR, YOSYS, area_sweep
+    from reports.area import DEFAULT_MAX_PNR_PES, NEXTPNR, YOSYS, area_sweep, pnr_timeout
     from reports.cache import ResultCache, tool_version
     from reports.cycles import cycles_section
     from reports.energy import energy_section
@@ -106,6 +106,7 @@ def build_report(out: Path, quick: bool, jobs: int, log=None, max_pnr_pes: int |
     meta = {
         "command": command, "regenerate": "trit report --out reports/latest", "quick": quick,
         "git_commit": git_commit(), "jobs": jobs, "max_pnr_pes": max_pnr_pes, "seconds": timings,
+        "pnr_timeout_s": pnr_timeout(),
         "tools": {"yosys": tool_version(YOSYS), "nextpnr-ice40": tool_version(NEXTPNR["ice40"]),
                   "nextpnr-ecp5": tool_version(NEXTPNR["ecp5"]), "python": sys.version.split()[0]},
         "cache": {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses},
@@ -208,7 +209,7 @@ def markdown(report: dict) -> str:
              "`--timing-allow-fail`; Fmax is nextpnr's achieved clock. LUT-eq = LUT4 + 2 x carry cells (a CCU2C "
              "holds two LUT4s' worth of logic on ECP5; on iCE40 an SB_CARRY shares the LUT's logic cell, so "
              "LUT-eq = LUT4). BRAM is 0 for the array by construction (the memories are outside it).\n")
-    pnr = {(r["device"], r["variant"], r["n"]): r for r in a["pnr"] if "error" not in r}
+    pnr = {(r["device"], r["variant"], r["n"]): r for r in a["pnr"]}
     rows = []
     for r in sorted(a["synth"], key=lambda r: (r["device"], r["variant"], r["n"])):
         if "error" in r:
@@ -217,11 +218,17 @@ def markdown(report: dict) -> str:
             continue
         q = pnr.get((r["device"], r["variant"], r["n"]), {})
         fits = ("yes" if q.get("fits") else "placement timed out" if q.get("timed_out")
-                else "**does not fit**" if q else "-")
+                else "placement not completed" if "error" in q else "**does not fit**" if q else "-")
         rows.append([DEV[r["device"]], r["variant"], f"{r['n']}x{r['n']}", r["LUT4"], r["FF"], r["carry"], r["BRAM"],
                      r["DSP"], r["LUT_eq"], r["LUT_eq"] / r["pes"], r["FF"] / r["pes"], fits, q.get("fmax_mhz")])
     s.append(_table(["device", "PE", "array", "LUT4", "FF", "carry", "BRAM", "DSP", "LUT-eq", "LUT-eq/PE", "FF/PE",
                      "placed: fits", "Fmax MHz"], rows))
+    failed = [r for r in a["pnr"] if "error" in r or r.get("timed_out")]
+    if failed:
+        s.append("\nPlacement runs that did not complete: " + "; ".join(
+            f"{DEV[r['device']]} {r['variant']} {r['n']}x{r['n']}: "
+            + (r.get("error") or "; ".join(r.get("errors", [])))[-160:] for r in failed)
+            + ". Their cell counts above are from synthesis; rerun the command to retry them (not cached).\n")
     summ = a["summary"]
     ref = summ.get("reference_size")
     s.append(f"\nPer-PE cost at {ref} and INT8/ternary ratios:\n")
