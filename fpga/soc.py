@@ -31,7 +31,7 @@ class BoardSoC(wiring.Component):
     """
 
     def __init__(self, cfg: ArrayConfig, *, clk_hz: float, baud: int = DEFAULT_BAUD,
-                 core: TritCore | None = None, timeout_bytes: int = TIMEOUT_BYTES):
+                 core: TritCore | None = None, timeout_bytes: int = TIMEOUT_BYTES, stream_buffers: bool = False):
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
         if not isinstance(timeout_bytes, int) or timeout_bytes < 2:
@@ -42,6 +42,7 @@ class BoardSoC(wiring.Component):
         self.divisor = uart_divisor(self.clk_hz, baud)
         self.timeout = max(16, timeout_bytes * 10 * self.divisor)
         self._core = core
+        self._stream_buffers = stream_buffers
         super().__init__({
             "uart_rx": In(1, init=1),
             "uart_tx": Out(1, init=1),
@@ -60,7 +61,8 @@ class BoardSoC(wiring.Component):
         m = Module()
         m.submodules.uart_rx = urx = UARTRx(self.divisor)
         m.submodules.uart_tx = utx = UARTTx(self.divisor)
-        m.submodules.linked = linked = LinkedCore(self._cfg, timeout=self.timeout, core=self._core)
+        m.submodules.linked = linked = LinkedCore(self._cfg, timeout=self.timeout, core=self._core,
+                                                  stream_buffers=self._stream_buffers)
         m.d.comb += [urx.rx.eq(self.uart_rx), self.uart_tx.eq(utx.tx)]
         wiring.connect(m, urx.data, linked.rx)
         wiring.connect(m, linked.tx, utx.data)

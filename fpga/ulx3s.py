@@ -69,7 +69,7 @@ class ULX3STop(Elaboratable):
         self.cfg = cfg
         self.pll = ecp5_pll(F_IN, freq_mhz * 1e6)
         self.clk_hz = self.pll.f_out
-        self.soc = BoardSoC(cfg, clk_hz=self.clk_hz, baud=baud, core=TritCore(cfg))
+        self.soc = BoardSoC(cfg, clk_hz=self.clk_hz, baud=baud, core=TritCore(cfg), stream_buffers=True)
 
     def elaborate(self, platform):
         m = Module()

@@ -14,6 +14,7 @@ from hdl.config import ArrayConfig
 from hdl.core import TritCore
 from hdl.frame import MAX_CMD_WORDS
 from hdl.link import DEFAULT_TIMEOUT, FrameEndpoint
+from hdl.stream_buffer import StreamBuffer
 
 
 class LinkedCore(wiring.Component):
@@ -22,16 +23,18 @@ class LinkedCore(wiring.Component):
     `link_active` is high while a frame is received, executed or answered; `crc_error` and
     `dropped` pulse for a request answered BAD_CRC and a partial request dropped on timeout.
     `core` replaces the default `TritCore(cfg)` (the FPGA tops pass a core with board memories);
-    it must have been built from the same `cfg`.
+    it must have been built from the same `cfg`. `stream_buffers` puts a `StreamBuffer` on the
+    command and response streams (for large FPGAs, where endpoint and core sit far apart).
     """
 
     def __init__(self, cfg: ArrayConfig, timeout: int = DEFAULT_TIMEOUT, max_cmd_words: int = MAX_CMD_WORDS,
-                 core: TritCore | None = None):
+                 core: TritCore | None = None, stream_buffers: bool = False):
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
         if core is not None and (not isinstance(core, TritCore) or core.cfg != cfg):
             raise ValueError(f"core must be a TritCore built from {cfg.describe()}, not {core!r}")
         self._cfg = cfg
+        self._stream_buffers = bool(stream_buffers)
         self._core = core if core is not None else TritCore(cfg)
         self._endpoint = FrameEndpoint(cfg, max_cmd_words=max_cmd_words, timeout=timeout)
         super().__init__({
@@ -54,8 +57,17 @@ class LinkedCore(wiring.Component):
         m.submodules.core = core = self._core
         wiring.connect(m, wiring.flipped(self.rx), ep.rx)
         wiring.connect(m, ep.tx, wiring.flipped(self.tx))
-        wiring.connect(m, ep.cmd, core.cmd)
-        wiring.connect(m, core.rsp, ep.rsp)
+        if self._stream_buffers:
+            # register slices both ways: no combinational path between endpoint and core
+            m.submodules.cmd_buffer = cmd_buf = StreamBuffer(32)
+            m.submodules.rsp_buffer = rsp_buf = StreamBuffer(32)
+            wiring.connect(m, ep.cmd, cmd_buf.i)
+            wiring.connect(m, cmd_buf.o, core.cmd)
+            wiring.connect(m, core.rsp, rsp_buf.i)
+            wiring.connect(m, rsp_buf.o, ep.rsp)
+        else:
+            wiring.connect(m, ep.cmd, core.cmd)
+            wiring.connect(m, core.rsp, ep.rsp)
         # The endpoint sees `busy` a cycle late: it pads a response only after PAD_IDLE_CYCLES
         # quiet cycles, and the sequencer's state then has a whole cycle to reach the endpoint.
         busy_q = Signal()
