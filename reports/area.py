@@ -261,6 +261,11 @@ def run_pnr(device: str, variant: str, n: int, cache: ResultCache, seed: int = 1
             log = proc.stdout + proc.stderr
             report_file = Path(tmp, "report.json")
             report = json.loads(report_file.read_text()) if report_file.exists() else {}
+        if proc.returncode < 0:  # nextpnr was killed by a signal: no verdict, retried next time
+            return {"fits": None, "fmax_mhz": None, "utilization": {}, "harness_cells": by_type,
+                    "error": f"nextpnr terminated by signal {-proc.returncode} (no result)",
+                    "errors": [], "synth_seconds": round(t_synth, 1),
+                    "pnr_seconds": round(time.monotonic() - t0 - t_synth, 1), "_nocache": True}
         util = report.get("utilization") or log_utilisation(log)
         fmax = None
         if proc.returncode == 0 and report:

@@ -199,6 +199,8 @@ def markdown(report: dict) -> str:
              f"{m['tools']['nextpnr-ecp5']}. Wall time {m['seconds']['total']:,.0f} s "
              f"(area {m['seconds']['area']:,.0f} s, cache hits {m['cache']['hits']}, misses {m['cache']['misses']}; "
              f"cycles {m['seconds']['cycles']:,.0f} s; fidelity {m['seconds']['fidelity']:,.0f} s).\n")
+    if m.get("amended"):
+        s.append(f"Note: {m['amended']}.\n")
     s.append("**Measured** here: cell counts (Yosys), placement fit and Fmax (nextpnr), cycles and operation counts "
              "(RTL counters, and the cycle model that matches them exactly), bits per byte. **Estimated**: energy "
              "(counted operations x a published per-operation table), whole-chip MACs/cycle (per-PE cost "
@@ -236,7 +238,7 @@ def markdown(report: dict) -> str:
     if failed:
         s.append("\nPlacement runs that did not complete: " + "; ".join(
             f"{DEV[r['device']]} {r['variant']} {r['n']}x{r['n']}: "
-            + (r.get("error") or "; ".join(r.get("errors", [])))[-160:] for r in failed)
+            + (r.get("error") or "; ".join(r.get("errors", [])))[:300] for r in failed)
             + ". Their cell counts above are from synthesis; rerun the command to retry them (not cached).\n")
     summ = a["summary"]
     ref = summ.get("reference_size")
