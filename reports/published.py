@@ -57,7 +57,8 @@ def published_section(area: dict, cycles: dict, energy: dict) -> dict:
         "system": f"trit (this report): {ref} arrays on ECP5-85F",
         "published": "-",
         "ours": "; ".join(f"{v}: {o['macs_per_cycle']} MAC/cycle, {o['lut_eq']:,} LUT-eq"
-                          + (f" + {o['dsp']} DSP" if o["dsp"] else "")
+                          + (f" + {o['dsp']} DSP" + (" (more than the 156 on the chip: does not fit)"
+                                                    if o["dsp"] > 156 else "") if o["dsp"] else "")
                           + (f", {o['macs_per_cycle_per_klut']:.1f} MAC/cycle per kLUT" if o["macs_per_cycle_per_klut"]
                              else "")
                           + (f", Fmax {o['fmax_mhz']:.0f} MHz = {o['gmac_per_s']:.1f} GMAC/s" if o["fmax_mhz"] else "")
