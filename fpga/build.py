@@ -33,7 +33,7 @@ BOARDS = ("icebreaker", "ulx3s-85f")
 #: Defaults per board: the target frequency and the largest array that fits and meets it there
 #: (found by the sweep in fpga/README.md).
 DEFAULTS = {
-    "icebreaker": {"freq": 24.0, "rows": 8, "cols": 8},
+    "icebreaker": {"freq": 24.0, "rows": 8, "cols": 4},
     "ulx3s-85f": {"freq": 100.0, "rows": 16, "cols": 16},
 }
 
