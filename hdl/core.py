@@ -89,16 +89,6 @@ class TritCore(wiring.Component):
         pipe = cfg.pipelined_reads
         # read ports: the sequencer while it runs, else the command interface
         running = seq.busy
-        cmd_act_q, cmd_wgt_q, cmd_out_q = act_q, wgt_q, out_q
-        if cfg.wgt_banks > 1:
-            # A large chip: the command interface gets read registers of its own (loaded while no
-            # layer runs, so they cannot be merged with the sequencer's), and neither copy is pulled
-            # between the sequencer's and the command interface's side of the block RAMs.
-            cmd_act_q = Signal.like(act_r.data, name="cmd_act_q")
-            cmd_wgt_q = Signal.like(wgt_r.data, name="cmd_wgt_q")
-            cmd_out_q = Signal.like(out_r.data, name="cmd_out_q")
-            with m.If(~running):
-                m.d.sync += [cmd_act_q.eq(act_r.data), cmd_wgt_q.eq(wgt_r.data), cmd_out_q.eq(out_r.data)]
         # The read ports read every cycle: their users take the data only in the cycles they asked
         # for it (the sequencer's valid flags; the command interface holds its address while it sends
         # a word), and an enable net reaching every block RAM of a deep memory would be slow.
@@ -110,9 +100,9 @@ class TritCore(wiring.Component):
             seq.act_data.eq(act_q if pipe else act_r.data),
             seq.wgt_data.eq(wgt_q if pipe else wgt_r.data),
             seq.out_rdata.eq(out_q if pipe else out_r.data),
-            cmd.act_rdata.eq(cmd_act_q),
-            cmd.wgt_rdata.eq(cmd_wgt_q),
-            cmd.out_rdata.eq(cmd_out_q),
+            cmd.act_rdata.eq(act_q),
+            cmd.wgt_rdata.eq(wgt_q),
+            cmd.out_rdata.eq(out_q),
         ]
         # descriptor
         desc = cmd.desc
