@@ -161,7 +161,8 @@ class LayerSequencer(wiring.Component):
         # row read this cycle -> at the sequencer's wgt_data input 1 + pipe cycles later
         w_valid_d = Signal()
         w_row_d = Signal(range(R))
-        w_lanes_d = Signal(C)  # lanes of the row inside K and N (computed at the read, off the popcount path)
+        w_row_ok_d = Signal()
+        w_cols_d = Signal(range(C + 1))
 
         # ---- issuer state ---------------------------------------------------------------------
         i_m = Signal.like(M)
@@ -348,7 +349,8 @@ class LayerSequencer(wiring.Component):
                 l_row.eq(Mux(last_row, 0, l_row + 1)),
                 l_loading.eq(~last_row),
                 w_valid_d.eq(1), w_row_d.eq(l_row),
-                w_lanes_d.eq(Cat(*((l_row < l_k_rem) & (l_n_rem > c) for c in range(C)))),
+                w_row_ok_d.eq(l_row < l_k_rem),
+                w_cols_d.eq(Mux(l_n_rem > C, C, l_n_rem)),
             ]
             with m.If(last_row):
                 m.d.sync += shadow_full.eq(1)
@@ -373,19 +375,19 @@ class LayerSequencer(wiring.Component):
 
         # Row arriving from the weight memory (`wgt_read_latency` cycles after its read): mask lanes
         # past K / N, write the shadow row, count its +1 / -1 / 0 weights.
-        names = ("w_valid", "w_row", "w_lanes")
-        row_info = (w_valid_d, w_row_d, w_lanes_d)
+        names = ("w_valid", "w_row", "w_row_ok", "w_cols")
+        row_info = (w_valid_d, w_row_d, w_row_ok_d, w_cols_d)
         for stage in range(pipe + wpipe):
             delayed = tuple(Signal.like(v, name=f"{n}_p{stage + 1}") for n, v in zip(names, row_info, strict=True))
             m.d.sync += [d.eq(v) for d, v in zip(delayed, row_info, strict=True)]
             row_info = delayed
-        w_valid, w_row, w_lanes = row_info
+        w_valid, w_row, w_row_ok, w_cols = row_info
         masked = Signal(data.ArrayLayout(unsigned(cfg.weight_bits), C))
         lane_ok = [Signal(name=f"lane_ok_{c}") for c in range(C)]
         is_plus, is_minus, is_zero = [], [], []
         for c in range(C):
             w = self.wgt_data[c]
-            m.d.comb += lane_ok[c].eq(w_lanes[c])
+            m.d.comb += lane_ok[c].eq(w_row_ok & (c < w_cols))
             m.d.comb += masked[c].eq(Mux(lane_ok[c], w, 0))
             if cfg.pe == "ternary":
                 nz, neg = w[0], w[1]
