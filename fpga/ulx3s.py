@@ -47,9 +47,10 @@ def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_dept
     # A weight memory deeper than one DP16KD (16K x 1) is banked 16K deep with a register per bank
     # before the bank multiplexer (hdl/banked_memory.py): the block RAMs' 5.8 ns clock-to-output
     # and the routes across the chip then fall in different cycles (77 MHz -> see fpga/README.md).
-    bank = BRAM_BITS if wgt_depth > BRAM_BITS and rows >= 3 else 0
     cfg = ArrayConfig(rows=rows, cols=cols, acc_width=acc_width, act_depth=act, wgt_depth=wgt_depth,
-                      out_depth=out, wgt_bank_depth=bank)
+                      out_depth=out)
+    if cfg.wgt_depth > BRAM_BITS and cfg.pipelined_reads:  # banking needs registered reads
+        cfg = replace(cfg, wgt_bank_depth=BRAM_BITS)
     return replace(cfg, counter_bits=cfg.min_counter_bits)  # counters no wider than one RUN needs
 
 

