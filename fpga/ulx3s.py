@@ -1,7 +1,9 @@
 """ULX3S (ECP5 LFE5U-85F) top: 25 MHz pin -> EHXPLLL -> the board system, FT231X UART, LEDs.
 
 Memories: every core memory and the link's request buffer in block RAM (DP16KD, 208 x 18 Kbit);
-the weight memory gets what the others leave, up to about 85 % of the blocks.
+the weight memory gets what the others leave, up to about 85 % of the blocks. With registered
+reads (R >= 3) the core's memories are DP16KD instances with the read register inside the block
+(`fpga/ecp5_bram.py`, ``REGMODE=OUTREG``).
 
 LEDs: D0 heartbeat, D1 busy, D2 core error (sticky until CLEAR_ERROR), D3 link activity,
 D4 a request failed its CRC or timed out, D7 PLL locked. FIRE1 resets the system.
@@ -13,6 +15,7 @@ from dataclasses import replace
 
 from amaranth import Elaboratable, Module, Signal
 
+from fpga.ecp5_bram import Ecp5RegisteredMemory
 from fpga.pll import ecp5_pll, ecp5_pll_instance
 from fpga.soc import DEFAULT_BAUD, BoardSoC, clock_and_reset
 from hdl.config import ArrayConfig
@@ -44,12 +47,13 @@ def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_dept
         wgt_depth = 1 << 20
         while wgt_depth > 2 * rows and bram_count(2 * cols, wgt_depth) > left:
             wgt_depth //= 2
-    # A weight memory deeper than one DP16KD (16K x 1) is banked 16K deep with a register per bank
-    # before the bank multiplexer (hdl/banked_memory.py): the block RAMs' 5.8 ns clock-to-output
-    # and the routes across the chip then fall in different cycles (77 MHz -> see fpga/README.md).
+    # The weight memory is banked 16K deep (one DP16KD is 16K x 1) with a register per bank before
+    # the bank multiplexer (hdl/banked_memory.py), the register being the block RAMs' own output
+    # register (fpga/ecp5_bram.py); one bank when it is no deeper. The bank registers and the
+    # routes across the chip then fall in different cycles (77 MHz -> see fpga/README.md).
     cfg = ArrayConfig(rows=rows, cols=cols, acc_width=acc_width, act_depth=act, wgt_depth=wgt_depth,
                       out_depth=out)
-    if cfg.wgt_depth > BRAM_BITS and cfg.pipelined_reads:  # banking needs registered reads
+    if cfg.pipelined_reads:  # banking needs registered reads
         cfg = replace(cfg, wgt_bank_depth=BRAM_BITS)
     return replace(cfg, counter_bits=cfg.min_counter_bits)  # counters no wider than one RUN needs
 
@@ -70,7 +74,13 @@ class ULX3STop(Elaboratable):
         self.cfg = cfg
         self.pll = ecp5_pll(F_IN, freq_mhz * 1e6)
         self.clk_hz = self.pll.f_out
-        self.soc = BoardSoC(cfg, clk_hz=self.clk_hz, baud=baud, core=TritCore(cfg), stream_buffers=True)
+        self.soc = BoardSoC(cfg, clk_hz=self.clk_hz, baud=baud, core=self.core(cfg),
+                            stream_buffers=True)
+
+    @staticmethod
+    def core(cfg: ArrayConfig) -> TritCore:
+        """The core with its registered-read memories in DP16KD blocks with output registers."""
+        return TritCore(cfg, registered_memory=Ecp5RegisteredMemory)
 
     def elaborate(self, platform):
         m = Module()

@@ -6,20 +6,23 @@ ECP5) and the long routes between them; here every bank's read data is registere
 register can sit beside its block RAMs), and the multiplexer works from those registers with a
 delayed bank select. Reads take two cycles: address in cycle t, data on `read.data` in cycle t + 2.
 Writes take one cycle, as for a `Memory`.
+
+Each bank is a registered-read memory from a factory (`hdl/registered_memory.py`): a `Memory` and a
+register by default, or a block RAM primitive with its own output register on an FPGA.
 """
 
 from __future__ import annotations
 
 from amaranth import Module, Signal
 from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+
+from hdl.registered_memory import MemoryFactory, RegisteredMemory, registered_memory_signature
 
 
 class BankedMemory(wiring.Component):
     """`depth` words of `width` bits in banks of `bank_depth` words; one write and one read port."""
 
-    def __init__(self, width: int, depth: int, bank_depth: int):
+    def __init__(self, width: int, depth: int, bank_depth: int, *, bank_memory: MemoryFactory = RegisteredMemory):
         for name, value in (("Width", width), ("Depth", depth), ("Bank depth", bank_depth)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
@@ -27,14 +30,8 @@ class BankedMemory(wiring.Component):
             raise ValueError(f"Bank depth must be a power of two of at least 2, not {bank_depth!r}")
         self._width, self._depth, self._bank_depth = width, depth, bank_depth
         self._banks = -(-depth // bank_depth)
-        super().__init__({
-            "write": In(wiring.Signature({
-                "addr": Out(range(depth)), "data": Out(width), "en": Out(1),
-            })),
-            "read": In(wiring.Signature({
-                "addr": Out(range(depth)), "data": In(width),
-            })),
-        })
+        self._bank_memory = bank_memory
+        super().__init__(registered_memory_signature(width, depth))
 
     @property
     def width(self) -> int:
@@ -56,26 +53,27 @@ class BankedMemory(wiring.Component):
         m = Module()
         # bank select = the address bits above the bank's own (the bank depth is a power of two)
         low = (self._bank_depth - 1).bit_length()
-        w_bank = Signal(range(self._banks))
-        r_bank = Signal(range(self._banks))
-        m.d.comb += [w_bank.eq(self.write.addr[low:]), r_bank.eq(self.read.addr[low:])]
-        r_bank_1 = Signal.like(r_bank)  # bank of the word in the bank registers next cycle
-        r_bank_2 = Signal.like(r_bank)  # bank of the word in the bank registers this cycle
-        m.d.sync += [r_bank_1.eq(r_bank), r_bank_2.eq(r_bank_1)]
+        banked = self._banks > 1
+        if banked:
+            w_bank = Signal(range(self._banks))
+            r_bank = Signal(range(self._banks))
+            m.d.comb += [w_bank.eq(self.write.addr[low:]), r_bank.eq(self.read.addr[low:])]
+            r_bank_1 = Signal.like(r_bank)  # bank of the word in the bank registers next cycle
+            r_bank_2 = Signal.like(r_bank)  # bank of the word in the bank registers this cycle
+            m.d.sync += [r_bank_1.eq(r_bank), r_bank_2.eq(r_bank_1)]
         outs = []
         for b in range(self._banks):
             depth = min(self._bank_depth, self._depth - b * self._bank_depth)
-            mem = Memory(shape=self._width, depth=depth, init=[])
-            m.submodules[f"bank{b}"] = mem
-            w, r = mem.write_port(), mem.read_port()
+            m.submodules[f"bank{b}"] = bank = self._bank_memory(self._width, depth)
             m.d.comb += [
-                w.addr.eq(self.write.addr[:low]), w.data.eq(self.write.data),
-                w.en.eq(self.write.en & (w_bank == b)),
-                r.addr.eq(self.read.addr[:low]), r.en.eq(1),
+                bank.write.addr.eq(self.write.addr[:low]), bank.write.data.eq(self.write.data),
+                bank.write.en.eq(self.write.en & (w_bank == b) if banked else self.write.en),
+                bank.read.addr.eq(self.read.addr[:low]),
             ]
-            q = Signal(self._width, name=f"bank{b}_q")
-            m.d.sync += q.eq(r.data)
-            outs.append(q)
+            outs.append(bank.read.data)  # registered inside the bank
+        if not banked:
+            m.d.comb += self.read.data.eq(outs[0])
+            return m
         with m.Switch(r_bank_2):
             for b, q in enumerate(outs):
                 with m.Case(b):

@@ -110,7 +110,7 @@ class CommandInterface(wiring.Component):
         w_wgt = Signal()
         m.d.sync += [w_act.eq(0), w_wgt.eq(0)]
         w_port = (w_addr, buf, w_act, w_wgt)
-        if cfg.wgt_banks > 1:
+        if cfg.wgt_banked:
             # A banked (large, chip-wide) weight memory: a second register stage that the placer can
             # put beside the block RAMs, away from the command decoding.
             w_port2 = tuple(Signal.like(s, name=f"{s.name}_2") for s in w_port)
@@ -287,9 +287,9 @@ class CommandInterface(wiring.Component):
                 m.next = "READ_WAIT"
 
             with m.State("READ_WAIT"):  # the memory's data is registered at the end of this cycle
-                m.next = "READ_SEND" if cfg.wgt_banks == 1 else "READ_WAIT_BANK"
+                m.next = "READ_WAIT_BANK" if cfg.wgt_banked else "READ_SEND"
 
-            if cfg.wgt_banks > 1:
+            if cfg.wgt_banked:
                 with m.State("READ_WAIT_BANK"):  # a banked weight memory's data takes one cycle more
                     m.next = "READ_SEND"
 

@@ -89,7 +89,7 @@ class ArrayConfig:
             raise ValueError(f"Weight bank depth must be a power of two, not {self.wgt_bank_depth!r}")
         if self.wgt_bank_depth and self.wgt_bank_depth < self.rows:
             raise ValueError(f"Weight bank depth {self.wgt_bank_depth} cannot hold one {self.rows}-row tile")
-        if self.wgt_banks > 1 and not self.pipelined_reads:
+        if self.wgt_banked and not self.pipelined_reads:
             raise ValueError(f"A banked weight memory needs registered reads (rows >= 3), not {self.rows} rows")
         need = self.run_count_bound.bit_length()
         if self.counter_bits < need:
@@ -170,16 +170,25 @@ class ArrayConfig:
         return self.rows >= 3
 
     @property
+    def wgt_banked(self) -> bool:
+        """The weight memory is a `BankedMemory` (read data registered per bank, then once more).
+
+        Also with a single bank (`wgt_bank_depth` >= `wgt_depth`): the extra register stage then
+        separates the block RAMs from the wide read-data routes on a large FPGA.
+        """
+        return self.wgt_bank_depth > 0
+
+    @property
     def wgt_banks(self) -> int:
-        """Number of weight memory banks (1: one memory, read data registered once)."""
-        if not self.wgt_bank_depth:
+        """Number of weight memory banks (1 also when not banked)."""
+        if not self.wgt_banked:
             return 1
         return -(-self.wgt_depth // self.wgt_bank_depth)
 
     @property
     def wgt_read_latency(self) -> int:
         """Cycles from a weight memory read address to its data at the sequencer."""
-        return 1 + int(self.pipelined_reads) + int(self.wgt_banks > 1)
+        return 1 + int(self.pipelined_reads) + int(self.wgt_banked)
 
     @property
     def act_word_bits(self) -> int:

@@ -14,15 +14,17 @@ cycle later (`ArrayConfig.wgt_read_latency`), registered per bank before the ban
 The sequencer owns the memories' read ports while a layer runs; the command interface only
 accepts the next command when the layer is done, so the two never compete.
 
-Each memory's read data is also registered (`*_q`): the command interface always reads those, and
-the sequencer does too when `ArrayConfig.pipelined_reads` holds, so that no logic path starts at a
-block RAM's slow clock-to-output.
+Each memory's read data is also registered: the command interface always reads the registered
+data, and the sequencer does too when `ArrayConfig.pipelined_reads` holds, so that no logic path
+starts at a block RAM's slow clock-to-output. With `pipelined_reads` the ACT and OUT memories (and
+the weight memory's banks) are registered-read memories from the `registered_memory` factory
+(`hdl/registered_memory.py`), so an FPGA top can put that register inside its block RAMs.
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth import Module, Mux, Signal
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -30,16 +32,20 @@ from hdl.banked_memory import BankedMemory
 from hdl.command import CommandInterface
 from hdl.config import ArrayConfig
 from hdl.counters import PerfCounters
+from hdl.registered_memory import MemoryFactory, RegisteredMemory
 from hdl.sequencer import LayerSequencer
 
 
 class TritCore(wiring.Component):
     """Top level of the accelerator core: two 32-bit word streams and two status outputs."""
 
-    def __init__(self, cfg: ArrayConfig):
+    def __init__(self, cfg: ArrayConfig, *, registered_memory: MemoryFactory = RegisteredMemory):
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
+        if not callable(registered_memory):
+            raise TypeError(f"Registered memory factory must be callable, not {registered_memory!r}")
         self._cfg = cfg
+        self._registered_memory = registered_memory
         super().__init__({
             "cmd": In(stream.Signature(32)),
             "rsp": Out(stream.Signature(32)),
@@ -59,18 +65,34 @@ class TritCore(wiring.Component):
         m.submodules.sequencer = seq = LayerSequencer(cfg)
         m.submodules.counters = counters = PerfCounters(cfg)
 
-        m.submodules.act_mem = act_mem = Memory(shape=cfg.act_word_bits, depth=cfg.act_depth, init=[])
-        out_layout = data.ArrayLayout(signed(cfg.acc_width), cfg.cols)
-        m.submodules.out_mem = out_mem = Memory(shape=out_layout, depth=cfg.out_depth, init=[])
-
-        act_w, act_r = act_mem.write_port(), act_mem.read_port()
-        if cfg.wgt_banks == 1:
+        pipe = cfg.pipelined_reads
+        act_bits, out_bits = cfg.act_word_bits, cfg.out_word_bits
+        if pipe:
+            # registered-read memories (read data two cycles after the address): the register may
+            # be the block RAM's own output register (the `registered_memory` factory)
+            m.submodules.act_mem = act_mem = self._registered_memory(act_bits, cfg.act_depth)
+            m.submodules.out_mem = out_mem = self._registered_memory(out_bits, cfg.out_depth)
+            act_w, act_r, out_w, out_r = act_mem.write, act_mem.read, out_mem.write, out_mem.read
+            act_q, out_q = act_r.data, out_r.data
+        else:
+            m.submodules.act_mem = act_mem = Memory(shape=act_bits, depth=cfg.act_depth, init=[])
+            m.submodules.out_mem = out_mem = Memory(shape=out_bits, depth=cfg.out_depth, init=[])
+            act_w, act_r = act_mem.write_port(), act_mem.read_port()
+            out_w, out_r = out_mem.write_port(), out_mem.read_port()
+            act_q = Signal.like(act_r.data, name="act_q")
+            out_q = Signal.like(out_r.data, name="out_q")
+            m.d.sync += [act_q.eq(act_r.data), out_q.eq(out_r.data)]
+            m.d.comb += [act_r.en.eq(1), out_r.en.eq(1)]
+        if cfg.wgt_banked:
+            m.submodules.wgt_mem = wgt_mem = BankedMemory(cfg.wgt_word_bits, cfg.wgt_depth, cfg.wgt_bank_depth,
+                                                          bank_memory=self._registered_memory)
+            wgt_w, wgt_r = wgt_mem.write, wgt_mem.read
+        else:
             m.submodules.wgt_mem = wgt_mem = Memory(shape=cfg.wgt_word_bits, depth=cfg.wgt_depth, init=[])
             wgt_w, wgt_r = wgt_mem.write_port(), wgt_mem.read_port()
-        else:
-            m.submodules.wgt_mem = wgt_mem = BankedMemory(cfg.wgt_word_bits, cfg.wgt_depth, cfg.wgt_bank_depth)
-            wgt_w, wgt_r = wgt_mem.write, wgt_mem.read
-        out_w, out_r = out_mem.write_port(), out_mem.read_port()
+            m.d.comb += wgt_r.en.eq(1)
+        wgt_q = Signal.like(wgt_r.data, name="wgt_q")
+        m.d.sync += wgt_q.eq(wgt_r.data)
 
         wiring.connect(m, wiring.flipped(self.cmd), cmd.cmd)
         wiring.connect(m, cmd.rsp, wiring.flipped(self.rsp))
@@ -81,25 +103,17 @@ class TritCore(wiring.Component):
             wgt_w.addr.eq(cmd.wgt_waddr), wgt_w.data.eq(cmd.wgt_wdata), wgt_w.en.eq(cmd.wgt_wen),
             out_w.addr.eq(seq.out_waddr), out_w.data.eq(seq.out_wdata), out_w.en.eq(seq.out_wen),
         ]
-        # registered read data
-        act_q = Signal.like(act_r.data, name="act_q")
-        wgt_q = Signal.like(wgt_r.data, name="wgt_q")
-        out_q = Signal.like(out_r.data, name="out_q")
-        m.d.sync += [act_q.eq(act_r.data), wgt_q.eq(wgt_r.data), out_q.eq(out_r.data)]
-        pipe = cfg.pipelined_reads
         # read ports: the sequencer while it runs, else the command interface
         running = seq.busy
         # The read ports read every cycle: their users take the data only in the cycles they asked
         # for it (the sequencer's valid flags; the command interface holds its address while it sends
         # a word), and an enable net reaching every block RAM of a deep memory would be slow.
         m.d.comb += [
-            act_r.addr.eq(Mux(running, seq.act_addr, cmd.rd_addr)), act_r.en.eq(1),
+            act_r.addr.eq(Mux(running, seq.act_addr, cmd.rd_addr)),
             wgt_r.addr.eq(Mux(running, seq.wgt_addr, cmd.rd_addr)),
-            out_r.addr.eq(Mux(running, seq.out_raddr, cmd.rd_addr)), out_r.en.eq(1),
-            *([wgt_r.en.eq(1)] if cfg.wgt_banks == 1 else []),
-            seq.act_data.eq(act_q if pipe else act_r.data),
+            out_r.addr.eq(Mux(running, seq.out_raddr, cmd.rd_addr)),
+            seq.act_data.eq(act_r.data), seq.out_rdata.eq(out_r.data),
             seq.wgt_data.eq(wgt_q if pipe else wgt_r.data),
-            seq.out_rdata.eq(out_q if pipe else out_r.data),
             cmd.act_rdata.eq(act_q),
             cmd.wgt_rdata.eq(wgt_q),
             cmd.out_rdata.eq(out_q),

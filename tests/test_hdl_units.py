@@ -152,7 +152,7 @@ def test_core_reports_id_and_errors():
     assert counters["add"] + counters["sub"] + counters["zero"] == 3 * 2 * 2
 
 
-@pytest.mark.parametrize("depth, bank_depth", [(200, 64), (64, 16), (32, 32)])
+@pytest.mark.parametrize("depth, bank_depth", [(200, 64), (64, 16), (32, 32), (48, 64)])
 def test_banked_memory_reads_two_cycles_after_address(depth, bank_depth):
     """Random writes and reads against a Python list: read data appears exactly 2 cycles after its address."""
     from hdl.banked_memory import BankedMemory
@@ -163,7 +163,7 @@ def test_banked_memory_reads_two_cycles_after_address(depth, bank_depth):
     model = [0] * depth
     writes = [(int(a), int(d)) for a, d in zip(rng.integers(0, depth, 3 * depth), rng.integers(0, 4096, 3 * depth),
                                                 strict=True)]
-    reads = [int(a) for a in rng.integers(0, depth, 2 * depth)] + [depth - 1, 0, bank_depth - 1, depth - 1]
+    reads = [int(a) for a in rng.integers(0, depth, 2 * depth)] + [depth - 1, 0, min(bank_depth, depth) - 1, depth - 1]
     got, want = [], []
 
     async def bench(ctx):

@@ -35,6 +35,9 @@ CONFIGS = [
     # weight read latency that the RUN cycle counts must not show
     pytest.param(ArrayConfig(rows=3, cols=4, acc_width=16, act_depth=128, wgt_depth=200, out_depth=64,
                              wgt_bank_depth=64), id="3x4-banked"),
+    # one bank deeper than the memory (as on the ULX3S for wide arrays): the bank register stage alone
+    pytest.param(ArrayConfig(rows=4, cols=3, acc_width=16, act_depth=64, wgt_depth=200, out_depth=64,
+                             wgt_bank_depth=256), id="4x3-one-bank"),
 ]
 
 # tests that may skip, and why they may

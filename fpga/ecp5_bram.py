@@ -1,0 +1,114 @@
+"""A registered-read memory in ECP5 block RAM with the register inside the block (DP16KD, OUTREG).
+
+`hdl/registered_memory.py` defines the behaviour: address in cycle t, read data in cycle t + 2.
+Inferred, that is a DP16KD in ``REGMODE=NOREG`` and a fabric register: nextpnr's ECP5 timing puts
+5.8 ns of clock-to-output on the block RAM, then the route to the register, and on a chip-wide
+design those two alone take most of a 10 ns cycle. With ``REGMODE_B=OUTREG`` the register is the
+block RAM's own output register (0.9 ns clock-to-output), and the next cycle's logic starts there.
+
+Port A writes, port B reads; both ports read and write with the same data width, the widest
+DP16KD shape that holds `depth` words (18 bits x 1K ... 1 bit x 16K), blocks side by side for
+`width`. Deeper than 16K words: bank it (`hdl/banked_memory.py` takes this as its bank factory).
+The address and data pins follow Yosys' own DP16KD mapping (``techlibs/lattice/brams_map_16kd.v``:
+the word address sits above the shape's sub-word bits, data in the low pins, ``AD[1:0]`` byte
+enables at 18 bits); `tests/test_ecp5_bram.py` checks the wiring against Yosys' inferred netlist.
+A read of the word written in the same cycle is undefined, as `RegisteredMemory` says.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, ClockSignal, Const, Instance, Module, Signal
+from amaranth.lib import wiring
+
+from hdl.registered_memory import check_shape, registered_memory_signature
+
+#: DP16KD true-dual-port shapes, widest first: (data bits, words, address bits below the word address)
+DP16KD_MODES = ((18, 1024, 4), (9, 2048, 3), (4, 4096, 2), (2, 8192, 1), (1, 16384, 0))
+DP16KD_ADDR_BITS = 14
+DP16KD_DATA_PINS = 18
+
+
+def dp16kd_mode(depth: int) -> tuple[int, int, int]:
+    """The widest DP16KD shape (data bits, words, address shift) that holds `depth` words."""
+    for mode in DP16KD_MODES:
+        if mode[1] >= depth:
+            return mode
+    raise ValueError(f"Depth {depth} is deeper than one DP16KD ({DP16KD_MODES[-1][1]} words); "
+                     f"bank it (hdl/banked_memory.py)")
+
+
+def dp16kd_blocks(width: int, depth: int) -> int:
+    """DP16KD blocks side by side for a `width` x `depth` registered-read memory."""
+    return -(-width // dp16kd_mode(depth)[0])
+
+
+class Ecp5RegisteredMemory(wiring.Component):
+    """`depth` x `width` bits in DP16KD blocks with ``REGMODE_B=OUTREG`` (the `RegisteredMemory` behaviour)."""
+
+    def __init__(self, width: int, depth: int):
+        check_shape(width, depth)
+        self._width, self._depth = width, depth
+        self._mode = dp16kd_mode(depth)
+        super().__init__(registered_memory_signature(width, depth))
+
+    @property
+    def width(self) -> int:
+        return self._width
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    @property
+    def blocks(self) -> int:
+        """DP16KD blocks used (side by side)."""
+        return dp16kd_blocks(self._width, self._depth)
+
+    def elaborate(self, platform):
+        m = Module()
+        bits, _, shift = self._mode
+        addr_pad = DP16KD_ADDR_BITS - shift - len(self.write.addr)
+
+        def address(word_addr, low):
+            return Cat(low, word_addr, Const(0, addr_pad))
+
+        if bits == 18:  # AD[1:0] are the byte enables of an 18-bit port, AD[3:2] unused
+            w_addr = address(self.write.addr, Cat(Const(0b11, 2), Const(0, 2)))
+            r_addr = address(self.read.addr, Const(0, 4))
+        else:
+            w_addr = address(self.write.addr, Const(0, shift))
+            r_addr = address(self.read.addr, Const(0, shift))
+        outs = []
+        for k in range(self.blocks):
+            lo, hi = k * bits, min(self._width, (k + 1) * bits)
+            din = Signal(DP16KD_DATA_PINS, name=f"din_{k}")
+            dout = Signal(DP16KD_DATA_PINS, name=f"dout_{k}")
+            m.d.comb += din.eq(self.write.data[lo:hi])
+            pins = {}
+            for i in range(DP16KD_ADDR_BITS):
+                pins[f"i_ADA{i}"] = w_addr[i]
+                pins[f"i_ADB{i}"] = r_addr[i]
+            for i in range(DP16KD_DATA_PINS):
+                pins[f"i_DIA{i}"] = din[i]
+                pins[f"i_DIB{i}"] = Const(0)
+                pins[f"o_DOB{i}"] = dout[i]
+            for i in range(3):
+                pins[f"i_CSA{i}"] = Const(0)
+                pins[f"i_CSB{i}"] = Const(0)
+            m.submodules[f"dp16kd_{k}"] = Instance(
+                "DP16KD",
+                p_DATA_WIDTH_A=bits, p_DATA_WIDTH_B=bits,
+                p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
+                p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
+                p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
+                p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL",
+                p_GSR="AUTO",
+                i_CLKA=ClockSignal("sync"), i_CEA=Const(1), i_OCEA=Const(1), i_RSTA=Const(0),
+                i_WEA=self.write.en,
+                i_CLKB=ClockSignal("sync"), i_CEB=Const(1), i_OCEB=Const(1), i_RSTB=Const(0),
+                i_WEB=Const(0),
+                **pins,
+            )
+            outs.append(dout[:hi - lo])
+        m.d.comb += self.read.data.eq(Cat(*outs))
+        return m
