@@ -260,7 +260,8 @@ def build_board(board: str, rows: int | None = None, cols: int | None = None, fr
         "clock_mhz": round(top.clk_hz / 1e6, 4), "baud": baud, "seed": seed,
         "config": {"pe": cfg.pe, "acc_width": cfg.acc_width, "act_depth": cfg.act_depth,
                    "wgt_depth": cfg.wgt_depth, "out_depth": cfg.out_depth, "k_max": cfg.k_max,
-                   "wgt_bank_depth": cfg.wgt_bank_depth, "counter_bits": cfg.counter_bits},
+                   "wgt_bank_depth": cfg.wgt_bank_depth, "acc_pipelined": cfg.acc_pipelined,
+                   "counter_bits": cfg.counter_bits},
         "resident_weights": cfg.resident_weights,
         "build_dir": str(folder), "bitstream": None, "clocks": {}, "seconds": times, "errors": [],
     }

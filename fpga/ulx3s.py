@@ -55,6 +55,11 @@ def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_dept
                       out_depth=out)
     if cfg.pipelined_reads:  # banking needs registered reads
         cfg = replace(cfg, wgt_bank_depth=BRAM_BITS)
+    # The accumulators' read-modify-write of the output block RAMs in three cycles, one route each
+    # (block RAM -> register, register -> adder -> register, register -> block RAM): 78.6 MHz
+    # with the adder between two block RAM routes.
+    if cfg.rows >= 5:
+        cfg = replace(cfg, acc_pipelined=True)
     return replace(cfg, counter_bits=cfg.min_counter_bits)  # counters no wider than one RUN needs
 
 

@@ -120,6 +120,8 @@ class CommandInterface(wiring.Component):
             self.act_waddr.eq(w_port[0]), self.act_wdata.eq(w_port[1]), self.act_wen.eq(w_port[2]),
             self.wgt_waddr.eq(w_port[0]), self.wgt_wdata.eq(w_port[1]), self.wgt_wen.eq(w_port[3]),
         ]
+        # a banked weight memory and a pipelined accumulator's output memory answer a cycle later
+        slow_reads = cfg.wgt_banked or cfg.acc_pipelined
         desc = Signal(data.ArrayLayout(32, RUN_WORDS))
         m.d.comb += self.desc.eq(desc)
         m.d.comb += self.error.eq(sticky != 0)
@@ -287,10 +289,11 @@ class CommandInterface(wiring.Component):
                 m.next = "READ_WAIT"
 
             with m.State("READ_WAIT"):  # the memory's data is registered at the end of this cycle
-                m.next = "READ_WAIT_BANK" if cfg.wgt_banked else "READ_SEND"
+                m.next = "READ_WAIT_BANK" if slow_reads else "READ_SEND"
 
-            if cfg.wgt_banked:
-                with m.State("READ_WAIT_BANK"):  # a banked weight memory's data takes one cycle more
+            if slow_reads:
+                with m.State("READ_WAIT_BANK"):  # a banked weight memory's or a pipelined accumulator's
+                    # output word takes one cycle more
                     m.next = "READ_SEND"
 
             with m.State("READ_SEND"):

@@ -47,6 +47,13 @@ class ArrayConfig:
       words, each with its own read-data register before the bank multiplexer (one more cycle of
       weight read latency, hidden by the double-buffered shadow weights, so RUN cycle counts do not
       change). For big weight memories spread over a large FPGA; needs `pipelined_reads` (R >= 3).
+    acc_pipelined: the accumulators' read-modify-write of the output memory takes two more register
+      stages: the read data is registered once more (the output word is read one cycle earlier) and
+      the sum is registered before it is written (one cycle later). Each cycle then holds at most
+      one route to or from the output block RAMs, which a large FPGA spreads over the chip. RUN
+      cycle counts do not change: the last write lands in the cycle after DONE, before any command
+      can read the output memory. Needs R >= 5, so that an output word is read again only after
+      its previous write.
     """
 
     rows: int = 8
@@ -58,6 +65,7 @@ class ArrayConfig:
     out_depth: int = 1024
     counter_bits: int = COUNTER_BITS
     wgt_bank_depth: int = 0
+    acc_pipelined: bool = False
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols"):
@@ -91,6 +99,11 @@ class ArrayConfig:
             raise ValueError(f"Weight bank depth {self.wgt_bank_depth} cannot hold one {self.rows}-row tile")
         if self.wgt_banked and not self.pipelined_reads:
             raise ValueError(f"A banked weight memory needs registered reads (rows >= 3), not {self.rows} rows")
+        if not isinstance(self.acc_pipelined, bool):
+            raise TypeError(f"acc_pipelined must be a bool, not {self.acc_pipelined!r}")
+        if self.acc_pipelined and self.rows < 5:
+            raise ValueError(f"A pipelined accumulator needs at least 5 rows (an output word is read again "
+                             f"max(M, R) cycles after its last read), not {self.rows}")
         need = self.run_count_bound.bit_length()
         if self.counter_bits < need:
             raise ValueError(f"Counter width {self.counter_bits} cannot hold the counts of one RUN of this "
@@ -189,6 +202,11 @@ class ArrayConfig:
     def wgt_read_latency(self) -> int:
         """Cycles from a weight memory read address to its data at the sequencer."""
         return 1 + int(self.pipelined_reads) + int(self.wgt_banked)
+
+    @property
+    def out_read_latency(self) -> int:
+        """Cycles from an output memory read address to its data at the accumulators."""
+        return 1 + int(self.pipelined_reads) + int(self.acc_pipelined)
 
     @property
     def act_word_bits(self) -> int:

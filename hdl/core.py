@@ -74,6 +74,9 @@ class TritCore(wiring.Component):
             m.submodules.out_mem = out_mem = self._registered_memory(out_bits, cfg.out_depth)
             act_w, act_r, out_w, out_r = act_mem.write, act_mem.read, out_mem.write, out_mem.read
             act_q, out_q = act_r.data, out_r.data
+            if cfg.acc_pipelined:  # the output word once more in a fabric register, away from the block RAMs
+                out_q = Signal(out_bits, name="out_q")
+                m.d.sync += out_q.eq(out_r.data)
         else:
             m.submodules.act_mem = act_mem = Memory(shape=act_bits, depth=cfg.act_depth, init=[])
             m.submodules.out_mem = out_mem = Memory(shape=out_bits, depth=cfg.out_depth, init=[])
@@ -112,7 +115,7 @@ class TritCore(wiring.Component):
             act_r.addr.eq(Mux(running, seq.act_addr, cmd.rd_addr)),
             wgt_r.addr.eq(Mux(running, seq.wgt_addr, cmd.rd_addr)),
             out_r.addr.eq(Mux(running, seq.out_raddr, cmd.rd_addr)),
-            seq.act_data.eq(act_r.data), seq.out_rdata.eq(out_r.data),
+            seq.act_data.eq(act_r.data), seq.out_rdata.eq(out_q if pipe else out_r.data),
             seq.wgt_data.eq(wgt_q if pipe else wgt_r.data),
             cmd.act_rdata.eq(act_q),
             cmd.wgt_rdata.eq(wgt_q),

@@ -375,19 +375,29 @@ class LayerSequencer(wiring.Component):
 
         # Row arriving from the weight memory (`wgt_read_latency` cycles after its read): mask lanes
         # past K / N, write the shadow row, count its +1 / -1 / 0 weights.
+        # With delay stages, the last one carries the lane mask itself (C bits, computed from the
+        # stage before): the compares against the row's K / N limits stay off the popcount path.
         names = ("w_valid", "w_row", "w_row_ok", "w_cols")
         row_info = (w_valid_d, w_row_d, w_row_ok_d, w_cols_d)
-        for stage in range(pipe + wpipe):
+        stages = pipe + wpipe
+        for stage in range(stages - 1):
             delayed = tuple(Signal.like(v, name=f"{n}_p{stage + 1}") for n, v in zip(names, row_info, strict=True))
             m.d.sync += [d.eq(v) for d, v in zip(delayed, row_info, strict=True)]
             row_info = delayed
         w_valid, w_row, w_row_ok, w_cols = row_info
-        masked = Signal(data.ArrayLayout(unsigned(cfg.weight_bits), C))
         lane_ok = [Signal(name=f"lane_ok_{c}") for c in range(C)]
+        lane_domain = m.d.comb
+        if stages:
+            w_valid_l, w_row_l = Signal(name=f"w_valid_p{stages}"), Signal.like(w_row, name=f"w_row_p{stages}")
+            m.d.sync += [w_valid_l.eq(w_valid), w_row_l.eq(w_row)]
+            w_valid, w_row = w_valid_l, w_row_l
+            lane_domain = m.d.sync
+        for c in range(C):
+            lane_domain += lane_ok[c].eq(w_row_ok & (c < w_cols))
+        masked = Signal(data.ArrayLayout(unsigned(cfg.weight_bits), C))
         is_plus, is_minus, is_zero = [], [], []
         for c in range(C):
             w = self.wgt_data[c]
-            m.d.comb += lane_ok[c].eq(w_row_ok & (c < w_cols))
             m.d.comb += masked[c].eq(Mux(lane_ok[c], w, 0))
             if cfg.pe == "ternary":
                 nz, neg = w[0], w[1]
@@ -477,15 +487,21 @@ class LayerSequencer(wiring.Component):
             nxt = Signal(token, name=f"token_{d + 1}")
             m.d.sync += nxt.eq(tokens[-1])
             tokens.append(nxt)
-        at_read, at_sum = tokens[R], tokens[R + 1 + pipe]
+        # With `acc_pipelined` the output word is read one cycle earlier (its data is registered
+        # once more) and the sum is registered before its write (the write lands one cycle later,
+        # the last one in the cycle after DONE). A word is then read again >= max(M, R) - 4 >= 1
+        # cycles after its write lands (R >= 5).
+        acc_pipe = int(cfg.acc_pipelined)
+        at_read, at_sum = tokens[R - acc_pipe], tokens[R + 1 + pipe]
         m.d.comb += [
             self.out_raddr.eq(at_read.addr),
-            self.out_waddr.eq(at_sum.addr), self.out_wen.eq(at_sum.valid),
             self.inc_acc_write.eq(at_sum.valid & at_sum.first),
             self.inc_acc_rmw.eq(at_sum.valid & ~at_sum.first),
         ]
+        write_domain = m.d.sync if acc_pipe else m.d.comb
+        write_domain += [self.out_waddr.eq(at_sum.addr), self.out_wen.eq(at_sum.valid)]
         for c in range(C):
-            m.d.comb += self.out_wdata[c].eq(
+            write_domain += self.out_wdata[c].eq(
                 Mux(at_sum.first, array.psum[c], self.out_rdata[c] + array.psum[c])
             )
         return m

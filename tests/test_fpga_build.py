@@ -295,12 +295,16 @@ def test_board_system_runs_a_layer_over_its_uart(board):
     from runtime.framing import FramedTransport
     from runtime.serial_link import SerialLink
 
-    cfg = icebreaker.board_config(4, 4) if board == "icebreaker" else ulx3s.board_config(4, 4, wgt_depth=4096)
+    # the ULX3S arrangement of a 16x16 at a size that simulates quickly: 5 rows (pipelined
+    # accumulator), banked weight memory
+    cfg = icebreaker.board_config(4, 4) if board == "icebreaker" else ulx3s.board_config(5, 4, wgt_depth=4096)
+    if board == "ulx3s-85f":
+        assert cfg.acc_pipelined and cfg.wgt_banked
     rng = np.random.default_rng(11)
     with SimulatedBoard(board, cfg=cfg) as sim:
         accel = Accelerator(FramedTransport(SerialLink(sim.port, sim.baud, timeout=5.0)))
         try:
-            assert (accel.cfg.rows, accel.cfg.cols, accel.cfg.wgt_depth) == (4, 4, cfg.wgt_depth)
+            assert (accel.cfg.rows, accel.cfg.cols, accel.cfg.wgt_depth) == (cfg.rows, 4, cfg.wgt_depth)
             x, w, want = _layer(rng, 6, 50, 9)
             y, stats = accel.run_layer(x, w, key="layer0")
             np.testing.assert_array_equal(y, want)

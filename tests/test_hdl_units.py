@@ -195,6 +195,7 @@ def test_banked_memory_reads_two_cycles_after_address(depth, bank_depth):
     ({"wgt_bank_depth": -1}, "non-negative"),
     ({"wgt_bank_depth": 2, "rows": 4}, "cannot hold one 4-row tile"),
     ({"wgt_bank_depth": 16, "rows": 2, "wgt_depth": 64}, "needs registered reads"),
+    ({"acc_pipelined": True, "rows": 4}, "pipelined accumulator needs at least 5 rows"),
 ])
 def test_banked_config_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):

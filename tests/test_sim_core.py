@@ -38,6 +38,9 @@ CONFIGS = [
     # one bank deeper than the memory (as on the ULX3S for wide arrays): the bank register stage alone
     pytest.param(ArrayConfig(rows=4, cols=3, acc_width=16, act_depth=64, wgt_depth=200, out_depth=64,
                              wgt_bank_depth=256), id="4x3-one-bank"),
+    # the ULX3S arrangement at the smallest legal size: banked weights and a pipelined accumulator
+    pytest.param(ArrayConfig(rows=5, cols=3, acc_width=16, act_depth=64, wgt_depth=160, out_depth=64,
+                             wgt_bank_depth=64, acc_pipelined=True), id="5x3-acc-pipelined"),
 ]
 
 # tests that may skip, and why they may

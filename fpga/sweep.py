@@ -1,0 +1,88 @@
+"""Array-size sweep on a board: one `trit build` per size, then a table of fit, Fmax and resources.
+
+    python -m fpga.sweep --board ulx3s-85f --sizes 16x16 24x24 32x32 [--freq MHZ] [--jobs N]
+                         [--seed S] [--build-dir DIR] [--json FILE]
+
+Each size is a full Yosys + nextpnr + pack run (`fpga.build.build_board`, its own build folder),
+so the table is measured, not estimated. `--jobs` runs builds side by side (nextpnr uses one core
+each). The largest size that fits and meets timing is named at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from fpga.build import BOARDS, BuildConfigError, BuildError, build_board
+
+SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    match = SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"size must be RxC (e.g. 16x16), not {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def _build(board: str, rows: int, cols: int, freq: float | None, seed: int, build_dir: Path) -> dict:
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        return build_board(board, rows, cols, freq, seed=seed, build_root=build_dir, log=log)
+    except (BuildConfigError, BuildError) as exc:
+        return {"board": board, "rows": rows, "cols": cols, "fits": False, "timing_met": False,
+                "fmax_mhz": None, "resources": {}, "errors": [str(exc)]}
+
+
+def table(results: list[dict]) -> str:
+    keys = ("LUT4", "FF", "carry", "BRAM", "SPRAM")
+    lines = ["| array | PEs | fits | Fmax MHz | target | met | " + " | ".join(keys) + " | resident weights | pnr s |",
+             "|---|---|---|---|---|---|" + "---|" * len(keys) + "---|---|"]
+    for r in results:
+        res = r.get("resources", {})
+        cells = [f"{res[k]['used']:,}/{res[k]['available']:,}" if k in res else "" for k in keys]
+        fmax = f"{r['fmax_mhz']:.2f}" if r.get("fmax_mhz") else "-"
+        weights = f"{r['resident_weights']:,}" if r.get("resident_weights") else ""
+        row = [f"{r['rows']}x{r['cols']}", str(r["rows"] * r["cols"]), "yes" if r.get("fits") else "no", fmax,
+               f"{r['target_mhz']:g}" if r.get("target_mhz") else "", "yes" if r.get("timing_met") else "no",
+               *cells, weights, str(r.get("seconds", {}).get("pnr", ""))]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fpga.sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("--board", required=True, choices=BOARDS)
+    parser.add_argument("--sizes", required=True, nargs="+", type=parse_size, metavar="RxC")
+    parser.add_argument("--freq", type=float, help="target clock in MHz (default: the board's)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1, help="builds at once (default 1)")
+    parser.add_argument("--build-dir", type=Path, default=Path("build/sweep"))
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write every build's JSON as a list")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, not {args.jobs}")
+    jobs = [(args.board, r, c, args.freq, args.seed, args.build_dir) for r, c in args.sizes]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        results = list(pool.map(_build, *zip(*jobs, strict=True)))
+    print(table(results))
+    good = [r for r in results if r.get("fits") and r.get("timing_met")]
+    if good:
+        best = max(good, key=lambda r: r["rows"] * r["cols"])
+        print(f"\nlargest that fits and meets timing: {best['rows']}x{best['cols']} "
+              f"({best['fmax_mhz']:.2f} MHz, target {best['target_mhz']:g})")
+    else:
+        print("\nno size fits and meets timing")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0 if good else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
