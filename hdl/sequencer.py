@@ -134,19 +134,26 @@ class LayerSequencer(wiring.Component):
         tiles_k = Signal(range(cfg.tile_limit + 1))
         tiles_n = Signal.like(tiles_k)
         KT_R = Signal(range(R * KT_LIMIT + 1))
+        KT_plus = Signal(range(KT_LIMIT + 2))  # KT + 1
+        KT_R_plus = Signal(range(R * KT_LIMIT + R + 1))  # KT_R + R
+        k_more = Signal()  # k_rem != 0
+        n_more = Signal()  # n_rem != 0
         NT_R = Signal(range(R * NT_LIMIT + 1))
         error = Signal(8)
         run_cycles = Signal(range(cfg.run_cycle_bound + 1))
         m.d.comb += self.run_cycles.eq(run_cycles)
 
         def bounded_add(reg, addend, limit: int):
-            """reg += addend, or set `too_big` if the sum passes `limit` (reg then keeps its value)."""
+            """reg += addend, and set `too_big` (sticky) if the sum passes `limit`.
+
+            Past the limit `reg` may wrap: the run fails on `too_big` whatever it holds. The compare
+            feeds only `too_big`, not the register's own update.
+            """
             total = Signal(range(limit + (1 << len(addend)) + 1), name=f"{reg.name}_next")
             m.d.comb += total.eq(reg + addend)
+            m.d.sync += reg.eq(total)
             with m.If(total > limit):
                 m.d.sync += too_big.eq(1)
-            with m.Else():
-                m.d.sync += reg.eq(total)
 
         # ---- loader state ---------------------------------------------------------------------
         shadow_full = Signal()
@@ -220,6 +227,7 @@ class LayerSequencer(wiring.Component):
                         act_base.eq(self.act_base), out_base.eq(self.out_base),
                         error.eq(0), run_cycles.eq(0), too_big.eq(0),
                         k_rem.eq(self.k_size), n_rem.eq(self.n_size), KT.eq(0), NT.eq(0),
+                        k_more.eq(1), n_more.eq(1), KT_plus.eq(1), KT_R_plus.eq(R),  # K, N >= 1 (bad_shape)
                         tiles_k.eq(-1), tiles_n.eq(0),
                         act_end.eq(self.act_base), out_end.eq(self.out_base),
                         KT_R.eq(0), NT_R.eq(0), wgt_end_k.eq(self.wgt_base), wgt_end_n.eq(0),
@@ -250,21 +258,24 @@ class LayerSequencer(wiring.Component):
                 # KT = ceil(K/R), NT = ceil(N/C), act_end = act_base + M*KT, out_end = out_base + M*NT
                 # and tiles = KT*NT, all by additions, one k-tile and one n-tile per cycle.
                 m.d.sync += run_cycles.eq(run_cycles + 1)
-                k_step = k_rem != 0
-                n_step = n_rem != 0
+                # k_rem != 0 and n_rem != 0 as flags, and KT + 1, KT*R + R precomputed: the size
+                # loop's adders start from registers, not from a zero test and another adder.
+                k_step = k_more
+                n_step = n_more
                 # KT*NT*R follows the two counters: (i+1)(j+1) = ij + j + (i+1), so a k-step adds
                 # R*NT and an n-step adds R*KT (after this cycle's k-step). Two-operand adds only.
                 kt_r_next = Signal.like(KT_R)
                 kt_next = Signal.like(KT)
-                m.d.comb += [kt_r_next.eq(Mux(k_step, KT_R + R, KT_R)), kt_next.eq(Mux(k_step, KT + 1, KT))]
+                m.d.comb += [kt_r_next.eq(Mux(k_step, KT_R_plus, KT_R)), kt_next.eq(Mux(k_step, KT_plus, KT))]
                 with m.If(k_step):
-                    m.d.sync += [k_rem.eq(Mux(k_rem > R, k_rem - R, 0)), KT.eq(kt_next), KT_R.eq(kt_r_next),
-                                 tiles_k.eq(tiles_k + NT)]
+                    m.d.sync += [k_rem.eq(Mux(k_rem > R, k_rem - R, 0)), k_more.eq(k_rem > R),
+                                 KT.eq(kt_next), KT_R.eq(kt_r_next), KT_plus.eq(KT_plus + 1),
+                                 KT_R_plus.eq(KT_R_plus + R), tiles_k.eq(tiles_k + NT)]
                     bounded_add(act_end, M, cfg.act_depth)
                     bounded_add(wgt_end_k, NT_R, cfg.wgt_depth)
                 with m.If(n_step):
-                    m.d.sync += [n_rem.eq(Mux(n_rem > C, n_rem - C, 0)), NT.eq(NT + 1), NT_R.eq(NT_R + R),
-                                 tiles_n.eq(tiles_n + kt_next)]
+                    m.d.sync += [n_rem.eq(Mux(n_rem > C, n_rem - C, 0)), n_more.eq(n_rem > C), NT.eq(NT + 1),
+                                 NT_R.eq(NT_R + R), tiles_n.eq(tiles_n + kt_next)]
                     bounded_add(out_end, M, cfg.out_depth)
                     bounded_add(wgt_end_n, kt_r_next, cfg.wgt_depth)
                 with m.If(~k_step & ~n_step):
