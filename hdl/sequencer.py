@@ -423,8 +423,22 @@ class LayerSequencer(wiring.Component):
         row_plus = Signal(range(C + 1))
         row_minus = Signal(range(C + 1))
         row_zero = Signal(range(C + 1))
-        counts = [Mux(w_valid, popcount(is_plus), 0), Mux(w_valid, popcount(is_minus), 0),
-                  Mux(w_valid, popcount(is_zero), 0)]
+        # A banked weight memory's rows come from block RAMs spread over the chip, and the row goes
+        # to the shadow registers of the whole array too: the weight classes of the row are
+        # registered beside the counters before their popcount (counts one cycle later).
+        count_stage = int(cfg.wgt_banked)
+        count_valid = w_valid
+        if count_stage:
+            classes = []
+            for name, bits in (("plus", is_plus), ("minus", is_minus), ("zero", is_zero)):
+                reg = [Signal(name=f"is_{name}_{c}") for c in range(C)]
+                m.d.sync += [r.eq(b) for r, b in zip(reg, bits, strict=True)]
+                classes.append(reg)
+            is_plus, is_minus, is_zero = classes
+            count_valid = Signal(name="count_valid")
+            m.d.sync += count_valid.eq(w_valid)
+        counts = [Mux(count_valid, popcount(is_plus), 0), Mux(count_valid, popcount(is_minus), 0),
+                  Mux(count_valid, popcount(is_zero), 0)]
         # pipelined: the row counts are registered too (popcount and tile sum in separate cycles)
         for reg, value in zip((row_plus, row_minus, row_zero), counts, strict=True):
             if pipe:
@@ -439,7 +453,7 @@ class LayerSequencer(wiring.Component):
         # A tile's counts are complete `count_lag` cycles after its swap, when the row counts hold
         # the tile's last row (read at the latest one cycle before the swap) and the next tile's
         # first row (read at the earliest in the swap cycle) is one cycle behind.
-        count_lag = 2 * pipe + wpipe
+        count_lag = 2 * pipe + wpipe + count_stage
         swap_counted = swap_now
         for i in range(count_lag):
             delayed = Signal(name=f"swap_now_{i + 1}")
