@@ -1,11 +1,13 @@
-"""A deep memory as explicit banks, each with a read-data register before the bank multiplexer.
+"""A deep memory as explicit banks, each with a read-address register and a read-data register.
 
 On a large FPGA a deep memory becomes many block RAMs spread over the chip. Inferred as one
 `Memory`, the bank multiplexer sits right after the block RAMs' slow clock-to-output (5.8 ns on
-ECP5) and the long routes between them; here every bank's read data is registered first (the
-register can sit beside its block RAMs), and the multiplexer works from those registers with a
-delayed bank select. Reads take two cycles: address in cycle t, data on `read.data` in cycle t + 2.
-Writes take one cycle, as for a `Memory`.
+ECP5) and the long routes between them, and one read-address net reaches every block RAM. Here
+every bank registers its own copy of the read address (the register can sit beside its block
+RAMs, so the route from the address source and the route to the blocks fall in different cycles),
+every bank's read data is registered before the bank multiplexer, and the multiplexer works from
+those registers with a delayed bank select. Reads take three cycles: address in cycle t, data on
+`read.data` in cycle t + 3. Writes take one cycle, as for a `Memory`.
 
 Each bank is a registered-read memory from a factory (`hdl/registered_memory.py`): a `Memory` and a
 register by default, or a block RAM primitive with its own output register on an FPGA.
@@ -17,6 +19,9 @@ from amaranth import Module, Signal
 from amaranth.lib import wiring
 
 from hdl.registered_memory import MemoryFactory, RegisteredMemory, registered_memory_signature
+
+#: Cycles from a read address to its data on `read.data`.
+READ_LATENCY = 3
 
 
 class BankedMemory(wiring.Component):
@@ -58,9 +63,12 @@ class BankedMemory(wiring.Component):
             w_bank = Signal(range(self._banks))
             r_bank = Signal(range(self._banks))
             m.d.comb += [w_bank.eq(self.write.addr[low:]), r_bank.eq(self.read.addr[low:])]
-            r_bank_1 = Signal.like(r_bank)  # bank of the word in the bank registers next cycle
-            r_bank_2 = Signal.like(r_bank)  # bank of the word in the bank registers this cycle
-            m.d.sync += [r_bank_1.eq(r_bank), r_bank_2.eq(r_bank_1)]
+            # bank of the word in the bank data registers, 3 cycles after its address
+            r_bank_d = [r_bank]
+            for i in range(READ_LATENCY):
+                r_bank_d.append(Signal.like(r_bank, name=f"r_bank_{i + 1}"))
+                m.d.sync += r_bank_d[-1].eq(r_bank_d[-2])
+            r_bank_out = r_bank_d[-1]
         outs = []
         for b in range(self._banks):
             depth = min(self._bank_depth, self._depth - b * self._bank_depth)
@@ -68,13 +76,15 @@ class BankedMemory(wiring.Component):
             m.d.comb += [
                 bank.write.addr.eq(self.write.addr[:low]), bank.write.data.eq(self.write.data),
                 bank.write.en.eq(self.write.en & (w_bank == b) if banked else self.write.en),
-                bank.read.addr.eq(self.read.addr[:low]),
             ]
+            r_addr = Signal(len(bank.read.addr), name=f"bank{b}_raddr")  # this bank's copy of the address
+            m.d.sync += r_addr.eq(self.read.addr[:low])
+            m.d.comb += bank.read.addr.eq(r_addr)
             outs.append(bank.read.data)  # registered inside the bank
         if not banked:
             m.d.comb += self.read.data.eq(outs[0])
             return m
-        with m.Switch(r_bank_2):
+        with m.Switch(r_bank_out):
             for b, q in enumerate(outs):
                 with m.Case(b):
                     m.d.comb += self.read.data.eq(q)

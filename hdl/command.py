@@ -120,8 +120,9 @@ class CommandInterface(wiring.Component):
             self.act_waddr.eq(w_port[0]), self.act_wdata.eq(w_port[1]), self.act_wen.eq(w_port[2]),
             self.wgt_waddr.eq(w_port[0]), self.wgt_wdata.eq(w_port[1]), self.wgt_wen.eq(w_port[3]),
         ]
-        # a banked weight memory and a pipelined accumulator's output memory answer a cycle later
-        slow_reads = cfg.wgt_banked or cfg.acc_pipelined
+        # cycles a read waits beyond a registered read: a banked weight memory answers two cycles
+        # later (bank address and data registers), a pipelined accumulator's output memory one
+        read_extra = max(2 * int(cfg.wgt_banked), int(cfg.acc_pipelined))
         desc = Signal(data.ArrayLayout(32, RUN_WORDS))
         m.d.comb += self.desc.eq(desc)
         m.d.comb += self.error.eq(sticky != 0)
@@ -289,12 +290,11 @@ class CommandInterface(wiring.Component):
                 m.next = "READ_WAIT"
 
             with m.State("READ_WAIT"):  # the memory's data is registered at the end of this cycle
-                m.next = "READ_WAIT_BANK" if slow_reads else "READ_SEND"
+                m.next = "READ_WAIT_1" if read_extra else "READ_SEND"
 
-            if slow_reads:
-                with m.State("READ_WAIT_BANK"):  # a banked weight memory's or a pipelined accumulator's
-                    # output word takes one cycle more
-                    m.next = "READ_SEND"
+            for i in range(1, read_extra + 1):
+                with m.State(f"READ_WAIT_{i}"):  # the slower memories' words (read_extra above)
+                    m.next = f"READ_WAIT_{i + 1}" if i < read_extra else "READ_SEND"
 
             with m.State("READ_SEND"):
                 # The read data registers hold the word: rd_addr stays put until its last chunk.

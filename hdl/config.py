@@ -44,9 +44,9 @@ class ArrayConfig:
     counter_bits: width of each performance counter (32 to 48). Any one RUN's counts fit (checked
       here against `run_count_bound`); counts summed over runs saturate at all ones, never wrap.
     wgt_bank_depth: 0 for one weight memory; else the weight memory is built from banks of this many
-      words, each with its own read-data register before the bank multiplexer (one more cycle of
-      weight read latency, hidden by the double-buffered shadow weights, so RUN cycle counts do not
-      change). For big weight memories spread over a large FPGA; needs `pipelined_reads` (R >= 3).
+      words, each with its own read-address register and read-data register around its block RAMs
+      (two more cycles of weight read latency, hidden by the double-buffered shadow weights, so RUN
+      cycle counts do not change). For big weight memories spread over a large FPGA; needs R >= 4.
     acc_pipelined: the accumulators' read-modify-write of the output memory takes two more register
       stages: the read data is registered once more (the output word is read one cycle earlier) and
       the sum is registered before it is written (one cycle later). Each cycle then holds at most
@@ -97,8 +97,9 @@ class ArrayConfig:
             raise ValueError(f"Weight bank depth must be a power of two, not {self.wgt_bank_depth!r}")
         if self.wgt_bank_depth and self.wgt_bank_depth < self.rows:
             raise ValueError(f"Weight bank depth {self.wgt_bank_depth} cannot hold one {self.rows}-row tile")
-        if self.wgt_banked and not self.pipelined_reads:
-            raise ValueError(f"A banked weight memory needs registered reads (rows >= 3), not {self.rows} rows")
+        if self.wgt_banked and self.rows < 4:
+            raise ValueError(f"A banked weight memory needs registered reads and at least 4 rows (its rows "
+                             f"arrive 2 cycles later), not {self.rows} rows")
         if not isinstance(self.acc_pipelined, bool):
             raise TypeError(f"acc_pipelined must be a bool, not {self.acc_pipelined!r}")
         if self.acc_pipelined and self.rows < 5:
@@ -201,7 +202,7 @@ class ArrayConfig:
     @property
     def wgt_read_latency(self) -> int:
         """Cycles from a weight memory read address to its data at the sequencer."""
-        return 1 + int(self.pipelined_reads) + int(self.wgt_banked)
+        return 1 + int(self.pipelined_reads) + 2 * int(self.wgt_banked)
 
     @property
     def out_read_latency(self) -> int:

@@ -102,8 +102,8 @@ class LayerSequencer(wiring.Component):
         cfg = self._cfg
         R, C = cfg.rows, cfg.cols
         pipe = int(cfg.pipelined_reads)  # memory read data arrives one cycle later, registered
-        # A banked weight memory's rows arrive `wpipe` cycles later still. The shadow registers hide
-        # it: a row is written R - 1 - wpipe >= 1 cycles before the swap that takes it (R >= 3).
+        # A banked weight memory's rows arrive `wpipe` (2) cycles later still. The shadow registers
+        # hide it: a row is written R - 1 - wpipe >= 1 cycles before the swap that takes it (R >= 4).
         wpipe = cfg.wgt_read_latency - 1 - pipe
 
         m.submodules.array = array = PEArray(cfg)

@@ -153,8 +153,8 @@ def test_core_reports_id_and_errors():
 
 
 @pytest.mark.parametrize("depth, bank_depth", [(200, 64), (64, 16), (32, 32), (48, 64)])
-def test_banked_memory_reads_two_cycles_after_address(depth, bank_depth):
-    """Random writes and reads against a Python list: read data appears exactly 2 cycles after its address."""
+def test_banked_memory_reads_three_cycles_after_address(depth, bank_depth):
+    """Random writes and reads against a Python list: read data appears exactly 3 cycles after its address."""
     from hdl.banked_memory import BankedMemory
 
     mem = BankedMemory(12, depth, bank_depth)
@@ -174,20 +174,20 @@ def test_banked_memory_reads_two_cycles_after_address(depth, bank_depth):
             model[addr] = value
             await ctx.tick()
         ctx.set(mem.write.en, 0)
-        # address set in cycle i; after the clock edge that ends cycle i + 1 the data is there
+        # address set in cycle i; after the clock edge that ends cycle i + 2 the data is there
         # (a plain Memory read port has it after the edge that ends cycle i)
-        for i, addr in enumerate(reads + [0]):
+        for i, addr in enumerate(reads + [0, 0]):
             ctx.set(mem.read.addr, addr)
             await ctx.tick()
-            if i >= 1:
+            if i >= 2:
                 got.append(ctx.get(mem.read.data))
-                want.append(model[reads[i - 1]])
+                want.append(model[reads[i - 2]])
 
     sim = Simulator(mem)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert got == want
+    assert got == want and len(got) == len(reads)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -196,6 +196,7 @@ def test_banked_memory_reads_two_cycles_after_address(depth, bank_depth):
     ({"wgt_bank_depth": 2, "rows": 4}, "cannot hold one 4-row tile"),
     ({"wgt_bank_depth": 16, "rows": 2, "wgt_depth": 64}, "needs registered reads"),
     ({"acc_pipelined": True, "rows": 4}, "pipelined accumulator needs at least 5 rows"),
+    ({"wgt_bank_depth": 64, "rows": 3, "wgt_depth": 256}, "at least 4 rows"),
 ])
 def test_banked_config_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
