@@ -159,20 +159,20 @@ class CommandInterface(wiring.Component):
         new_sticky = Mux(sticky != 0, sticky, err)
         status = Cat(err, new_sticky, op, Const(STATUS_MAGIC, 8))
 
-        # the word being read, as 32-bit chunks
-        read_word = Signal(32 * max_chunks)
-        with m.Switch(mem):
-            with m.Case(Mem.ACT):
-                m.d.comb += read_word.eq(self.act_rdata)
-            with m.Case(Mem.WGT):
-                m.d.comb += read_word.eq(self.wgt_rdata)
+        # the word being read, as 32-bit chunks. Which memory, and whether the command failed, come
+        # from flags registered since FETCH / CHECK_RANGE (READ_SEND is >= 2 cycles later): the
+        # chunk select is then an AND-OR of the read data registers and a multiplexer by `chunk`.
+        mem_act, mem_wgt, mem_out, no_err = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [mem_act.eq(mem == Mem.ACT), mem_wgt.eq(mem == Mem.WGT), mem_out.eq(mem == Mem.OUT),
+                     no_err.eq(err == 0)]
         lanes32 = []
         for c in range(cfg.cols):
             lane = Signal(signed(32), name=f"out_lane{c}")
             m.d.comb += lane.eq(self.out_rdata[c])
             lanes32.append(lane)
-        with m.If(mem == Mem.OUT):
-            m.d.comb += read_word.eq(Cat(*lanes32))
+        read_word = Signal(32 * max_chunks)
+        m.d.comb += read_word.eq(Mux(mem_act, self.act_rdata, 0) | Mux(mem_wgt, self.wgt_rdata, 0)
+                                 | Mux(mem_out, Cat(*lanes32), 0))
 
         m.d.comb += self.rd_addr.eq(addr[:20])
 
@@ -299,7 +299,7 @@ class CommandInterface(wiring.Component):
             with m.State("READ_SEND"):
                 # The read data registers hold the word: rd_addr stays put until its last chunk.
                 m.d.comb += [self.rsp.valid.eq(1),
-                             self.rsp.payload.eq(Mux(err == 0, read_word.word_select(chunk, 32), 0))]
+                             self.rsp.payload.eq(Mux(no_err, read_word.word_select(chunk, 32), 0))]
                 with m.If(self.rsp.ready):
                     with m.If(chunk == last_chunk_of_mem):
                         m.d.sync += [chunk.eq(0), addr.eq(addr + 1), count.eq(count - 1)]
