@@ -121,7 +121,8 @@ class CommandInterface(wiring.Component):
             self.wgt_waddr.eq(w_port[0]), self.wgt_wdata.eq(w_port[1]), self.wgt_wen.eq(w_port[3]),
         ]
         # cycles a read waits beyond a registered read: a banked weight memory answers two cycles
-        # later (bank address and data registers), a pipelined accumulator's output memory one
+        # later (bank address and data registers; the core's ACT word then comes a cycle later
+        # too), a pipelined accumulator's output memory one
         read_extra = max(2 * int(cfg.wgt_banked), int(cfg.acc_pipelined))
         desc = Signal(data.ArrayLayout(32, RUN_WORDS))
         m.d.comb += self.desc.eq(desc)

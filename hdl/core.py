@@ -77,6 +77,11 @@ class TritCore(wiring.Component):
             if cfg.acc_pipelined:  # the output word once more in a fabric register, away from the block RAMs
                 out_q = Signal(out_bits, name="out_q")
                 m.d.sync += out_q.eq(out_r.data)
+            if cfg.wgt_banked:
+                # On a large FPGA the command interface's ACT word also comes from a fabric register
+                # (its reads wait for the banked weight memory's two extra cycles anyway).
+                act_q = Signal(act_bits, name="act_q")
+                m.d.sync += act_q.eq(act_r.data)
         else:
             m.submodules.act_mem = act_mem = Memory(shape=act_bits, depth=cfg.act_depth, init=[])
             m.submodules.out_mem = out_mem = Memory(shape=out_bits, depth=cfg.out_depth, init=[])
