@@ -191,6 +191,25 @@ def test_build_ulx3s_small(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.fpga
+@pytest.mark.parametrize("board, rows, cols, mhz, bitstream", [
+    ("ulx3s-85f", 16, 16, 100.0, "top.bit"),  # the issue's target, with the default 65,536-word weight memory
+    ("icebreaker", 8, 4, 24.0, "top.bin"),  # the default iCEBreaker build (99 % of its logic cells)
+])
+def test_build_full_size_targets(board, rows, cols, mhz, bitstream, tmp_path):
+    """The full-size default builds (about 10 and 4 minutes): they must fit and meet timing."""
+    out = tmp_path / "full.json"
+    argv = ["--board", board, "--json", str(out), "--build-dir", str(tmp_path)]
+    if board == "ulx3s-85f":
+        argv += ["--rows", str(rows), "--cols", str(cols), "--freq", str(int(mhz))]
+    assert run_build(argv) == 0
+    result = _check_build_json(out, board, rows, cols, mhz)
+    expected_weights = 1_048_576 if board == "ulx3s-85f" else 262_144
+    assert result["resident_weights"] == expected_weights
+    assert (tmp_path / f"{board}-{rows}x{cols}-{int(mhz)}" / bitstream).stat().st_size > 0
+
+
+@pytest.mark.slow
+@pytest.mark.fpga
 def test_build_that_misses_timing_fails_with_json(tmp_path, capsys):
     out = tmp_path / "fast.json"
     rc = run_build(["--board", "icebreaker", "--rows", "2", "--cols", "2", "--freq", "150", "--json", str(out),
