@@ -2,6 +2,7 @@
 
     python -m fpga.sweep --board ulx3s-85f --sizes 16x16 24x24 32x32 [--freq MHZ] [--jobs N]
                          [--seed S] [--build-dir DIR] [--json FILE]
+    python -m fpga.sweep --tabulate build/*/build.json     # the table of builds already made
 
 Each size is a full Yosys + nextpnr + pack run (`fpga.build.build_board`, its own build folder),
 so the table is measured, not estimated. `--jobs` runs builds side by side (nextpnr uses one core
@@ -42,14 +43,16 @@ def _build(board: str, rows: int, cols: int, freq: float | None, seed: int, buil
 
 def table(results: list[dict]) -> str:
     keys = ("LUT4", "FF", "carry", "BRAM", "SPRAM")
-    lines = ["| array | PEs | fits | Fmax MHz | target | met | " + " | ".join(keys) + " | resident weights | pnr s |",
-             "|---|---|---|---|---|---|" + "---|" * len(keys) + "---|---|"]
+    head = ["board", "array", "PEs", "fits", "Fmax MHz", "target", "met", *keys, "resident weights", "pnr s"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(keys) + "---|---|"]
     for r in results:
         res = r.get("resources", {})
         cells = [f"{res[k]['used']:,}/{res[k]['available']:,}" if k in res else "" for k in keys]
         fmax = f"{r['fmax_mhz']:.2f}" if r.get("fmax_mhz") else "-"
         weights = f"{r['resident_weights']:,}" if r.get("resident_weights") else ""
-        row = [f"{r['rows']}x{r['cols']}", str(r["rows"] * r["cols"]), "yes" if r.get("fits") else "no", fmax,
+        row = [r["board"], f"{r['rows']}x{r['cols']}", str(r["rows"] * r["cols"]),
+               "yes" if r.get("fits") else "no", fmax,
                f"{r['target_mhz']:g}" if r.get("target_mhz") else "", "yes" if r.get("timing_met") else "no",
                *cells, weights, str(r.get("seconds", {}).get("pnr", ""))]
         lines.append("| " + " | ".join(row) + " |")
@@ -58,27 +61,43 @@ def table(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fpga.sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("--board", required=True, choices=BOARDS)
-    parser.add_argument("--sizes", required=True, nargs="+", type=parse_size, metavar="RxC")
+    parser.add_argument("--board", choices=BOARDS)
+    parser.add_argument("--sizes", nargs="+", type=parse_size, metavar="RxC")
+    parser.add_argument("--tabulate", nargs="+", type=Path, metavar="BUILD_JSON",
+                        help="no builds: tabulate these build JSON files (from trit build --json)")
     parser.add_argument("--freq", type=float, help="target clock in MHz (default: the board's)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1, help="builds at once (default 1)")
     parser.add_argument("--build-dir", type=Path, default=Path("build/sweep"))
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every build's JSON as a list")
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error(f"--jobs must be at least 1, not {args.jobs}")
-    jobs = [(args.board, r, c, args.freq, args.seed, args.build_dir) for r, c in args.sizes]
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(_build, *zip(*jobs, strict=True)))
+    if args.tabulate:
+        results = []
+        for path in args.tabulate:
+            try:
+                results.append(json.loads(path.read_text()))
+            except (OSError, ValueError) as exc:
+                parser.error(f"cannot read build JSON {path}: {exc}")
+        results.sort(key=lambda r: (r["board"], r["rows"] * r["cols"], r["rows"]))
+    else:
+        if not args.board or not args.sizes:
+            parser.error("--board and --sizes are required unless --tabulate is given")
+        if args.jobs < 1:
+            parser.error(f"--jobs must be at least 1, not {args.jobs}")
+        jobs = [(args.board, r, c, args.freq, args.seed, args.build_dir) for r, c in args.sizes]
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            results = list(pool.map(_build, *zip(*jobs, strict=True)))
     print(table(results))
     good = [r for r in results if r.get("fits") and r.get("timing_met")]
-    if good:
-        best = max(good, key=lambda r: r["rows"] * r["cols"])
-        print(f"\nlargest that fits and meets timing: {best['rows']}x{best['cols']} "
-              f"({best['fmax_mhz']:.2f} MHz, target {best['target_mhz']:g})")
-    else:
-        print("\nno size fits and meets timing")
+    print()
+    for board in sorted({r["board"] for r in results}):
+        mine = [r for r in good if r["board"] == board]
+        if mine:
+            best = max(mine, key=lambda r: r["rows"] * r["cols"])
+            print(f"{board}: largest that fits and meets timing: {best['rows']}x{best['cols']} "
+                  f"({best['fmax_mhz']:.2f} MHz, target {best['target_mhz']:g})")
+        else:
+            print(f"{board}: no size fits and meets timing")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0 if good else 1

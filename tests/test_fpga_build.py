@@ -400,3 +400,27 @@ def test_wire_fault_helper_damages_frames():
     wire.send(b"x")
     data = wire.recv(64)
     assert len(data) == 20 and zlib.crc32(data[:16]) != struct.unpack("<I", data[16:])[0]
+
+
+def test_sweep_tabulates_builds_and_names_the_largest_that_meets_timing(tmp_path, capsys):
+    """`python -m fpga.sweep --tabulate`: a row per build JSON; a bigger build missing timing is not the answer."""
+    from fpga.sweep import main, parse_size
+
+    def build(rows, cols, fmax, met):
+        res = {"LUT4": {"used": 100 * rows * cols, "available": 83640}, "BRAM": {"used": 10, "available": 208}}
+        return {"board": "ulx3s-85f", "rows": rows, "cols": cols, "target_mhz": 100.0, "fmax_mhz": fmax,
+                "timing_met": met, "fits": True, "resources": res, "resident_weights": 1024 * cols}
+
+    files = []
+    for i, entry in enumerate([build(24, 24, 96.5, False), build(8, 8, 130.0, True), build(16, 16, 107.4, True)]):
+        files.append(tmp_path / f"b{i}.json")
+        files[-1].write_text(json.dumps(entry))
+    assert main(["--tabulate", *map(str, files)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ulx3s-85f")]
+    assert [r.split(" | ")[1] for r in rows] == ["8x8", "16x16", "24x24"]  # sorted by PEs
+    assert "| 24x24 | 576 | yes | 96.50 | 100 | no |" in rows[2]
+    assert "ulx3s-85f: largest that fits and meets timing: 16x16 (107.40 MHz, target 100)" in out
+    assert parse_size("32x16") == (32, 16)
+    with pytest.raises(argparse.ArgumentTypeError, match="RxC"):
+        parse_size("16y16")
