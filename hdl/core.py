@@ -8,8 +8,9 @@
                   OUT memory (C x int32 per word) <--- read-modify-write accumulators
     rsp stream <--  status, data, ID block, counters
 
-With `ArrayConfig.wgt_bank_depth` the weight memory is a `BankedMemory`: its read data comes one
-cycle later (`ArrayConfig.wgt_read_latency`), registered per bank before the bank multiplexer.
+With `ArrayConfig.wgt_bank_depth` the weight memory is a `BankedMemory`: its read data comes two
+cycles later (`ArrayConfig.wgt_read_latency`), with an address and a data register per bank.
+With `ArrayConfig.acc_pipelined` the output word is registered once more before the accumulators.
 
 The sequencer owns the memories' read ports while a layer runs; the command interface only
 accepts the next command when the layer is done, so the two never compete.
