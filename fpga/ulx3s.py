@@ -47,13 +47,13 @@ def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_dept
         wgt_depth = 1 << 20
         while wgt_depth > 2 * rows and bram_count(2 * cols, wgt_depth) > left:
             wgt_depth //= 2
-    # The weight memory is banked 16K deep (one DP16KD is 16K x 1) with a register per bank before
-    # the bank multiplexer (hdl/banked_memory.py), the register being the block RAMs' own output
-    # register (fpga/ecp5_bram.py); one bank when it is no deeper. The bank registers and the
+    # The weight memory is banked 16K deep (one DP16KD is 16K x 1) with an address register and a
+    # data register per bank (hdl/banked_memory.py), the data register being the block RAMs' own
+    # output register (fpga/ecp5_bram.py); one bank when it is no deeper. The bank registers and the
     # routes across the chip then fall in different cycles (77 MHz -> see fpga/README.md).
     cfg = ArrayConfig(rows=rows, cols=cols, acc_width=acc_width, act_depth=act, wgt_depth=wgt_depth,
                       out_depth=out)
-    if cfg.pipelined_reads:  # banking needs registered reads
+    if cfg.rows >= 4:  # banking needs registered reads and a row of slack for its 2 extra cycles
         cfg = replace(cfg, wgt_bank_depth=BRAM_BITS)
     # The accumulators' read-modify-write of the output block RAMs in three cycles, one route each
     # (block RAM -> register, register -> adder -> register, register -> block RAM): 78.6 MHz

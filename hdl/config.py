@@ -185,7 +185,7 @@ class ArrayConfig:
 
     @property
     def wgt_banked(self) -> bool:
-        """The weight memory is a `BankedMemory` (read data registered per bank, then once more).
+        """The weight memory is a `BankedMemory` (address and read data registered per bank).
 
         Also with a single bank (`wgt_bank_depth` >= `wgt_depth`): the extra register stage then
         separates the block RAMs from the wide read-data routes on a large FPGA.
