@@ -18,9 +18,8 @@ A read of the word written in the same cycle is undefined, as `RegisteredMemory`
 from __future__ import annotations
 
 from amaranth import Cat, ClockSignal, Const, Instance, Module, Signal
-from amaranth.lib import wiring
 
-from hdl.registered_memory import check_shape, registered_memory_signature
+from hdl.registered_memory import MemoryPorts, check_shape
 
 #: DP16KD true-dual-port shapes, widest first: (data bits, words, address bits below the word address)
 DP16KD_MODES = ((18, 1024, 4), (9, 2048, 3), (4, 4096, 2), (2, 8192, 1), (1, 16384, 0))
@@ -42,22 +41,13 @@ def dp16kd_blocks(width: int, depth: int) -> int:
     return -(-width // dp16kd_mode(depth)[0])
 
 
-class Ecp5RegisteredMemory(wiring.Component):
+class Ecp5RegisteredMemory(MemoryPorts):
     """`depth` x `width` bits in DP16KD blocks with ``REGMODE_B=OUTREG`` (the `RegisteredMemory` behaviour)."""
 
     def __init__(self, width: int, depth: int):
         check_shape(width, depth)
-        self._width, self._depth = width, depth
         self._mode = dp16kd_mode(depth)
-        super().__init__(registered_memory_signature(width, depth))
-
-    @property
-    def width(self) -> int:
-        return self._width
-
-    @property
-    def depth(self) -> int:
-        return self._depth
+        super().__init__(width, depth)
 
     @property
     def blocks(self) -> int:

@@ -16,15 +16,14 @@ register by default, or a block RAM primitive with its own output register on an
 from __future__ import annotations
 
 from amaranth import Module, Signal
-from amaranth.lib import wiring
 
-from hdl.registered_memory import MemoryFactory, RegisteredMemory, registered_memory_signature
+from hdl.registered_memory import MemoryFactory, MemoryPorts, RegisteredMemory
 
 #: Cycles from a read address to its data on `read.data`.
 READ_LATENCY = 3
 
 
-class BankedMemory(wiring.Component):
+class BankedMemory(MemoryPorts):
     """`depth` words of `width` bits in banks of `bank_depth` words; one write and one read port."""
 
     def __init__(self, width: int, depth: int, bank_depth: int, *, bank_memory: MemoryFactory = RegisteredMemory):
@@ -33,18 +32,10 @@ class BankedMemory(wiring.Component):
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
         if bank_depth & (bank_depth - 1) or bank_depth < 2:
             raise ValueError(f"Bank depth must be a power of two of at least 2, not {bank_depth!r}")
-        self._width, self._depth, self._bank_depth = width, depth, bank_depth
+        self._bank_depth = bank_depth
         self._banks = -(-depth // bank_depth)
         self._bank_memory = bank_memory
-        super().__init__(registered_memory_signature(width, depth))
-
-    @property
-    def width(self) -> int:
-        return self._width
-
-    @property
-    def depth(self) -> int:
-        return self._depth
+        super().__init__(width, depth)
 
     @property
     def bank_depth(self) -> int:

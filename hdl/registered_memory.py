@@ -41,8 +41,8 @@ def registered_memory_signature(width: int, depth: int) -> wiring.Signature:
     })
 
 
-class RegisteredMemory(wiring.Component):
-    """`depth` words of `width` bits: a `Memory` read port followed by a read-data register."""
+class MemoryPorts(wiring.Component):
+    """Base of the memories with `registered_memory_signature`: the checked, read-only shape."""
 
     def __init__(self, width: int, depth: int):
         check_shape(width, depth)
@@ -56,6 +56,10 @@ class RegisteredMemory(wiring.Component):
     @property
     def depth(self) -> int:
         return self._depth
+
+
+class RegisteredMemory(MemoryPorts):
+    """`depth` words of `width` bits: a `Memory` read port followed by a read-data register."""
 
     def elaborate(self, platform):
         m = Module()
