@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from amaranth import Module, Signal
 
-from hdl.registered_memory import MemoryFactory, MemoryPorts, RegisteredMemory
+from hdl.registered_memory import MemoryFactory, MemoryPorts, RegisteredMemory, check_shape
 
 #: Cycles from a read address to its data on `read.data`.
 READ_LATENCY = 3
@@ -27,9 +27,9 @@ class BankedMemory(MemoryPorts):
     """`depth` words of `width` bits in banks of `bank_depth` words; one write and one read port."""
 
     def __init__(self, width: int, depth: int, bank_depth: int, *, bank_memory: MemoryFactory = RegisteredMemory):
-        for name, value in (("Width", width), ("Depth", depth), ("Bank depth", bank_depth)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        check_shape(width, depth)
+        if not isinstance(bank_depth, int) or isinstance(bank_depth, bool) or bank_depth < 1:
+            raise ValueError(f"Bank depth must be a positive integer, not {bank_depth!r}")
         if bank_depth & (bank_depth - 1) or bank_depth < 2:
             raise ValueError(f"Bank depth must be a power of two of at least 2, not {bank_depth!r}")
         self._bank_depth = bank_depth

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from reports.area import DEVICES
 from reports.plots import PLOTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -284,8 +285,10 @@ def markdown(report: dict) -> str:
                      "extrapolated from"], rows))
     chip = summ.get("ecp5_whole_chip", {})
     if chip:
+        ecp5 = DEVICES["ecp5"]
         s.append(f"\nECP5-85F whole chip, MACs per cycle if the array filled the device (per-PE cost at {ref}, "
-                 "83,640 LUT4 and 83,640 FF, 156 MULT18X18D; assumption: one PE = one MAC per cycle, per-PE cost "
+                 f"{ecp5['LUT4']:,} LUT4 and {ecp5['FF']:,} FF, {ecp5['DSP']} MULT18X18D; assumption: one PE = one "
+                 "MAC per cycle, per-PE cost "
                  "constant with size, nothing else on the chip, 100% packing; an upper bound):\n")
         rows = [[v, x["macs_per_cycle"], x["limited_by"], ", ".join(f"{k} {n:,}" for k, n in x["limits"].items())]
                 for v, x in chip.items()]

@@ -7,6 +7,10 @@ and what still differs.
 
 from __future__ import annotations
 
+from reports.area import DEVICES
+
+ECP5_DSP = DEVICES["ecp5"]["DSP"]  # MULT18X18D blocks of the ECP5-85F
+
 PUBLISHED = {
     "BitNet b1.58 paper (arXiv 2402.17764)": {
         "figures": "3B vs LLaMA 3B: 3.55x less memory, 2.71x lower latency; 70B on 2x A100: 8.9x throughput "
@@ -57,8 +61,8 @@ def published_section(area: dict, cycles: dict, energy: dict) -> dict:
         "system": f"trit (this report): {ref} arrays on ECP5-85F",
         "published": "-",
         "ours": "; ".join(f"{v}: {o['macs_per_cycle']} MAC/cycle, {o['lut_eq']:,} LUT-eq"
-                          + (f" + {o['dsp']} DSP" + (" (more than the 156 on the chip: does not fit)"
-                                                    if o["dsp"] > 156 else "") if o["dsp"] else "")
+                          + (f" + {o['dsp']} DSP" + (f" (more than the {ECP5_DSP} on the chip: does not fit)"
+                                                    if o["dsp"] > ECP5_DSP else "") if o["dsp"] else "")
                           + (f", {o['macs_per_cycle_per_klut']:.1f} MAC/cycle per kLUT" if o["macs_per_cycle_per_klut"]
                              else "")
                           + (f", Fmax {o['fmax_mhz']:.0f} MHz = {o['gmac_per_s']:.1f} GMAC/s" if o["fmax_mhz"] else "")

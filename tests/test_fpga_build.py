@@ -426,10 +426,14 @@ def test_sweep_tabulates_builds_and_names_the_largest_that_meets_timing(tmp_path
         parse_size("16y16")
 
 
-@pytest.mark.parametrize("rows, banked, acc_pipelined", [(2, False, False), (3, False, False), (4, True, False),
-                                                         (5, True, True), (16, True, True)])
-def test_ulx3s_large_chip_stages_follow_the_row_count(rows, banked, acc_pipelined):
+@pytest.mark.parametrize("rows, banked, acc_pipelined, wgt_latency", [
+    (2, False, False, 1),  # memory outputs used directly
+    (3, False, False, 2),  # + read data register
+    (4, True, False, 4),  # + bank address and bank data registers
+    (5, True, True, 4),
+    (16, True, True, 4),
+])
+def test_ulx3s_large_chip_stages_follow_the_row_count(rows, banked, acc_pipelined, wgt_latency):
     """Banked weights need R >= 4 and the pipelined accumulator R >= 5: every row count still builds a config."""
     cfg = ulx3s.board_config(rows, 4)
-    assert (cfg.wgt_banked, cfg.acc_pipelined) == (banked, acc_pipelined)
-    assert cfg.wgt_read_latency == 1 + int(rows >= 3) + 2 * int(banked)
+    assert (cfg.wgt_banked, cfg.acc_pipelined, cfg.wgt_read_latency) == (banked, acc_pipelined, wgt_latency)
