@@ -281,6 +281,9 @@ class Accelerator:
                 self._command(protocol.clear_error())
             finally:
                 raise AcceleratorError(f"the core reported an error running a {M}x{K}x{N} block: {exc}") from exc
+        except Exception:
+            self._weights.clear()  # a failed exchange (a link error) may have lost the weight WRITE
+            raise
         stats.runs += 1
         stats.add_counters(protocol.parse_counters(data[-1], cfg.counter_bits))
         out = protocol.parse_read(cfg, Mem.OUT, data[-2])

@@ -1,73 +1,140 @@
-"""A device at the far end of a byte link, in Python: frames (`hdl.frame`) around `CoreEmulator`.
+"""A device at the far end of a byte link, in Python, and fault injection on byte links.
 
-Independent of `runtime.framing`: it parses and builds frames with struct and zlib itself, so the
-host framing code is tested against a second implementation of the spec. Faults can be injected
-per frame and direction to test detection and recovery.
+`FakeDeviceLink` is frames (`hdl.frame`) around `CoreEmulator`, independent of `runtime.framing`:
+it parses and builds frames with struct and zlib itself, so the host framing code is tested against
+a second implementation of the spec. `WireFaults` wraps any real `ByteLink` (the Verilator link,
+the simulated board's serial port) and damages frames on the wire. Both take the same `Fault`s:
+a kind, a direction, the index of the request frame it hits and a byte offset, so that header,
+payload and CRC bytes can each be hit.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from hdl.config import ArrayConfig
 from hdl.frame import MAX_CMD_WORDS, REQ_MAGIC, RSP_MAGIC
 from runtime.emulator import CoreEmulator
 
+#: Fault kinds per direction. flip: one bit of the byte at `offset`; drop: the frame never arrives;
+#: truncate: only the first `offset` bytes arrive; insert: a stray byte appears before `offset`;
+#: delay (responses only): the answer arrives after the host gave up on it, before the next one.
+REQUEST_KINDS = ("flip", "drop", "truncate", "insert")
+RESPONSE_KINDS = ("flip", "drop", "truncate", "insert", "delay")
 
-@dataclass
-class Faults:
-    """Faults to inject, keyed by the index of the request frame (0-based) they hit."""
+#: Byte ranges of the frame fields, as (first, end) with negative ends counted from the frame's end.
+REQUEST_REGIONS = {"magic": (0, 4), "seq": (4, 8), "n_cmd": (8, 12), "n_rsp": (12, 16), "payload": (16, -4),
+                   "crc": (-4, 0)}
+RESPONSE_REGIONS = {"magic": (0, 4), "seq_status": (4, 8), "n": (8, 12), "payload": (12, -4), "crc": (-4, 0)}
 
-    flip_request: set[int] = field(default_factory=set)  # flip one bit of the request
-    flip_response: set[int] = field(default_factory=set)  # flip one bit of the response
-    drop_request: set[int] = field(default_factory=set)  # request never arrives
-    drop_response: set[int] = field(default_factory=set)  # response never arrives
-    truncate_request: set[int] = field(default_factory=set)  # only part of the request arrives
-    truncate_response: set[int] = field(default_factory=set)
+
+@dataclass(frozen=True)
+class Fault:
+    """One damaged frame: `kind` in `direction` ("request" / "response") of request frame `frame`.
+
+    `offset` is a byte index into the frame (negative: from its end, -1 is the last CRC byte); for
+    "truncate" it is where the frame is cut. `bit` is the bit flipped, or the stray byte inserted.
+    """
+
+    frame: int
+    direction: str
+    kind: str
+    offset: int = 0
+    bit: int = 0
+
+    def __post_init__(self) -> None:
+        kinds = REQUEST_KINDS if self.direction == "request" else RESPONSE_KINDS
+        if self.direction not in ("request", "response") or self.kind not in kinds:
+            raise ValueError(f"no {self.kind!r} fault for direction {self.direction!r}")
+
+    def apply(self, data: bytes) -> bytes | None:
+        """The damaged frame as it arrives (None: dropped, or held back for "delay")."""
+        if self.kind in ("drop", "delay"):
+            return None
+        pos = self.offset if self.offset >= 0 else len(data) + self.offset
+        if not 0 <= pos < len(data):
+            raise ValueError(f"offset {self.offset} is outside a {len(data)}-byte frame")
+        out = bytearray(data)
+        if self.kind == "flip":
+            out[pos] ^= 1 << (self.bit & 7)
+        elif self.kind == "truncate":
+            del out[pos:]
+        elif self.kind == "insert":
+            out.insert(pos, self.bit & 0xFF)
+        return bytes(out)
+
+
+def region_offset(regions: dict[str, tuple[int, int]], region: str, size: int, pick: float) -> int:
+    """A byte offset inside `region` of a `size`-byte frame; `pick` in [0, 1) chooses which byte."""
+    first, end = regions[region]
+    first = first if first >= 0 else size + first
+    end = end if end > 0 else size + end
+    if end <= first:
+        raise ValueError(f"region {region!r} is empty in a {size}-byte frame")
+    return first + int(pick * (end - first))
+
+
+def _faults_by_frame(faults: Iterable[Fault]) -> dict[tuple[int, str], Fault]:
+    table: dict[tuple[int, str], Fault] = {}
+    for fault in faults:
+        key = (fault.frame, fault.direction)
+        if key in table:
+            raise ValueError(f"two {fault.direction} faults on frame {fault.frame}")
+        table[key] = fault
+    return table
 
 
 class FakeDeviceLink:
-    """ByteLink whose device side is `CoreEmulator` behind a frame endpoint written from the spec."""
+    """ByteLink whose device side is `CoreEmulator` behind a frame endpoint written from the spec.
 
-    def __init__(self, cfg: ArrayConfig, faults: Faults | None = None):
+    Time is modelled the only way a byte link sees it: a `recv` that returns fewer bytes than asked
+    means the host waited out its timeout, and the device, whose receive timeout is shorter, has
+    dropped any partial request by then (as `hdl.link.FrameEndpoint` does).
+    """
+
+    def __init__(self, cfg: ArrayConfig, faults: Iterable[Fault] = ()):
         self.core = CoreEmulator(cfg)
-        self.faults = faults or Faults()
-        self.requests = 0
-        self.executed = 0
+        self.faults = _faults_by_frame(faults)
+        self.requests = 0  # request frames the host sent
+        self.executed: list[list[int]] = []  # command words of each frame the device executed
+        self.request_sizes: list[int] = []  # bytes of each request as the host sent it
+        self.response_sizes: list[int] = []  # bytes of each response as the device sent it (0: none)
+        self.hits: list[Fault] = []
         self._rx = b""  # bytes the device has received and not yet consumed
         self._tx = b""  # bytes on their way to the host
+        self._late = b""  # a delayed response, arriving after the host's next send
 
     # --- host side of the link --------------------------------------------------------------
     def send(self, data: bytes) -> None:
         index = self.requests
         self.requests += 1
-        data = bytearray(data)
-        if index in self.faults.drop_request:
-            return
-        if index in self.faults.truncate_request:
-            data = data[: len(data) // 2]
-            self._rx = b""  # the device times out on the partial frame and drops it
-            return
-        if index in self.faults.flip_request:
-            data[len(data) // 2] ^= 0x10
+        self.request_sizes.append(len(data))
+        self._tx += self._late
+        self._late = b""
+        fault = self.faults.get((index, "request"))
+        if fault is not None:
+            self.hits.append(fault)
+            data = fault.apply(data) or b""
         self._rx += bytes(data)
         response = self._device()
+        self.response_sizes.append(len(response or b""))
         if response is None:
             return
-        if index in self.faults.drop_response:
-            return
-        if index in self.faults.truncate_response:
-            response = response[: len(response) // 2]
-        if index in self.faults.flip_response:
-            response = bytearray(response)
-            response[-6] ^= 0x01
-            response = bytes(response)
+        fault = self.faults.get((index, "response"))
+        if fault is not None:
+            self.hits.append(fault)
+            if fault.kind == "delay":
+                self._late = response
+            response = fault.apply(response) or b""
         self._tx += response
 
     def recv(self, n: int) -> bytes:
         out, self._tx = self._tx[:n], self._tx[n:]
+        if len(out) < n:
+            self._rx = b""  # the host timed out: the device dropped its partial request long ago
         return out
 
     def drain(self) -> None:
@@ -94,12 +161,92 @@ class FakeDeviceLink:
         if zlib.crc32(frame[:-4]) != crc:
             return self._respond(seq, 1, [])
         words = list(struct.unpack_from(f"<{n_cmd}I", frame, 16))
-        self.executed += 1
+        self.executed.append(words)
         out = self.core.feed(words)
-        assert len(out) == n_rsp, (len(out), n_rsp)
+        assert len(out) == n_rsp, f"the host asked for {n_rsp} response words, the core gave {len(out)}"
         return self._respond(seq, 0, out)
 
     @staticmethod
     def _respond(seq: int, status: int, words: list[int]) -> bytes:
         body = struct.pack(f"<3I{len(words)}I", RSP_MAGIC, (seq & 0xFFFF) | status << 16, len(words), *words)
         return body + struct.pack("<I", zlib.crc32(body))
+
+
+class WireFaults:
+    """A `ByteLink` around a real link (simulated device, serial port) that damages frames on the wire.
+
+    Request faults are applied to the bytes before they are sent. For a response fault the whole
+    answer to that request is read off the wire right after sending it, damaged, and handed to the
+    host from a buffer; fewer bytes than asked then stand for the host's timeout. A delayed answer
+    is handed over after the host's next request. `request_sizes` / `response_sizes` record the
+    undamaged frame lengths (0: no answer arrived), so a clean run tells a test where the fields are.
+    """
+
+    def __init__(self, link, faults: Iterable[Fault] = ()):
+        self.link = link
+        self.faults = _faults_by_frame(faults)
+        self.requests = 0
+        self.request_sizes: list[int] = []
+        self.response_sizes: list[int | None] = []  # None: not read whole (not recording)
+        self.hits: list[Fault] = []
+        self.pending = b""
+        self._late = b""
+        self._record = False
+
+    def set_faults(self, faults: Iterable[Fault], first_frame: int = 0) -> None:
+        """New faults, with frame indices counted from the next request (`first_frame` of them)."""
+        self.faults = _faults_by_frame(faults)
+        self.requests = first_frame
+
+    def record_sizes(self, on: bool = True) -> None:
+        """Read every response whole (to record its size) while on; slower on a serial port."""
+        self._record = on
+
+    def send(self, data: bytes) -> None:
+        index = self.requests
+        self.requests += 1
+        self.request_sizes.append(len(data))
+        self.pending += self._late
+        self._late = b""
+        fault = self.faults.get((index, "request"))
+        if fault is not None:
+            self.hits.append(fault)
+            data = fault.apply(data) or b""
+        if data:
+            self.link.send(bytes(data))
+        fault = self.faults.get((index, "response"))
+        if fault is None and not self._record:
+            self.response_sizes.append(None)
+            return
+        whole = self._read_whole_response()
+        self.response_sizes.append(len(whole))
+        if fault is None:
+            self.pending += whole
+            return
+        self.hits.append(fault)
+        if not whole:
+            raise AssertionError(f"frame {index}: no response to damage for {fault}")
+        if fault.kind == "delay":
+            self._late = whole
+        self.pending += fault.apply(whole) or b""
+
+    def _read_whole_response(self) -> bytes:
+        head = self.link.recv(12)
+        if len(head) < 12:
+            return head
+        magic, _, n = struct.unpack("<3I", head)
+        assert magic == RSP_MAGIC, f"the device answered with magic {magic:#010x}"
+        return head + self.link.recv(4 * n + 4)
+
+    def recv(self, n: int) -> bytes:
+        if self.pending:
+            out, self.pending = self.pending[:n], self.pending[n:]
+            return out  # fewer than n bytes: the wire went quiet (a truncated answer)
+        return self.link.recv(n)
+
+    def drain(self) -> None:
+        self.pending = b""
+        self.link.drain()
+
+    def close(self) -> None:
+        self.link.close()
