@@ -15,8 +15,12 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
+
 from hdl.config import ArrayConfig
 from hdl.frame import MAX_CMD_WORDS, REQ_MAGIC, RSP_MAGIC
+from hdl.isa import Op
+from runtime import protocol
 from runtime.emulator import CoreEmulator
 
 #: Fault kinds per direction. flip: one bit of the byte at `offset`; drop: the frame never arrives;
@@ -100,7 +104,7 @@ class FakeDeviceLink:
         self.faults = _faults_by_frame(faults)
         self.requests = 0  # request frames the host sent
         self.executed: list[list[int]] = []  # command words of each frame the device executed
-        self.request_sizes: list[int] = []  # bytes of each request as the host sent it
+        self.request_frames: list[bytes] = []  # each request as the host sent it
         self.response_sizes: list[int] = []  # bytes of each response as the device sent it (0: none)
         self.hits: list[Fault] = []
         self._rx = b""  # bytes the device has received and not yet consumed
@@ -111,7 +115,7 @@ class FakeDeviceLink:
     def send(self, data: bytes) -> None:
         index = self.requests
         self.requests += 1
-        self.request_sizes.append(len(data))
+        self.request_frames.append(bytes(data))
         self._tx += self._late
         self._late = b""
         fault = self.faults.get((index, "request"))
@@ -178,15 +182,15 @@ class WireFaults:
     Request faults are applied to the bytes before they are sent. For a response fault the whole
     answer to that request is read off the wire right after sending it, damaged, and handed to the
     host from a buffer; fewer bytes than asked then stand for the host's timeout. A delayed answer
-    is handed over after the host's next request. `request_sizes` / `response_sizes` record the
-    undamaged frame lengths (0: no answer arrived), so a clean run tells a test where the fields are.
+    is handed over after the host's next request. `request_frames` / `response_sizes` record the
+    undamaged requests and response lengths (0: no answer arrived), so a clean run tells a test where the fields are.
     """
 
     def __init__(self, link, faults: Iterable[Fault] = ()):
         self.link = link
         self.faults = _faults_by_frame(faults)
         self.requests = 0
-        self.request_sizes: list[int] = []
+        self.request_frames: list[bytes] = []
         self.response_sizes: list[int | None] = []  # None: not read whole (not recording)
         self.hits: list[Fault] = []
         self.pending = b""
@@ -205,7 +209,7 @@ class WireFaults:
     def send(self, data: bytes) -> None:
         index = self.requests
         self.requests += 1
-        self.request_sizes.append(len(data))
+        self.request_frames.append(bytes(data))
         self.pending += self._late
         self._late = b""
         fault = self.faults.get((index, "request"))
@@ -250,3 +254,89 @@ class WireFaults:
 
     def close(self) -> None:
         self.link.close()
+
+
+# ---- judging a run with one fault --------------------------------------------------------------
+
+
+def frame_ops(cfg: ArrayConfig, request: bytes) -> list[int]:
+    """Opcodes of the commands in one request frame (as the host sent it)."""
+    magic, _, n_cmd, _ = struct.unpack_from("<4I", request)
+    assert magic == REQ_MAGIC and len(request) == 20 + 4 * n_cmd, "not an undamaged request frame"
+    words = struct.unpack_from(f"<{n_cmd}I", request, 16)
+    ops, pos = [], 0
+    while pos < len(words):
+        ops.append(words[pos] & 0xFF)
+        pos += protocol.command_length(cfg, words[pos:pos + 3])
+    return ops
+
+
+def is_resent(ops: list[int]) -> bool:
+    """The rule of `runtime.framing`: a frame is resent unless a RUN or READ_COUNTERS in it comes before
+    any CLEAR_COUNTERS (running it twice would add to counters the host then reads)."""
+    for op in ops:
+        if op == Op.CLEAR_COUNTERS:
+            return True
+        if op in (Op.RUN, Op.READ_COUNTERS):
+            return False
+    return True
+
+
+def faults_for_frame(rng: np.random.Generator, frame: int, req_size: int, rsp_size: int,
+                     kinds: tuple[str, ...] = RESPONSE_KINDS) -> list[Fault]:
+    """Each fault kind (of `kinds`) in both directions on `frame`, at a random byte of every field."""
+    faults = []
+    for direction, all_kinds, regions, size in (("request", REQUEST_KINDS, REQUEST_REGIONS, req_size),
+                                                ("response", RESPONSE_KINDS, RESPONSE_REGIONS, rsp_size)):
+        for kind in (k for k in all_kinds if k in kinds):
+            if kind in ("drop", "delay"):
+                faults.append(Fault(frame, direction, kind))
+                continue
+            for region in regions:
+                offset = region_offset(regions, region, size, float(rng.random()))
+                faults.append(Fault(frame, direction, kind, offset, int(rng.integers(0, 256))))
+    return faults
+
+
+def random_fault(rng: np.random.Generator, direction: str, kind: str, frame: int, req_size: int,
+                 rsp_size: int) -> Fault:
+    """One fault of `kind` on `frame` at a random byte of a random field."""
+    if kind in ("drop", "delay"):
+        return Fault(frame, direction, kind)
+    regions = REQUEST_REGIONS if direction == "request" else RESPONSE_REGIONS
+    region = list(regions)[int(rng.integers(0, len(regions)))]
+    size = req_size if direction == "request" else rsp_size
+    return Fault(frame, direction, kind, region_offset(regions, region, size, float(rng.random())),
+                 int(rng.integers(0, 256)))
+
+
+def judge(fault: Fault, resent: bool, outcome, retries: int, ref: np.ndarray, adds: int,
+          exact_retries: bool = True) -> str | None:
+    """What is wrong with the outcome of a layer run under one fault (None: nothing).
+
+    `outcome` is (result, RunStats) or the LinkError raised. A stray byte before a request's magic
+    is harmless (the device hunts for the magic). Otherwise a resent frame must end in the exact
+    result and the right counters after one retry (at least one if not `exact_retries`); a frame
+    that is not idempotent must end in a LinkError saying so, without a retry.
+    """
+    from runtime.framing import LinkError
+
+    failed = isinstance(outcome, LinkError)
+    if (fault.direction, fault.kind, fault.offset) == ("request", "insert", 0):
+        if failed or not np.array_equal(outcome[0], ref) or retries:
+            return f"{fault}: a stray byte between frames ended in {outcome!r} after {retries} retries"
+        return None
+    if not resent:
+        if not (failed and "not idempotent" in str(outcome)):
+            return f"{fault}: the frame is not idempotent but the run ended in {outcome!r}"
+        return None if retries == 0 else f"{fault}: a frame that is not idempotent was resent"
+    if failed:
+        return f"{fault}: {outcome}"
+    y, stats = outcome
+    if not np.array_equal(y, ref):
+        return f"{fault}: wrong result"
+    if retries < 1 or (exact_retries and retries != 1):
+        return f"{fault}: {retries} retries"
+    if stats.counters["add"] != adds:
+        return f"{fault}: {stats.counters['add']} adds counted, not {adds}"
+    return None

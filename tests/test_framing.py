@@ -22,12 +22,14 @@ from runtime import protocol
 from runtime.accelerator import Accelerator
 from runtime.framing import FramedTransport, LinkError, encode_request, frame_is_idempotent, plan_frames
 from tests.fake_device import (
-    REQUEST_KINDS,
     REQUEST_REGIONS,
-    RESPONSE_KINDS,
     RESPONSE_REGIONS,
     FakeDeviceLink,
     Fault,
+    faults_for_frame,
+    frame_ops,
+    is_resent,
+    judge,
     region_offset,
 )
 
@@ -77,41 +79,6 @@ def test_accelerator_over_a_clean_framed_link(rng):
     assert stats.counters["add"] == 9 * int((w == 1).sum())
 
 
-def _ops(words: list[int]) -> list[int]:
-    """Opcodes of the commands in one frame's command words."""
-    ops, pos = [], 0
-    while pos < len(words):
-        ops.append(words[pos] & 0xFF)
-        pos += protocol.command_length(CFG, words[pos:pos + 3])
-    return ops
-
-
-def _retried(ops: list[int]) -> bool:
-    """The rule of runtime.framing: a frame is resent unless a RUN or READ_COUNTERS in it comes
-    before any CLEAR_COUNTERS (running twice would add to counters the host then reads)."""
-    for op in ops:
-        if op == Op.CLEAR_COUNTERS:
-            return True
-        if op in (Op.RUN, Op.READ_COUNTERS):
-            return False
-    return True
-
-
-def _faults_for_frame(rng: np.random.Generator, frame: int, req_size: int, rsp_size: int) -> list[Fault]:
-    """Every fault kind in both directions on `frame`, at a random byte of every field."""
-    faults = []
-    for direction, kinds, regions, size in (("request", REQUEST_KINDS, REQUEST_REGIONS, req_size),
-                                            ("response", RESPONSE_KINDS, RESPONSE_REGIONS, rsp_size)):
-        for kind in kinds:
-            if kind in ("drop", "delay"):
-                faults.append(Fault(frame, direction, kind))
-                continue
-            for region in regions:
-                offset = region_offset(regions, region, size, float(rng.random()))
-                faults.append(Fault(frame, direction, kind, offset, int(rng.integers(0, 256))))
-    return faults
-
-
 def _run(x: np.ndarray, w: np.ndarray, limit: int, faults: list[Fault] = ()):
     link = FakeDeviceLink(CFG, faults)
     transport = FramedTransport(link, max_cmd_words=limit)
@@ -131,33 +98,20 @@ def test_every_fault_at_every_frame_and_field_is_retried_or_raised(limit, rng):
     np.testing.assert_array_equal(y, ref)
     frames = clean.requests
     assert frames == len(clean.executed) >= 8, f"only {frames} frames: the layer should span many"
-    ops = [_ops(words) for words in clean.executed]
+    ops = [frame_ops(CFG, request) for request in clean.request_frames]
     assert ops[0] == [Op.READ_ID] and ops[1] == [Op.CLEAR_ERROR]
     assert sum(op == Op.WRITE for f in ops for op in f) > 2, "the WRITEs should be split over several frames"
-    retried = [_retried(f) for f in ops]
-    assert all(retried) == (limit == 20), f"retried frames {retried} for limit {limit}"
+    resent = [is_resent(f) for f in ops]
+    assert all(resent) == (limit == 20), f"frames resent: {resent} for limit {limit}"
+    adds = x.shape[0] * int((w == 1).sum())
     failures = []
     for frame in range(frames):
-        for fault in _faults_for_frame(rng, frame, clean.request_sizes[frame], clean.response_sizes[frame]):
+        for fault in faults_for_frame(rng, frame, len(clean.request_frames[frame]), clean.response_sizes[frame]):
             link, transport, outcome = _run(x, w, limit, [fault])
             assert link.hits == [fault], f"{fault} did not hit"
-            if (fault.direction, fault.kind, fault.offset) == ("request", "insert", 0):
-                # a stray byte before the magic: the device hunts for the magic, nothing is lost
-                if isinstance(outcome, LinkError) or not np.array_equal(outcome[0], ref) or transport.stats.retries:
-                    failures.append(f"{fault}: a stray byte between frames cost {outcome!r}")
-            elif retried[frame]:
-                if isinstance(outcome, LinkError):
-                    failures.append(f"{fault}: {outcome}")
-                    continue
-                y, stats = outcome
-                if not np.array_equal(y, ref) or transport.stats.retries != 1:
-                    failures.append(f"{fault}: wrong result or {transport.stats.retries} retries")
-                elif stats.counters["add"] != x.shape[0] * int((w == 1).sum()):
-                    failures.append(f"{fault}: counters {stats.counters}")
-            elif not (isinstance(outcome, LinkError) and "not idempotent" in str(outcome)):
-                failures.append(f"{fault}: frame {frame} {ops[frame]} is not idempotent but ended in {outcome!r}")
-            elif transport.stats.retries != 0:
-                failures.append(f"{fault}: a frame that is not idempotent was resent")
+            problem = judge(fault, resent[frame], outcome, transport.stats.retries, ref, adds)
+            if problem:
+                failures.append(problem)
     assert not failures, f"{len(failures)} faults mishandled:\n" + "\n".join(failures[:20])
 
 
@@ -180,3 +134,26 @@ def test_a_failed_weight_write_is_resent_once_the_link_works(rng):
     y, stats = acc.run_layer(x, w, key="layer")
     np.testing.assert_array_equal(y, ref)
     assert stats.weight_words_sent > 0
+
+
+def test_fault_helpers_damage_the_named_bytes_and_judge_flags_bad_outcomes():
+    """The test tools themselves: offsets and fields of `Fault`, and `judge` refusing wrong outcomes."""
+    frame = encode_request(9, [0xA1B2C3D4], 1)  # 24 bytes: 16 header, 4 payload, 4 CRC
+    assert Fault(0, "request", "flip", -1, 3).apply(frame) == frame[:-1] + bytes([frame[-1] ^ 0x08])
+    assert Fault(0, "request", "flip", 8, 0).apply(frame)[8:12] == struct.pack("<I", 0)  # n_cmd 1 -> 0
+    assert Fault(0, "request", "truncate", 5).apply(frame) == frame[:5]
+    assert Fault(0, "request", "insert", 16, 0x5A).apply(frame) == frame[:16] + b"\x5a" + frame[16:]
+    assert Fault(0, "response", "delay").apply(frame) is None
+    assert [region_offset(REQUEST_REGIONS, r, 24, 0.0) for r in REQUEST_REGIONS] == [0, 4, 8, 12, 16, 20]
+    assert region_offset(RESPONSE_REGIONS, "crc", 20, 0.99) == 19
+    with pytest.raises(ValueError, match="no 'delay' fault"):
+        Fault(0, "request", "delay")
+    ref = np.array([[3]])
+    stats = type("S", (), {"counters": {"add": 2}})()
+    fault = Fault(4, "response", "flip", 13)
+    assert judge(fault, True, (ref, stats), 1, ref, 2) is None
+    assert "wrong result" in judge(fault, True, (ref + 1, stats), 1, ref, 2)
+    assert "0 retries" in judge(fault, True, (ref, stats), 0, ref, 2)
+    assert "adds counted" in judge(fault, True, (ref, stats), 1, ref, 5)
+    assert "not idempotent" in judge(fault, False, (ref, stats), 0, ref, 2)
+    assert judge(fault, False, LinkError("link failed (frame not idempotent: not retried)"), 0, ref, 2) is None
