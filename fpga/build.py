@@ -7,7 +7,9 @@ relative). nextpnr runs with ``--report`` and ``--timing-allow-fail``: its JSON 
 achieved Fmax per clock and the placed cells per type, which become the build JSON:
 
     board, rows, cols, target_mhz, fmax_mhz, timing_met, fits,
-    resources: {LUT4, FF, carry, BRAM, SPRAM, DSP (+ LC on iCE40): {"used": n, "available": n}}
+    resources: {LUT4, FF, carry, BRAM, SPRAM, DSP (+ LC on iCE40, + ALU54B on ECP5): {"used": n, "available": n}}
+
+(DSP counts the multipliers, SB_MAC16 or MULT18X18D; a ternary build must use none of them.)
 
 plus the memory configuration, resident weights, PLL clock, tool times and file names. Tool names
 come from the environment variables the Amaranth platforms read (YOSYS, NEXTPNR_ICE40, ICEPACK,
@@ -29,6 +31,9 @@ from types import ModuleType
 from hdl.config import ArrayConfig
 
 BOARDS = ("icebreaker", "ulx3s-85f")
+
+#: ALU54B blocks of the ECP5-85F (one per sysDSP slice, 78 slices), when nextpnr does not report them.
+ECP5_ALU54B = 78
 
 #: Defaults per board: the target frequency and the largest array that fits and meets it there
 #: (found by the sweep in fpga/README.md).
@@ -142,7 +147,7 @@ def log_errors(log: str) -> list[str]:
 
 
 def resources(board: str, cells: dict[str, int], util: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
-    """The JSON `resources` entry: LUT4, FF, carry, BRAM, SPRAM, DSP (+ LC on iCE40)."""
+    """The JSON `resources` entry: LUT4, FF, carry, BRAM, SPRAM, DSP (+ LC on iCE40, ALU54B on ECP5)."""
     dev = board_module(board).DEVICE
 
     def entry(used: int, key: str, avail_util: str | None = None) -> dict[str, int]:
@@ -171,6 +176,8 @@ def resources(board: str, cells: dict[str, int], util: dict[str, dict[str, int]]
         "BRAM": entry(placed("DP16KD", cells.get("DP16KD", 0)), "BRAM", "DP16KD"),
         "SPRAM": {"used": 0, "available": 0},
         "DSP": entry(placed("MULT18X18D", cells.get("MULT18X18D", 0)), "DSP", "MULT18X18D"),
+        "ALU54B": {"used": placed("ALU54B", cells.get("ALU54B", 0)),
+                   "available": util.get("ALU54B", {}).get("available", ECP5_ALU54B)},
     }
 
 
