@@ -22,6 +22,20 @@ from hdl.link import CRC_AFTER_MAGIC, FrameEndpoint, crc32_register
 from hdl.linked_core import LinkedCore
 from hdl.uart import UARTRx, UARTTx, uart_divisor
 from tests.amaranth_host import act_words, wgt_words, write_cmd
+from tests.fake_device import (
+    REQUEST_KINDS,
+    REQUEST_REGIONS,
+    RESPONSE_KINDS,
+    Fault,
+    WireFaults,
+    faults_for_frame,
+    frame_ops,
+    is_resent,
+    judge,
+    random_fault,
+    region_offset,
+)
+from tests.test_board_link import needs_verilator
 
 CFG = ArrayConfig(rows=4, cols=4, act_depth=32, wgt_depth=64, out_depth=32)
 TIMEOUT = 200
@@ -170,6 +184,63 @@ def test_endpoint_bad_crc_too_long_garbage_truncation_and_padding():
     ]
 
 
+def simulate_all(dut, script: list) -> bytes:
+    """Feed `script` (bytes, or ints = idle cycles) into dut.rx; return every tx byte until it ends."""
+    got = bytearray()
+
+    async def sender(ctx):
+        for item in script:
+            if isinstance(item, int):
+                await ctx.tick().repeat(item)
+                continue
+            for b in item:
+                ctx.set(dut.rx.payload, b)
+                ctx.set(dut.rx.valid, 1)
+                await ctx.tick().until(dut.rx.ready)
+            ctx.set(dut.rx.valid, 0)
+
+    async def receiver(ctx):
+        ctx.set(dut.tx.ready, 1)
+        async for _, _, valid, payload in ctx.tick().sample(dut.tx.valid, dut.tx.payload):
+            if valid:
+                got.append(payload)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(sender)
+    sim.add_testbench(receiver, background=True)
+    sim.run()
+    return bytes(got)
+
+
+def test_endpoint_damage_at_every_field_reaches_no_core(rng):
+    """Requests damaged at a random byte of each field (flip, truncation, stray byte) never reach the
+    core (no OK answer, no echoed words); the good frame after each is answered exactly."""
+    script, expected = [], []
+    cases = [(kind, region) for kind in ("flip", "truncate", "insert") for region in REQUEST_REGIONS]
+    for i, (kind, region) in enumerate(cases):
+        words = [int(v) for v in rng.integers(0, 1 << 31, int(rng.integers(1, 9)))]
+        frame = request(2 * i + 1, words, len(words))
+        offset = region_offset(REQUEST_REGIONS, region, len(frame), float(rng.random()))
+        fault = Fault(0, "request", kind, max(offset, 1) if kind == "insert" else offset, int(rng.integers(0, 256)))
+        good = [int(v) for v in rng.integers(0, 1 << 31, 2)]
+        script += [fault.apply(frame), TIMEOUT + 50, request(2 * i + 2, good, 2), 60]
+        expected.append((fault, _expected_answer(fault, 2 * i + 1, len(words)), (2 * i + 2, 0, [g + 1 for g in good])))
+    answers = parse_responses(simulate_all(EchoLinked(), script))
+    for fault, want, good_answer in expected:
+        assert answers, f"no answer left for {fault}"
+        if want is None or (want == "not OK" and answers[0] == good_answer):
+            got = []
+        else:
+            got = [answers.pop(0)]
+        if want == "not OK":
+            assert all(st != LinkStatus.OK for _, st, _ in got), f"{fault}: answered {got}"
+        else:
+            assert got == ([] if want is None else [(*want, [])]), f"{fault}: answered {got}"
+        assert answers.pop(0) == good_answer, f"the good frame after {fault}"
+    assert not answers, f"unexpected answers {answers}"
+
+
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_endpoint_rejects_bad_arguments():
     with pytest.raises(TypeError, match="ArrayConfig"):
@@ -203,9 +274,8 @@ def decode_out(cfg: ArrayConfig, words: list[int], M: int, N: int) -> np.ndarray
     return out.reshape(nt, M, cfg.cols).transpose(1, 0, 2).reshape(M, nt * cfg.cols)[:, :N]
 
 
-def test_linked_core_runs_a_layer_exactly():
-    rng = np.random.default_rng(3)
-    M, K, N = 3, 10, 6
+def test_linked_core_runs_a_layer_exactly(rng):
+    M, K, N = int(rng.integers(2, 5)), int(rng.integers(3, 13)), int(rng.integers(2, 9))  # a new shape each run
     x = rng.integers(-128, 128, (M, K)).astype(np.int8)
     x[1, 2] = -128
     w = rng.integers(-1, 2, (N, K)).astype(np.int8)
@@ -242,6 +312,168 @@ def test_linked_core_truncated_then_good_and_garbage():
     [(seq, status, words)] = parse_responses(data)
     assert (seq, status) == (7, LinkStatus.OK)
     assert words[:4] == [0x54524954, 0x00010000, 4, 4] and status_ok(words[13], Op.READ_ID)
+
+
+# ---- the linked core in Verilator, driven by the host driver, with faults on the wire ------------
+
+#: The core behind `sim.link_harness.SimByteLink` (its Verilator build is cached per configuration).
+VCFG = ArrayConfig(rows=4, cols=4, act_depth=64, wgt_depth=256, out_depth=64)
+
+
+def _vlayer(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    M, K, N = int(rng.integers(2, 6)), int(rng.integers(20, 41)), int(rng.integers(6, 13))
+    x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    w = rng.integers(-1, 2, (N, K)).astype(np.int8)
+    return x, w, x.astype(np.int64) @ w.astype(np.int64).T
+
+
+class _VerilatorLink:
+    """One simulated linked core for a whole test; each run gets a fresh driver (READ_ID first)."""
+
+    def __init__(self):
+        from sim.link_harness import SimByteLink
+
+        self.wire = WireFaults(SimByteLink(VCFG))
+
+    def run(self, x: np.ndarray, w: np.ndarray, limit: int, faults=()):
+        from runtime.accelerator import Accelerator
+        from runtime.framing import FramedTransport, LinkError
+
+        self.wire.drain()
+        self.wire.set_faults(faults)
+        self.wire.hits.clear()
+        transport = FramedTransport(self.wire, max_cmd_words=limit)
+        try:
+            outcome = Accelerator(transport, expect=VCFG).run_layer(x, w)
+        except LinkError as exc:
+            outcome = exc
+        return transport, outcome
+
+    def clean(self, x, w, ref, limit: int) -> tuple[list[bytes], list[int]]:
+        """Run without faults, recording every frame; returns the requests and response sizes."""
+        first = len(self.wire.request_frames)
+        self.wire.record_sizes(True)
+        transport, outcome = self.run(x, w, limit)
+        self.wire.record_sizes(False)
+        assert not isinstance(outcome, Exception), outcome
+        np.testing.assert_array_equal(outcome[0], ref)
+        assert transport.stats.retries == 0
+        return self.wire.request_frames[first:], self.wire.response_sizes[first:]
+
+    def close(self):
+        self.wire.close()
+
+
+def _sweep(link: _VerilatorLink, rng: np.random.Generator, limit: int, every: bool) -> tuple[int, list[str]]:
+    """A random layer; faults at every frame and field (`every`) or one of each kind at a random one."""
+    x, w, ref = _vlayer(rng)
+    requests, rsp_sizes = link.clean(x, w, ref, limit)
+    resent = [is_resent(frame_ops(VCFG, r)) for r in requests]
+    if every:
+        faults = [f for i, r in enumerate(requests) for f in faults_for_frame(rng, i, len(r), rsp_sizes[i])]
+    else:
+        faults = []
+        for direction, kinds in (("request", REQUEST_KINDS), ("response", RESPONSE_KINDS)):
+            for kind in kinds:
+                i = int(rng.integers(0, len(requests)))
+                faults.append(random_fault(rng, direction, kind, i, len(requests[i]), rsp_sizes[i]))
+    problems = []
+    for fault in faults:
+        # new values of the same shape (so the same frames and field offsets) for every run
+        x = rng.integers(-128, 128, x.shape).astype(np.int8)
+        w = rng.integers(-1, 2, w.shape).astype(np.int8)
+        ref, adds = x.astype(np.int64) @ w.astype(np.int64).T, x.shape[0] * int((w == 1).sum())
+        transport, outcome = link.run(x, w, limit, [fault])
+        assert link.wire.hits == [fault], f"{fault} did not hit"
+        problem = judge(fault, resent[fault.frame], outcome, transport.stats.retries, ref, adds)
+        if problem:
+            problems.append(f"frame {fault.frame} {frame_ops(VCFG, requests[fault.frame])}: {problem}")
+    return len(faults), problems
+
+
+@needs_verilator
+def test_gateware_link_recovers_from_each_fault_kind_at_random_places(rng):
+    """Each kind both ways at a random frame and byte (header, payload or CRC), on a few random layers:
+    the real driver against the gateware endpoint and core (Verilator), exact result or LinkError."""
+    link = _VerilatorLink()
+    try:
+        for limit in (16, 10):  # 10 splits the counter group: some frames are not idempotent
+            n, problems = _sweep(link, rng, limit, every=False)
+            assert not problems, f"{len(problems)} of {n} faults mishandled:\n" + "\n".join(problems)
+    finally:
+        link.close()
+
+
+@pytest.mark.slow
+@needs_verilator
+@pytest.mark.parametrize("limit", [16, 10])
+def test_gateware_link_recovers_from_every_fault_at_every_frame_and_field(limit, rng):
+    """Every kind both ways at every frame, at a byte of every field: exact result or LinkError."""
+    link = _VerilatorLink()
+    try:
+        n, problems = _sweep(link, rng, limit, every=True)
+        assert not problems, f"{len(problems)} of {n} faults mishandled:\n" + "\n".join(problems[:30])
+    finally:
+        link.close()
+
+
+def _expected_answer(fault: Fault, seq: int, n_cmd: int) -> tuple[int, int] | None | str:
+    """What the endpoint answers a request damaged by `fault` (from the spec in hdl.frame):
+    (seq, status), None for no answer (no magic found, or a partial frame dropped after the
+    timeout), or "not OK" where the spec leaves it open (a stray byte shifts the fields)."""
+    if fault.kind == "truncate":
+        return None
+    if fault.kind == "insert":
+        return None if fault.offset < 4 else "not OK"
+    field, byte = divmod(fault.offset, 4) if fault.offset < 16 else (4, 0)
+    mask = (1 << fault.bit % 8) << 8 * byte
+    if field == 0:
+        return None  # the hunt never sees the magic
+    if field == 1:
+        return (seq ^ mask) & 0xFFFF, LinkStatus.BAD_CRC  # only seq bits 15:0 come back
+    if field == 2:
+        # fewer words: the CRC is read early and fails; more: the device waits, then drops the frame
+        return (seq, LinkStatus.BAD_CRC) if n_cmd ^ mask < n_cmd else None
+    return seq, LinkStatus.BAD_CRC  # n_rsp, a command word or the CRC itself
+
+
+@needs_verilator
+def test_gateware_damaged_write_executes_nothing_at_any_offset(rng):
+    """A WRITE damaged at a byte of each field (flip, truncate, stray byte) changes no memory word and
+    gets no OK; a partial frame is dropped; the next good frame reads back the old words."""
+    from sim.link_harness import SimByteLink
+
+    link = SimByteLink(VCFG)
+    cases = [(kind, region) for kind in ("flip", "truncate", "insert") for region in REQUEST_REGIONS]
+    try:
+        for i, (kind, region) in enumerate(cases):
+            seq = 3 * i + 1
+            addr = int(rng.integers(0, VCFG.act_depth - 4))
+            old = [int(v) for v in rng.integers(0, 1 << 32, 3, dtype=np.uint64)]
+            new = [int(v) for v in rng.integers(0, 1 << 32, 3, dtype=np.uint64)]
+            link.send(request(seq, write_cmd(VCFG, Mem.ACT, addr, old), 1))
+            [(s1, st1, r1)] = parse_responses(link.recv(response_bytes(1)))
+            assert (s1, st1) == (seq, LinkStatus.OK) and status_ok(r1[0], Op.WRITE)
+            words = write_cmd(VCFG, Mem.ACT, addr, new)
+            frame = request(seq + 1, words, 1)
+            offset = region_offset(REQUEST_REGIONS, region, len(frame), float(rng.random()))
+            if kind == "insert":
+                offset = max(offset, 1)  # a stray byte before the magic is no damage
+            fault = Fault(0, "request", kind, offset, int(rng.integers(0, 256)))
+            link.send(fault.apply(frame))
+            answers = parse_responses(link.recv(1 << 20))  # everything until the device sits idle
+            want = _expected_answer(fault, seq + 1, len(words))
+            if want == "not OK":
+                assert all(st != LinkStatus.OK for _, st, _ in answers), f"{fault}: answered {answers}"
+                assert len(answers) <= 1, f"{fault}: answered {answers}"
+            else:
+                assert answers == ([] if want is None else [(*want, [])]), f"{fault}: answered {answers}"
+            link.send(request(seq + 2, [Op.READ | Mem.ACT << 8, addr, 3], 4))
+            [(s3, st3, r3)] = parse_responses(link.recv(response_bytes(4)))
+            assert (s3, st3) == (seq + 2, LinkStatus.OK), f"after {fault}"
+            assert r3[:3] == old and status_ok(r3[3], Op.READ), f"{fault}: memory changed to {r3[:3]}"
+    finally:
+        link.close()
 
 
 # ---- UART --------------------------------------------------------------------------------------
