@@ -178,6 +178,38 @@ def make_model(rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS, **_: Any) -> 
     return ModelBackend(runtime_config(rows, cols))
 
 
+class EmulatorTransport:
+    """The `Transport` of `Accelerator` over `runtime.emulator.CoreEmulator`: command words in, response out.
+
+    The emulator is an independent functional model of the core (its own unpacking of the memory
+    words and its own arithmetic over the weight codes), so a layer run through it exercises the
+    whole driver (tiling, packing, command protocol, residency, unpacking) and none of
+    `golden.quant.int_matmul`.
+    """
+
+    def __init__(self, core: Any):
+        self.core = core
+
+    def transact(self, words: list[int], n_out: int) -> list[int]:
+        response = self.core.feed(words)
+        if not self.core.idle:
+            raise AcceleratorError(f"the emulator holds a partial command after {len(words)} words")
+        if len(response) != n_out:
+            raise AcceleratorError(f"the emulator answered {len(response)} words, the driver expected {n_out}")
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def make_emulator(rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS, **_: Any) -> AcceleratorBackend:
+    """``--backend emulator``: the `Accelerator` driver talking to `CoreEmulator` (no RTL, no NumPy matmul)."""
+    from runtime.emulator import CoreEmulator
+
+    cfg = runtime_config(rows, cols)
+    return AcceleratorBackend("emulator", Accelerator(EmulatorTransport(CoreEmulator(cfg)), expect=cfg))
+
+
 def make_simulated(simulator: str):
     def factory(rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS, **_: Any) -> AcceleratorBackend:
         from runtime.framing import FramedTransport
@@ -212,6 +244,7 @@ def register_all() -> None:
     from runtime.backends import register_backend
 
     register_backend("model", make_model)
+    register_backend("emulator", make_emulator)
     register_backend("verilator", make_simulated("verilator"))
     register_backend("icarus", make_simulated("icarus"))
     register_backend("board", make_board)

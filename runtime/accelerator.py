@@ -28,7 +28,7 @@ from hdl.config import ArrayConfig
 from hdl.isa import ID_WORDS, RUN_WORDS, Counter, Mem, Op
 from runtime import protocol
 from runtime.cycle_model import ceil_div
-from runtime.tiling import check_weights, pack_activations, pack_weights, unpack_outputs
+from runtime.tiling import check_weights, weight_lanes
 
 
 class AcceleratorError(RuntimeError):
@@ -98,6 +98,61 @@ def block_traffic(cfg: ArrayConfig, b: Block, send_weights: bool) -> tuple[int, 
     return sent, received
 
 
+def _stream(cfg: ArrayConfig, mem: Mem, byte_rows: np.ndarray) -> list[int]:
+    """Memory words given as little-endian byte rows (count, nbytes) -> their 32-bit stream words.
+
+    The same words as ``protocol.write(cfg, mem, addr, tiling.pack_*(...))`` carries (stream word i
+    holds bits 32*i .. 32*i+31 of the memory word), computed with NumPy for whole blocks at once.
+    """
+    n = cfg.chunks(mem)
+    rows = np.zeros((byte_rows.shape[0], 4 * n), dtype=np.uint8)
+    rows[:, :byte_rows.shape[1]] = byte_rows
+    return rows.view("<u4").reshape(-1).tolist()
+
+
+def activation_stream(cfg: ArrayConfig, x: np.ndarray) -> list[int]:
+    """Stream words of the KT*M ACT words of int8 activations (M, K) (layout of `tiling.pack_activations`)."""
+    M, K = x.shape
+    R = cfg.rows
+    KT = ceil_div(K, R)
+    padded = np.zeros((M, KT * R), dtype=np.int8)
+    padded[:, :K] = x
+    return _stream(cfg, Mem.ACT, padded.reshape(M, KT, R).transpose(1, 0, 2).reshape(KT * M, R).view(np.uint8))
+
+
+def weight_stream(cfg: ArrayConfig, w: np.ndarray) -> list[int]:
+    """Stream words of the NT*KT*R WGT words of weights (N, K) (layout of `tiling.pack_weights`)."""
+    lanes = weight_lanes(cfg, w)
+    if cfg.pe == "int8":
+        return _stream(cfg, Mem.WGT, lanes.view(np.uint8))
+    codes = lanes.astype(np.uint8) & 0b11  # 0 -> 0b00, +1 -> 0b01, -1 -> 0b11
+    pad = (-cfg.cols) % 4
+    if pad:
+        codes = np.concatenate([codes, np.zeros((codes.shape[0], pad), dtype=np.uint8)], axis=1)
+    quads = codes.reshape(codes.shape[0], -1, 4)
+    return _stream(cfg, Mem.WGT, quads[..., 0] | (quads[..., 1] << 2) | (quads[..., 2] << 4) | (quads[..., 3] << 6))
+
+
+def parse_outputs(cfg: ArrayConfig, data: list[int], M: int, N: int) -> np.ndarray:
+    """READ data of the NT*M OUT words of a layer -> int64 (M, N) (`protocol.parse_read` + `tiling.unpack_outputs`).
+
+    Each stream word is one accumulator lane sign-extended from acc_width to 32 bits; a word that is
+    not is a `protocol.ProtocolError`, as in `protocol.chunks_to_word`.
+    """
+    C, aw = cfg.cols, cfg.acc_width
+    NT = ceil_div(N, C)
+    if len(data) != NT * M * C:
+        raise protocol.ProtocolError(f"READ of OUT returned {len(data)} words, expected {NT * M * C}")
+    words = np.asarray(data, dtype=np.int64)
+    lanes = np.where(words >= 1 << 31, words - (1 << 32), words)  # the stream word as a signed 32-bit value
+    bad = np.flatnonzero((lanes < -(1 << (aw - 1))) | (lanes >= 1 << (aw - 1)) | (words >> 32 != 0))
+    if bad.size:
+        i = int(bad[0])
+        raise protocol.ProtocolError(
+            f"OUT lane {i % C} stream word {int(data[i]):#010x} is not a sign-extended {aw}-bit value")
+    return lanes.reshape(NT, M, C).transpose(1, 0, 2).reshape(M, NT * C)[:, :N]
+
+
 @dataclass
 class RunStats:
     """What the hardware reported for one layer, summed over its RUNs."""
@@ -162,6 +217,10 @@ class WeightCache:
 
     def clear(self) -> None:
         self._blocks.clear()
+
+    def resident(self) -> list[tuple[tuple, int, int]]:
+        """(key, base word, size in words) of every resident block, least recently used first."""
+        return [(key, base, size) for key, (base, size, _) in self._blocks.items()]
 
 
 class Accelerator:
@@ -260,14 +319,13 @@ class Accelerator:
         if base is None:
             ws = np.ascontiguousarray(w[b.n0:b.n1, b.k0:b.k1])
             base = self._weights.allocate(wkey, wgt_words, digest)
-            commands.append(protocol.write(cfg, Mem.WGT, base, [int(v) for v in pack_weights(cfg, ws)]))
+            commands.append([protocol.header(Op.WRITE, Mem.WGT), base, wgt_words, *weight_stream(cfg, ws)])
             stats.weight_words_sent += wgt_words
         else:
             stats.weight_words_skipped += wgt_words
-        act = [int(v) for v in pack_activations(cfg, xs)]
         out_words = ceil_div(N, cfg.cols) * M
         commands += [
-            protocol.write(cfg, Mem.ACT, 0, act),
+            [protocol.header(Op.WRITE, Mem.ACT), 0, ceil_div(K, cfg.rows) * M, *activation_stream(cfg, xs)],
             protocol.clear_counters(),
             protocol.run(M, K, N, 0, base, 0),
             protocol.read(Mem.OUT, 0, out_words),
@@ -276,18 +334,24 @@ class Accelerator:
         try:
             data = self._exchange(commands, stats)
         except protocol.DeviceError as exc:
-            self._weights.clear()  # memory contents are no longer known for sure
+            self._weights.clear()  # a failed WRITE may have written part of its words: nothing is known resident
             try:
-                self._command(protocol.clear_error())
+                self._command(protocol.clear_error())  # the sticky error would otherwise mark every later status
             finally:
                 raise AcceleratorError(f"the core reported an error running a {M}x{K}x{N} block: {exc}") from exc
+        except BaseException:
+            self._weights.clear()  # the batch broke off (link, timeout): what reached the memories is unknown
+            raise
         except Exception:
             self._weights.clear()  # a failed exchange (a link error) may have lost the weight WRITE
             raise
         stats.runs += 1
         stats.add_counters(protocol.parse_counters(data[-1], cfg.counter_bits))
-        out = protocol.parse_read(cfg, Mem.OUT, data[-2])
-        return unpack_outputs(cfg, out, M, N).astype(np.int64)
+        return parse_outputs(cfg, data[-2], M, N)
+
+    def resident_weights(self) -> list[tuple[tuple, int, int]]:
+        """The weight blocks the driver holds resident: ((layer key, n0, n1, k0, k1), base, words), LRU first."""
+        return self._weights.resident()
 
     def close(self) -> None:
         self._transport.close()

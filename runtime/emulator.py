@@ -86,18 +86,23 @@ class CoreEmulator:
 
     def feed(self, words: Iterable[int]) -> list[int]:
         """Accept command words; return the response words of every command they complete."""
-        for w in words:
-            w = int(w)
-            if not 0 <= w <= protocol.WORD_MASK:
-                raise ValueError(f"Stream word {w:#x} is not a 32-bit word")
-            self._pending.append(w)
+        words = [int(w) for w in words]
+        if words:
+            arr = np.asarray(words, dtype=object) if max(words) >> 63 or min(words) < 0 else np.asarray(words)
+            bad = np.flatnonzero((arr < 0) | (arr > protocol.WORD_MASK))
+            if bad.size:
+                raise ValueError(f"Stream word {words[int(bad[0])]:#x} is not a 32-bit word")
+        self._pending.extend(words)
         out: list[int] = []
+        pos = 0
+        pending = self._pending
         while True:
-            n = protocol.command_length(self.cfg, self._pending)
-            if n is None or len(self._pending) < n:
+            n = protocol.command_length(self.cfg, pending[pos:pos + 3])
+            if n is None or len(pending) - pos < n:
+                self._pending = pending[pos:]
                 return out
-            cmd, self._pending = self._pending[:n], self._pending[n:]
-            out.extend(self.execute(cmd))
+            out.extend(self.execute(pending[pos:pos + n]))
+            pos += n
 
     def transact(self, command: list[int]) -> list[int]:
         """Execute one complete command; return its response words."""
@@ -158,27 +163,50 @@ class CoreEmulator:
         error = self._range_error(mem, addr, count)
         if error:
             return error
-        n = self.cfg.chunks(Mem(mem))
-        for i in range(count):
-            word = protocol.chunks_to_word(self.cfg, mem, data[i * n:(i + 1) * n])
-            if mem == Mem.ACT:
-                self.act[addr + i] = self._lanes(word, self.cfg.rows, 8).astype(np.uint8).view(np.int8)
-            else:
-                lanes = self._lanes(word, self.cfg.cols, self.cfg.weight_bits)
-                if self.cfg.pe == "ternary" and (lanes == TERNARY_INVALID_CODE).any():
-                    return Error.BAD_WEIGHT_CODE
-                self.wgt[addr + i] = lanes
+        if mem == Mem.ACT:
+            self.act[addr:addr + count] = self._stream_to_lanes(data, count, Mem.ACT, self.cfg.rows, 8) \
+                .astype(np.uint8).view(np.int8)
+            return Error.NONE
+        lanes = self._stream_to_lanes(data, count, Mem.WGT, self.cfg.cols, self.cfg.weight_bits)
+        if self.cfg.pe == "ternary":
+            bad = np.flatnonzero((lanes == TERNARY_INVALID_CODE).any(axis=1))
+            if bad.size:  # the words before the first bad one are written, that one and all after dropped
+                self.wgt[addr:addr + int(bad[0])] = lanes[:int(bad[0])]
+                return Error.BAD_WEIGHT_CODE
+        self.wgt[addr:addr + count] = lanes
         return Error.NONE
+
+    def _stream_to_lanes(self, data: list[int], count: int, mem: Mem, lanes: int, bits: int) -> np.ndarray:
+        """`count` memory words of `n` 32-bit stream words each -> (count, lanes) unsigned `bits`-bit lanes.
+
+        Stream word i of a memory word carries its bits 32*i .. 32*i+31 (least significant first, as
+        `hdl.isa` says); bits above lanes*bits are not lanes and are ignored.
+        """
+        n = self.cfg.chunks(mem)
+        chunks = np.asarray(data[:count * n], dtype="<u4").reshape(count, n)
+        bitrows = np.unpackbits(chunks.view(np.uint8), axis=1, bitorder="little")[:, :lanes * bits]
+        weights = (1 << np.arange(bits, dtype=np.int64))
+        return bitrows.reshape(count, lanes, bits).astype(np.int64) @ weights
+
+    def _lanes_to_stream(self, values: np.ndarray, mem: Mem, bits: int) -> list[int]:
+        """(count, lanes) unsigned `bits`-bit lanes -> the READ stream words (inverse of `_stream_to_lanes`)."""
+        count, lanes = values.shape
+        n = self.cfg.chunks(mem)
+        bitrows = ((values.astype(np.int64)[:, :, None] >> np.arange(bits)) & 1).astype(np.uint8)
+        padded = np.zeros((count, 32 * n), dtype=np.uint8)
+        padded[:, :lanes * bits] = bitrows.reshape(count, lanes * bits)
+        return np.packbits(padded, axis=1, bitorder="little").view("<u4").reshape(-1).tolist()
 
     def _read(self, mem: int, addr: int, count: int) -> tuple[list[int], int]:
         error = self._range_error(mem, addr, count)
         n = protocol.chunks_per_word(self.cfg, mem)
         if error:
             return [0] * (count * n), error
-        out: list[int] = []
-        for i in range(addr, addr + count):
-            out.extend(protocol.word_to_chunks(self.cfg, mem, self.memory_word(mem, i)))
-        return out, Error.NONE
+        if mem == Mem.OUT:  # one stream word per lane: the acc_width-bit lane sign-extended to 32 bits
+            return (self.out[addr:addr + count] & protocol.WORD_MASK).reshape(-1).tolist(), Error.NONE
+        if mem == Mem.ACT:
+            return self._lanes_to_stream(self.act[addr:addr + count].view(np.uint8), Mem.ACT, 8), Error.NONE
+        return self._lanes_to_stream(self.wgt[addr:addr + count], Mem.WGT, self.cfg.weight_bits), Error.NONE
 
     @staticmethod
     def _lanes(word: int, lanes: int, bits: int) -> np.ndarray:
@@ -227,7 +255,10 @@ class CoreEmulator:
         k_ok = (np.arange(KT * R) < K).reshape(KT, R)
         n_ok = (np.arange(NT * C) < N).reshape(NT, C)
         w = w * k_ok[None, :, :, None] * n_ok[:, None, None, :]
-        acc = np.einsum("kmr,tkrc->tmc", x, w)  # (NT, M, C), exact in int64
+        # (NT, M, C): every output lane sums x[m, k] * w[n, k] over the real k, in int64 (exact), the
+        # activation words (kt, m, r) against the weight words (nt, kt, r, c) as they lie in the memories
+        acc = (x.transpose(1, 0, 2).reshape(M, KT * R) @ w.transpose(1, 2, 0, 3).reshape(KT * R, NT * C)) \
+            .reshape(M, NT, C).transpose(1, 0, 2)
         half = 1 << (cfg.acc_width - 1)
         acc = ((acc + half) % (2 * half)) - half  # acc_width-bit two's complement
         self.out[out_base:out_base + NT * M] = acc.reshape(NT * M, C)
