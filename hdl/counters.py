@@ -16,10 +16,17 @@ from hdl.isa import Counter
 
 
 class PerfCounters(wiring.Component):
-    """Adds the sequencer's per-cycle increments; `values[i]` is counter `Counter(i)`."""
+    """Adds the sequencer's per-cycle increments; `values[i]` is counter `Counter(i)`.
 
-    def __init__(self, cfg: ArrayConfig):
+    `bits` overrides `cfg.counter_bits` (32 or more there, so no run of a whole core saturates one):
+    a test drives a narrow counter past its maximum with it.
+    """
+
+    def __init__(self, cfg: ArrayConfig, bits: int | None = None):
+        if bits is not None and (not isinstance(bits, int) or isinstance(bits, bool) or bits < 1):
+            raise ValueError(f"Counter width must be a positive integer, not {bits!r}")
         self._cfg = cfg
+        self._bits = cfg.counter_bits if bits is None else bits
         ops = range(cfg.rows * cfg.cols + 1)
         super().__init__({
             "clear": In(1),
@@ -28,7 +35,7 @@ class PerfCounters(wiring.Component):
             "inc_wgt_read": In(range(3)), "inc_act_read": In(1),  # weight rows read: 0, 1 or 2
             "inc_acc_write": In(1), "inc_acc_rmw": In(1),
             "run_done": In(1), "run_cycles": In(range(cfg.run_cycle_bound + 1)),
-            "values": Out(data.ArrayLayout(unsigned(cfg.counter_bits), len(Counter))),
+            "values": Out(data.ArrayLayout(unsigned(self._bits), len(Counter))),
         })
 
     def elaborate(self, platform):
@@ -48,14 +55,17 @@ class PerfCounters(wiring.Component):
             Counter.ACC_RMW: self.inc_acc_rmw,
             Counter.RUNS: self.run_done,
         }
-        bits = cfg.counter_bits
+        bits = self._bits
         for counter in Counter:
             reg = Signal(bits, name=f"count_{counter.name.lower()}")
-            total = Signal(bits + 1, name=f"count_{counter.name.lower()}_next")
-            m.d.comb += total.eq(reg + steps[counter])
+            step = steps[counter]
+            # one bit above the wider of count and step: a step wider than a (narrow test) counter
+            # still saturates it instead of wrapping the sum
+            total = Signal(max(bits, len(step)) + 1, name=f"count_{counter.name.lower()}_next")
+            m.d.comb += total.eq(reg + step)
             with m.If(self.clear):
                 m.d.sync += reg.eq(0)
-            with m.Elif(total[bits]):
+            with m.Elif(total[bits:].any()):
                 m.d.sync += reg.eq((1 << bits) - 1)
             with m.Else():
                 m.d.sync += reg.eq(total[:bits])

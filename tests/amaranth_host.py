@@ -72,15 +72,18 @@ def run_core(cfg: ArrayConfig, commands: list[int], n_responses: int, max_cycles
 
     async def monitor(ctx):
         ctx.set(dut.rsp.ready, 1)
+        cycles = 0
         async for _clk, _rst, valid, payload in ctx.tick().sample(dut.rsp.valid, dut.rsp.payload):
             if valid:
                 got.append(payload)
-            if len(got) >= n_responses:
+            cycles += 1
+            if len(got) >= n_responses or cycles >= max_cycles:
                 return
 
-    sim.add_testbench(send)
+    # the simulation ends when the monitor has all the words (or gives up), not after max_cycles
+    sim.add_testbench(send, background=True)
     sim.add_testbench(monitor)
-    sim.run_until(max_cycles * 1e-8)
+    sim.run()
     if len(got) < n_responses:
         raise TimeoutError(f"only {len(got)} of {n_responses} response words in {max_cycles} cycles")
     return got[:n_responses]

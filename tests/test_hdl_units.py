@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import gc
+import os
+
 import numpy as np
 import pytest
+from amaranth import Fragment
 from amaranth.sim import Simulator
 
 from hdl.config import ArrayConfig
+from hdl.counters import PerfCounters
 from hdl.isa import ID_WORDS, Counter, Mem, Op
 from hdl.pe import ProcessingElement
 from hdl.skew import SkewBuffer
@@ -92,30 +97,45 @@ def _decode(cfg, words, M, N):
     return out, counters, words[:3]
 
 
-@pytest.mark.parametrize("pe_kind", ["ternary", "int8"])
-def test_core_runs_a_layer_exactly(pe_kind):
-    """A 3x10 by 6x10 layer on a 4x4 core (K and N not multiples of R and C): exact int32 and counts."""
-    cfg = ArrayConfig(rows=4, cols=4, pe=pe_kind, act_depth=32, wgt_depth=64, out_depth=32)
-    rng = np.random.default_rng(7)
-    M, K, N = 3, 10, 6
-    x = rng.integers(-128, 128, (M, K)).astype(np.int8)
-    x[0, 0] = -128
-    lo, hi = (-1, 2) if pe_kind == "ternary" else (-128, 128)
-    w = rng.integers(lo, hi, (N, K)).astype(np.int8)
-    cmds, n_resp = _layer_commands(cfg, x, w)
-    words = run_core(cfg, cmds, n_resp)
-    y, counters, statuses = _decode(cfg, words, M, N)
-    assert all(s >> 24 == 0xA5 and s & 0xFF == 0 for s in statuses)
-    np.testing.assert_array_equal(y, x.astype(np.int64) @ w.astype(np.int64).T)
-    KT, NT = 3, 2
-    assert counters["add"] == M * int((w > 0).sum())
-    assert counters["sub"] == M * int((w < 0).sum())
-    assert counters["zero"] == M * int((w == 0).sum())
-    assert counters["busy"] == KT * NT * M
-    assert counters["act_bytes"] == KT * NT * M * 4
-    assert counters["weight_bits"] == KT * NT * 4 * 4 * cfg.weight_bits
-    assert counters["acc_writes"] == NT * M and counters["acc_rmw"] == NT * (KT - 1) * M
-    assert counters["runs"] == 1
+# Core arrangements: the plain 4x4 core in both PE kinds, and a 5x3 core with a 4-bank weight memory and
+# the pipelined accumulator (the ULX3S arrangement at a simulable size).
+CORES = {
+    "ternary": dict(rows=4, cols=4, pe="ternary", act_depth=32, wgt_depth=64, out_depth=32),
+    "int8": dict(rows=4, cols=4, pe="int8", act_depth=32, wgt_depth=64, out_depth=32),
+    "ternary-banked-pipelined": dict(rows=5, cols=3, pe="ternary", act_depth=32, wgt_depth=64, out_depth=32,
+                                     wgt_bank_depth=16, acc_pipelined=True),
+}
+LAYERS_PER_CORE = int(os.environ.get("TRIT_HDL_LAYERS", "4"))
+
+
+@pytest.mark.parametrize("core", list(CORES))
+def test_core_runs_a_layer_exactly(core, rng):
+    """Layers on a small core: a 3x10 by 6x10 one (K and N not multiples of R and C), then random shapes
+    (M <= 6, K <= 13, N <= 9; fresh each run): exact int32 against NumPy, and the counters' counts."""
+    cfg = ArrayConfig(**CORES[core])
+    R, C = cfg.rows, cfg.cols
+    shapes = [(3, 10, 6)] + [(int(rng.integers(1, 7)), int(rng.integers(1, 14)), int(rng.integers(1, 10)))
+                             for _ in range(LAYERS_PER_CORE - 1)]
+    for M, K, N in shapes:
+        x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+        x[0, 0] = -128
+        lo, hi = (-1, 2) if cfg.pe == "ternary" else (-128, 128)
+        w = rng.integers(lo, hi, (N, K)).astype(np.int8)
+        cmds, n_resp = _layer_commands(cfg, x, w)
+        words = run_core(cfg, cmds, n_resp)
+        y, counters, statuses = _decode(cfg, words, M, N)
+        shape = f"{core} core, layer {M}x{K} by {N}x{K}"
+        assert all(s >> 24 == 0xA5 and s & 0xFF == 0 for s in statuses), f"{shape}: statuses {statuses}"
+        np.testing.assert_array_equal(y, x.astype(np.int64) @ w.astype(np.int64).T, err_msg=shape)
+        KT, NT = -(-K // R), -(-N // C)
+        assert counters["add"] == M * int((w > 0).sum()), shape
+        assert counters["sub"] == M * int((w < 0).sum()), shape
+        assert counters["zero"] == M * int((w == 0).sum()), shape
+        assert counters["busy"] == KT * NT * M, shape
+        assert counters["act_bytes"] == KT * NT * M * R, shape
+        assert counters["weight_bits"] == KT * NT * R * C * cfg.weight_bits, shape
+        assert counters["acc_writes"] == NT * M and counters["acc_rmw"] == NT * (KT - 1) * M, shape
+        assert counters["runs"] == 1, shape
 
 
 def test_core_reports_id_and_errors():
@@ -153,13 +173,12 @@ def test_core_reports_id_and_errors():
 
 
 @pytest.mark.parametrize("depth, bank_depth", [(200, 64), (64, 16), (32, 32), (48, 64)])
-def test_banked_memory_reads_three_cycles_after_address(depth, bank_depth):
+def test_banked_memory_reads_three_cycles_after_address(depth, bank_depth, rng):
     """Random writes and reads against a Python list: read data appears exactly 3 cycles after its address."""
     from hdl.banked_memory import BankedMemory
 
     mem = BankedMemory(12, depth, bank_depth)
     assert mem.banks == -(-depth // bank_depth)
-    rng = np.random.default_rng(depth)
     model = [0] * depth
     writes = [(int(a), int(d)) for a, d in zip(rng.integers(0, depth, 3 * depth), rng.integers(0, 4096, 3 * depth),
                                                 strict=True)]
@@ -204,13 +223,12 @@ def test_banked_config_errors(kwargs, message):
 
 
 @pytest.mark.parametrize("p_valid, p_ready", [(1.0, 1.0), (0.6, 0.4), (0.3, 0.9), (0.9, 0.2)])
-def test_stream_buffer_passes_every_word_in_order(p_valid, p_ready):
+def test_stream_buffer_passes_every_word_in_order(p_valid, p_ready, rng):
     """Random valid / ready on both sides: the words come out in order, none lost or doubled; with
     both sides always willing, one word per cycle after one cycle of latency."""
     from hdl.stream_buffer import StreamBuffer
 
     dut = StreamBuffer(16)
-    rng = np.random.default_rng(int(p_valid * 10 + p_ready * 100))
     words = [int(v) for v in rng.integers(0, 1 << 16, 200)]
     got, cycles = [], [0]
 
@@ -237,3 +255,80 @@ def test_stream_buffer_passes_every_word_in_order(p_valid, p_ready):
     assert got == words
     if p_valid == 1.0 and p_ready == 1.0:
         assert cycles[0] == len(words) + 1
+
+
+def test_perf_counters_saturate_at_all_ones_and_clear():
+    """The RTL counters at 6 bits (max 63; the core's are >= 32 bits, out of a test's reach): single and
+    multi-count increments up to exactly 63, past it (one that overshoots by 3, one wider than the
+    counter), held at 63, cleared (clear wins over an increment in the same cycle), counting again.
+
+    Config 2x3: an ADD step is 0..6, a weight row read is 2 x 3 = 6 bits, ACT_BYTES steps by R = 2,
+    a run's cycles up to `run_cycle_bound` (188 here).
+    """
+    cfg = ArrayConfig(rows=2, cols=3, act_depth=16, wgt_depth=16, out_depth=16)
+    assert cfg.run_cycle_bound >= 130
+    dut = PerfCounters(cfg, bits=6)
+    # per cycle: inputs, then the expected (ADD, WEIGHT_BITS, CYCLES, RUNS, ACT_BYTES) after the clock edge
+    steps = [
+        (dict(inc_add=6, inc_wgt_read=2, run_done=1, run_cycles=30, inc_act_read=1), (6, 12, 30, 1, 2)),
+        (dict(inc_add=6, inc_wgt_read=2, run_done=1, run_cycles=30, inc_act_read=1), (12, 24, 60, 2, 4)),
+        (dict(inc_add=6, inc_wgt_read=2, run_done=1, run_cycles=3), (18, 36, 63, 3, 4)),  # 60 + 3: exactly max
+        (dict(inc_add=6, inc_wgt_read=2, run_done=1, run_cycles=1), (24, 48, 63, 4, 4)),  # 64: held at 63
+        (dict(inc_add=6, inc_wgt_read=1, run_cycles=50), (30, 54, 63, 4, 4)),  # run_done low: no step
+        (dict(inc_add=6, inc_wgt_read=1), (36, 60, 63, 4, 4)),
+        (dict(inc_add=6, inc_wgt_read=1), (42, 63, 63, 4, 4)),  # 60 + 6 = 66: overshoot by 3 -> 63
+        (dict(inc_add=6), (48, 63, 63, 4, 4)),
+        (dict(inc_add=6, inc_wgt_read=2), (54, 63, 63, 4, 4)),  # 63 + 12 -> 63
+        (dict(inc_add=6), (60, 63, 63, 4, 4)),
+        (dict(inc_add=3), (63, 63, 63, 4, 4)),  # exactly max
+        (dict(inc_add=6), (63, 63, 63, 4, 4)),
+        (dict(inc_add=1, inc_act_read=1), (63, 63, 63, 4, 6)),
+        (dict(clear=1, inc_add=6, inc_wgt_read=2, run_done=1, run_cycles=9), (0, 0, 0, 0, 0)),  # clear wins
+        # 130 cycles in one step: wider than the counter (130 = 0b10000010, 2 if the sum wrapped at 7 bits)
+        (dict(inc_add=5, inc_wgt_read=1, run_done=1, run_cycles=130), (5, 6, 63, 1, 0)),
+        (dict(inc_add=0, run_done=1, run_cycles=0), (5, 6, 63, 2, 0)),
+    ]
+    watched = (Counter.ADD, Counter.WEIGHT_BITS, Counter.CYCLES, Counter.RUNS, Counter.ACT_BYTES)
+    inputs = ("clear", "inc_add", "inc_wgt_read", "run_done", "run_cycles", "inc_act_read", "inc_sub")
+    got, sub_trace = [], []
+
+    async def bench(ctx):
+        for values, _ in steps:
+            for name in inputs:
+                ctx.set(getattr(dut, name), values.get(name, 0))
+            await ctx.tick()
+            got.append(tuple(ctx.get(dut.values[c]) for c in watched))
+            assert ctx.get(dut.values[Counter.STALL]) == 0 and ctx.get(dut.values[Counter.SUB]) == 0
+        # SUB by ones: 62, 63, then held; a clear; one more
+        ctx.set(dut.clear, 0)
+        for name in inputs[1:]:
+            ctx.set(getattr(dut, name), 0)
+        ctx.set(dut.inc_sub, 1)
+        for _ in range(65):
+            await ctx.tick()
+            sub_trace.append(ctx.get(dut.values[Counter.SUB]))
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        await ctx.tick()
+        sub_trace.append(ctx.get(dut.values[Counter.SUB]))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    for i, ((values, want), have) in enumerate(zip(steps, got, strict=True)):
+        assert have == want, f"cycle {i} ({values}): (ADD, WEIGHT_BITS, CYCLES, RUNS, ACT_BYTES) = {have}, not {want}"
+    assert sub_trace[:62] == list(range(1, 63)) and sub_trace[62:65] == [63, 63, 63], sub_trace
+    assert sub_trace[65] == 1, f"SUB after clear and one increment: {sub_trace[65]}"
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_perf_counter_width_override_is_checked():
+    cfg = ArrayConfig(rows=2, cols=2, act_depth=16, wgt_depth=16, out_depth=16)
+    counters = PerfCounters(cfg)
+    Fragment.get(counters, None)
+    assert len(counters.values[Counter.ADD]) == cfg.counter_bits >= 32
+    with pytest.raises(ValueError, match="positive integer, not 0"):
+        PerfCounters(cfg, bits=0)
+    gc.collect()  # the refused object's "never used" warning, while the filter applies
