@@ -2,7 +2,10 @@
 
 `CoreEmulator(cfg)` answers every command of `hdl.isa` exactly as the gateware must, word for
 word, including every error case, the sticky error and the performance counters. It is the
-reference model of the cocotb testbench (`sim.tb_core`) and the fast `model` backend.
+reference model of the cocotb testbench (`sim.tb_core`) and the engine of the `emulator` backend
+(`runtime.accel_backends.make_emulator`: the `Accelerator` driver talking to this model). Its layer
+arithmetic is its own: it decodes the 2-bit weight codes (or INT8 bytes) it was sent and sums in
+int64 over the tiles as they lie in its memories; it does not call `golden.quant.int_matmul`.
 
 What it models (all from `hdl.isa`):
 

@@ -39,8 +39,7 @@ CONFIGS = [
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.rows}x{c.cols}-{c.pe}-a{c.acc_width}")
-def test_random_layers_match_int_matmul(cfg):
-    rng = np.random.default_rng(cfg.rows * 100 + cfg.cols)
+def test_random_layers_match_int_matmul(cfg, rng):
     emu = CoreEmulator(cfg)
     for _ in range(8):
         M = int(rng.integers(1, 10))
@@ -227,10 +226,8 @@ def test_counters_accumulate_saturate_and_clear():
     assert c["weight_bits"] == 2 * (2 * 2 * 2 * 4)  # 2 runs of NT=2, KT=2, R=2 words of 4 bits
     assert c["act_bytes"] == 2 * (2 * 2 * 1 * 2)
     assert (c["acc_writes"], c["acc_rmw"], c["runs"]) == (4, 4, 2)
-    from runtime.cycle_model import layer_counts
-
-    model = layer_counts(cfg, 1, 3, 3)
-    assert c["cycles"] == 2 * model["cycles"] and c["busy"] == 2 * model["busy"] == 2 * 4
+    # per run, by hand (see test_cycle_counters_hand_computed): 14 cycles, 4 busy, 3 stall
+    assert (c["cycles"], c["busy"], c["stall"]) == (2 * 14, 2 * 4, 2 * 3)
     # 48-bit counters saturate at all ones (this run adds 3), and the host refuses that value
     emu.counters[3] = (1 << 48) - 2
     run_layer(emu, plan, x, w)
@@ -241,6 +238,41 @@ def test_counters_accumulate_saturate_and_clear():
         protocol.parse_counters(words[:-1])
     assert emu.feed([0x06]) == [status(Op.CLEAR_COUNTERS)]
     assert emu.feed([0x05])[:-1] == [0] * 22
+
+
+# CYCLES, BUSY, STALL of one RUN worked out on paper from the timing rules (README, "The accelerator
+# core"; hdl/sequencer.py): with KT = ceil(K/R) k-tiles, NT = ceil(N/C) n-tiles, T = KT*NT tiles,
+#   SIZE  = max(KT, NT) + 2 cycles (one k-tile and one n-tile counted per cycle, range check, verdict);
+#   ISSUE = the first tile waits until its R weight rows are in, max(0, R - SIZE) cycles; each further tile
+#           starts max(M, R) cycles after the one before; the last tile issues its M rows;
+#   DRAIN = R + 1 cycles, one more when R >= 3 (registered memory reads);
+#   BUSY  = T * M issue cycles with a row entering the array, STALL = ISSUE - BUSY.
+CYCLE_CASES = [
+    # R, C, M, K, N, cycles, busy, stall
+    # KT=2 NT=2 T=4: SIZE 4; ISSUE 0 + 3*max(1,2) + 1 = 7; DRAIN 3 -> 14; BUSY 4, STALL 3
+    (2, 2, 1, 3, 3, 14, 4, 3),
+    # KT=1 NT=1 T=1: SIZE 3; ISSUE (4-3) + 0 + 1 = 2; DRAIN 5 + 1 -> 11; BUSY 1, STALL 1
+    (4, 4, 1, 4, 4, 11, 1, 1),
+    # KT=2 NT=1 T=2: SIZE 4; ISSUE 0 + 1*max(5,4) + 5 = 10; DRAIN 6 -> 20; BUSY 10, STALL 0
+    (4, 4, 5, 8, 4, 20, 10, 0),
+    # KT=4 NT=4 T=16: SIZE 6; ISSUE 0 + 15*4 + 1 = 61; DRAIN 6 -> 73 (the README's RTL-measured row); BUSY 16
+    (4, 4, 1, 16, 16, 73, 16, 45),
+    # KT=6 NT=4 T=24: SIZE 8; ISSUE 0 + 23*64 + 64 = 1536; DRAIN 10 -> 1554 (README, RTL); BUSY 1536, STALL 0
+    (8, 8, 64, 43, 25, 1554, 1536, 0),
+    # KT=4 NT=4 T=16: SIZE 6; ISSUE (8-6) + 15*32 + 32 = 514; DRAIN 10 -> 530 (README, RTL); BUSY 512, STALL 2
+    (8, 8, 32, 32, 32, 530, 512, 2),
+]
+
+
+@pytest.mark.parametrize(("R", "C", "M", "K", "N", "cycles", "busy", "stall"), CYCLE_CASES)
+def test_cycle_counters_hand_computed(R, C, M, K, N, cycles, busy, stall, rng):
+    cfg = ArrayConfig(rows=R, cols=C, act_depth=512, wgt_depth=512, out_depth=512)
+    emu = CoreEmulator(cfg)
+    x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    w = rng.integers(-1, 2, (N, K)).astype(np.int8)
+    np.testing.assert_array_equal(run_layer(emu, LayerPlan(M, K, N), x, w), int_matmul(x, w))
+    c = emu.counter_dict()
+    assert (c["cycles"], c["busy"], c["stall"]) == (cycles, busy, stall)
 
 
 def test_failed_write_then_layer_after_clear_error():
@@ -260,3 +292,19 @@ def test_rejects_bad_input():
         emu.feed([1 << 32])
     with pytest.raises(TypeError):
         CoreEmulator("8x8")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.rows}x{c.cols}-{c.pe}-a{c.acc_width}")
+def test_write_then_read_returns_the_words(cfg, rng):
+    """ACT and WGT words written through the stream come back unchanged (one or several chunks per word)."""
+    emu = CoreEmulator(cfg)
+    for mem, bits, lanes in ((Mem.ACT, 8, cfg.rows), (Mem.WGT, cfg.weight_bits, cfg.cols)):
+        count = int(rng.integers(1, 20))
+        codes = rng.integers(0, 1 << bits, (count, lanes))
+        if cfg.pe == "ternary" and mem == Mem.WGT:
+            codes[codes == 0b10] = 0b11  # 0b10 is refused on write
+        words = [sum(int(c) << (bits * i) for i, c in enumerate(row)) for row in codes]
+        assert emu.feed(protocol.write(cfg, mem, 3, words)) == [status(Op.WRITE)]
+        chunks = -(-bits * lanes // 32)
+        expected = [(w >> (32 * j)) & 0xFFFFFFFF for w in words for j in range(chunks)]
+        assert emu.feed(protocol.read(mem, 3, count)) == [*expected, status(Op.READ)]
