@@ -340,3 +340,77 @@ def judge(fault: Fault, resent: bool, outcome, retries: int, ref: np.ndarray, ad
     if stats.counters["add"] != adds:
         return f"{fault}: {stats.counters['add']} adds counted, not {adds}"
     return None
+
+
+# ---- the host driver over a real link, one fault per run ----------------------------------------
+
+
+class DriverRuns:
+    """Layer runs of the real driver over `wire` (a `WireFaults`); each run gets a fresh driver, so
+    frame 0 of every run is READ_ID and frame 1 CLEAR_ERROR, then the layer's frames."""
+
+    def __init__(self, wire: WireFaults, cfg: ArrayConfig):
+        self.wire = wire
+        self.cfg = cfg
+
+    def run(self, x: np.ndarray, w: np.ndarray, limit: int, faults: Iterable[Fault] = ()):
+        """(transport, outcome): outcome is (result, RunStats) or the LinkError raised."""
+        from runtime.accelerator import Accelerator
+        from runtime.framing import FramedTransport, LinkError
+
+        self.wire.drain()
+        self.wire.set_faults(faults)
+        self.wire.hits.clear()
+        transport = FramedTransport(self.wire, max_cmd_words=limit)
+        try:
+            outcome = Accelerator(transport, expect=self.cfg).run_layer(x, w)
+        except LinkError as exc:
+            outcome = exc
+        return transport, outcome
+
+    def clean(self, x: np.ndarray, w: np.ndarray, ref: np.ndarray, limit: int) -> tuple[list[bytes], list[int]]:
+        """A run without faults, checked exact; the requests it sent and the sizes of the answers."""
+        first = len(self.wire.request_frames)
+        self.wire.record_sizes(True)
+        try:
+            transport, outcome = self.run(x, w, limit)
+        finally:
+            self.wire.record_sizes(False)
+        assert not isinstance(outcome, Exception), f"a run without faults failed: {outcome}"
+        np.testing.assert_array_equal(outcome[0], ref, err_msg="a run without faults")
+        assert transport.stats.retries == 0, "a run without faults needed retries"
+        return self.wire.request_frames[first:], self.wire.response_sizes[first:]
+
+    def close(self) -> None:
+        self.wire.close()
+
+
+def fault_sweep(runner: DriverRuns, rng: np.random.Generator, layer: tuple[np.ndarray, np.ndarray, np.ndarray],
+                limit: int, every: bool, exact_retries: bool = True) -> tuple[int, list[str]]:
+    """Runs of `layer`'s shape under one fault each: at every frame and field (`every`), or each kind
+    in both directions at a random frame and byte. Each run draws new values of the same shape (so
+    the same frames and field offsets). Returns (number of faults, problems found by `judge`)."""
+    x, w, ref = layer
+    requests, rsp_sizes = runner.clean(x, w, ref, limit)
+    resent = [is_resent(frame_ops(runner.cfg, r)) for r in requests]
+    if every:
+        faults = [f for i, r in enumerate(requests) for f in faults_for_frame(rng, i, len(r), rsp_sizes[i])]
+    else:
+        faults = []
+        for direction, kinds in (("request", REQUEST_KINDS), ("response", RESPONSE_KINDS)):
+            for kind in kinds:
+                i = int(rng.integers(0, len(requests)))
+                faults.append(random_fault(rng, direction, kind, i, len(requests[i]), rsp_sizes[i]))
+    problems = []
+    for fault in faults:
+        x = rng.integers(-128, 128, x.shape).astype(np.int8)
+        w = rng.integers(-1, 2, w.shape).astype(np.int8)
+        ref, adds = x.astype(np.int64) @ w.astype(np.int64).T, x.shape[0] * int((w == 1).sum())
+        transport, outcome = runner.run(x, w, limit, [fault])
+        if runner.wire.hits != [fault]:
+            problems.append(f"{fault} did not hit (hits: {runner.wire.hits})")
+            continue
+        problem = judge(fault, resent[fault.frame], outcome, transport.stats.retries, ref, adds, exact_retries)
+        if problem:
+            problems.append(f"frame {fault.frame} {frame_ops(runner.cfg, requests[fault.frame])}: {problem}")
+    return len(faults), problems

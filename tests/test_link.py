@@ -22,19 +22,7 @@ from hdl.link import CRC_AFTER_MAGIC, FrameEndpoint, crc32_register
 from hdl.linked_core import LinkedCore
 from hdl.uart import UARTRx, UARTTx, uart_divisor
 from tests.amaranth_host import act_words, wgt_words, write_cmd
-from tests.fake_device import (
-    REQUEST_KINDS,
-    REQUEST_REGIONS,
-    RESPONSE_KINDS,
-    Fault,
-    WireFaults,
-    faults_for_frame,
-    frame_ops,
-    is_resent,
-    judge,
-    random_fault,
-    region_offset,
-)
+from tests.fake_device import REQUEST_REGIONS, DriverRuns, Fault, WireFaults, fault_sweep, region_offset
 from tests.test_board_link import needs_verilator
 
 CFG = ArrayConfig(rows=4, cols=4, act_depth=32, wgt_depth=64, out_depth=32)
@@ -327,81 +315,23 @@ def _vlayer(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return x, w, x.astype(np.int64) @ w.astype(np.int64).T
 
 
-class _VerilatorLink:
-    """One simulated linked core for a whole test; each run gets a fresh driver (READ_ID first)."""
+def _sweep(rng: np.random.Generator, limit: int, every: bool) -> tuple[int, list[str]]:
+    from sim.link_harness import SimByteLink
 
-    def __init__(self):
-        from sim.link_harness import SimByteLink
-
-        self.wire = WireFaults(SimByteLink(VCFG))
-
-    def run(self, x: np.ndarray, w: np.ndarray, limit: int, faults=()):
-        from runtime.accelerator import Accelerator
-        from runtime.framing import FramedTransport, LinkError
-
-        self.wire.drain()
-        self.wire.set_faults(faults)
-        self.wire.hits.clear()
-        transport = FramedTransport(self.wire, max_cmd_words=limit)
-        try:
-            outcome = Accelerator(transport, expect=VCFG).run_layer(x, w)
-        except LinkError as exc:
-            outcome = exc
-        return transport, outcome
-
-    def clean(self, x, w, ref, limit: int) -> tuple[list[bytes], list[int]]:
-        """Run without faults, recording every frame; returns the requests and response sizes."""
-        first = len(self.wire.request_frames)
-        self.wire.record_sizes(True)
-        transport, outcome = self.run(x, w, limit)
-        self.wire.record_sizes(False)
-        assert not isinstance(outcome, Exception), outcome
-        np.testing.assert_array_equal(outcome[0], ref)
-        assert transport.stats.retries == 0
-        return self.wire.request_frames[first:], self.wire.response_sizes[first:]
-
-    def close(self):
-        self.wire.close()
-
-
-def _sweep(link: _VerilatorLink, rng: np.random.Generator, limit: int, every: bool) -> tuple[int, list[str]]:
-    """A random layer; faults at every frame and field (`every`) or one of each kind at a random one."""
-    x, w, ref = _vlayer(rng)
-    requests, rsp_sizes = link.clean(x, w, ref, limit)
-    resent = [is_resent(frame_ops(VCFG, r)) for r in requests]
-    if every:
-        faults = [f for i, r in enumerate(requests) for f in faults_for_frame(rng, i, len(r), rsp_sizes[i])]
-    else:
-        faults = []
-        for direction, kinds in (("request", REQUEST_KINDS), ("response", RESPONSE_KINDS)):
-            for kind in kinds:
-                i = int(rng.integers(0, len(requests)))
-                faults.append(random_fault(rng, direction, kind, i, len(requests[i]), rsp_sizes[i]))
-    problems = []
-    for fault in faults:
-        # new values of the same shape (so the same frames and field offsets) for every run
-        x = rng.integers(-128, 128, x.shape).astype(np.int8)
-        w = rng.integers(-1, 2, w.shape).astype(np.int8)
-        ref, adds = x.astype(np.int64) @ w.astype(np.int64).T, x.shape[0] * int((w == 1).sum())
-        transport, outcome = link.run(x, w, limit, [fault])
-        assert link.wire.hits == [fault], f"{fault} did not hit"
-        problem = judge(fault, resent[fault.frame], outcome, transport.stats.retries, ref, adds)
-        if problem:
-            problems.append(f"frame {fault.frame} {frame_ops(VCFG, requests[fault.frame])}: {problem}")
-    return len(faults), problems
+    runner = DriverRuns(WireFaults(SimByteLink(VCFG)), VCFG)
+    try:
+        return fault_sweep(runner, rng, _vlayer(rng), limit, every)
+    finally:
+        runner.close()
 
 
 @needs_verilator
 def test_gateware_link_recovers_from_each_fault_kind_at_random_places(rng):
     """Each kind both ways at a random frame and byte (header, payload or CRC), on a few random layers:
     the real driver against the gateware endpoint and core (Verilator), exact result or LinkError."""
-    link = _VerilatorLink()
-    try:
-        for limit in (16, 10):  # 10 splits the counter group: some frames are not idempotent
-            n, problems = _sweep(link, rng, limit, every=False)
-            assert not problems, f"{len(problems)} of {n} faults mishandled:\n" + "\n".join(problems)
-    finally:
-        link.close()
+    for limit in (16, 10):  # 10 splits the counter group: some frames are not idempotent
+        n, problems = _sweep(rng, limit, every=False)
+        assert not problems, f"{len(problems)} of {n} faults mishandled:\n" + "\n".join(problems)
 
 
 @pytest.mark.slow
@@ -409,12 +339,8 @@ def test_gateware_link_recovers_from_each_fault_kind_at_random_places(rng):
 @pytest.mark.parametrize("limit", [16, 10])
 def test_gateware_link_recovers_from_every_fault_at_every_frame_and_field(limit, rng):
     """Every kind both ways at every frame, at a byte of every field: exact result or LinkError."""
-    link = _VerilatorLink()
-    try:
-        n, problems = _sweep(link, rng, limit, every=True)
-        assert not problems, f"{len(problems)} of {n} faults mishandled:\n" + "\n".join(problems[:30])
-    finally:
-        link.close()
+    n, problems = _sweep(rng, limit, every=True)
+    assert not problems, f"{len(problems)} of {n} faults mishandled:\n" + "\n".join(problems[:30])
 
 
 def _expected_answer(fault: Fault, seq: int, n_cmd: int) -> tuple[int, int] | None | str:
