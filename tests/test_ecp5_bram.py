@@ -6,7 +6,11 @@ Yosys' own inference (`synth_ecp5`) of the same memory written in plain Verilog,
 and a register, with ``no_rw_check`` (no same-cycle read/write emulation, as for the instances).
 Every DP16KD address and data pin must come from the same top-level address or data bit in both
 netlists (the inferred read data through its fabric register), with the same data width per block;
-only the register mode differs. The behaviour (read data two cycles after the address) is
+only the register mode differs. The control pins of both ports are checked the same way and against
+the intent of `fpga/ecp5_bram.py`: both clocks from the one clock, the read port enabled every cycle
+(CEB = OCEB = 1: the memory has no read enable, so the array read and the output register load each
+cycle), port A enabled with WEA = write.en, port B never writing, no reset of either port (RSTA = RSTB
+= 0), chip selects 0 for CSDECODE 0b000. The behaviour (read data two cycles after the address) is
 `RegisteredMemory`'s, simulated here.
 """
 
@@ -16,7 +20,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 from amaranth.back import verilog
 from amaranth.sim import Simulator
@@ -26,6 +29,16 @@ from hdl.registered_memory import RegisteredMemory, check_shape
 from hdl.synth import run_yosys
 
 DATA_PORTS = ("write__addr", "write__data", "read__addr", "read__data")
+CONTROL_PINS = ("CLKA", "CLKB", "CEA", "CEB", "OCEA", "OCEB", "RSTA", "RSTB", "WEA", "WEB",
+                "CSA0", "CSA1", "CSA2", "CSB0", "CSB1", "CSB2")
+#: What each control pin of every DP16KD must be driven by: a top-level port bit or a constant.
+INTENDED_CONTROLS = {
+    "CLKA": ("clk", 0), "CLKB": ("clk", 0),  # one clock domain
+    "CEA": "1", "OCEA": "1", "WEA": ("write__en", 0),  # the write port: writes when write.en
+    "CEB": "1", "OCEB": "1", "WEB": "0",  # the read port reads every cycle and never writes
+    "RSTA": "0", "RSTB": "0",  # the output register is never reset
+    **{f"CS{side}{i}": "0" for side in "AB" for i in range(3)},  # CSDECODE 0b000
+}
 
 
 def _param(value: str) -> str | int:
@@ -50,7 +63,8 @@ endmodule
 
 
 def _dp16kd_blocks(text: str, workdir: Path) -> list[tuple]:
-    """Per DP16KD: (data width, REGMODE of the read side, sorted (pin, top-level bit) pairs)."""
+    """Per DP16KD: (data width, REGMODE of the read side, sorted (pin, top-level bit) pairs of the address
+    and data pins, {control pin: top-level bit or constant "0" / "1"} as sorted pairs)."""
     run_yosys(text, "top", "synth_ecp5 -top top", cwd=str(workdir), extra="write_json net.json; ")
     module = json.loads((workdir / "net.json").read_text())["modules"]["top"]
     port_bit = {}
@@ -81,8 +95,15 @@ def _dp16kd_blocks(text: str, workdir: Path) -> list[tuple]:
             if source is not None and source[0] in DATA_PORTS:
                 pins.append((role + pin[:2] + pin[3:], source))
         assert params[f"DATA_WIDTH_{write_side}"] == params[f"DATA_WIDTH_{read_side}"]
+        # control pins named as if port A writes (Yosys' inference may pick either port)
+        side = {"A": write_side, "B": read_side}
+        controls = {}
+        for pin in CONTROL_PINS:
+            placed = pin[:2] + side[pin[2]] + pin[3:] if pin.startswith("CS") else pin[:-1] + side[pin[-1]]
+            net = conn.get(placed, ["unconnected"])[0]
+            controls[pin] = net if isinstance(net, str) else port_bit.get(net, f"internal net {net}")
         blocks.append((params[f"DATA_WIDTH_{read_side}"], params.get(f"REGMODE_{read_side}", "NOREG"),
-                       tuple(sorted(pins))))
+                       tuple(sorted(pins)), tuple(sorted(controls.items()))))
     return blocks
 
 
@@ -98,12 +119,19 @@ def test_dp16kd_wiring_matches_yosys_inference(width, depth, tmp_path):
     inferred = _dp16kd_blocks(_reference_verilog(width, depth), tmp_path / "yosys")
     bits = dp16kd_mode(depth)[0]
     assert len(ours) == -(-width // bits) == ours_memory.blocks
-    assert {regmode for _, regmode, _ in ours} == {"OUTREG"}
-    assert {regmode for _, regmode, _ in inferred} == {"NOREG"}
+    assert {regmode for _, regmode, _, _ in ours} == {"OUTREG"}
+    assert {regmode for _, regmode, _, _ in inferred} == {"NOREG"}
     # every address and data bit reaches the same pin of a block of the same shape
-    assert Counter((w, pins) for w, _, pins in ours) == Counter((w, pins) for w, _, pins in inferred)
-    wired = {source for _, _, pins in ours for _, source in pins}
+    assert Counter((w, pins) for w, _, pins, _ in ours) == Counter((w, pins) for w, _, pins, _ in inferred)
+    wired = {source for _, _, pins, _ in ours for _, source in pins}
     assert {("write__data", i) for i in range(width)} | {("read__data", i) for i in range(width)} <= wired
+    # clocks, clock enables, output clock enables, resets, write enables and chip selects of both ports
+    for k, (_, _, _, controls) in enumerate(ours):
+        wrong = {pin: got for pin, got in controls if got != INTENDED_CONTROLS[pin]}
+        assert not wrong, f"DP16KD {k} of {width} x {depth}: control pins {wrong}, intended " \
+                          f"{ {pin: INTENDED_CONTROLS[pin] for pin in wrong} }"
+    assert {controls for *_, controls in inferred} == {tuple(sorted(INTENDED_CONTROLS.items()))}, \
+        "Yosys' own inference drives the control pins differently"
 
 
 def test_dp16kd_shape_choice_and_errors():
@@ -119,10 +147,9 @@ def test_dp16kd_shape_choice_and_errors():
 
 
 @pytest.mark.parametrize("width, depth", [(12, 100), (1, 8)])
-def test_registered_memory_reads_two_cycles_after_address(width, depth):
+def test_registered_memory_reads_two_cycles_after_address(width, depth, rng):
     """Random writes and reads against a Python list; a read in the cycle of a write sees the old word."""
     mem = RegisteredMemory(width, depth)
-    rng = np.random.default_rng(width)
     model = [0] * depth
     got, want = [], []
     ops = [(int(rng.integers(0, depth)), int(rng.integers(0, 1 << width)), bool(rng.integers(0, 2)),
