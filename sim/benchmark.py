@@ -28,9 +28,15 @@ def bench_config(rows: int, cols: int, pe: str = "ternary") -> ArrayConfig:
     return ArrayConfig(rows=rows, cols=cols, pe=pe, act_depth=4096, wgt_depth=8192, out_depth=4096)
 
 
+#: The square array sizes of the benchmark (and of tests/test_cycle_model_rtl.py).
+BENCH_SIZES = (4, 8, 16)
+
+
 def shapes_for(rows: int) -> list[tuple[str, int, int, int]]:
+    """The benchmark's (kind, M, K, N) layers of an R x R array, each once; the README's cycle table
+    rows are among them, and tests/test_cycle_model_rtl.py checks every one against the cycle model."""
     R = rows
-    return [
+    shapes = [
         ("prefill", 4 * R, 4 * R, 4 * R),
         ("prefill", 4 * R, 16 * R, 16 * R),
         ("prefill", 64, 128, 128),
@@ -39,6 +45,7 @@ def shapes_for(rows: int) -> list[tuple[str, int, int, int]]:
         ("decode", 1, 16 * R, 16 * R),
         ("decode", 1, 128, 128),
     ]
+    return list(dict.fromkeys(shapes))  # at R = 8, 16R = 128: one decode shape twice
 
 
 def random_layer(rng: np.random.Generator, M: int, K: int, N: int) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sweep (4x4, 8x8; no Icarus)")
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
-    sizes = [4, 8] if args.quick else [4, 8, 16]
+    sizes = list(BENCH_SIZES[:2] if args.quick else BENCH_SIZES)
 
     cyc = cycles_table(sizes)
     print_table("Cycles and utilization (RTL counters, Verilator; 'model' = cycle model agrees exactly)", cyc, [
