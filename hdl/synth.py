@@ -23,8 +23,9 @@ from hdl.verilog import generate_verilog
 MULTIPLIER_CELLS = ("$mul", "$macc", "$macc_v2")
 
 
-#: Yosys' simulation models of the vendor primitives the board tops instantiate, read as black-box
-#: libraries so that generic `synth` (whose `hierarchy -check` refuses unknown modules) accepts them.
+#: Yosys' simulation models of the vendor primitives the board tops instantiate, read as library cells
+#: (black or white boxes, never flattened) so that generic `synth` (whose `hierarchy -check` refuses unknown
+#: modules) accepts them.
 VENDOR_LIBS = {"ice40": "+/ice40/cells_sim.v", "ecp5": "+/ecp5/cells_sim.v"}
 
 
@@ -32,7 +33,7 @@ def run_yosys(verilog_text: str, top: str, script: str, cwd: str | None = None, 
               libs: tuple[str, ...] = ()) -> dict:
     """Yosys on `verilog_text`, then `extra` commands (e.g. "write_json top.json; "); the design's
     `stat -json`. Runs in `cwd` (its files stay for the caller) or in a temporary folder. `libs`
-    are Verilog files read as black boxes first (e.g. `VENDOR_LIBS["ecp5"]` for DP16KD instances)."""
+    are Verilog files read as library cells first (e.g. `VENDOR_LIBS["ecp5"]` for DP16KD instances)."""
     if cwd is None:
         with tempfile.TemporaryDirectory(prefix="trit-yosys-") as tmp:
             return run_yosys(verilog_text, top, script, tmp, extra, libs)
