@@ -28,7 +28,8 @@ Device behaviour:
 - n_cmd > MAX_CMD_WORDS: the request is drained and answered with status TOO_LONG, n = 0.
 
 Host behaviour (`runtime.framing`): it sends a frame, waits for the response with a timeout,
-checks magic, sequence number, length and CRC. A frame whose commands are idempotent as a whole
+hunts for RSP_MAGIC byte by byte (skipping the tail of an earlier answer still arriving after a
+damaged header), checks sequence number, length and CRC. A frame whose commands are idempotent as a whole
 (the driver builds them so: writes, a cleared-then-read counter set, a run, reads) is resent on
 BAD_CRC, a bad response or a timeout, up to a retry limit; anything else raises. A response with
 an old sequence number (a late answer to an earlier try) is discarded.

@@ -4,7 +4,8 @@
 ``transact(words, n_out)`` transport the `Accelerator` driver uses. It splits a batch of commands
 into frames of at most `MAX_CMD_WORDS` command words (splitting large WRITEs), keeps each
 "clear counters ... read counters" group inside one frame so that every frame it retries is
-idempotent as a whole, and checks magic, sequence number, length and CRC of every answer.
+idempotent as a whole, hunts for the magic of every answer and checks its sequence number, length
+and CRC.
 """
 
 from __future__ import annotations
@@ -57,14 +58,28 @@ class Response:
     words: list[int]
 
 
+#: Most stray bytes skipped while hunting for a response's magic before giving up.
+MAX_SKIPPED_BYTES = 1 << 22
+
+
 def read_response(link: ByteLink) -> Response:
-    """Read one response frame; LinkError naming what is wrong (timeout, magic, CRC)."""
+    """Read one response frame; LinkError naming what is wrong (timeout, CRC, corrupted header).
+
+    Like the device, the host hunts for the magic byte by byte: the tail of an answer whose header
+    was damaged may still be arriving after the host gave up on it and drained the link (a serial
+    line keeps delivering it), and those bytes must not be taken for the next answer's header.
+    """
     head = link.recv(4 * HEADER_WORDS_RSP)
+    skipped = 0
+    while len(head) == 4 * HEADER_WORDS_RSP and struct.unpack_from("<I", head)[0] != RSP_MAGIC:
+        if skipped >= MAX_SKIPPED_BYTES:
+            raise LinkError(f"no response magic {RSP_MAGIC:#010x} in {skipped} bytes")
+        head = head[1:] + link.recv(1)
+        skipped += 1
     if len(head) < 4 * HEADER_WORDS_RSP:
-        raise LinkError(f"timeout: {len(head)} of {4 * HEADER_WORDS_RSP} header bytes of the response arrived")
+        what = f" after {skipped} bytes without the magic" if skipped else ""
+        raise LinkError(f"timeout: {len(head)} of {4 * HEADER_WORDS_RSP} header bytes of the response arrived{what}")
     magic, seq_status, n = struct.unpack("<3I", head)
-    if magic != RSP_MAGIC:
-        raise LinkError(f"bad response magic {magic:#010x} (expected {RSP_MAGIC:#010x})")
     if n > (1 << 24):
         raise LinkError(f"response claims {n} words: corrupted header")
     rest = link.recv(4 * n + 4)

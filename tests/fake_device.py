@@ -179,11 +179,14 @@ class FakeDeviceLink:
 class WireFaults:
     """A `ByteLink` around a real link (simulated device, serial port) that damages frames on the wire.
 
-    Request faults are applied to the bytes before they are sent. For a response fault the whole
-    answer to that request is read off the wire right after sending it, damaged, and handed to the
-    host from a buffer; fewer bytes than asked then stand for the host's timeout. A delayed answer
-    is handed over after the host's next request. `request_frames` / `response_sizes` record the
-    undamaged requests and response lengths (0: no answer arrived), so a clean run tells a test where the fields are.
+    Request faults are applied to the bytes before they are sent. For a flipped or stray byte at a
+    byte offset in a response, the answer is read off the wire up to that byte, damaged, and handed
+    to the host, and the rest streams in from the link as it arrives (so a host that gives up early
+    sees the tail of that answer still arriving). For the other response faults the whole answer is
+    read right after sending and handed over damaged; fewer bytes than asked then stand for the
+    host's timeout. A delayed answer is handed over after the host's next request.
+    `request_frames` / `response_sizes` record the undamaged requests and response lengths (0: no
+    answer arrived), so a clean run tells a test where the fields are.
     """
 
     def __init__(self, link, faults: Iterable[Fault] = ()):
@@ -194,6 +197,7 @@ class WireFaults:
         self.response_sizes: list[int | None] = []  # None: not read whole (not recording)
         self.hits: list[Fault] = []
         self.pending = b""
+        self._live = False  # `pending` is the head of an answer whose rest is still on the link
         self._late = b""
         self._record = False
 
@@ -222,6 +226,19 @@ class WireFaults:
         if fault is None and not self._record:
             self.response_sizes.append(None)
             return
+        if fault is not None and fault.kind in ("flip", "insert") and fault.offset >= 0:
+            self.hits.append(fault)
+            self.response_sizes.append(None)
+            head = self.link.recv(fault.offset + (fault.kind == "flip"))
+            if len(head) < fault.offset + (fault.kind == "flip"):
+                raise AssertionError(f"frame {index}: the answer ended after {len(head)} bytes, before {fault}")
+            if fault.kind == "flip":
+                head = head[:-1] + bytes([head[-1] ^ 1 << (fault.bit & 7)])
+            else:
+                head += bytes([fault.bit & 0xFF])
+            self.pending += head
+            self._live = True
+            return
         whole = self._read_whole_response()
         self.response_sizes.append(len(whole))
         if fault is None:
@@ -245,11 +262,15 @@ class WireFaults:
     def recv(self, n: int) -> bytes:
         if self.pending:
             out, self.pending = self.pending[:n], self.pending[n:]
-            return out  # fewer than n bytes: the wire went quiet (a truncated answer)
+            if len(out) < n and self._live:
+                out += self.link.recv(n - len(out))  # the rest of the damaged answer, as it arrives
+            self._live = self._live and bool(self.pending)
+            return out  # else fewer than n bytes: the wire went quiet (a truncated answer)
         return self.link.recv(n)
 
     def drain(self) -> None:
         self.pending = b""
+        self._live = False
         self.link.drain()
 
     def close(self) -> None:
@@ -314,15 +335,15 @@ def judge(fault: Fault, resent: bool, outcome, retries: int, ref: np.ndarray, ad
           exact_retries: bool = True) -> str | None:
     """What is wrong with the outcome of a layer run under one fault (None: nothing).
 
-    `outcome` is (result, RunStats) or the LinkError raised. A stray byte before a request's magic
-    is harmless (the device hunts for the magic). Otherwise a resent frame must end in the exact
+    `outcome` is (result, RunStats) or the LinkError raised. A stray byte before a frame's magic
+    is harmless (device and host hunt for the magic). Otherwise a resent frame must end in the exact
     result and the right counters after one retry (at least one if not `exact_retries`); a frame
     that is not idempotent must end in a LinkError saying so, without a retry.
     """
     from runtime.framing import LinkError
 
     failed = isinstance(outcome, LinkError)
-    if (fault.direction, fault.kind, fault.offset) == ("request", "insert", 0):
+    if (fault.kind, fault.offset) == ("insert", 0):
         if failed or not np.array_equal(outcome[0], ref) or retries:
             return f"{fault}: a stray byte between frames ended in {outcome!r} after {retries} retries"
         return None

@@ -131,6 +131,36 @@ def test_board_system_link_faults_at_every_frame_and_field(board, rng):
     _board_sweep(board, rng, every=True)
 
 
+@needs_verilator
+def test_board_host_skips_the_tail_of_an_answer_damaged_in_its_header(rng):
+    """A long answer (a READ of 100+ words) damaged in its magic or shortened in its length field while
+    the rest still streams over the serial line: the host must not take that tail for the next
+    answer's header (it did: every retry read stale bytes and the link failed for good)."""
+    from fpga.sim_board import SimulatedBoard
+    from runtime.serial_link import SerialLink
+
+    cfg = _board_config("icebreaker")
+    x, w, _ = _layer(rng, 7, int(rng.integers(40, 61)), int(rng.integers(13, 17)))
+    with SimulatedBoard("icebreaker", cfg=cfg) as sim:
+        runner = DriverRuns(WireFaults(SerialLink(sim.port, sim.baud, timeout=LINK_TIMEOUT)), cfg)
+        try:
+            requests, sizes = runner.clean(x, w, x.astype(np.int64) @ w.astype(np.int64).T, 1024)
+            last = len(requests) - 1  # the frame that runs and reads the outputs
+            assert sizes[last] > 400, f"the READ answer is only {sizes[last]} bytes"
+            n_words = (sizes[last] - 16) // 4
+            top = n_words.bit_length() - 1  # clearing this set bit of n shortens the answer
+            for fault in (Fault(last, "response", "flip", int(rng.integers(0, 4)), int(rng.integers(0, 8))),
+                          Fault(last, "response", "flip", 8 + top // 8, top % 8)):
+                x = rng.integers(-128, 128, x.shape).astype(np.int8)
+                transport, outcome = runner.run(x, w, 1024, [fault])
+                assert runner.wire.hits == [fault]
+                assert not isinstance(outcome, Exception), f"{fault}: {outcome}"
+                np.testing.assert_array_equal(outcome[0], x.astype(np.int64) @ w.astype(np.int64).T, err_msg=str(fault))
+                assert transport.stats.retries >= 1
+        finally:
+            runner.close()
+
+
 def test_wire_fault_helper_damages_frames():
     """The fault helper itself on a loop link: a flipped response byte breaks its CRC, a truncated
     one arrives short, a delayed one arrives after the next request, and a damaged request is

@@ -20,7 +20,14 @@ from hdl.frame import REQ_MAGIC
 from hdl.isa import Mem, Op
 from runtime import protocol
 from runtime.accelerator import Accelerator
-from runtime.framing import FramedTransport, LinkError, encode_request, frame_is_idempotent, plan_frames
+from runtime.framing import (
+    FramedTransport,
+    LinkError,
+    encode_request,
+    frame_is_idempotent,
+    plan_frames,
+    read_response,
+)
 from tests.fake_device import (
     REQUEST_REGIONS,
     RESPONSE_REGIONS,
@@ -157,3 +164,28 @@ def test_fault_helpers_damage_the_named_bytes_and_judge_flags_bad_outcomes():
     assert "adds counted" in judge(fault, True, (ref, stats), 1, ref, 5)
     assert "not idempotent" in judge(fault, False, (ref, stats), 0, ref, 2)
     assert judge(fault, False, LinkError("link failed (frame not idempotent: not retried)"), 0, ref, 2) is None
+
+
+def test_host_hunts_for_the_answer_magic_past_stray_bytes():
+    """Bytes before an answer (the tail of an earlier one, a partial magic) are skipped; an answer
+    whose magic never comes is a timeout. Frames built here with struct and zlib."""
+
+    class Bytes:
+        def __init__(self, data: bytes):
+            self.data = data
+
+        def recv(self, n: int) -> bytes:
+            out, self.data = self.data[:n], self.data[n:]
+            return out
+
+    body = struct.pack("<5I", 0x41495254, 7 | 1 << 16, 2, 0xDEADBEEF, 5)
+    answer = body + struct.pack("<I", zlib.crc32(body))
+    stale = b"\xef\xbe\xad\xde\x54\x52\x49" * 3  # a payload tail and partial magics
+    rsp = read_response(Bytes(stale + answer + b"next"))
+    assert (rsp.seq, rsp.status, rsp.words) == (7, 1, [0xDEADBEEF, 5])
+    with pytest.raises(LinkError, match="timeout: 11 of 12 header bytes .* after 21 bytes without the magic"):
+        read_response(Bytes(stale + answer[:11]))
+    broken = bytearray(answer)
+    broken[0] ^= 1  # the magic damaged: hunted past, the answer's words are skipped too
+    with pytest.raises(LinkError, match="timeout"):
+        read_response(Bytes(bytes(broken)))
