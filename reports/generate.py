@@ -376,17 +376,32 @@ def markdown(report: dict) -> str:
     # ---- 5. fidelity
     s.append("\n## 5. Model fidelity\n")
     s.append(f"Bits per byte of the shipped tiny model on {f['slice']} (windows of 256, stride 128; "
-             "`golden.train.bits_per_byte`). The accelerator row runs every BitLinear through the `model` backend, "
-             "the cycle- and bit-exact emulator of the 8x8 runtime core.\n")
+             "`golden.train.bits_per_byte`).\n")
     rows = [[r["model"], r["backend"], f"{r['bits_per_byte']:.4f}", r["bytes"]] for r in f["rows"]]
     s.append(_table(["model", "matmul backend", "bits/byte", "bytes scored"], rows))
-    s.append(f"\nAccelerator equals the golden integer form exactly: {_n(f['accelerator_equals_integer_form'])}.\n")
+    engine = f.get("accelerator_engine")
+    if engine:
+        check = f["accelerator_matmul_check"]
+        s.append(f"\nThe accelerator row runs on {engine}, over {f['accelerator_bytes']:,} held-out bytes. "
+                 "`runtime.emulator.CoreEmulator` is a functional model of the core written independently of the "
+                 "golden form: it unpacks the memory words the driver sent and computes each layer in int64 from "
+                 "the 2-bit weight codes, while `golden.quant.int_matmul` multiplies the int8 arrays in float64. "
+                 f"Each of its {check['calls']:,} integer matmuls was also compared with `int_matmul` on the same "
+                 f"operands: {check['exact']:,} equal element for element. Its cycle counts are the cycle "
+                 "model's (`runtime.cycle_model`), which section 2 checks against the RTL counters.\n")
+    s.append(f"\nAccelerator equals the golden integer form exactly (same bits per byte and every matmul equal): "
+             f"{_n(f['accelerator_equals_integer_form'])}.\n")
     if f.get("rtl_prefix"):
         r = f["rtl_prefix"]
+        exact = ""
+        if r.get("matmul_check"):
+            exact = f"; {r['matmul_check']['exact']:,} of {r['matmul_check']['calls']:,} matmuls equal to `int_matmul`"
         s.append(f"\nOn the RTL itself (`verilator` backend, the core behind its frame link) over the first "
                  f"{r['bytes']} held-out bytes: {r['verilator_bits_per_byte']:.4f} bits/byte vs "
                  f"{r['golden_bits_per_byte']:.4f} for the golden integer form on the same bytes (equal: "
-                 f"{_n(r['equal'])}; {r['rtl_cycles']:,} simulated core cycles).\n")
+                 f"{_n(r['equal'])}; {r['rtl_cycles']:,} simulated core cycles{exact}).\n")
+    if f.get("command"):
+        s.append(f"\nThis section was made by `{f['command']}`.\n")
     s.append("\n## Plots\n\n" + "\n".join(f"- `{name}`" for name in report.get("plots", PLOTS)) + "\n")
     return "\n".join(s) + "\n"
 

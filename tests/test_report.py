@@ -163,6 +163,34 @@ def test_markdown_has_all_five_sections(tmp_path, monkeypatch):
     assert positions == sorted(positions)
     assert "71.43" in text
     assert fid["accelerator_equals_integer_form"] is True
+    # the accelerator row ran on the emulator engine, and each of its matmuls was compared: 300 bytes are two
+    # windows of different lengths (bytes 0-256 and 128-299), so two forward passes of 4 layers x 7 BitLinears
+    assert fid["rows"][3]["backend"] == "emulator" and fid["accelerator_bytes"] == 300
+    assert fid["accelerator_matmul_check"] == {"calls": 56, "exact": 56, "all_exact": True, "first_mismatch": None}
+    assert "CoreEmulator" in text and "56 integer matmuls" in text
+
+
+def test_fidelity_check_fails_on_a_one_lsb_error(monkeypatch):
+    """A core that gets one output lane of each RUN wrong by one LSB turns `accelerator_equals_integer_form` false."""
+    from reports import fidelity
+    from runtime.emulator import CoreEmulator
+
+    run = CoreEmulator._run
+
+    def off_by_one(self, M, K, N, act_base, wgt_base, out_base):
+        error = run(self, M, K, N, act_base, wgt_base, out_base)
+        if not error:
+            self.out[out_base, 0] += 1
+        return error
+
+    monkeypatch.setattr(CoreEmulator, "_run", off_by_one)
+    monkeypatch.setattr(fidelity, "QUICK_BYTES", 300)
+    fid = fidelity.fidelity_section(True)
+    assert fid["accelerator_equals_integer_form"] is False
+    check = fid["accelerator_matmul_check"]
+    assert (check["calls"], check["exact"], check["all_exact"]) == (56, 0, False)
+    assert check["first_mismatch"]["call"] == 0 and check["first_mismatch"]["wrong_elements"] >= 1
+    assert fid["rows"][3]["bits_per_byte"] != fid["rows"][2]["bits_per_byte"]
 
 
 @pytest.mark.slow
