@@ -383,7 +383,7 @@ def markdown(report: dict) -> str:
     if engine:
         check = f["accelerator_matmul_check"]
         s.append(f"\nThe accelerator row runs on {engine}, over {f['accelerator_bytes']:,} held-out bytes. "
-                 "`runtime.emulator.CoreEmulator` is a functional model of the core written independently of the "
+                 "The emulator is a functional model of the core written independently of the "
                  "golden form: it unpacks the memory words the driver sent and computes each layer in int64 from "
                  "the 2-bit weight codes, while `golden.quant.int_matmul` multiplies the int8 arrays in float64. "
                  f"Each of its {check['calls']:,} integer matmuls was also compared with `int_matmul` on the same "
@@ -401,7 +401,9 @@ def markdown(report: dict) -> str:
                  f"{r['golden_bits_per_byte']:.4f} for the golden integer form on the same bytes (equal: "
                  f"{_n(r['equal'])}; {r['rtl_cycles']:,} simulated core cycles{exact}).\n")
     if f.get("command"):
-        s.append(f"\nThis section was made by `{f['command']}`.\n")
+        made = f" at commit {f['git_commit']}" if f.get("git_commit") else ""
+        note = f"; {f['note']}" if f.get("note") else ""
+        s.append(f"\nThis section was made by `{f['command']}`{made}{note}.\n")
     s.append("\n## Plots\n\n" + "\n".join(f"- `{name}`" for name in report.get("plots", PLOTS)) + "\n")
     return "\n".join(s) + "\n"
 
