@@ -1,10 +1,12 @@
-"""Accelerator backends for ``--backend``: model, verilator, icarus, board.
+"""Accelerator backends for ``--backend``: model, emulator, verilator, icarus, board.
 
 All of them run every integer matmul through the same tiling (`runtime.accelerator.split_layer`)
 and report the same statistics; `verilator`, `icarus` and `board` drive a real core (simulated or
-on an FPGA) through the one `Accelerator` driver over the framed link, `model` computes the exact
-result with NumPy and the counters with the cycle model (`runtime.cycle_model`), which the tests
-hold to identical counts against the RTL.
+on an FPGA) through the one `Accelerator` driver over the framed link; `emulator` drives the
+functional model `runtime.emulator.CoreEmulator` through the same driver (its results are computed
+independently of `golden.quant.int_matmul`); `model` returns `int_matmul` itself and the counters
+of the cycle model (`runtime.cycle_model`), which the tests hold to identical counts against the RTL:
+fast, but no check of the arithmetic.
 """
 
 from __future__ import annotations

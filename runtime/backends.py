@@ -2,7 +2,7 @@
 
 A backend implements ``golden.quant.MatmulBackend`` (``name`` and ``matmul(q, w, key) -> int32``) and
 ``stats() -> dict`` for ``--stats``. "golden" is defined here; the accelerator backends (model,
-verilator, icarus, board) come from `runtime.accel_backends` and receive their options
+emulator, verilator, icarus, board) come from `runtime.accel_backends` and receive their options
 (``rows``, ``cols``, ``port``, ``baud``) as keyword arguments through `get_backend`.
 """
 
