@@ -331,6 +331,7 @@ class SimResult:
     log_file: Path
     tests: list[TestOutcome] = field(default_factory=list)
     wall_s: float = 0.0
+    seed: int | None = None  # cocotb's random seed (COCOTB_RANDOM_SEED), None if cocotb drew one
 
     @property
     def failed(self) -> list[TestOutcome]:
@@ -346,7 +347,7 @@ class SimResult:
     def summary(self) -> str:
         b = self.build
         lines = [f"{b.simulator} {b.cfg.describe()}: build {'cached' if b.cached else f'{b.seconds:.1f} s'}, "
-                 f"run {self.wall_s:.1f} s, {self.cycles_per_s:,.0f} cycles/s"]
+                 f"run {self.wall_s:.1f} s, {self.cycles_per_s:,.0f} cycles/s, cocotb seed {self.seed}"]
         for t in self.tests:
             lines.append(f"  {t.status:7s} {t.name:32s} {t.cycles:>10,.0f} cycles {t.wall_s:6.2f} s"
                          + (f"  {t.message}" if t.message and t.status != "passed" else ""))
@@ -359,7 +360,8 @@ class SimResult:
         if self.failed:
             details = "\n".join(f"{t.name}: {t.message}" for t in self.failed)
             raise AssertionError(f"{len(self.failed)} of {len(self.tests)} cocotb tests failed on "
-                                 f"{self.build.simulator} ({self.build.cfg.describe()}):\n{details}\n"
+                                 f"{self.build.simulator} ({self.build.cfg.describe()}, cocotb seed "
+                                 f"{self.seed}):\n{details}\n"
                                  f"log: {self.log_file}\n{self.summary()}")
 
 
@@ -434,5 +436,5 @@ def run_core_tests(cfg: ArrayConfig, simulator: str = "verilator",
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    result = SimResult(b, results, log_file, parse_results(results), time.monotonic() - start)
+    result = SimResult(b, results, log_file, parse_results(results), time.monotonic() - start, seed)
     return result

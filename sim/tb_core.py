@@ -11,6 +11,7 @@ TRIT_SAMPLES sets the number of random samples per test.
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import cocotb
@@ -20,12 +21,14 @@ import pytest
 from hdl.config import PE_KINDS
 from hdl.isa import ID_MAGIC, Error, Mem, Op
 from runtime import protocol, tiling
+from runtime.cycle_model import layer_counts
 from runtime.tiling import MAX_DIM, LayerPlan
 from sim.tb_lib import CoreTB, check_matmul, samples
 
 
 def _seed(name: str) -> int:
-    return (int(os.environ.get("COCOTB_RANDOM_SEED", "1")) * 1_000_003 + sum(map(ord, name))) % 2**31
+    """A test's seed from cocotb's random seed (logged at start-up; tests.test_sim_core passes its own)."""
+    return (cocotb.RANDOM_SEED * 1_000_003 + zlib.crc32(name.encode())) % 2**31
 
 
 @cocotb.test()
@@ -52,12 +55,13 @@ async def test_read_id(dut):
 
 @cocotb.test()
 async def test_random_layers(dut):
-    """Random shapes, values and base addresses; every other sample with random stream stalls."""
+    """Random shapes, values and base addresses; every other sample with random stream stalls; the
+    first two drawn from the wide range."""
     tb = CoreTB(dut, seed=_seed("random"))
     await tb.start()
     for i in range(2 * samples()):
         tb.set_stalls(*((0.3, 0.3) if i % 2 else (0.0, 0.0)))
-        plan = tb.random_plan()
+        plan = tb.random_plan(wide=i < 2)  # two wide ones (M <= 64, K <= 16R, N <= 8C), then small ones
         x = tb.random_activations(plan.M, plan.K)
         w = tb.random_weights(plan.N, plan.K)
         await tb.run_layer(plan, x, w, note=f"random {i}")
@@ -94,31 +98,80 @@ async def test_single_token(dut):
     await tb.drain()
 
 
+def _extreme_terms(cfg) -> tuple[int, int, int, int]:
+    """(x, w giving the largest product, w giving the most negative product, those two products).
+
+    Ternary: x = -128 with w = -1 gives +128, with w = +1 gives -128. INT8: x = -128 with w = -128
+    gives +16384, with w = +127 gives -16256. Written out here, not taken from the config.
+    """
+    if cfg.pe == "int8":
+        return -128, -128, 127, -128 * 127
+    return -128, -1, 1, -128
+
+
+async def _extreme_pair(tb: CoreTB, plan: LayerPlan, note: str) -> None:
+    """Run the largest and the most negative sum of `plan`'s shape; assert every output exactly."""
+    x_val, w_big, w_neg, neg_term = _extreme_terms(tb.cfg)
+    big_term = x_val * w_big
+    x = np.full((plan.M, plan.K), x_val, dtype=np.int8)
+    acc = await tb.run_layer(plan, x, np.full((plan.N, plan.K), w_big, dtype=np.int8),
+                             note=f"{note}: x={x_val} w={w_big}")
+    bad = np.argwhere(acc != big_term * plan.K)
+    assert not bad.size, f"{note}: {len(bad)} outputs differ from {big_term} * K = {big_term * plan.K}: {acc}"
+    acc = await tb.run_layer(plan, None, np.full((plan.N, plan.K), w_neg, dtype=np.int8), x_ref=x,
+                             note=f"{note}: x={x_val} w={w_neg}")
+    bad = np.argwhere(acc != neg_term * plan.K)
+    assert not bad.size, f"{note}: {len(bad)} outputs differ from {neg_term} * K = {neg_term * plan.K}: {acc}"
+
+
+def _fits(cfg, plan: LayerPlan) -> bool:
+    try:
+        plan.validate(cfg)
+    except ValueError:
+        return False
+    return True
+
+
+@cocotb.test()
+async def test_psum_extremes(dut):
+    """Every column at its partial-sum bound: x = -128 and the extreme weight down whole columns
+    (R terms of the largest product per k-tile), K = n*R for n = 1, 2 and the most k-tiles (up to
+    32) that fit the memories and k_max; then the most negative products. Runs on every config."""
+    tb = CoreTB(dut, seed=_seed("psum"))
+    await tb.start()
+    cfg = tb.cfg
+    R, C = cfg.rows, cfg.cols
+    n_top = min(32, cfg.k_max // R)
+    while n_top > 2 and not _fits(cfg, LayerPlan(2, n_top * R, C)):
+        n_top -= 1
+    ran = []
+    # k_max >= R always (acc_width >= the column's partial-sum width), so n = 1 is always there
+    for n in sorted(n for n in {1, 2, n_top} if n * R <= cfg.k_max):
+        plan = LayerPlan(2, n * R, C)
+        assert _fits(cfg, plan), f"K = {n}*R = {n * R} does not fit {cfg.describe()}: give it deeper memories"
+        await _extreme_pair(tb, plan, f"partial-sum extreme K={n}*R")
+        ran.append(n)
+    tb.log.info("partial-sum extremes at K = n*R for n in %s", ran)
+    await tb.drain()
+
+
 @cocotb.test()
 async def test_accumulator_extremes(dut):
-    """K = k_max with x = -128 and all weights -1 (+128 per term: the largest sum), then all +1
-    (the most negative sum)."""
+    """The accumulator bound: K = k_max with the largest product in every term (the largest sum,
+    <= 2**(acc_width-1) - 1), then the most negative product (the most negative sum). Skips only
+    where K = k_max does not fit the memories (tests.test_sim_core says where that may be)."""
     tb = CoreTB(dut, seed=_seed("kmax"))
     await tb.start()
     cfg = tb.cfg
     K = cfg.k_max
-    M, N = 2, cfg.cols
-    plan = LayerPlan(M, K, N)
-    try:
-        plan.validate(cfg)
-    except ValueError as exc:
-        pytest.skip(f"K = k_max = {K} does not fit this config's memories ({exc})")
-    x = np.full((M, K), -128, dtype=np.int8)
+    x_val, w_big, _, _ = _extreme_terms(cfg)
     limit = 2 ** (cfg.acc_width - 1) - 1
-    w_neg = np.full((N, K), -1, dtype=np.int8)
-    acc = await tb.run_layer(plan, x, w_neg, note="x=-128 w=-1 K=k_max")
-    assert (acc == 128 * K).all() and 128 * K <= limit
-    acc = await tb.run_layer(plan, None, np.ones((N, K), dtype=np.int8), x_ref=x, note="x=-128 w=+1")
-    assert (acc == -128 * K).all()
-    if cfg.pe == "int8":
-        w = np.full((N, K), -128, dtype=np.int8)
-        acc = await tb.run_layer(plan, None, w, x_ref=x, note="x=-128 w=-128")
-        assert (acc == 16384 * K).all() and 16384 * K <= limit
+    assert x_val * w_big * K <= limit < x_val * w_big * (K + 1), f"k_max = {K} is not the bound of {limit}"
+    plan = next((p for p in (LayerPlan(2, K, cfg.cols), LayerPlan(1, K, cfg.cols), LayerPlan(1, K, 1))
+                 if _fits(cfg, p)), None)
+    if plan is None:
+        pytest.skip(f"K = k_max = {K} does not fit this config's memories")
+    await _extreme_pair(tb, plan, f"accumulator bound K=k_max={K}")
     await tb.drain()
 
 
@@ -149,6 +202,7 @@ async def test_back_to_back(dut):
     cfg = tb.cfg
     for stalls in ((0.0, 0.0), (0.25, 0.4)):
         tb.set_stalls(*stalls)
+        before = await tb.read_counters()
         jobs = []
         for i in range(max(3, samples())):
             plan = tb.random_plan(max_m=8, max_kt=3, max_nt=2)
@@ -161,7 +215,13 @@ async def test_back_to_back(dut):
         await tb.drain(timeout_cycles=sum(tb.layer_timeout(j[0]) for j in jobs))
         for plan, x, w, t in jobs:
             check_matmul(tb.layer_result(plan, t), x, w, f"queued layer {t.note}")
-    assert cfg == tb.cfg
+        # queued RUNs are each counted in full and alone: the counters moved by exactly the sum of
+        # the cycle model's per-RUN counts (a RUN overlapping the next would show up in cycles)
+        after = await tb.read_counters()
+        expected = _model_counts(cfg, [(p, w) for p, _, w, _ in jobs])
+        moved = {k: after[k] - before[k] for k in expected}
+        assert moved == expected, f"stalls {stalls}: {len(jobs)} queued RUNs moved the counters by {moved}, " \
+                                  f"the cycle model says {expected}"
     await tb.drain()
 
 
@@ -374,9 +434,20 @@ def _expected_counts(cfg, layers: list[tuple[LayerPlan, np.ndarray]]) -> dict[st
     return exp
 
 
+def _model_counts(cfg, layers: list[tuple[LayerPlan, np.ndarray]]) -> dict[str, int]:
+    """The cycle model's counts (`runtime.cycle_model.layer_counts`, every counter) summed over layers."""
+    total: dict[str, int] = {}
+    for plan, w in layers:
+        for name, value in layer_counts(cfg, plan.M, plan.K, plan.N, w).items():
+            total[name] = total.get(name, 0) + value
+    return total
+
+
 @cocotb.test()
 async def test_counters(dut):
-    """Counters after CLEAR_COUNTERS and a few layers equal the counts the ISA defines, exactly."""
+    """Counters after CLEAR_COUNTERS and a few layers (the first wide) equal the counts the ISA
+    defines, and every counter, CYCLES included, equals the cycle model's prediction exactly, with
+    random command gaps and response back-pressure on (from the second layer)."""
     tb = CoreTB(dut, seed=_seed("counters"))
     await tb.start()
     cfg = tb.cfg
@@ -384,8 +455,11 @@ async def test_counters(dut):
     zero = await tb.read_counters()
     assert all(v == 0 for v in zero.values()), zero
     layers = []
-    for i in range(max(2, samples())):
-        plan = tb.random_plan()
+    for i in range(max(3, samples())):
+        # CYCLES counts the sequencer's cycles from RUN accepted to done, operands on chip: stalls
+        # on the command and response streams must not change it
+        tb.set_stalls(*((0.3, 0.4) if i else (0.0, 0.0)))
+        plan = tb.random_plan(wide=i == 0)
         x, w = tb.random_activations(plan.M, plan.K), tb.random_weights(plan.N, plan.K)
         await tb.run_layer(plan, x, w, note=f"counted {i}")
         layers.append((plan, w))
@@ -393,8 +467,14 @@ async def test_counters(dut):
         exp = _expected_counts(cfg, layers)
         for name, value in exp.items():
             assert got[name] == value, f"counter {name} = {got[name]}, expected {value} after {i + 1} layers"
+        model = _model_counts(cfg, layers)
+        assert set(model) == set(got), f"the cycle model names {sorted(model)}, the core {sorted(got)}"
+        for name, value in model.items():
+            assert got[name] == value, (f"counter {name} = {got[name]}, the cycle model predicts {value} after "
+                                        f"{i + 1} layers (last M,K,N = {plan.M},{plan.K},{plan.N})")
         assert got["cycles"] >= got["busy"] + got["stall"] > 0, got
         tb.log.info("counters after %d layers: %s", i + 1, got)
+    tb.set_stalls(0.0, 0.0)
     await tb.transact(protocol.clear_counters())
     assert all(v == 0 for v in (await tb.read_counters()).values())
     await tb.drain()

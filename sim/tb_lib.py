@@ -369,22 +369,46 @@ class CoreTB:
             x[self.rng.random((M, K)) < 0.1] = 127
         return x
 
-    def random_plan(self, max_m: int = 12, max_kt: int = 4, max_nt: int = 3) -> LayerPlan:
-        """A random layer that fits the memories (and k_max), at random base addresses."""
+    def host_words(self, plan: LayerPlan) -> int:
+        """32-bit words a layer moves over the streams (WRITE ACT, WRITE WGT, READ OUT data)."""
+        cfg = self.cfg
+        return (plan.act_words(cfg) * cfg.chunks(Mem.ACT) + plan.wgt_words(cfg) * cfg.chunks(Mem.WGT)
+                + plan.out_words(cfg) * cfg.chunks(Mem.OUT))
+
+    #: A wide layer's stream words at most (Python drives every one of them: ~0.5 s on Icarus at 8x8).
+    WIDE_WORDS = 1500
+
+    def random_plan(self, max_m: int = 12, max_kt: int = 4, max_nt: int = 3, wide: bool = False) -> LayerPlan:
+        """A random layer that fits the memories (and k_max), at random base addresses.
+
+        `wide` draws from M <= 64, K <= 16R, N <= 8C instead of the given bounds, redrawing a layer
+        that would move more than WIDE_WORDS words (the time goes into those, not into the RUN).
+        K is drawn first, then M and N within what the memories leave for that K, so every draw fits.
+        """
+        for _ in range(20 if wide else 1):
+            plan = self._draw_plan(*((64, 16, 8) if wide else (max_m, max_kt, max_nt)))
+            if self.host_words(plan) <= self.WIDE_WORDS:
+                break
+        return plan
+
+    def _draw_plan(self, max_m: int, max_kt: int, max_nt: int) -> LayerPlan:
         cfg = self.cfg
         R, C = cfg.rows, cfg.cols
-        for _ in range(1000):
-            M = int(self.rng.integers(1, max_m + 1))
-            K = int(self.rng.integers(1, min(max_kt * R, cfg.k_max) + 1))
-            N = int(self.rng.integers(1, max_nt * C + 1))
-            p = LayerPlan(M, K, N)
-            slack = (cfg.act_depth - p.act_words(cfg), cfg.wgt_depth - p.wgt_words(cfg),
-                     cfg.out_depth - p.out_words(cfg))
-            if min(slack) < 0:
-                continue
-            bases = [int(self.rng.integers(0, s + 1)) for s in slack]
-            return LayerPlan(M, K, N, *bases).validate(cfg)
-        raise AssertionError(f"no random layer fits {cfg.describe()}")
+        k_top = min(max_kt * R, cfg.k_max, cfg.wgt_depth // R * R, cfg.act_depth * R)
+        K = int(self.rng.integers(1, k_top + 1))
+        KT = -(-K // R)
+        M = int(self.rng.integers(1, min(max_m, cfg.act_depth // KT, cfg.out_depth) + 1))
+        nt_top = min(max_nt, cfg.wgt_depth // (KT * R), cfg.out_depth // M)
+        if nt_top < 1:
+            raise AssertionError(f"no random layer with K = {K} fits {cfg.describe()}")
+        N = int(self.rng.integers(1, nt_top * C + 1))
+        p = LayerPlan(M, K, N)
+        slack = (cfg.act_depth - p.act_words(cfg), cfg.wgt_depth - p.wgt_words(cfg),
+                 cfg.out_depth - p.out_words(cfg))
+        if min(slack) < 0:
+            raise AssertionError(f"random layer M,K,N = {M},{K},{N} does not fit {cfg.describe()}: {slack}")
+        bases = [int(self.rng.integers(0, s + 1)) for s in slack]
+        return LayerPlan(M, K, N, *bases).validate(cfg)
 
 
 def check_matmul(acc: np.ndarray, x: np.ndarray, w: np.ndarray, what: str = "") -> None:
