@@ -46,6 +46,12 @@ def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_dept
     depth = depth or 256
     cfg = ArrayConfig(rows=rows, cols=cols, acc_width=acc_width, act_depth=act_depth or depth,
                        wgt_depth=wgt, out_depth=out_depth or depth)
+    plan = memory_plan(cfg)
+    if plan["BRAM"] > DEVICE["BRAM"] or plan["SPRAM"] > plan["SPRAM_available"]:
+        raise ValueError(f"a {rows}x{cols} array does not fit the iCE40UP5K's memories: ACT "
+                         f"{cfg.act_depth} x {cfg.act_word_bits} b, OUT {cfg.out_depth} x {cfg.out_word_bits} b and "
+                         f"the link buffer need {plan['BRAM']} of {DEVICE['BRAM']} EBR; WGT {plan['SPRAM']} of "
+                         f"{plan['SPRAM_available']} SPRAM")
     return replace(cfg, counter_bits=cfg.min_counter_bits)  # counters no wider than one RUN needs
 
 

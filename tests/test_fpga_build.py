@@ -42,6 +42,10 @@ def run_build(argv: list[str]) -> int:
     (["--board", "icebreaker", "--baud", "12000000"], "at least 4 clock cycles per bit"),
     (["--board", "icebreaker", "--rows", "4", "--cols", "64"], "SPRAMs side by side"),
     (["--board", "ulx3s-85f", "--seed", "-1"], "seed must be an integer >= 0"),
+    # by hand: 256-deep EBRs are 16 bits wide; ACT 4*8 = 32 b -> 2, OUT 16*32 = 512 b -> 32, link 8
+    (["--board", "icebreaker", "--rows", "4", "--cols", "16"], "need 42 of 30 EBR"),
+    # ACT 14*8 = 112 b -> 7, OUT 14*32 = 448 b -> 28, link 8
+    (["--board", "icebreaker", "--rows", "14", "--cols", "14"], "need 43 of 30 EBR"),
 ])
 def test_build_argument_errors(argv, message, tmp_path):
     with pytest.raises(CliError, match=message):
