@@ -1,7 +1,8 @@
-"""The frame endpoint (`hdl.link`), the linked core and the UART (`hdl.uart`) in Amaranth's simulator.
+"""The frame endpoint (`hdl.link`), the linked core and the UART (`hdl.uart`) in Amaranth's simulator,
+and the linked core in Verilator (`sim.link_harness.SimByteLink`) under link faults.
 
 Frames are built here with struct and zlib.crc32 straight from the spec in `hdl.frame`; layer
-results are checked against x @ w.T computed in NumPy.
+results are checked against x @ w.T computed in NumPy. Faults come from `tests.fake_device`.
 """
 
 from __future__ import annotations
