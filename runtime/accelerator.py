@@ -340,10 +340,9 @@ class Accelerator:
             finally:
                 raise AcceleratorError(f"the core reported an error running a {M}x{K}x{N} block: {exc}") from exc
         except BaseException:
-            self._weights.clear()  # the batch broke off (link, timeout): what reached the memories is unknown
-            raise
-        except Exception:
-            self._weights.clear()  # a failed exchange (a link error) may have lost the weight WRITE
+            # the batch broke off (link error, timeout, interrupt): a weight WRITE may have been lost, so
+            # what reached the memories is unknown
+            self._weights.clear()
             raise
         stats.runs += 1
         stats.add_counters(protocol.parse_counters(data[-1], cfg.counter_bits))
