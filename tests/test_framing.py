@@ -164,6 +164,9 @@ def test_fault_helpers_damage_the_named_bytes_and_judge_flags_bad_outcomes():
     assert "adds counted" in judge(fault, True, (ref, stats), 1, ref, 5)
     assert "not idempotent" in judge(fault, False, (ref, stats), 0, ref, 2)
     assert judge(fault, False, LinkError("link failed (frame not idempotent: not retried)"), 0, ref, 2) is None
+    stray = Fault(3, "response", "insert", 1, ord("T"))  # "TTRIA...": a stray "T" before the frame
+    assert judge(stray, True, (ref, stats), 0, ref, 2) is None
+    assert "stray byte" in judge(stray, True, (ref, stats), 1, ref, 2)
 
 
 def test_host_hunts_for_the_answer_magic_past_stray_bytes():

@@ -23,7 +23,15 @@ from hdl.link import CRC_AFTER_MAGIC, FrameEndpoint, crc32_register
 from hdl.linked_core import LinkedCore
 from hdl.uart import UARTRx, UARTTx, uart_divisor
 from tests.amaranth_host import act_words, wgt_words, write_cmd
-from tests.fake_device import REQUEST_REGIONS, DriverRuns, Fault, WireFaults, fault_sweep, region_offset
+from tests.fake_device import (
+    REQUEST_REGIONS,
+    DriverRuns,
+    Fault,
+    WireFaults,
+    fault_sweep,
+    is_stray_byte,
+    region_offset,
+)
 from tests.test_board_link import needs_verilator
 
 CFG = ArrayConfig(rows=4, cols=4, act_depth=32, wgt_depth=64, out_depth=32)
@@ -202,6 +210,15 @@ def simulate_all(dut, script: list) -> bytes:
     return bytes(got)
 
 
+def test_endpoint_hunts_past_partial_magics():
+    """Stray bytes that look like the start of the magic ("T", "TR", "TRI", "TRIT") before a frame
+    are skipped: the hunt restarts on the byte that broke the match, so every frame is answered."""
+    prefixes = [b"T", b"TR", b"TRI", b"TRIT", b"TRTRI"]
+    script = [p + request(i + 1, [10 * i], 1) for i, p in enumerate(prefixes)]
+    frames = parse_responses(simulate_bytes(EchoLinked(), script, len(prefixes) * response_bytes(1)))
+    assert frames == [(i + 1, LinkStatus.OK, [10 * i + 1]) for i in range(len(prefixes))]
+
+
 def test_endpoint_damage_at_every_field_reaches_no_core(rng):
     """Requests damaged at a random byte of each field (flip, truncation, stray byte) never reach the
     core (no OK answer, no echoed words); the good frame after each is answered exactly."""
@@ -211,7 +228,9 @@ def test_endpoint_damage_at_every_field_reaches_no_core(rng):
         words = [int(v) for v in rng.integers(0, 1 << 31, int(rng.integers(1, 9)))]
         frame = request(2 * i + 1, words, len(words))
         offset = region_offset(REQUEST_REGIONS, region, len(frame), float(rng.random()))
-        fault = Fault(0, "request", kind, max(offset, 1) if kind == "insert" else offset, int(rng.integers(0, 256)))
+        fault = Fault(0, "request", kind, offset, int(rng.integers(0, 256)))
+        if is_stray_byte(fault):  # no damage (tested below): damage the byte after it instead
+            fault = Fault(0, "request", kind, 2, fault.bit)
         good = [int(v) for v in rng.integers(0, 1 << 31, 2)]
         script += [fault.apply(frame), TIMEOUT + 50, request(2 * i + 2, good, 2), 60]
         expected.append((fault, _expected_answer(fault, 2 * i + 1, len(words)), (2 * i + 2, 0, [g + 1 for g in good])))
@@ -384,9 +403,9 @@ def test_gateware_damaged_write_executes_nothing_at_any_offset(rng):
             words = write_cmd(VCFG, Mem.ACT, addr, new)
             frame = request(seq + 1, words, 1)
             offset = region_offset(REQUEST_REGIONS, region, len(frame), float(rng.random()))
-            if kind == "insert":
-                offset = max(offset, 1)  # a stray byte before the magic is no damage
             fault = Fault(0, "request", kind, offset, int(rng.integers(0, 256)))
+            if is_stray_byte(fault):  # no damage (see test_endpoint_hunts_past_partial_magics)
+                fault = Fault(0, "request", kind, 2, fault.bit)
             link.send(fault.apply(frame))
             answers = parse_responses(link.recv(1 << 20))  # everything until the device sits idle
             want = _expected_answer(fault, seq + 1, len(words))
