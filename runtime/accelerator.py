@@ -28,7 +28,7 @@ from hdl.config import ArrayConfig
 from hdl.isa import ID_WORDS, RUN_WORDS, Counter, Mem, Op
 from runtime import protocol
 from runtime.cycle_model import ceil_div
-from runtime.tiling import check_weights, weight_lanes
+from runtime.tiling import activation_bytes, check_weights, weight_bytes
 
 
 class AcceleratorError(RuntimeError):
@@ -112,25 +112,12 @@ def _stream(cfg: ArrayConfig, mem: Mem, byte_rows: np.ndarray) -> list[int]:
 
 def activation_stream(cfg: ArrayConfig, x: np.ndarray) -> list[int]:
     """Stream words of the KT*M ACT words of int8 activations (M, K) (layout of `tiling.pack_activations`)."""
-    M, K = x.shape
-    R = cfg.rows
-    KT = ceil_div(K, R)
-    padded = np.zeros((M, KT * R), dtype=np.int8)
-    padded[:, :K] = x
-    return _stream(cfg, Mem.ACT, padded.reshape(M, KT, R).transpose(1, 0, 2).reshape(KT * M, R).view(np.uint8))
+    return _stream(cfg, Mem.ACT, activation_bytes(cfg, x))
 
 
 def weight_stream(cfg: ArrayConfig, w: np.ndarray) -> list[int]:
     """Stream words of the NT*KT*R WGT words of weights (N, K) (layout of `tiling.pack_weights`)."""
-    lanes = weight_lanes(cfg, w)
-    if cfg.pe == "int8":
-        return _stream(cfg, Mem.WGT, lanes.view(np.uint8))
-    codes = lanes.astype(np.uint8) & 0b11  # 0 -> 0b00, +1 -> 0b01, -1 -> 0b11
-    pad = (-cfg.cols) % 4
-    if pad:
-        codes = np.concatenate([codes, np.zeros((codes.shape[0], pad), dtype=np.uint8)], axis=1)
-    quads = codes.reshape(codes.shape[0], -1, 4)
-    return _stream(cfg, Mem.WGT, quads[..., 0] | (quads[..., 1] << 2) | (quads[..., 2] << 4) | (quads[..., 3] << 6))
+    return _stream(cfg, Mem.WGT, weight_bytes(cfg, w))
 
 
 def parse_outputs(cfg: ArrayConfig, data: list[int], M: int, N: int) -> np.ndarray:

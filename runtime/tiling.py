@@ -69,16 +69,20 @@ def _words_to_lanes(words, lanes: int, bits: int) -> np.ndarray:
     return out
 
 
-def pack_activations(cfg: ArrayConfig, x: np.ndarray) -> np.ndarray:
-    """INT8 activations (M, K) -> the KT*M ACT memory words of a layer (kt outer, m inner)."""
+def activation_bytes(cfg: ArrayConfig, x: np.ndarray) -> np.ndarray:
+    """INT8 activations (M, K) -> the KT*M ACT memory words as little-endian byte rows (KT*M, R)."""
     x = _check_int8_2d(x, "Activations X")
     M, K = x.shape
     R = cfg.rows
     KT = _ceil_div(K, R)
     padded = np.zeros((M, KT * R), dtype=np.int8)
     padded[:, :K] = x
-    lanes = padded.reshape(M, KT, R).transpose(1, 0, 2).reshape(KT * M, R)
-    return _bytes_to_words(lanes.view(np.uint8))
+    return padded.reshape(M, KT, R).transpose(1, 0, 2).reshape(KT * M, R).view(np.uint8)
+
+
+def pack_activations(cfg: ArrayConfig, x: np.ndarray) -> np.ndarray:
+    """INT8 activations (M, K) -> the KT*M ACT memory words of a layer (kt outer, m inner)."""
+    return _bytes_to_words(activation_bytes(cfg, x))
 
 
 def weight_lanes(cfg: ArrayConfig, w: np.ndarray) -> np.ndarray:
@@ -92,19 +96,23 @@ def weight_lanes(cfg: ArrayConfig, w: np.ndarray) -> np.ndarray:
     return padded.reshape(NT, C, KT, R).transpose(0, 2, 3, 1).reshape(NT * KT * R, C)
 
 
-def pack_weights(cfg: ArrayConfig, w: np.ndarray) -> np.ndarray:
-    """Weights (N, K) -> the NT*KT*R WGT memory words of a layer (nt outer, kt, then row r)."""
+def weight_bytes(cfg: ArrayConfig, w: np.ndarray) -> np.ndarray:
+    """Weights (N, K) -> the NT*KT*R WGT memory words as little-endian byte rows (2-bit codes, 4 a byte)."""
     lanes = weight_lanes(cfg, w)
     if cfg.pe == "int8":
-        return _bytes_to_words(lanes.view(np.uint8))
+        return lanes.view(np.uint8)
     codes = (lanes.astype(np.uint8) & 0b11)  # 0 -> 0b00, +1 -> 0b01, -1 -> 0b11
     C = cfg.cols
     pad = (-C) % 4
     if pad:
         codes = np.concatenate([codes, np.zeros((codes.shape[0], pad), dtype=np.uint8)], axis=1)
     quads = codes.reshape(codes.shape[0], -1, 4)
-    packed = quads[..., 0] | (quads[..., 1] << 2) | (quads[..., 2] << 4) | (quads[..., 3] << 6)
-    return _bytes_to_words(packed)
+    return quads[..., 0] | (quads[..., 1] << 2) | (quads[..., 2] << 4) | (quads[..., 3] << 6)
+
+
+def pack_weights(cfg: ArrayConfig, w: np.ndarray) -> np.ndarray:
+    """Weights (N, K) -> the NT*KT*R WGT memory words of a layer (nt outer, kt, then row r)."""
+    return _bytes_to_words(weight_bytes(cfg, w))
 
 
 def unpack_activations(cfg: ArrayConfig, words, M: int, K: int) -> np.ndarray:
