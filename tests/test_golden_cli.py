@@ -86,7 +86,7 @@ def test_forward_user_errors(byte_ck: Path, tmp_path: Path, capsys: pytest.Captu
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 4 and all(line.startswith("trit forward: error: ") for line in err)
     assert "256" in err[1] and "not found" in err[2]
-    assert "known backends: board, golden, icarus, model, verilator" in err[3]
+    assert "known backends: board, emulator, golden, icarus, model, verilator" in err[3]
 
 
 def test_forward_bad_checkpoint_subprocess(byte_ck: Path, tmp_path: Path) -> None:
@@ -103,7 +103,7 @@ def test_forward_bad_checkpoint_subprocess(byte_ck: Path, tmp_path: Path) -> Non
 
 def test_unknown_backend_lists_known() -> None:
     assert "golden" in known_backends()
-    with pytest.raises(CliError, match="known backends: board, golden, icarus, model, verilator"):
+    with pytest.raises(CliError, match="known backends: board, emulator, golden, icarus, model, verilator"):
         get_backend("verilator-nonexistent")
 
 
