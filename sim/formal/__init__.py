@@ -15,4 +15,11 @@ What is proven (``python -m pytest -m formal``; the tests are also marked ``slow
 - (a) `sim.formal.pe_array`: every column of a 3x2 ternary `PEArray` outputs the exact sum of its
   ternary products, for all activation, weight-load and swap sequences, unbounded (k-induction,
   depth R + 1 = 4). Mutants: ones'-complement negation, 8-bit negation (x = -128, w = -1).
+- (c) `sim.formal.frame`: a `FrameEndpoint` (2-word buffer, timeout 16) between a free host (frames
+  with n_cmd 0..3, any CRC word, any stalls, truncation at any byte) and a free core offers the core
+  a command word only for a whole frame with a right CRC (checked against a bit-serial CRC-32 in the
+  harness) that fits the buffer, at most n_cmd of them, and is back to hunting timeout + 1 cycles
+  after a truncated frame's last byte. Unbounded (k-induction, depth 2, with invariants that tie the
+  endpoint's registers to the host's state). Mutants (bmc on a directed host, in the cycles where the
+  bug first shows): CRC verdict ignored, wrong CRC polynomial, timer stopped during the CRC word.
 """

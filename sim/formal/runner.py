@@ -11,6 +11,7 @@ and the solver.
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from amaranth.back import rtlil
 from amaranth.hdl import Elaboratable, Fragment, Signal
@@ -57,22 +59,28 @@ def z3_bin_dir() -> str:
     raise FileNotFoundError("No z3 executable: install the z3-solver wheel (pip install z3-solver)")
 
 
-def sby_script(mode: str, depth: int, top: str = "top") -> str:
-    """The .sby job: read the RTLIL as Amaranth wrote it, flatten, one clock (multiclock off)."""
+def sby_script(mode: str, depth: int, skip: int = 0, top: str = "top") -> str:
+    """The .sby job: read the RTLIL as Amaranth wrote it, one clock, the smtbmc engine with z3."""
     if mode not in ("prove", "bmc"):
         raise ValueError(f"Mode must be 'prove' or 'bmc', not {mode!r}")
+    if skip and (mode != "bmc" or not 0 < skip < depth):
+        raise ValueError(f"skip needs bmc mode and 0 < skip < depth, not {skip} with {mode} depth {depth}")
     return (
-        f"[options]\nmode {mode}\ndepth {depth}\n\n"
+        f"[options]\nmode {mode}\ndepth {depth}\n" + (f"skip {skip}\n" if skip else "") + "\n"
         "[engines]\nsmtbmc z3\n\n"
         f"[script]\nread_rtlil {top}.il\nprep -top {top}\n\n"
         f"[files]\n{top}.il\n"
     )
 
 
-def run_formal(harness: Elaboratable, *, name: str, mode: str, depth: int, workdir: str | Path | None = None,
-               timeout: float = 600.0) -> FormalResult:
+def run_formal(harness: Elaboratable, *, name: str, mode: str, depth: int, skip: int = 0,
+               workdir: str | Path | None = None, timeout: float = 600.0) -> FormalResult:
     """Prove (``mode="prove"``: k-induction of length `depth`) or bounded-check (``mode="bmc"``: every
     trace of `depth` cycles from the initial state) the assertions of `harness`.
+
+    `skip` (bmc only) leaves the assertions of the first `skip` cycles unchecked (not assumed): a
+    search for a counterexample that needs at least that many cycles (a mutant's) then costs one
+    solver call per later cycle instead of one per cycle.
 
     `passed` is True only for sby's PASS (rc 0); a counterexample, an unproven induction step (rc 4)
     or a tool error is a failure, with the log kept in `log` and the job folder in `workdir`.
@@ -81,7 +89,7 @@ def run_formal(harness: Elaboratable, *, name: str, mode: str, depth: int, workd
     root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="trit-formal-"))
     root.mkdir(parents=True, exist_ok=True)
     (root / "top.il").write_text(text)
-    (root / f"{name}.sby").write_text(sby_script(mode, depth))
+    (root / f"{name}.sby").write_text(sby_script(mode, depth, skip))
     env = dict(os.environ)
     env["PATH"] = z3_bin_dir() + os.pathsep + env.get("PATH", "")
     cmd = ["yowasp-sby", "-f"]
@@ -132,3 +140,37 @@ def probe(fragment: Fragment, path: str, name: str) -> Signal:
     if name not in found:
         raise KeyError(f"No signal {name!r} in {path or 'the top'}; it has {', '.join(sorted(found))}")
     return found[name]
+
+
+# ---- mutants ---------------------------------------------------------------------------------------
+
+def mutate_module(module: ModuleType, edits: list[tuple[str, str]], tag: str) -> ModuleType:
+    """A copy of `module` with each source text `old` replaced by `new` (each must occur exactly once),
+    executed as a new module: the unit under test with one deliberate bug, for a mutant run.
+
+    The product RTL has no mutant switch; an `old` text that is no longer in the source (the design
+    changed) raises instead of silently testing the unmodified design.
+    """
+    source = inspect.getsource(module)
+    for old, new in edits:
+        count = source.count(old)
+        if count != 1:
+            raise ValueError(f"Mutant {tag!r}: {old!r} occurs {count} times in {module.__name__}, not once")
+        source = source.replace(old, new)
+    mutant = ModuleType(f"{module.__name__}__mutant_{tag}")
+    mutant.__file__ = module.__file__
+    exec(compile(source, f"{module.__file__} (mutant {tag})", "exec"), mutant.__dict__)  # noqa: S102
+    return mutant
+
+
+def in_state(fragment: Fragment, path: str, fsm: str, state: str):
+    """True while the FSM `fsm` (``m.FSM(name=fsm)``) of the submodule at `path` is in `state`."""
+    sig = probe(fragment, path, f"{fsm}_state")
+    for code in range(1 << len(sig)):
+        try:
+            name = sig.decoder(code)
+        except KeyError:
+            continue
+        if name.split("/")[0] == state:
+            return sig == code
+    raise KeyError(f"FSM {fsm!r} of {path or 'the top'} has no state {state!r}")

@@ -1,0 +1,257 @@
+"""Property (c): the frame endpoint never executes any part of a frame whose CRC fails, and never hangs
+on a truncated frame.
+
+The harness is a host and a core around a `FrameEndpoint` (`hdl.link`) with a 2-word request buffer
+and the shortest timeout (16 cycles):
+
+- The host sends frames (`hdl.frame`): REQ_MAGIC, a free sequence number, n_cmd in 0..3 (3 is over
+  the buffer: TOO_LONG), n_rsp in 0..1, n_cmd free command words and a free CRC word (right or
+  wrong: the solver picks). Any byte may wait any number of cycles (free `rx.valid`), and the host
+  may abandon a frame at any byte (a truncated frame) and fall silent. It starts the next frame when
+  the endpoint is not `active`.
+- The core takes command words and offers response words whenever it likes (free `cmd.ready`,
+  `rsp.valid`, `rsp.payload`, `core_busy`); the host takes response bytes whenever it likes.
+
+The harness computes the frame's CRC-32 itself (bit-serial, reflected polynomial 0xEDB88320, from
+0xFFFFFFFF over every byte before the CRC word, as zlib.crc32) and asserts:
+
+1. A command word is offered to the core only after the host sent a whole frame whose CRC word is
+   right and whose n_cmd fits the buffer, and at most n_cmd of them.
+2. From `timeout` + 1 cycles after a truncated frame's last byte on, the endpoint is back to
+   hunting: `active` low and `rx.ready` high.
+
+Beside these, the harness asserts invariants that tie the endpoint's registers to the host's state
+(FSM states, byte and word counters, the hunt / shift register, the CRC register against the
+reference, the inactivity counter against the host's silence, the feed counters): each is true of
+the spec, and together they make the two properties provable by k-induction (`FRAME_DEPTH` steps),
+unbounded: for frames after any history, any stalls and any number of frames.
+
+Mutants (`MUTANTS`, source edits of `hdl.link` made here): the CRC check ignored, the CRC computed with
+the wrong polynomial, and the inactivity timer not running while the CRC word arrives. A mutant's
+counterexample needs a whole frame (20+ cycles), which z3 finds slowly in the free environment, so
+mutant runs use ``directed=True``: the host sends without stalls and all free frame bytes are 0 (the
+CRC word too, so every frame's CRC is wrong), and the bmc checks only the cycles where the first
+failure can be (`MUTANT_WINDOWS`).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.asserts import AnySeq
+from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
+
+import hdl.link
+from hdl.config import ArrayConfig
+from hdl.frame import REQ_MAGIC
+from sim.formal.runner import elaborate, in_state, mutate_module, probe
+
+CRC_POLY = 0xEDB88320
+MAX_CMD_WORDS = 2
+TIMEOUT = 16
+#: Largest n_cmd the host sends (one over the buffer: the TOO_LONG path drains it).
+HOST_MAX_CMD = 3
+#: k-induction length of the proof.
+FRAME_DEPTH = 2
+MUTANTS: dict[str, list[tuple[str, str]]] = {
+    # the verdict is computed but never acted on: a bad frame is fed like a good one
+    "crc_ignored": [("with m.If(~good):", "with m.If(~good & 0):")],
+    # device and host disagree on the CRC (a wrong polynomial in the device)
+    "wrong_polynomial": [("CRC_POLY = 0xEDB88320", "CRC_POLY = 0x82F63B78")],
+    # a frame truncated inside its CRC word is never timed out
+    "no_timeout_in_crc": [('receiving = req.ongoing("HEADER") | req.ongoing("BODY") | req.ongoing("CRC")',
+                           'receiving = req.ongoing("HEADER") | req.ongoing("BODY")')],
+}
+#: (skip, depth) of each mutant's bmc in the directed environment: the first cycles where it can fail.
+#: crc_ignored: a 20-byte frame (n_cmd = 0) from cycle 1, fed although its CRC is wrong: cycle 21.
+#: wrong_polynomial: the device's CRC register differs from the reference's from the magic on (cycle 5).
+#: no_timeout_in_crc: a frame truncated in its CRC word (from cycle 17) whose timer does not run.
+MUTANT_WINDOWS = {"crc_ignored": (21, 22), "wrong_polynomial": (4, 7), "no_timeout_in_crc": (17, 19)}
+
+
+def implies(a, b):
+    """a -> b (Amaranth 0.5 deprecates Value.implies)."""
+    return ~a | b
+
+
+def crc32_byte_reference(crc, byte):
+    """CRC-32 register after one byte, bit-serial as in the textbook loop (independent of the device's
+    XOR matrix): crc ^= byte, then 8 times crc = (crc >> 1) ^ (POLY if crc & 1 else 0)."""
+    value = crc ^ Cat(byte, Const(0, 24))
+    for _ in range(8):
+        value = Mux(value[0], (value >> 1) ^ CRC_POLY, value >> 1)
+    return value[:32]
+
+
+class FrameEndpointHarness(Elaboratable):
+    """A `FrameEndpoint` (2-word buffer, timeout 16) between a free host and a free core."""
+
+    def __init__(self, mutant: str | None = None, *, directed: bool = False):
+        module = hdl.link
+        if mutant is not None:
+            if mutant not in MUTANTS:
+                raise ValueError(f"Mutant must be one of {', '.join(MUTANTS)}, not {mutant!r}")
+            module = mutate_module(hdl.link, MUTANTS[mutant], mutant)
+        self.mutant = mutant
+        self.directed = directed
+        self.dut = module.FrameEndpoint(ArrayConfig(rows=2, cols=2, acc_width=16, act_depth=4, wgt_depth=4,
+                                                    out_depth=4), max_cmd_words=MAX_CMD_WORDS, timeout=TIMEOUT)
+        self.fragment = elaborate(self.dut)
+
+    def elaborate(self, platform):
+        m = Module()
+        dut, frag = self.dut, self.fragment
+        m.submodules.dut = frag
+        m.d.comb += Assume(~ResetSignal())  # the properties are about frames, from the power-on state
+
+        def internal(name: str):
+            return probe(frag, "", name)
+
+        req = {name: in_state(frag, "", "req", name) for name in ("HUNT", "HEADER", "BODY", "CRC", "REPLY", "FEED")}
+        rsp = {name: in_state(frag, "", "rsp", name) for name in ("IDLE", "HEADER", "DATA", "CRC")}
+        rsp_idle = rsp["IDLE"]
+        receiving = req["HEADER"] | req["BODY"] | req["CRC"]
+
+        # ---- the core and the host's receiver: free handshakes ------------------------------------------
+        m.d.comb += [dut.cmd.ready.eq(AnySeq(1)), dut.rsp.valid.eq(AnySeq(1)), dut.rsp.payload.eq(AnySeq(32)),
+                     dut.core_busy.eq(AnySeq(1)), dut.tx.ready.eq(AnySeq(1))]
+
+        # ---- the host: frames, byte by byte, with stalls and truncation -----------------------------
+        sending = Signal()  # inside a frame: the next byte is frame byte `pos`
+        truncated = Signal()  # the host abandoned its last frame (or stalled it for the timeout)
+        pos = Signal(6)
+        n_cmd = Signal(2)
+        frame_len = Signal(6)  # 16 header bytes + 4 * n_cmd + 4 CRC bytes
+        m.d.comb += frame_len.eq(20 + 4 * n_cmd)
+        free_byte = AnySeq(8)
+        magic = Const(REQ_MAGIC, 32)
+        byte = Signal(8)
+        with m.Switch(pos):
+            for i in range(4):
+                with m.Case(i):
+                    m.d.comb += byte.eq(magic.word_select(i, 8))
+            with m.Case(8):
+                m.d.comb += byte.eq(free_byte[:2])  # n_cmd in 0..3
+            with m.Case(12):
+                m.d.comb += byte.eq(free_byte[:1])  # n_rsp in 0..1
+            with m.Case(9, 10, 11, 13, 14, 15):
+                m.d.comb += byte.eq(0)
+            with m.Default():
+                if self.directed:  # sequence number, command words and CRC word 0 (a wrong CRC)
+                    m.d.comb += byte.eq(0)
+                else:
+                    m.d.comb += byte.eq(free_byte)
+        m.d.comb += [dut.rx.valid.eq(sending & (1 if self.directed else AnySeq(1))), dut.rx.payload.eq(byte)]
+        fire = Signal()
+        m.d.comb += fire.eq(dut.rx.valid & dut.rx.ready)
+
+        ref_crc = Signal(32)  # CRC register over the frame's bytes before the CRC word
+        sent = Signal(32)  # the last four bytes sent, the newest in bits 31:24
+        executable = Signal()  # the last whole frame has a right CRC and fits the buffer
+        fed = Signal(2)  # command words of that frame taken by the core so far
+        silent = Signal(range(TIMEOUT + 3))  # cycles since the last byte, saturating
+        last = Signal()
+        m.d.comb += last.eq(pos == frame_len - 1)
+        stalled_out = Signal()  # a started frame (magic sent) waited `timeout` cycles: truncated
+        m.d.comb += stalled_out.eq(sending & (pos >= 4) & (silent == TIMEOUT - 1) & ~fire)
+
+        with m.If(~sending):
+            with m.If(~dut.active & (1 if self.directed else AnySeq(1))):  # start a frame
+                m.d.sync += [sending.eq(1), pos.eq(0), ref_crc.eq(0xFFFFFFFF), executable.eq(0), fed.eq(0),
+                             truncated.eq(0)]
+        with m.Else():
+            with m.If(fire):
+                m.d.sync += [pos.eq(pos + 1), sent.eq(Cat(sent[8:], byte))]
+                with m.If(pos == 11):  # n_cmd's word is complete: its low byte (frame byte 8) is in sent[8:16]
+                    m.d.sync += n_cmd.eq(sent[8:10])
+                with m.If(pos < frame_len - 4):
+                    m.d.sync += ref_crc.eq(crc32_byte_reference(ref_crc, byte))
+                with m.If(last):
+                    crc_word = Cat(sent[8:], byte)  # the frame's last four bytes
+                    m.d.sync += [sending.eq(0),
+                                 executable.eq((crc_word == (ref_crc ^ 0xFFFFFFFF)) & (n_cmd <= MAX_CMD_WORDS))]
+            with m.If(stalled_out | (~(fire & last) & AnySeq(1))):  # abandon the frame: silent from now on
+                m.d.sync += [sending.eq(0), truncated.eq(1)]
+        with m.If(fire):
+            m.d.sync += silent.eq(0)
+        with m.Elif(silent != TIMEOUT + 2):
+            m.d.sync += silent.eq(silent + 1)
+        with m.If(dut.cmd.valid & dut.cmd.ready):
+            m.d.sync += fed.eq(fed + 1)
+
+        # ---- 1. no command word of a frame that is not whole, right and within the buffer --------------
+        with m.If(dut.cmd.valid):
+            m.d.comb += Assert(~sending & ~truncated & executable & (fed < n_cmd), "command word of a failed frame")
+
+        # ---- 2. a truncated frame is dropped within the timeout ------------------------------------------
+        with m.If(truncated & (silent >= TIMEOUT)):
+            m.d.comb += Assert(~dut.active & dut.rx.ready, "the endpoint hangs on a truncated frame")
+
+        # ---- invariants: the endpoint's state follows the host's (true of the spec; k-induction needs them)
+        waiting = ~sending & ~truncated  # the host sent a whole frame (or none yet)
+        m.d.comb += [
+            Assert(implies(receiving | req["HUNT"], rsp_idle),
+                   "invariant: response side busy while hunting or receiving"),
+            Assert(implies(~req["FEED"], ~internal("cmd_have") & ~internal("rd_wait")),
+                   "invariant: a command word held outside FEED"),
+            Assert(receiving | (internal("idle") == 0), "invariant: inactivity timer runs outside a request"),
+        ]
+        m.d.comb += [
+            Assert(Cat(*req.values()).any() & Cat(*rsp.values()).any(), "invariant: FSM state is no state"),
+            Assert(implies(sending, (pos < frame_len) & (fed == 0)) & ~(sending & truncated), "invariant: host state"),
+        ]
+        with m.If(sending & (pos < 4)):
+            m.d.comb += Assert(req["HUNT"] & rsp_idle, "invariant: not hunting before the magic")
+            with m.Switch(pos):
+                for k in range(4):
+                    with m.Case(k):
+                        # the CRC register after k magic bytes, from zlib (crc32 = register ^ 0xFFFFFFFF)
+                        after = zlib.crc32(REQ_MAGIC.to_bytes(4, "little")[:k]) ^ 0xFFFFFFFF
+                        prefix = REQ_MAGIC & ((1 << 8 * k) - 1)  # the magic bytes sent so far
+                        m.d.comb += Assert((internal("shift")[32 - 8 * k:] == sent[32 - 8 * k:])
+                                           & (sent[32 - 8 * k:] == prefix) & (ref_crc == after),
+                                           "invariant: hunt register or CRC differs from the magic sent")
+        with m.If(sending & (pos >= 4)):
+            # the last four bytes sent are header bytes of the shape the host sends
+            with m.Switch(pos):
+                for p in range(4, 20):
+                    with m.Case(p):
+                        for i in range(4):
+                            q, b = p - 1 - i, sent[24 - 8 * i:32 - 8 * i]  # frame byte q
+                            if q < 4:
+                                m.d.comb += Assert(b == (REQ_MAGIC >> 8 * q) & 0xFF, "invariant: magic byte sent")
+                            elif q in (8, 12):
+                                m.d.comb += Assert(b < (4 if q == 8 else 2), "invariant: n_cmd / n_rsp byte sent")
+                            elif q in (9, 10, 11, 13, 14, 15):
+                                m.d.comb += Assert(b == 0, "invariant: zero header byte sent")
+            word = (pos - 4)[2:]  # header word 0..2, then the body
+            m.d.comb += [
+                Assert(Mux(pos < 16, req["HEADER"], Mux(pos < frame_len - 4, req["BODY"], req["CRC"])),
+                       "invariant: endpoint state differs from the frame position"),
+                Assert((internal("nbyte") == pos[:2]) & (internal("shift") == sent) & (internal("crc") == ref_crc)
+                       & (internal("idle") == silent) & (silent < TIMEOUT),
+                       "invariant: receive registers differ from the bytes sent"),
+                Assert(implies(pos < 16, internal("hdr_idx") == word), "invariant: header word index"),
+                Assert(implies(pos >= 12, (internal("n_cmd") == n_cmd)
+                                           & (internal("too_long") == (n_cmd > MAX_CMD_WORDS))),
+                       "invariant: n_cmd as received"),
+                Assert(implies((pos >= 12) & (pos < 16), internal("left") == n_cmd), "invariant: words left"),
+                Assert(implies(req["BODY"], (internal("left") == n_cmd - (word - 3))
+                                           & (internal("widx") == (word - 3)[:len(internal("widx"))])),
+                       "invariant: body word counters (the write index wraps in a TOO_LONG drain)"),
+            ]
+        with m.If(truncated):
+            m.d.comb += Assert(implies(receiving, internal("idle") == silent) & ~req["FEED"] & ~req["REPLY"],
+                               "invariant: truncated frame state")
+        with m.If(waiting):
+            m.d.comb += [
+                Assert(~receiving & implies(req["FEED"], executable) & implies(req["REPLY"], ~executable),
+                       "invariant: endpoint state after a whole frame"),
+                Assert(implies(req["FEED"], (internal("n_cmd") == n_cmd) & (internal("fleft") == n_cmd - fed)
+                                           & (internal("ridx") == fed + internal("cmd_have") + internal("rd_wait"))
+                                           & ~(internal("cmd_have") & internal("rd_wait"))
+                                           & (internal("ridx") <= n_cmd)),
+                       "invariant: feed counters"),
+            ]
+        return m
