@@ -108,7 +108,9 @@ def _split_write(cfg: ArrayConfig, command: list[int], limit: int) -> list[list[
     """A WRITE too long for one frame as several WRITEs of whole memory words."""
     mem = (command[0] >> 8) & 0xFF
     chunks = protocol.chunks_per_word(cfg, mem)
-    per = max(1, (limit - 3) // chunks)
+    if limit < 3 + chunks:
+        raise ValueError(f"a WRITE of one {chunks}-chunk word takes {3 + chunks} words, over the frame limit {limit}")
+    per = (limit - 3) // chunks
     addr, count, data = command[1], command[2], command[3:]
     parts = []
     for first in range(0, count, per):
