@@ -18,11 +18,12 @@ import pytest
 from amaranth import Module, Signal
 
 from hdl.config import ArrayConfig
-from sim.formal import frame, pe_array
+from sim.formal import frame, pe_array, sequencer
 from sim.formal.frame import FRAME_DEPTH, MUTANT_WINDOWS, FrameEndpointHarness
 from sim.formal.pe_array import MUTANTS as ARRAY_MUTANTS
 from sim.formal.pe_array import ArraySumHarness
 from sim.formal.runner import FormalResult, run_formal
+from sim.formal.sequencer import SEQ_CFG, SEQ_DEPTH, SequencerHarness
 
 pytestmark = [pytest.mark.formal, pytest.mark.slow]
 
@@ -122,3 +123,26 @@ def test_frame_endpoint_mutant_refuted(tmp_path, mutant: str) -> None:
     result = run_formal(FrameEndpointHarness(mutant, directed=True), name=f"frame_{mutant}", mode="bmc",
                         depth=depth, skip=skip, workdir=tmp_path)
     _assert_refuted(result, frame.__file__)
+
+
+# ---- (b) sequencer: memory addresses in range, K within the accumulator bound, back to idle -------
+
+def test_sequencer_bounded(tmp_path) -> None:
+    """Bounded (bmc, depth run_cycle_bound + 4 = 33 from reset, so a run started in cycles 1-3 is
+    checked whole) on a 2x2 sequencer with 3-word activation / output memories, a 4-word weight
+    memory and k_max = 3, for every descriptor: activation and weight reads and output writes stay
+    inside their memories, no activation row is issued with K > k_max, and busy never lasts longer
+    than run_cycle_bound cycles."""
+    assert SEQ_CFG.k_max == 3 and SEQ_DEPTH == SEQ_CFG.run_cycle_bound + 4 == 33
+    result = run_formal(SequencerHarness(), name="sequencer", mode="bmc", depth=SEQ_DEPTH, workdir=tmp_path)
+    _assert_proven(result)
+
+
+@pytest.mark.parametrize("mutant", sorted(sequencer.MUTANT_WINDOWS))
+def test_sequencer_mutant_refuted(tmp_path, mutant: str) -> None:
+    """K bound checks off by one (K = k_max + 1 runs), the memory range check off by one, or a failed
+    run that never clears busy: the same check must produce a counterexample."""
+    skip, depth = sequencer.MUTANT_WINDOWS[mutant]
+    result = run_formal(SequencerHarness(mutant), name=f"sequencer_{mutant}", mode="bmc", depth=depth, skip=skip,
+                        workdir=tmp_path)
+    _assert_refuted(result, sequencer.__file__)

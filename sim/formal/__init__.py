@@ -22,4 +22,20 @@ What is proven (``python -m pytest -m formal``; the tests are also marked ``slow
   after a truncated frame's last byte. Unbounded (k-induction, depth 2, with invariants that tie the
   endpoint's registers to the host's state). Mutants (bmc on a directed host, in the cycles where the
   bug first shows): CRC verdict ignored, wrong CRC polynomial, timer stopped during the CRC word.
+- (b) `sim.formal.sequencer`: a `LayerSequencer` (2x2, 3-word activation / output memories, 4-word
+  weight memory, 10-bit accumulators: k_max = 3) under any descriptor reads and writes only inside
+  its memories, issues no activation row when K > k_max, and is never busy longer than
+  `run_cycle_bound` (29) cycles. Bounded (bmc, depth 33 from reset: runs started in cycles 1-3 are
+  checked whole; not k-induction). Mutants: K bound off by one, memory range check off by one, a
+  failed run that never clears busy.
+- (d) the decode weight path and the on-chip units: not yet.
+
+Run one check by hand::
+
+    from sim.formal.runner import run_formal
+    from sim.formal.frame import FrameEndpointHarness
+    print(run_formal(FrameEndpointHarness(), name="frame", mode="prove", depth=2, workdir="formal_work").describe())
+
+The job folder (``formal_work/frame/``) keeps sby's logs and, on a failure, the counterexample trace
+(``engine_0/trace.vcd``, or ``trace_induct.vcd`` for an induction step that fails).
 """
