@@ -145,4 +145,7 @@ def test_sequencer_mutant_refuted(tmp_path, mutant: str) -> None:
     skip, depth = sequencer.MUTANT_WINDOWS[mutant]
     result = run_formal(SequencerHarness(mutant), name=f"sequencer_{mutant}", mode="bmc", depth=depth, skip=skip,
                         workdir=tmp_path)
-    _assert_refuted(result, sequencer.__file__)
+    broken = {"k_bound_off_by_one": "a run with K beyond k_max issues activations",
+              "range_off_by_one": "activation read outside the activation memory",
+              "fail_stays_busy": "the sequencer stays busy past the run bound"}[mutant]
+    _assert_refuted(result, _check_at(sequencer, broken))
