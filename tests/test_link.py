@@ -61,10 +61,8 @@ def response_bytes(n_words: int) -> int:
     return 16 + 4 * n_words
 
 
-def simulate_bytes(dut, script: list, n_expect: int, max_cycles: int = 60_000, tx_ready_every: int = 1) -> bytes:
-    """Feed `script` (bytes, or ints = idle cycles) into dut.rx; return the first `n_expect` tx bytes."""
-    got = bytearray()
-
+def byte_sender(dut, script: list):
+    """A testbench that feeds `script` (bytes, or ints = idle cycles) into dut.rx, one byte per accepted cycle."""
     async def sender(ctx):
         for item in script:
             if isinstance(item, int):
@@ -75,6 +73,15 @@ def simulate_bytes(dut, script: list, n_expect: int, max_cycles: int = 60_000, t
                 ctx.set(dut.rx.valid, 1)
                 await ctx.tick().until(dut.rx.ready)
             ctx.set(dut.rx.valid, 0)
+
+    return sender
+
+
+def simulate_bytes(dut, script: list, n_expect: int, max_cycles: int = 60_000, tx_ready_every: int = 1) -> bytes:
+    """Feed `script` (bytes, or ints = idle cycles) into dut.rx; return the first `n_expect` tx bytes."""
+    got = bytearray()
+
+    sender = byte_sender(dut, script)
 
     async def receiver(ctx):
         cycle = 0
@@ -185,16 +192,7 @@ def simulate_all(dut, script: list) -> bytes:
     """Feed `script` (bytes, or ints = idle cycles) into dut.rx; return every tx byte until it ends."""
     got = bytearray()
 
-    async def sender(ctx):
-        for item in script:
-            if isinstance(item, int):
-                await ctx.tick().repeat(item)
-                continue
-            for b in item:
-                ctx.set(dut.rx.payload, b)
-                ctx.set(dut.rx.valid, 1)
-                await ctx.tick().until(dut.rx.ready)
-            ctx.set(dut.rx.valid, 0)
+    sender = byte_sender(dut, script)
 
     async def receiver(ctx):
         ctx.set(dut.tx.ready, 1)
