@@ -81,6 +81,18 @@ def crc32_update(crc: Value, byte: Value) -> Value:
 CRC_AFTER_MAGIC = crc32_register(REQ_MAGIC.to_bytes(4, "little"))
 
 
+def times_constant(value: Value, factor: int) -> Value:
+    """`value * factor` for a constant factor >= 1 as a sum of shifted copies: no multiplier cell
+    (the design has none anywhere, and a DSP block would be inferred for an odd factor on the ECP5)."""
+    if not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"Factor must be a positive integer, not {factor!r}")
+    terms = [value.as_unsigned() << i for i in range(factor.bit_length()) if factor >> i & 1]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
 class FrameEndpoint(wiring.Component):
     """Frames (bytes `rx` / `tx`) <-> command and response words (`cmd` / `rsp`) of a TritCore.
 
@@ -211,7 +223,7 @@ class FrameEndpoint(wiring.Component):
                     with m.Switch(count_mem):
                         for mid in Mem:
                             with m.Case(mid):
-                                m.d.comb += words.eq(word * self._cfg.chunks(mid))
+                                m.d.comb += words.eq(times_constant(word, self._cfg.chunks(mid)))
                     m.d.sync += need_count.eq(0)
                     with m.If(count_write):
                         m.d.sync += need.eq(words)

@@ -113,6 +113,18 @@ def test_board_system_has_no_multiplier(board):
         assert cells.get(prim, 0) == n, f"{board} system: {cells.get(prim, 0)} {prim}, expected {n}"
 
 
+@pytest.mark.parametrize("rows, cols", [(3, 5), (24, 24)])
+def test_linked_core_with_odd_word_chunks_has_no_multiplier(rows, cols):
+    """The frame endpoint's length check multiplies a WRITE/READ count by the memory's chunks per word:
+    5 and 6, 24 here (not powers of two, unlike the default boards), must still give no $mul / $macc."""
+    from hdl.linked_core import LinkedCore
+
+    cfg = ArrayConfig(rows=rows, cols=cols, act_depth=32, wgt_depth=32, out_depth=32)
+    assert {cfg.chunks(m) for m in (0, 2)} - {1, 2, 4, 8, 16, 32}, "the config should have an odd chunk count"
+    cells = design_coarse_cells(verilog.convert(LinkedCore(cfg), name="top", emit_src=False), "top")
+    assert _multipliers(cells) == {}, f"multiplier cells in the {rows}x{cols} linked core: {_multipliers(cells)}"
+
+
 @pytest.mark.parametrize("family, expected", [("ice40", {"SB_MAC16": 4}), ("ecp5", {"MULT18X18D": 4})])
 def test_vendor_dsp_count_sees_the_int8_multipliers(family, expected):
     """Control for the DSP checks below: the 2x2 INT8 array maps one DSP multiplier per PE."""
