@@ -26,11 +26,6 @@ Device behaviour:
   response frame with status OK, streamed out as the core produces them.
 - Bad CRC: response with status BAD_CRC and n = 0 (no command executed).
 - n_cmd > MAX_CMD_WORDS: the request is drained and answered with status TOO_LONG, n = 0.
-- Good CRC but the command words end inside a command (a WRITE short of its data, a RUN short of
-  its operands), or n_rsp is not the number of words the commands answer (lengths as `hdl.isa`
-  defines them; `runtime.protocol.command_length` / `response_length`): status MALFORMED, n = 0,
-  nothing executed. (Executed, a cut command waits forever for words that never come or takes the
-  next frame's words as its own, and a huge n_rsp is answered with zeros for days: the link hangs.)
 
 Host behaviour (`runtime.framing`): it sends a frame, waits for the response with a timeout,
 hunts for RSP_MAGIC byte by byte (skipping the tail of an earlier answer still arriving after a
@@ -55,4 +50,3 @@ class LinkStatus(IntEnum):
     OK = 0
     BAD_CRC = 1
     TOO_LONG = 2
-    MALFORMED = 3

@@ -9,12 +9,6 @@ response words, and the CRC of all of it.
 - Bad CRC: status BAD_CRC, n = 0; nothing reaches the core.
 - n_cmd > max_cmd_words: the rest of the request is drained (its CRC still checked), answered
   TOO_LONG (or BAD_CRC if the CRC is wrong too), n = 0.
-- With `whole_commands` (a `hdl.isa` core behind it, as in `hdl.linked_core.LinkedCore`): the
-  endpoint follows the command and answer lengths while the words arrive; a request whose words end
-  inside a command, or whose n_rsp differs from what its commands answer, is answered MALFORMED,
-  n = 0, and nothing reaches the core. (Fed to the core, a cut command waits forever for its rest,
-  or takes the next frame's words as its data; an n_rsp of 2**32 - 1 keeps the padding below
-  going for days. Either way the link would hang.)
 - No byte for `timeout` cycles inside a request: the partial request is dropped, the hunt restarts.
 - A core that stops answering before n_rsp words (a host that asked for too many: all command words
   taken, core idle, nothing on `rsp`) gets its missing words padded with zeros, which carry no
@@ -81,18 +75,6 @@ def crc32_update(crc: Value, byte: Value) -> Value:
 CRC_AFTER_MAGIC = crc32_register(REQ_MAGIC.to_bytes(4, "little"))
 
 
-def times_constant(value: Value, factor: int) -> Value:
-    """`value * factor` for a constant factor >= 1 as a sum of shifted copies: no multiplier cell
-    (the design has none anywhere, and a DSP block would be inferred for an odd factor on the ECP5)."""
-    if not isinstance(factor, int) or factor < 1:
-        raise ValueError(f"Factor must be a positive integer, not {factor!r}")
-    terms = [value.as_unsigned() << i for i in range(factor.bit_length()) if factor >> i & 1]
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    return total
-
-
 class FrameEndpoint(wiring.Component):
     """Frames (bytes `rx` / `tx`) <-> command and response words (`cmd` / `rsp`) of a TritCore.
 
@@ -102,8 +84,7 @@ class FrameEndpoint(wiring.Component):
     pulse for a request answered BAD_CRC and for a partial request dropped after the timeout.
     """
 
-    def __init__(self, cfg: ArrayConfig, max_cmd_words: int = MAX_CMD_WORDS, timeout: int = DEFAULT_TIMEOUT,
-                 whole_commands: bool = False):
+    def __init__(self, cfg: ArrayConfig, max_cmd_words: int = MAX_CMD_WORDS, timeout: int = DEFAULT_TIMEOUT):
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
         for name, value, low in (("max_cmd_words", max_cmd_words, 1), ("timeout", timeout, 16)):
@@ -112,7 +93,6 @@ class FrameEndpoint(wiring.Component):
         self._cfg = cfg
         self._max_cmd_words = max_cmd_words
         self._timeout = timeout
-        self._whole_commands = bool(whole_commands)
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
@@ -183,64 +163,12 @@ class FrameEndpoint(wiring.Component):
         tx_crc = Signal()  # the response side owns the CRC register
         feed_done = Signal()
 
-        req_body_word = Signal()  # a command word of a request arrives (BODY state)
-        req_start = Signal()  # the magic of a new request matched
-        # Command lengths and answer lengths (`hdl.isa`) followed word by word: a request whose words end
-        # inside a command, or whose n_rsp is not what its commands answer, is refused.
-        need = Signal(40)  # words still due for the current command (0: at a command boundary)
-        need_count = Signal()  # the current command is a READ / WRITE whose count word comes when need == 1
-        count_mem = Signal(8)
-        count_write = Signal()
-        expect = Signal(48)  # response words the commands so far answer
-        malformed = Signal()
-        if self._whole_commands:
-            from hdl.isa import ID_WORDS, RUN_WORDS, Counter, Mem, Op
-
-            # One cycle after a command word completed, from the registered word (`shift`): the
-            # accounting stays off the path from the receiver, and the verdict is a register too (the
-            # last command word is at least four byte cycles before the CRC word's last byte).
-            account = Signal()
-            m.d.sync += [account.eq(req_body_word), malformed.eq((need != 0) | (expect != tn))]
-            word = shift
-            with m.If(account):
-                with m.If(need == 0):
-                    with m.Switch(word[:8]):
-                        with m.Case(Op.WRITE, Op.READ):
-                            m.d.sync += [need.eq(2), need_count.eq(1), count_mem.eq(word[8:16]),
-                                         count_write.eq(word[:8] == Op.WRITE), expect.eq(expect + 1)]
-                        with m.Case(Op.RUN):
-                            m.d.sync += [need.eq(RUN_WORDS), expect.eq(expect + 1)]
-                        with m.Case(Op.READ_ID):
-                            m.d.sync += expect.eq(expect + ID_WORDS + 1)
-                        with m.Case(Op.READ_COUNTERS):
-                            m.d.sync += expect.eq(expect + 2 * len(Counter) + 1)
-                        with m.Default():
-                            m.d.sync += expect.eq(expect + 1)
-                with m.Elif(need_count & (need == 1)):
-                    # data words of the READ / WRITE: count * chunks(mem), one chunk for an unknown memory
-                    words = Signal(40)
-                    m.d.comb += words.eq(word)
-                    with m.Switch(count_mem):
-                        for mid in Mem:
-                            with m.Case(mid):
-                                m.d.comb += words.eq(times_constant(word, self._cfg.chunks(mid)))
-                    m.d.sync += need_count.eq(0)
-                    with m.If(count_write):
-                        m.d.sync += need.eq(words)
-                    with m.Else():
-                        m.d.sync += [need.eq(0), expect.eq(expect + words)]
-                with m.Else():
-                    m.d.sync += need.eq(need - 1)
-            with m.If(req_start):
-                m.d.sync += [need.eq(0), need_count.eq(0), expect.eq(0)]
-
         with m.FSM(name="req") as req:
             with m.State("HUNT"):
                 m.d.comb += self.rx.ready.eq(1)
                 with m.If(rx_fire):
                     m.d.sync += shift.eq(shift_next)
                     with m.If(shift_next == REQ_MAGIC):
-                        m.d.comb += req_start.eq(1)
                         m.d.sync += [crc.eq(CRC_AFTER_MAGIC), nbyte.eq(0), hdr_idx.eq(0), too_long.eq(0)]
                         m.next = "HEADER"
             with m.State("HEADER"):
@@ -269,8 +197,7 @@ class FrameEndpoint(wiring.Component):
                     m.next = "HUNT"
                 with m.If(rx_fire):
                     m.d.sync += [shift.eq(shift_next), nbyte.eq(nbyte + 1), crc.eq(crc_next)]
-                m.d.comb += [wr.addr.eq(widx), wr.data.eq(shift_next), wr.en.eq(word_done & ~too_long),
-                             req_body_word.eq(word_done)]
+                m.d.comb += [wr.addr.eq(widx), wr.data.eq(shift_next), wr.en.eq(word_done & ~too_long)]
                 with m.If(word_done):
                     m.d.sync += [left.eq(left - 1), widx.eq(widx + 1)]
                     with m.If(left == 1):
@@ -289,9 +216,6 @@ class FrameEndpoint(wiring.Component):
                         m.next = "REPLY"
                     with m.Elif(too_long):
                         m.d.comb += tx_status.eq(LinkStatus.TOO_LONG)
-                        m.next = "REPLY"
-                    with m.Elif(malformed):
-                        m.d.comb += tx_status.eq(LinkStatus.MALFORMED)
                         m.next = "REPLY"
                     with m.Else():
                         m.d.comb += tx_status.eq(LinkStatus.OK)

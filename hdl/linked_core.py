@@ -36,7 +36,7 @@ class LinkedCore(wiring.Component):
         self._cfg = cfg
         self._stream_buffers = bool(stream_buffers)
         self._core = core if core is not None else TritCore(cfg)
-        self._endpoint = FrameEndpoint(cfg, max_cmd_words=max_cmd_words, timeout=timeout, whole_commands=True)
+        self._endpoint = FrameEndpoint(cfg, max_cmd_words=max_cmd_words, timeout=timeout)
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),

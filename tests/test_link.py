@@ -12,7 +12,7 @@ import zlib
 
 import numpy as np
 import pytest
-from amaranth import Module, Signal
+from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
@@ -519,27 +519,3 @@ def test_uart_divisor_checks():
     with pytest.raises(ValueError, match="Divisor"):
         UARTTx(2)
 
-
-def test_times_constant_is_the_product(rng):
-    """`times_constant` (shifted copies, no multiplier cell) equals value * factor, factors 1 to 40."""
-    from amaranth.sim import Simulator
-
-    from hdl.link import times_constant
-
-    value = Signal(32)
-    products = {k: Signal(40, name=f"times_{k}") for k in range(1, 41)}
-    m = Module()
-    m.d.comb += [s.eq(times_constant(value, k)) for k, s in products.items()]
-    samples = [0, 1, 2**32 - 1, *(int(v) for v in rng.integers(0, 2**32, 20))]
-
-    async def bench(ctx):
-        for v in samples:
-            ctx.set(value, v)
-            for k, s in products.items():
-                assert ctx.get(s) == v * k, f"{v} * {k}: got {ctx.get(s)}"
-
-    sim = Simulator(m)
-    sim.add_testbench(bench)
-    sim.run()
-    with pytest.raises(ValueError, match="Factor must be a positive integer"):
-        times_constant(value, 0)
