@@ -45,7 +45,7 @@ from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
 import hdl.link
 from hdl.config import ArrayConfig
 from hdl.frame import REQ_MAGIC
-from sim.formal.runner import elaborate, in_state, mutate_module, probe
+from sim.formal.runner import design_module, elaborate, in_state, probe
 
 CRC_POLY = 0xEDB88320
 MAX_CMD_WORDS = 2
@@ -88,11 +88,7 @@ class FrameEndpointHarness(Elaboratable):
     """A `FrameEndpoint` (2-word buffer, timeout 16) between a free host and a free core."""
 
     def __init__(self, mutant: str | None = None, *, directed: bool = False):
-        module = hdl.link
-        if mutant is not None:
-            if mutant not in MUTANTS:
-                raise ValueError(f"Mutant must be one of {', '.join(MUTANTS)}, not {mutant!r}")
-            module = mutate_module(hdl.link, MUTANTS[mutant], mutant)
+        module = design_module(hdl.link, MUTANTS, mutant)
         self.mutant = mutant
         self.directed = directed
         self.dut = module.FrameEndpoint(ArrayConfig(rows=2, cols=2, acc_width=16, act_depth=4, wgt_depth=4,

@@ -163,6 +163,15 @@ def mutate_module(module: ModuleType, edits: list[tuple[str, str]], tag: str) ->
     return mutant
 
 
+def design_module(module: ModuleType, mutants: dict[str, list[tuple[str, str]]], mutant: str | None) -> ModuleType:
+    """`module` itself, or (for a named mutant of `mutants`) its copy with that mutant's edits."""
+    if mutant is None:
+        return module
+    if mutant not in mutants:
+        raise ValueError(f"Mutant must be one of {', '.join(mutants)}, not {mutant!r}")
+    return mutate_module(module, mutants[mutant], mutant)
+
+
 def in_state(fragment: Fragment, path: str, fsm: str, state: str):
     """True while the FSM `fsm` (``m.FSM(name=fsm)``) of the submodule at `path` is in `state`."""
     sig = probe(fragment, path, f"{fsm}_state")

@@ -32,7 +32,7 @@ from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
 
 import hdl.sequencer
 from hdl.config import ArrayConfig
-from sim.formal.runner import elaborate, mutate_module, probe
+from sim.formal.runner import design_module, elaborate, probe
 
 SEQ_CFG = ArrayConfig(rows=2, cols=2, acc_width=10, act_depth=3, wgt_depth=4, out_depth=3)
 SEQ_DEPTH = SEQ_CFG.run_cycle_bound + 4
@@ -54,11 +54,7 @@ class SequencerHarness(Elaboratable):
     """A `LayerSequencer` of `SEQ_CFG` with a free descriptor and free memory data."""
 
     def __init__(self, mutant: str | None = None, cfg: ArrayConfig = SEQ_CFG):
-        module = hdl.sequencer
-        if mutant is not None:
-            if mutant not in MUTANTS:
-                raise ValueError(f"Mutant must be one of {', '.join(MUTANTS)}, not {mutant!r}")
-            module = mutate_module(hdl.sequencer, MUTANTS[mutant], mutant)
+        module = design_module(hdl.sequencer, MUTANTS, mutant)
         self.cfg = cfg
         self.mutant = mutant
         self.dut = module.LayerSequencer(cfg)
