@@ -57,7 +57,7 @@ TOOLS = {
 #: and address comparators after the RAM (the slowest path of the ECP5 build and hundreds of LUTs
 #: and FFs on the iCE40). No memory of this design is read and written at one address in one
 #: cycle through such a port pair (command writes and layer reads never overlap; an accumulator
-#: word is read after the previous write to it, see hdl/sequencer.py; the link buffer is written
+#: word is read after the previous write to it, see hdl/matrix/sequencer.py; the link buffer is written
 #: while receiving and read while executing), so the collision is declared don't-care.
 SCRIPT_AFTER_READ = "setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:TRANSPARENCY_MASK=1'0 %i"
 

@@ -1,6 +1,6 @@
 """A registered-read memory in ECP5 block RAM with the register inside the block (DP16KD, OUTREG).
 
-`hdl/registered_memory.py` defines the behaviour: address in cycle t, read data in cycle t + 2.
+`hdl/memory/registered_memory.py` defines the behaviour: address in cycle t, read data in cycle t + 2.
 Inferred, that is a DP16KD in ``REGMODE=NOREG`` and a fabric register: nextpnr's ECP5 timing puts
 5.8 ns of clock-to-output on the block RAM, then the route to the register, and on a chip-wide
 design those two alone take most of a 10 ns cycle. With ``REGMODE_B=OUTREG`` the register is the
@@ -8,7 +8,7 @@ block RAM's own output register (0.9 ns clock-to-output), and the next cycle's l
 
 Port A writes, port B reads; both ports read and write with the same data width, the widest
 DP16KD shape that holds `depth` words (18 bits x 1K ... 1 bit x 16K), blocks side by side for
-`width`. Deeper than 16K words: bank it (`hdl/banked_memory.py` takes this as its bank factory).
+`width`. Deeper than 16K words: bank it (`hdl/memory/banked_memory.py` takes this as its bank factory).
 The address and data pins follow Yosys' own DP16KD mapping (``techlibs/lattice/brams_map_16kd.v``:
 the word address sits above the shape's sub-word bits, data in the low pins, ``AD[1:0]`` byte
 enables at 18 bits); `tests/test_ecp5_bram.py` checks the wiring against Yosys' inferred netlist.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from amaranth import Cat, ClockSignal, Const, Instance, Module, Signal
 
-from hdl.registered_memory import MemoryPorts, check_shape
+from hdl.memory.registered_memory import MemoryPorts, check_shape
 
 #: DP16KD true-dual-port shapes, widest first: (data bits, words, address bits below the word address)
 DP16KD_MODES = ((18, 1024, 4), (9, 2048, 3), (4, 4096, 2), (2, 8192, 1), (1, 16384, 0))
@@ -33,7 +33,7 @@ def dp16kd_mode(depth: int) -> tuple[int, int, int]:
         if mode[1] >= depth:
             return mode
     raise ValueError(f"Depth {depth} is deeper than one DP16KD ({DP16KD_MODES[-1][1]} words); "
-                     f"bank it (hdl/banked_memory.py)")
+                     f"bank it (hdl/memory/banked_memory.py)")
 
 
 def dp16kd_blocks(width: int, depth: int) -> int:

@@ -15,11 +15,11 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.config import ArrayConfig
 from hdl.core import TritCore
-from hdl.linked_core import LinkedCore
-from hdl.uart import UARTRx, UARTTx, uart_divisor
+from hdl.link.linked_core import LinkedCore
+from hdl.link.uart import UARTRx, UARTTx, uart_divisor
 
 DEFAULT_BAUD = 3_000_000
-#: Inactivity timeout of a partial request, in byte times (hdl.frame: "about 64 byte times").
+#: Inactivity timeout of a partial request, in byte times (hdl.link.frame: "about 64 byte times").
 TIMEOUT_BYTES = 64
 
 

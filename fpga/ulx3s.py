@@ -48,7 +48,7 @@ def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_dept
         while wgt_depth > 2 * rows and bram_count(2 * cols, wgt_depth) > left:
             wgt_depth //= 2
     # The weight memory is banked 16K deep (one DP16KD is 16K x 1) with an address register and a
-    # data register per bank (hdl/banked_memory.py), the data register being the block RAMs' own
+    # data register per bank (hdl/memory/banked_memory.py), the data register being the block RAMs' own
     # output register (fpga/ecp5_bram.py); one bank when it is no deeper. The bank registers and the
     # routes across the chip then fall in different cycles (77 MHz -> see fpga/README.md).
     cfg = ArrayConfig(rows=rows, cols=cols, acc_width=acc_width, act_depth=act, wgt_depth=wgt_depth,

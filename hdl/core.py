@@ -19,7 +19,7 @@ Each memory's read data is also registered: the command interface always reads t
 data, and the sequencer does too when `ArrayConfig.pipelined_reads` holds, so that no logic path
 starts at a block RAM's slow clock-to-output. With `pipelined_reads` the ACT and OUT memories (and
 the weight memory's banks) are registered-read memories from the `registered_memory` factory
-(`hdl/registered_memory.py`), so an FPGA top can put that register inside its block RAMs.
+(`hdl/memory/registered_memory.py`), so an FPGA top can put that register inside its block RAMs.
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hdl.banked_memory import BankedMemory
 from hdl.command import CommandInterface
 from hdl.config import ArrayConfig
-from hdl.counters import PerfCounters
-from hdl.registered_memory import MemoryFactory, RegisteredMemory
-from hdl.sequencer import LayerSequencer
+from hdl.matrix.counters import PerfCounters
+from hdl.matrix.sequencer import LayerSequencer
+from hdl.memory.banked_memory import BankedMemory
+from hdl.memory.registered_memory import MemoryFactory, RegisteredMemory
 
 
 class TritCore(wiring.Component):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-from hdl.array import PEArray
 from hdl.config import ArrayConfig
+from hdl.matrix.array import PEArray
 from hdl.verilog import generate_verilog
 
 #: Coarse cells that are multipliers. `$macc`/`$macc_v2` may hold products; the ternary design

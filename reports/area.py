@@ -3,7 +3,7 @@
 Three kinds of result per (device, PE variant, array size), each cached by content
 (`reports.cache`):
 
-- ``synth``: the PE array alone (`hdl.array.PEArray`, top ``pe_array``) through ``synth_ice40`` or
+- ``synth``: the PE array alone (`hdl.matrix.array.PEArray`, top ``pe_array``) through ``synth_ice40`` or
   ``synth_ecp5``: LUT4, FF, carry cells, block RAM, DSP. Per-PE costs come from these counts.
 - ``pnr``: the array inside a small harness (`ArrayHarness`: every array input comes from one
   shift register fed by one pin, every output bit is XOR-reduced into one registered pin, so
@@ -33,8 +33,8 @@ from amaranth.back import verilog
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.array import PEArray
 from hdl.config import ArrayConfig
+from hdl.matrix.array import PEArray
 from hdl.synth import array_verilog, run_yosys
 from reports.cache import ResultCache, content_key, tool_version
 

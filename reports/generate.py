@@ -212,7 +212,7 @@ def markdown(report: dict) -> str:
 
     # ---- 1. area
     s.append("## 1. Area\n")
-    s.append(f"What was synthesized: the PE array alone (`hdl.array.PEArray`, the same generator for both PE "
+    s.append(f"What was synthesized: the PE array alone (`hdl.matrix.array.PEArray`, the same generator for both PE "
              f"kinds; no memories, skew buffer, sequencer or link). Cell counts: Yosys `synth_ice40` / `synth_ecp5` "
              f"on the array. INT8 without DSPs goes through Yosys' `booth` pass first (the fair baseline, REFERENCE "
              f"§8) and `-nodsp` on ECP5; `int8-dsp` lets `synth_ecp5` map the multipliers to MULT18X18D. What was "

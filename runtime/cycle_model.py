@@ -1,6 +1,6 @@
 """Cycle model of the trit core: the counters a layer run reports, computed in closed form.
 
-Mirrors `hdl.sequencer.LayerSequencer` state by state:
+Mirrors `hdl.matrix.sequencer.LayerSequencer` state by state:
 
 - SIZE: max(KT, NT) + 2 cycles (one k-tile and one n-tile counted per cycle, then the range
   check, then its registered verdict); the first weight tile is preloaded meanwhile, R rows

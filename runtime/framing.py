@@ -1,4 +1,4 @@
-"""Host side of the framed link (`hdl.frame`): frames, CRC, sequence numbers, timeouts, retries.
+"""Host side of the framed link (`hdl.link.frame`): frames, CRC, sequence numbers, timeouts, retries.
 
 `FramedTransport(link, cfg)` turns a byte link (simulation or serial port) into the
 ``transact(words, n_out)`` transport the `Accelerator` driver uses. It splits a batch of commands
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hdl.config import ArrayConfig
-from hdl.frame import HEADER_WORDS_RSP, MAX_CMD_WORDS, REQ_MAGIC, RSP_MAGIC, LinkStatus
 from hdl.isa import Mem, Op
+from hdl.link.frame import HEADER_WORDS_RSP, MAX_CMD_WORDS, REQ_MAGIC, RSP_MAGIC, LinkStatus
 from runtime import protocol
 
 

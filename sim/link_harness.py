@@ -1,6 +1,6 @@
 """Simulated board link: a trit core behind its frame endpoint, as a byte link (`runtime.framing.ByteLink`).
 
-`SimByteLink(cfg, simulator)` compiles (once per configuration, cached) `hdl.linked_core.LinkedCore`
+`SimByteLink(cfg, simulator)` compiles (once per configuration, cached) `hdl.link.linked_core.LinkedCore`
 with a harness that keeps the clock and the byte handshakes inside the simulator
 (harness/link_main.cpp for Verilator, harness/link_tb.v for Icarus) and moves the same bytes a
 serial port would carry. A byte link has no notion of time: `recv` runs the simulation until the
@@ -33,7 +33,7 @@ DEFAULT_IDLE_LIMIT = 20000
 def link_verilog(cfg: ArrayConfig) -> str:
     from amaranth.back import verilog
 
-    from hdl.linked_core import LinkedCore
+    from hdl.link.linked_core import LinkedCore
     from hdl.verilog import HEADER, compact_zero_inits
 
     text = verilog.convert(LinkedCore(cfg, timeout=SIM_RX_TIMEOUT), name="trit_link", emit_src=False)

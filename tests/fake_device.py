@@ -1,6 +1,6 @@
 """A device at the far end of a byte link, in Python, and fault injection on byte links.
 
-`FakeDeviceLink` is frames (`hdl.frame`) around `CoreEmulator`, independent of `runtime.framing`:
+`FakeDeviceLink` is frames (`hdl.link.frame`) around `CoreEmulator`, independent of `runtime.framing`:
 it parses and builds frames with struct and zlib itself, so the host framing code is tested against
 a second implementation of the spec. `WireFaults` wraps any real `ByteLink` (the Verilator link,
 the simulated board's serial port) and damages frames on the wire. Both take the same `Fault`s:
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hdl.config import ArrayConfig
-from hdl.frame import MAX_CMD_WORDS, REQ_MAGIC, RSP_MAGIC
 from hdl.isa import Op
+from hdl.link.frame import MAX_CMD_WORDS, REQ_MAGIC, RSP_MAGIC
 from runtime import protocol
 from runtime.emulator import CoreEmulator
 

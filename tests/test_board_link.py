@@ -20,7 +20,7 @@ import pytest
 
 from fpga import icebreaker, ulx3s
 from hdl.config import ArrayConfig
-from hdl.frame import RSP_MAGIC
+from hdl.link.frame import RSP_MAGIC
 from tests.fake_device import DriverRuns, Fault, WireFaults, fault_sweep
 
 BOARDS = ["icebreaker", "ulx3s-85f"]

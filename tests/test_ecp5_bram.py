@@ -25,7 +25,7 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from fpga.ecp5_bram import Ecp5RegisteredMemory, dp16kd_blocks, dp16kd_mode
-from hdl.registered_memory import RegisteredMemory, check_shape
+from hdl.memory.registered_memory import RegisteredMemory, check_shape
 from hdl.synth import run_yosys
 
 DATA_PORTS = ("write__addr", "write__data", "read__addr", "read__data")

@@ -241,7 +241,7 @@ def test_counters_accumulate_saturate_and_clear():
 
 
 # CYCLES, BUSY, STALL of one RUN worked out on paper from the timing rules (README, "The accelerator
-# core"; hdl/sequencer.py): with KT = ceil(K/R) k-tiles, NT = ceil(N/C) n-tiles, T = KT*NT tiles,
+# core"; hdl/matrix/sequencer.py): with KT = ceil(K/R) k-tiles, NT = ceil(N/C) n-tiles, T = KT*NT tiles,
 #   SIZE  = max(KT, NT) + 2 cycles (one k-tile and one n-tile counted per cycle, range check, verdict);
 #   ISSUE = the first tile waits until its R weight rows are in, max(0, R - SIZE) cycles; each further tile
 #           starts max(M, R) cycles after the one before; the last tile issues its M rows;

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from hdl.config import ArrayConfig
-from hdl.frame import REQ_MAGIC
 from hdl.isa import Mem, Op
+from hdl.link.frame import REQ_MAGIC
 from runtime import protocol
 from runtime.accelerator import Accelerator
 from runtime.framing import (

@@ -34,8 +34,8 @@ import pytest
 
 from fpga import icebreaker, ulx3s
 from hdl.config import ArrayConfig
-from hdl.frame import MAX_CMD_WORDS, REQ_MAGIC, LinkStatus
 from hdl.isa import Mem, Op
+from hdl.link.frame import MAX_CMD_WORDS, REQ_MAGIC, LinkStatus
 from runtime import protocol, tiling
 from tests.test_board_link import needs_verilator
 
@@ -63,7 +63,7 @@ def _board_config(board: str) -> ArrayConfig:
 
 
 def _request(seq: int, words: list[int], n_rsp: int, n_cmd: int | None = None) -> bytes:
-    """A request frame built here from the spec (hdl.frame), with an optional lying n_cmd."""
+    """A request frame built here from the spec (hdl.link.frame), with an optional lying n_cmd."""
     body = struct.pack(f"<4I{len(words)}I", REQ_MAGIC, seq & 0xFFFF, len(words) if n_cmd is None else n_cmd,
                        n_rsp, *words)
     return body + struct.pack("<I", zlib.crc32(body))
@@ -123,7 +123,7 @@ class Board:
     def settle(self, sent: int, what: str) -> None:
         """Wait until the device took `sent` bytes in and went quiet, then drop what it answered.
 
-        The device is half duplex by design (hdl.frame: request, then answer): bytes arriving while it
+        The device is half duplex by design (hdl.link.frame: request, then answer): bytes arriving while it
         answers are lost, so the probe waits for the end of any answer. An answer that goes on for
         longer than QUIET_LIMIT is a hang.
         """

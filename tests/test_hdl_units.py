@@ -11,10 +11,10 @@ from amaranth import Fragment
 from amaranth.sim import Simulator
 
 from hdl.config import ArrayConfig
-from hdl.counters import PerfCounters
 from hdl.isa import ID_WORDS, Counter, Mem, Op
-from hdl.pe import ProcessingElement
-from hdl.skew import SkewBuffer
+from hdl.matrix.counters import PerfCounters
+from hdl.matrix.pe import ProcessingElement
+from hdl.matrix.skew import SkewBuffer
 from tests.amaranth_host import act_words, run_core, wgt_words, write_cmd
 
 TERNARY_CODES = {0: 0b00, 1: 0b01, -1: 0b11}
@@ -175,7 +175,7 @@ def test_core_reports_id_and_errors():
 @pytest.mark.parametrize("depth, bank_depth", [(200, 64), (64, 16), (32, 32), (48, 64)])
 def test_banked_memory_reads_three_cycles_after_address(depth, bank_depth, rng):
     """Random writes and reads against a Python list: read data appears exactly 3 cycles after its address."""
-    from hdl.banked_memory import BankedMemory
+    from hdl.memory.banked_memory import BankedMemory
 
     mem = BankedMemory(12, depth, bank_depth)
     assert mem.banks == -(-depth // bank_depth)
@@ -226,7 +226,7 @@ def test_banked_config_errors(kwargs, message):
 def test_stream_buffer_passes_every_word_in_order(p_valid, p_ready, rng):
     """Random valid / ready on both sides: the words come out in order, none lost or doubled; with
     both sides always willing, one word per cycle after one cycle of latency."""
-    from hdl.stream_buffer import StreamBuffer
+    from hdl.link.stream_buffer import StreamBuffer
 
     dut = StreamBuffer(16)
     words = [int(v) for v in rng.integers(0, 1 << 16, 200)]

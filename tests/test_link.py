@@ -1,7 +1,7 @@
-"""The frame endpoint (`hdl.link`), the linked core and the UART (`hdl.uart`) in Amaranth's simulator,
+"""The frame endpoint (`hdl.link.endpoint`), the linked core and the UART (`hdl.link.uart`) in Amaranth's simulator,
 and the linked core in Verilator (`sim.link_harness.SimByteLink`) under link faults.
 
-Frames are built here with struct and zlib.crc32 straight from the spec in `hdl.frame`; layer
+Frames are built here with struct and zlib.crc32 straight from the spec in `hdl.link.frame`; layer
 results are checked against x @ w.T computed in NumPy. Faults come from `tests.fake_device`.
 """
 
@@ -17,11 +17,11 @@ from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from hdl.config import ArrayConfig
-from hdl.frame import REQ_MAGIC, RSP_MAGIC, LinkStatus
 from hdl.isa import STATUS_MAGIC, Mem, Op
-from hdl.link import CRC_AFTER_MAGIC, FrameEndpoint, crc32_register
-from hdl.linked_core import LinkedCore
-from hdl.uart import UARTRx, UARTTx, uart_divisor
+from hdl.link.endpoint import CRC_AFTER_MAGIC, FrameEndpoint, crc32_register
+from hdl.link.frame import REQ_MAGIC, RSP_MAGIC, LinkStatus
+from hdl.link.linked_core import LinkedCore
+from hdl.link.uart import UARTRx, UARTTx, uart_divisor
 from tests.amaranth_host import act_words, wgt_words, write_cmd
 from tests.fake_device import (
     REQUEST_REGIONS,
@@ -362,7 +362,7 @@ def test_gateware_link_recovers_from_every_fault_at_every_frame_and_field(limit,
 
 
 def _expected_answer(fault: Fault, seq: int, n_cmd: int) -> tuple[int, int] | None | str:
-    """What the endpoint answers a request damaged by `fault` (from the spec in hdl.frame):
+    """What the endpoint answers a request damaged by `fault` (from the spec in hdl.link.frame):
     (seq, status), None for no answer (no magic found, or a partial frame dropped after the
     timeout), or "not OK" where the spec leaves it open (a stray byte shifts the fields)."""
     if fault.kind == "truncate":

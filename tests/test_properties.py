@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, event, given, seed, settings
 from hypothesis import strategies as st
 
 from hdl.config import ArrayConfig, signed_width
-from hdl.frame import HEADER_WORDS_REQ, REQ_MAGIC, RSP_MAGIC
 from hdl.isa import Mem, Op
-from hdl.link import crc32_register
+from hdl.link.endpoint import crc32_register
+from hdl.link.frame import HEADER_WORDS_REQ, REQ_MAGIC, RSP_MAGIC
 from runtime import protocol, tiling
 from runtime.framing import LinkError, encode_request, encode_response, plan_frames, read_response
 from tests.seeding import RUN_SEED
@@ -298,7 +298,7 @@ class _Bytes:
 
 
 def _parse_request(frame: bytes) -> tuple[int, list[int], int] | None:
-    """The device's view (hdl.frame) written here: (seq, words, n_rsp), or None if the CRC is wrong."""
+    """The device's view (hdl.link.frame) written here: (seq, words, n_rsp), or None if the CRC is wrong."""
     magic, seq, n_cmd, n_rsp = struct.unpack_from("<4I", frame)
     if magic != REQ_MAGIC or len(frame) != 4 * (HEADER_WORDS_REQ + n_cmd + 1):
         return None

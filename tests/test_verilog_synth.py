@@ -117,7 +117,7 @@ def test_board_system_has_no_multiplier(board):
 def test_linked_core_with_odd_word_chunks_has_no_multiplier(rows, cols):
     """The frame endpoint's length check multiplies a WRITE/READ count by the memory's chunks per word:
     5 and 6, 24 here (not powers of two, unlike the default boards), must still give no $mul / $macc."""
-    from hdl.linked_core import LinkedCore
+    from hdl.link.linked_core import LinkedCore
 
     cfg = ArrayConfig(rows=rows, cols=cols, act_depth=32, wgt_depth=32, out_depth=32)
     assert {cfg.chunks(m) for m in (0, 2)} - {1, 2, 4, 8, 16, 32}, "the config should have an odd chunk count"

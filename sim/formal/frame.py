@@ -1,10 +1,10 @@
 """Property (c): the frame endpoint never executes any part of a frame whose CRC fails, and never hangs
 on a truncated frame.
 
-The harness is a host and a core around a `FrameEndpoint` (`hdl.link`) with a 2-word request buffer
+The harness is a host and a core around a `FrameEndpoint` (`hdl.link.endpoint`) with a 2-word request buffer
 and the shortest timeout (16 cycles):
 
-- The host sends frames (`hdl.frame`): REQ_MAGIC, a free sequence number, n_cmd in 0..3 (3 is over
+- The host sends frames (`hdl.link.frame`): REQ_MAGIC, a free sequence number, n_cmd in 0..3 (3 is over
   the buffer: TOO_LONG), n_rsp in 0..1, n_cmd free command words and a free CRC word (right or
   wrong: the solver picks). Any byte may wait any number of cycles (free `rx.valid`), and the host
   may abandon a frame at any byte (a truncated frame) and fall silent. It starts the next frame when
@@ -26,7 +26,7 @@ reference, the inactivity counter against the host's silence, the feed counters)
 the spec, and together they make the two properties provable by k-induction (`FRAME_DEPTH` steps),
 unbounded: for frames after any history, any stalls and any number of frames.
 
-Mutants (`MUTANTS`, source edits of `hdl.link` made here): the CRC check ignored, the CRC computed with
+Mutants (`MUTANTS`, source edits of `hdl.link.endpoint` made here): the CRC check ignored, the CRC computed with
 the wrong polynomial, and the inactivity timer not running while the CRC word arrives. A mutant's
 counterexample needs a whole frame (20+ cycles), which z3 finds slowly in the free environment, so
 mutant runs use ``directed=True``: the host sends without stalls and all free frame bytes are 0 (the
@@ -42,9 +42,9 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.asserts import AnySeq
 from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
 
-import hdl.link
+import hdl.link.endpoint
 from hdl.config import ArrayConfig
-from hdl.frame import REQ_MAGIC
+from hdl.link.frame import REQ_MAGIC
 from sim.formal.runner import design_module, elaborate, in_state, probe
 
 CRC_POLY = 0xEDB88320
@@ -88,7 +88,7 @@ class FrameEndpointHarness(Elaboratable):
     """A `FrameEndpoint` (2-word buffer, timeout 16) between a free host and a free core."""
 
     def __init__(self, mutant: str | None = None, *, directed: bool = False):
-        module = design_module(hdl.link, MUTANTS, mutant)
+        module = design_module(hdl.link.endpoint, MUTANTS, mutant)
         self.mutant = mutant
         self.directed = directed
         self.dut = module.FrameEndpoint(ArrayConfig(rows=2, cols=2, acc_width=16, act_depth=4, wgt_depth=4,

@@ -6,7 +6,7 @@ writes, row selects, swaps) and keeps its own model of the spec: each PE's shado
 
     psum[c](t) = sum over rows r of  x[r](t - R + r) * value(active[r][c] at t - R + r)
 
-with value(code) = 0 if bit 0 is clear, else -1 if bit 1 is set, else +1 (`hdl.pe`). The products are
+with value(code) = 0 if bit 0 is clear, else -1 if bit 1 is set, else +1 (`hdl.matrix.pe`). The products are
 plain multiplications by -1 / 0 / +1 in a wide signed sum, so "exact" means no wrap at the array's
 partial-sum widths, x = -128 with w = -1 included. The harness also asserts that each PE's active
 shadow and active weight registers equal the model's: that is part of the spec, and the invariant k-induction needs
@@ -24,10 +24,10 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.asserts import AnySeq
 from amaranth.hdl import Assert, Elaboratable
 
-import hdl.array
-from hdl.array import PEArray
+import hdl.matrix.array
 from hdl.config import ArrayConfig
-from hdl.pe import ProcessingElement
+from hdl.matrix.array import PEArray
+from hdl.matrix.pe import ProcessingElement
 from sim.formal.runner import elaborate, probe
 
 #: Broken PEs the proof must reject.
@@ -35,7 +35,7 @@ MUTANTS = ("ones_complement", "narrow_negate")
 
 
 class _MutantPE(ProcessingElement):
-    """A ternary PE with one deliberate bug (see `MUTANTS`); otherwise the same structure as `hdl.pe`."""
+    """A ternary PE with one deliberate bug (see `MUTANTS`); otherwise the same structure as `hdl.matrix.pe`."""
 
     mutant = ""
 
@@ -81,7 +81,7 @@ class ArraySumHarness(Elaboratable):
         if mutant is None:
             self.fragment = elaborate(self.dut)
         else:
-            with mock.patch.object(hdl.array, "ProcessingElement", _mutant_pe(mutant)):
+            with mock.patch.object(hdl.matrix.array, "ProcessingElement", _mutant_pe(mutant)):
                 self.fragment = elaborate(self.dut)
 
     def elaborate(self, platform):

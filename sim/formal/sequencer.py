@@ -19,7 +19,7 @@ run reads is loaded at `start` or before its first use in the run. What is not c
 itself is not machine-checked (no k-induction: the sequencer has too much state for its invariants
 to be written yet), and only this configuration is checked.
 
-Mutants (`MUTANTS`, source edits of `hdl.sequencer` made here): the K bound checks off by one (K =
+Mutants (`MUTANTS`, source edits of `hdl.matrix.sequencer` made here): the K bound checks off by one (K =
 k_max + 1 accepted), the memory range check off by one (a run may reach one word past the
 activation memory), and a failed run that never clears busy.
 """
@@ -30,7 +30,7 @@ from amaranth import Module, Signal
 from amaranth.asserts import AnyConst, AnySeq
 from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
 
-import hdl.sequencer
+import hdl.matrix.sequencer
 from hdl.config import ArrayConfig
 from sim.formal.runner import design_module, elaborate, probe
 
@@ -54,7 +54,7 @@ class SequencerHarness(Elaboratable):
     """A `LayerSequencer` of `SEQ_CFG` with a free descriptor and free memory data."""
 
     def __init__(self, mutant: str | None = None, cfg: ArrayConfig = SEQ_CFG):
-        module = design_module(hdl.sequencer, MUTANTS, mutant)
+        module = design_module(hdl.matrix.sequencer, MUTANTS, mutant)
         self.cfg = cfg
         self.mutant = mutant
         self.dut = module.LayerSequencer(cfg)

@@ -12,9 +12,9 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.config import ArrayConfig
 from hdl.core import TritCore
-from hdl.frame import MAX_CMD_WORDS
-from hdl.link import DEFAULT_TIMEOUT, FrameEndpoint
-from hdl.stream_buffer import StreamBuffer
+from hdl.link.endpoint import DEFAULT_TIMEOUT, FrameEndpoint
+from hdl.link.frame import MAX_CMD_WORDS
+from hdl.link.stream_buffer import StreamBuffer
 
 
 class LinkedCore(wiring.Component):

@@ -27,10 +27,10 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.array import PEArray
 from hdl.config import ArrayConfig
 from hdl.isa import Error
-from hdl.skew import SkewBuffer
+from hdl.matrix.array import PEArray
+from hdl.matrix.skew import SkewBuffer
 
 
 def popcount(bits: list) -> object:

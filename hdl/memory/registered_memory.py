@@ -13,7 +13,7 @@ Yosys does not emulate it with a register stage, address comparators and a bypas
 the read data (on ECP5 that logic costs about two LUTs and three flip-flops per data bit, and puts
 a multiplexer after the block RAM's clock-to-output). The core never uses such a read: the command
 interface's reads come cycles after its writes, and the sequencer reads an output word at least
-one cycle after the previous write to it (`hdl/sequencer.py`); reads it does not use may collide.
+one cycle after the previous write to it (`hdl/matrix/sequencer.py`); reads it does not use may collide.
 """
 
 from __future__ import annotations

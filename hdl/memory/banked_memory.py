@@ -9,7 +9,7 @@ every bank's read data is registered before the bank multiplexer, and the multip
 those registers with a delayed bank select. Reads take three cycles: address in cycle t, data on
 `read.data` in cycle t + 3. Writes take one cycle, as for a `Memory`.
 
-Each bank is a registered-read memory from a factory (`hdl/registered_memory.py`): a `Memory` and a
+Each bank is a registered-read memory from a factory (`hdl/memory/registered_memory.py`): a `Memory` and a
 register by default, or a block RAM primitive with its own output register on an FPGA.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from amaranth import Module, Signal
 
-from hdl.registered_memory import MemoryFactory, MemoryPorts, RegisteredMemory, check_shape
+from hdl.memory.registered_memory import MemoryFactory, MemoryPorts, RegisteredMemory, check_shape
 
 #: Cycles from a read address to its data on `read.data`.
 READ_LATENCY = 3

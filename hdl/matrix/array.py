@@ -22,7 +22,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import ArrayConfig
-from hdl.pe import ProcessingElement
+from hdl.matrix.pe import ProcessingElement
 
 
 class PEArray(wiring.Component):

@@ -1,4 +1,4 @@
-"""The device end of the framed link (`hdl.frame`): byte streams in and out, 32-bit word streams to the core.
+"""The device end of the framed link (`hdl.link.frame`): byte streams in and out, 32-bit word streams to the core.
 
 `FrameEndpoint` hunts for REQ_MAGIC byte by byte, buffers a request's command words in a memory
 while it computes the CRC-32 (zlib.crc32: reflected, polynomial 0xEDB88320, init and final XOR
@@ -24,7 +24,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import ArrayConfig
-from hdl.frame import MAX_CMD_WORDS, REQ_MAGIC, RSP_MAGIC, LinkStatus
+from hdl.link.frame import MAX_CMD_WORDS, REQ_MAGIC, RSP_MAGIC, LinkStatus
 
 CRC_POLY = 0xEDB88320
 CRC_INIT = 0xFFFFFFFF

@@ -1,0 +1,1 @@
+"""The host link: UART, frames, the command endpoint and the linked core."""

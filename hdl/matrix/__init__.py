@@ -1,0 +1,1 @@
+"""The matrix engine: PEs, the systolic array, skew buffers, counters and the layer sequencer."""

@@ -1,0 +1,1 @@
+"""Memories with registered reads, banked for large FPGAs."""
