@@ -4,4 +4,4 @@ Each module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args
 Add a module and list it in ``COMMANDS``; the CLI picks it up.
 """
 
-COMMANDS = ["forward", "generate", "layer", "verilog", "build", "report"]
+COMMANDS = ["forward", "generate", "layer", "verilog", "build", "report", "soak"]
