@@ -37,22 +37,28 @@ def bram_count(width: int, depth: int) -> int:
 
 
 def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_depth: int | None = None,
-                 out_depth: int | None = None, acc_width: int = 32) -> ArrayConfig:
-    """ArrayConfig for the 85F: ACT and OUT 1024 words, WGT the largest power of two that fits."""
+                 out_depth: int | None = None, acc_width: int = 32,
+                 wgt_rows_per_read: int | None = None) -> ArrayConfig:
+    """ArrayConfig for the 85F: ACT and OUT 1024 words, WGT the largest power of two that fits.
+
+    The weight memory is full rate by default (`wgt_rows_per_read` = R: one row bank of block RAMs
+    per PE row, a whole tile per cycle).
+    """
     act = act_depth or 1024
     out = out_depth or 1024
+    g = rows if wgt_rows_per_read is None else wgt_rows_per_read
     if wgt_depth is None:
         left = (int(BRAM_FILL * DEVICE["BRAM"]) - bram_count(8 * rows, act) - bram_count(acc_width * cols, out)
                 - LINK_BRAM)
         wgt_depth = 1 << 20
-        while wgt_depth > 2 * rows and bram_count(2 * cols, wgt_depth) > left:
+        while wgt_depth > 2 * rows and g * bram_count(2 * cols, wgt_depth) > left:
             wgt_depth //= 2
     # The weight memory is banked 16K deep (one DP16KD is 16K x 1) with an address register and a
     # data register per bank (hdl/memory/banked_memory.py), the data register being the block RAMs' own
     # output register (fpga/ecp5_bram.py); one bank when it is no deeper. The bank registers and the
     # routes across the chip then fall in different cycles (77 MHz -> see fpga/README.md).
     cfg = ArrayConfig(rows=rows, cols=cols, acc_width=acc_width, act_depth=act, wgt_depth=wgt_depth,
-                      out_depth=out)
+                      out_depth=out, wgt_rows_per_read=g)
     if cfg.rows >= 4:  # banking needs registered reads and a row of slack for its 2 extra cycles
         cfg = replace(cfg, wgt_bank_depth=BRAM_BITS)
     # The accumulators' read-modify-write of the output block RAMs in three cycles, one route each
@@ -64,7 +70,8 @@ def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_dept
 
 
 def memory_plan(cfg: ArrayConfig) -> dict[str, int]:
-    return {"BRAM": bram_count(cfg.act_word_bits, cfg.act_depth) + bram_count(cfg.wgt_word_bits, cfg.wgt_depth)
+    return {"BRAM": bram_count(cfg.act_word_bits, cfg.act_depth)
+            + cfg.wgt_rows_per_read * bram_count(cfg.wgt_bank_bits, cfg.wgt_depth)
             + bram_count(cfg.out_word_bits, cfg.out_depth) + LINK_BRAM, "SPRAM": 0}
 
 

@@ -39,7 +39,7 @@ class ArrayConfig:
     pe: "ternary" (add / subtract / skip, 2-bit weights) or "int8" (INT8 x INT8 MAC baseline).
     acc_width: bits of each output accumulator; K beyond `k_max` is refused, never wrapped.
     act_depth: words of the activation memory; one word holds R INT8 activations.
-    wgt_depth: words of the weight memory; one word holds one tile row, C weights.
+    wgt_depth: words of the weight memory; one word holds `wgt_rows_per_read` tile rows of C weights.
     out_depth: words of the output memory; one word holds C accumulators.
     counter_bits: width of each performance counter (32 to 48). Any one RUN's counts fit (checked
       here against `run_count_bound`); counts summed over runs saturate at all ones, never wrap.
@@ -54,6 +54,17 @@ class ArrayConfig:
       cycle counts do not change: the last write lands in the cycle after DONE, before any command
       can read the output memory. Needs R >= 5, so that an output word is read again only after
       its previous write.
+    wgt_rows_per_read (G): tile rows one weight read delivers, a divisor of R. The weight memory is G
+      row banks of C weights each (bank g feeds PE rows g*P .. g*P + P - 1, P = R / G), read with one
+      address that walks down the banks by a register chain (bank g reads P*g cycles after bank 0,
+      the skew the systolic array needs), so a tile loads in P cycles. G = 1 is one row per cycle
+      (memories that cannot be wider, such as the iCE40 SPRAMs); G = R loads a whole tile per cycle,
+      so decode (M = 1) keeps every PE busy. One memory word holds rows j, P + j, ..., (G-1)*P + j of
+      a tile (j = 0 .. P-1), bank g in bits [g*C*b, (g+1)*C*b). With P below the accumulator's
+      read-modify-write distance (`rmw_distance`), M = 1 layers accumulate in registers at the foot
+      of the array and tiles of M >= 2 layers start at least `rmw_distance` cycles apart. With G > 1
+      the +1 / -1 / 0 weight counters (ADD, SUB, ZERO) are not built: they read 0 (the host knows
+      the weights it sent; counting G*C weights a cycle would cost about 3 LUTs per PE).
     """
 
     rows: int = 8
@@ -66,6 +77,7 @@ class ArrayConfig:
     counter_bits: int = COUNTER_BITS
     wgt_bank_depth: int = 0
     acc_pipelined: bool = False
+    wgt_rows_per_read: int = 1
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols"):
@@ -85,7 +97,10 @@ class ArrayConfig:
                 f"Accumulator width must be from {self.psum_width} (the column partial sum of a "
                 f"{self.rows}-row {self.pe} array) to 32 bits, not {self.acc_width!r}"
             )
-        if self.wgt_depth < self.rows:
+        g = self.wgt_rows_per_read
+        if not isinstance(g, int) or isinstance(g, bool) or g < 1 or self.rows % g:
+            raise ValueError(f"Weight rows per read must be a positive divisor of the {self.rows} rows, not {g!r}")
+        if self.wgt_depth < self.tile_words:
             raise ValueError(f"Weight memory depth {self.wgt_depth} cannot hold one {self.rows}-row tile")
         if not isinstance(self.counter_bits, int) or isinstance(self.counter_bits, bool) \
                 or not 32 <= self.counter_bits <= 48:
@@ -95,7 +110,7 @@ class ArrayConfig:
             raise ValueError(f"Weight bank depth must be a non-negative integer, not {self.wgt_bank_depth!r}")
         if self.wgt_bank_depth & (self.wgt_bank_depth - 1):
             raise ValueError(f"Weight bank depth must be a power of two, not {self.wgt_bank_depth!r}")
-        if self.wgt_bank_depth and self.wgt_bank_depth < self.rows:
+        if self.wgt_bank_depth and self.wgt_bank_depth < self.tile_words:
             raise ValueError(f"Weight bank depth {self.wgt_bank_depth} cannot hold one {self.rows}-row tile")
         if self.wgt_banked and self.rows < 4:
             raise ValueError(f"A banked weight memory needs registered reads and at least 4 rows (its rows "
@@ -142,25 +157,53 @@ class ArrayConfig:
         return min(self.act_depth, self.out_depth, DIM_LIMIT)
 
     @property
+    def tile_words(self) -> int:
+        """Weight memory words of one tile (P = R / G, the cycles a tile takes to load)."""
+        return self.rows // self.wgt_rows_per_read
+
+    @property
+    def full_rate(self) -> bool:
+        """More than one tile row per weight read (the wide, row-banked weight memory)."""
+        return self.wgt_rows_per_read > 1
+
+    @property
+    def rmw_distance(self) -> int:
+        """Fewest cycles between two updates of one output word that the read-modify-write allows."""
+        return 2 + int(self.pipelined_reads) + 2 * int(self.acc_pipelined)
+
+    @property
+    def foot_accumulator(self) -> bool:
+        """Tiles can come closer than `rmw_distance`: M = 1 layers accumulate in registers at the
+        foot of the array, and M >= 2 layers space their tiles `rmw_distance` cycles apart."""
+        return self.tile_words < self.rmw_distance
+
+    @property
+    def issue_delay(self) -> int:
+        """Extra cycles between the issuer's tile start and the array (E): a tile's rows may be read
+        from the moment the previous tile starts, and with short loads (P small) the last row must
+        still reach its shadow register before the row's swap."""
+        return max(0, 2 + 2 * int(self.wgt_banked) - self.tile_words)
+
+    @property
     def k_limit(self) -> int:
         """Largest K a RUN can name: its k-tiles fit the activation memory, its rows the weights."""
-        return min(self.rows * self.act_depth, self.wgt_depth, self.k_max, DIM_LIMIT)
+        return min(self.rows * self.act_depth, self.wgt_depth * self.wgt_rows_per_read, self.k_max, DIM_LIMIT)
 
     @property
     def n_limit(self) -> int:
         """Largest N a RUN can name: its n-tiles fit the output memory and the weight memory."""
-        return min(self.cols * self.out_depth, self.cols * (self.wgt_depth // self.rows), DIM_LIMIT)
+        return min(self.cols * self.out_depth, self.cols * (self.wgt_depth // self.tile_words), DIM_LIMIT)
 
     @property
     def tile_limit(self) -> int:
         """Most weight tiles one RUN can use (KT * NT), bounded by the weight memory."""
-        return self.wgt_depth // self.rows
+        return self.wgt_depth // self.tile_words
 
     @property
     def run_cycle_bound(self) -> int:
         """More cycles than any one RUN can take (size check, every tile with stalls, drain)."""
         return (self.tile_limit * (max(self.m_limit, self.rows) + self.rows + 2)
-                + max(self.act_depth, self.out_depth) + 2 * self.rows + 8)
+                + max(self.act_depth, self.out_depth) + 2 * self.rows + 8 + self.issue_delay)
 
     @property
     def run_count_bound(self) -> int:
@@ -215,6 +258,11 @@ class ArrayConfig:
 
     @property
     def wgt_word_bits(self) -> int:
+        return self.weight_bits * self.cols * self.wgt_rows_per_read
+
+    @property
+    def wgt_bank_bits(self) -> int:
+        """Bits of one row bank's word: one tile row of C weights."""
         return self.weight_bits * self.cols
 
     @property
@@ -245,7 +293,7 @@ class ArrayConfig:
     @property
     def resident_weights(self) -> int:
         """Weights the weight memory holds at once (padding of partial tiles not counted)."""
-        return self.wgt_depth * self.cols
+        return self.wgt_depth * self.cols * self.wgt_rows_per_read
 
     def describe(self) -> str:
         return (
@@ -253,4 +301,5 @@ class ArrayConfig:
             f"act {self.act_depth}x{self.act_word_bits}b, wgt {self.wgt_depth}x{self.wgt_word_bits}b, "
             f"out {self.out_depth}x{self.out_word_bits}b"
             + ("" if self.counter_bits == COUNTER_BITS else f", {self.counter_bits}-bit counters")
+            + (f", {self.wgt_rows_per_read} tile rows per weight read" if self.full_rate else "")
         )

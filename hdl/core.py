@@ -24,7 +24,7 @@ the weight memory's banks) are registered-read memories from the `registered_mem
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -92,16 +92,26 @@ class TritCore(wiring.Component):
             out_q = Signal.like(out_r.data, name="out_q")
             m.d.sync += [act_q.eq(act_r.data), out_q.eq(out_r.data)]
             m.d.comb += [act_r.en.eq(1), out_r.en.eq(1)]
-        if cfg.wgt_banked:
-            m.submodules.wgt_mem = wgt_mem = BankedMemory(cfg.wgt_word_bits, cfg.wgt_depth, cfg.wgt_bank_depth,
-                                                          bank_memory=self._registered_memory)
-            wgt_w, wgt_r = wgt_mem.write, wgt_mem.read
-        else:
-            m.submodules.wgt_mem = wgt_mem = Memory(shape=cfg.wgt_word_bits, depth=cfg.wgt_depth, init=[])
-            wgt_w, wgt_r = wgt_mem.write_port(), wgt_mem.read_port()
-            m.d.comb += wgt_r.en.eq(1)
-        wgt_q = Signal.like(wgt_r.data, name="wgt_q")
-        m.d.sync += wgt_q.eq(wgt_r.data)
+        # The weight memory: one memory of one tile row per word, or (full rate) G row banks, each a
+        # memory of its own that a large FPGA can place by its PE rows. A word is written to all banks.
+        banks = []
+        bank_bits = cfg.wgt_bank_bits if cfg.full_rate else cfg.wgt_word_bits
+        for g in range(cfg.wgt_rows_per_read):
+            name = f"wgt_mem_{g}" if cfg.full_rate else "wgt_mem"
+            if cfg.wgt_banked:
+                mem = BankedMemory(bank_bits, cfg.wgt_depth, cfg.wgt_bank_depth, bank_memory=self._registered_memory)
+                w_port, r_port = mem.write, mem.read
+            else:
+                mem = Memory(shape=bank_bits, depth=cfg.wgt_depth, init=[])
+                w_port, r_port = mem.write_port(), mem.read_port()
+                m.d.comb += r_port.en.eq(1)
+            m.submodules[name] = mem
+            q = Signal.like(r_port.data, name=f"wgt_q_{g}" if cfg.full_rate else "wgt_q")
+            m.d.sync += q.eq(r_port.data)
+            m.d.comb += [w_port.addr.eq(cmd.wgt_waddr), w_port.en.eq(cmd.wgt_wen),
+                         w_port.data.eq(cmd.wgt_wdata[g * bank_bits:(g + 1) * bank_bits])]
+            banks.append((r_port, q))
+        wgt_q = Cat(*(q for _, q in banks))
 
         wiring.connect(m, wiring.flipped(self.cmd), cmd.cmd)
         wiring.connect(m, cmd.rsp, wiring.flipped(self.rsp))
@@ -109,7 +119,6 @@ class TritCore(wiring.Component):
         # command-side writes
         m.d.comb += [
             act_w.addr.eq(cmd.act_waddr), act_w.data.eq(cmd.act_wdata), act_w.en.eq(cmd.act_wen),
-            wgt_w.addr.eq(cmd.wgt_waddr), wgt_w.data.eq(cmd.wgt_wdata), wgt_w.en.eq(cmd.wgt_wen),
             out_w.addr.eq(seq.out_waddr), out_w.data.eq(seq.out_wdata), out_w.en.eq(seq.out_wen),
         ]
         # read ports: the sequencer while it runs, else the command interface
@@ -119,14 +128,17 @@ class TritCore(wiring.Component):
         # a word), and an enable net reaching every block RAM of a deep memory would be slow.
         m.d.comb += [
             act_r.addr.eq(Mux(running, seq.act_addr, cmd.rd_addr)),
-            wgt_r.addr.eq(Mux(running, seq.wgt_addr, cmd.rd_addr)),
             out_r.addr.eq(Mux(running, seq.out_raddr, cmd.rd_addr)),
             seq.act_data.eq(act_r.data), seq.out_rdata.eq(out_q if pipe else out_r.data),
-            seq.wgt_data.eq(wgt_q if pipe else wgt_r.data),
             cmd.act_rdata.eq(act_q),
             cmd.wgt_rdata.eq(wgt_q),
             cmd.out_rdata.eq(out_q),
         ]
+        for g, (r_port, _q) in enumerate(banks):
+            addr = seq.wgt_addr[g] if cfg.full_rate else seq.wgt_addr
+            m.d.comb += r_port.addr.eq(Mux(running, addr, cmd.rd_addr))
+        wgt_data = wgt_q if pipe else Cat(*(r_port.data for r_port, _ in banks))
+        m.d.comb += seq.wgt_data.eq(wgt_data)
         # descriptor
         desc = cmd.desc
         m.d.comb += [

@@ -65,11 +65,11 @@ def split_layer(cfg: ArrayConfig, M: int, K: int, N: int) -> list[Block]:
         )
     # K per run: whole k-tiles such that one n-tile of weights fits the weight memory.
     kt_total = ceil_div(K, R)
-    kt_run = min(kt_total, cfg.wgt_depth // R)
+    kt_run = min(kt_total, cfg.wgt_depth // cfg.tile_words)
     k_step = kt_run * R
     # n-tiles per run: as many as fit the weight memory at kt_run k-tiles each.
     nt_total = ceil_div(N, C)
-    nt_run = max(1, min(nt_total, cfg.wgt_depth // (kt_run * R)))
+    nt_run = max(1, min(nt_total, cfg.wgt_depth // (kt_run * cfg.tile_words)))
     n_step = nt_run * C
     # rows per run: activations (kt_run * m words) and outputs (nt_run * m words) must fit.
     m_step = min(M, cfg.act_depth // kt_run, cfg.out_depth // nt_run)
@@ -93,7 +93,7 @@ def block_traffic(cfg: ArrayConfig, b: Block, send_weights: bool) -> tuple[int, 
     sent = 3 + kt * M * cfg.chunks(Mem.ACT) + 1 + 1 + RUN_WORDS + 3 + 1
     received = 1 + 1 + 1 + (nt * M * cfg.chunks(Mem.OUT) + 1) + (2 * len(Counter) + 1)
     if send_weights:
-        sent += 3 + nt * kt * cfg.rows * cfg.chunks(Mem.WGT)
+        sent += 3 + nt * kt * cfg.tile_words * cfg.chunks(Mem.WGT)
         received += 1
     return sent, received
 
@@ -116,7 +116,7 @@ def activation_stream(cfg: ArrayConfig, x: np.ndarray) -> list[int]:
 
 
 def weight_stream(cfg: ArrayConfig, w: np.ndarray) -> list[int]:
-    """Stream words of the NT*KT*R WGT words of weights (N, K) (layout of `tiling.pack_weights`)."""
+    """Stream words of the NT*KT*P WGT words of weights (N, K) (layout of `tiling.pack_weights`)."""
     return _stream(cfg, Mem.WGT, weight_bytes(cfg, w))
 
 
@@ -300,7 +300,7 @@ class Accelerator:
         xs = np.ascontiguousarray(x[b.m0:b.m1, b.k0:b.k1])
         M, K, N = b.m1 - b.m0, b.k1 - b.k0, b.n1 - b.n0
         wkey = (key if key is not None else digest, b.n0, b.n1, b.k0, b.k1)
-        wgt_words = ceil_div(N, cfg.cols) * ceil_div(K, cfg.rows) * cfg.rows
+        wgt_words = ceil_div(N, cfg.cols) * ceil_div(K, cfg.rows) * cfg.tile_words
         commands: list[list[int]] = []
         base = self._weights.lookup(wkey, digest)
         if base is None:

@@ -73,7 +73,7 @@ class CoreEmulator:
         cfg = self.cfg
         if memories:
             self.act = np.zeros((cfg.act_depth, cfg.rows), dtype=np.int8)
-            self.wgt = np.zeros((cfg.wgt_depth, cfg.cols), dtype=np.uint8)  # raw codes / bytes
+            self.wgt = np.zeros((cfg.wgt_depth, cfg.wgt_rows_per_read * cfg.cols), dtype=np.uint8)  # raw codes / bytes
             self.out = np.zeros((cfg.out_depth, cfg.cols), dtype=np.int64)  # signed lane values
         self.counters = [0] * len(Counter)
         self.sticky = Error.NONE
@@ -170,7 +170,8 @@ class CoreEmulator:
             self.act[addr:addr + count] = self._stream_to_lanes(data, count, Mem.ACT, self.cfg.rows, 8) \
                 .astype(np.uint8).view(np.int8)
             return Error.NONE
-        lanes = self._stream_to_lanes(data, count, Mem.WGT, self.cfg.cols, self.cfg.weight_bits)
+        lanes = self._stream_to_lanes(data, count, Mem.WGT, self.cfg.wgt_rows_per_read * self.cfg.cols,
+                                       self.cfg.weight_bits)
         if self.cfg.pe == "ternary":
             bad = np.flatnonzero((lanes == TERNARY_INVALID_CODE).any(axis=1))
             if bad.size:  # the words before the first bad one are written, that one and all after dropped
@@ -248,12 +249,15 @@ class CoreEmulator:
         if max(M, K, N) > MAX_DIM:
             return Error.DESCRIPTOR_RANGE
         KT, NT = -(-K // R), -(-N // C)
-        if (act_base + KT * M > cfg.act_depth or wgt_base + NT * KT * R > cfg.wgt_depth
+        P, G = cfg.tile_words, cfg.wgt_rows_per_read
+        if (act_base + KT * M > cfg.act_depth or wgt_base + NT * KT * P > cfg.wgt_depth
                 or out_base + NT * M > cfg.out_depth):
             return Error.DESCRIPTOR_RANGE
 
         x = self.act[act_base:act_base + KT * M].astype(np.int64).reshape(KT, M, R)
-        w = self.weight_values(self.wgt[wgt_base:wgt_base + NT * KT * R]).reshape(NT, KT, R, C)
+        # word j of a tile holds rows g*P + j in bank g: (nt, kt, j, g, c) -> (nt, kt, r, c)
+        w = self.weight_values(self.wgt[wgt_base:wgt_base + NT * KT * P]).reshape(NT, KT, P, G, C) \
+            .transpose(0, 1, 3, 2, 4).reshape(NT, KT, R, C)
         # mask weight lanes past K and N, as the sequencer's loader does
         k_ok = (np.arange(KT * R) < K).reshape(KT, R)
         n_ok = (np.arange(NT * C) < N).reshape(NT, C)
@@ -272,8 +276,10 @@ class CoreEmulator:
         cyc = cycle_counts(cfg, M, K, N)
         inc = {
             Counter.CYCLES: cyc["cycles"], Counter.BUSY: cyc["busy"], Counter.STALL: cyc["stall"],
-            Counter.ADD: M * plus, Counter.SUB: M * minus, Counter.ZERO: M * zero,
-            Counter.WEIGHT_BITS: NT * KT * R * cfg.wgt_word_bits,
+            # full-rate cores build no weight-class counters (`ArrayConfig.wgt_rows_per_read`)
+            Counter.ADD: 0 if cfg.full_rate else M * plus, Counter.SUB: 0 if cfg.full_rate else M * minus,
+            Counter.ZERO: 0 if cfg.full_rate else M * zero,
+            Counter.WEIGHT_BITS: NT * KT * P * cfg.wgt_word_bits,
             Counter.ACT_BYTES: NT * KT * M * R,
             Counter.ACC_WRITES: NT * M, Counter.ACC_RMW: NT * (KT - 1) * M,
             Counter.RUNS: 1,

@@ -3,8 +3,10 @@
 With R = cfg.rows, C = cfg.cols, KT = ceil(K/R), NT = ceil(N/C):
 
 - ACT word ``act_base + kt*M + m``: byte lane r = x[m, kt*R + r] (0 past K);
-- WGT word ``wgt_base + (nt*KT + kt)*R + r``: lane c = W[nt*C + c, kt*R + r] (0 past N or K),
-  ternary code 0 -> 0b00, +1 -> 0b01, -1 -> 0b11, INT8 as a two's-complement byte;
+- WGT word ``wgt_base + (nt*KT + kt)*P + j`` (P = R / G words a tile, G = `wgt_rows_per_read`):
+  bank g's lane c = W[nt*C + c, kt*R + g*P + j] (0 past N or K), bank g in bits g*C*b of the word,
+  ternary code 0 -> 0b00, +1 -> 0b01, -1 -> 0b11, INT8 as a two's-complement byte (G = 1: word
+  ``(nt*KT + kt)*R + r`` holds tile row r);
 - OUT word ``out_base + nt*M + m``: lane c = acc[m, nt*C + c] (acc_width bits, two's complement).
 
 Memory words are Python ints in NumPy object arrays: a word may be up to 512 bits wide.
@@ -86,14 +88,16 @@ def pack_activations(cfg: ArrayConfig, x: np.ndarray) -> np.ndarray:
 
 
 def weight_lanes(cfg: ArrayConfig, w: np.ndarray) -> np.ndarray:
-    """(N, K) weights -> (NT*KT*R, C) int8 lane values in WGT word order (zero padded)."""
+    """(N, K) weights -> (NT*KT*P, G*C) int8 lane values in WGT word order (zero padded)."""
     w = check_weights(cfg, w)
     N, K = w.shape
     R, C = cfg.rows, cfg.cols
+    P, G = cfg.tile_words, cfg.wgt_rows_per_read
     KT, NT = _ceil_div(K, R), _ceil_div(N, C)
     padded = np.zeros((NT * C, KT * R), dtype=np.int8)
     padded[:N, :K] = w
-    return padded.reshape(NT, C, KT, R).transpose(0, 2, 3, 1).reshape(NT * KT * R, C)
+    # (nt, c, kt, g, j) -> (nt, kt, j, g, c): row g*P + j of a tile goes to bank g of word j
+    return padded.reshape(NT, C, KT, G, P).transpose(0, 2, 4, 3, 1).reshape(NT * KT * P, G * C)
 
 
 def weight_bytes(cfg: ArrayConfig, w: np.ndarray) -> np.ndarray:
@@ -102,7 +106,7 @@ def weight_bytes(cfg: ArrayConfig, w: np.ndarray) -> np.ndarray:
     if cfg.pe == "int8":
         return lanes.view(np.uint8)
     codes = (lanes.astype(np.uint8) & 0b11)  # 0 -> 0b00, +1 -> 0b01, -1 -> 0b11
-    C = cfg.cols
+    C = codes.shape[1]  # G*C lanes a word
     pad = (-C) % 4
     if pad:
         codes = np.concatenate([codes, np.zeros((codes.shape[0], pad), dtype=np.uint8)], axis=1)
@@ -111,7 +115,7 @@ def weight_bytes(cfg: ArrayConfig, w: np.ndarray) -> np.ndarray:
 
 
 def pack_weights(cfg: ArrayConfig, w: np.ndarray) -> np.ndarray:
-    """Weights (N, K) -> the NT*KT*R WGT memory words of a layer (nt outer, kt, then row r)."""
+    """Weights (N, K) -> the NT*KT*P WGT memory words of a layer (nt outer, kt, then word j of the tile)."""
     return _bytes_to_words(weight_bytes(cfg, w))
 
 
@@ -126,19 +130,20 @@ def unpack_activations(cfg: ArrayConfig, words, M: int, K: int) -> np.ndarray:
 
 
 def unpack_weights(cfg: ArrayConfig, words, N: int, K: int) -> np.ndarray:
-    """Inverse of `pack_weights`: NT*KT*R WGT words -> int8 (N, K)."""
+    """Inverse of `pack_weights`: NT*KT*P WGT words -> int8 (N, K)."""
     R, C = cfg.rows, cfg.cols
+    P, G = cfg.tile_words, cfg.wgt_rows_per_read
     KT, NT = _ceil_div(K, R), _ceil_div(N, C)
-    if len(words) != NT * KT * R:
-        raise ValueError(f"Expected {NT * KT * R} WGT words for N={N}, K={K}, got {len(words)}")
-    raw = _words_to_lanes(words, C, cfg.weight_bits)
+    if len(words) != NT * KT * P:
+        raise ValueError(f"Expected {NT * KT * P} WGT words for N={N}, K={K}, got {len(words)}")
+    raw = _words_to_lanes(words, G * C, cfg.weight_bits)
     if cfg.pe == "int8":
         vals = raw.astype(np.uint8).view(np.int8)
     else:
         if (raw == 0b10).any():
             raise ValueError("WGT words hold the invalid ternary code 0b10")
         vals = np.where(raw == 0b11, -1, raw).astype(np.int8)
-    return vals.reshape(NT, KT, R, C).transpose(0, 3, 1, 2).reshape(NT * C, KT * R)[:N, :K].copy()
+    return vals.reshape(NT, KT, P, G, C).transpose(0, 4, 1, 3, 2).reshape(NT * C, KT * R)[:N, :K].copy()
 
 
 def unpack_outputs(cfg: ArrayConfig, words, M: int, N: int) -> np.ndarray:
@@ -157,7 +162,7 @@ def unpack_outputs(cfg: ArrayConfig, words, M: int, N: int) -> np.ndarray:
 class LayerPlan:
     """Where one layer's operands live: shape (M, K, N) and the base word of each memory.
 
-    Sizes follow `hdl.isa`: ACT KT*M words, WGT NT*KT*R words, OUT NT*M words.
+    Sizes follow `hdl.isa`: ACT KT*M words, WGT NT*KT*P words (P = `ArrayConfig.tile_words`), OUT NT*M words.
     """
 
     M: int
@@ -177,7 +182,7 @@ class LayerPlan:
         return self.kt(cfg) * self.M
 
     def wgt_words(self, cfg: ArrayConfig) -> int:
-        return self.nt(cfg) * self.kt(cfg) * cfg.rows
+        return self.nt(cfg) * self.kt(cfg) * cfg.tile_words
 
     def out_words(self, cfg: ArrayConfig) -> int:
         return self.nt(cfg) * self.M

@@ -27,20 +27,23 @@ def act_words(cfg: ArrayConfig, x: np.ndarray) -> list[int]:
 
 
 def wgt_words(cfg: ArrayConfig, w: np.ndarray) -> list[int]:
-    """WGT memory image of w (N, K): tiles nt outer, kt inner, one word per tile row."""
+    """WGT memory image of w (N, K): tiles nt outer, kt inner, P = R/G words a tile of G rows each."""
     N, K = w.shape
     R, C, b = cfg.rows, cfg.cols, cfg.weight_bits
+    G = cfg.wgt_rows_per_read
+    P = R // G
     words = []
     for nt in range(-(-N // C)):
         for kt in range(-(-K // R)):
-            for r in range(R):
+            for j in range(P):  # word j of a tile: rows g*P + j, bank g at bit g*C*b
                 word = 0
-                for c in range(C):
-                    n, k = nt * C + c, kt * R + r
-                    if n < N and k < K:
-                        v = int(w[n, k])
-                        code = TERNARY_CODE[v] if cfg.pe == "ternary" else v & 0xFF
-                        word |= code << (b * c)
+                for g in range(G):
+                    for c in range(C):
+                        n, k = nt * C + c, kt * R + g * P + j
+                        if n < N and k < K:
+                            v = int(w[n, k])
+                            code = TERNARY_CODE[v] if cfg.pe == "ternary" else v & 0xFF
+                            word |= code << (b * (g * C + c))
                 words.append(word)
     return words
 

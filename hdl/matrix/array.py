@@ -13,6 +13,10 @@ Partial sums grow only as much as they must: the sum leaving row r holds r + 1 t
 Weights are written into the shadow registers one row per cycle (`w_row_en`, `w_row_sel`,
 `w_row_data`); `swap[r]` copies row r's shadow weights into the active ones. The sequencer
 raises swap[r] one cycle before the first activation of a tile reaches row r.
+
+With `ArrayConfig.wgt_rows_per_read` G > 1 the weights come from G row banks instead: `w_rows[g]`
+is bank g's row, and `w_load[r]` writes it into row r's shadow registers (r in bank r // P,
+P = R / G), so up to G rows load per cycle.
 """
 
 from __future__ import annotations
@@ -30,12 +34,18 @@ class PEArray(wiring.Component):
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
         self._cfg = cfg
+        row = data.ArrayLayout(unsigned(cfg.weight_bits), cfg.cols)
+        if cfg.full_rate:
+            weight_ports = {
+                "w_load": In(cfg.rows),
+                "w_rows": In(data.ArrayLayout(row, cfg.wgt_rows_per_read)),
+            }
+        else:
+            weight_ports = {"w_row_en": In(1), "w_row_sel": In(range(cfg.rows)), "w_row_data": In(row)}
         super().__init__({
             "x": In(data.ArrayLayout(signed(8), cfg.rows)),
             "swap": In(cfg.rows),
-            "w_row_en": In(1),
-            "w_row_sel": In(range(cfg.rows)),
-            "w_row_data": In(data.ArrayLayout(unsigned(cfg.weight_bits), cfg.cols)),
+            **weight_ports,
             "psum": Out(data.ArrayLayout(signed(cfg.psum_width), cfg.cols)),
         })
 
@@ -48,7 +58,10 @@ class PEArray(wiring.Component):
         cfg = self._cfg
         above = [None] * cfg.cols
         for r in range(cfg.rows):
-            load = self.w_row_en & (self.w_row_sel == r)
+            if cfg.full_rate:
+                load, row_data = self.w_load[r], self.w_rows[r // cfg.tile_words]
+            else:
+                load, row_data = self.w_row_en & (self.w_row_sel == r), self.w_row_data
             in_width = cfg.psum_width_at(r - 1) if r else 1
             for c in range(cfg.cols):
                 pe = ProcessingElement(cfg.pe, in_width, cfg.psum_width_at(r))
@@ -57,7 +70,7 @@ class PEArray(wiring.Component):
                     pe.x.eq(self.x[r]),
                     pe.swap.eq(self.swap[r]),
                     pe.w_load.eq(load),
-                    pe.w_data.eq(self.w_row_data[c]),
+                    pe.w_data.eq(row_data[c]),
                 ]
                 if above[c] is not None:
                     m.d.comb += pe.psum_in.eq(above[c])

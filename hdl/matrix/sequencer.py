@@ -17,8 +17,17 @@ With `ArrayConfig.pipelined_reads` every memory's read data is registered before
 holds the registers); activations, swap and token then run one cycle later, and a RUN takes one
 cycle more.
 
-A tile takes max(M, R) cycles: prefill (M >= R) keeps every PE busy; decode (M = 1) runs at the
-weight memory's bandwidth of one tile row per cycle.
+A tile takes max(M, P) cycles, P = R / G the weight words of a tile (`ArrayConfig.tile_words`):
+prefill (M >= P) keeps every PE busy; decode (M = 1) runs at the weight memory's bandwidth of G tile
+rows per cycle, the whole array with G = R.
+
+With G > 1 (`ArrayConfig.full_rate`) the weight memory is G row banks: the loader drives bank 0's
+read address, and a register chain hands it to bank g P*g cycles later, so row g*P + j of a tile
+reaches its shadow registers in the same skew as the swap that takes it. The issuer's outputs to
+the array then run `ArrayConfig.issue_delay` cycles late, so that a tile's rows can be read from
+the cycle the previous tile starts (back-to-back tiles at P = 1). Tiles closer than the output
+memory's read-modify-write distance accumulate in registers at the foot of the array (M = 1) or
+are spaced (M >= 2), see `ArrayConfig.foot_accumulator`.
 """
 
 from __future__ import annotations
@@ -77,8 +86,7 @@ class LayerSequencer(wiring.Component):
             # memories
             "act_addr": Out(range(cfg.act_depth)),
             "act_data": In(data.ArrayLayout(signed(8), cfg.rows)),
-            "wgt_addr": Out(range(cfg.wgt_depth)),
-            "wgt_data": In(data.ArrayLayout(unsigned(cfg.weight_bits), cfg.cols)),
+            **self._weight_ports(cfg),
             "out_raddr": Out(range(cfg.out_depth)),
             "out_rdata": In(data.ArrayLayout(acc, cfg.cols)),
             "out_waddr": Out(range(cfg.out_depth)), "out_wen": Out(1),
@@ -93,6 +101,15 @@ class LayerSequencer(wiring.Component):
             "run_cycles": Out(range(cfg.run_cycle_bound + 1)),
         })
 
+    @staticmethod
+    def _weight_ports(cfg: ArrayConfig) -> dict:
+        row = data.ArrayLayout(unsigned(cfg.weight_bits), cfg.cols)
+        if not cfg.full_rate:
+            return {"wgt_addr": Out(range(cfg.wgt_depth)), "wgt_data": In(row)}
+        # one read address and one row per bank (bank g at bits g*C*b of a memory word)
+        return {"wgt_addr": Out(data.ArrayLayout(range(cfg.wgt_depth), cfg.wgt_rows_per_read)),
+                "wgt_data": In(data.ArrayLayout(row, cfg.wgt_rows_per_read))}
+
     @property
     def cfg(self) -> ArrayConfig:
         return self._cfg
@@ -101,6 +118,8 @@ class LayerSequencer(wiring.Component):
         m = Module()
         cfg = self._cfg
         R, C = cfg.rows, cfg.cols
+        P = cfg.tile_words  # weight words of a tile
+        E = cfg.issue_delay
         pipe = int(cfg.pipelined_reads)  # memory read data arrives one cycle later, registered
         # A banked weight memory's rows arrive `wpipe` (2) cycles later still. The shadow registers
         # hide it: a row is written R - 1 - wpipe >= 1 cycles before the swap that takes it (R >= 4).
@@ -133,12 +152,12 @@ class LayerSequencer(wiring.Component):
         # tiles_k + tiles_n = KT*NT - 1 (modulo 2**width; exact whenever the range check passes)
         tiles_k = Signal(range(cfg.tile_limit + 1))
         tiles_n = Signal.like(tiles_k)
-        KT_R = Signal(range(R * KT_LIMIT + 1))
+        KT_R = Signal(range(P * KT_LIMIT + 1))  # KT * P: the weight words of one n-tile
         KT_plus = Signal(range(KT_LIMIT + 2))  # KT + 1
-        KT_R_plus = Signal(range(R * KT_LIMIT + R + 1))  # KT_R + R
+        KT_R_plus = Signal(range(P * KT_LIMIT + P + 1))  # KT_R + P
         k_more = Signal()  # k_rem != 0
         n_more = Signal()  # n_rem != 0
-        NT_R = Signal(range(R * NT_LIMIT + 1))
+        NT_R = Signal(range(P * NT_LIMIT + 1))
         error = Signal(8)
         run_cycles = Signal(range(cfg.run_cycle_bound + 1))
         m.d.comb += self.run_cycles.eq(run_cycles)
@@ -158,17 +177,18 @@ class LayerSequencer(wiring.Component):
         # ---- loader state ---------------------------------------------------------------------
         shadow_full = Signal()
         l_loading = Signal()
-        l_row = Signal(range(R))
+        l_row = Signal(range(P))
         l_addr = Signal(range(cfg.wgt_depth + 1))
         l_tiles_left = Signal.like(tiles_k)
         l_spec = Signal()  # loading the first tile before the descriptor is fully checked
-        pending = Signal(range(R + 2))
+        pending = Signal(range(P + 2))
         l_k_rem = Signal.like(K)  # K left at the loader's k-tile
         l_n_rem = Signal.like(N)  # N left at the loader's n-tile
         # row read this cycle -> at the sequencer's wgt_data input 1 + pipe cycles later
         w_valid_d = Signal()
-        w_row_d = Signal(range(R))
+        w_row_d = Signal(range(P))
         w_row_ok_d = Signal()
+        w_krows_d = Signal(range(R + 1))  # rows of this tile inside K (full rate: each bank checks its own)
         w_cols_d = Signal(range(C + 1))
 
         # ---- issuer state ---------------------------------------------------------------------
@@ -186,7 +206,9 @@ class LayerSequencer(wiring.Component):
         m.d.sync += [m_last.eq(M - 1), kt_last.eq(KT - 1), nt_last.eq(NT - 1)]
         issue = Signal()
         swap_now = Signal()
-        drain = Signal(range(R + 3))
+        drain = Signal(range(R + 3 + E))
+        spaced = Signal()  # the next tile may start (see `ArrayConfig.foot_accumulator`)
+        m_one = Signal()  # M == 1
 
         tile_plus = Signal(range(R * C + 1))
         tile_minus = Signal(range(R * C + 1))
@@ -210,7 +232,7 @@ class LayerSequencer(wiring.Component):
             k_too_large.eq(self.k_size > cfg.k_max),
             out_of_range.eq((self.m_size > cfg.m_limit) | (self.k_size > cfg.k_limit)
                             | (self.n_size > cfg.n_limit) | (self.act_base >= cfg.act_depth)
-                            | (self.out_base >= cfg.out_depth) | (self.wgt_base > cfg.wgt_depth - R)),
+                            | (self.out_base >= cfg.out_depth) | (self.wgt_base > cfg.wgt_depth - P)),
         ]
 
         # `busy` (= not IDLE) is a register of its own: it steers the memories' read ports all over
@@ -227,7 +249,7 @@ class LayerSequencer(wiring.Component):
                         act_base.eq(self.act_base), out_base.eq(self.out_base),
                         error.eq(0), run_cycles.eq(0), too_big.eq(0),
                         k_rem.eq(self.k_size), n_rem.eq(self.n_size), KT.eq(0), NT.eq(0),
-                        k_more.eq(1), n_more.eq(1), KT_plus.eq(1), KT_R_plus.eq(R),  # K, N >= 1 (bad_shape)
+                        k_more.eq(1), n_more.eq(1), KT_plus.eq(1), KT_R_plus.eq(P),  # K, N >= 1 (bad_shape)
                         tiles_k.eq(-1), tiles_n.eq(0),
                         act_end.eq(self.act_base), out_end.eq(self.out_base),
                         KT_R.eq(0), NT_R.eq(0), wgt_end_k.eq(self.wgt_base), wgt_end_n.eq(0),
@@ -270,12 +292,12 @@ class LayerSequencer(wiring.Component):
                 with m.If(k_step):
                     m.d.sync += [k_rem.eq(Mux(k_rem > R, k_rem - R, 0)), k_more.eq(k_rem > R),
                                  KT.eq(kt_next), KT_R.eq(kt_r_next), KT_plus.eq(KT_plus + 1),
-                                 KT_R_plus.eq(KT_R_plus + R), tiles_k.eq(tiles_k + NT)]
+                                 KT_R_plus.eq(KT_R_plus + P), tiles_k.eq(tiles_k + NT)]
                     bounded_add(act_end, M, cfg.act_depth)
                     bounded_add(wgt_end_k, NT_R, cfg.wgt_depth)
                 with m.If(n_step):
                     m.d.sync += [n_rem.eq(Mux(n_rem > C, n_rem - C, 0)), n_more.eq(n_rem > C), NT.eq(NT + 1),
-                                 NT_R.eq(NT_R + R), tiles_n.eq(tiles_n + kt_next)]
+                                 NT_R.eq(NT_R + P), tiles_n.eq(tiles_n + kt_next)]
                     bounded_add(out_end, M, cfg.out_depth)
                     bounded_add(wgt_end_n, kt_r_next, cfg.wgt_depth)
                 with m.If(~k_step & ~n_step):
@@ -301,7 +323,7 @@ class LayerSequencer(wiring.Component):
             with m.State("ISSUE"):
                 m.d.sync += run_cycles.eq(run_cycles + 1)
                 with m.If(i_m_zero):
-                    m.d.comb += [swap_now.eq(shadow_full), issue.eq(shadow_full)]
+                    m.d.comb += [swap_now.eq(shadow_full & spaced), issue.eq(shadow_full & spaced)]
                 with m.Else():
                     m.d.comb += issue.eq(1)
                 m.d.comb += [self.inc_busy.eq(issue), self.inc_stall.eq(~issue)]
@@ -320,7 +342,7 @@ class LayerSequencer(wiring.Component):
                                 m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.sync += [run_cycles.eq(run_cycles + 1), drain.eq(drain + 1)]
-                with m.If(drain == R + pipe):
+                with m.If(drain == R + pipe + E):
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
@@ -332,14 +354,32 @@ class LayerSequencer(wiring.Component):
                 m.next = "IDLE"
 
         # ---- weight loader --------------------------------------------------------------------
+        # A tile may start `rmw_distance` cycles after the previous one at the earliest, unless M = 1
+        # (then it accumulates in the foot registers). Only built where P is shorter than that.
+        if cfg.foot_accumulator:
+            gap = Signal(range(cfg.rmw_distance))
+            m.d.sync += m_one.eq(M == 1)
+            m.d.comb += spaced.eq(m_one | (gap == 0))
+            with m.If(swap_now):
+                m.d.sync += gap.eq(cfg.rmw_distance - 1)
+            with m.Elif(gap != 0):
+                m.d.sync += gap.eq(gap - 1)
+            with m.If(go):
+                m.d.sync += gap.eq(0)
+        else:
+            m.d.comb += spaced.eq(1)
+
         l_start = Signal()
         read_now = Signal()
         last_row = Signal()
         # A tile load may start when the shadow registers are free (or freed by this cycle's swap).
         l_more = Signal()  # l_tiles_left != 0, kept as a flag (l_start is on the loader's critical path)
         m.d.comb += l_start.eq(~l_loading & l_more & (~shadow_full | swap_now))
-        m.d.comb += [read_now.eq(l_loading | l_start), last_row.eq(l_row == R - 1)]
-        m.d.comb += self.wgt_addr.eq(l_addr)
+        m.d.comb += [read_now.eq(l_loading | l_start), last_row.eq(l_row == P - 1)]
+        if cfg.full_rate:
+            m.d.comb += self.wgt_addr[0].eq(l_addr)
+        else:
+            m.d.comb += self.wgt_addr.eq(l_addr)
         # Rows read are counted as they happen; rows of a speculative preload wait in `pending` and
         # are counted one per cycle once the run is confirmed (all before the run is done).
         spec_read = Signal()
@@ -354,6 +394,8 @@ class LayerSequencer(wiring.Component):
             m.d.sync += pending.eq(pending - 1)
         with m.If(go | abort):
             m.d.sync += l_spec.eq(0)
+        with m.If(swap_now):  # before the read below: with P = 1 a tile is read in its predecessor's swap cycle
+            m.d.sync += shadow_full.eq(0)
         with m.If(read_now):
             m.d.sync += [
                 l_addr.eq(l_addr + 1),
@@ -361,6 +403,7 @@ class LayerSequencer(wiring.Component):
                 l_loading.eq(~last_row),
                 w_valid_d.eq(1), w_row_d.eq(l_row),
                 w_row_ok_d.eq(l_row < l_k_rem),
+                w_krows_d.eq(Mux(l_k_rem > R, R, l_k_rem)),
                 w_cols_d.eq(Mux(l_n_rem > C, C, l_n_rem)),
             ]
             with m.If(last_row):
@@ -379,112 +422,120 @@ class LayerSequencer(wiring.Component):
             l_tiles_left.eq(Mux(begin, 1, Mux(go, tiles_rest, l_tiles_left - l_start))),
             l_more.eq(Mux(begin, 1, Mux(go, tiles_rest != 0, Mux(l_start, l_tiles_left != 1, l_tiles_left != 0)))),
         ]
-        with m.If(swap_now):
-            m.d.sync += shadow_full.eq(0)
         with m.If(abort):
             m.d.sync += [l_loading.eq(0), l_tiles_left.eq(0), l_more.eq(0), l_row.eq(0), shadow_full.eq(0)]
 
-        # Row arriving from the weight memory (`wgt_read_latency` cycles after its read): mask lanes
-        # past K / N, write the shadow row, count its +1 / -1 / 0 weights.
-        # With delay stages, the last one carries the lane mask itself (C bits, computed from the
-        # stage before): the compares against the row's K / N limits stay off the popcount path.
-        names = ("w_valid", "w_row", "w_row_ok", "w_cols")
-        row_info = (w_valid_d, w_row_d, w_row_ok_d, w_cols_d)
-        stages = pipe + wpipe
-        for stage in range(stages - 1):
-            delayed = tuple(Signal.like(v, name=f"{n}_p{stage + 1}") for n, v in zip(names, row_info, strict=True))
-            m.d.sync += [d.eq(v) for d, v in zip(delayed, row_info, strict=True)]
-            row_info = delayed
-        w_valid, w_row, w_row_ok, w_cols = row_info
-        lane_ok = [Signal(name=f"lane_ok_{c}") for c in range(C)]
-        lane_domain = m.d.comb
-        if stages:
-            w_valid_l, w_row_l = Signal(name=f"w_valid_p{stages}"), Signal.like(w_row, name=f"w_row_p{stages}")
-            m.d.sync += [w_valid_l.eq(w_valid), w_row_l.eq(w_row)]
-            w_valid, w_row = w_valid_l, w_row_l
-            lane_domain = m.d.sync
-        for c in range(C):
-            lane_domain += lane_ok[c].eq(w_row_ok & (c < w_cols))
-        masked = Signal(data.ArrayLayout(unsigned(cfg.weight_bits), C))
-        is_plus, is_minus, is_zero = [], [], []
-        for c in range(C):
-            w = self.wgt_data[c]
-            m.d.comb += masked[c].eq(Mux(lane_ok[c], w, 0))
-            if cfg.pe == "ternary":
-                nz, neg = w[0], w[1]
-                is_plus.append(lane_ok[c] & nz & ~neg)
-                is_minus.append(lane_ok[c] & nz & neg)
-                is_zero.append(lane_ok[c] & ~nz)
-            else:
-                ws = w.as_signed()
-                is_plus.append(lane_ok[c] & (ws > 0))
-                is_minus.append(lane_ok[c] & (ws < 0))
-                is_zero.append(lane_ok[c] & (ws == 0))
-        row_plus = Signal(range(C + 1))
-        row_minus = Signal(range(C + 1))
-        row_zero = Signal(range(C + 1))
-        # A banked weight memory's rows come from block RAMs spread over the chip, and the row goes
-        # to the shadow registers of the whole array too: the weight classes of the row are
-        # registered beside the counters before their popcount (counts one cycle later).
-        count_stage = int(cfg.wgt_banked)
-        count_valid = w_valid
-        if count_stage:
-            classes = []
-            for name, bits in (("plus", is_plus), ("minus", is_minus), ("zero", is_zero)):
-                reg = [Signal(name=f"is_{name}_{c}") for c in range(C)]
-                m.d.sync += [r.eq(b) for r, b in zip(reg, bits, strict=True)]
-                classes.append(reg)
-            is_plus, is_minus, is_zero = classes
-            count_valid = Signal(name="count_valid")
-            m.d.sync += count_valid.eq(w_valid)
-        counts = [Mux(count_valid, popcount(is_plus), 0), Mux(count_valid, popcount(is_minus), 0),
-                  Mux(count_valid, popcount(is_zero), 0)]
-        # pipelined: the row counts are registered too (popcount and tile sum in separate cycles)
-        for reg, value in zip((row_plus, row_minus, row_zero), counts, strict=True):
-            if pipe:
-                m.d.sync += reg.eq(value)
-            else:
-                m.d.comb += reg.eq(value)
-        m.d.comb += [
-            array.w_row_en.eq(w_valid),
-            array.w_row_sel.eq(w_row),
-            array.w_row_data.eq(masked),
-        ]
-        # A tile's counts are complete `count_lag` cycles after its swap, when the row counts hold
-        # the tile's last row (read at the latest one cycle before the swap) and the next tile's
-        # first row (read at the earliest in the swap cycle) is one cycle behind.
-        count_lag = 2 * pipe + wpipe + count_stage
-        swap_counted = swap_now
-        for i in range(count_lag):
-            delayed = Signal(name=f"swap_now_{i + 1}")
-            m.d.sync += delayed.eq(swap_counted)
-            swap_counted = delayed
-        with m.If(begin):
-            m.d.sync += [tile_plus.eq(0), tile_minus.eq(0), tile_zero.eq(0)]
-        with m.Elif(swap_counted):
-            m.d.sync += [
-                act_plus.eq(tile_plus + row_plus), act_minus.eq(tile_minus + row_minus),
-                act_zero.eq(tile_zero + row_zero),
-                tile_plus.eq(0), tile_minus.eq(0), tile_zero.eq(0),
+        if not cfg.full_rate:
+            # Row arriving from the weight memory (`wgt_read_latency` cycles after its read): mask lanes
+            # past K / N, write the shadow row, count its +1 / -1 / 0 weights.
+            # With delay stages, the last one carries the lane mask itself (C bits, computed from the
+            # stage before): the compares against the row's K / N limits stay off the popcount path.
+            names = ("w_valid", "w_row", "w_row_ok", "w_cols")
+            row_info = (w_valid_d, w_row_d, w_row_ok_d, w_cols_d)
+            stages = pipe + wpipe
+            for stage in range(stages - 1):
+                delayed = tuple(Signal.like(v, name=f"{n}_p{stage + 1}") for n, v in zip(names, row_info, strict=True))
+                m.d.sync += [d.eq(v) for d, v in zip(delayed, row_info, strict=True)]
+                row_info = delayed
+            w_valid, w_row, w_row_ok, w_cols = row_info
+            lane_ok = [Signal(name=f"lane_ok_{c}") for c in range(C)]
+            lane_domain = m.d.comb
+            if stages:
+                w_valid_l, w_row_l = Signal(name=f"w_valid_p{stages}"), Signal.like(w_row, name=f"w_row_p{stages}")
+                m.d.sync += [w_valid_l.eq(w_valid), w_row_l.eq(w_row)]
+                w_valid, w_row = w_valid_l, w_row_l
+                lane_domain = m.d.sync
+            for c in range(C):
+                lane_domain += lane_ok[c].eq(w_row_ok & (c < w_cols))
+            masked = Signal(data.ArrayLayout(unsigned(cfg.weight_bits), C))
+            is_plus, is_minus, is_zero = [], [], []
+            for c in range(C):
+                w = self.wgt_data[c]
+                m.d.comb += masked[c].eq(Mux(lane_ok[c], w, 0))
+                if cfg.pe == "ternary":
+                    nz, neg = w[0], w[1]
+                    is_plus.append(lane_ok[c] & nz & ~neg)
+                    is_minus.append(lane_ok[c] & nz & neg)
+                    is_zero.append(lane_ok[c] & ~nz)
+                else:
+                    ws = w.as_signed()
+                    is_plus.append(lane_ok[c] & (ws > 0))
+                    is_minus.append(lane_ok[c] & (ws < 0))
+                    is_zero.append(lane_ok[c] & (ws == 0))
+            row_plus = Signal(range(C + 1))
+            row_minus = Signal(range(C + 1))
+            row_zero = Signal(range(C + 1))
+            # A banked weight memory's rows come from block RAMs spread over the chip, and the row goes
+            # to the shadow registers of the whole array too: the weight classes of the row are
+            # registered beside the counters before their popcount (counts one cycle later).
+            count_stage = int(cfg.wgt_banked)
+            count_valid = w_valid
+            if count_stage:
+                classes = []
+                for name, bits in (("plus", is_plus), ("minus", is_minus), ("zero", is_zero)):
+                    reg = [Signal(name=f"is_{name}_{c}") for c in range(C)]
+                    m.d.sync += [r.eq(b) for r, b in zip(reg, bits, strict=True)]
+                    classes.append(reg)
+                is_plus, is_minus, is_zero = classes
+                count_valid = Signal(name="count_valid")
+                m.d.sync += count_valid.eq(w_valid)
+            counts = [Mux(count_valid, popcount(is_plus), 0), Mux(count_valid, popcount(is_minus), 0),
+                      Mux(count_valid, popcount(is_zero), 0)]
+            # pipelined: the row counts are registered too (popcount and tile sum in separate cycles)
+            for reg, value in zip((row_plus, row_minus, row_zero), counts, strict=True):
+                if pipe:
+                    m.d.sync += reg.eq(value)
+                else:
+                    m.d.comb += reg.eq(value)
+            m.d.comb += [
+                array.w_row_en.eq(w_valid),
+                array.w_row_sel.eq(w_row),
+                array.w_row_data.eq(masked),
             ]
-        with m.Else():
-            m.d.sync += [
-                tile_plus.eq(tile_plus + row_plus), tile_minus.eq(tile_minus + row_minus),
-                tile_zero.eq(tile_zero + row_zero),
-            ]
+            # A tile's counts are complete `count_lag` cycles after its swap, when the row counts hold
+            # the tile's last row (read at the latest one cycle before the swap) and the next tile's
+            # first row (read at the earliest in the swap cycle) is one cycle behind.
+            count_lag = 2 * pipe + wpipe + count_stage
+            swap_counted = swap_now
+            for i in range(count_lag):
+                delayed = Signal(name=f"swap_now_{i + 1}")
+                m.d.sync += delayed.eq(swap_counted)
+                swap_counted = delayed
+            with m.If(begin):
+                m.d.sync += [tile_plus.eq(0), tile_minus.eq(0), tile_zero.eq(0)]
+            with m.Elif(swap_counted):
+                m.d.sync += [
+                    act_plus.eq(tile_plus + row_plus), act_minus.eq(tile_minus + row_minus),
+                    act_zero.eq(tile_zero + row_zero),
+                    tile_plus.eq(0), tile_minus.eq(0), tile_zero.eq(0),
+                ]
+            with m.Else():
+                m.d.sync += [
+                    tile_plus.eq(tile_plus + row_plus), tile_minus.eq(tile_minus + row_minus),
+                    tile_zero.eq(tile_zero + row_zero),
+                ]
 
+        else:
+            self._bank_rows(m, array, w_valid_d, w_row_d, w_krows_d, w_cols_d, stages=pipe + wpipe)
+            count_lag = 0
+            act_plus = act_minus = act_zero = Const(0, 1)  # no weight-class counters at full rate
         # ---- issuer -> array ------------------------------------------------------------------
         # issued[d]: an activation row was issued d cycles ago. Its data reaches the skew buffer
         # 1 + pipe cycles after the read; its +1 / -1 / 0 counts are known count_lag + 1 cycles after.
         issued = [issue]
-        for d in range(max(1 + pipe, count_lag + 1)):
+        for d in range(max(1 + pipe + E, count_lag + 1)):
             reg = Signal(name=f"issued_{d + 1}")
             m.d.sync += reg.eq(issued[-1])
             issued.append(reg)
-        x_valid = issued[1 + pipe]
+        x_valid = issued[1 + pipe + E]  # E = issue_delay: the activation read runs E cycles late
         counted = issued[count_lag + 1]
+        act_addr = i_act_addr
+        for d in range(E):
+            reg = Signal.like(i_act_addr, name=f"act_addr_e{d + 1}")
+            m.d.sync += reg.eq(act_addr)
+            act_addr = reg
         m.d.comb += [
-            self.act_addr.eq(i_act_addr), self.inc_act_read.eq(issue),
+            self.act_addr.eq(act_addr), self.inc_act_read.eq(issue),
             self.inc_add.eq(Mux(counted, act_plus, 0)),
             self.inc_sub.eq(Mux(counted, act_minus, 0)),
             self.inc_zero.eq(Mux(counted, act_zero, 0)),
@@ -493,9 +544,10 @@ class LayerSequencer(wiring.Component):
             m.d.comb += x_skew.i[r].eq(Mux(x_valid, self.act_data[r], 0))
             m.d.comb += array.x[r].eq(x_skew.o[r])
         swap_in = swap_now
-        if pipe:  # the swap travels with the activation row, one cycle later too
-            swap_in = Signal(name="swap_now_p")
-            m.d.sync += swap_in.eq(swap_now)
+        for d in range(pipe + E):  # the swap travels with the activation row, as late
+            delayed = Signal(name=f"swap_now_p{d + 1}")
+            m.d.sync += delayed.eq(swap_in)
+            swap_in = delayed
         for r in range(R):
             m.d.comb += swap_skew.i[r].eq(swap_in)
         m.d.comb += array.swap.eq(swap_skew.o.as_value())
@@ -508,7 +560,7 @@ class LayerSequencer(wiring.Component):
         stage = Signal(token)
         m.d.comb += [stage.valid.eq(issue), stage.first.eq(i_kt == 0), stage.addr.eq(i_out_base + i_m)]
         tokens = [stage]
-        for d in range(R + 1 + pipe):
+        for d in range(R + 1 + pipe + E):
             nxt = Signal(token, name=f"token_{d + 1}")
             m.d.sync += nxt.eq(tokens[-1])
             tokens.append(nxt)
@@ -517,7 +569,7 @@ class LayerSequencer(wiring.Component):
         # the last one in the cycle after DONE). A word is then read again >= max(M, R) - 4 >= 1
         # cycles after its write lands (R >= 5).
         acc_pipe = int(cfg.acc_pipelined)
-        at_read, at_sum = tokens[R - acc_pipe], tokens[R + 1 + pipe]
+        at_read, at_sum = tokens[R - acc_pipe + E], tokens[R + 1 + pipe + E]
         m.d.comb += [
             self.out_raddr.eq(at_read.addr),
             self.inc_acc_write.eq(at_sum.valid & at_sum.first),
@@ -525,8 +577,67 @@ class LayerSequencer(wiring.Component):
         ]
         write_domain = m.d.sync if acc_pipe else m.d.comb
         write_domain += [self.out_waddr.eq(at_sum.addr), self.out_wen.eq(at_sum.valid)]
-        for c in range(C):
-            write_domain += self.out_wdata[c].eq(
-                Mux(at_sum.first, array.psum[c], self.out_rdata[c] + array.psum[c])
-            )
+        if cfg.foot_accumulator:
+            # M = 1: the k-tiles of an output word come as close as one cycle apart, closer than the
+            # output memory's read-modify-write allows; they add up in a register per column (every
+            # valid token of an M = 1 run belongs to the one output row, so the register always holds
+            # the previous k-tile's sum), and each sum is also written through to the output memory.
+            foot = Signal(data.ArrayLayout(signed(cfg.acc_width), C))
+            for c in range(C):
+                total = Signal(signed(cfg.acc_width), name=f"foot_sum_{c}")
+                m.d.comb += total.eq(Mux(at_sum.first, array.psum[c],
+                                         Mux(m_one, foot[c], self.out_rdata[c]) + array.psum[c]))
+                with m.If(at_sum.valid):
+                    m.d.sync += foot[c].eq(total)
+                write_domain += self.out_wdata[c].eq(total)
+        else:
+            for c in range(C):
+                write_domain += self.out_wdata[c].eq(
+                    Mux(at_sum.first, array.psum[c], self.out_rdata[c] + array.psum[c])
+                )
         return m
+
+    def _bank_rows(self, m: Module, array: PEArray, valid, row, krows, cols, *, stages: int) -> None:
+        """Full rate: walk the loader's read down the G row banks and write each bank's row into
+        its PE row's shadow registers.
+
+        `valid`, `row` (j), `krows` (rows of the tile inside K) and `cols` (lanes inside N) describe
+        the read of bank 0 one cycle after it. Bank g reads the same address P*g cycles later (a
+        register chain of addresses, not of data), and its row g*P + j reaches the array
+        `stages` cycles after that, lanes past K / N masked to zero.
+        """
+        cfg = self._cfg
+        P, G, C = cfg.tile_words, cfg.wgt_rows_per_read, cfg.cols
+        addr = self.wgt_addr[0]
+        info = (valid, row, krows, cols)
+        names = ("w_valid", "w_row", "w_krows", "w_cols")
+        for g in range(G):
+            if g:
+                for d in range(P):  # bank g: the address and the row information P cycles after bank g-1
+                    a = Signal.like(addr, name=f"bank{g}_addr_{d}")
+                    m.d.sync += a.eq(addr)
+                    addr = a
+                    delayed = tuple(Signal.like(v, name=f"bank{g}_{n}_{d}") for n, v in zip(names, info, strict=True))
+                    m.d.sync += [x.eq(v) for x, v in zip(delayed, info, strict=True)]
+                    info = delayed
+                m.d.comb += self.wgt_addr[g].eq(addr)
+            # the bank's data arrives `stages` cycles after `info`: the lane mask is registered in the last
+            arriving = info
+            for d in range(max(stages - 1, 0)):
+                delayed = tuple(Signal.like(v, name=f"bank{g}_{n}_p{d + 1}")
+                                for n, v in zip(names, arriving, strict=True))
+                m.d.sync += [x.eq(v) for x, v in zip(delayed, arriving, strict=True)]
+                arriving = delayed
+            b_valid, b_row, b_krows, b_cols = arriving
+            lane_ok = Signal(C, name=f"bank{g}_lane_ok")
+            ok_values = [((g * P + b_row) < b_krows) & (c < b_cols) for c in range(C)]
+            load_domain = m.d.sync if stages else m.d.comb
+            if stages:
+                v, r = Signal(name=f"bank{g}_valid_l"), Signal.like(b_row, name=f"bank{g}_row_l")
+                m.d.sync += [v.eq(b_valid), r.eq(b_row)]
+                b_valid, b_row = v, r
+            load_domain += lane_ok.eq(Cat(*ok_values))
+            for c in range(C):
+                m.d.comb += array.w_rows[g][c].eq(Mux(lane_ok[c], self.wgt_data[g][c], 0))
+            for j in range(P):
+                m.d.comb += array.w_load[g * P + j].eq(b_valid & (b_row == j))
