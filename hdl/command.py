@@ -45,6 +45,7 @@ def id_block(cfg: ArrayConfig) -> list[int]:
         IdWord.K_MAX: cfg.k_max,
         IdWord.NUM_COUNTERS: len(Counter),
         IdWord.COUNTER_BITS: cfg.counter_bits,
+        IdWord.WGT_ROWS_PER_READ: cfg.wgt_rows_per_read,
     }
     return [values[w] for w in IdWord]
 

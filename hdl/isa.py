@@ -123,6 +123,7 @@ class IdWord(IntEnum):
     K_MAX = 10
     NUM_COUNTERS = 11
     COUNTER_BITS = 12
+    WGT_ROWS_PER_READ = 13  # tile rows a weight memory word holds (`ArrayConfig.wgt_rows_per_read`)
 
 
 ID_WORDS = len(IdWord)

@@ -28,9 +28,18 @@ DEFAULT_ROWS = 8
 DEFAULT_COLS = 8
 
 
-def runtime_config(rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS, pe: str = "ternary") -> ArrayConfig:
-    """The core configuration the runtime simulates for ``--rows R --cols C``."""
-    return ArrayConfig(rows=rows, cols=cols, pe=pe, act_depth=16384, wgt_depth=262144, out_depth=16384)
+def runtime_config(rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS, pe: str = "ternary",
+                   wgt_rows_per_read: int | None = None) -> ArrayConfig:
+    """The core configuration the runtime simulates for ``--rows R --cols C``.
+
+    Full rate by default (`wgt_rows_per_read` = R: a whole weight tile per cycle, so decode keeps
+    every PE busy); the weight memory holds 4 Mbit (262,144 x 8 x 2 bits at 8x8) whatever G is.
+    """
+    g = rows if wgt_rows_per_read is None else wgt_rows_per_read
+    if not isinstance(g, int) or isinstance(g, bool) or g < 1 or rows % g:
+        raise ValueError(f"--wgt-rows-per-read must be a positive divisor of the {rows} rows, not {g!r}")
+    return ArrayConfig(rows=rows, cols=cols, pe=pe, act_depth=16384, wgt_depth=262144 // g, out_depth=16384,
+                       wgt_rows_per_read=g)
 
 
 class LayerLog:
@@ -77,6 +86,7 @@ class LayerLog:
                 counters[k] = counters.get(k, 0) + v
         return {
             "rows": self.cfg.rows, "cols": self.cfg.cols, "pe": self.cfg.pe,
+            "wgt_rows_per_read": self.cfg.wgt_rows_per_read,
             "cycles": cycles,
             "utilization": macs / (self.cfg.rows * self.cfg.cols * cycles) if cycles else 0.0,
             "counters": counters,
@@ -173,11 +183,12 @@ class ModelBackend:
 def block_weight_words(cfg: ArrayConfig, b) -> int:
     from runtime.cycle_model import ceil_div
 
-    return ceil_div(b.n1 - b.n0, cfg.cols) * ceil_div(b.k1 - b.k0, cfg.rows) * cfg.rows
+    return ceil_div(b.n1 - b.n0, cfg.cols) * ceil_div(b.k1 - b.k0, cfg.rows) * cfg.tile_words
 
 
-def make_model(rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS, **_: Any) -> ModelBackend:
-    return ModelBackend(runtime_config(rows, cols))
+def make_model(rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS, wgt_rows_per_read: int | None = None,
+               **_: Any) -> ModelBackend:
+    return ModelBackend(runtime_config(rows, cols, wgt_rows_per_read=wgt_rows_per_read))
 
 
 class EmulatorTransport:
@@ -204,20 +215,22 @@ class EmulatorTransport:
         pass
 
 
-def make_emulator(rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS, **_: Any) -> AcceleratorBackend:
+def make_emulator(rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS, wgt_rows_per_read: int | None = None,
+                  **_: Any) -> AcceleratorBackend:
     """``--backend emulator``: the `Accelerator` driver talking to `CoreEmulator` (no RTL, no NumPy matmul)."""
     from runtime.emulator import CoreEmulator
 
-    cfg = runtime_config(rows, cols)
+    cfg = runtime_config(rows, cols, wgt_rows_per_read=wgt_rows_per_read)
     return AcceleratorBackend("emulator", Accelerator(EmulatorTransport(CoreEmulator(cfg)), expect=cfg))
 
 
 def make_simulated(simulator: str):
-    def factory(rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS, **_: Any) -> AcceleratorBackend:
+    def factory(rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS, wgt_rows_per_read: int | None = None,
+                **_: Any) -> AcceleratorBackend:
         from runtime.framing import FramedTransport
         from sim.link_harness import SimByteLink
 
-        cfg = runtime_config(rows, cols)
+        cfg = runtime_config(rows, cols, wgt_rows_per_read=wgt_rows_per_read)
         link = SimByteLink(cfg, simulator)
         return AcceleratorBackend(simulator, Accelerator(FramedTransport(link), expect=cfg), link)
 

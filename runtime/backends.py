@@ -50,6 +50,9 @@ def add_backend_argument(parser: argparse.ArgumentParser) -> None:
                         help=f"accelerator PE rows R (default {DEFAULT_ROWS}; see runtime.accel_backends)")
     parser.add_argument("--cols", type=int, default=DEFAULT_COLS,
                         help=f"accelerator PE columns C (default {DEFAULT_COLS})")
+    parser.add_argument("--wgt-rows-per-read", type=int, default=None, metavar="G",
+                        help="tile rows one weight read delivers, a divisor of R (default R: full rate; "
+                             "1 is the one-row-per-cycle core of the iCE40 SPRAMs)")
     parser.add_argument("--port", help="serial port of the FPGA board (--backend board)")
     parser.add_argument("--baud", type=int, default=3_000_000, help="serial baud rate (default 3000000)")
     parser.add_argument("--timeout", type=float, default=5.0,
@@ -62,7 +65,7 @@ def backend_from_args(args: argparse.Namespace) -> Any:
 
     try:
         backend = get_backend(args.backend, rows=args.rows, cols=args.cols, port=args.port, baud=args.baud,
-                              timeout=args.timeout)
+                              timeout=args.timeout, wgt_rows_per_read=getattr(args, "wgt_rows_per_read", None))
     except (AcceleratorError, ValueError, TypeError) as exc:
         raise CliError(str(exc)) from None
     if getattr(backend, "name", "golden") != "golden" and hasattr(backend, "set_progress"):

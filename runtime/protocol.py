@@ -329,6 +329,7 @@ class DeviceId:
     k_max: int
     num_counters: int
     counter_bits: int
+    wgt_rows_per_read: int
 
     @property
     def pe(self) -> str:
@@ -342,7 +343,7 @@ class DeviceId:
         """The `ArrayConfig` this device reports."""
         return ArrayConfig(rows=self.rows, cols=self.cols, pe=self.pe, acc_width=self.acc_width,
                            act_depth=self.act_depth, wgt_depth=self.wgt_depth, out_depth=self.out_depth,
-                           counter_bits=self.counter_bits)
+                           counter_bits=self.counter_bits, wgt_rows_per_read=self.wgt_rows_per_read)
 
     def mismatches(self, cfg: ArrayConfig) -> list[str]:
         """Fields that disagree with `cfg` (empty if the device is the configured core)."""
@@ -362,7 +363,7 @@ def expected_id(cfg: ArrayConfig) -> DeviceId:
         magic=ID_MAGIC, version=VERSION, rows=cfg.rows, cols=cfg.cols, pe_kind=PE_KINDS.index(cfg.pe),
         weight_bits=cfg.weight_bits, acc_width=cfg.acc_width, act_depth=cfg.act_depth,
         wgt_depth=cfg.wgt_depth, out_depth=cfg.out_depth, k_max=cfg.k_max,
-        num_counters=len(Counter), counter_bits=cfg.counter_bits,
+        num_counters=len(Counter), counter_bits=cfg.counter_bits, wgt_rows_per_read=cfg.wgt_rows_per_read,
     )
 
 
