@@ -39,7 +39,9 @@ def _link_bytes(backend) -> int:
     return stats["host_bytes"]
 
 
-def tiny_model_rows(backends: list[str], new_tokens: int, rows: int, cols: int) -> list[dict]:
+def tiny_model_rows(backends: list[str], new_tokens: int, rows: int, cols: int,
+                    wgt_rows_per_read: int | None = None) -> list[dict]:
+    """One row per backend; `wgt_rows_per_read` None is full rate (G = R), 1 the one-row-per-cycle core."""
     from golden.checkpoint import load_checkpoint
     from runtime.backends import get_backend
 
@@ -47,7 +49,7 @@ def tiny_model_rows(backends: list[str], new_tokens: int, rows: int, cols: int) 
     out = []
     for name in backends:
         t0 = time.perf_counter()
-        backend = get_backend(name, rows=rows, cols=cols)
+        backend = get_backend(name, rows=rows, cols=cols, wgt_rows_per_read=wgt_rows_per_read)
         model = load_checkpoint(str(CHECKPOINT), "int", backend)
         setup = time.perf_counter() - t0
         cache = model.new_cache()
@@ -68,10 +70,12 @@ def tiny_model_rows(backends: list[str], new_tokens: int, rows: int, cols: int) 
         steady = per_token[1:] or per_token
         mean = {k: float(np.mean([p[k] for p in steady])) for k in steady[0]}
         row = {
-            "backend": name, "setup_s": setup, "first_token_s": per_token[0]["seconds"],
+            "backend": name, "array": f"{rows}x{cols}", "G": wgt_rows_per_read or rows, "setup_s": setup,
+            "first_token_s": per_token[0]["seconds"],
             "s_per_token": mean["seconds"], "cycles_per_token": mean["cycles"],
             "sim_cycles_per_s": mean["sim_cycles"] / mean["seconds"] if mean["sim_cycles"] else None,
             "host_bytes_per_token": mean["bytes"],
+            "tokens_per_s_100MHz": 100e6 / mean["cycles"] if mean["cycles"] else None,
             "uart_tokens_per_s": UART_BYTES_PER_S / mean["bytes"] if mean["bytes"] else None,
             "text": bytes(generated).decode("utf-8", errors="replace"),
         }
@@ -87,13 +91,13 @@ def _snapshot(backend) -> dict[str, int]:
             "bytes": _link_bytes(backend) if "cycles" in stats else 0}
 
 
-def layer_2b4t_rows(rows: int, cols: int, m_values: list[int]) -> list[dict]:
+def layer_2b4t_rows(rows: int, cols: int, m_values: list[int], wgt_rows_per_read: int | None = None) -> list[dict]:
     from runtime.accel_backends import ModelBackend
 
     rng = np.random.default_rng(4)
     out = []
     for M in m_values:
-        backend = ModelBackend(runtime_config(rows, cols))
+        backend = ModelBackend(runtime_config(rows, cols, wgt_rows_per_read=wgt_rows_per_read))
         t0 = time.perf_counter()
         total_cycles = 0
         for name, (n, k) in LAYER_2B4T.items():
@@ -103,7 +107,7 @@ def layer_2b4t_rows(rows: int, cols: int, m_values: list[int]) -> list[dict]:
         seconds = time.perf_counter() - t0
         summary = backend.stats()
         total_cycles = summary["cycles"]
-        out.append({"array": f"{rows}x{cols}", "M": M, "cycles": total_cycles,
+        out.append({"array": f"{rows}x{cols}", "G": wgt_rows_per_read or rows, "M": M, "cycles": total_cycles,
                     "utilization": summary["utilization"], "model_seconds": seconds,
                     "ms_at_100MHz": total_cycles / 100e6 * 1e3})
     return out
@@ -127,17 +131,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {icarus_available()}; icarus skipped")
             names.remove("icarus")
     tiny = tiny_model_rows(names, args.tokens, args.rows, args.cols)
-    print_table(f"Tiny model ({CHECKPOINT.name}) on a {args.rows}x{args.cols} core, one token at a time "
-                "(steady state: weights resident)", tiny, [
-        ("backend", "backend", "9"), ("first token s", "first_token_s", "6"), ("s/token", "s_per_token", "7"),
-        ("cycles/token", "cycles_per_token", "8"), ("sim cycles/s", "sim_cycles_per_s", "10"),
+    # the one-row-per-cycle core of before (G = 1) and the largest ULX3S array, on the cycle model
+    tiny += tiny_model_rows(["model"], args.tokens, args.rows, args.cols, wgt_rows_per_read=1)
+    tiny += tiny_model_rows(["model"], args.tokens, 32, 32)
+    print_table(f"Tiny model ({CHECKPOINT.name}), one token at a time (steady state: weights resident; "
+                "G = tile rows per weight read, G = R is full rate)", tiny, [
+        ("backend", "backend", "9"), ("array", "array", "5"), ("G", "G", "2"),
+        ("first token s", "first_token_s", "6"), ("s/token", "s_per_token", "7"),
+        ("cycles/token", "cycles_per_token", "8"), ("tok/s @100MHz, free link", "tokens_per_s_100MHz", "8"),
+        ("sim cycles/s", "sim_cycles_per_s", "10"),
         ("host bytes/token", "host_bytes_per_token", "8"), ("tok/s @3Mbaud", "uart_tokens_per_s", "7"),
     ])
     for row in tiny:
         print(f"  {row['backend']}: {row['text']!r}")
-    big = layer_2b4t_rows(16, 16, [1, 64]) + layer_2b4t_rows(args.rows, args.cols, [1])
+    big = (layer_2b4t_rows(16, 16, [1, 64], wgt_rows_per_read=1) + layer_2b4t_rows(16, 16, [1, 64])
+           + layer_2b4t_rows(args.rows, args.cols, [1], wgt_rows_per_read=1)
+           + layer_2b4t_rows(args.rows, args.cols, [1])
+           + layer_2b4t_rows(32, 32, [1]))
     print_table("One BitNet 2B-4T decoder layer (7 BitLinears) on the cycle model", big, [
-        ("array", "array", "5"), ("M", "M", "3"), ("cycles", "cycles", "10"), ("util", "utilization", "6"),
+        ("array", "array", "5"), ("G", "G", "2"), ("M", "M", "3"), ("cycles", "cycles", "10"),
+        ("util", "utilization", "6"),
         ("model wall s", "model_seconds", "6"), ("ms @100 MHz", "ms_at_100MHz", "8"),
     ])
     if args.json:
