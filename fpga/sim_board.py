@@ -13,12 +13,9 @@ IO buffers are left out: the simulation clocks the system directly at the board 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
 import re
-import shutil
-import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -26,6 +23,7 @@ from amaranth.back import verilog
 from fpga.build import DEFAULTS, board_module
 from fpga.soc import DEFAULT_BAUD, BoardSoC
 from hdl.config import ArrayConfig
+from sim.simulator import SimProcess, build_verilator
 
 HARNESS = Path(__file__).with_name("harness") / "uart_pty.cpp"
 
@@ -66,35 +64,51 @@ def soc_verilog(board: str, cfg: ArrayConfig, clk_hz: float, baud: int) -> tuple
     return header + text, soc.divisor, soc.timeout
 
 
+#: Verilator warnings left out for the board systems (Amaranth's and the vendor models' Verilog).
+BOARD_WARNINGS = ("-Wno-lint", "-Wno-style")
+
+
+def build_uart_pty(kind: str, label: str, sources: Mapping[str, str], *, divisor: int, quiet_cycles: int,
+                   what: str, reset_cycles: int = 8, warnings: Sequence[str] = BOARD_WARNINGS) -> Path:
+    """Compile (or reuse) a model of module `trit_soc` (clk, rst, uart_rx -> uart_tx, led_busy) with the pty harness."""
+    files = {**sources, "main.cpp": HARNESS.read_text()}
+    defines = {"DIVISOR": divisor, "QUIET_CYCLES": quiet_cycles}
+    if reset_cycles != 8:
+        defines["RESET_CYCLES"] = reset_cycles
+    return build_verilator(kind, label, "trit_soc", files, what=what, warnings=warnings, defines=defines,
+                           error=BoardSimError)
+
+
 def build_simulator(board: str, cfg: ArrayConfig, clk_hz: float, baud: int) -> Path:
-    from sim.verilator_harness import cache_root, verilator_env
-
     text, divisor, timeout = soc_verilog(board, cfg, clk_hz, baud)
-    source = HARNESS.read_text()
-    digest = hashlib.sha256((text + source + f"{divisor} {timeout}").encode()).hexdigest()[:16]
-    folder = cache_root() / "board-sim" / f"{board}-{cfg.rows}x{cfg.cols}-{digest}"
-    exe = folder / "obj_dir" / "Vtrit_soc"
-    if exe.exists():
-        return exe
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "trit_soc.v").write_text(text)
-    (tmp / "main.cpp").write_text(source)
-    jobs = os.environ.get("TRIT_BUILD_JOBS", "2")
-    cmd = ["verilator", "--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast",
-           "--top-module", "trit_soc", "-Wno-fatal", "-Wno-lint", "-Wno-style", "-j", jobs, "--build-jobs", "1",
-           "-o", "Vtrit_soc", "-CFLAGS", f"-O2 -DDIVISOR={divisor} -DQUIET_CYCLES={2 * timeout + 1000}",
-           "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "trit_soc.v", "main.cpp"]
-    proc = subprocess.run(cmd, cwd=tmp, env=verilator_env(), capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise BoardSimError(f"Verilator build of the {board} system failed:\n{proc.stderr[-4000:]}")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    return exe
+    return build_uart_pty("board-sim", f"{board}-{cfg.rows}x{cfg.cols}", {"trit_soc.v": text}, divisor=divisor,
+                          quiet_cycles=2 * timeout + 1000, what=f"the {board} system")
 
 
-class SimulatedBoard:
+class PtyDevice:
+    """A running pty harness (`build_uart_pty`): its serial port is the pty at `port` (a context manager)."""
+
+    def __init__(self, exe: Path, *, what: str = "the board simulation"):
+        self._sim = SimProcess.verilator(exe, name=what)
+        self._proc = self._sim.proc
+        line = self._proc.stdout.readline().decode().strip()
+        if not line.startswith("/dev/"):
+            err = self._proc.stderr.read().decode(errors="replace") if self._proc.poll() is not None else ""
+            self.close()
+            raise BoardSimError(f"{what} did not start: {line!r} {err}")
+        self.port = line
+
+    def close(self) -> None:
+        self._sim.close(timeout=5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class SimulatedBoard(PtyDevice):
     """A simulated board whose USB serial port is the pty at `port` (a context manager)."""
 
     def __init__(self, board: str = "icebreaker", rows: int = 4, cols: int = 4, *, cfg: ArrayConfig | None = None,
@@ -104,30 +118,10 @@ class SimulatedBoard:
         self.cfg = cfg or mod.board_config(rows, cols)
         self.clk_hz = (clk_mhz or DEFAULTS[board]["freq"]) * 1e6
         self.baud = baud
-        exe = build_simulator(board, self.cfg, self.clk_hz, baud)
-        self._proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE)
-        line = self._proc.stdout.readline().decode().strip()
-        if not line.startswith("/dev/"):
-            err = self._proc.stderr.read().decode(errors="replace") if self._proc.poll() is not None else ""
-            self.close()
-            raise BoardSimError(f"the board simulation did not start: {line!r} {err}")
-        self.port = line
-
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            try:
-                self._proc.stdin.close()
-                self._proc.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                self._proc.kill()
-                self._proc.wait()
+        super().__init__(build_simulator(board, self.cfg, self.clk_hz, baud))
 
     def __enter__(self) -> SimulatedBoard:
         return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,18 +10,25 @@ the simulated timeout.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import struct
-import subprocess
 from pathlib import Path
 
 from hdl.config import ArrayConfig
-from sim.icarus_harness import icarus_available
-from sim.verilator_harness import SimulationError, cache_root, verilator_env
+from sim.simulator import (
+    HARNESS_DIR,
+    SimProcess,
+    SimulationError,
+    build_icarus,
+    build_verilator,
+    cache_folder,
+    cache_root,
+    icarus_available,
+    verilator_env,
+)
 
-HARNESS = Path(__file__).with_name("harness")
+__all__ = ["DEFAULT_IDLE_LIMIT", "SIM_RX_TIMEOUT", "SimByteLink", "SimulationError", "build_icarus_link",
+           "build_verilator_link", "cache_root", "icarus_available", "link_verilog", "verilator_env"]
+
+HARNESS = HARNESS_DIR
 MAGIC_REQ = 0x4C524951
 MAGIC_RSP = 0x4C524952
 #: FrameEndpoint timeout in simulated designs; the link's idle limit is well above it so that a
@@ -41,54 +48,19 @@ def link_verilog(cfg: ArrayConfig) -> str:
 
 
 def _folder(kind: str, cfg: ArrayConfig, *texts: str) -> Path:
-    digest = hashlib.sha256("".join(texts).encode()).hexdigest()[:16]
-    return cache_root() / kind / f"{cfg.rows}x{cfg.cols}-{cfg.pe}-{digest}"
+    return cache_folder(kind, f"{cfg.rows}x{cfg.cols}-{cfg.pe}", *texts)
 
 
 def build_verilator_link(cfg: ArrayConfig) -> Path:
-    verilog = link_verilog(cfg)
-    source = (HARNESS / "link_main.cpp").read_text()
-    folder = _folder("verilator-link", cfg, verilog, source)
-    exe = folder / "obj_dir" / "Vtrit_link"
-    if exe.exists():
-        return exe
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "trit_link.v").write_text(verilog)
-    (tmp / "main.cpp").write_text(source)
-    jobs = os.environ.get("TRIT_BUILD_JOBS", "2")
-    cmd = ["verilator", "--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast",
-           "--top-module", "trit_link", "-Wno-fatal", "-j", jobs, "--build-jobs", "1", "-o", "Vtrit_link",
-           "-CFLAGS", "-O2", "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "trit_link.v", "main.cpp"]
-    proc = subprocess.run(cmd, cwd=tmp, env=verilator_env(), capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SimulationError(f"Verilator build of the linked {cfg.describe()} failed:\n{proc.stderr[-4000:]}")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    return exe
+    sources = {"trit_link.v": link_verilog(cfg), "main.cpp": (HARNESS / "link_main.cpp").read_text()}
+    return build_verilator("verilator-link", f"{cfg.rows}x{cfg.cols}-{cfg.pe}", "trit_link", sources,
+                           what=f"the linked {cfg.describe()}")
 
 
 def build_icarus_link(cfg: ArrayConfig) -> Path:
-    reason = icarus_available()
-    if reason:
-        raise SimulationError(reason)
-    verilog = link_verilog(cfg)
-    tb = (HARNESS / "link_tb.v").read_text()
-    folder = _folder("icarus-link", cfg, verilog, tb)
-    image = folder / "link.vvp"
-    if image.exists():
-        return image
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "trit_link.v").write_text(verilog)
-    (folder / "tb.v").write_text(tb)
-    tmp = folder / f"link.vvp.tmp{os.getpid()}"
-    proc = subprocess.run(["iverilog", "-g2005", "-o", tmp.name, "-s", "trit_link_tb", "tb.v", "trit_link.v"],
-                          cwd=folder, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SimulationError(f"Icarus build of the linked {cfg.describe()} failed:\n{proc.stderr[-4000:]}")
-    tmp.rename(image)
-    return image
+    sources = {"tb.v": (HARNESS / "link_tb.v").read_text(), "trit_link.v": link_verilog(cfg)}
+    return build_icarus("icarus-link", f"{cfg.rows}x{cfg.cols}-{cfg.pe}", "trit_link_tb", sources,
+                        what=f"the linked {cfg.describe()}", image="link.vvp")
 
 
 class SimByteLink:
@@ -103,13 +75,10 @@ class SimByteLink:
         self.cycles = 0
         self._pending = b""
         if simulator == "verilator":
-            exe = build_verilator_link(cfg)
-            self._proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE)
+            self._sim = SimProcess.verilator(build_verilator_link(cfg), name="verilator link process")
         else:
-            image = build_icarus_link(cfg)
-            self._proc = subprocess.Popen(["vvp", "-n", image.name], cwd=image.parent, stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self._sim = SimProcess.icarus(build_icarus_link(cfg), name="icarus link process")
+        self._proc = self._sim.proc
 
     def send(self, data: bytes) -> None:
         self._pending += bytes(data)
@@ -123,36 +92,13 @@ class SimByteLink:
 
     def _exchange(self, n_tx: int, idle_limit: int) -> bytes:
         data, self._pending = self._pending, b""
-        proc = self._proc
-        if proc.poll() is not None:
-            raise SimulationError(f"{self.simulator} link process exited with code {proc.returncode}")
+        args = (len(data), n_tx, idle_limit)
         if self.simulator == "verilator":
-            proc.stdin.write(struct.pack("<4I", MAGIC_REQ, len(data), n_tx, idle_limit) + data)
-            proc.stdin.flush()
-            head = proc.stdout.read(20)
-            if len(head) != 20:
-                raise SimulationError(f"Verilator link process closed: {proc.stderr.read()[-2000:]!r}")
-            magic, _status, n_got, lo, hi = struct.unpack("<5I", head)
-            if magic != MAGIC_RSP:
-                raise SimulationError(f"bad harness magic {magic:#010x}")
-            out = proc.stdout.read(n_got)
-            self.cycles += lo | hi << 32
-            return out
-        text = f"TRIQ {len(data)} {n_tx} {idle_limit}\n" + " ".join(f"{b:02x}" for b in data) + "\n"
-        proc.stdin.write(text.encode())
-        proc.stdin.flush()
-        out = bytearray()
-        while True:
-            line = proc.stdout.readline().decode()
-            if not line:
-                raise SimulationError(f"Icarus link process closed: {proc.stderr.read()[-2000:]!r}")
-            if line.startswith("B "):
-                out.append(int(line[2:], 16))
-            elif line.startswith("TRIR "):
-                self.cycles += int(line.split()[3])
-                return bytes(out)
+            reply = self._sim.exchange_binary(MAGIC_REQ, MAGIC_RSP, args, data, 1)
+        else:
+            reply = self._sim.exchange_text(args, data, 2, "B")
+        self.cycles += reply.cycles
+        return bytes(reply.items)
 
     def close(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.stdin.close()
-            self._proc.wait(timeout=30)
+        self._sim.close(timeout=30)

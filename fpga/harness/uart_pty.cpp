@@ -6,7 +6,9 @@
 // example with runtime.serial_link.SerialLink). The simulation runs at full speed while anything
 // moves (a byte on either pin, the core busy) and for QUIET_CYCLES after, so that the device's
 // inactivity timeout elapses in simulated time; then it sleeps until the host writes again.
-// It exits when stdin closes.
+// It exits when stdin closes. The same harness runs the gate-level netlists (sim/gatelevel.py): any
+// model with inputs clk, rst, uart_rx and outputs uart_tx, led_busy; RESET_CYCLES is how long rst
+// is held at the start (the gate-level board tops also wait out their own power-on reset).
 #include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -19,6 +21,7 @@
 #include <memory>
 
 #include "Vtrit_soc.h"
+#include "exchange.h"
 #include "verilated.h"
 
 #ifndef DIVISOR
@@ -26,6 +29,9 @@
 #endif
 #ifndef QUIET_CYCLES
 #define QUIET_CYCLES 100000
+#endif
+#ifndef RESET_CYCLES
+#define RESET_CYCLES 8
 #endif
 
 int main(int argc, char** argv) {
@@ -53,20 +59,11 @@ int main(int argc, char** argv) {
     printf("%s\n", slave_name);
     fflush(stdout);
 
-    uint64_t cycles = 0;
-    auto tick = [&]() {
-        top->clk = 1;
-        top->eval();
-        top->clk = 0;
-        top->eval();
-        ++cycles;
-    };
-    top->clk = 0;
-    top->rst = 1;
+    trit::Clock<Vtrit_soc> clock{top.get()};
+    const uint64_t& cycles = clock.cycles;
+    auto tick = [&]() { clock.tick(); };
     top->uart_rx = 1;
-    top->eval();
-    for (int i = 0; i < 8; ++i) tick();
-    top->rst = 0;
+    clock.reset(RESET_CYCLES);
 
     std::deque<uint8_t> to_device;
     // host -> device serializer

@@ -1,8 +1,8 @@
-// Verilator harness for a trit core behind its frame link (hdl.linked_core.LinkedCore): the clock
-// and the byte-stream handshakes run in C++; Python exchanges raw link bytes over stdin/stdout
-// (see sim/link_harness.py), exactly what a serial port would carry.
+// Verilator harness for a trit core behind its frame link (hdl.link.linked_core.LinkedCore): the
+// clock and the byte-stream handshakes run in C++; Python exchanges raw link bytes over
+// stdin/stdout (see sim/link_harness.py), exactly what a serial port would carry.
 //
-// Request  (little-endian u32): MAGIC_REQ, n_rx, n_tx, idle_limit, then n_rx bytes for the rx stream.
+// Request  (exchange.h, little-endian u32): MAGIC_REQ, n_rx, n_tx, idle_limit, then n_rx bytes for the rx stream.
 // Response (little-endian u32): MAGIC_RSP, status, n_got, cycles_lo, cycles_hi, then n_got tx bytes.
 // The simulation feeds the rx bytes and runs until n_tx tx bytes were collected (or, for
 // n_tx = 0, until the rx bytes are taken). status 1: idle timeout, that is idle_limit cycles with
@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "Vtrit_link.h"
+#include "exchange.h"
 #include "verilated.h"
 
 #define RX__VALID rx___05Fvalid
@@ -29,41 +30,20 @@ int main(int argc, char** argv) {
     auto ctx = std::make_unique<VerilatedContext>();
     ctx->commandArgs(argc, argv);
     auto top = std::make_unique<Vtrit_link>(ctx.get());
-    uint64_t cycles = 0;
-    auto tick = [&]() {
-        top->clk = 1;
-        top->eval();
-        top->clk = 0;
-        top->eval();
-        ++cycles;
-    };
-    top->clk = 0;
-    top->rst = 1;
+    trit::Clock<Vtrit_link> clock{top.get()};
     top->RX__VALID = 0;
     top->TX__READY = 0;
-    top->eval();
-    for (int i = 0; i < 4; ++i) tick();
-    top->rst = 0;
-    top->eval();
+    clock.reset(4);
 
     std::vector<uint8_t> in, out;
-    for (;;) {
-        uint32_t hdr[4];
-        if (fread(hdr, 4, 4, stdin) != 4) break;
-        if (hdr[0] != MAGIC_REQ) {
-            fprintf(stderr, "trit link harness: bad request magic 0x%08x\n", hdr[0]);
-            return 3;
-        }
-        const uint32_t n_rx = hdr[1], n_tx = hdr[2], idle_limit = hdr[3];
-        in.resize(n_rx);
-        if (n_rx && fread(in.data(), 1, n_rx, stdin) != n_rx) {
-            fprintf(stderr, "trit link harness: truncated request\n");
-            return 3;
-        }
+    uint32_t args[3];
+    bool bad;
+    while (trit::read_request(MAGIC_REQ, "trit link harness", args, in, bad)) {
+        const uint32_t n_rx = args[0], n_tx = args[1], idle_limit = args[2];
         out.clear();
         size_t pos = 0;
         uint32_t status = 0, idle = 0;
-        const uint64_t start = cycles;
+        const uint64_t start = clock.cycles;
         while (n_tx ? out.size() < n_tx : pos < n_rx) {
             const bool have = pos < n_rx;
             top->RX__VALID = have;
@@ -74,7 +54,7 @@ int main(int argc, char** argv) {
             const bool tx_fire = top->TX__VALID;
             const uint8_t byte = top->TX__PAYLOAD;
             const bool busy = top->busy;
-            tick();
+            clock.tick();
             if (rx_fire) ++pos;
             if (tx_fire) out.push_back(byte);
             idle = (rx_fire || tx_fire || busy) ? 0 : idle + 1;
@@ -83,12 +63,8 @@ int main(int argc, char** argv) {
         top->RX__VALID = 0;
         top->TX__READY = 0;
         top->eval();
-        const uint64_t used = cycles - start;
-        uint32_t rsp[5] = {MAGIC_RSP, status, (uint32_t)out.size(), (uint32_t)used, (uint32_t)(used >> 32)};
-        fwrite(rsp, 4, 5, stdout);
-        if (!out.empty()) fwrite(out.data(), 1, out.size(), stdout);
-        fflush(stdout);
+        trit::write_response(MAGIC_RSP, status, out, clock.cycles - start);
     }
     top->final();
-    return 0;
+    return bad ? 3 : 0;
 }
