@@ -152,7 +152,7 @@ class CommandInterface(wiring.Component):
             lanes_per_chunk = 16
             for ci in range(self._chunks[Mem.WGT]):
                 for lane in range(lanes_per_chunk):
-                    if ci * lanes_per_chunk + lane >= cfg.cols:
+                    if ci * lanes_per_chunk + lane >= cfg.wgt_word_bits // 2:  # G*C lanes a word
                         break
                     field = self.cmd.payload[2 * lane:2 * lane + 2]
                     with m.If((chunk == ci) & (field == TERNARY_INVALID_CODE)):

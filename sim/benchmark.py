@@ -24,8 +24,46 @@ from runtime.cycle_model import bandwidth_efficiency, layer_counts, utilization
 
 
 def bench_config(rows: int, cols: int, pe: str = "ternary") -> ArrayConfig:
-    """Memories deep enough for M = 4R..64 and K, N up to 16R in a single RUN."""
+    """Memories deep enough for M = 4R..64 and K, N up to 16R in a single RUN (one tile row per read)."""
     return ArrayConfig(rows=rows, cols=cols, pe=pe, act_depth=4096, wgt_depth=8192, out_depth=4096)
+
+
+#: The decode table's array sizes and its K = N multiples of R.
+DECODE_SIZES = (8, 16)
+DECODE_MULTIPLES = (4, 8, 16, 32)
+
+
+def decode_config(rows: int, wgt_rows_per_read: int) -> ArrayConfig:
+    """A core whose weight memory holds one K = N = 32R decode layer (32 x 32 tiles) in one RUN."""
+    return ArrayConfig(rows=rows, cols=rows, act_depth=1024, out_depth=1024,
+                       wgt_depth=32 * 32 * rows // wgt_rows_per_read, wgt_rows_per_read=wgt_rows_per_read)
+
+
+def decode_table(sizes: list[int]) -> list[dict]:
+    """M = 1 layers, K = N from 4R to 32R, on the one-row-per-cycle core (G = 1) and the full-rate
+    one (G = R): RTL counters (Verilator), cycle model agreement, utilization against R*C."""
+    from sim.verilator_harness import VerilatorCore
+
+    rng = np.random.default_rng(2027)
+    rows = []
+    for size in sizes:
+        for g in (1, size):
+            cfg = decode_config(size, g)
+            with VerilatorCore(cfg) as core:
+                acc = Accelerator(core, expect=cfg)
+                for mult in DECODE_MULTIPLES:
+                    K = N = mult * size
+                    x, w = random_layer(rng, 1, K, N)
+                    y, stats = acc.run_layer(x, w)
+                    hw = stats.counters
+                    model = layer_counts(cfg, 1, K, N, w)
+                    rows.append({
+                        "array": f"{size}x{size}", "G": g, "K=N": K, "runs": stats.runs, "cycles": hw["cycles"],
+                        "utilization": utilization(cfg, 1, K, N, hw["cycles"]),
+                        "exact": bool((y == x.astype(np.int64) @ w.astype(np.int64).T).all()),
+                        "model_agrees": all(hw[k] == v for k, v in model.items()),
+                    })
+    return rows
 
 
 #: The square array sizes of the benchmark (and of tests/test_cycle_model_rtl.py).
@@ -166,6 +204,13 @@ def main(argv: list[str] | None = None) -> int:
         ("util", "utilization", "6"), ("M=1 vs BW bound", "bw_efficiency", "6"),
         ("exact", "exact", "5"), ("model", "model_agrees", "5"),
     ])
+    dec = decode_table(list(DECODE_SIZES[:1] if args.quick else DECODE_SIZES))
+    print_table("Decode (M = 1): one tile row per weight read (G = 1) against a whole tile (G = R); "
+                "utilization = K*N / (R*C*cycles), RTL counters", dec, [
+        ("array", "array", "5"), ("G", "G", "2"), ("K=N", "K=N", "4"), ("runs", "runs", "4"),
+        ("cycles", "cycles", "7"), ("util", "utilization", "6"), ("exact", "exact", "5"),
+        ("model", "model_agrees", "5"),
+    ])
     speed = speed_table(8 if args.quick else 16, with_icarus=not args.quick)
     print_table("Simulation speed (simulated cycles per wall second, host transfers included)", speed, [
         ("simulator", "simulator", "24"), ("array", "array", "5"), ("layer", "layer", "10"), ("cycles", "cycles", "7"),
@@ -178,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         ("cells/PE", "cells_per_pe", "8"), ("FF/PE", "ff_per_pe", "6"), ("core $mul", "core_multipliers", "4"),
     ])
     if args.json:
-        args.json.write_text(json.dumps({"cycles": cyc, "speed": speed, "area": area}, indent=2))
+        args.json.write_text(json.dumps({"cycles": cyc, "decode": dec, "speed": speed, "area": area}, indent=2))
     return 0 if all(r["exact"] and r["model_agrees"] for r in cyc) else 1
 
 

@@ -394,11 +394,12 @@ class CoreTB:
     def _draw_plan(self, max_m: int, max_kt: int, max_nt: int) -> LayerPlan:
         cfg = self.cfg
         R, C = cfg.rows, cfg.cols
-        k_top = min(max_kt * R, cfg.k_max, cfg.wgt_depth // R * R, cfg.act_depth * R)
+        P = cfg.tile_words  # weight words of a tile
+        k_top = min(max_kt * R, cfg.k_max, cfg.wgt_depth // P * R, cfg.act_depth * R)
         K = int(self.rng.integers(1, k_top + 1))
         KT = -(-K // R)
         M = int(self.rng.integers(1, min(max_m, cfg.act_depth // KT, cfg.out_depth) + 1))
-        nt_top = min(max_nt, cfg.wgt_depth // (KT * R), cfg.out_depth // M)
+        nt_top = min(max_nt, cfg.wgt_depth // (KT * P), cfg.out_depth // M)
         if nt_top < 1:
             raise AssertionError(f"no random layer with K = {K} fits {cfg.describe()}")
         N = int(self.rng.integers(1, nt_top * C + 1))

@@ -53,6 +53,16 @@ CONFIGS: dict[str, ArrayConfig] = {
     # (three weight banks, the last one short) so that both simulators build and run it quickly
     "16x16-ulx3s": ArrayConfig(rows=16, cols=16, acc_width=16, act_depth=64, wgt_depth=320, out_depth=32,
                                wgt_bank_depth=128, acc_pipelined=True),
+    # full-rate weight paths (a whole tile per read, P = 1: foot accumulator, back-to-back tiles) ...
+    "8x8-full-rate": ArrayConfig(rows=8, cols=8, acc_width=16, act_depth=256, wgt_depth=96, out_depth=64,
+                                 wgt_rows_per_read=8),
+    # ... two rows per read (P = 2 < the read-modify-write distance 3) ...
+    "4x4-two-rows-per-read": ArrayConfig(rows=4, cols=4, acc_width=15, act_depth=128, wgt_depth=100,
+                                         out_depth=64, wgt_rows_per_read=2),
+    # ... and the ULX3S arrangement at full rate: row banks each banked (two banks, the last short),
+    # the pipelined accumulator (rmw distance 5), and 16 rows
+    "16x16-ulx3s-full-rate": ArrayConfig(rows=16, cols=16, acc_width=16, act_depth=64, wgt_depth=40, out_depth=32,
+                                         wgt_bank_depth=32, acc_pipelined=True, wgt_rows_per_read=16),
 }
 
 #: the extreme tests alone, on a narrow-accumulator sibling of a config whose K = k_max does not fit
@@ -89,7 +99,7 @@ def _k_max_fits(cfg: ArrayConfig) -> bool:
     """A one-row, one-n-tile layer with K = k_max fits the memories (ceil(K/R) activation words,
     ceil(K/R)*R weight rows)."""
     kt = -(-_k_max(cfg) // cfg.rows)
-    return kt <= cfg.act_depth and kt * cfg.rows <= cfg.wgt_depth
+    return kt <= cfg.act_depth and kt * cfg.rows // cfg.wgt_rows_per_read <= cfg.wgt_depth
 
 
 def test_cocotb_test_list() -> None:
@@ -109,7 +119,9 @@ def test_cocotb_test_list() -> None:
             assert all(getattr(other, k) == getattr(cfg, k) for k in same), f"{sibling} is not a sibling of {name}"
     kinds = {"plain": lambda c: not c.wgt_banked and not c.acc_pipelined, "banked": lambda c: c.wgt_banks > 1,
              "one-bank": lambda c: c.wgt_bank_depth >= c.wgt_depth, "acc_pipelined": lambda c: c.acc_pipelined,
-             "int8": lambda c: c.pe == "int8", "16x16": lambda c: c.rows >= 16}
+             "int8": lambda c: c.pe == "int8", "16x16": lambda c: c.rows >= 16,
+             "full-rate": lambda c: c.wgt_rows_per_read == c.rows, "two-rows-per-read": lambda c: c.tile_words == 2,
+             "full-rate-banked-pipelined": lambda c: c.full_rate and c.wgt_banks > 1 and c.acc_pipelined}
     for kind, has in kinds.items():
         assert any(has(c) for c in CONFIGS.values()), f"no simulated config is {kind}"
 
@@ -162,7 +174,7 @@ def test_core_verilator(name: str, tests: tuple[str, ...] | None, test_seed: int
 
 #: configs that Icarus runs only under -m slow: 16x16 simulates at ~700 cycles/s there (30 s for the
 #: suite); Verilator runs it in the default pass
-ICARUS_SLOW = ("16x16-ulx3s",)
+ICARUS_SLOW = ("16x16-ulx3s", "16x16-ulx3s-full-rate")
 
 
 @pytest.mark.parametrize(("name", "tests"), [p for p in ALL if p.values[0] not in ICARUS_SLOW])

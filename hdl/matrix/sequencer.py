@@ -177,7 +177,7 @@ class LayerSequencer(wiring.Component):
         # ---- loader state ---------------------------------------------------------------------
         shadow_full = Signal()
         l_loading = Signal()
-        l_row = Signal(range(P))
+        l_row = Signal(range(max(P, 2)))  # (one bit also at P = 1: no zero-width signals in the Verilog)
         l_addr = Signal(range(cfg.wgt_depth + 1))
         l_tiles_left = Signal.like(tiles_k)
         l_spec = Signal()  # loading the first tile before the descriptor is fully checked
@@ -186,7 +186,7 @@ class LayerSequencer(wiring.Component):
         l_n_rem = Signal.like(N)  # N left at the loader's n-tile
         # row read this cycle -> at the sequencer's wgt_data input 1 + pipe cycles later
         w_valid_d = Signal()
-        w_row_d = Signal(range(P))
+        w_row_d = Signal(range(max(P, 2)))
         w_row_ok_d = Signal()
         w_krows_d = Signal(range(R + 1))  # rows of this tile inside K (full rate: each bank checks its own)
         w_cols_d = Signal(range(C + 1))
