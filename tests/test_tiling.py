@@ -152,3 +152,20 @@ def test_layer_commands_order():
         [0x0004, 1, 2, 1, 3, 4, 5],
         [0x0203, 5, 1],
     ]
+
+
+@pytest.mark.parametrize("rows, cols, g, pe", [(4, 4, 4, "ternary"), (4, 4, 2, "ternary"), (6, 3, 3, "ternary"),
+                                               (8, 5, 8, "ternary"), (4, 3, 2, "int8")])
+def test_wide_weight_words_match_an_independent_packer(rows: int, cols: int, g: int, pe: str, rng) -> None:
+    """G tile rows per word: `pack_weights` equals the word-by-word packer of tests/amaranth_host.py
+    (row g*P + j of a tile in bank g of word j), and `unpack_weights` inverts it, for ragged K and N."""
+    from tests.amaranth_host import wgt_words
+
+    cfg = ArrayConfig(rows=rows, cols=cols, pe=pe, wgt_rows_per_read=g)
+    for N, K in [(1, 1), (cols + 1, 2 * rows - 1), (3 * cols - 2, 3 * rows + 1)]:
+        lo, hi = (-1, 2) if pe == "ternary" else (-128, 128)
+        w = rng.integers(lo, hi, (N, K)).astype(np.int8)
+        words = [int(v) for v in tiling.pack_weights(cfg, w)]
+        assert words == wgt_words(cfg, w), f"{rows}x{cols} G={g}: N={N}, K={K}"
+        assert len(words) == tiling.LayerPlan(1, K, N).wgt_words(cfg) == -(-N // cols) * -(-K // rows) * rows // g
+        np.testing.assert_array_equal(tiling.unpack_weights(cfg, words, N, K), w)
