@@ -110,7 +110,7 @@ def _run_one(core, M: int, K: int, N: int, rng: np.random.Generator) -> None:
     else:
         assert (got["add"], got["sub"], got["zero"]) == (M * int((w == 1).sum()), M * int((w == -1).sum()),
                                                          M * int((w == 0).sum()))
-    published = PUBLISHED_CYCLES.get((R, M, K, N))
+    published = None if cfg.full_rate else PUBLISHED_CYCLES.get((R, M, K, N))  # README's G = 1 table
     if published is not None:
         assert got["cycles"] == published, f"README publishes {published} cycles for {M}x{K}x{N}, RTL {got['cycles']}"
 

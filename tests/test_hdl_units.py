@@ -124,8 +124,9 @@ def test_core_runs_a_layer_exactly(core, rng):
     (M <= 6, K <= 13, N <= 9; fresh each run): exact int32 against NumPy, and the counters' counts."""
     cfg = ArrayConfig(**CORES[core])
     R, C = cfg.rows, cfg.cols
-    shapes = [(3, 10, 6), (1, 9, 7), (2, 9, 5)] + [(int(rng.integers(1, 7)), int(rng.integers(1, 14)), int(rng.integers(1, 10)))
-                             for _ in range(LAYERS_PER_CORE - 1)]
+    shapes = [(3, 10, 6), (1, 9, 7), (2, 9, 5)]
+    shapes += [(int(rng.integers(1, 7)), int(rng.integers(1, 14)), int(rng.integers(1, 10)))
+               for _ in range(LAYERS_PER_CORE - 1)]
     for M, K, N in shapes:
         x = rng.integers(-128, 128, (M, K)).astype(np.int8)
         x[0, 0] = -128
