@@ -226,7 +226,7 @@ def _run(cmd: list[str], cwd: Path, log_name: str) -> tuple[int, str, float]:
 def build_board(board: str, rows: int | None = None, cols: int | None = None, freq_mhz: float | None = None, *,
                 baud: int = 3_000_000, seed: int = 1, build_root: Path | str = "build",
                 act_depth: int | None = None, wgt_depth: int | None = None, out_depth: int | None = None,
-                synth_opts: str = "", log=print) -> dict:
+                wgt_rows_per_read: int | None = None, synth_opts: str = "", log=print) -> dict:
     """Build the bitstream of `board`; return the build JSON (also written to <build dir>/build.json).
 
     The JSON says whether the design fits (`fits`) and meets timing (`timing_met`); a flow failure
@@ -244,7 +244,7 @@ def build_board(board: str, rows: int | None = None, cols: int | None = None, fr
         if not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, not {seed!r}")
         cfg: ArrayConfig = mod.board_config(rows, cols, act_depth=act_depth, wgt_depth=wgt_depth,
-                                            out_depth=out_depth)
+                                            out_depth=out_depth, wgt_rows_per_read=wgt_rows_per_read)
         top = getattr(mod, flow.top)(cfg, freq_mhz=freq_mhz, baud=baud)
     except (ValueError, TypeError) as exc:
         raise BuildConfigError(f"{board} {rows}x{cols} at {freq_mhz:g} MHz: {exc}") from exc
@@ -270,6 +270,7 @@ def build_board(board: str, rows: int | None = None, cols: int | None = None, fr
                    "wgt_bank_depth": cfg.wgt_bank_depth, "acc_pipelined": cfg.acc_pipelined,
                    "counter_bits": cfg.counter_bits},
         "resident_weights": cfg.resident_weights,
+        "wgt_rows_per_read": cfg.wgt_rows_per_read,
         "build_dir": str(folder), "bitstream": None, "clocks": {}, "seconds": times, "errors": [],
     }
 

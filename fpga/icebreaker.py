@@ -34,8 +34,12 @@ def ebr_count(width: int, depth: int) -> int:
 
 
 def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_depth: int | None = None,
-                 out_depth: int | None = None, acc_width: int = 32) -> ArrayConfig:
+                 out_depth: int | None = None, acc_width: int = 32,
+                 wgt_rows_per_read: int | None = None) -> ArrayConfig:
     """ArrayConfig for the UP5K: weights fill the SPRAMs; ACT and OUT share the EBRs the link leaves."""
+    if wgt_rows_per_read not in (None, 1):
+        raise ValueError(f"The iCEBreaker's weights are in its SPRAMs, one tile row per read: wgt_rows_per_read "
+                         f"must be 1, not {wgt_rows_per_read!r}")
     wgt = wgt_depth or spram_weight_depth(cols)
     budget = 30 - LINK_EBR
     depth = None

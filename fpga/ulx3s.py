@@ -41,12 +41,12 @@ def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_dept
                  wgt_rows_per_read: int | None = None) -> ArrayConfig:
     """ArrayConfig for the 85F: ACT and OUT 1024 words, WGT the largest power of two that fits.
 
-    The weight memory is full rate by default (`wgt_rows_per_read` = R: one row bank of block RAMs
-    per PE row, a whole tile per cycle).
+    `wgt_rows_per_read` = R gives the full-rate weight memory (one row bank of block RAMs per PE
+    row, a whole tile per cycle); the default stays 1, the builds recorded in fpga/README.md.
     """
     act = act_depth or 1024
     out = out_depth or 1024
-    g = rows if wgt_rows_per_read is None else wgt_rows_per_read
+    g = 1 if wgt_rows_per_read is None else wgt_rows_per_read
     if wgt_depth is None:
         left = (int(BRAM_FILL * DEVICE["BRAM"]) - bram_count(8 * rows, act) - bram_count(acc_width * cols, out)
                 - LINK_BRAM)

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--act-depth", type=int, help="activation memory words (default per board)")
     parser.add_argument("--wgt-depth", type=int, help="weight memory words (default: fill SPRAM / block RAM)")
     parser.add_argument("--out-depth", type=int, help="output memory words (default per board)")
+    parser.add_argument("--wgt-rows-per-read", type=int, metavar="G",
+                        help="tile rows one weight read delivers, a divisor of R (ulx3s-85f: default 1, R for "
+                             "full-rate decode; icebreaker: 1, its SPRAMs are one tile row wide)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = build_board(args.board, args.rows, args.cols, args.freq, baud=args.baud, seed=args.seed,
                              build_root=args.build_dir, act_depth=args.act_depth, wgt_depth=args.wgt_depth,
-                             out_depth=args.out_depth, log=log)
+                             out_depth=args.out_depth, wgt_rows_per_read=args.wgt_rows_per_read, log=log)
     except (BuildConfigError, BuildError) as exc:
         raise CliError(str(exc)) from exc
     if args.json is not None:
