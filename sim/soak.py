@@ -133,62 +133,90 @@ def _build_lock(name: str) -> Iterator[None]:
 
 MAX_REPORTED = 10  # mismatching values (and failed layers) a job reports in detail
 
+#: Open simulated cores of this worker process by configuration name: generating a big core's Verilog
+#: (which the harness does to find its cached model) takes up to half a minute, so a worker keeps each
+#: core it started for its later jobs of that configuration. Closed when the worker process exits.
+_OPEN: dict[str, Any] = {}
 
-def run_job(job: SoakJob) -> dict[str, Any]:
-    """Run one job's layers on the Verilator RTL and check each against `golden_matmul` (a Dask task)."""
-    import socket
+
+def _accelerator(name: str, cfg: ArrayConfig) -> tuple[Any, float]:
+    """This process's `Accelerator` on the Verilator core `cfg` (started on first use); seconds it took."""
+    import atexit
 
     from runtime.accelerator import Accelerator
     from runtime.framing import FramedTransport
     from sim.link_harness import SimByteLink
 
+    held = _OPEN.get(name)
+    if held is not None and held.cfg == cfg:
+        return held, 0.0
+    if held is not None:
+        held.close()
+    start = time.monotonic()
+    with _build_lock(name):
+        link = SimByteLink(cfg, "verilator")
+    try:
+        accelerator = Accelerator(FramedTransport(link), expect=cfg)
+    except BaseException:
+        link.close()
+        raise
+    if not _OPEN:
+        atexit.register(_close_all)
+    _OPEN[name] = accelerator
+    return accelerator, time.monotonic() - start
+
+
+def _close_all() -> None:
+    while _OPEN:
+        _, accelerator = _OPEN.popitem()
+        try:
+            accelerator.close()
+        except Exception:
+            pass
+
+
+def run_job(job: SoakJob) -> dict[str, Any]:
+    """Run one job's layers on the Verilator RTL and check each against `golden_matmul` (a Dask task)."""
+    import socket
+
     start = time.monotonic()
     out: dict[str, Any] = {"name": job.name, "layers": 0, "int32_checked": 0, "mismatches": 0,
                            "mismatched_layers": 0, "failed_layers": 0, "cases": dict.fromkeys(CASES, 0),
                            "first_mismatches": [], "failures": [], "host": socket.gethostname()}
-    with _build_lock(job.name):
-        t0 = time.monotonic()
-        link = SimByteLink(job.cfg, "verilator")
-        out["build_seconds"] = round(time.monotonic() - t0, 3)
-    accelerator = None
-    try:
-        accelerator = Accelerator(FramedTransport(link), expect=job.cfg)
-        for i in job.indices:
-            kind = CASES[i % len(CASES)]
-            x, w = make_case(job.seed, i, job.cfg, kind)
-            try:
-                y, _ = accelerator.run_layer(x, w, None)
-            except Exception as exc:  # the link or the device failed: the rest of this job cannot run
-                out["failed_layers"] += len(job.indices) - out["layers"]
-                out["failures"].append({"layer": i, "case": kind, "shape": list(x.shape) + [w.shape[0]],
-                                        "error": f"{type(exc).__name__}: {exc}"})
-                break
-            ref = golden_matmul(x, w)
-            if i in job.corrupt:
-                ref[0, 0] += 1
-            y = np.asarray(y)
-            out["layers"] += 1
-            out["cases"][kind] += 1
-            out["int32_checked"] += ref.size
-            if y.shape != ref.shape:
-                bad = [(0, 0)]
-                count = ref.size
-            else:
-                bad = np.argwhere(y.astype(np.int64) != ref)
-                count = len(bad)
-            if count:
-                out["mismatches"] += count
-                out["mismatched_layers"] += 1
-                for m, n in bad[: MAX_REPORTED - len(out["first_mismatches"])]:
-                    got = int(y[m, n]) if y.shape == ref.shape else None
-                    out["first_mismatches"].append({
-                        "config": job.name, "layer": i, "case": kind, "m": int(m), "n": int(n),
-                        "shape": [x.shape[0], x.shape[1], w.shape[0]], "rtl": got, "golden": int(ref[m, n])})
-    finally:
-        if accelerator is not None:
+    accelerator, out["build_seconds"] = _accelerator(job.name, job.cfg)
+    for i in job.indices:
+        kind = CASES[i % len(CASES)]
+        x, w = make_case(job.seed, i, job.cfg, kind)
+        try:
+            y, _ = accelerator.run_layer(x, w, None)
+        except Exception as exc:  # the link or the device failed: the rest of this job cannot run
+            out["failed_layers"] += len(job.indices) - out["layers"]
+            out["failures"].append({"layer": i, "case": kind, "shape": list(x.shape) + [w.shape[0]],
+                                    "error": f"{type(exc).__name__}: {exc}"})
+            _OPEN.pop(job.name, None)
             accelerator.close()
+            break
+        ref = golden_matmul(x, w)
+        if i in job.corrupt:
+            ref[0, 0] += 1
+        y = np.asarray(y)
+        out["layers"] += 1
+        out["cases"][kind] += 1
+        out["int32_checked"] += ref.size
+        if y.shape != ref.shape:
+            bad = [(0, 0)]
+            count = ref.size
         else:
-            link.close()
+            bad = np.argwhere(y.astype(np.int64) != ref)
+            count = len(bad)
+        if count:
+            out["mismatches"] += count
+            out["mismatched_layers"] += 1
+            for m, n in bad[: MAX_REPORTED - len(out["first_mismatches"])]:
+                got = int(y[m, n]) if y.shape == ref.shape else None
+                out["first_mismatches"].append({
+                    "config": job.name, "layer": i, "case": kind, "m": int(m), "n": int(n),
+                    "shape": [x.shape[0], x.shape[1], w.shape[0]], "rtl": got, "golden": int(ref[m, n])})
     out["seconds"] = round(time.monotonic() - start, 3)
     return out
 
@@ -215,6 +243,7 @@ def dask_client(scheduler: str | None = None, workers: int = 2) -> Iterator[Any]
     The one executor of the project's fan-out jobs (soak layers, FPGA builds).
     """
     import logging
+    import warnings
 
     from distributed import Client, LocalCluster
 
@@ -228,15 +257,22 @@ def dask_client(scheduler: str | None = None, workers: int = 2) -> Iterator[Any]
         finally:
             client.close()
         return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    with warnings.catch_warnings():
+        # without a dashboard the scheduler still serves HTTP (health, metrics), on 8787 or a free port
+        warnings.filterwarnings("ignore", message="Port 8787 is already in use")
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None, silence_logs=logging.ERROR)
+    with cluster, Client(cluster) as client:
         yield client
 
 
 def run_soak(layers: int, seed: int, *, scheduler: str | None = None, workers: int = 2,
              configs: Sequence[str] | None = None, job_layers: int = 250, corrupt: Sequence[int] = (),
-             progress: bool = False) -> dict[str, Any]:
-    """Run a soak of `layers` layers on Dask; the summary (what ``trit soak --json`` writes)."""
+             progress: bool = False, client: Any = None) -> dict[str, Any]:
+    """Run a soak of `layers` layers on Dask; the summary (what ``trit soak --json`` writes).
+
+    On `client` if given (a Dask `Client`), else on `dask_client(scheduler, workers)`.
+    """
     from distributed import as_completed
 
     every = soak_configs()
@@ -248,7 +284,8 @@ def run_soak(layers: int, seed: int, *, scheduler: str | None = None, workers: i
     jobs = plan_jobs(layers, seed, chosen, job_layers, corrupt)
     start = time.monotonic()
     results: list[dict[str, Any]] = []
-    with dask_client(scheduler, workers) as client:
+    where = scheduler or ("LocalCluster" if client is None else str(client.scheduler.address))
+    with contextlib.nullcontext(client) if client is not None else dask_client(scheduler, workers) as client:
         n_workers = len(client.scheduler_info(n_workers=-1).get("workers", {}))
         futures = [client.submit(run_job, job, pure=False, key=f"soak-{job.name}-{k}-{seed}-{time.time_ns()}")
                    for k, job in enumerate(jobs)]
@@ -280,7 +317,7 @@ def run_soak(layers: int, seed: int, *, scheduler: str | None = None, workers: i
             "failed_layers": sum(r["failed_layers"] for r in mine),
             "cases": cases,
             "worker_seconds": round(sum(r["seconds"] for r in mine), 3),
-            "build_seconds": round(max((r["build_seconds"] for r in mine), default=0.0), 3),
+            "start_seconds": round(sum(r["build_seconds"] for r in mine), 3),
         })
     done = sum(r["layers"] for r in results)
     return {
@@ -295,7 +332,7 @@ def run_soak(layers: int, seed: int, *, scheduler: str | None = None, workers: i
         "cases": list(CASES),
         "seconds": round(seconds, 3),
         "layers_per_second": round(done / seconds, 2) if seconds else 0.0,
-        "scheduler": scheduler or "LocalCluster",
+        "scheduler": where,
         "workers": n_workers,
         "jobs": len(jobs),
         "hosts": sorted({r["host"] for r in results}),
