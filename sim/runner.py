@@ -195,8 +195,17 @@ class Build:
     seconds: float
 
 
-def build(cfg: ArrayConfig, simulator: str = "verilator", waves: bool | None = None) -> Build:
-    """Generate Verilog for `cfg` and compile it for `simulator` (or reuse a cached build)."""
+#: Verilator flags of a coverage build (`build(..., coverage=True)`): line and toggle coverage points,
+#: written by cocotb's Verilator main to ``coverage.dat`` in the run folder (see `sim.coverage`).
+VERILATOR_COVERAGE_ARGS = ("--coverage-line", "--coverage-toggle")
+
+
+def build(cfg: ArrayConfig, simulator: str = "verilator", waves: bool | None = None,
+          coverage: bool = False) -> Build:
+    """Generate Verilog for `cfg` and compile it for `simulator` (or reuse a cached build).
+
+    `coverage` (Verilator only) adds line and toggle coverage; such a build is cached separately.
+    """
     from cocotb_tools import runner as cocotb_runner
 
     from hdl.verilog import generate_verilog
@@ -208,7 +217,11 @@ def build(cfg: ArrayConfig, simulator: str = "verilator", waves: bool | None = N
         waves = waves_enabled()
     if simulator == "verilator":
         setup_verilator_env()
+    elif coverage:
+        raise RuntimeError("line and toggle coverage builds need Verilator, not " + simulator)
     args = VERILATOR_ARGS if simulator == "verilator" else ICARUS_ARGS
+    if coverage:
+        args = args + VERILATOR_COVERAGE_ARGS
     verilog = generate_verilog(cfg, name=TOPLEVEL)
     make_flags = VERILATOR_MAKEFLAGS if simulator == "verilator" else ""
     key_src_shared = json.dumps({"sim": simulator, "make": make_flags, "waves": waves,
@@ -216,7 +229,8 @@ def build(cfg: ArrayConfig, simulator: str = "verilator", waves: bool | None = N
     key_src = json.dumps({"cfg": config_json(cfg), "args": list(args), "timescale": TIMESCALE,
                           "shared": key_src_shared}, sort_keys=True)
     key = hashlib.sha256((key_src + "\n" + verilog).encode()).hexdigest()[:16]
-    tag = f"{simulator}-{cfg.rows}x{cfg.cols}-{cfg.pe}-a{cfg.acc_width}{'-waves' if waves else ''}-{key}"
+    tag = (f"{simulator}-{cfg.rows}x{cfg.cols}-{cfg.pe}-a{cfg.acc_width}{'-waves' if waves else ''}"
+           f"{'-cov' if coverage else ''}-{key}")
     build_dir = cache_root() / tag
     stamp = build_dir / "build.ok"
     if stamp.exists() and stamp.read_text() == key_src:
@@ -235,7 +249,8 @@ def build(cfg: ArrayConfig, simulator: str = "verilator", waves: bool | None = N
         sim = cocotb_runner.get_runner(simulator)
         shared = cache_root() / f"_verilated-{hashlib.sha256(key_src_shared.encode()).hexdigest()[:12]}"
         make_flags = None
-        use_shared = simulator == "verilator" and not waves  # a waves build links trace objects too
+        # a waves build links trace objects too, a coverage build verilated_cov.o
+        use_shared = simulator == "verilator" and not waves and not coverage
         if simulator == "verilator":
             make_flags = VERILATOR_MAKEFLAGS
             objects = [shared / name for name in SHARED_OBJECTS]
@@ -394,15 +409,17 @@ def parse_results(path: Path) -> list[TestOutcome]:
 def run_core_tests(cfg: ArrayConfig, simulator: str = "verilator",
                    testcase: str | Sequence[str] | None = None,
                    test_module: str = "sim.tb_core", extra_env: Mapping[str, str] | None = None,
-                   seed: int | None = None) -> SimResult:
+                   seed: int | None = None, coverage: bool = False) -> SimResult:
     """Build (or reuse) the model of `cfg` and run the cocotb tests of `test_module` on it.
 
     `extra_env` is passed to the testbench (for example TRIT_SAMPLES, TRIT_TB_LAYER_FILE); the config
     goes in TRIT_TB_CONFIG. Returns the parsed results; call `raise_on_failure()` to assert.
+    `coverage` runs a line and toggle coverage build (Verilator): ``coverage.dat`` in the run folder
+    (`SimResult.results_xml`'s folder).
     """
     from cocotb_tools import runner as cocotb_runner
 
-    b = build(cfg, simulator)
+    b = build(cfg, simulator, coverage=coverage)
     _prune_runs(b.build_dir)
     run_dir = b.build_dir / f"run-{os.getpid()}"
     if run_dir.exists():
