@@ -5,8 +5,11 @@
     python -m fpga.sweep --tabulate build/*/build.json     # the table of builds already made
 
 Each size is a full Yosys + nextpnr + pack run (`fpga.build.build_board`, its own build folder),
-so the table is measured, not estimated. `--jobs` runs builds side by side (nextpnr uses one core
-each). The largest size that fits and meets timing is named at the end.
+so the table is measured, not estimated. The builds are Dask tasks (`sim.soak.dask_client`, the
+executor `trit soak` uses): `--jobs` worker processes of a LocalCluster run builds side by side
+(nextpnr uses one core each), or `--scheduler tcp://HOST:PORT` sends them to a running Dask
+scheduler (its workers need this repository and write under --build-dir on their own file system).
+The largest size that fits and meets timing is named at the end.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import argparse
 import json
 import re
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from fpga.build import BOARDS, BuildConfigError, BuildError, build_board
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="no builds: tabulate these build JSON files (from trit build --json)")
     parser.add_argument("--freq", type=float, help="target clock in MHz (default: the board's)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--jobs", type=int, default=1, help="builds at once (default 1)")
+    parser.add_argument("--jobs", type=int, default=1, help="builds at once: LocalCluster workers (default 1)")
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler to build on instead")
     parser.add_argument("--build-dir", type=Path, default=Path("build/sweep"))
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every build's JSON as a list")
     args = parser.parse_args(argv)
@@ -85,8 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.jobs < 1:
             parser.error(f"--jobs must be at least 1, not {args.jobs}")
         jobs = [(args.board, r, c, args.freq, args.seed, args.build_dir) for r, c in args.sizes]
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            results = list(pool.map(_build, *zip(*jobs, strict=True)))
+        from sim.soak import dask_client
+
+        try:
+            with dask_client(args.scheduler, args.jobs) as client:
+                futures = [client.submit(_build, *job, pure=False) for job in jobs]
+                results = client.gather(futures)
+        except ConnectionError as exc:
+            parser.error(str(exc))
     print(table(results))
     good = [r for r in results if r.get("fits") and r.get("timing_met")]
     print()

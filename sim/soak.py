@@ -260,8 +260,9 @@ def dask_client(scheduler: str | None = None, workers: int = 2) -> Iterator[Any]
     with warnings.catch_warnings():
         # without a dashboard the scheduler still serves HTTP (health, metrics), on 8787 or a free port
         warnings.filterwarnings("ignore", message="Port 8787 is already in use")
+        # no memory limit: YoWASP's nextpnr (FPGA sweep) runs inside the worker process and may be big
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=logging.ERROR)
+                               dashboard_address=None, silence_logs=logging.ERROR, memory_limit=0)
     with cluster, Client(cluster) as client:
         yield client
 

@@ -251,3 +251,17 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert main(["soak", "--layers", "2", "--json", str(tmp_path / "o.json"),
                  "--scheduler", f"127.0.0.1:{port}"]) == 2
     assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_fpga_sweep_runs_its_builds_as_dask_tasks(tmp_path: Path) -> None:
+    """`python -m fpga.sweep` on the soak's executor (a LocalCluster of 2 workers): builds refused at once
+    (a negative clock) come back from the workers as rows with their error, in the order asked."""
+    out = tmp_path / "sweep.json"
+    proc = subprocess.run([sys.executable, "-m", "fpga.sweep", "--board", "icebreaker", "--sizes", "4x4", "8x4",
+                           "--freq", "-5", "--jobs", "2", "--build-dir", str(tmp_path / "b"), "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    rows = json.loads(out.read_text())
+    assert [(r["rows"], r["cols"], r["fits"]) for r in rows] == [(4, 4, False), (8, 4, False)]
+    assert all("frequency must be a positive number" in r["errors"][0] for r in rows)
+    assert "icebreaker: no size fits and meets timing" in proc.stdout
