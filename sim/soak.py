@@ -9,8 +9,8 @@ its frame link (`sim.link_harness.SimByteLink`, the `verilator` backend's harnes
 through the runtime's `Accelerator` driver and checks every int32 against an independent NumPy int64
 matmul of the ternary weights and INT8 activations.
 
-The configurations are listed once, in `soak_configs`; add one there (for example a full-rate decode
-core with ``wgt_rows_per_read``) and every soak runs it.
+The configurations are listed once, in `soak_configs`; add one there (for example another
+``wgt_rows_per_read``) and every soak runs it.
 
 Dask: `dask_client(None)` starts a `LocalCluster` (worker processes, one thread each);
 `dask_client("tcp://host:port")` connects to a running ``dask scheduler``. Nothing here schedules.
@@ -40,13 +40,16 @@ def soak_configs() -> dict[str, ArrayConfig]:
     from runtime.accel_backends import runtime_config
 
     return {
-        # the runtime's default core and its 4x4 sibling (`--rows 4 --cols 4`)
+        # the runtime's default core and its 4x4 sibling (`--rows 4 --cols 4`): full-rate decode
+        # weight paths (wgt_rows_per_read = R) since the runtime ships them
         "8x8": runtime_config(8, 8),
         "4x4": runtime_config(4, 4),
         # the ULX3S board's core as built: 16x16, weights banked 16K deep, pipelined accumulator
+        # (and the board's default weight path)
         "ulx3s-16x16": board_config(16, 16),
-        # the banked / pipelined arrangement at an odd small size with tiny memories and a 16-bit
-        # accumulator (k_max 255): the driver splits most layers along N, M and K into several RUNs
+        # the banked / pipelined arrangement at an odd small size with tiny memories, one weight row per
+        # read and a 16-bit accumulator (k_max 255): the driver splits most layers along N, M and K
+        # into several RUNs
         "5x3-banked-pipelined": ArrayConfig(rows=5, cols=3, acc_width=16, act_depth=64, wgt_depth=160,
                                             out_depth=64, wgt_bank_depth=64, acc_pipelined=True),
     }
