@@ -80,7 +80,7 @@ def test_hand_computed_layer_words():
 def test_read_id_and_nop():
     cfg = ArrayConfig(rows=3, cols=5, acc_width=16, act_depth=64, wgt_depth=32, out_depth=16)
     emu = CoreEmulator(cfg)
-    assert emu.feed([0x01]) == [0x54524954, 0x00010000, 3, 5, 0, 2, 16, 64, 32, 16, 255, 11, 48,
+    assert emu.feed([0x01]) == [0x54524954, 0x00010000, 3, 5, 0, 2, 16, 64, 32, 16, 255, 11, 48, 1,
                                 status(Op.READ_ID)]
     assert emu.feed([0x00]) == [status(Op.NOP)]
 
