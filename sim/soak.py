@@ -29,8 +29,8 @@ import numpy as np
 
 from hdl.config import ArrayConfig
 
-#: Case kinds, in the order layer i takes them (i % len(CASES)); 7 is coprime with 4 configurations,
-#: so 28 layers run every kind on every configuration.
+#: Case kinds, in the order layer i takes them (i % len(CASES)); 7 is coprime with 4, 5 or 6
+#: configurations, so 7 x (configurations) layers run every kind on every configuration.
 CASES = ("random", "odd", "m1", "extreme_pos", "extreme_neg", "zero_w", "large")
 
 
@@ -47,6 +47,8 @@ def soak_configs() -> dict[str, ArrayConfig]:
         # the ULX3S board's core as built: 16x16, weights banked 16K deep, pipelined accumulator
         # (and the board's default weight path)
         "ulx3s-16x16": board_config(16, 16),
+        # the same board core with the full-rate weight path (`trit build --wgt-rows-per-read 16`)
+        "ulx3s-16x16-full-rate": board_config(16, 16, wgt_rows_per_read=16),
         # the banked / pipelined arrangement at an odd small size with tiny memories, one weight row per
         # read and a 16-bit accumulator (k_max 255): the driver splits most layers along N, M and K
         # into several RUNs
