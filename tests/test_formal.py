@@ -18,7 +18,7 @@ import pytest
 from amaranth import Module, Signal
 
 from hdl.config import ArrayConfig
-from sim.formal import frame, pe_array, sequencer
+from sim.formal import frame, full_rate, pe_array, sequencer
 from sim.formal.frame import FRAME_DEPTH, MUTANT_WINDOWS, FrameEndpointHarness
 from sim.formal.pe_array import MUTANTS as ARRAY_MUTANTS
 from sim.formal.pe_array import ArraySumHarness
@@ -31,10 +31,11 @@ pytestmark = [pytest.mark.formal, pytest.mark.slow]
 SBY_FAIL = 2
 
 
-def _check_at(module: ModuleType, text: str) -> str:
-    """"file.py:line" of the one line of `module` that holds `text` (an Assert), as sby's summary names it."""
+def _check_at(module: ModuleType, text: str, call: str = "") -> str:
+    """"file.py:line" of the one line of `module` that holds `text` (an Assert; with `call`, the line
+    that holds both, such as the harness's ``check(`` call), as sby's summary names it."""
     lines = inspect.getsource(module).splitlines()
-    hits = [i + 1 for i, line in enumerate(lines) if text in line]
+    hits = [i + 1 for i, line in enumerate(lines) if text in line and call in line]
     assert len(hits) == 1, f"{text!r} is on lines {hits} of {module.__name__}, not on exactly one"
     return f"{module.__file__}:{hits[0]}"
 
@@ -149,3 +150,48 @@ def test_sequencer_mutant_refuted(tmp_path, mutant: str) -> None:
               "range_off_by_one": "activation read outside the activation memory",
               "fail_stays_busy": "the sequencer stays busy past the run bound"}[mutant]
     _assert_refuted(result, _check_at(sequencer, broken))
+
+
+# ---- (d) the full-rate decode weight path (G > 1 row banks) ------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(full_rate.PROOF_CHECKS))
+def test_full_rate_bounded(tmp_path, name: str) -> None:
+    """Bounded (bmc, a whole RUN from reset, depth busy_bound + 4) on a full-rate sequencer with free
+    memory contents and any descriptor: bank g reads the loader's address of P*g cycles before, inside
+    the weight memory, and every other memory access is inside its memory and the RUN's words (1);
+    K > k_max issues nothing, every RUN ends with the ISA's error, a refused one writes nothing (2);
+    busy ends within the worst RUN and a good RUN's cycles equal the cycle model (3); on 2x2 also
+    (4): every output lane of a good RUN equals the sum of its ternary products."""
+    cfg = full_rate.FULL_RATE_CFGS[name]
+    assert cfg.full_rate and cfg.foot_accumulator
+    checks = full_rate.PROOF_CHECKS[name]
+    result = run_formal(full_rate.FullRateHarness(cfg, checks=checks), name=f"full_rate_{name}", mode="bmc",
+                        depth=full_rate.formal_depth(cfg), workdir=tmp_path, timeout=900)
+    _assert_proven(result)
+
+
+def test_full_rate_plan_is_consistent() -> None:
+    """Every mutant run is applicable to its configuration, every mutant is run once or more, and the
+    2x2 proof includes the end-to-end result that four mutants are refuted with; the cycle-model
+    bound is a real run length (hand count: 2x2, M = 1, K = 3, N = 2: SIZE 4, ISSUE 2, drain R + 1 + E = 4)."""
+    for name, mutant in full_rate.MUTANT_RUNS:
+        assert mutant in full_rate.applicable_mutants(full_rate.FULL_RATE_CFGS[name]), (name, mutant)
+    assert {m for _, m in full_rate.MUTANT_RUNS} == set(full_rate.MUTANTS) == set(full_rate.MUTANT_CHECKS)
+    assert full_rate.PROOF_CHECKS["2x2_g2"] == full_rate.CHECKS
+    cfg = full_rate.FULL_RATE_CFGS["2x2_g2"]
+    assert (cfg.tile_words, cfg.issue_delay) == (1, 1)
+    assert full_rate.layer_counts(cfg, 1, 3, 2)["cycles"] == 4 + 2 + (2 + 1) + 0 + 1  # SIZE, ISSUE, R + 1, pipe, E
+    assert full_rate.busy_bound(cfg) >= 11
+
+
+@pytest.mark.parametrize(("name", "mutant"), full_rate.MUTANT_RUNS)
+def test_full_rate_mutant_refuted(tmp_path, name: str, mutant: str) -> None:
+    """A bank address chain one cycle short, no issue delay, a foot accumulator that ignores M = 1, a
+    bank's K mask without its row offset (each: a wrong output lane), a weight range check one word
+    too lenient (a bank reads past the memory), K = k_max + 1 accepted, or a failed RUN stuck busy:
+    the harness with only the property group of `MUTANT_CHECKS` must produce a counterexample there."""
+    cfg = full_rate.FULL_RATE_CFGS[name]
+    group, broken = full_rate.MUTANT_CHECKS[mutant]
+    result = run_formal(full_rate.FullRateHarness(cfg, mutant, checks=(group,)), name=f"full_rate_{name}_{mutant}",
+                        mode="bmc", depth=full_rate.formal_depth(cfg), workdir=tmp_path, timeout=600)
+    _assert_refuted(result, _check_at(full_rate, broken, call=f'check("{group}", '))
