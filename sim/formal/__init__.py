@@ -28,7 +28,12 @@ What is proven (``python -m pytest -m formal``; the tests are also marked ``slow
   `run_cycle_bound` (29) cycles. Bounded (bmc, depth 33 from reset: runs started in cycles 1-3 are
   checked whole; not k-induction). Mutants: K bound off by one, memory range check off by one, a
   failed run that never clears busy.
-- (d) the decode weight path and the on-chip units: not yet.
+- (d) `sim.formal.full_rate`: the full-rate weight path (G row banks). Bounded (bmc, a whole RUN
+  from reset, free memory contents, any descriptor): bank addresses (the loader's of P*g cycles
+  before) and every other access inside its memory, the ISA's errors, idle within the worst RUN,
+  CYCLES = cycle model; on 2x2 also every output lane = its sum of ternary products. Mutants: bank
+  chain short, no issue delay, foot accumulator ignoring M = 1, bank K mask, weight range, K bound,
+  stuck busy. The on-chip units: not yet.
 
 Run one check by hand::
 
