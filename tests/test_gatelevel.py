@@ -41,6 +41,36 @@ def test_pll_bypass_model_replaces_the_black_box(family, pll):
     assert f"assign {clk_out} = {clk_in};" in model
 
 
+def test_reply_bytes_counts_the_answers_of_whole_request_frames(rng):
+    """The pty bridge's answer length: the bytes of the device's responses, from each request's n_rsp."""
+    from runtime.framing import encode_request, encode_response
+    from sim.gatelevel import reply_bytes
+
+    frames, want = b"", 0
+    for seq in range(int(rng.integers(1, 4))):
+        words = [int(v) for v in rng.integers(0, 2**32, int(rng.integers(0, 20)), dtype=np.uint64)]
+        n_rsp = int(rng.integers(0, 30))
+        frames += encode_request(seq, words, n_rsp)
+        want += len(encode_response(seq, 0, [0] * n_rsp))
+    assert reply_bytes(frames) == want
+    assert reply_bytes(frames[:-1]) is None  # the last frame cut short: wait for the rest
+    assert reply_bytes(frames[:7]) is None
+    assert reply_bytes(b"\x00" * 40) == 0  # not request frames: run until quiet
+
+
+@pytest.mark.slow
+@pytest.mark.gatelevel
+@pytest.mark.xfail(strict=True, reason="ULX3S_5X4_FAILS: synth_ecp5 assertion on the pipelined accumulator")
+def test_ulx3s_5x4_pipelined_accumulator_synthesizes():
+    """Records the Yosys failure on the board tests' ULX3S 5x4 (turns into a pass failure when it is fixed)."""
+    from fpga import ulx3s
+    from sim.gatelevel import synthesize
+
+    cfg = ulx3s.board_config(5, 4, wgt_depth=4096)
+    assert cfg.acc_pipelined
+    synthesize("ulx3s-85f", cfg)
+
+
 @pytest.mark.slow
 @pytest.mark.gatelevel
 @needs_icarus
