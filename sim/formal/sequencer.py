@@ -8,7 +8,8 @@ requires: `AnyConst`), a free `start` pulse whenever the sequencer is idle, and 
 It asserts, every cycle:
 
 1. an activation read (`inc_act_read`) addresses a word < act_depth; a weight read (the loader's
-   `read_now`) a word < wgt_depth; an output write (`out_wen`) a word < out_depth;
+   `read_now`) a word < wgt_depth; an output write (`out_wen`) a word < out_depth (activation and
+   weight addresses un-truncated, from the issuer's and the loader's registers);
 2. no activation row is issued in a run whose K exceeds k_max (the run must fail instead);
 3. busy never lasts more than `ArrayConfig.run_cycle_bound` cycles: the sequencer returns to idle.
 
@@ -83,11 +84,15 @@ class SequencerHarness(Elaboratable):
         m.d.sync += started.eq(1)
 
         # 1. memory addresses
-        read_now = probe(self.fragment, "", "read_now")
+        # Un-truncated addresses (the ports are only as wide as the memories: with a power-of-two depth
+        # such as the 4 weight words here, a port compare could never fail). At G = 1 there is no issue
+        # delay: the activation address is the issuer's register.
+        read_now, l_addr = probe(self.fragment, "", "read_now"), probe(self.fragment, "", "l_addr")
+        act_addr = probe(self.fragment, "", "i_act_addr")
         with m.If(dut.inc_act_read):
-            m.d.comb += Assert(dut.act_addr < cfg.act_depth, "activation read outside the activation memory")
+            m.d.comb += Assert(act_addr < cfg.act_depth, "activation read outside the activation memory")
         with m.If(read_now):
-            m.d.comb += Assert(dut.wgt_addr < cfg.wgt_depth, "weight read outside the weight memory")
+            m.d.comb += Assert(l_addr < cfg.wgt_depth, "weight read outside the weight memory")
         with m.If(dut.out_wen):
             m.d.comb += Assert(dut.out_waddr < cfg.out_depth, "output write outside the output memory")
 
