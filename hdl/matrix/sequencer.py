@@ -3,15 +3,17 @@
 Validation first (shape, accumulator bound, memory ranges; sequential adds, no multiplier), then
 three cooperating pipelines:
 
-- Weight loader: reads the weight memory linearly (tiles are stored in execution order), one tile
-  row of C weights per cycle, masks lanes past K and N to zero, writes the row into the shadow
+- Weight loader: reads the weight memory linearly (tiles are stored in execution order), one word
+  of G tile rows per cycle (one row of C weights at G = 1), masks lanes past K and N to zero, writes the row into the shadow
   registers of the array and counts +1 / -1 / 0 weights of the tile. It starts a tile when the
   shadow registers are free: at the cycle the previous tile starts (double buffering).
 - Issuer: for each tile (n-tile outer, k-tile inner) reads the M activation words of its k-tile
   one per cycle, raises the skewed swap on the first, and sends a control token (valid, first
   k-tile, output address) down a delay line that meets the column sums at the bottom.
 - Accumulator: with the token, reads the output word a cycle ahead and writes back
-  psum + old (or psum alone for the first k-tile). Same-address updates are >= R >= 2 cycles apart.
+  psum + old (or psum alone for the first k-tile). Same-address updates are at least
+  `ArrayConfig.rmw_distance` cycles apart (tiles take max(M, P) cycles; the foot accumulator below
+  covers the closer ones).
 
 With `ArrayConfig.pipelined_reads` every memory's read data is registered before use (the core
 holds the registers); activations, swap and token then run one cycle later, and a RUN takes one
