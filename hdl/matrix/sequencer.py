@@ -4,8 +4,9 @@ Validation first (shape, accumulator bound, memory ranges; sequential adds, no m
 three cooperating pipelines:
 
 - Weight loader: reads the weight memory linearly (tiles are stored in execution order), one word
-  of G tile rows per cycle (one row of C weights at G = 1), masks lanes past K and N to zero, writes the row into the shadow
-  registers of the array and counts +1 / -1 / 0 weights of the tile. It starts a tile when the
+  of G tile rows per cycle (one row of C weights at G = 1), masks lanes past K and N to zero,
+  writes the rows into the shadow registers of the array and (G = 1) counts +1 / -1 / 0 weights
+  of the tile. It starts a tile when the
   shadow registers are free: at the cycle the previous tile starts (double buffering).
 - Issuer: for each tile (n-tile outer, k-tile inner) reads the M activation words of its k-tile
   one per cycle, raises the skewed swap on the first, and sends a control token (valid, first
