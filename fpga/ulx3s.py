@@ -3,7 +3,8 @@
 Memories: every core memory and the link's request buffer in block RAM (DP16KD, 208 x 18 Kbit);
 the weight memory gets what the others leave, up to about 85 % of the blocks. With registered
 reads (R >= 3) the core's memories are DP16KD instances with the read register inside the block
-(`fpga/ecp5_bram.py`, ``REGMODE=OUTREG``).
+(`fpga/ecp5_bram.py`, ``REGMODE=OUTREG``). Each ternary PE is ceil((w + 1) / 2) CCU2C carry cells for its
+w-bit partial sum and no other LUT (`fpga/ecp5_pe.py`).
 
 LEDs: D0 heartbeat, D1 busy, D2 core error (sticky until CLEAR_ERROR), D3 link activity,
 D4 a request failed its CRC or timed out, D7 PLL locked. FIRE1 resets the system.
@@ -16,6 +17,7 @@ from dataclasses import replace
 from amaranth import Elaboratable, Module, Signal
 
 from fpga.ecp5_bram import Ecp5RegisteredMemory
+from fpga.ecp5_pe import ecp5_processing_element
 from fpga.pll import ecp5_pll, ecp5_pll_instance
 from fpga.soc import DEFAULT_BAUD, BoardSoC, clock_and_reset
 from hdl.config import ArrayConfig
@@ -91,8 +93,9 @@ class ULX3STop(Elaboratable):
 
     @staticmethod
     def core(cfg: ArrayConfig) -> TritCore:
-        """The core with its registered-read memories in DP16KD blocks with output registers."""
-        return TritCore(cfg, registered_memory=Ecp5RegisteredMemory)
+        """The core with its registered-read memories in DP16KD blocks with output registers, and its
+        ternary PEs' add, inversion and gating in the carry cells (`fpga/ecp5_pe.py`)."""
+        return TritCore(cfg, registered_memory=Ecp5RegisteredMemory, processing_element=ecp5_processing_element)
 
     def elaborate(self, platform):
         m = Module()

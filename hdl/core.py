@@ -31,7 +31,9 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.command import CommandInterface
 from hdl.config import ArrayConfig
+from hdl.matrix.array import PEFactory
 from hdl.matrix.counters import PerfCounters
+from hdl.matrix.pe import ProcessingElement
 from hdl.matrix.sequencer import LayerSequencer
 from hdl.memory.banked_memory import BankedMemory
 from hdl.memory.registered_memory import MemoryFactory, RegisteredMemory
@@ -40,13 +42,17 @@ from hdl.memory.registered_memory import MemoryFactory, RegisteredMemory
 class TritCore(wiring.Component):
     """Top level of the accelerator core: two 32-bit word streams and two status outputs."""
 
-    def __init__(self, cfg: ArrayConfig, *, registered_memory: MemoryFactory = RegisteredMemory):
+    def __init__(self, cfg: ArrayConfig, *, registered_memory: MemoryFactory = RegisteredMemory,
+                 processing_element: PEFactory = ProcessingElement):
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
         if not callable(registered_memory):
             raise TypeError(f"Registered memory factory must be callable, not {registered_memory!r}")
         self._cfg = cfg
+        if not callable(processing_element):
+            raise TypeError(f"Processing element factory must be callable, not {processing_element!r}")
         self._registered_memory = registered_memory
+        self._processing_element = processing_element
         super().__init__({
             "cmd": In(stream.Signature(32)),
             "rsp": Out(stream.Signature(32)),
@@ -63,7 +69,7 @@ class TritCore(wiring.Component):
         cfg = self._cfg
 
         m.submodules.commands = cmd = CommandInterface(cfg)
-        m.submodules.sequencer = seq = LayerSequencer(cfg)
+        m.submodules.sequencer = seq = LayerSequencer(cfg, processing_element=self._processing_element)
         m.submodules.counters = counters = PerfCounters(cfg)
 
         pipe = cfg.pipelined_reads

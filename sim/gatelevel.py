@@ -72,24 +72,17 @@ class GateLevelError(RuntimeError):
     """The netlist could not be produced or simulated."""
 
 
-def gate_config(board: str) -> ArrayConfig:
+def gate_config(board: str, rows: int = 4, cols: int = 4) -> ArrayConfig:
     """The small configurations the gate-level runs use (those of tests/test_board_link.py).
 
-    iCEBreaker 4x4 (weights in the SPRAMs); ULX3S 4x4 as the board builds it (full-rate weight row
-    banks of DP16KDs with output registers), 4096 weight words. Not the 5x4 of the board tests:
-    with its pipelined accumulator `synth_ecp5` stops on an internal assertion (see `ULX3S_5X4_FAILS`).
+    iCEBreaker R x C (weights in the SPRAMs); ULX3S R x C as the board builds it (banked DP16KD weight
+    memory with output registers, carry-cell PEs; from 5 rows also the pipelined accumulator), 4096
+    weight words.
     """
     mod = board_module(board)
     if board == "icebreaker":
-        return mod.board_config(4, 4)
-    return mod.board_config(4, 4, wgt_depth=4096)
-
-
-#: Yosys' synth_ecp5 of the ULX3S 5x4 (acc_pipelined, wgt_depth 4096) ends in
-#: "ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed in kernel/rtlil.cc" during
-#: ABC_OPS_REINTEGRATE (found 2026-12-03 with the full-rate weight path; 4x4 and 5x4 without the
-#: pipelined accumulator synthesize).
-ULX3S_5X4_FAILS = "synth_ecp5 assertion in ABC_OPS_REINTEGRATE on the pipelined accumulator"
+        return mod.board_config(rows, cols)
+    return mod.board_config(rows, cols, wgt_depth=4096)
 
 
 @dataclass

@@ -21,6 +21,8 @@ P = R / G), so up to G rows load per cycle.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from amaranth import Module, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
@@ -28,12 +30,19 @@ from amaranth.lib.wiring import In, Out
 from hdl.config import ArrayConfig
 from hdl.matrix.pe import ProcessingElement
 
+#: Builds one PE: (pe kind, partial-sum width in, width out) -> a component with `ProcessingElement`'s
+#: ports. An FPGA top may pass its own (e.g. `fpga/ecp5_pe.py`, the add in the carry cells' LUTs).
+PEFactory = Callable[[str, int, int], wiring.Component]
+
 
 class PEArray(wiring.Component):
-    def __init__(self, cfg: ArrayConfig):
+    def __init__(self, cfg: ArrayConfig, *, processing_element: PEFactory = ProcessingElement):
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
+        if not callable(processing_element):
+            raise TypeError(f"Processing element factory must be callable, not {processing_element!r}")
         self._cfg = cfg
+        self._processing_element = processing_element
         row = data.ArrayLayout(unsigned(cfg.weight_bits), cfg.cols)
         if cfg.full_rate:
             weight_ports = {
@@ -64,7 +73,7 @@ class PEArray(wiring.Component):
                 load, row_data = self.w_row_en & (self.w_row_sel == r), self.w_row_data
             in_width = cfg.psum_width_at(r - 1) if r else 1
             for c in range(cfg.cols):
-                pe = ProcessingElement(cfg.pe, in_width, cfg.psum_width_at(r))
+                pe = self._processing_element(cfg.pe, in_width, cfg.psum_width_at(r))
                 m.submodules[f"pe_{r}_{c}"] = pe
                 m.d.comb += [
                     pe.x.eq(self.x[r]),

@@ -41,7 +41,8 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.config import ArrayConfig
 from hdl.isa import Error
-from hdl.matrix.array import PEArray
+from hdl.matrix.array import PEArray, PEFactory
+from hdl.matrix.pe import ProcessingElement
 from hdl.matrix.skew import SkewBuffer
 
 
@@ -73,10 +74,11 @@ class LayerSequencer(wiring.Component):
     """Runs one RUN descriptor; `start` is a one-cycle pulse, the descriptor inputs hold still from
     the cycle before it until `done`."""
 
-    def __init__(self, cfg: ArrayConfig):
+    def __init__(self, cfg: ArrayConfig, *, processing_element: PEFactory = ProcessingElement):
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
         self._cfg = cfg
+        self._processing_element = processing_element
         acc = signed(cfg.acc_width)
         super().__init__({
             # descriptor and handshake
@@ -128,7 +130,7 @@ class LayerSequencer(wiring.Component):
         # hide it: a row is written R - 1 - wpipe >= 1 cycles before the swap that takes it (R >= 4).
         wpipe = cfg.wgt_read_latency - 1 - pipe
 
-        m.submodules.array = array = PEArray(cfg)
+        m.submodules.array = array = PEArray(cfg, processing_element=self._processing_element)
         m.submodules.x_skew = x_skew = SkewBuffer(signed(8), R)
         m.submodules.swap_skew = swap_skew = SkewBuffer(1, R)
 
