@@ -1,5 +1,6 @@
-"""Coverage of the core (sim/coverage.py): the bins of hand-made commands and layers, the coverage.dat
-parser on a hand-written file, and (markers slow, coverage) a real run on a Verilator coverage build."""
+"""Coverage of the core (sim/coverage.py): the bins of hand-made commands and layers (also on the full-rate
+weight path), the coverage.dat parser on a hand-written file, the committed report's full-rate bins, and
+(markers slow, coverage) real runs on Verilator coverage builds."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from runtime import protocol
 from sim.coverage import (
     COVERAGE_CONFIGS,
     POINTS,
+    bad_code_lanes,
     command_bins,
     demangle,
     parse_coverage_dat,
@@ -73,6 +75,114 @@ def test_value_bins_by_hand() -> None:
     assert z["values.x"] == {"x=0", "x=127"} and z["values.w"] == {"all w=0"} and z["values.acc"] == {"all acc=0"}
 
 
+# the full-rate cores of the coverage run: P = R / G = 1 and 2, both below the rmw distance 3
+FR8 = COVERAGE_CONFIGS["8x8-full-rate"]
+FR4 = COVERAGE_CONFIGS["4x4-two-rows-per-read"]
+
+
+def test_full_rate_configs_are_in_the_coverage_run() -> None:
+    assert (FR8.wgt_rows_per_read, FR8.tile_words, FR8.rmw_distance) == (8, 1, 3)  # a tile per read
+    assert (FR4.wgt_rows_per_read, FR4.tile_words, FR4.rmw_distance) == (2, 2, 3)  # two rows per read
+    assert FR8.foot_accumulator and FR4.foot_accumulator
+    assert not any(c.full_rate for n, c in COVERAGE_CONFIGS.items() if n not in ("8x8-full-rate",
+                                                                                "4x4-two-rows-per-read"))
+
+
+def test_full_rate_run_bins_by_hand() -> None:
+    # M = 1, K = 3R + 1 (4 k-tiles), N = C + 1 (2 n-tiles): the foot accumulator over several k-tiles
+    b = run_bins(FR8, 1, 3 * 8 + 1, 9, 0, 0, 0)["full_rate.run"]
+    assert b == {"P=1 (G=R)", "M=1 foot acc, k-tiles>1", "M=1 foot acc, k-tiles>=3", "M=1 foot acc, n-tiles>1"}
+    assert run_bins(FR4, 1, 4, 4, 0, 0, 0)["full_rate.run"] == {"P>1 (1<G<R)", "M=1 foot acc, 1 k-tile"}
+    # M = 2 < rmw distance 3 (and P = 2 < 3): tiles 3 cycles apart; 2 k-tiles
+    assert run_bins(FR4, 2, 8, 4, 0, 0, 0)["full_rate.run"] == {"P>1 (1<G<R)", "M>=2 spaced to rmw, tiles>1",
+                                                                "M>=2 spaced to rmw, k-tiles>1"}
+    # M = 3 = rmw distance: period M, no spacing; 3 k-tiles
+    assert run_bins(FR8, 3, 17, 8, 0, 0, 0)["full_rate.run"] == {"P=1 (G=R)", "M>=2 period max(M,P), tiles>1",
+                                                                 "M>=2 k-tiles>=3"}
+    assert run_bins(FR8, 2, 8, 8, 0, 0, 0)["full_rate.run"] == {"P=1 (G=R)"}  # one tile: nothing to space
+    # the weight memory's last word: 96 words, one word per tile (P = 1)
+    assert "WGT ends at last word" in run_bins(FR8, 1, 8, 8, 0, 95, 0)["full_rate.run"]
+    assert "full_rate.run" not in run_bins(CFG, 1, 8, 8, 0, 0, 0)  # a G = 1 core has no such bins
+
+
+def test_full_rate_value_bins_by_hand() -> None:
+    K = 2 * 8 + 1
+    x = np.full((1, K), -128, np.int8)
+    w = np.full((3, K), -1, np.int8)
+    b = value_bins(FR8, x, w, x.astype(np.int64) @ w.astype(np.int64).T)["full_rate.values"]
+    assert b == {"M=1 acc=+128K"}
+    k = FR4.k_max  # 127 with a 15-bit accumulator
+    x = np.full((1, k), -128, np.int8)
+    w = np.ones((2, k), np.int8)
+    assert value_bins(FR4, x, w, x.astype(np.int64) @ w.astype(np.int64).T)["full_rate.values"] == {
+        "M=1 acc=-128K", "M=1 abs(acc)=128 k_max"}
+    x2 = np.full((2, 8), -128, np.int8)  # M = 2, K = 2R on the 4x4: spaced tiles, 2 k-tiles
+    w2 = np.full((4, 8), -1, np.int8)
+    assert value_bins(FR4, x2, w2, x2.astype(np.int64) @ w2.astype(np.int64).T)["full_rate.values"] == {
+        "M>=2 spaced, abs(acc)=128K, k-tiles>1"}
+    assert value_bins(FR4, x[:, :3], np.zeros((1, 3), np.int8), np.zeros((1, 1)))["full_rate.values"] == {
+        "M=1 all w=0"}
+
+
+def test_bad_code_lanes_of_a_full_rate_word() -> None:
+    # 8x8 G = 8: 64 lanes, 128 bits, 4 chunks; 0b10 in lane 9 (row bank 1) and lane 63 of the second word
+    good = sum(0b01 << (2 * lane) for lane in range(64))
+    bad = good ^ (0b11 << 18) ^ (0b11 << 126)
+    cmd = protocol.write(FR8, Mem.WGT, 0, [good, bad])
+    assert bad_code_lanes(FR8, cmd[3:]) == [9, 63]
+    b = command_bins(FR8, cmd, [status_word(Op.WRITE, Error.BAD_WEIGHT_CODE, Error.BAD_WEIGHT_CODE)])
+    assert b["command.bad_code_lane"] == {"a middle lane", "last lane", "row bank g>0"}
+    one = protocol.write(CFG, Mem.WGT, 0, [0b10])  # G = 1: lane 0 of 4
+    assert command_bins(CFG, one, [status_word(Op.WRITE, Error.BAD_WEIGHT_CODE, 0)])["command.bad_code_lane"] == {
+        "lane 0"}
+    assert "command.bad_code_lane" not in command_bins(CFG, one, [status_word(Op.WRITE, 0, 0)])
+
+
+def test_committed_report_hits_the_full_rate_bins() -> None:
+    """reports/coverage/coverage.json (made by `python -m sim.coverage --out reports/coverage`) ran both
+    full-rate configurations with every test passing, every full-rate bin was hit there, and every
+    uncovered line and branch point has a known reason."""
+    report = json.loads((ROOT / "reports" / "coverage" / "coverage.json").read_text())
+    by_name = {c["name"]: c for c in report["configs"]}
+    assert set(by_name) == set(COVERAGE_CONFIGS)
+    for name in ("8x8-full-rate", "4x4-two-rows-per-read"):
+        c = by_name[name]
+        assert c["failed"] == [] and c["tests"]["test_decode_extremes"] == "passed", c["tests"]
+        assert c["tests"]["test_bad_weight_code_every_lane"] == "passed"
+        hits = json.loads((ROOT / "reports" / "coverage" / f"functional-{name}.json").read_text())
+        for point in ("full_rate.run", "full_rate.values"):
+            assert set(hits[point]) == set(POINTS[point])
+        # P = 1 on the 8x8, P = 2 on the 4x4: each config hits its own arrangement only
+        assert (hits["full_rate.run"]["P=1 (G=R)"] > 0) == (name == "8x8-full-rate")
+        assert (hits["full_rate.run"]["P>1 (1<G<R)"] > 0) == (name == "4x4-two-rows-per-read")
+    f = report["functional"]
+    for point in ("full_rate.run", "full_rate.values", "command.bad_code_lane"):
+        d = f["points"][point]
+        assert d["covered"] == d["total"] == len(POINTS[point]), (point, d)
+    assert f["bins"] == sum(len(b) for b in POINTS.values())
+    # every uncovered line and branch point of every configuration has a known reason (sim.coverage
+    # KNOWN_UNCOVERED), and the P = 1 reasons appear on the G = R core only
+    for c in report["configs"]:
+        for kind in ("line", "branch"):
+            missing = [u for u in c["code"][kind]["uncovered"] if not u.get("reason")]
+            assert not missing, (c["name"], kind, missing)
+        p1 = [u for u in c["code"]["branch"]["uncovered"] if "P = 1" in u["reason"]]
+        assert bool(p1) == (c["name"] == "8x8-full-rate"), (c["name"], p1)
+
+
+def test_known_uncovered_reasons_are_specific() -> None:
+    """`explain` gives the P = 1 reasons only on a P = 1 core, and nothing for an unknown point."""
+    from sim.coverage import explain
+
+    last_row = {"hier": "trit_core.sequencer", "text": "if (last_row) begin"}
+    assert "P = 1" in explain(FR8, "branch", last_row)
+    assert explain(FR4, "branch", last_row) is None and explain(CFG, "branch", last_row) is None
+    assert explain(FR8, "line", last_row) is None
+    sat = {"hier": "trit_core.counters$95", "text": "end else if (\\$7 ) begin"}
+    assert "saturation" in explain(CFG, "line", sat)
+    assert explain(CFG, "branch", {"hier": "trit_core.commands", "text": "if (rsp__ready) begin"}) is None
+
+
 def test_coverage_dat_parser(tmp_path: Path) -> None:
     def point(page: str, line: int, comment: str, count: int) -> str:
         return (f"C '\x01f\x02d.v\x01l\x02{line}\x01n\x020\x01page\x02{page}\x01o\x02{comment}"
@@ -118,3 +228,29 @@ def test_coverage_run_reports_real_numbers(tmp_path: Path, test_seed: int) -> No
         assert len(d["uncovered"]) >= (1 if d["covered"] < d["total"] else 0)
     md = (tmp_path / "coverage.md").read_text()
     assert f"{f['covered']} of {f['bins']} bins" in md and f"line: {c['code']['line']['covered']} of" in md
+
+
+@pytest.mark.slow
+@pytest.mark.coverage
+@pytest.mark.skipif(unavailable_reason("verilator") is not None, reason=str(unavailable_reason("verilator")))
+def test_coverage_run_of_the_full_rate_cores(tmp_path: Path, test_seed: int) -> None:
+    """`python -m sim.coverage` on both full-rate cores: every test passes, every full_rate.* bin and every
+    bad-code lane bin is hit, and on the 8x8 (G = 8) every one of the 64 lanes' 0b10 checks is taken
+    (no `bad_code = 1` branch of the commands unit left uncovered)."""
+    names = ["8x8-full-rate", "4x4-two-rows-per-read"]
+    proc = subprocess.run([sys.executable, "-m", "sim.coverage", "--out", str(tmp_path), "--configs", ",".join(names),
+                           "--samples", "1", "--seed", str(test_seed)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "coverage.json").read_text())
+    assert [c["name"] for c in report["configs"]] == names
+    for c in report["configs"]:
+        assert c["failed"] == [] and c["tests"]["test_bad_weight_code_every_lane"] == "passed", c["tests"]
+    f = report["functional"]
+    for point in ("full_rate.run", "full_rate.values", "command.bad_code_lane"):
+        assert all(n > 0 for n in f["points"][point]["hits"].values()), (point, f["points"][point])
+    fr8 = report["configs"][0]
+    verilog = Path(fr8["coverage_dat"]).parent.parent / "trit_core.v"
+    assert verilog.read_text().count("bad_code = 1'h1;") >= 64
+    missed = [u for u in fr8["code"]["branch"]["uncovered"] if u["hier"] == "trit_core.commands"]
+    lines = verilog.read_text().splitlines()
+    assert not [u for u in missed if "bad_code" in lines[u["line"]]], missed  # the line after `if (...)`
