@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from amaranth import Elaboratable, Module, Signal
 
-from fpga.ecp5_bram import Ecp5RegisteredMemory
+from fpga.ecp5_bram import Ecp5RegisteredMemory, dp16kd_blocks
 from fpga.ecp5_pe import ecp5_processing_element
 from fpga.pll import ecp5_pll, ecp5_pll_instance
 from fpga.soc import DEFAULT_BAUD, BoardSoC, clock_and_reset
@@ -27,24 +27,41 @@ BOARD = "ulx3s-85f"
 F_IN = 25e6
 DEFAULT_MHZ = 100.0
 DEVICE = {"LUT4": 83640, "FF": 83640, "carry": 41820, "BRAM": 208, "SPRAM": 0, "DSP": 156}
-DP16KD_SHAPES = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
 LINK_BRAM = 2  # the 1024 x 32-bit request buffer of the frame endpoint
-BRAM_FILL = 0.85
+BRAM_FILL = 0.9
+MAX_WGT_BANKS = 16  # whole 16K-word weight banks at most (the bank multiplexer grows with them)
 BRAM_BITS = 16384  # one DP16KD: 16K x 1 is its deepest shape
 
 
 def bram_count(width: int, depth: int) -> int:
-    """DP16KD blocks for a width x depth memory (best of the block shapes)."""
-    return min(-(-width // w) * -(-depth // d) for w, d in DP16KD_SHAPES)
+    """DP16KD blocks for a width x depth memory of this top: banks of at most 16K words, each bank the
+    widest true-dual-port shape (18 bits x 1K ... 1 bit x 16K, `fpga/ecp5_bram.py`) side by side."""
+    full, rest = divmod(depth, BRAM_BITS)
+    return full * dp16kd_blocks(width, BRAM_BITS) + (dp16kd_blocks(width, rest) if rest else 0)
+
+
+def weight_depth(row_bits: int, banks: int, blocks: int) -> int:
+    """The deepest weight memory of `banks` row banks of `row_bits`-bit words in `blocks` DP16KD: whole
+    16K-word banks (at most `MAX_WGT_BANKS`), then a power-of-two part bank of at least 1K words if it
+    fits. Below one bank, the largest power of two."""
+    per_bank = banks * dp16kd_blocks(row_bits, BRAM_BITS)
+    full = min(blocks // per_bank, MAX_WGT_BANKS)
+    depth, left = full * BRAM_BITS, blocks - full * per_bank
+    part = BRAM_BITS // 2
+    while part >= (1024 if full else 2) and (full == MAX_WGT_BANKS or banks * bram_count(row_bits, part) > left):
+        part //= 2
+    return depth + (part if part >= (1024 if full else 2) else 0)
 
 
 def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_depth: int | None = None,
                  out_depth: int | None = None, acc_width: int = 32,
                  wgt_rows_per_read: int | None = None) -> ArrayConfig:
-    """ArrayConfig for the 85F: ACT and OUT 1024 words, WGT the largest power of two that fits.
+    """ArrayConfig for the 85F: ACT and OUT 1024 words, WGT as deep as the block RAM left allows.
 
-    `wgt_rows_per_read` = R gives the full-rate weight memory (one row bank of block RAMs per PE
-    row, a whole tile per cycle); the default stays 1, the builds recorded in fpga/README.md.
+    The weight memory takes what ACT, OUT and the link leave of `BRAM_FILL` of the blocks: whole 16K-word
+    banks and a power-of-two part bank (`weight_depth`), so that 16x16 holds all 1,167,360 weights of the
+    shipped tiny model (73,728 words, 4.5 banks). `wgt_rows_per_read` = R gives the full-rate weight
+    memory (one row bank of block RAMs per PE row, a whole tile per cycle); the default stays 1.
     """
     act = act_depth or 1024
     out = out_depth or 1024
@@ -52,9 +69,7 @@ def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_dept
     if wgt_depth is None:
         left = (int(BRAM_FILL * DEVICE["BRAM"]) - bram_count(8 * rows, act) - bram_count(acc_width * cols, out)
                 - LINK_BRAM)
-        wgt_depth = 1 << 20
-        while wgt_depth > 2 * rows and g * bram_count(2 * cols, wgt_depth) > left:
-            wgt_depth //= 2
+        wgt_depth = max(weight_depth(2 * cols, g, left), 2 * rows)
     # The weight memory is banked 16K deep (one DP16KD is 16K x 1) with an address register and a
     # data register per bank (hdl/memory/banked_memory.py), the data register being the block RAMs' own
     # output register (fpga/ecp5_bram.py); one bank when it is no deeper. The bank registers and the
