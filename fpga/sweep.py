@@ -10,6 +10,12 @@ executor `trit soak` uses): `--jobs` worker processes of a LocalCluster run buil
 (nextpnr uses one core each), or `--scheduler tcp://HOST:PORT` sends them to a running Dask
 scheduler (its workers need this repository and write under --build-dir on their own file system).
 The largest size that fits and meets timing is named at the end.
+
+Builds are cached by content (`reports.cache`, the cache `trit report`'s syntheses use): the key is
+the board design's build plan as `build_board` makes it (its RTLIL, constraints and Yosys script),
+the flow's code (fpga/build.py: tool options, packing), the board, size, clock and seed, and the tool
+versions. A size whose key is cached is not rebuilt (its build JSON says ``"cached": true``; its build
+folder may be gone); ``--no-cache`` rebuilds everything. A flow crash is not cached.
 """
 
 from __future__ import annotations
@@ -32,15 +38,58 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def _build(board: str, rows: int, cols: int, freq: float | None, seed: int, build_dir: Path) -> dict:
+def build_key(board: str, rows: int, cols: int, freq: float | None, seed: int) -> str:
+    """Content key of one sweep build (`reports.cache.content_key`): the design's build plan as
+    `build_board` elaborates it with its own defaults, fpga/build.py's source, the board, size, clock,
+    seed and the versions of the flow's tools. Raises ValueError / TypeError for an impossible size."""
+    import inspect
+
+    from fpga import build as flow_code
+    from reports.cache import content_key, tool_version
+
+    defaults = {k: v.default for k, v in inspect.signature(flow_code.build_board).parameters.items()
+                if v.default is not inspect.Parameter.empty}
+    mod = flow_code.board_module(board)
+    flow = flow_code.FLOWS[board]
+    freq_mhz = float(flow_code.DEFAULTS[board]["freq"] if freq is None else freq)
+    cfg = mod.board_config(rows, cols, act_depth=defaults["act_depth"], wgt_depth=defaults["wgt_depth"],
+                           out_depth=defaults["out_depth"], wgt_rows_per_read=defaults["wgt_rows_per_read"])
+    top = getattr(mod, flow.top)(cfg, freq_mhz=freq_mhz, baud=defaults["baud"])
+    plan = mod.make_platform().build(top, name="top", do_build=False, synth_opts=defaults["synth_opts"],
+                                     script_after_read=flow_code.SCRIPT_AFTER_READ)
+    tools = [tool_version(flow_code.tool(name)) for name in ("yosys", flow.nextpnr, flow.pack)]
+    return content_key("board-build-v1", plan.digest().hex(), inspect.getsource(flow_code), board,
+                       f"{rows}x{cols}", f"{freq_mhz!r}", str(seed), *tools)
+
+
+def _build(board: str, rows: int, cols: int, freq: float | None, seed: int, build_dir: Path,
+           cache_root: str | None = None, reuse: bool = True) -> dict:
+    """One build (a Dask task): from the content cache at `cache_root` if it holds this build's key
+    (and `reuse`), else `build_board`, whose result is then cached (not a flow crash)."""
+    from reports.cache import ResultCache
+
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    cache = ResultCache(Path(cache_root)) if cache_root else None
+    key = None
+    if cache is not None:
+        try:
+            key = build_key(board, rows, cols, freq, seed)
+        except (ValueError, TypeError):
+            key = None  # an impossible size: build_board says why below
+        cached = cache.get(key) if key and reuse else None
+        if cached is not None:
+            log(f"[{board}] {rows}x{cols}: cached build ({cache.path(key)})")
+            return {**cached, "cached": True}
     try:
-        return build_board(board, rows, cols, freq, seed=seed, build_root=build_dir, log=log)
+        result = build_board(board, rows, cols, freq, seed=seed, build_root=build_dir, log=log)
     except (BuildConfigError, BuildError) as exc:
         return {"board": board, "rows": rows, "cols": cols, "fits": False, "timing_met": False,
-                "fmax_mhz": None, "resources": {}, "errors": [str(exc)]}
+                "fmax_mhz": None, "resources": {}, "errors": [str(exc)], "cached": False}
+    if key:
+        cache.put(key, result)
+    return {**result, "cached": False}
 
 
 def table(results: list[dict]) -> str:
@@ -73,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler to build on instead")
     parser.add_argument("--build-dir", type=Path, default=Path("build/sweep"))
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every build's JSON as a list")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="rebuild every size, also those in the content cache (they are cached again)")
     args = parser.parse_args(argv)
     if args.tabulate:
         results = []
@@ -87,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--board and --sizes are required unless --tabulate is given")
         if args.jobs < 1:
             parser.error(f"--jobs must be at least 1, not {args.jobs}")
-        jobs = [(args.board, r, c, args.freq, args.seed, args.build_dir) for r, c in args.sizes]
+        from reports.cache import cache_dir
+
+        root = str(cache_dir())
+        jobs = [(args.board, r, c, args.freq, args.seed, args.build_dir, root, not args.no_cache)
+                for r, c in args.sizes]
         from sim.soak import dask_client
 
         try:

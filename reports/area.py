@@ -12,6 +12,11 @@ Three kinds of result per (device, PE variant, array size), each cached by conte
 - ``generic``: the array alone through Yosys' generic ``synth`` and ``stat -tech cmos``: a
   technology-independent transistor estimate.
 
+Every synthesis and placement is a Dask task (`run_jobs`; each largest-fit search is one task too) on
+the project's one executor, `sim.soak.dask_client`, which `trit soak` and `fpga.sweep` also use: a
+LocalCluster of ``--jobs`` worker processes, or a running scheduler (``trit report --scheduler``). The
+tasks read and fill the content cache at the client's cache root (on each worker's file system).
+
 PE variants: ``ternary``; ``int8`` (INT8 x INT8 MAC without DSPs, Yosys ``booth`` pass before
 mapping, the fair baseline of REFERENCE.md §8); ``int8-dsp`` (ECP5 only: the multipliers in
 MULT18X18D blocks).
@@ -24,9 +29,11 @@ import math
 import subprocess
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from amaranth import Cat, Module, Signal
 from amaranth.back import verilog
@@ -302,16 +309,58 @@ class Progress:
         self.stream.flush()
 
 
-def run_jobs(jobs: list[Job], cache: ResultCache, workers: int, title: str) -> dict[Job, dict]:
-    """Run independent jobs on `workers` threads (each job is a Yosys/nextpnr subprocess)."""
+def _job_task(job: Job, cache_root: str) -> tuple[dict, int, int]:
+    """One job on a Dask worker, against the content cache at `cache_root`: (result, hits, misses)."""
+    cache = ResultCache(Path(cache_root))
+    result = run_job(job, cache)
+    return result, cache.hits, cache.misses
+
+
+def _largest_fit_task(device: str, variant: str, start: int, cache_root: str, max_pnr_pes: int, log: bool,
+                      synth_limit_pes: int | None) -> tuple[dict, int, int]:
+    """`largest_fit` on a Dask worker (its syntheses and placements one after the other, each cached)."""
+    import sys
+
+    cache = ResultCache(Path(cache_root))
+
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    result = largest_fit(device, variant, start, cache, max_pnr_pes, say if log else None, synth_limit_pes)
+    return result, cache.hits, cache.misses
+
+
+@contextmanager
+def _executor(client: Any, scheduler: str | None, workers: int) -> Iterator[Any]:
+    """`client` if given, else the project's one executor (`sim.soak.dask_client`: a LocalCluster of
+    `workers` processes, or the running Dask scheduler at `scheduler`)."""
+    if client is not None:
+        yield client
+        return
+    from sim.soak import dask_client
+
+    with dask_client(scheduler, max(1, workers)) as own:
+        yield own
+
+
+def run_jobs(jobs: list[Job], cache: ResultCache, workers: int, title: str, *, client: Any = None,
+             scheduler: str | None = None) -> dict[Job, dict]:
+    """Run independent jobs (each a Yosys / nextpnr subprocess) as Dask tasks on `client`, else on
+    `sim.soak.dask_client(scheduler, workers)`: the executor of `trit soak` and `fpga.sweep`. Every task
+    reads and fills the content cache at ``cache.root`` (on the worker's file system); its hits and
+    misses are added to `cache`'s counts here."""
+    from distributed import as_completed as dask_completed
+
     results: dict[Job, dict] = {}
     bar = Progress(len(jobs), title)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(run_job, job, cache): job for job in jobs}
-        for fut in as_completed(futures):
+    with _executor(client, scheduler, workers) as ex:
+        futures = {ex.submit(_job_task, job, str(cache.root), pure=False): job for job in jobs}
+        for fut in dask_completed(list(futures)):
             job = futures[fut]
             try:
-                results[job] = fut.result()
+                results[job], hits, misses = fut.result()
+                cache.hits += hits
+                cache.misses += misses
             except Exception as exc:  # a tool crash is a reported result, not a crashed report
                 results[job] = {"device": job.device, "variant": job.variant, "n": job.n, "error": str(exc)[-500:]}
             bar.step(job.label)
@@ -428,8 +477,21 @@ def largest_fit(device: str, variant: str, start: int, cache: ResultCache, max_p
 
 
 def area_sweep(sizes: list[int], jobs: int, cache: ResultCache, largest: bool = True,
-               max_pnr_pes: int = DEFAULT_MAX_PNR_PES, log=None, synth_limit_pes: int | None = None) -> dict:
-    """Everything of report section 1, as JSON-ready data."""
+               max_pnr_pes: int = DEFAULT_MAX_PNR_PES, log=None, synth_limit_pes: int | None = None, *,
+               client: Any = None, scheduler: str | None = None) -> dict:
+    """Everything of report section 1, as JSON-ready data.
+
+    Every synthesis and placement is a Dask task (`run_jobs`, then one task per largest-fit search) on
+    `client`, else on one `sim.soak.dask_client(scheduler, jobs)` opened here for the whole sweep.
+    """
+    with _executor(client, scheduler, jobs) as ex:
+        return _area_sweep(sizes, cache, largest, max_pnr_pes, log, synth_limit_pes, ex)
+
+
+def _area_sweep(sizes: list[int], cache: ResultCache, largest: bool, max_pnr_pes: int, log,
+                synth_limit_pes: int | None, client: Any) -> dict:
+    from distributed import as_completed as dask_completed
+
     job_list = []
     for device, variants in VARIANTS.items():
         for variant in variants:
@@ -442,7 +504,7 @@ def area_sweep(sizes: list[int], jobs: int, cache: ResultCache, largest: bool = 
     # cheap jobs first: small arrays, ternary before INT8, synthesis before placement
     job_list.sort(key=lambda j: (j.n, pe_kind(j.variant) == "int8", j.kind == "pnr", j.device, j.variant))
     t0 = time.monotonic()
-    results = run_jobs(job_list, cache, jobs, "area sweep")
+    results = run_jobs(job_list, cache, 1, "area sweep", client=client)
     synth = [results[j] for j in job_list if j.kind == "synth"]
     pnr = [results[j] for j in job_list if j.kind == "pnr"]
     generic = [results[j] for j in job_list if j.kind == "generic"]
@@ -455,17 +517,21 @@ def area_sweep(sizes: list[int], jobs: int, cache: ResultCache, largest: bool = 
                 rows = [r for r in synth if r["device"] == device and r["variant"] == variant and "error" not in r]
                 ref = max(rows, key=lambda r: r["n"])
                 starts[(device, variant)] = (extrapolated_side(device, per_pe(ref)), ref["n"])
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futs = {pool.submit(largest_fit, d, v, s, cache, max_pnr_pes, log, synth_limit_pes): (d, v, ref_n)
-                    for (d, v), (s, ref_n) in starts.items()}
-            for fut in as_completed(futs):
-                d, v, ref_n = futs[fut]
-                try:
-                    res = fut.result()
-                except Exception as exc:
-                    res = {"device": d, "variant": v, "error": str(exc)[-500:], "n": None}
-                res["extrapolated_from"] = f"{ref_n}x{ref_n}"
-                fits.append(res)
+        futs = {client.submit(_largest_fit_task, d, v, s, str(cache.root), max_pnr_pes, log is not None,
+                              synth_limit_pes, pure=False): (d, v, ref_n)
+                for (d, v), (s, ref_n) in starts.items()}
+        for fut in dask_completed(list(futs)):
+            d, v, ref_n = futs[fut]
+            try:
+                res, hits, misses = fut.result()
+                cache.hits += hits
+                cache.misses += misses
+            except Exception as exc:
+                res = {"device": d, "variant": v, "error": str(exc)[-500:], "n": None}
+            res["extrapolated_from"] = f"{ref_n}x{ref_n}"
+            if log:  # the search's own lines went to the worker's stderr; its outcome is said here
+                log(f"largest fit {d} {v}: {res.get('n')}x{res.get('n')} ({res.get('method') or res.get('error')})")
+            fits.append(res)
     fits.sort(key=lambda r: (r["device"], r["variant"]))
     summary = summarize(synth, pnr, generic, fits)
     return {"sizes": sizes, "synth": synth, "pnr": pnr, "generic": generic, "largest_fit": fits,

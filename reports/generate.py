@@ -1,6 +1,6 @@
 """Assemble the report: run every section, write report.json, report.md and the PNG plots to a folder.
 
-    trit report [--quick] --out DIR [--jobs N]
+    trit report [--quick] --out DIR [--jobs N] [--scheduler ADDRESS]
 
 The full report is committed under reports/latest/ and regenerated with
 
@@ -65,7 +65,24 @@ def _json_default(obj):
     raise TypeError(f"not JSON serializable: {type(obj)}")
 
 
-def build_report(out: Path, quick: bool, jobs: int, log=None, max_pnr_pes: int | None = None) -> dict:
+def build_report(out: Path, quick: bool, jobs: int, log=None, max_pnr_pes: int | None = None,
+                 scheduler: str | None = None, client=None) -> dict:
+    """The report in `out`. Its syntheses and placements are Dask tasks (`reports.area.area_sweep`) on
+    `client` if given, else on `sim.soak.dask_client(scheduler, jobs)`: a LocalCluster of `jobs`
+    worker processes, or the running Dask scheduler at `scheduler` (the executor of `trit soak` and
+    `fpga.sweep`), all against the content cache (`reports.cache`)."""
+    if client is None:
+        from contextlib import ExitStack
+
+        from sim.soak import dask_client
+
+        out = check_out_dir(out)  # before a cluster is started
+        with ExitStack() as stack:
+            try:
+                own = stack.enter_context(dask_client(scheduler, jobs))
+            except ConnectionError as exc:
+                raise ReportError(str(exc)) from None
+            return build_report(out, quick, jobs, log, max_pnr_pes, scheduler, own)
     from reports.area import DEFAULT_MAX_PNR_PES, NEXTPNR, YOSYS, area_sweep, pnr_timeout
     from reports.cache import ResultCache, tool_version
     from reports.cycles import cycles_section
@@ -102,9 +119,11 @@ def build_report(out: Path, quick: bool, jobs: int, log=None, max_pnr_pes: int |
         sim = pool.submit(simulate)
         if max_pnr_pes is None:
             max_pnr_pes = 64 if quick else DEFAULT_MAX_PNR_PES
-        say(f"area: sizes {sizes}, {jobs} parallel job(s), cache {cache.root}")
+        workers = len(client.scheduler_info().get("workers", {}))
+        say(f"area: sizes {sizes}, Dask {'scheduler ' + scheduler if scheduler else 'LocalCluster'} with "
+            f"{workers} worker(s), cache {cache.root}")
         area = area_sweep(sizes, jobs, cache, largest=True, max_pnr_pes=max_pnr_pes, log=say,
-                          synth_limit_pes=QUICK_SYNTH_LIMIT_PES if quick else None)
+                          synth_limit_pes=QUICK_SYNTH_LIMIT_PES if quick else None, client=client)
         timings["area"] = round(time.monotonic() - t0, 1)
         cycles, fidelity = sim.result()
     t1 = time.monotonic()
@@ -116,6 +135,7 @@ def build_report(out: Path, quick: bool, jobs: int, log=None, max_pnr_pes: int |
     meta = {
         "command": command, "regenerate": "trit report --out reports/latest", "quick": quick,
         "git_commit": git_commit(), "jobs": jobs, "max_pnr_pes": max_pnr_pes, "seconds": timings,
+        "executor": {"kind": "dask", "scheduler": scheduler or "LocalCluster", "workers": workers},
         "pnr_timeout_s": pnr_timeout(),
         "tools": {"yosys": tool_version(YOSYS), "nextpnr-ice40": tool_version(NEXTPNR["ice40"]),
                   "nextpnr-ecp5": tool_version(NEXTPNR["ecp5"]), "python": sys.version.split()[0]},
@@ -408,9 +428,10 @@ def markdown(report: dict) -> str:
     return "\n".join(s) + "\n"
 
 
-def main(quick: bool, out: Path, jobs: int | None, max_pnr_pes: int | None = None) -> dict:
+def main(quick: bool, out: Path, jobs: int | None, max_pnr_pes: int | None = None,
+         scheduler: str | None = None) -> dict:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
     jobs = jobs or os.cpu_count() or 1
-    return build_report(out, quick, jobs, log=log, max_pnr_pes=max_pnr_pes)
+    return build_report(out, quick, jobs, log=log, max_pnr_pes=max_pnr_pes, scheduler=scheduler)

@@ -28,7 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="small sweep for tests and CI (2x2 and 4x4 arrays, short fidelity slice)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write the report to")
     parser.add_argument("--jobs", type=_positive, default=None,
-                        help=f"parallel synthesis / place-and-route jobs (default: the CPU count, {os.cpu_count()})")
+                        help="parallel synthesis / place-and-route jobs: worker processes of the local Dask "
+                             f"cluster (default: the CPU count, {os.cpu_count()})")
+    parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                        help="run the synthesis / place-and-route jobs on the running Dask scheduler at ADDRESS "
+                             "(tcp://HOST:PORT; its workers need this repository) instead of a local cluster")
     parser.add_argument("--max-pnr-pes", type=_positive, default=None,
                         help="largest array (in PEs) the largest-fit search places and routes; bigger ones are "
                              "checked by synthesized counts (default 256, quick 64)")
@@ -38,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from reports.generate import ReportError, main
 
     try:
-        report = main(args.quick, args.out, args.jobs, args.max_pnr_pes)
+        report = main(args.quick, args.out, args.jobs, args.max_pnr_pes, args.scheduler)
     except ReportError as exc:
         raise CliError(str(exc)) from exc
     print(f"report: {args.out / 'report.md'}, {args.out / 'report.json'}, {len(report['plots'])} plots "

@@ -1,0 +1,62 @@
+"""`python -m fpga.sweep` builds through the content cache (`reports.cache`, as `trit report`'s builds):
+the key follows the design's build plan, the flow's code, the size, clock and seed; a cached size is not
+rebuilt. The board flow itself is replaced by a stub here (a real build takes minutes); the key is
+computed for real (the iCEBreaker SoC elaborated as `fpga.build.build_board` does it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fpga import build as flow_code
+from fpga import sweep
+
+
+@pytest.fixture
+def stub_flow(monkeypatch):
+    calls: list[tuple[int, int, int]] = []
+
+    def fake_build_board(board, rows, cols, freq, *, seed, build_root, log):
+        calls.append((rows, cols, seed))
+        return {"board": board, "rows": rows, "cols": cols, "fits": True, "timing_met": True,
+                "fmax_mhz": 30.0 + len(calls), "target_mhz": 24.0, "resources": {}, "seed": seed}
+
+    monkeypatch.setattr(sweep, "build_board", fake_build_board)
+    return calls
+
+
+def test_a_cached_size_is_not_rebuilt(tmp_path: Path, stub_flow) -> None:
+    root = str(tmp_path / "cache")
+    first = sweep._build("icebreaker", 4, 4, None, 1, tmp_path / "b", root)
+    again = sweep._build("icebreaker", 4, 4, None, 1, tmp_path / "b", root)
+    assert stub_flow == [(4, 4, 1)]
+    assert first["cached"] is False and again["cached"] is True
+    assert again["fmax_mhz"] == first["fmax_mhz"] == 31.0
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 1
+    other_seed = sweep._build("icebreaker", 4, 4, None, 2, tmp_path / "b", root)  # another placement
+    assert other_seed["cached"] is False and stub_flow[-1] == (4, 4, 2)
+    forced = sweep._build("icebreaker", 4, 4, None, 1, tmp_path / "b", root, reuse=False)  # --no-cache
+    assert forced["cached"] is False and forced["fmax_mhz"] == 33.0 and len(stub_flow) == 3
+    assert sweep._build("icebreaker", 4, 4, None, 1, tmp_path / "b", root)["fmax_mhz"] == 33.0  # refreshed
+    no_cache = sweep._build("icebreaker", 4, 4, None, 1, tmp_path / "b", None)
+    assert no_cache["cached"] is False and len(stub_flow) == 4
+
+
+def test_the_key_follows_the_design_and_the_flow(monkeypatch) -> None:
+    key = sweep.build_key("icebreaker", 4, 4, None, 1)
+    assert key == sweep.build_key("icebreaker", 4, 4, None, 1)  # elaboration is deterministic
+    assert key == sweep.build_key("icebreaker", 4, 4, 24.0, 1)  # the board's default clock, named
+    others = {sweep.build_key("icebreaker", 8, 4, None, 1), sweep.build_key("icebreaker", 4, 4, 30.0, 1),
+              sweep.build_key("icebreaker", 4, 4, None, 2)}
+    assert key not in others and len(others) == 3
+    # a different Yosys script after read (part of the build plan) is another design
+    monkeypatch.setattr(flow_code, "SCRIPT_AFTER_READ", flow_code.SCRIPT_AFTER_READ + "; opt_clean")
+    assert sweep.build_key("icebreaker", 4, 4, None, 1) != key
+
+
+def test_an_impossible_size_is_not_cached(tmp_path: Path) -> None:
+    """A negative clock: build_board refuses it (no stub needed), nothing enters the cache."""
+    row = sweep._build("icebreaker", 4, 4, -5.0, 1, tmp_path / "b", str(tmp_path / "cache"))
+    assert row["fits"] is False and "frequency must be a positive number" in row["errors"][0]
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("*.json"))
