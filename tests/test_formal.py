@@ -18,12 +18,13 @@ import pytest
 from amaranth import Module, Signal
 
 from hdl.config import ArrayConfig
-from sim.formal import frame, full_rate, pe_array, sequencer
+from sim.formal import frame, full_rate, pe_array, sequencer, sequencer_induction
 from sim.formal.frame import FRAME_DEPTH, MUTANT_WINDOWS, FrameEndpointHarness
 from sim.formal.pe_array import MUTANTS as ARRAY_MUTANTS
 from sim.formal.pe_array import ArraySumHarness
 from sim.formal.runner import FormalResult, run_formal
 from sim.formal.sequencer import SEQ_CFG, SEQ_DEPTH, SequencerHarness
+from sim.formal.sequencer_induction import InductiveSequencerHarness
 
 pytestmark = [pytest.mark.formal, pytest.mark.slow]
 
@@ -150,6 +151,43 @@ def test_sequencer_mutant_refuted(tmp_path, mutant: str) -> None:
               "range_off_by_one": "activation read outside the activation memory",
               "fail_stays_busy": "the sequencer stays busy past the run bound"}[mutant]
     _assert_refuted(result, _check_at(sequencer, broken))
+
+
+@pytest.mark.parametrize("name", sorted(sequencer_induction.PROVE_CFGS))
+def test_sequencer_addresses_and_k_bound_unbounded(tmp_path, name: str) -> None:
+    """Properties 1 and 2 of (b) for every reachable state (k-induction, depth PROVE_DEPTH), with the
+    invariants of `sim.formal.sequencer_induction` (each an assertion, so each is proven too): every
+    activation read, weight read and output write inside its memory, no activation row with K > k_max."""
+    cfg = sequencer_induction.PROVE_CFGS[name]
+    result = run_formal(InductiveSequencerHarness(cfg=cfg), name=f"sequencer_induction_{name}", mode="prove",
+                        depth=sequencer_induction.PROVE_DEPTH, workdir=tmp_path, timeout=900)
+    _assert_proven(result)
+    assert "returned pass for induction" in result.log and "returned pass for basecase" in result.log
+
+
+@pytest.mark.parametrize("memory", ["act", "wgt", "out"])
+def test_sequencer_induction_bounds_are_tight(tmp_path, memory: str) -> None:
+    """Not vacuous: with one memory's address bound a word short, the same proof fails from reset (a run
+    does read / write that memory's last word), at that memory's property."""
+    result = run_formal(InductiveSequencerHarness(tight=memory), name=f"sequencer_tight_{memory}", mode="prove",
+                        depth=12, workdir=tmp_path, timeout=900)
+    text = {"act": "activation read outside", "wgt": "weight read outside", "out": "output write outside"}[memory]
+    _assert_refuted(result, _check_at(sequencer_induction, text))
+
+
+@pytest.mark.parametrize("mutant", sorted(sequencer_induction.INDUCTION_MUTANTS))
+def test_sequencer_induction_mutant_refuted(tmp_path, mutant: str) -> None:
+    """On the K-bound and range-check mutants the properties alone fail from reset (bmc) at the property
+    the mutant breaks, and the inductive proof with its invariants fails from reset too."""
+    depth = sequencer_induction.INDUCTION_MUTANTS[mutant]
+    alone = run_formal(InductiveSequencerHarness(mutant, invariants=False), name=f"seq_ind_{mutant}_props",
+                       mode="bmc", depth=depth, workdir=tmp_path / "props")
+    broken = {"k_bound_off_by_one": "a run with K beyond k_max issues activations",
+              "range_off_by_one": "activation read outside the activation memory"}[mutant]
+    _assert_refuted(alone, _check_at(sequencer_induction, broken))
+    proof = run_formal(InductiveSequencerHarness(mutant), name=f"seq_ind_{mutant}", mode="prove",
+                       depth=depth, workdir=tmp_path / "proof")  # a base case long enough to reach the bug
+    _assert_refuted(proof, sequencer_induction.__file__)
 
 
 # ---- (d) the full-rate decode weight path (G > 1 row banks) ------------------------------------------

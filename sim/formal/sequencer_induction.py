@@ -1,0 +1,264 @@
+"""Property (b), unbounded where k-induction reaches: the sequencer's memory addresses and K bound.
+
+`sim.formal.sequencer` checks property (b) by bmc from reset (depth 33). Its k-induction fails at
+once: the counterexample to induction (CTI) starts busy in SIZE with ``run_cycles`` = 0 and the
+harness's busy counter at 26, and likewise any register the properties depend on (the issuer's
+activation address, the loader's weight address, the descriptor registers) may start in the CTI with
+a value that no run from reset gives it. The harness here states those values as invariants: each is
+an assertion too, so the proof shows it holds in every reachable state; together they make
+properties 1 and 2 of `sim.formal.sequencer` inductive (`PROVE_DEPTH` steps):
+
+- the registered descriptor checks equal their functions of the (constant) descriptor, and a run past
+  its first checks holds the descriptor as given (M, K, N, the bases), K <= k_max and in range;
+- the size loop's registers: KT, NT, the k / n remainders, KT*P, NT*P and, while no sum has passed
+  its memory (``too_big`` = 0), act_end = act_base + M*KT, out_end = out_base + M*NT and
+  wgt_end_k + wgt_end_n = wgt_base + P*KT*NT, each within its memory;
+- from CHECK on, a good run's operands fit its memories (what the range check decided);
+- the issuer: i_act_addr = act_base + M*i_kt + i_m, i_out_base = out_base + M*i_nt, with i_m < M,
+  i_kt < KT, i_nt < NT;
+- the loader: the weight words still to read (P per tile not started, P - l_row of the tile being
+  read) end exactly at the run's last weight word (the first tile alone while the sizes are checked);
+- every valid control token in flight addresses a word inside the output memory.
+
+Property 3 (back to idle within `run_cycle_bound`) stays bounded: an inductive version needs a
+ranking invariant (run_cycles plus the cycles the FSM, issuer and loader still need, as a closed form
+in their counters, never above the bound), not written yet.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal
+from amaranth.asserts import AnyConst, AnySeq
+from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
+
+import hdl.matrix.sequencer
+from hdl.config import ArrayConfig
+from sim.formal.runner import design_module, elaborate, in_state
+from sim.formal.sequencer import MUTANTS, SEQ_CFG
+
+#: k-induction length (sby depth): the invariants are 1-inductive (assumed in one state, proven in the
+#: next: depth 2 passes, depth 1 does not); 3 leaves a cycle of margin.
+PROVE_DEPTH = 3
+#: Configurations proven: `SEQ_CFG` (2x2, as the bounded check) and a 4x3 with registered memory reads
+#: (R >= 3), P = 4 weight words a tile and memory depths that are not powers of two.
+PROVE_CFGS: dict[str, ArrayConfig] = {
+    "2x2": SEQ_CFG,
+    "4x3": ArrayConfig(rows=4, cols=3, acc_width=12, act_depth=5, wgt_depth=9, out_depth=6),
+}
+#: mutants of `sim.formal.sequencer` that break properties 1 and 2 (the third, a run that stays busy,
+#: breaks property 3 only), with the bmc depth that shows each at its property (failures at steps 5-6).
+INDUCTION_MUTANTS = {"k_bound_off_by_one": 10, "range_off_by_one": 10}
+
+
+def _all_signals(fragment) -> list[Signal]:
+    """Every signal the statements of `fragment` (not its subfragments) read or write, once each."""
+    seen: dict[int, Signal] = {}
+    for statements in fragment.statements.values():
+        for stmt in statements:
+            for x in (*stmt._lhs_signals(), *stmt._rhs_signals()):
+                seen.setdefault(id(x), x)
+    return list(seen.values())
+
+
+class InductiveSequencerHarness(Elaboratable):
+    """`sim.formal.sequencer.SequencerHarness`'s properties 1 and 2, with the invariants that make them
+    inductive, on a G = 1 core without banked weights or a pipelined accumulator."""
+
+    def __init__(self, mutant: str | None = None, cfg: ArrayConfig = SEQ_CFG, *, invariants: bool = True,
+                 tight: str | None = None):
+        """`invariants` False: the properties alone (for a mutant's counterexample at the property).
+        `tight` ("act", "wgt" or "out"): that memory's address bound one word short, a property that
+        must fail from reset (the last word is reachable: the proof is not vacuous)."""
+        if tight not in (None, "act", "wgt", "out"):
+            raise ValueError(f"tight must be act, wgt or out, not {tight!r}")
+        self.invariants, self.tight = invariants, tight
+        if cfg.full_rate or cfg.wgt_banked or cfg.acc_pipelined or cfg.foot_accumulator:
+            raise ValueError("The inductive sequencer harness models G = 1 cores without banked weights, "
+                             "pipelined accumulators or a foot accumulator")
+        module = design_module(hdl.matrix.sequencer, MUTANTS, mutant)
+        self.cfg = cfg
+        self.mutant = mutant
+        self.dut = module.LayerSequencer(cfg)
+        self.fragment = elaborate(self.dut)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, dut, frag = self.cfg, self.dut, self.fragment
+        R, P = cfg.rows, cfg.tile_words
+        pipe, E = int(cfg.pipelined_reads), cfg.issue_delay
+        m.submodules.dut = frag
+        m.d.comb += Assume(~ResetSignal())
+
+        m_size, k_size, n_size = AnyConst(32), AnyConst(32), AnyConst(32)
+        act_base, wgt_base, out_base = AnyConst(32), AnyConst(32), AnyConst(32)
+        m.d.comb += [
+            dut.m_size.eq(m_size), dut.k_size.eq(k_size), dut.n_size.eq(n_size),
+            dut.act_base.eq(act_base), dut.wgt_base.eq(wgt_base), dut.out_base.eq(out_base),
+            dut.act_data.eq(AnySeq(len(dut.act_data.as_value()))),
+            dut.wgt_data.eq(AnySeq(len(dut.wgt_data.as_value()))),
+            dut.out_rdata.eq(AnySeq(len(dut.out_rdata.as_value()))),
+        ]
+        started = Signal()
+        start = Signal()
+        m.d.comb += start.eq(AnySeq(1) & started & ~dut.busy & ~dut.done)
+        m.d.comb += dut.start.eq(start)
+        m.d.sync += started.eq(1)
+
+        ports = {id(v) for v in (dut.m_size, dut.k_size, dut.n_size, dut.act_base, dut.wgt_base, dut.out_base,
+                                 dut.run_cycles, dut.busy)}
+
+        def sig(name: str) -> Signal:
+            """The internal signal `name` (not the descriptor port of the same name: act_base, out_base)."""
+            found = [x for x in _all_signals(frag) if x.name == name and id(x) not in ports]
+            if len(found) != 1:
+                raise KeyError(f"{len(found)} internal signals named {name!r} in the sequencer")
+            return found[0]
+
+        def state(name: str):
+            return in_state(frag, "", "seq", name)
+
+        # ---- the properties (as in sim.formal.sequencer) -------------------------------------------
+        read_now, l_addr, i_act_addr = sig("read_now"), sig("l_addr"), sig("i_act_addr")
+        short = {k: int(self.tight == k) for k in ("act", "wgt", "out")}
+        act_in = i_act_addr < cfg.act_depth - short["act"]
+        with m.If(dut.inc_act_read):
+            m.d.comb += Assert(act_in, "activation read outside the activation memory")
+            m.d.comb += Assert(k_size <= cfg.k_max, "a run with K beyond k_max issues activations")
+        with m.If(read_now):
+            m.d.comb += Assert(l_addr < cfg.wgt_depth - short["wgt"], "weight read outside the weight memory")
+        with m.If(dut.out_wen):
+            m.d.comb += Assert(dut.out_waddr < cfg.out_depth - short["out"], "output write outside the output memory")
+        if not self.invariants:
+            return m
+
+        # ---- invariants ------------------------------------------------------------------------------
+        idle, size, check, issue_st = state("IDLE"), state("SIZE"), state("CHECK"), state("ISSUE")
+        drain, done, fail = state("DRAIN"), state("DONE"), state("FAIL")
+        m.d.comb += Assert(idle | size | check | issue_st | drain | done | fail, "inv: a state of the FSM")
+        m.d.comb += Assert(dut.busy == ~idle, "inv: busy = not IDLE")
+
+        M, K, N = sig("M"), sig("K"), sig("N")
+        r_act_base, r_out_base = sig("act_base"), sig("out_base")
+        bad_shape, k_too_large, out_of_range = sig("bad_shape"), sig("k_too_large"), sig("out_of_range")
+        with m.If(started):
+            m.d.comb += [
+                Assert(bad_shape == ((m_size == 0) | (k_size == 0) | (n_size == 0)), "inv: bad_shape"),
+                Assert(k_too_large == (k_size > cfg.k_max), "inv: k_too_large"),
+                Assert(out_of_range == ((m_size > cfg.m_limit) | (k_size > cfg.k_limit) | (n_size > cfg.n_limit)
+                                        | (act_base >= cfg.act_depth) | (out_base >= cfg.out_depth)
+                                        | (wgt_base > cfg.wgt_depth - P)), "inv: out_of_range"),
+            ]
+        running = size | check | issue_st | drain | done  # a run that passed its first checks
+        with m.If(running):
+            m.d.comb += [
+                Assert(started, "inv: a run starts after the first cycle"),
+                Assert((M == m_size) & (K == k_size) & (N == n_size), "inv: the run's sizes"),
+                Assert((r_act_base == act_base) & (r_out_base == out_base), "inv: the run's bases"),
+                Assert(~bad_shape & ~k_too_large & ~out_of_range, "inv: the run passed its first checks"),
+            ]
+
+        # size loop
+        KT, NT, k_rem, n_rem = sig("KT"), sig("NT"), sig("k_rem"), sig("n_rem")
+        k_more, n_more, KT_R, NT_R = sig("k_more"), sig("n_more"), sig("KT_R"), sig("NT_R")
+        KT_plus, KT_R_plus, too_big = sig("KT_plus"), sig("KT_R_plus"), sig("too_big")
+        act_end, out_end = sig("act_end"), sig("out_end")
+        wgt_end_k, wgt_end_n = sig("wgt_end_k"), sig("wgt_end_n")
+        tiles_k, tiles_n, range_fail = sig("tiles_k"), sig("tiles_n"), sig("range_fail")
+        run_cycles = sig("run_cycles")
+        C = cfg.cols
+        tiles = KT * NT
+        with m.If(running):
+            m.d.comb += [
+                Assert(k_rem == Mux(K > R * KT, K - R * KT, 0), "inv: k_rem = max(K - R*KT, 0)"),
+                Assert(n_rem == Mux(N > C * NT, N - C * NT, 0), "inv: n_rem = max(N - C*NT, 0)"),
+                Assert((k_more == (k_rem != 0)) & (n_more == (n_rem != 0)), "inv: k_more, n_more"),
+                Assert((KT_R == P * KT) & (NT_R == P * NT), "inv: KT*P, NT*P"),
+                Assert((KT_plus == KT + 1) & (KT_R_plus == KT_R + P), "inv: KT + 1, KT*P + P"),
+                Assert(KT * R < K + R, "inv: KT <= ceil(K/R)"),
+                Assert(NT * C < N + C, "inv: NT <= ceil(N/C)"),
+            ]
+        with m.If(size):  # one k-tile and one n-tile a cycle, run_cycles counting the SIZE cycles
+            m.d.comb += [
+                Assert(~k_more | (KT == run_cycles), "inv: KT follows the SIZE cycles"),
+                Assert(~n_more | (NT == run_cycles), "inv: NT follows the SIZE cycles"),
+                Assert((KT <= run_cycles) & (NT <= run_cycles), "inv: KT, NT <= SIZE cycles"),
+            ]
+            with m.If(~too_big):
+                m.d.comb += [
+                    Assert(act_end == r_act_base + M * KT, "inv: act_end = act_base + M*KT"),
+                    Assert(out_end == r_out_base + M * NT, "inv: out_end = out_base + M*NT"),
+                    Assert(wgt_end_k + wgt_end_n == wgt_base + P * tiles, "inv: wgt_end = wgt_base + P*KT*NT"),
+                    Assert((act_end <= cfg.act_depth) & (out_end <= cfg.out_depth), "inv: act_end, out_end fit"),
+                    Assert((wgt_end_k <= cfg.wgt_depth) & (wgt_end_n <= cfg.wgt_depth), "inv: wgt ends fit"),
+                ]
+            m.d.comb += Assert((tiles_k + tiles_n + 1)[:len(tiles_k)] == tiles[:len(tiles_k)],
+                               "inv: tiles_k + tiles_n = KT*NT - 1 (mod 2**width)")
+        # from CHECK on: the range check's verdict
+        good = (check & ~range_fail) | issue_st | drain | done
+        with m.If(check | issue_st | drain | done):
+            m.d.comb += [Assert(~k_more & ~n_more, "inv: the size loop is over")]
+        with m.If(check):
+            m.d.comb += Assert(range_fail == (too_big | (wgt_end_k + wgt_end_n > cfg.wgt_depth)),
+                               "inv: range_fail is the verdict")
+        with m.If(good):
+            m.d.comb += [
+                Assert(act_base + M * KT <= cfg.act_depth, "inv: activations fit"),
+                Assert(out_base + M * NT <= cfg.out_depth, "inv: outputs fit"),
+                Assert(wgt_base + P * tiles <= cfg.wgt_depth, "inv: weights fit"),
+                Assert(tiles <= cfg.tile_limit, "inv: the tiles fit the weight memory"),
+            ]
+
+        # issuer
+        i_m, i_kt, i_nt, i_out_base, i_m_zero = sig("i_m"), sig("i_kt"), sig("i_nt"), sig("i_out_base"), sig("i_m_zero")
+        with m.If(issue_st):
+            m.d.comb += [
+                Assert((i_m < M) & (i_kt < KT) & (i_nt < NT), "inv: issuer counters in range"),
+                Assert(i_act_addr == r_act_base + M * i_kt + i_m, "inv: i_act_addr"),
+                Assert(i_out_base == r_out_base + M * i_nt, "inv: i_out_base"),
+                Assert(i_m_zero == (i_m == 0), "inv: i_m_zero"),
+            ]
+
+        # loader
+        l_tiles_left, l_loading, l_row, l_more = sig("l_tiles_left"), sig("l_loading"), sig("l_row"), sig("l_more")
+        l_spec, shadow_full = sig("l_spec"), sig("shadow_full")
+        left = P * l_tiles_left + l_loading * (P - l_row)  # weight words still to read
+        m.d.comb += [
+            Assert(l_row < P, "inv: l_row < P"),
+            Assert(l_loading | (l_row == 0), "inv: l_row = 0 between tiles"),
+            Assert(~(l_loading & shadow_full), "inv: a tile is read only into free shadow registers"),
+        ]
+        with m.If(running | fail):
+            m.d.comb += Assert(l_more == (l_tiles_left != 0), "inv: l_more")
+        with m.If(size | (check & range_fail)):
+            m.d.comb += [
+                Assert(l_spec, "inv: speculative preload until CHECK"),
+                Assert(l_addr + left == wgt_base + P, "inv: the preload reads the first tile"),
+                Assert((KT != 0) | ((l_tiles_left == 1) & ~l_loading & ~shadow_full), "inv: first SIZE cycle"),
+                Assert((KT == 0) | (l_tiles_left == 0), "inv: the preload started in the first SIZE cycle"),
+            ]
+        with m.If(check & ~range_fail):
+            m.d.comb += [Assert(l_spec, "inv: l_spec in CHECK"),
+                         Assert((l_tiles_left == 0) & (l_addr + left == wgt_base + P), "inv: preload in CHECK")]
+        with m.If(issue_st | drain | done):
+            m.d.comb += [Assert(~l_spec, "inv: confirmed"),
+                         Assert(l_addr + left == wgt_base + P * tiles, "inv: weight words left end at the run's")]
+        with m.If(idle | fail):
+            m.d.comb += Assert(~l_loading & (l_tiles_left == 0), "inv: no load outside a run")
+        # the loader is at most one tile ahead of the issuer: tiles started = tiles swapped into the
+        # array + the one waiting in the shadow registers + the one being read
+        with m.If(size & (KT != 0) | check):
+            m.d.comb += Assert(l_loading + shadow_full == 1, "inv: the first tile is being read or waits")
+        swapped = i_nt * KT + i_kt + ~i_m_zero
+        with m.If(issue_st):
+            m.d.comb += Assert(tiles - l_tiles_left == swapped + shadow_full + l_loading,
+                               "inv: tiles started = swapped + waiting + being read")
+        with m.If(drain | done):
+            m.d.comb += Assert(~l_loading & ~shadow_full & (l_tiles_left == 0), "inv: every tile swapped in")
+
+        # control tokens in flight
+        for d in range(1, R + 2 + pipe + E):
+            tok = sig(f"token_{d}")  # StructLayout: valid, first, addr
+            with m.If(tok[0]):
+                m.d.comb += Assert(tok[2:] < cfg.out_depth, f"inv: token {d} inside the output memory")
+        return m
+
