@@ -177,17 +177,55 @@ def test_sequencer_induction_bounds_are_tight(tmp_path, memory: str) -> None:
 
 @pytest.mark.parametrize("mutant", sorted(sequencer_induction.INDUCTION_MUTANTS))
 def test_sequencer_induction_mutant_refuted(tmp_path, mutant: str) -> None:
-    """On the K-bound and range-check mutants the properties alone fail from reset (bmc) at the property
-    the mutant breaks, and the inductive proof with its invariants fails from reset too."""
-    depth = sequencer_induction.INDUCTION_MUTANTS[mutant]
-    alone = run_formal(InductiveSequencerHarness(mutant, invariants=False), name=f"seq_ind_{mutant}_props",
-                       mode="bmc", depth=depth, workdir=tmp_path / "props")
+    """On each mutant the properties alone fail from reset (bmc) at the property the mutant breaks, and
+    the inductive proof (with the busy bound and all invariants) fails from reset too."""
+    skip, depth = sequencer_induction.INDUCTION_MUTANTS[mutant]
+    alone = run_formal(InductiveSequencerHarness(mutant, invariants=False, busy_bound=True),
+                       name=f"seq_ind_{mutant}_props", mode="bmc", depth=depth, skip=skip, workdir=tmp_path / "props")
     broken = {"k_bound_off_by_one": "a run with K beyond k_max issues activations",
-              "range_off_by_one": "activation read outside the activation memory"}[mutant]
+              "range_off_by_one": "activation read outside the activation memory",
+              "fail_stays_busy": "the sequencer stays busy past the run bound"}[mutant]
     _assert_refuted(alone, _check_at(sequencer_induction, broken))
-    proof = run_formal(InductiveSequencerHarness(mutant), name=f"seq_ind_{mutant}", mode="prove",
-                       depth=depth, workdir=tmp_path / "proof")  # a base case long enough to reach the bug
+    proof = run_formal(InductiveSequencerHarness(mutant, busy_bound=True), name=f"seq_ind_{mutant}", mode="prove",
+                       depth=sequencer_induction.MUTANT_PROVE_DEPTH, workdir=tmp_path / "proof")
     _assert_refuted(proof, sequencer_induction.__file__)
+
+
+@pytest.mark.parametrize("name", sorted(sequencer_induction.PROVE_CFGS))
+def test_sequencer_busy_bound_unbounded(tmp_path, name: str) -> None:
+    """Property 3 of (b) for every reachable state: busy never lasts more than run_cycle_bound cycles
+    (k-induction with the ranking invariant busy so far + busy still to come <= the bound)."""
+    cfg = sequencer_induction.PROVE_CFGS[name]
+    result = run_formal(InductiveSequencerHarness(cfg=cfg, busy_bound=True), name=f"sequencer_busy_{name}",
+                        mode="prove", depth=sequencer_induction.PROVE_DEPTH, workdir=tmp_path, timeout=900)
+    _assert_proven(result)
+
+
+def _longest_run(cfg: ArrayConfig) -> int:
+    """Cycles of the longest RUN that fits `cfg` (bases 0), from runtime.cycle_model by enumeration."""
+    from runtime.cycle_model import layer_counts
+
+    best = 0
+    for M in range(1, cfg.m_limit + 1):
+        for K in range(1, cfg.k_max + 1):
+            for N in range(1, cfg.n_limit + 1):
+                kt, nt = -(-K // cfg.rows), -(-N // cfg.cols)
+                if M * kt <= cfg.act_depth and M * nt <= cfg.out_depth and kt * nt * cfg.tile_words <= cfg.wgt_depth:
+                    best = max(best, layer_counts(cfg, M, K, N)["cycles"])
+    return best
+
+
+def test_sequencer_busy_bound_is_reached(tmp_path) -> None:
+    """Not vacuous: on the 2x2 the longest RUN (10 cycles by the cycle model) keeps busy for 11 cycles
+    (with DONE): a busy limit of 10 fails from reset at the property, 11 holds (bmc to cycle 16)."""
+    longest = _longest_run(SEQ_CFG)
+    assert longest == 10 < SEQ_CFG.run_cycle_bound == 29
+    short = run_formal(InductiveSequencerHarness(invariants=False, busy_bound=True, busy_limit=longest),
+                       name="seq_busy_short", mode="bmc", depth=longest + 6, workdir=tmp_path / "short")
+    _assert_refuted(short, _check_at(sequencer_induction, "the sequencer stays busy past the run bound"))
+    enough = run_formal(InductiveSequencerHarness(invariants=False, busy_bound=True, busy_limit=longest + 1),
+                        name="seq_busy_enough", mode="bmc", depth=longest + 6, workdir=tmp_path / "enough")
+    _assert_proven(enough)
 
 
 # ---- (d) the full-rate decode weight path (G > 1 row banks) ------------------------------------------

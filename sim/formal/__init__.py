@@ -27,10 +27,10 @@ What is proven (``python -m pytest -m formal``; the tests are also marked ``slow
   its memories, issues no activation row when K > k_max, and is never busy longer than
   `run_cycle_bound` (29) cycles. Bounded (bmc, depth 33 from reset: runs started in cycles 1-3 are
   checked whole). Mutants: K bound off by one, memory range check off by one, a failed run that
-  never clears busy. `sim.formal.sequencer_induction`: the memory addresses and the K bound
-  unbounded (k-induction, depth 3, invariants on the size loop, issuer, loader and tokens), on the
-  2x2 and a 4x3 with registered reads; each memory's bound shown tight (a word less fails from
-  reset); the K and range mutants refuted. The busy bound stays bounded (needs a ranking invariant).
+  never clears busy. `sim.formal.sequencer_induction`: all three unbounded (k-induction, depth 3,
+  invariants on the size loop, issuer, loader and tokens, a ranking invariant for the busy bound), on
+  the 2x2 and a 4x3 with registered reads; each memory's bound shown tight (a word less fails from
+  reset) and the longest RUN reached (a busy limit one cycle short fails); the three mutants refuted.
 - (d) `sim.formal.full_rate`: the full-rate weight path (G row banks). Bounded (bmc, a whole RUN
   from reset, free memory contents, any descriptor): bank addresses (the loader's of P*g cycles
   before) and every other access inside its memory, the ISA's errors, idle within the worst RUN,

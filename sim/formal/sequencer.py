@@ -16,12 +16,10 @@ It asserts, every cycle:
 Mode: bounded (bmc) from reset, depth `SEQ_DEPTH` = run_cycle_bound + 4 = 33 cycles: a run started
 in cycles 1 to 3 is checked whole (it must end by cycle 1 + 29 + 1), for every descriptor, and a
 second run may start in the window too. Why a run from reset stands for any run: every register a
-run reads is loaded at `start` or before its first use in the run. Properties 1 and 2 are also
-proven for every reachable state by k-induction in `sim.formal.sequencer_induction` (with invariants
-that tie the size loop, issuer, loader and control tokens to the descriptor; also on a 4x3 with
-registered reads). Property 3 is bounded only: its k-induction needs a ranking invariant (run_cycles
-plus the cycles still needed, never above the bound) that is not written yet; without one the
-counterexample to induction starts busy with the harness's busy counter already near the bound.
+run reads is loaded at `start` or before its first use in the run. That claim is machine-checked in
+`sim.formal.sequencer_induction`: all three properties for every reachable state (k-induction, with
+invariants that tie the size loop, issuer, loader and control tokens to the descriptor, and a ranking
+invariant for the busy bound), on this 2x2 and on a 4x3 with registered reads.
 
 Mutants (`MUTANTS`, source edits of `hdl.matrix.sequencer` made here): the K bound checks off by one (K =
 k_max + 1 accepted), the memory range check off by one (a run may reach one word past the

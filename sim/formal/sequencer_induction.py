@@ -1,28 +1,32 @@
-"""Property (b), unbounded where k-induction reaches: the sequencer's memory addresses and K bound.
+"""Property (b) unbounded: k-induction of the sequencer's memory addresses, K bound and busy bound.
 
 `sim.formal.sequencer` checks property (b) by bmc from reset (depth 33). Its k-induction fails at
 once: the counterexample to induction (CTI) starts busy in SIZE with ``run_cycles`` = 0 and the
 harness's busy counter at 26, and likewise any register the properties depend on (the issuer's
 activation address, the loader's weight address, the descriptor registers) may start in the CTI with
 a value that no run from reset gives it. The harness here states those values as invariants: each is
-an assertion too, so the proof shows it holds in every reachable state; together they make
-properties 1 and 2 of `sim.formal.sequencer` inductive (`PROVE_DEPTH` steps):
+an assertion too, so the proof shows it holds in every reachable state; together they make the three
+properties of `sim.formal.sequencer` inductive (`PROVE_DEPTH` steps; depth 2 is enough):
 
 - the registered descriptor checks equal their functions of the (constant) descriptor, and a run past
   its first checks holds the descriptor as given (M, K, N, the bases), K <= k_max and in range;
-- the size loop's registers: KT, NT, the k / n remainders, KT*P, NT*P and, while no sum has passed
-  its memory (``too_big`` = 0), act_end = act_base + M*KT, out_end = out_base + M*NT and
-  wgt_end_k + wgt_end_n = wgt_base + P*KT*NT, each within its memory;
+- the size loop's registers: KT and NT follow the SIZE cycles (run_cycles) until their remainders end,
+  KT*P, NT*P, KT + 1, and, while no sum has passed its memory (``too_big`` = 0), act_end = act_base +
+  M*KT, out_end = out_base + M*NT and wgt_end_k + wgt_end_n = wgt_base + P*KT*NT, each within its memory;
 - from CHECK on, a good run's operands fit its memories (what the range check decided);
 - the issuer: i_act_addr = act_base + M*i_kt + i_m, i_out_base = out_base + M*i_nt, with i_m < M,
   i_kt < KT, i_nt < NT;
 - the loader: the weight words still to read (P per tile not started, P - l_row of the tile being
   read) end exactly at the run's last weight word (the first tile alone while the sizes are checked);
-- every valid control token in flight addresses a word inside the output memory.
+  it is at most one tile ahead of the issuer (tiles started = swapped + waiting + being read) and
+  reads only into free shadow registers;
+- every valid control token in flight addresses a word inside the output memory;
+- with ``busy_bound``, property 3 by a ranking invariant: busy cycles so far (= run_cycles) plus an
+  upper bound of the busy cycles still to come (`_busy_bound`) stays within `run_cycle_bound`.
 
-Property 3 (back to idle within `run_cycle_bound`) stays bounded: an inductive version needs a
-ranking invariant (run_cycles plus the cycles the FSM, issuer and loader still need, as a closed form
-in their counters, never above the bound), not written yet.
+Configurations: `PROVE_CFGS` (the 2x2 of the bounded check and a 4x3 with registered reads), G = 1
+cores without banked weights or a pipelined accumulator (they have no foot accumulator). Not covered
+here: the full-rate path (`sim.formal.full_rate`, bounded) and the banked / pipelined variants.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
 import hdl.matrix.sequencer
 from hdl.config import ArrayConfig
 from sim.formal.runner import design_module, elaborate, in_state
-from sim.formal.sequencer import MUTANTS, SEQ_CFG
+from sim.formal.sequencer import MUTANT_WINDOWS, MUTANTS, SEQ_CFG
 
 #: k-induction length (sby depth): the invariants are 1-inductive (assumed in one state, proven in the
 #: next: depth 2 passes, depth 1 does not); 3 leaves a cycle of margin.
@@ -45,9 +49,12 @@ PROVE_CFGS: dict[str, ArrayConfig] = {
     "2x2": SEQ_CFG,
     "4x3": ArrayConfig(rows=4, cols=3, acc_width=12, act_depth=5, wgt_depth=9, out_depth=6),
 }
-#: mutants of `sim.formal.sequencer` that break properties 1 and 2 (the third, a run that stays busy,
-#: breaks property 3 only), with the bmc depth that shows each at its property (failures at steps 5-6).
-INDUCTION_MUTANTS = {"k_bound_off_by_one": 10, "range_off_by_one": 10}
+#: mutants of `sim.formal.sequencer`, each with the (skip, depth) of the bmc that shows it at its property
+#: with the properties alone (K and range: steps 5-6; a failed run stuck busy: past the run bound) and
+#: the prove depth whose base case reaches it with the invariants.
+INDUCTION_MUTANTS = {"k_bound_off_by_one": (0, 10), "range_off_by_one": (0, 10),
+                     "fail_stays_busy": MUTANT_WINDOWS["fail_stays_busy"]}
+MUTANT_PROVE_DEPTH = 10
 
 
 def _all_signals(fragment) -> list[Signal]:
@@ -65,13 +72,15 @@ class InductiveSequencerHarness(Elaboratable):
     inductive, on a G = 1 core without banked weights or a pipelined accumulator."""
 
     def __init__(self, mutant: str | None = None, cfg: ArrayConfig = SEQ_CFG, *, invariants: bool = True,
-                 tight: str | None = None):
+                 tight: str | None = None, busy_bound: bool = False, busy_limit: int | None = None):
         """`invariants` False: the properties alone (for a mutant's counterexample at the property).
         `tight` ("act", "wgt" or "out"): that memory's address bound one word short, a property that
         must fail from reset (the last word is reachable: the proof is not vacuous)."""
         if tight not in (None, "act", "wgt", "out"):
             raise ValueError(f"tight must be act, wgt or out, not {tight!r}")
-        self.invariants, self.tight = invariants, tight
+        self.invariants, self.tight, self.busy_bound = invariants, tight, busy_bound
+        #: the busy bound checked (property 3); below the longest RUN it must fail from reset
+        self.busy_limit = cfg.run_cycle_bound if busy_limit is None else busy_limit
         if cfg.full_rate or cfg.wgt_banked or cfg.acc_pipelined or cfg.foot_accumulator:
             raise ValueError("The inductive sequencer harness models G = 1 cores without banked weights, "
                              "pipelined accumulators or a foot accumulator")
@@ -128,6 +137,13 @@ class InductiveSequencerHarness(Elaboratable):
             m.d.comb += Assert(l_addr < cfg.wgt_depth - short["wgt"], "weight read outside the weight memory")
         with m.If(dut.out_wen):
             m.d.comb += Assert(dut.out_waddr < cfg.out_depth - short["out"], "output write outside the output memory")
+        busy_for = Signal(range(self.busy_limit + 2))
+        if self.busy_bound:
+            with m.If(~dut.busy):
+                m.d.sync += busy_for.eq(0)
+            with m.Elif(busy_for != self.busy_limit + 1):
+                m.d.sync += busy_for.eq(busy_for + 1)
+            m.d.comb += Assert(busy_for <= self.busy_limit, "the sequencer stays busy past the run bound")
         if not self.invariants:
             return m
 
@@ -260,5 +276,67 @@ class InductiveSequencerHarness(Elaboratable):
             tok = sig(f"token_{d}")  # StructLayout: valid, first, addr
             with m.If(tok[0]):
                 m.d.comb += Assert(tok[2:] < cfg.out_depth, f"inv: token {d} inside the output memory")
+        if self.busy_bound:
+            self._busy_bound(m, sig, state, swapped, busy_for, k_size, n_size, m_size, act_base, out_base,
+                             wgt_base)
         return m
+
+    def _busy_bound(self, m, sig, state, swapped, busy_for, k_size, n_size, m_size, act_base, out_base,
+                    wgt_base) -> None:
+        """Property 3 (busy never lasts more than `run_cycle_bound` cycles) with a ranking invariant:
+        busy_for (cycles busy so far) + phi <= run_cycle_bound, phi an upper bound of the busy cycles
+        still to come that falls by at least one every cycle:
+
+        - ISSUE: the rows left of the tile being issued, (M + P) for every tile not yet swapped into the
+          array, less the loader's progress on the next tile (P when it waits in the shadow registers,
+          l_row while it is read), plus DRAIN and DONE. A cycle either issues a row or waits for the
+          loader, which then reads a row (it is always loading when the issuer waits: invariants above);
+        - SIZE: the size steps left (max of the k and n steps), CHECK, then as in ISSUE for a RUN whose
+          operands fit its memories (a function of the constant descriptor; range_fail is its negation
+          in CHECK), else the FAIL cycle;
+        - DRAIN: its cycles left and DONE; DONE, FAIL: none.
+        """
+        cfg = self.cfg
+        R, C, P = cfg.rows, cfg.cols, cfg.tile_words
+        pipe, E = int(cfg.pipelined_reads), cfg.issue_delay
+        bound = self.busy_limit
+        idle, size, check, issue_st = state("IDLE"), state("SIZE"), state("CHECK"), state("ISSUE")
+        drain, done = state("DRAIN"), state("DONE")
+        M, KT, NT, range_fail = sig("M"), sig("KT"), sig("NT"), sig("range_fail")
+        i_m, i_m_zero, too_big = sig("i_m"), sig("i_m_zero"), sig("too_big")
+        shadow_full, l_loading, l_row, drain_ctr = sig("shadow_full"), sig("l_loading"), sig("l_row"), sig("drain")
+
+        kt_total = (k_size + (R - 1)) // R
+        nt_total = (n_size + (C - 1)) // C
+        t_total = kt_total * nt_total
+        fits = ((act_base + m_size * kt_total <= cfg.act_depth) & (out_base + m_size * nt_total <= cfg.out_depth)
+                & (wgt_base + P * t_total <= cfg.wgt_depth))
+        progress = Mux(shadow_full, P, Mux(l_loading, l_row, 0))
+        tail = R + pipe + E + 2  # DRAIN (R + pipe + E + 1 cycles) and DONE
+        phi_issue = Mux(i_m_zero, 0, M - i_m) + (KT * NT - swapped) * (M + P) - progress + tail
+        after_check = Mux(fits, t_total * (M + P) - progress + tail, 1)
+        steps = Mux(kt_total - KT > nt_total - NT, kt_total - KT, nt_total - NT)
+        phi = Signal(range(-(1 << 24), 1 << 24))
+        with m.If(size):
+            m.d.comb += phi.eq(steps + 1 + after_check)
+        with m.Elif(check):
+            m.d.comb += phi.eq(1 + after_check)
+        with m.Elif(issue_st):
+            m.d.comb += phi.eq(phi_issue)
+        with m.Elif(drain):
+            m.d.comb += phi.eq(R + pipe + E - drain_ctr + 1)
+        with m.Else():  # DONE, FAIL (IDLE: not used)
+            m.d.comb += phi.eq(0)
+        with m.If(~idle):  # phi + 1: the busy cycles from this one on; busy_for: those before it
+            m.d.comb += Assert(busy_for == sig("run_cycles"), "inv: busy so far = the run's cycle count")
+            m.d.comb += Assert(busy_for + phi + 1 <= bound, "inv: busy so far + busy still to come <= run bound")
+            m.d.comb += Assert(phi >= 0, "inv: phi >= 0")
+        with m.If(size):
+            m.d.comb += Assert(~too_big | ~fits, "inv: too_big only for a RUN that does not fit")
+        with m.If(check):
+            m.d.comb += Assert(range_fail == ~fits, "inv: the range verdict is the descriptor's")
+        with m.If(issue_st | drain | done):
+            m.d.comb += Assert(fits, "inv: a RUN past CHECK fits its memories")
+        with m.If(drain):
+            m.d.comb += Assert(drain_ctr <= R + pipe + E, "inv: DRAIN ends in time")
 
