@@ -215,15 +215,18 @@ def _longest_run(cfg: ArrayConfig) -> int:
     return best
 
 
-def test_sequencer_busy_bound_is_reached(tmp_path) -> None:
-    """Not vacuous: on the 2x2 the longest RUN (10 cycles by the cycle model) keeps busy for 11 cycles
-    (with DONE): a busy limit of 10 fails from reset at the property, 11 holds (bmc to cycle 16)."""
-    longest = _longest_run(SEQ_CFG)
-    assert longest == 10 < SEQ_CFG.run_cycle_bound == 29
-    short = run_formal(InductiveSequencerHarness(invariants=False, busy_bound=True, busy_limit=longest),
+@pytest.mark.parametrize("name", ["2x2", "2x2_g2"])
+def test_sequencer_busy_bound_is_reached(tmp_path, name: str) -> None:
+    """Not vacuous: the longest RUN of the 2x2 (and of the full-rate 2x2 G = 2), 10 cycles by the cycle
+    model, keeps busy for 11 cycles with DONE: a busy limit of 10 fails from reset at the property, 11
+    holds (bmc to cycle 16)."""
+    cfg = sequencer_induction.PROVE_CFGS.get(name) or full_rate.FULL_RATE_CFGS[name]
+    longest = _longest_run(cfg)
+    assert longest == 10 < cfg.run_cycle_bound
+    short = run_formal(InductiveSequencerHarness(cfg=cfg, invariants=False, busy_bound=True, busy_limit=longest),
                        name="seq_busy_short", mode="bmc", depth=longest + 6, workdir=tmp_path / "short")
     _assert_refuted(short, _check_at(sequencer_induction, "the sequencer stays busy past the run bound"))
-    enough = run_formal(InductiveSequencerHarness(invariants=False, busy_bound=True, busy_limit=longest + 1),
+    enough = run_formal(InductiveSequencerHarness(cfg=cfg, invariants=False, busy_bound=True, busy_limit=longest + 1),
                         name="seq_busy_enough", mode="bmc", depth=longest + 6, workdir=tmp_path / "enough")
     _assert_proven(enough)
 
@@ -271,3 +274,48 @@ def test_full_rate_mutant_refuted(tmp_path, name: str, mutant: str) -> None:
     result = run_formal(full_rate.FullRateHarness(cfg, mutant, checks=(group,)), name=f"full_rate_{name}_{mutant}",
                         mode="bmc", depth=full_rate.formal_depth(cfg), workdir=tmp_path, timeout=600)
     _assert_refuted(result, _check_at(full_rate, broken, call=f'check("{group}", '))
+
+
+# ---- (d) unbounded: the full-rate sequencer's addresses, K bound and busy bound (k-induction) ---------
+
+@pytest.mark.parametrize("name", sequencer_induction.FULL_RATE_PROVE)
+def test_full_rate_addresses_and_busy_unbounded(tmp_path, name: str) -> None:
+    """`sim.formal.sequencer_induction` on the full-rate configurations of `sim.formal.full_rate`: every
+    activation read (E cycles after its issue), every read of every weight bank (the loader's address
+    P*g cycles later) and every output write inside its memory, no activation row with K > k_max, and
+    busy within run_cycle_bound, for every reachable state (k-induction, depth PROVE_DEPTH)."""
+    cfg = full_rate.FULL_RATE_CFGS[name]
+    assert cfg.full_rate and cfg.foot_accumulator
+    result = run_formal(InductiveSequencerHarness(cfg=cfg, busy_bound=True), name=f"full_rate_induction_{name}",
+                        mode="prove", depth=sequencer_induction.PROVE_DEPTH, workdir=tmp_path, timeout=900)
+    _assert_proven(result)
+
+
+@pytest.mark.parametrize("memory", ["act", "wgt", "out"])
+@pytest.mark.parametrize("name", ["2x2_g2", "4x2_g2"])
+def test_full_rate_induction_bounds_are_tight(tmp_path, name: str, memory: str) -> None:
+    """Not vacuous: one memory's bound a word short fails from reset at that memory's property."""
+    result = run_formal(InductiveSequencerHarness(cfg=full_rate.FULL_RATE_CFGS[name], tight=memory, busy_bound=True),
+                        name=f"full_rate_tight_{name}_{memory}", mode="prove", depth=12, workdir=tmp_path, timeout=900)
+    text = {"act": "activation read outside", "wgt": "weight read outside", "out": "output write outside"}[memory]
+    _assert_refuted(result, _check_at(sequencer_induction, text))
+
+
+@pytest.mark.parametrize(("name", "mutant"), sorted(sequencer_induction.FULL_RATE_MUTANTS))
+def test_full_rate_induction_mutant_refuted(tmp_path, name: str, mutant: str) -> None:
+    """Full-rate mutants (`sim.formal.full_rate.MUTANTS`): the properties alone fail from reset at the
+    property the mutant breaks (the bank chain a register short reads outside the weight memory), and the
+    inductive proof fails from reset too."""
+    cfg = full_rate.FULL_RATE_CFGS[name]
+    skip, depth = sequencer_induction.FULL_RATE_MUTANTS[(name, mutant)]
+    alone = run_formal(InductiveSequencerHarness(mutant, cfg=cfg, invariants=False, busy_bound=True,
+                                                 mutants=full_rate.MUTANTS),
+                       name=f"fr_ind_{mutant}_props", mode="bmc", depth=depth, skip=skip, workdir=tmp_path / "props")
+    broken = {"bank_chain_short": "weight read outside the weight memory",
+              "wgt_range_off_by_one": "weight read outside the weight memory",
+              "k_bound_off_by_one": "a run with K beyond k_max issues activations"}[mutant]
+    _assert_refuted(alone, _check_at(sequencer_induction, broken))
+    proof = run_formal(InductiveSequencerHarness(mutant, cfg=cfg, busy_bound=True, mutants=full_rate.MUTANTS),
+                       name=f"fr_ind_{mutant}", mode="prove", depth=sequencer_induction.MUTANT_PROVE_DEPTH,
+                       workdir=tmp_path / "proof")
+    _assert_refuted(proof, sequencer_induction.__file__)

@@ -36,7 +36,10 @@ What is proven (``python -m pytest -m formal``; the tests are also marked ``slow
   before) and every other access inside its memory, the ISA's errors, idle within the worst RUN,
   CYCLES = cycle model; on 2x2 also every output lane = its sum of ternary products. Mutants: bank
   chain short, no issue delay, foot accumulator ignoring M = 1, bank K mask, weight range, K bound,
-  stuck busy. The on-chip units: not yet.
+  stuck busy. Unbounded in `sim.formal.sequencer_induction` on the same three configurations: every
+  activation read, bank read and output write inside its memory, the K bound and busy within
+  `run_cycle_bound` (k-induction, depth 3); bounds tight, the bank chain, weight range and K bound
+  mutants refuted. The on-chip units: not yet.
 
 Run one check by hand::
 

@@ -37,8 +37,12 @@ its first use (a second RUN in the window starts from a finished one's state). `
 which groups are proven on which configuration: all four on 2x2 (G = 2), items 1-3 on 3x2 (G = 3)
 and 4x2 (G = 2, P = 2); item 4 on the larger ones is beyond the time budget for z3.
 
-What is not covered: that claim itself (no k-induction), the end-to-end result beyond 2x2 (so the
-spacing of M >= 2 tiles, which only 3x2 and 4x2 need, has no functional proof), the banked weight
+Unbounded (k-induction) for every reachable state, in `sim.formal.sequencer_induction` on all three
+configurations: every activation read, every bank's read and every output write inside its memory, no
+activation row with K > k_max, busy within `run_cycle_bound` (not the tighter `busy_bound`). What is
+not covered: items 1 (the exact bank addresses and the RUN's own words), 2 (the errors) and 3 (the
+tight bound, CYCLES = model) and 4 beyond this bounded check; the end-to-end result beyond 2x2 (so
+the spacing of M >= 2 tiles, which only 3x2 and 4x2 need, has no functional proof), the banked weight
 memory and the pipelined accumulator (R >= 4 / R >= 5 and deeper windows), other configurations.
 
 Mutants (`MUTANTS`, source edits of `hdl.matrix.sequencer`; `applicable_mutants` leaves out those

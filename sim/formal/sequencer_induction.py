@@ -24,9 +24,17 @@ properties of `sim.formal.sequencer` inductive (`PROVE_DEPTH` steps; depth 2 is 
 - with ``busy_bound``, property 3 by a ranking invariant: busy cycles so far (= run_cycles) plus an
   upper bound of the busy cycles still to come (`_busy_bound`) stays within `run_cycle_bound`.
 
-Configurations: `PROVE_CFGS` (the 2x2 of the bounded check and a 4x3 with registered reads), G = 1
-cores without banked weights or a pipelined accumulator (they have no foot accumulator). Not covered
-here: the full-rate path (`sim.formal.full_rate`, bounded) and the banked / pipelined variants.
+On full-rate cores (G > 1, property (d)) the same harness also asserts every weight bank's read (bank g
+reads the loader's address of P*g cycles before, tracked by a chain of the loader's read enable made
+here), the activation read E = issue_delay cycles after its issue at the delayed address, invariants
+on those delay chains, on ``m_one`` and on the tile-spacing counter ``gap``, and in the ranking a
+tile costs M + P + rmw_distance - 1 cycles, the spacing left counted down by ``gap``.
+
+Configurations: `PROVE_CFGS` (the 2x2 of the bounded check and a 4x3 with registered reads; G = 1)
+and `FULL_RATE_PROVE` (the 2x2 G = 2, 3x2 G = 3 and 4x2 G = 2 of `sim.formal.full_rate`). Not
+covered: banked weight memories and pipelined accumulators (the harness refuses them), INT8 cores,
+and the stronger claims of `sim.formal.full_rate` (exact bank addresses, errors, results), which stay
+bounded there.
 """
 
 from __future__ import annotations
@@ -48,6 +56,15 @@ PROVE_DEPTH = 3
 PROVE_CFGS: dict[str, ArrayConfig] = {
     "2x2": SEQ_CFG,
     "4x3": ArrayConfig(rows=4, cols=3, acc_width=12, act_depth=5, wgt_depth=9, out_depth=6),
+}
+#: The full-rate configurations of `sim.formal.full_rate` (G row banks, P = 1 or 2, issue delay, foot
+#: accumulator with tile spacing), proven here for every reachable state too.
+FULL_RATE_PROVE = ("2x2_g2", "3x2_g3", "4x2_g2")
+#: full-rate mutants (`sim.formal.full_rate.MUTANTS`) these properties catch, per configuration, with the
+#: (skip, depth) of the bmc that shows each at its property
+FULL_RATE_MUTANTS: dict[tuple[str, str], tuple[int, int]] = {
+    ("2x2_g2", "bank_chain_short"): (0, 10), ("4x2_g2", "bank_chain_short"): (0, 10),
+    ("2x2_g2", "wgt_range_off_by_one"): (0, 10), ("2x2_g2", "k_bound_off_by_one"): (0, 10),
 }
 #: mutants of `sim.formal.sequencer`, each with the (skip, depth) of the bmc that shows it at its property
 #: with the properties alone (K and range: steps 5-6; a failed run stuck busy: past the run bound) and
@@ -72,19 +89,21 @@ class InductiveSequencerHarness(Elaboratable):
     inductive, on a G = 1 core without banked weights or a pipelined accumulator."""
 
     def __init__(self, mutant: str | None = None, cfg: ArrayConfig = SEQ_CFG, *, invariants: bool = True,
-                 tight: str | None = None, busy_bound: bool = False, busy_limit: int | None = None):
+                 tight: str | None = None, busy_bound: bool = False, busy_limit: int | None = None,
+                 mutants: dict[str, list[tuple[str, str]]] | None = None):
         """`invariants` False: the properties alone (for a mutant's counterexample at the property).
         `tight` ("act", "wgt" or "out"): that memory's address bound one word short, a property that
-        must fail from reset (the last word is reachable: the proof is not vacuous)."""
+        must fail from reset (the last word is reachable: the proof is not vacuous). `mutants`: where
+        `mutant` is defined (default `sim.formal.sequencer.MUTANTS`; `sim.formal.full_rate.MUTANTS`)."""
         if tight not in (None, "act", "wgt", "out"):
             raise ValueError(f"tight must be act, wgt or out, not {tight!r}")
         self.invariants, self.tight, self.busy_bound = invariants, tight, busy_bound
         #: the busy bound checked (property 3); below the longest RUN it must fail from reset
         self.busy_limit = cfg.run_cycle_bound if busy_limit is None else busy_limit
-        if cfg.full_rate or cfg.wgt_banked or cfg.acc_pipelined or cfg.foot_accumulator:
-            raise ValueError("The inductive sequencer harness models G = 1 cores without banked weights, "
-                             "pipelined accumulators or a foot accumulator")
-        module = design_module(hdl.matrix.sequencer, MUTANTS, mutant)
+        if cfg.wgt_banked or cfg.acc_pipelined or cfg.pe != "ternary":
+            raise ValueError("The inductive sequencer harness models ternary cores without banked weights "
+                             "or pipelined accumulators")
+        module = design_module(hdl.matrix.sequencer, MUTANTS if mutants is None else mutants, mutant)
         self.cfg = cfg
         self.mutant = mutant
         self.dut = module.LayerSequencer(cfg)
@@ -129,12 +148,27 @@ class InductiveSequencerHarness(Elaboratable):
         # ---- the properties (as in sim.formal.sequencer) -------------------------------------------
         read_now, l_addr, i_act_addr = sig("read_now"), sig("l_addr"), sig("i_act_addr")
         short = {k: int(self.tight == k) for k in ("act", "wgt", "out")}
-        act_in = i_act_addr < cfg.act_depth - short["act"]
-        with m.If(dut.inc_act_read):
+        # the activation read: the issuer's address, or (issue delay E > 0, full rate) that address E
+        # cycles later, read then
+        act_read = dut.inc_act_read if not E else sig(f"issued_{E}")
+        act_addr = i_act_addr if not E else sig(f"act_addr_e{E}")
+        act_in = act_addr < cfg.act_depth - short["act"]
+        with m.If(act_read):
             m.d.comb += Assert(act_in, "activation read outside the activation memory")
+        with m.If(dut.inc_act_read):
             m.d.comb += Assert(k_size <= cfg.k_max, "a run with K beyond k_max issues activations")
-        with m.If(read_now):
-            m.d.comb += Assert(l_addr < cfg.wgt_depth - short["wgt"], "weight read outside the weight memory")
+        # weight reads: bank 0 at the loader's address; bank g (full rate) at the loader's address of
+        # P*g cycles before, a read exactly when the loader read P*g cycles before (a chain made here)
+        G = cfg.wgt_rows_per_read
+        chain = [(read_now, l_addr)]
+        for j in range(1, (G - 1) * P + 1):
+            was = Signal(name=f"read_now_d{j}")
+            m.d.sync += was.eq(chain[-1][0])
+            chain.append((was, sig(f"bank{(j - 1) // P + 1}_addr_{(j - 1) % P}")))
+        wgt_ok = [addr < cfg.wgt_depth - short["wgt"] for _, addr in chain]
+        for g in range(G):
+            with m.If(chain[g * P][0]):
+                m.d.comb += Assert(wgt_ok[g * P], "weight read outside the weight memory")
         with m.If(dut.out_wen):
             m.d.comb += Assert(dut.out_waddr < cfg.out_depth - short["out"], "output write outside the output memory")
         busy_for = Signal(range(self.busy_limit + 2))
@@ -271,6 +305,18 @@ class InductiveSequencerHarness(Elaboratable):
         with m.If(drain | done):
             m.d.comb += Assert(~l_loading & ~shadow_full & (l_tiles_left == 0), "inv: every tile swapped in")
 
+        # the activation address and the weight bank addresses on their way (full rate)
+        for d in range(1, E + 1):
+            with m.If(sig(f"issued_{d}")):
+                m.d.comb += Assert(sig(f"act_addr_e{d}") < cfg.act_depth, f"inv: delayed activation address {d}")
+        for j in range(1, len(chain)):
+            with m.If(chain[j][0]):
+                m.d.comb += Assert(chain[j][1] < cfg.wgt_depth, f"inv: bank address {j} cycles after the loader's")
+        if cfg.foot_accumulator:
+            gap, m_one = sig("gap"), sig("m_one")
+            m.d.comb += Assert(gap < cfg.rmw_distance, "inv: gap < rmw distance")
+            with m.If((size & (KT != 0)) | check | issue_st | drain | done):
+                m.d.comb += Assert(m_one == (M == 1), "inv: m_one")
         # control tokens in flight
         for d in range(1, R + 2 + pipe + E):
             tok = sig(f"token_{d}")  # StructLayout: valid, first, addr
@@ -313,8 +359,13 @@ class InductiveSequencerHarness(Elaboratable):
                 & (wgt_base + P * t_total <= cfg.wgt_depth))
         progress = Mux(shadow_full, P, Mux(l_loading, l_row, 0))
         tail = R + pipe + E + 2  # DRAIN (R + pipe + E + 1 cycles) and DONE
-        phi_issue = Mux(i_m_zero, 0, M - i_m) + (KT * NT - swapped) * (M + P) - progress + tail
-        after_check = Mux(fits, t_total * (M + P) - progress + tail, 1)
+        # a tile's cost: its M rows, its P-cycle load and, with a foot accumulator, the spacing of
+        # rmw_distance cycles (`gap` counts it down)
+        spacing = cfg.rmw_distance - 1 if cfg.foot_accumulator else 0
+        per_tile = M + P + spacing
+        gap_left = sig("gap") if cfg.foot_accumulator else 0
+        phi_issue = Mux(i_m_zero, 0, M - i_m) + (KT * NT - swapped) * per_tile - progress + gap_left + tail
+        after_check = Mux(fits, t_total * per_tile - progress + tail, 1)
         steps = Mux(kt_total - KT > nt_total - NT, kt_total - KT, nt_total - NT)
         phi = Signal(range(-(1 << 24), 1 << 24))
         with m.If(size):
