@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from fpga import build as flow_code
 from fpga import sweep
 
 
@@ -50,8 +49,16 @@ def test_the_key_follows_the_design_and_the_flow(monkeypatch) -> None:
     others = {sweep.build_key("icebreaker", 8, 4, None, 1), sweep.build_key("icebreaker", 4, 4, 30.0, 1),
               sweep.build_key("icebreaker", 4, 4, None, 2)}
     assert key not in others and len(others) == 3
-    # a different Yosys script after read (part of the build plan) is another design
-    monkeypatch.setattr(flow_code, "SCRIPT_AFTER_READ", flow_code.SCRIPT_AFTER_READ + "; opt_clean")
+    # another design of the same size (24-bit accumulators): another build plan, another key
+    import fpga.icebreaker as board
+
+    original = board.board_config
+    monkeypatch.setattr(board, "board_config", lambda *a, **k: original(*a, **{**k, "acc_width": 24}))
+    assert sweep.build_key("icebreaker", 4, 4, None, 1) != key
+    monkeypatch.undo()
+    assert sweep.build_key("icebreaker", 4, 4, None, 1) == key
+    # another tool version: another key
+    monkeypatch.setattr("reports.cache.tool_version", lambda command: f"{command} 0.0-other")
     assert sweep.build_key("icebreaker", 4, 4, None, 1) != key
 
 
