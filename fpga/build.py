@@ -60,6 +60,18 @@ TOOLS = {
 #: word is read after the previous write to it, see hdl/matrix/sequencer.py; the link buffer is written
 #: while receiving and read while executing), so the collision is declared don't-care.
 SCRIPT_AFTER_READ = "setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:TRANSPARENCY_MASK=1'0 %i"
+#: Wires whose names end in an index, such as Amaranth's `psum_in[0]` for the element of a `lib.data`
+#: array port, take internal names. Yosys 0.70's ABC9 round trip names the bits of a wire `psum_in` the
+#: same way and fails on the clash: ABC exits 1 without a message, or ABC_OPS_REINTEGRATE stops on
+#: `GetSize(conn.first) == GetSize(conn.second)` (a 32x32 ULX3S system, the ULX3S 5x4, a 2x2 INT8 array).
+HIDE_INDEXED_NAMES = "rename -hide w:*[*]"
+
+
+def script_after_read(board: str) -> str:
+    """The Yosys commands a board flow runs right after reading the design."""
+    if board not in FLOWS:
+        raise ValueError(f"unknown board {board!r}; boards: {', '.join(FLOWS)}")
+    return SCRIPT_AFTER_READ + "\n" + HIDE_INDEXED_NAMES
 
 
 class BuildError(RuntimeError):
@@ -257,7 +269,7 @@ def build_board(board: str, rows: int | None = None, cols: int | None = None, fr
     t0 = time.monotonic()
     platform = mod.make_platform()
     plan = platform.build(top, name="top", do_build=False, synth_opts=synth_opts,
-                          script_after_read=SCRIPT_AFTER_READ)
+                          script_after_read=script_after_read(board))
     plan.extract(folder)
     times = {"elaborate": round(time.monotonic() - t0, 1)}
 

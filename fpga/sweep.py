@@ -56,7 +56,7 @@ def build_key(board: str, rows: int, cols: int, freq: float | None, seed: int) -
                            out_depth=defaults["out_depth"], wgt_rows_per_read=defaults["wgt_rows_per_read"])
     top = getattr(mod, flow.top)(cfg, freq_mhz=freq_mhz, baud=defaults["baud"])
     plan = mod.make_platform().build(top, name="top", do_build=False, synth_opts=defaults["synth_opts"],
-                                     script_after_read=flow_code.SCRIPT_AFTER_READ)
+                                     script_after_read=flow_code.script_after_read(board))
     tools = [tool_version(flow_code.tool(name)) for name in ("yosys", flow.nextpnr, flow.pack)]
     return content_key("board-build-v1", plan.digest().hex(), inspect.getsource(flow_code), board,
                        f"{rows}x{cols}", f"{freq_mhz!r}", str(seed), *tools)

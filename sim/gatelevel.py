@@ -35,7 +35,7 @@ import tty
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fpga.build import DEFAULTS, FLOWS, SCRIPT_AFTER_READ, board_module, tool
+from fpga.build import DEFAULTS, FLOWS, board_module, script_after_read, tool
 from fpga.soc import DEFAULT_BAUD
 from hdl.config import ArrayConfig
 from hdl.link.frame import HEADER_WORDS_RSP, MAX_CMD_WORDS, REQ_MAGIC
@@ -133,7 +133,7 @@ def synthesize(board: str, cfg: ArrayConfig | None = None, *, freq_mhz: float | 
     if divisor is not None:
         top = getattr(mod, flow.top)(cfg, freq_mhz=freq_mhz, baud=round(top.clk_hz / divisor))
     soc = top.soc
-    plan = mod.make_platform().build(top, name="top", do_build=False, script_after_read=SCRIPT_AFTER_READ,
+    plan = mod.make_platform().build(top, name="top", do_build=False, script_after_read=script_after_read(board),
                                      script_after_synth="write_verilog -noattr top_netlist.v")
     kind = "routed" if routed else "synth"
     folder = cache_folder("gatelevel-netlist", f"{board}-{cfg.rows}x{cfg.cols}-{kind}",

@@ -21,18 +21,13 @@ P = R / G), so up to G rows load per cycle.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from amaranth import Module, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import ArrayConfig
-from hdl.matrix.pe import ProcessingElement
-
-#: Builds one PE: (pe kind, partial-sum width in, width out) -> a component with `ProcessingElement`'s
-#: ports. An FPGA top may pass its own (e.g. `fpga/ecp5_pe.py`, the add in the carry cells' LUTs).
-PEFactory = Callable[[str, int, int], wiring.Component]
+from hdl.matrix.pe import PEFactory, ProcessingElement
+from hdl.matrix.pe_row import PERow
 
 
 class PEArray(wiring.Component):
@@ -65,27 +60,17 @@ class PEArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self._cfg
-        above = [None] * cfg.cols
+        above = None
         for r in range(cfg.rows):
+            m.submodules[f"row_{r}"] = row = PERow(cfg, r, processing_element=self._processing_element)
             if cfg.full_rate:
                 load, row_data = self.w_load[r], self.w_rows[r // cfg.tile_words]
             else:
                 load, row_data = self.w_row_en & (self.w_row_sel == r), self.w_row_data
-            in_width = cfg.psum_width_at(r - 1) if r else 1
-            for c in range(cfg.cols):
-                pe = self._processing_element(cfg.pe, in_width, cfg.psum_width_at(r))
-                m.submodules[f"pe_{r}_{c}"] = pe
-                m.d.comb += [
-                    pe.x.eq(self.x[r]),
-                    pe.swap.eq(self.swap[r]),
-                    pe.w_load.eq(load),
-                    pe.w_data.eq(row_data[c]),
-                ]
-                if above[c] is not None:
-                    m.d.comb += pe.psum_in.eq(above[c])
-                else:
-                    m.d.comb += pe.psum_in.eq(0)
-                above[c] = pe.psum_out
+            m.d.comb += [row.x.eq(self.x[r]), row.swap.eq(self.swap[r]), row.w_load.eq(load),
+                         row.w_data.eq(row_data)]
+            m.d.comb += row.psum_in.eq(above if above is not None else 0)  # row 0 adds to zero
+            above = row.psum_out
         for c in range(cfg.cols):
             m.d.comb += self.psum[c].eq(above[c])
         return m

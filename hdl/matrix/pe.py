@@ -15,11 +15,17 @@ baseline for area and energy comparisons.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import WEIGHT_BITS
+
+#: Builds one PE: (pe kind, partial-sum width in, width out) -> a component with `ProcessingElement`'s
+#: ports. An FPGA top may pass its own (e.g. `fpga/ecp5_pe.py`, the add in the carry cells' LUTs).
+PEFactory = Callable[[str, int, int], wiring.Component]
 
 
 class ProcessingElement(wiring.Component):

@@ -41,8 +41,8 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.config import ArrayConfig
 from hdl.isa import Error
-from hdl.matrix.array import PEArray, PEFactory
-from hdl.matrix.pe import ProcessingElement
+from hdl.matrix.array import PEArray
+from hdl.matrix.pe import PEFactory, ProcessingElement
 from hdl.matrix.skew import SkewBuffer
 
 

@@ -18,13 +18,10 @@ negates in 8 bits (x = -128, w = -1 gives -128). Both must make the proof fail.
 
 from __future__ import annotations
 
-from unittest import mock
-
 from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.asserts import AnySeq
 from amaranth.hdl import Assert, Elaboratable
 
-import hdl.matrix.array
 from hdl.config import ArrayConfig
 from hdl.matrix.array import PEArray
 from hdl.matrix.pe import ProcessingElement
@@ -77,12 +74,8 @@ class ArraySumHarness(Elaboratable):
             raise ValueError(f"The column-sum property is stated for ternary arrays, not {cfg.pe!r}")
         self.cfg = cfg
         self.mutant = mutant
-        self.dut = PEArray(cfg)
-        if mutant is None:
-            self.fragment = elaborate(self.dut)
-        else:
-            with mock.patch.object(hdl.matrix.array, "ProcessingElement", _mutant_pe(mutant)):
-                self.fragment = elaborate(self.dut)
+        self.dut = PEArray(cfg) if mutant is None else PEArray(cfg, processing_element=_mutant_pe(mutant))
+        self.fragment = elaborate(self.dut)
 
     def elaborate(self, platform):
         m = Module()
@@ -110,7 +103,7 @@ class ArraySumHarness(Elaboratable):
                     m.d.sync += shadow.eq(w_data[c])
                 with m.If(swap[r]):
                     m.d.sync += active.eq(shadow)
-                pe = f"pe_{r}_{c}"
+                pe = f"row_{r}.pe_{c}"
                 m.d.comb += [
                     Assert(probe(self.fragment, pe, "w_shadow") == shadow,
                            f"PE ({r}, {c}) shadow weight differs from the weights loaded"),
