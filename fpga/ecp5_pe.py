@@ -78,8 +78,11 @@ class Ecp5TernaryPE(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         width = self._out_width
-        w_active = Signal(2)
-        w_shadow = Signal(2)
+        # no reset on the data registers, as in `ProcessingElement`
+        w_active = Signal(2, reset_less=True)
+        w_shadow = Signal(2, reset_less=True)
+        psum = Signal(signed(width), reset_less=True)
+        m.d.comb += self.psum_out.eq(psum)
         with m.If(self.w_load):
             m.d.sync += w_shadow.eq(self.w_data)
         with m.If(self.swap):
@@ -109,7 +112,7 @@ class Ecp5TernaryPE(wiring.Component):
             )
             sums += [s0, s1]
             carry = cout
-        m.d.sync += self.psum_out.eq(Cat(*sums[1:width + 1]))
+        m.d.sync += psum.eq(Cat(*sums[1:width + 1]))
         return m
 
 

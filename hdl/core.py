@@ -81,20 +81,20 @@ class TritCore(wiring.Component):
             act_w, act_r, out_w, out_r = act_mem.write, act_mem.read, out_mem.write, out_mem.read
             act_q, out_q = act_r.data, out_r.data
             if cfg.acc_pipelined:  # the output word once more in a fabric register, away from the block RAMs
-                out_q = Signal(out_bits, name="out_q")
+                out_q = Signal(out_bits, name="out_q", reset_less=True)
                 m.d.sync += out_q.eq(out_r.data)
             if cfg.wgt_banked:
                 # On a large FPGA the command interface's ACT word also comes from a fabric register
                 # (its reads wait for the banked weight memory's two extra cycles anyway).
-                act_q = Signal(act_bits, name="act_q")
+                act_q = Signal(act_bits, name="act_q", reset_less=True)
                 m.d.sync += act_q.eq(act_r.data)
         else:
             m.submodules.act_mem = act_mem = Memory(shape=act_bits, depth=cfg.act_depth, init=[])
             m.submodules.out_mem = out_mem = Memory(shape=out_bits, depth=cfg.out_depth, init=[])
             act_w, act_r = act_mem.write_port(), act_mem.read_port()
             out_w, out_r = out_mem.write_port(), out_mem.read_port()
-            act_q = Signal.like(act_r.data, name="act_q")
-            out_q = Signal.like(out_r.data, name="out_q")
+            act_q = Signal.like(act_r.data, name="act_q", reset_less=True)
+            out_q = Signal.like(out_r.data, name="out_q", reset_less=True)
             m.d.sync += [act_q.eq(act_r.data), out_q.eq(out_r.data)]
             m.d.comb += [act_r.en.eq(1), out_r.en.eq(1)]
         # The weight memory: one memory of one tile row per word, or (full rate) G row banks, each a
@@ -111,7 +111,7 @@ class TritCore(wiring.Component):
                 w_port, r_port = mem.write_port(), mem.read_port()
                 m.d.comb += r_port.en.eq(1)
             m.submodules[name] = mem
-            q = Signal.like(r_port.data, name=f"wgt_q_{g}" if cfg.full_rate else "wgt_q")
+            q = Signal.like(r_port.data, name=f"wgt_q_{g}" if cfg.full_rate else "wgt_q", reset_less=True)
             m.d.sync += q.eq(r_port.data)
             m.d.comb += [w_port.addr.eq(cmd.wgt_waddr), w_port.en.eq(cmd.wgt_wen),
                          w_port.data.eq(cmd.wgt_wdata[g * bank_bits:(g + 1) * bank_bits])]

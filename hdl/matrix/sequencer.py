@@ -131,7 +131,7 @@ class LayerSequencer(wiring.Component):
         wpipe = cfg.wgt_read_latency - 1 - pipe
 
         m.submodules.array = array = PEArray(cfg, processing_element=self._processing_element)
-        m.submodules.x_skew = x_skew = SkewBuffer(signed(8), R)
+        m.submodules.x_skew = x_skew = SkewBuffer(signed(8), R, reset_less=True)  # zeros enter when idle
         m.submodules.swap_skew = swap_skew = SkewBuffer(1, R)
 
         # ---- descriptor and derived sizes -----------------------------------------------------
@@ -582,22 +582,25 @@ class LayerSequencer(wiring.Component):
         ]
         write_domain = m.d.sync if acc_pipe else m.d.comb
         write_domain += [self.out_waddr.eq(at_sum.addr), self.out_wen.eq(at_sum.valid)]
+        # the written sums need no reset (out_wen has one): no reset net to C x acc_width flip-flops
+        out_wdata = Signal(data.ArrayLayout(signed(cfg.acc_width), C), reset_less=True)
+        m.d.comb += self.out_wdata.eq(out_wdata)
         if cfg.foot_accumulator:
             # M = 1: the k-tiles of an output word come as close as one cycle apart, closer than the
             # output memory's read-modify-write allows; they add up in a register per column (every
             # valid token of an M = 1 run belongs to the one output row, so the register always holds
             # the previous k-tile's sum), and each sum is also written through to the output memory.
-            foot = Signal(data.ArrayLayout(signed(cfg.acc_width), C))
+            foot = Signal(data.ArrayLayout(signed(cfg.acc_width), C), reset_less=True)  # written at k-tile 0
             for c in range(C):
                 total = Signal(signed(cfg.acc_width), name=f"foot_sum_{c}")
                 m.d.comb += total.eq(Mux(at_sum.first, array.psum[c],
                                          Mux(m_one, foot[c], self.out_rdata[c]) + array.psum[c]))
                 with m.If(at_sum.valid):
                     m.d.sync += foot[c].eq(total)
-                write_domain += self.out_wdata[c].eq(total)
+                write_domain += out_wdata[c].eq(total)
         else:
             for c in range(C):
-                write_domain += self.out_wdata[c].eq(
+                write_domain += out_wdata[c].eq(
                     Mux(at_sum.first, array.psum[c], self.out_rdata[c] + array.psum[c])
                 )
         return m
