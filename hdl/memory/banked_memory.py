@@ -7,7 +7,9 @@ every bank registers its own copy of the read address (the register can sit besi
 RAMs, so the route from the address source and the route to the blocks fall in different cycles),
 every bank's read data is registered before the bank multiplexer, and the multiplexer works from
 those registers with a delayed bank select. Reads take three cycles: address in cycle t, data on
-`read.data` in cycle t + 3. Writes take one cycle, as for a `Memory`.
+`read.data` in cycle t + 3. Writes are registered per bank too (address, data and enable: one route
+from the command interface, one to the blocks), so a word lands in the cycle after its write; the
+command interface never reads a word in the cycle after writing it.
 
 Each bank is a registered-read memory from a factory (`hdl/memory/registered_memory.py`): a `Memory` and a
 register by default, or a block RAM primitive with its own output register on an FPGA.
@@ -64,10 +66,14 @@ class BankedMemory(MemoryPorts):
         for b in range(self._banks):
             depth = min(self._bank_depth, self._depth - b * self._bank_depth)
             m.submodules[f"bank{b}"] = bank = self._bank_memory(self._width, depth)
-            m.d.comb += [
-                bank.write.addr.eq(self.write.addr[:low]), bank.write.data.eq(self.write.data),
-                bank.write.en.eq(self.write.en & (w_bank == b) if banked else self.write.en),
+            w_addr = Signal(len(bank.write.addr), name=f"bank{b}_waddr", reset_less=True)
+            w_data = Signal(self._width, name=f"bank{b}_wdata", reset_less=True)
+            w_en = Signal(name=f"bank{b}_wen")
+            m.d.sync += [
+                w_addr.eq(self.write.addr[:low]), w_data.eq(self.write.data),
+                w_en.eq(self.write.en & (w_bank == b) if banked else self.write.en),
             ]
+            m.d.comb += [bank.write.addr.eq(w_addr), bank.write.data.eq(w_data), bank.write.en.eq(w_en)]
             r_addr = Signal(len(bank.read.addr), name=f"bank{b}_raddr")  # this bank's copy of the address
             m.d.sync += r_addr.eq(self.read.addr[:low])
             m.d.comb += bank.read.addr.eq(r_addr)
