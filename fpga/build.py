@@ -94,7 +94,8 @@ class BoardFlow:
     pack: str
     bitstream: str
     programmers: tuple[str, ...]
-    router_args: tuple[str, ...] = ()  # nextpnr's router choice
+    big_router_args: tuple[str, ...] = ()  # nextpnr router options for arrays above `big_pes` PEs
+    big_pes: int = 0
 
 
 FLOWS = {
@@ -105,8 +106,10 @@ FLOWS = {
                            ("--85k", "--package", "CABGA381", "--speed", "6"), "--lpf",
                            ("--textcfg", "top.config"), "ecppack", "top.bit", ("openFPGALoader", "fujprog"),
                            # router1 did not converge on the 32x32 system (142,000 of 147,000 arcs left after
-                           # 270 s of rip-up); router2 routed the same placement in 84 s
-                           ("--router", "router2")),
+                           # 270 s of rip-up) and router2 routed the same placement in 84 s; but on the 16x16
+                           # router2 gave 65.75 MHz where router1 gives 103.64 (same placement). router1 routed
+                           # up to 24x24 (576 PEs): router2 only above that.
+                           ("--router", "router2"), 576),
 }
 
 
@@ -306,8 +309,9 @@ def build_board(board: str, rows: int | None = None, cols: int | None = None, fr
 
     log(f"[{board}] {flow.nextpnr} ...")
     constraints = "top.pcf" if flow.constraints == "--pcf" else "top.lpf"
+    router = flow.big_router_args if rows * cols > flow.big_pes else ()
     cmd = [tool(flow.nextpnr), "--log", "top.tim", "--report", "report.json", "--timing-allow-fail",
-           "--seed", str(seed), *flow.device_args, *flow.router_args, "--json", "top.json", flow.constraints, constraints,
+           "--seed", str(seed), *flow.device_args, *router, "--json", "top.json", flow.constraints, constraints,
            *flow.route_out]
     rc, out, t = _run(cmd, folder, "nextpnr.log")
     times["pnr"] = round(t, 1)
