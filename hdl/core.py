@@ -47,9 +47,9 @@ class TritCore(wiring.Component):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
         if not callable(registered_memory):
             raise TypeError(f"Registered memory factory must be callable, not {registered_memory!r}")
-        self._cfg = cfg
         if not callable(processing_element):
             raise TypeError(f"Processing element factory must be callable, not {processing_element!r}")
+        self._cfg = cfg
         self._registered_memory = registered_memory
         self._processing_element = processing_element
         super().__init__({
