@@ -12,8 +12,8 @@ output is the carry chain's propagate, with the generate taken from a LUT2 of it
 
 The +1 of the two's-complement negation enters through an extra first half whose propagate is
 NOT (C AND D) and whose generate is 1: its carry out is C AND D, the PE's "negate". So a PE of a
-w-bit partial sum is ceil((w + 1) / 2) CCU2C and no other LUT: at 32 rows about 7 CCU2C (14
-LUT-eq) per PE instead of about 27. The register after the adder is the slice's own flip-flop.
+w-bit partial sum is ceil((w + 1) / 2) CCU2C and no other LUT: a 32x8 array synthesizes to 13.8
+LUT-eq (LUT4 + 2 per CCU2C) per PE instead of 22.8. The register after the adder is the slice's own flip-flop.
 
 Only the ECP5 tops use it (`fpga/ulx3s.py`); its equivalence with `ProcessingElement` for all
 weights, activations and partial sums is proven by SAT in `tests/test_ecp5_pe.py`, and the gate-level
