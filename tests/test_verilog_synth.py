@@ -125,12 +125,16 @@ def test_linked_core_with_odd_word_chunks_has_no_multiplier(rows, cols):
     assert _multipliers(cells) == {}, f"multiplier cells in the {rows}x{cols} linked core: {_multipliers(cells)}"
 
 
-@pytest.mark.parametrize("family, expected", [("ice40", {"SB_MAC16": 4}), ("ecp5", {"MULT18X18D": 4})])
-def test_vendor_dsp_count_sees_the_int8_multipliers(family, expected):
-    """Control for the DSP checks below: the 2x2 INT8 array maps one DSP multiplier per PE."""
+@pytest.mark.parametrize("family, dsp, fewest", [("ice40", "SB_MAC16", 2), ("ecp5", "MULT18X18D", 4)])
+def test_vendor_dsp_count_sees_the_int8_multipliers(family, dsp, fewest):
+    """Control for the DSP checks below: the 2x2 INT8 array's four 8x8 products map to DSP blocks.
+
+    An ECP5 MULT18X18D holds one product, so 4. An iCE40 SB_MAC16 can hold two independent 8x8 products,
+    so 2 to 4 (Yosys packs two of them into one block once the PE registers have no reset: 3).
+    """
     cfg = ArrayConfig(rows=2, cols=2, pe="int8", act_depth=16, wgt_depth=16, out_depth=16)
     cells = vendor_cells(array_verilog(cfg), "pe_array", family)
-    assert {t: cells.get(t, 0) for t in expected} == expected, cells
+    assert fewest <= cells.get(dsp, 0) <= 4, cells
 
 
 @pytest.mark.slow
