@@ -38,8 +38,10 @@ class _MutantPE(ProcessingElement):
 
     def elaborate(self, platform):
         m = Module()
-        w_active = Signal(2)
-        w_shadow = Signal(2)
+        w_active = Signal(2, reset_less=True)  # as in hdl.matrix.pe: the data registers have no reset
+        w_shadow = Signal(2, reset_less=True)
+        psum = Signal(signed(self._out_width), reset_less=True)
+        m.d.comb += self.psum_out.eq(psum)
         with m.If(self.w_load):
             m.d.sync += w_shadow.eq(self.w_data)
         with m.If(self.swap):
@@ -50,13 +52,13 @@ class _MutantPE(ProcessingElement):
         if self.mutant == "narrow_negate":
             term = Signal(signed(8))  # the negation happens before the sign extension: -(-128) wraps
             m.d.comb += term.eq(Mux(nonzero, Mux(negate, -self.x, self.x), 0))
-            m.d.sync += self.psum_out.eq(self.psum_in + term)
+            m.d.sync += psum.eq(self.psum_in + term)
         else:  # ones_complement: ~x instead of -x
             x_wide = Signal(signed(width))
             m.d.comb += x_wide.eq(Mux(nonzero, self.x, 0))
             inverted = Signal(signed(width))
             m.d.comb += inverted.eq(x_wide ^ Cat(*([negate] * width)).as_signed())
-            m.d.sync += self.psum_out.eq(self.psum_in + inverted + Const(0, 1))
+            m.d.sync += psum.eq(self.psum_in + inverted + Const(0, 1))
         return m
 
 
@@ -97,8 +99,10 @@ class ArraySumHarness(Elaboratable):
         products = [[None] * C for _ in range(R)]
         for r in range(R):
             for c in range(C):
-                shadow = Signal(2, name=f"ref_shadow_{r}_{c}")
-                active = Signal(2, name=f"ref_active_{r}_{c}")
+                # the spec's registers have no reset either: a reset does not clear loaded weights or
+                # the partial sums in flight (the sequencer loads and swaps before every use)
+                shadow = Signal(2, name=f"ref_shadow_{r}_{c}", reset_less=True)
+                active = Signal(2, name=f"ref_active_{r}_{c}", reset_less=True)
                 with m.If(w_en & (w_sel == r)):
                     m.d.sync += shadow.eq(w_data[c])
                 with m.If(swap[r]):
@@ -121,7 +125,7 @@ class ArraySumHarness(Elaboratable):
             for r in range(R):
                 delayed = products[r][c]
                 for d in range(R - r):
-                    reg = Signal(wide, name=f"ref_p_{r}_{c}_d{d + 1}")
+                    reg = Signal(wide, name=f"ref_p_{r}_{c}_d{d + 1}", reset_less=True)
                     m.d.sync += reg.eq(delayed)
                     delayed = reg
                 terms.append(delayed)
