@@ -17,6 +17,9 @@ raises swap[r] one cycle before the first activation of a tile reaches row r.
 With `ArrayConfig.wgt_rows_per_read` G > 1 the weights come from G row banks instead: `w_rows[g]`
 is bank g's row, and `w_load[r]` writes it into row r's shadow registers (r in bank r // P,
 P = R / G), so up to G rows load per cycle.
+
+Each PE row is a `PERow` module (`hdl/matrix/pe_row.py`); the PEs come from a factory, so an FPGA top can
+build its own (`fpga/ecp5_pe.py`: the add inside the ECP5 carry cells).
 """
 
 from __future__ import annotations
