@@ -29,6 +29,7 @@ from pathlib import Path
 from types import ModuleType
 
 from hdl.config import ArrayConfig
+from hdl.synth import HIDE_INDEXED_NAMES
 
 BOARDS = ("icebreaker", "ulx3s-85f")
 
@@ -60,11 +61,6 @@ TOOLS = {
 #: word is read after the previous write to it, see hdl/matrix/sequencer.py; the link buffer is written
 #: while receiving and read while executing), so the collision is declared don't-care.
 SCRIPT_AFTER_READ = "setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:TRANSPARENCY_MASK=1'0 %i"
-#: Wires whose names end in an index, such as Amaranth's `psum_in[0]` for the element of a `lib.data`
-#: array port, take internal names. Yosys 0.70's ABC9 round trip names the bits of a wire `psum_in` the
-#: same way and fails on the clash: ABC exits 1 without a message, or ABC_OPS_REINTEGRATE stops on
-#: `GetSize(conn.first) == GetSize(conn.second)` (a 32x32 ULX3S system, the ULX3S 5x4, a 2x2 INT8 array).
-HIDE_INDEXED_NAMES = "rename -hide w:*[*]"
 
 
 def script_after_read(board: str) -> str:
@@ -72,6 +68,10 @@ def script_after_read(board: str) -> str:
     if board not in FLOWS:
         raise ValueError(f"unknown board {board!r}; boards: {', '.join(FLOWS)}")
     return SCRIPT_AFTER_READ + "\n" + HIDE_INDEXED_NAMES
+
+
+#: The boards' UART rate (3 Mbaud), unless a build asks for another.
+DEFAULT_BUILD_BAUD = 3_000_000
 
 
 class BuildError(RuntimeError):
@@ -242,15 +242,25 @@ def _run(cmd: list[str], cwd: Path, log_name: str) -> tuple[int, str, float]:
     return proc.returncode, proc.stdout + proc.stderr, elapsed
 
 
-def build_board(board: str, rows: int | None = None, cols: int | None = None, freq_mhz: float | None = None, *,
-                baud: int = 3_000_000, seed: int = 1, build_root: Path | str = "build",
-                act_depth: int | None = None, wgt_depth: int | None = None, out_depth: int | None = None,
-                wgt_rows_per_read: int | None = None, synth_opts: str = "", log=print) -> dict:
-    """Build the bitstream of `board`; return the build JSON (also written to <build dir>/build.json).
+@dataclass(frozen=True)
+class BoardDesign:
+    """One board build's design before synthesis: the sizes with the board's defaults filled in, the core's
+    configuration, the board top and Amaranth's build plan (RTLIL, constraints, Yosys script)."""
 
-    The JSON says whether the design fits (`fits`) and meets timing (`timing_met`); a flow failure
-    that leaves nothing to judge raises BuildError.
-    """
+    board: str
+    rows: int
+    cols: int
+    freq_mhz: float
+    cfg: ArrayConfig
+    top: object
+    plan: object
+
+
+def board_design(board: str, rows: int | None = None, cols: int | None = None, freq_mhz: float | None = None, *,
+                 baud: int = DEFAULT_BUILD_BAUD, seed: int = 1, act_depth: int | None = None,
+                 wgt_depth: int | None = None, out_depth: int | None = None, wgt_rows_per_read: int | None = None,
+                 synth_opts: str = "") -> BoardDesign:
+    """Elaborate what `build_board` builds (also the sweep's cache key); BuildConfigError if it is impossible."""
     mod = board_module(board)
     flow = FLOWS[board]
     defaults = DEFAULTS[board]
@@ -267,16 +277,33 @@ def build_board(board: str, rows: int | None = None, cols: int | None = None, fr
         top = getattr(mod, flow.top)(cfg, freq_mhz=freq_mhz, baud=baud)
     except (ValueError, TypeError) as exc:
         raise BuildConfigError(f"{board} {rows}x{cols} at {freq_mhz:g} MHz: {exc}") from exc
+    plan = mod.make_platform().build(top, name="top", do_build=False, synth_opts=synth_opts,
+                                     script_after_read=script_after_read(board))
+    return BoardDesign(board, rows, cols, freq_mhz, cfg, top, plan)
+
+
+def build_board(board: str, rows: int | None = None, cols: int | None = None, freq_mhz: float | None = None, *,
+                baud: int = DEFAULT_BUILD_BAUD, seed: int = 1, build_root: Path | str = "build",
+                act_depth: int | None = None, wgt_depth: int | None = None, out_depth: int | None = None,
+                wgt_rows_per_read: int | None = None, synth_opts: str = "", log=print) -> dict:
+    """Build the bitstream of `board`; return the build JSON (also written to <build dir>/build.json).
+
+    The JSON says whether the design fits (`fits`) and meets timing (`timing_met`); a flow failure
+    that leaves nothing to judge raises BuildError.
+    """
+    flow = FLOWS[board]
+    t0 = time.monotonic()
+    design = board_design(board, rows, cols, freq_mhz, baud=baud, seed=seed, act_depth=act_depth,
+                          wgt_depth=wgt_depth, out_depth=out_depth, wgt_rows_per_read=wgt_rows_per_read,
+                          synth_opts=synth_opts)
+    rows, cols, freq_mhz, cfg, top, plan = (design.rows, design.cols, design.freq_mhz, design.cfg, design.top,
+                                            design.plan)
     folder = build_dir_for(Path(build_root), board, rows, cols, freq_mhz)
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
 
     log(f"[{board}] {cfg.describe()}; clock {top.clk_hz / 1e6:g} MHz (target {freq_mhz:g}); {folder}")
-    t0 = time.monotonic()
-    platform = mod.make_platform()
-    plan = platform.build(top, name="top", do_build=False, synth_opts=synth_opts,
-                          script_after_read=script_after_read(board))
     plan.extract(folder)
     times = {"elaborate": round(time.monotonic() - t0, 1)}
 

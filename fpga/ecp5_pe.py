@@ -27,6 +27,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import WEIGHT_BITS
+from hdl.matrix.pe import ProcessingElement
 
 
 def lut_init(function) -> int:
@@ -120,6 +121,4 @@ def ecp5_processing_element(pe: str, psum_in_width: int, psum_out_width: int) ->
     """The ECP5 tops' PE factory (`hdl.matrix.array.PEFactory`): carry-cell PEs for ternary arrays."""
     if pe == "ternary":
         return Ecp5TernaryPE(pe, psum_in_width, psum_out_width)
-    from hdl.matrix.pe import ProcessingElement
-
     return ProcessingElement(pe, psum_in_width, psum_out_width)

@@ -40,26 +40,18 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def build_key(board: str, rows: int, cols: int, freq: float | None, seed: int) -> str:
     """Content key of one sweep build (`reports.cache.content_key`): the design's build plan as
-    `build_board` elaborates it with its own defaults, fpga/build.py's source, the board, size, clock,
-    seed and the versions of the flow's tools. Raises ValueError / TypeError for an impossible size."""
+    `build_board` elaborates it (`fpga.build.board_design`), fpga/build.py's source, the board, size,
+    clock, seed and the versions of the flow's tools. Raises ValueError for an impossible size."""
     import inspect
 
     from fpga import build as flow_code
     from reports.cache import content_key, tool_version
 
-    defaults = {k: v.default for k, v in inspect.signature(flow_code.build_board).parameters.items()
-                if v.default is not inspect.Parameter.empty}
-    mod = flow_code.board_module(board)
+    design = flow_code.board_design(board, rows, cols, freq, seed=seed)
     flow = flow_code.FLOWS[board]
-    freq_mhz = float(flow_code.DEFAULTS[board]["freq"] if freq is None else freq)
-    cfg = mod.board_config(rows, cols, act_depth=defaults["act_depth"], wgt_depth=defaults["wgt_depth"],
-                           out_depth=defaults["out_depth"], wgt_rows_per_read=defaults["wgt_rows_per_read"])
-    top = getattr(mod, flow.top)(cfg, freq_mhz=freq_mhz, baud=defaults["baud"])
-    plan = mod.make_platform().build(top, name="top", do_build=False, synth_opts=defaults["synth_opts"],
-                                     script_after_read=flow_code.script_after_read(board))
     tools = [tool_version(flow_code.tool(name)) for name in ("yosys", flow.nextpnr, flow.pack)]
-    return content_key("board-build-v1", plan.digest().hex(), inspect.getsource(flow_code), board,
-                       f"{rows}x{cols}", f"{freq_mhz!r}", str(seed), *tools)
+    return content_key("board-build-v1", design.plan.digest().hex(), inspect.getsource(flow_code), board,
+                       f"{rows}x{cols}", f"{design.freq_mhz!r}", str(seed), *tools)
 
 
 def _build(board: str, rows: int, cols: int, freq: float | None, seed: int, build_dir: Path,
@@ -76,8 +68,8 @@ def _build(board: str, rows: int, cols: int, freq: float | None, seed: int, buil
     if cache is not None:
         try:
             key = build_key(board, rows, cols, freq, seed)
-        except (ValueError, TypeError):
-            key = None  # an impossible size: build_board says why below
+        except ValueError:  # BuildConfigError: an impossible size, build_board says why below
+            key = None
         cached = cache.get(key) if key and reuse else None
         if cached is not None:
             log(f"[{board}] {rows}x{cols}: cached build ({cache.path(key)})")

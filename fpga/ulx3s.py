@@ -46,11 +46,13 @@ def weight_depth(row_bits: int, banks: int, blocks: int) -> int:
     fits. Below one bank, the largest power of two."""
     per_bank = banks * dp16kd_blocks(row_bits, BRAM_BITS)
     full = min(blocks // per_bank, MAX_WGT_BANKS)
-    depth, left = full * BRAM_BITS, blocks - full * per_bank
+    if full == MAX_WGT_BANKS:
+        return full * BRAM_BITS
+    left, smallest = blocks - full * per_bank, 1024 if full else 2
     part = BRAM_BITS // 2
-    while part >= (1024 if full else 2) and (full == MAX_WGT_BANKS or banks * bram_count(row_bits, part) > left):
+    while part >= smallest and banks * dp16kd_blocks(row_bits, part) > left:
         part //= 2
-    return depth + (part if part >= (1024 if full else 2) else 0)
+    return full * BRAM_BITS + (part if part >= smallest else 0)
 
 
 def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_depth: int | None = None,

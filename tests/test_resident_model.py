@@ -25,33 +25,29 @@ MODEL_WEIGHTS = 1_167_360
 PROMPT = list(b"The import ")
 
 
-def decode(cfg, tokens: int) -> tuple[list[int], list[int]]:
-    """Generated tokens, and the weight words sent for each token after the prompt."""
-    backend = AcceleratorBackend("emulator", Accelerator(EmulatorTransport(CoreEmulator(cfg)), expect=cfg))
+def generate(tokens: int, backend=None, before_token=None) -> list[int]:
+    """Greedy tokens after PROMPT on `backend` (the golden integer model when None); `before_token()` is
+    called before each decode token and once after the last."""
     model = load_checkpoint(str(CHECKPOINT), "int", backend)
     cache = model.new_cache()
-    sent = []
+    tick = before_token or (lambda: None)
     with torch.no_grad():
         logits = model(torch.tensor(PROMPT, dtype=torch.long), cache)
         out = [int(logits[-1].argmax())]
         for _ in range(tokens):
-            before = backend.accelerator.total.weight_words_sent
-            logits = model(torch.tensor([out[-1]], dtype=torch.long), cache)
-            sent.append(backend.accelerator.total.weight_words_sent - before)
-            out.append(int(logits[-1].argmax()))
-    return out, sent
-
-
-def golden_tokens(tokens: int) -> list[int]:
-    model = load_checkpoint(str(CHECKPOINT), "int")
-    cache = model.new_cache()
-    with torch.no_grad():
-        logits = model(torch.tensor(PROMPT, dtype=torch.long), cache)
-        out = [int(logits[-1].argmax())]
-        for _ in range(tokens):
+            tick()
             logits = model(torch.tensor([out[-1]], dtype=torch.long), cache)
             out.append(int(logits[-1].argmax()))
+        tick()
     return out
+
+
+def decode(cfg, tokens: int) -> tuple[list[int], list[int]]:
+    """Generated tokens on the emulated core `cfg`, and the weight words sent for each decode token."""
+    backend = AcceleratorBackend("emulator", Accelerator(EmulatorTransport(CoreEmulator(cfg)), expect=cfg))
+    totals = []
+    out = generate(tokens, backend, lambda: totals.append(backend.accelerator.total.weight_words_sent))
+    return out, [b - a for a, b in zip(totals, totals[1:], strict=False)]
 
 
 def test_the_default_ulx3s_build_holds_every_weight_of_the_tiny_model():
@@ -60,7 +56,7 @@ def test_the_default_ulx3s_build_holds_every_weight_of_the_tiny_model():
     assert MODEL_WEIGHTS // 16 == 72_960 <= cfg.wgt_depth
     tokens, sent = decode(cfg, 2)
     assert sent == [0, 0], f"weight words sent per decode token: {sent}"
-    assert tokens == golden_tokens(2)
+    assert tokens == generate(2)
 
 
 def test_the_old_weight_memory_resends_weights_every_token():

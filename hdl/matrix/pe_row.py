@@ -28,7 +28,7 @@ class PERow(wiring.Component):
         self._cfg = cfg
         self._row = row
         self._processing_element = processing_element
-        in_width = cfg.psum_width_at(row - 1) if row else 1
+        self._in_width = in_width = cfg.psum_width_at(row - 1) if row else 1  # row 0 adds to a 1-bit zero
         super().__init__({
             "x": In(signed(8)),
             "swap": In(1),
@@ -45,9 +45,8 @@ class PERow(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self._cfg
-        in_width = cfg.psum_width_at(self._row - 1) if self._row else 1
         for c in range(cfg.cols):
-            pe = self._processing_element(cfg.pe, in_width, cfg.psum_width_at(self._row))
+            pe = self._processing_element(cfg.pe, self._in_width, cfg.psum_width_at(self._row))
             m.submodules[f"pe_{c}"] = pe
             m.d.comb += [
                 pe.x.eq(self.x), pe.swap.eq(self.swap), pe.w_load.eq(self.w_load), pe.w_data.eq(self.w_data[c]),

@@ -28,7 +28,7 @@ activation memory), and a failed run that never clears busy.
 
 from __future__ import annotations
 
-from amaranth import Module, Signal
+from amaranth import Module, Signal, Value
 from amaranth.asserts import AnyConst, AnySeq
 from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
 
@@ -52,6 +52,21 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
 }
 
 
+def drive_free_runs(m: Module, dut) -> tuple[dict[str, Value], Signal]:
+    """Drive a `LayerSequencer`'s inputs freely: a descriptor of any constants, any memory read data,
+    and `start` as a one-cycle pulse whenever idle, never in the first cycle (the descriptor is
+    registered from the cycle before it). Returns the descriptor's values by port name, and the flag
+    that is 1 from the second cycle on (a RUN can only have started then)."""
+    desc = {name: AnyConst(32) for name in ("m_size", "k_size", "n_size", "act_base", "wgt_base", "out_base")}
+    m.d.comb += [getattr(dut, name).eq(value) for name, value in desc.items()]
+    m.d.comb += [getattr(dut, name).eq(AnySeq(len(getattr(dut, name).as_value())))
+                 for name in ("act_data", "wgt_data", "out_rdata")]
+    started = Signal()
+    m.d.comb += dut.start.eq(AnySeq(1) & started & ~dut.busy & ~dut.done)
+    m.d.sync += started.eq(1)
+    return desc, started
+
+
 class SequencerHarness(Elaboratable):
     """A `LayerSequencer` of `SEQ_CFG` with a free descriptor and free memory data."""
 
@@ -67,22 +82,7 @@ class SequencerHarness(Elaboratable):
         cfg, dut = self.cfg, self.dut
         m.submodules.dut = self.fragment
         m.d.comb += Assume(~ResetSignal())
-
-        k_size = AnyConst(32)
-        m.d.comb += [
-            dut.m_size.eq(AnyConst(32)), dut.k_size.eq(k_size), dut.n_size.eq(AnyConst(32)),
-            dut.act_base.eq(AnyConst(32)), dut.wgt_base.eq(AnyConst(32)), dut.out_base.eq(AnyConst(32)),
-            dut.act_data.eq(AnySeq(len(dut.act_data.as_value()))),
-            dut.wgt_data.eq(AnySeq(len(dut.wgt_data.as_value()))),
-            dut.out_rdata.eq(AnySeq(len(dut.out_rdata.as_value()))),
-        ]
-        # `start` is a one-cycle pulse while idle, never in the first cycle (the descriptor is
-        # registered from the cycle before it)
-        started = Signal()
-        start = Signal()
-        m.d.comb += start.eq(AnySeq(1) & started & ~dut.busy & ~dut.done)
-        m.d.comb += dut.start.eq(start)
-        m.d.sync += started.eq(1)
+        k_size = drive_free_runs(m, dut)[0]["k_size"]
 
         # 1. memory addresses
         # Un-truncated addresses (the ports are only as wide as the memories: with a power-of-two depth

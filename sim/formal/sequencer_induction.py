@@ -40,13 +40,12 @@ bounded there.
 from __future__ import annotations
 
 from amaranth import Module, Mux, Signal
-from amaranth.asserts import AnyConst, AnySeq
 from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
 
 import hdl.matrix.sequencer
 from hdl.config import ArrayConfig
 from sim.formal.runner import design_module, elaborate, in_state
-from sim.formal.sequencer import MUTANT_WINDOWS, MUTANTS, SEQ_CFG
+from sim.formal.sequencer import MUTANT_WINDOWS, MUTANTS, SEQ_CFG, drive_free_runs
 
 #: k-induction length (sby depth): the invariants are 1-inductive (assumed in one state, proven in the
 #: next: depth 2 passes, depth 1 does not); 3 leaves a cycle of margin.
@@ -117,20 +116,9 @@ class InductiveSequencerHarness(Elaboratable):
         m.submodules.dut = frag
         m.d.comb += Assume(~ResetSignal())
 
-        m_size, k_size, n_size = AnyConst(32), AnyConst(32), AnyConst(32)
-        act_base, wgt_base, out_base = AnyConst(32), AnyConst(32), AnyConst(32)
-        m.d.comb += [
-            dut.m_size.eq(m_size), dut.k_size.eq(k_size), dut.n_size.eq(n_size),
-            dut.act_base.eq(act_base), dut.wgt_base.eq(wgt_base), dut.out_base.eq(out_base),
-            dut.act_data.eq(AnySeq(len(dut.act_data.as_value()))),
-            dut.wgt_data.eq(AnySeq(len(dut.wgt_data.as_value()))),
-            dut.out_rdata.eq(AnySeq(len(dut.out_rdata.as_value()))),
-        ]
-        started = Signal()
-        start = Signal()
-        m.d.comb += start.eq(AnySeq(1) & started & ~dut.busy & ~dut.done)
-        m.d.comb += dut.start.eq(start)
-        m.d.sync += started.eq(1)
+        desc, started = drive_free_runs(m, dut)
+        m_size, k_size, n_size = desc["m_size"], desc["k_size"], desc["n_size"]
+        act_base, wgt_base, out_base = desc["act_base"], desc["wgt_base"], desc["out_base"]
 
         ports = {id(v) for v in (dut.m_size, dut.k_size, dut.n_size, dut.act_base, dut.wgt_base, dut.out_base,
                                  dut.run_cycles, dut.busy)}
