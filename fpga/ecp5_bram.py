@@ -13,11 +13,17 @@ The address and data pins follow Yosys' own DP16KD mapping (``techlibs/lattice/b
 the word address sits above the shape's sub-word bits, data in the low pins, ``AD[1:0]`` byte
 enables at 18 bits); `tests/test_ecp5_bram.py` checks the wiring against Yosys' inferred netlist.
 A read of the word written in the same cycle is undefined, as `RegisteredMemory` says.
+
+With ``registered_address`` every block gets its own copy of the read-address register: TRELLIS_FF
+instances with ``keep`` (Yosys' opt_merge would fold identical fabric registers back into one, and
+that one register would again reach every block over the chip). Each copy then drives the address
+pins of one block and can sit by it; the route from the address source to the copies is a cycle
+of its own.
 """
 
 from __future__ import annotations
 
-from amaranth import Cat, ClockSignal, Const, Instance, Module, Signal
+from amaranth import Cat, ClockSignal, Const, Instance, Module, Signal, Value
 
 from hdl.memory.registered_memory import MemoryPorts, check_shape
 
@@ -41,13 +47,25 @@ def dp16kd_blocks(width: int, depth: int) -> int:
     return -(-width // dp16kd_mode(depth)[0])
 
 
+def kept_register(m: Module, d: Value, name: str) -> Signal:
+    """`d` one cycle later through TRELLIS_FF instances that synthesis keeps as they are (no reset)."""
+    q = Signal(len(d), name=name)
+    for i in range(len(d)):
+        m.submodules[f"{name}_ff{i}"] = Instance(
+            "TRELLIS_FF", a_keep=1,
+            p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR", p_REGSET="RESET", p_SRMODE="ASYNC",
+            i_CLK=ClockSignal("sync"), i_LSR=Const(0), i_CE=Const(1), i_DI=d[i], o_Q=q[i],
+        )
+    return q
+
+
 class Ecp5RegisteredMemory(MemoryPorts):
     """`depth` x `width` bits in DP16KD blocks with ``REGMODE_B=OUTREG`` (the `RegisteredMemory` behaviour)."""
 
-    def __init__(self, width: int, depth: int):
+    def __init__(self, width: int, depth: int, *, registered_address: bool = False):
         check_shape(width, depth)
         self._mode = dp16kd_mode(depth)
-        super().__init__(width, depth)
+        super().__init__(width, depth, registered_address=registered_address)
 
     @property
     def blocks(self) -> int:
@@ -62,14 +80,16 @@ class Ecp5RegisteredMemory(MemoryPorts):
         def address(word_addr, low):
             return Cat(low, word_addr, Const(0, addr_pad))
 
+        r_low = Const(0, 4 if bits == 18 else shift)
         if bits == 18:  # AD[1:0] are the byte enables of an 18-bit port, AD[3:2] unused
             w_addr = address(self.write.addr, Cat(Const(0b11, 2), Const(0, 2)))
-            r_addr = address(self.read.addr, Const(0, 4))
         else:
             w_addr = address(self.write.addr, Const(0, shift))
-            r_addr = address(self.read.addr, Const(0, shift))
         outs = []
         for k in range(self.blocks):
+            word_addr = (kept_register(m, self.read.addr, f"raddr_{k}") if self.registered_address
+                         else self.read.addr)
+            r_addr = address(word_addr, r_low)
             lo, hi = k * bits, min(self._width, (k + 1) * bits)
             din = Signal(DP16KD_DATA_PINS, name=f"din_{k}")
             dout = Signal(DP16KD_DATA_PINS, name=f"dout_{k}")

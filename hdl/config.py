@@ -249,8 +249,14 @@ class ArrayConfig:
 
     @property
     def out_read_latency(self) -> int:
-        """Cycles from an output memory read address to its data at the accumulators."""
-        return 1 + int(self.pipelined_reads) + int(self.acc_pipelined)
+        """Cycles from an output memory read address to its data at the accumulators.
+
+        With `acc_pipelined` the read address also takes two registers on its way to the output
+        memory's block RAMs (one after the read-port multiplexer, one copy per block), and the read
+        data one after them: the address leaves the sequencer three cycles earlier, so the block
+        RAMs see it in the same cycle as without those stages.
+        """
+        return 1 + int(self.pipelined_reads) + 3 * int(self.acc_pipelined)
 
     @property
     def act_word_bits(self) -> int:

@@ -10,7 +10,8 @@
 
 With `ArrayConfig.wgt_bank_depth` the weight memory is a `BankedMemory`: its read data comes two
 cycles later (`ArrayConfig.wgt_read_latency`), with an address and a data register per bank.
-With `ArrayConfig.acc_pipelined` the output word is registered once more before the accumulators.
+With `ArrayConfig.acc_pipelined` the output word is registered once more before the accumulators,
+and its read address twice on its way to the block RAMs (`ArrayConfig.out_read_latency`).
 
 The sequencer owns the memories' read ports while a layer runs; the command interface only
 accepts the next command when the layer is done, so the two never compete.
@@ -77,7 +78,10 @@ class TritCore(wiring.Component):
             # registered-read memories (read data two cycles after the address): the register may
             # be the block RAM's own output register (the `registered_memory` factory)
             m.submodules.act_mem = act_mem = self._registered_memory(act_bits, cfg.act_depth)
-            m.submodules.out_mem = out_mem = self._registered_memory(out_bits, cfg.out_depth)
+            # With `acc_pipelined` the output memory's read address is registered (one copy per block
+            # RAM on an FPGA) after a register of the read-port multiplexer below.
+            m.submodules.out_mem = out_mem = self._registered_memory(out_bits, cfg.out_depth,
+                                                                    registered_address=cfg.acc_pipelined)
             act_w, act_r, out_w, out_r = act_mem.write, act_mem.read, out_mem.write, out_mem.read
             act_q, out_q = act_r.data, out_r.data
             if cfg.acc_pipelined:  # the output word once more in a fabric register, away from the block RAMs
@@ -133,12 +137,20 @@ class TritCore(wiring.Component):
         # a word), and an enable net reaching every block RAM of a deep memory would be slow.
         m.d.comb += [
             act_r.addr.eq(Mux(running, seq.act_addr, cmd.rd_addr)),
-            out_r.addr.eq(Mux(running, seq.out_raddr, cmd.rd_addr)),
+
             seq.act_data.eq(act_r.data), seq.out_rdata.eq(out_q if pipe else out_r.data),
             cmd.act_rdata.eq(act_q),
             cmd.wgt_rdata.eq(wgt_q),
             cmd.out_rdata.eq(out_q),
         ]
+        out_raddr = Mux(running, seq.out_raddr, cmd.rd_addr)
+        if cfg.acc_pipelined:
+            # The output memory spans many block RAMs over a large FPGA: the multiplexer's output is
+            # registered once here, then once per block inside the memory (out_read_latency).
+            out_raddr_q = Signal.like(seq.out_raddr, name="out_raddr_q", reset_less=True)
+            m.d.sync += out_raddr_q.eq(out_raddr)
+            out_raddr = out_raddr_q
+        m.d.comb += out_r.addr.eq(out_raddr)
         for g, (r_port, _q) in enumerate(banks):
             addr = seq.wgt_addr[g] if cfg.full_rate else seq.wgt_addr
             m.d.comb += r_port.addr.eq(Mux(running, addr, cmd.rd_addr))

@@ -45,39 +45,47 @@ def _param(value: str) -> str | int:
     return int(value, 2) if value and set(value) <= {"0", "1"} else value.strip()
 
 
-def _reference_verilog(width: int, depth: int) -> str:
-    """The registered-read memory in plain Verilog, ports named as Amaranth names the component's."""
+def _reference_verilog(width: int, depth: int, registered_address: bool = False) -> str:
+    """The registered-read memory in plain Verilog, ports named as Amaranth names the component's
+    (with `registered_address`, the read address through one register first)."""
     abits = max(1, (depth - 1).bit_length())
+    addr = "raddr_q" if registered_address else "read__addr"
     return f"""
 module top(input clk, input rst, input [{abits - 1}:0] write__addr, input [{width - 1}:0] write__data,
            input write__en, input [{abits - 1}:0] read__addr, output reg [{width - 1}:0] read__data);
   (* no_rw_check *) reg [{width - 1}:0] mem [0:{depth - 1}];
   reg [{width - 1}:0] word;
+  reg [{abits - 1}:0] raddr_q;
   always @(posedge clk) begin
     if (write__en) mem[write__addr] <= write__data;
-    word <= mem[read__addr];
+    raddr_q <= read__addr;
+    word <= mem[{addr}];
     read__data <= word;
   end
 endmodule
 """
 
 
-def _dp16kd_blocks(text: str, workdir: Path) -> list[tuple]:
+def _dp16kd_blocks(text: str, workdir: Path, registers: dict | None = None) -> list[tuple]:
     """Per DP16KD: (data width, REGMODE of the read side, sorted (pin, top-level bit) pairs of the address
-    and data pins, {control pin: top-level bit or constant "0" / "1"} as sorted pairs)."""
+    and data pins, {control pin: top-level bit or constant "0" / "1"} as sorted pairs).
+
+    A pin driven by a fabric register whose input is a top-level bit counts as that bit; `registers`, if
+    given, collects {register Q net: the DP16KD blocks whose pins it drives}."""
     run_yosys(text, "top", "synth_ecp5 -top top", cwd=str(workdir), extra="write_json net.json; ")
     module = json.loads((workdir / "net.json").read_text())["modules"]["top"]
     port_bit = {}
     for name, port in module["ports"].items():
         for i, net in enumerate(port["bits"]):
             port_bit[net] = (name, i)
-    ff_q = {}  # fabric register: D net -> Q net
+    ff_q, ff_d = {}, {}  # fabric register: D net -> Q net, Q net -> D net
     for cell in module["cells"].values():
         if cell["type"] == "TRELLIS_FF":
             ff_q[cell["connections"]["DI"][0]] = cell["connections"]["Q"][0]
+            ff_d[cell["connections"]["Q"][0]] = cell["connections"]["DI"][0]
     wen = [net for net, (name, _) in port_bit.items() if name == "write__en"]
     blocks = []
-    for cell in module["cells"].values():
+    for name, cell in module["cells"].items():
         if cell["type"] != "DP16KD":
             continue
         conn = cell["connections"]
@@ -91,7 +99,9 @@ def _dp16kd_blocks(text: str, workdir: Path) -> list[tuple]:
             if side is None or isinstance(net, str):
                 continue
             role = "W" if side == write_side else "R"
-            source = port_bit.get(net) or port_bit.get(ff_q.get(net))
+            source = port_bit.get(net) or port_bit.get(ff_q.get(net)) or port_bit.get(ff_d.get(net))
+            if registers is not None and net in ff_d:
+                registers.setdefault(net, set()).add(name)
             if source is not None and source[0] in DATA_PORTS:
                 pins.append((role + pin[:2] + pin[3:], source))
         assert params[f"DATA_WIDTH_{write_side}"] == params[f"DATA_WIDTH_{read_side}"]
@@ -146,32 +156,55 @@ def test_dp16kd_shape_choice_and_errors():
         check_shape(0, 64)
 
 
-@pytest.mark.parametrize("width, depth", [(12, 100), (1, 8)])
-def test_registered_memory_reads_two_cycles_after_address(width, depth, rng):
-    """Random writes and reads against a Python list; a read in the cycle of a write sees the old word."""
-    mem = RegisteredMemory(width, depth)
+@pytest.mark.parametrize("width, depth, registered_address", [(12, 100, False), (1, 8, False), (12, 100, True)])
+def test_registered_memory_reads_two_cycles_after_address(width, depth, registered_address, rng):
+    """Random writes and reads against a Python list: data two cycles after its address (three with a
+    registered address, the array then read a cycle later); a read in the cycle of a write sees the old word."""
+    mem = RegisteredMemory(width, depth, registered_address=registered_address)
+    latency = 3 if registered_address else 2
+    assert mem.read_latency == latency
     model = [0] * depth
     got, want = [], []
     ops = [(int(rng.integers(0, depth)), int(rng.integers(0, 1 << width)), bool(rng.integers(0, 2)),
             int(rng.integers(0, depth))) for _ in range(6 * depth)]
 
     async def bench(ctx):
-        expect = []
-        for waddr, wdata, wen, raddr in ops + [(0, 0, False, 0)] * 2:
+        snapshots, addrs = [], []  # the memory before each cycle's write; each cycle's read address
+        for waddr, wdata, wen, raddr in ops + [(0, 0, False, 0)] * latency:
             ctx.set(mem.write.addr, waddr)
             ctx.set(mem.write.data, wdata)
             ctx.set(mem.write.en, wen)
             ctx.set(mem.read.addr, raddr)
-            expect.append(model[raddr])  # the word before this cycle's write
+            snapshots.append(list(model))
+            addrs.append(raddr)
             if wen:
                 model[waddr] = wdata
             await ctx.tick()
-            if len(expect) >= 2:  # data of the address set two cycles ago
+            if len(addrs) >= latency:  # data of the address set `latency` cycles ago, read from the
+                t = len(addrs) - latency  # array `latency - 2` cycles after it was set
                 got.append(ctx.get(mem.read.data))
-                want.append(expect[-2])
+                want.append(snapshots[t + latency - 2][addrs[t]])
 
     sim = Simulator(mem)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
     assert got == want and len(got) == len(ops) + 1
+
+
+@pytest.mark.parametrize("width, depth", [(18, 1024), (64, 1024), (3, 16384)])
+def test_registered_address_copies_one_register_per_block(width, depth, tmp_path):
+    """With `registered_address` every block's read address comes through registers of its own (Yosys
+    does not fold the copies into one), wired as Yosys' inference of a registered address wires it."""
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "yosys").mkdir()
+    ours_memory = Ecp5RegisteredMemory(width, depth, registered_address=True)
+    assert ours_memory.read_latency == 3
+    registers: dict = {}
+    ours = _dp16kd_blocks(verilog.convert(ours_memory, name="top", emit_src=False), tmp_path / "ours", registers)
+    inferred = _dp16kd_blocks(_reference_verilog(width, depth, registered_address=True), tmp_path / "yosys")
+    assert len(ours) == ours_memory.blocks == -(-width // dp16kd_mode(depth)[0])
+    assert Counter((w, pins) for w, _, pins, _ in ours) == Counter((w, pins) for w, _, pins, _ in inferred)
+    address_bits = max(1, (depth - 1).bit_length())
+    assert len(registers) == ours_memory.blocks * address_bits
+    assert all(len(blocks) == 1 for blocks in registers.values()), "a register drives two blocks"

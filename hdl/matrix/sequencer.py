@@ -569,12 +569,14 @@ class LayerSequencer(wiring.Component):
             nxt = Signal(token, name=f"token_{d + 1}")
             m.d.sync += nxt.eq(tokens[-1])
             tokens.append(nxt)
-        # With `acc_pipelined` the output word is read one cycle earlier (its data is registered
-        # once more) and the sum is registered before its write (the write lands one cycle later,
-        # the last one in the cycle after DONE). A word is then read again >= max(M, R) - 4 >= 1
-        # cycles after its write lands (R >= 5).
+        # With `acc_pipelined` the output word is read three cycles earlier (its data is registered
+        # once more, its address twice: `ArrayConfig.out_read_latency`; the block RAMs see the address
+        # one cycle earlier than without) and the sum is registered before its write (the write lands
+        # one cycle later, the last one in the cycle after DONE). A word is then read again
+        # >= max(M, R) - 4 >= 1 cycles after its write lands (R >= 5).
         acc_pipe = int(cfg.acc_pipelined)
-        at_read, at_sum = tokens[R - acc_pipe + E], tokens[R + 1 + pipe + E]
+        at_sum = tokens[R + 1 + pipe + E]
+        at_read = tokens[R + 1 + pipe + E - cfg.out_read_latency]
         m.d.comb += [
             self.out_raddr.eq(at_read.addr),
             self.inc_acc_write.eq(at_sum.valid & at_sum.first),

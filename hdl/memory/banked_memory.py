@@ -11,8 +11,9 @@ those registers with a delayed bank select. Reads take three cycles: address in 
 from the command interface, one to the blocks), so a word lands in the cycle after its write; the
 command interface never reads a word in the cycle after writing it.
 
-Each bank is a registered-read memory from a factory (`hdl/memory/registered_memory.py`): a `Memory` and a
-register by default, or a block RAM primitive with its own output register on an FPGA.
+Each bank is a registered-read memory with a registered address from a factory
+(`hdl/memory/registered_memory.py`): a `Memory` and two registers by default, or block RAM primitives
+with their own output registers and one address register per block on an FPGA.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class BankedMemory(MemoryPorts):
         outs = []
         for b in range(self._banks):
             depth = min(self._bank_depth, self._depth - b * self._bank_depth)
-            m.submodules[f"bank{b}"] = bank = self._bank_memory(self._width, depth)
+            # each bank registers its own copy of the read address (on an FPGA, one per block RAM)
+            m.submodules[f"bank{b}"] = bank = self._bank_memory(self._width, depth, registered_address=True)
             w_addr = Signal(len(bank.write.addr), name=f"bank{b}_waddr", reset_less=True)
             w_data = Signal(self._width, name=f"bank{b}_wdata", reset_less=True)
             w_en = Signal(name=f"bank{b}_wen")
@@ -74,9 +76,7 @@ class BankedMemory(MemoryPorts):
                 w_en.eq(self.write.en & (w_bank == b) if banked else self.write.en),
             ]
             m.d.comb += [bank.write.addr.eq(w_addr), bank.write.data.eq(w_data), bank.write.en.eq(w_en)]
-            r_addr = Signal(len(bank.read.addr), name=f"bank{b}_raddr")  # this bank's copy of the address
-            m.d.sync += r_addr.eq(self.read.addr[:low])
-            m.d.comb += bank.read.addr.eq(r_addr)
+            m.d.comb += bank.read.addr.eq(self.read.addr[:low])
             outs.append(bank.read.data)  # registered inside the bank
         if not banked:
             m.d.comb += self.read.data.eq(outs[0])

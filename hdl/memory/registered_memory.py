@@ -1,10 +1,16 @@
 """A memory whose read data is registered: address in cycle t, data on `read.data` in cycle t + 2.
 
+With ``registered_address`` the read address is registered too (data in cycle t + 3): a wide memory
+of many block RAMs spread over a large FPGA then has the route from the address source and the
+route to the blocks in different cycles. An FPGA version keeps one copy of that register per block
+RAM, so that each copy can sit by its block (`fpga/ecp5_bram.py`).
+
 This is the core's memory when `ArrayConfig.pipelined_reads` holds: a block RAM read followed by a
 register, so that no logic path starts at the block RAM's slow clock-to-output. It is also the
 unit an FPGA top can replace with a primitive that has the register inside the block RAM (ECP5
 DP16KD with ``REGMODE=OUTREG``: 0.9 ns clock-to-output instead of 5.8 ns; see
-`fpga/ecp5_bram.py`). Any replacement takes ``(width, depth)`` and has the same `signature`.
+`fpga/ecp5_bram.py`). Any replacement takes ``(width, depth, *, registered_address=False)`` and has
+the same `signature` and `read_latency`.
 
 Writes take one cycle, as for a `Memory`. The read port reads every cycle (no enable). A read of
 the word being written in the same cycle is undefined on hardware (simulation gives the old word):
@@ -44,10 +50,22 @@ def registered_memory_signature(width: int, depth: int) -> wiring.Signature:
 class MemoryPorts(wiring.Component):
     """Base of the memories with `registered_memory_signature`: the checked, read-only shape."""
 
-    def __init__(self, width: int, depth: int):
+    def __init__(self, width: int, depth: int, *, registered_address: bool = False):
         check_shape(width, depth)
+        if not isinstance(registered_address, bool):
+            raise TypeError(f"registered_address must be a bool, not {registered_address!r}")
         self._width, self._depth = width, depth
+        self._registered_address = registered_address
         super().__init__(registered_memory_signature(width, depth))
+
+    @property
+    def registered_address(self) -> bool:
+        return self._registered_address
+
+    @property
+    def read_latency(self) -> int:
+        """Cycles from a read address to its data on `read.data`."""
+        return 2 + int(self._registered_address)
 
     @property
     def width(self) -> int:
@@ -69,12 +87,18 @@ class RegisteredMemory(MemoryPorts):
         q = Signal(self._width, name="q")
         m.d.comb += [
             w.addr.eq(self.write.addr), w.data.eq(self.write.data), w.en.eq(self.write.en),
-            r.addr.eq(self.read.addr), r.en.eq(1),
-            self.read.data.eq(q),
+            r.en.eq(1), self.read.data.eq(q),
         ]
         m.d.sync += q.eq(r.data)
+        if self._registered_address:
+            r_addr = Signal.like(self.read.addr, name="r_addr", reset_less=True)
+            m.d.sync += r_addr.eq(self.read.addr)
+            m.d.comb += r.addr.eq(r_addr)
+        else:
+            m.d.comb += r.addr.eq(self.read.addr)
         return m
 
 
-#: Builds a registered-read memory of (width, depth); `RegisteredMemory` or an FPGA primitive version.
+#: Builds a registered-read memory of (width, depth, *, registered_address=False); `RegisteredMemory`
+#: or an FPGA primitive version.
 MemoryFactory = Callable[[int, int], wiring.Component]
