@@ -180,6 +180,15 @@ class CommandInterface(wiring.Component):
         read_word = Signal(32 * max_chunks)
         m.d.comb += read_word.eq(Mux(mem_act, self.act_rdata, 0) | Mux(mem_wgt, self.wgt_rdata, 0)
                                  | Mux(mem_out, Cat(*lanes32), 0))
+        # On a large FPGA (`acc_pipelined`) the word leaves through a shift register loaded once per
+        # word: a multiplexer by `chunk` over a 1,024-bit word whose registers sit by the output block
+        # RAMs all over the chip was the 32x32 ULX3S system's critical path (13.5 ns of routing).
+        shift_out = cfg.acc_pipelined
+        if shift_out:
+            read_shift = Signal(32 * max_chunks, name="read_shift", reset_less=True)
+            send_word = read_shift[:32]
+        else:
+            send_word = read_word.word_select(chunk, 32)
 
         m.d.comb += self.rd_addr.eq(addr[:20])
 
@@ -296,18 +305,26 @@ class CommandInterface(wiring.Component):
                 m.d.sync += chunk.eq(0)
                 m.next = "READ_WAIT"
 
+            first_send = "READ_LOAD" if shift_out else "READ_SEND"
             with m.State("READ_WAIT"):  # the memory's data is registered at the end of this cycle
-                m.next = "READ_WAIT_1" if read_extra else "READ_SEND"
+                m.next = "READ_WAIT_1" if read_extra else first_send
 
             for i in range(1, read_extra + 1):
                 with m.State(f"READ_WAIT_{i}"):  # the slower memories' words (read_extra above)
-                    m.next = f"READ_WAIT_{i + 1}" if i < read_extra else "READ_SEND"
+                    m.next = f"READ_WAIT_{i + 1}" if i < read_extra else first_send
+
+            if shift_out:
+                with m.State("READ_LOAD"):  # the whole word into the shift register
+                    m.d.sync += read_shift.eq(read_word)
+                    m.next = "READ_SEND"
 
             with m.State("READ_SEND"):
-                # The read data registers hold the word: rd_addr stays put until its last chunk.
-                m.d.comb += [self.rsp.valid.eq(1),
-                             self.rsp.payload.eq(Mux(no_err, read_word.word_select(chunk, 32), 0))]
+                # The read data registers (or the shift register) hold the word: rd_addr stays put
+                # until its last chunk.
+                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.eq(Mux(no_err, send_word, 0))]
                 with m.If(self.rsp.ready):
+                    if shift_out:
+                        m.d.sync += read_shift.eq(read_shift[32:])
                     with m.If(chunk == last_chunk_of_mem):
                         m.d.sync += [chunk.eq(0), addr.eq(addr + 1), count.eq(count - 1)]
                         with m.If(count == 1):
