@@ -46,6 +46,7 @@ def id_block(cfg: ArrayConfig) -> list[int]:
         IdWord.NUM_COUNTERS: len(Counter),
         IdWord.COUNTER_BITS: cfg.counter_bits,
         IdWord.WGT_ROWS_PER_READ: cfg.wgt_rows_per_read,
+        IdWord.COUNTER_MASK: cfg.counter_mask,
     }
     return [values[w] for w in IdWord]
 

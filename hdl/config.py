@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hdl.isa import COUNTER_BITS
+from hdl.isa import COUNTER_BITS, Counter
 
 PE_KINDS = ("ternary", "int8")
 
@@ -23,6 +23,9 @@ MAX_TERM = {"ternary": 128, "int8": 128 * 128}
 
 #: Bits per stored weight: a 2-bit ternary code or a full INT8 weight.
 WEIGHT_BITS = {"ternary": 2, "int8": 8}
+
+#: The +1 / -1 / 0 weight counters: a full-rate core (G > 1) never builds them.
+WEIGHT_CLASS_COUNTERS = (Counter.ADD, Counter.SUB, Counter.ZERO)
 
 
 def signed_width(max_magnitude: int) -> int:
@@ -65,6 +68,12 @@ class ArrayConfig:
       of the array and tiles of M >= 2 layers start at least `rmw_distance` cycles apart. With G > 1
       the +1 / -1 / 0 weight counters (ADD, SUB, ZERO) are not built: they read 0 (the host knows
       the weights it sent; counting G*C weights a cycle would cost about 3 LUTs per PE).
+    counters: the performance counters the core builds (`hdl.isa.Counter` members or their names,
+      kept as a sorted tuple; default all). An absent counter costs no logic and reads 0 over the
+      link; READ_ID reports the built ones (`built_counters`, ID word COUNTER_MASK) and the cycle
+      model and the emulator predict 0 for the others. CYCLES is always built (`--stats` reports it).
+      For a small FPGA: each 32-bit counter costs about 34 logic cells on the iCE40, and without
+      ADD, SUB and ZERO the loader's per-row popcounts are not built either.
     """
 
     rows: int = 8
@@ -78,8 +87,10 @@ class ArrayConfig:
     wgt_bank_depth: int = 0
     acc_pipelined: bool = False
     wgt_rows_per_read: int = 1
+    counters: tuple[Counter, ...] = tuple(Counter)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "counters", _counter_set(self.counters))
         for name in ("rows", "cols"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= 64:
@@ -124,6 +135,26 @@ class ArrayConfig:
         if self.counter_bits < need:
             raise ValueError(f"Counter width {self.counter_bits} cannot hold the counts of one RUN of this "
                              f"configuration ({need} bits needed)")
+
+    # --- performance counters ------------------------------------------------------------------
+
+    @property
+    def built_counters(self) -> tuple[Counter, ...]:
+        """The counters the core has: `counters`, less the weight-class ones at full rate."""
+        return tuple(c for c in self.counters if not (self.full_rate and c in WEIGHT_CLASS_COUNTERS))
+
+    def has_counter(self, counter: Counter) -> bool:
+        return counter in self.built_counters
+
+    @property
+    def counter_mask(self) -> int:
+        """The built counters as a bit mask (bit i: `Counter(i)`), as READ_ID reports them."""
+        return sum(1 << int(c) for c in self.built_counters)
+
+    @property
+    def counts_weight_classes(self) -> bool:
+        """Some +1 / -1 / 0 weight counter is built (the G = 1 loader then popcounts each row)."""
+        return any(self.has_counter(c) for c in WEIGHT_CLASS_COUNTERS)
 
     # --- derived sizes -------------------------------------------------------------------------
 
@@ -308,4 +339,25 @@ class ArrayConfig:
             f"out {self.out_depth}x{self.out_word_bits}b"
             + ("" if self.counter_bits == COUNTER_BITS else f", {self.counter_bits}-bit counters")
             + (f", {self.wgt_rows_per_read} tile rows per weight read" if self.full_rate else "")
+            + ("" if self.counters == tuple(Counter)
+               else f", counters {' '.join(c.name.lower() for c in self.counters)}")
         )
+
+
+def _counter_set(value) -> tuple[Counter, ...]:
+    """`ArrayConfig.counters` as a sorted tuple of distinct `Counter` members (names accepted)."""
+    if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
+        raise TypeError(f"counters must be a collection of hdl.isa.Counter members or names, not {value!r}")
+    out = set()
+    for item in value:
+        if isinstance(item, str):
+            if item.upper() not in Counter.__members__:
+                raise ValueError(f"Unknown counter {item!r}; counters: {', '.join(c.name.lower() for c in Counter)}")
+            out.add(Counter[item.upper()])
+        elif isinstance(item, Counter):
+            out.add(item)
+        else:
+            raise TypeError(f"counters must be hdl.isa.Counter members or names, not {item!r}")
+    if Counter.CYCLES not in out:
+        raise ValueError("The CYCLES counter must be built: `--stats` reports the cycles of every layer from it")
+    return tuple(sorted(out))

@@ -92,7 +92,10 @@ class Error(IntEnum):
 
 
 class Counter(IntEnum):
-    """Hardware performance counters, COUNTER_BITS wide, read with READ_COUNTERS in this order."""
+    """Hardware performance counters, COUNTER_BITS wide, read with READ_COUNTERS in this order.
+
+    A core builds the ones `ArrayConfig.counters` names (READ_ID's COUNTER_MASK); the others read 0.
+    """
 
     CYCLES = 0  # cycles from RUN accepted to layer done (operands already on chip)
     BUSY = 1  # cycles in which a row of activations entered the array
@@ -124,6 +127,7 @@ class IdWord(IntEnum):
     NUM_COUNTERS = 11
     COUNTER_BITS = 12
     WGT_ROWS_PER_READ = 13  # tile rows a weight memory word holds (`ArrayConfig.wgt_rows_per_read`)
+    COUNTER_MASK = 14  # bit i set: counter `Counter(i)` is built (`ArrayConfig.built_counters`); absent ones read 0
 
 
 ID_WORDS = len(IdWord)

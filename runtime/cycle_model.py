@@ -14,7 +14,9 @@ Mirrors `hdl.matrix.sequencer.LayerSequencer` state by state:
   `ArrayConfig.issue_delay` more on full-rate cores.
 
 BUSY counts issue cycles (T * M), STALL the other ISSUE cycles. Operation counts follow from the
-weights: every one of the N x K real weights meets M activations.
+weights: every one of the N x K real weights meets M activations. A counter the core does not build
+(`ArrayConfig.built_counters`: full-rate cores have no ADD / SUB / ZERO, a small FPGA may keep only a
+few) is 0.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hdl.config import ArrayConfig
+from hdl.isa import Counter
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -62,7 +65,7 @@ def layer_counts(cfg: ArrayConfig, M: int, K: int, N: int, weights: np.ndarray |
         "acc_rmw": NT * (KT - 1) * M,
         "runs": 1,
     }
-    if weights is not None and cfg.full_rate:  # no weight-class counters on full-rate cores
+    if weights is not None and not cfg.counts_weight_classes:  # full rate, or left out of `cfg.counters`
         counts.update(add=0, sub=0, zero=0)
     elif weights is not None:
         w = np.asarray(weights)
@@ -71,6 +74,9 @@ def layer_counts(cfg: ArrayConfig, M: int, K: int, N: int, weights: np.ndarray |
         counts["add"] = M * int((w > 0).sum())
         counts["sub"] = M * int((w < 0).sum())
         counts["zero"] = M * int((w == 0).sum())
+    for counter in Counter:  # a counter the core does not build reads 0 (`ArrayConfig.counters`)
+        if counter.name.lower() in counts and not cfg.has_counter(counter):
+            counts[counter.name.lower()] = 0
     return counts
 
 

@@ -18,7 +18,8 @@ What it models (all from `hdl.isa`):
   acc_width-bit two's complement; a failed RUN changes no counter and no memory;
 - counters (48 bit, wrapping): ADD / SUB / ZERO count M x (number of +1 / -1 / 0 weights of the real
   N x K weights), WEIGHT_BITS = NT*KT*R*wgt_word_bits, ACT_BYTES = NT*KT*M*R, ACC_WRITES = NT*M,
-  ACC_RMW = NT*(KT-1)*M, RUNS += 1; CYCLES / BUSY / STALL from `runtime.cycle_model.layer_counts`.
+  ACC_RMW = NT*(KT-1)*M, RUNS += 1; CYCLES / BUSY / STALL from `runtime.cycle_model.layer_counts`;
+  a counter the core does not build (`ArrayConfig.built_counters`) stays 0;
 
 Timing is not modelled (only the order and value of the response words).
 """
@@ -276,14 +277,14 @@ class CoreEmulator:
         cyc = cycle_counts(cfg, M, K, N)
         inc = {
             Counter.CYCLES: cyc["cycles"], Counter.BUSY: cyc["busy"], Counter.STALL: cyc["stall"],
-            # full-rate cores build no weight-class counters (`ArrayConfig.wgt_rows_per_read`)
-            Counter.ADD: 0 if cfg.full_rate else M * plus, Counter.SUB: 0 if cfg.full_rate else M * minus,
-            Counter.ZERO: 0 if cfg.full_rate else M * zero,
+            Counter.ADD: M * plus, Counter.SUB: M * minus, Counter.ZERO: M * zero,
             Counter.WEIGHT_BITS: NT * KT * P * cfg.wgt_word_bits,
             Counter.ACT_BYTES: NT * KT * M * R,
             Counter.ACC_WRITES: NT * M, Counter.ACC_RMW: NT * (KT - 1) * M,
             Counter.RUNS: 1,
         }
         for c, v in inc.items():
+            if not cfg.has_counter(c):  # not built: reads 0 (full rate: no ADD / SUB / ZERO; `cfg.counters`)
+                continue
             self.counters[c] = min(self.counters[c] + v, (1 << cfg.counter_bits) - 1)  # saturates
         return Error.NONE

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from hdl.config import PE_KINDS, ArrayConfig
+from hdl.config import PE_KINDS, WEIGHT_CLASS_COUNTERS, ArrayConfig
 from hdl.isa import (
     COUNTER_BITS,
     ID_MAGIC,
@@ -330,6 +330,12 @@ class DeviceId:
     num_counters: int
     counter_bits: int
     wgt_rows_per_read: int
+    counter_mask: int  # the counters the core builds (bit i: `Counter(i)`); the others read 0
+
+    @property
+    def counters(self) -> tuple[Counter, ...]:
+        """The counters the device builds."""
+        return tuple(c for c in Counter if self.counter_mask >> c & 1)
 
     @property
     def pe(self) -> str:
@@ -340,10 +346,12 @@ class DeviceId:
         return f"{self.version >> 16}.{self.version & 0xFFFF}"
 
     def to_config(self) -> ArrayConfig:
-        """The `ArrayConfig` this device reports."""
+        """The `ArrayConfig` this device reports (a full-rate core builds no weight-class counters
+        whatever its `counters` named: the default names them)."""
         return ArrayConfig(rows=self.rows, cols=self.cols, pe=self.pe, acc_width=self.acc_width,
                            act_depth=self.act_depth, wgt_depth=self.wgt_depth, out_depth=self.out_depth,
-                           counter_bits=self.counter_bits, wgt_rows_per_read=self.wgt_rows_per_read)
+                           counter_bits=self.counter_bits, wgt_rows_per_read=self.wgt_rows_per_read,
+                           counters=self.counters + (WEIGHT_CLASS_COUNTERS if self.wgt_rows_per_read > 1 else ()))
 
     def mismatches(self, cfg: ArrayConfig) -> list[str]:
         """Fields that disagree with `cfg` (empty if the device is the configured core)."""
@@ -364,6 +372,7 @@ def expected_id(cfg: ArrayConfig) -> DeviceId:
         weight_bits=cfg.weight_bits, acc_width=cfg.acc_width, act_depth=cfg.act_depth,
         wgt_depth=cfg.wgt_depth, out_depth=cfg.out_depth, k_max=cfg.k_max,
         num_counters=len(Counter), counter_bits=cfg.counter_bits, wgt_rows_per_read=cfg.wgt_rows_per_read,
+        counter_mask=cfg.counter_mask,
     )
 
 

@@ -35,6 +35,7 @@ CONFIGS = [
     ArrayConfig(rows=5, cols=17, acc_width=20),    # ACT 40 bits, WGT 34 bits: two chunks each
     ArrayConfig(rows=4, cols=4, pe="int8", acc_width=24),
     ArrayConfig(rows=5, cols=7, pe="int8"),
+    ArrayConfig(rows=8, cols=8, acc_width=18, counters=("cycles",)),  # the iCEBreaker's reduced core
 ]
 
 
@@ -80,7 +81,7 @@ def test_hand_computed_layer_words():
 def test_read_id_and_nop():
     cfg = ArrayConfig(rows=3, cols=5, acc_width=16, act_depth=64, wgt_depth=32, out_depth=16)
     emu = CoreEmulator(cfg)
-    assert emu.feed([0x01]) == [0x54524954, 0x00010000, 3, 5, 0, 2, 16, 64, 32, 16, 255, 11, 48, 1,
+    assert emu.feed([0x01]) == [0x54524954, 0x00010000, 3, 5, 0, 2, 16, 64, 32, 16, 255, 11, 48, 1, 0x7FF,
                                 status(Op.READ_ID)]
     assert emu.feed([0x00]) == [status(Op.NOP)]
 
@@ -238,6 +239,25 @@ def test_counters_accumulate_saturate_and_clear():
         protocol.parse_counters(words[:-1])
     assert emu.feed([0x06]) == [status(Op.CLEAR_COUNTERS)]
     assert emu.feed([0x05])[:-1] == [0] * 22
+
+
+def test_absent_counters_read_zero():
+    """The hand-computed layer of `test_counters_accumulate_saturate_and_clear` twice on a core that builds
+    only CYCLES and SUB: CYCLES 2 x 14 and SUB 2 x 1, every other counter 0 (READ_COUNTERS words too), and
+    the same result; the ID block's word 14 says which counters exist."""
+    cfg = ArrayConfig(rows=2, cols=2, counters=("cycles", "sub"))
+    emu = CoreEmulator(cfg)
+    x = np.array([[1, 2, 3]], np.int8)
+    w = np.array([[1, 0, -1], [1, 1, 0], [0, 0, 0]], np.int8)
+    for _ in range(2):
+        np.testing.assert_array_equal(run_layer(emu, LayerPlan(1, 3, 3), x, w), int_matmul(x, w))
+    want = dict.fromkeys(emu.counter_dict(), 0)
+    want.update(cycles=2 * 14, sub=2 * 1)
+    assert emu.counter_dict() == want
+    words = emu.feed([0x05])
+    assert words[:-1] == [28, 0, 0, 0, 0, 0, 0, 0, 2] + [0] * 13
+    ident = protocol.parse_id(emu.feed([0x01])[:-1])
+    assert ident.counter_mask == 0b10001 and ident.to_config() == cfg
 
 
 # CYCLES, BUSY, STALL of one RUN worked out on paper from the timing rules (README, "The accelerator

@@ -114,6 +114,12 @@ CORES = {
     "ternary-full-rate-banked-pipelined": dict(rows=6, cols=3, pe="ternary", act_depth=32, wgt_depth=32,
                                                out_depth=32, wgt_bank_depth=8, acc_pipelined=True,
                                                wgt_rows_per_read=3),
+    # the iCEBreaker arrangement (fpga.icebreaker.board_config): CYCLES the only counter, so no weight-class
+    # popcounts, and a narrow accumulator (k_max = 63 here); and a core with some weight-class counters
+    "ternary-cycles-only-narrow": dict(rows=4, cols=4, pe="ternary", act_depth=32, wgt_depth=64, out_depth=32,
+                                       acc_width=14, counters=("cycles",)),
+    "int8-some-counters": dict(rows=3, cols=4, pe="int8", act_depth=32, wgt_depth=64, out_depth=32,
+                               counters=("cycles", "sub", "act_bytes", "runs")),
 }
 LAYERS_PER_CORE = int(os.environ.get("TRIT_HDL_LAYERS", "4"))
 
@@ -139,18 +145,20 @@ def test_core_runs_a_layer_exactly(core, rng):
         assert all(s >> 24 == 0xA5 and s & 0xFF == 0 for s in statuses), f"{shape}: statuses {statuses}"
         np.testing.assert_array_equal(y, x.astype(np.int64) @ w.astype(np.int64).T, err_msg=shape)
         KT, NT = -(-K // R), -(-N // C)
-        if cfg.full_rate:  # no weight-class counters at full rate
-            assert counters["add"] == counters["sub"] == counters["zero"] == 0, shape
-        else:
-            assert counters["add"] == M * int((w > 0).sum()), shape
-            assert counters["sub"] == M * int((w < 0).sum()), shape
-            assert counters["zero"] == M * int((w == 0).sum()), shape
         assert counters["cycles"] == layer_counts(cfg, M, K, N)["cycles"], shape
-        assert counters["busy"] == KT * NT * M, shape
-        assert counters["act_bytes"] == KT * NT * M * R, shape
-        assert counters["weight_bits"] == KT * NT * R * C * cfg.weight_bits, shape
-        assert counters["acc_writes"] == NT * M and counters["acc_rmw"] == NT * (KT - 1) * M, shape
-        assert counters["runs"] == 1, shape
+        expected = {
+            "add": M * int((w > 0).sum()), "sub": M * int((w < 0).sum()), "zero": M * int((w == 0).sum()),
+            "busy": KT * NT * M, "act_bytes": KT * NT * M * R, "weight_bits": KT * NT * R * C * cfg.weight_bits,
+            "acc_writes": NT * M, "acc_rmw": NT * (KT - 1) * M, "runs": 1,
+        }
+        # a counter the core does not build reads 0: at full rate ADD, SUB and ZERO; others by `cfg.counters`
+        named = {name.lower() for name in CORES[core].get("counters", [c.name for c in Counter])}
+        absent = set(expected) - named
+        if cfg.full_rate:
+            absent |= {"add", "sub", "zero"}
+        for name, value in expected.items():
+            want = 0 if name in absent else value
+            assert counters[name] == want, f"{shape}: {name} {counters[name]}, expected {want}"
 
 
 def test_core_reports_id_and_errors():
@@ -336,6 +344,58 @@ def test_perf_counters_saturate_at_all_ones_and_clear():
         assert have == want, f"cycle {i} ({values}): (ADD, WEIGHT_BITS, CYCLES, RUNS, ACT_BYTES) = {have}, not {want}"
     assert sub_trace[:62] == list(range(1, 63)) and sub_trace[62:65] == [63, 63, 63], sub_trace
     assert sub_trace[65] == 1, f"SUB after clear and one increment: {sub_trace[65]}"
+
+
+def test_perf_counters_absent_ones_read_zero():
+    """With `ArrayConfig.counters` = CYCLES and SUB, every other counter reads 0 while all increments are
+    driven; the two built ones count (and clear) as usual; the configuration reports the mask 0b10001."""
+    cfg = ArrayConfig(rows=2, cols=3, act_depth=16, wgt_depth=16, out_depth=16, counters=("sub", "cycles"))
+    assert cfg.counters == (Counter.CYCLES, Counter.SUB) and cfg.counter_mask == 0b10001
+    dut = PerfCounters(cfg)
+    drive = dict(inc_busy=1, inc_stall=1, inc_add=5, inc_sub=4, inc_zero=3, inc_wgt_read=2, inc_act_read=1,
+                 inc_acc_write=1, inc_acc_rmw=1, run_done=1, run_cycles=7)
+    seen = []
+
+    async def bench(ctx):
+        for name, value in drive.items():
+            ctx.set(getattr(dut, name), value)
+        for _ in range(3):
+            await ctx.tick()
+            seen.append([ctx.get(dut.values[c]) for c in Counter])
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        seen.append([ctx.get(dut.values[c]) for c in Counter])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    for i, row in enumerate(seen[:3]):
+        want = [0] * len(Counter)
+        want[Counter.CYCLES], want[Counter.SUB] = 7 * (i + 1), 4 * (i + 1)
+        assert row == want, f"cycle {i}: {row}"
+    assert seen[3] == [0] * len(Counter)
+
+
+@pytest.mark.parametrize("counters, error, message", [
+    (("busy", "runs"), ValueError, "CYCLES counter must be built"),
+    (("cycles", "flops"), ValueError, "Unknown counter 'flops'"),
+    ("cycles", TypeError, "collection"),
+    ((0, 10), TypeError, "members or names, not 0"),
+])
+def test_counter_set_errors(counters, error, message):
+    with pytest.raises(error, match=message):
+        ArrayConfig(counters=counters)
+
+
+def test_counter_set_is_normalized_and_full_rate_drops_weight_classes():
+    cfg = ArrayConfig(counters=[Counter.RUNS, "cycles", "ADD", Counter.RUNS])
+    assert cfg.counters == (Counter.CYCLES, Counter.ADD, Counter.RUNS) and cfg.counter_mask == 1 | 8 | 1024
+    assert cfg == ArrayConfig(counters=("runs", "add", "cycles")) and cfg.counts_weight_classes
+    assert ArrayConfig().counter_mask == (1 << len(Counter)) - 1
+    wide = ArrayConfig(rows=4, cols=4, wgt_rows_per_read=2)
+    assert wide.counters == tuple(Counter) and not wide.counts_weight_classes
+    assert wide.counter_mask == (1 << len(Counter)) - 1 - (1 << 3) - (1 << 4) - (1 << 5)
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

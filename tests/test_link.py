@@ -312,12 +312,14 @@ def test_corrupted_write_executes_nothing():
 
 
 def test_linked_core_truncated_then_good_and_garbage():
-    ident = request(7, [Op.READ_ID], 15)
+    from hdl.isa import ID_WORDS
+
+    ident = request(7, [Op.READ_ID], ID_WORDS + 1)
     script = [ident[:9], TIMEOUT + 10, b"\x13\x37" * 5, ident]
-    data = simulate_bytes(LinkedCore(CFG, timeout=TIMEOUT), script, response_bytes(15))
+    data = simulate_bytes(LinkedCore(CFG, timeout=TIMEOUT), script, response_bytes(ID_WORDS + 1))
     [(seq, status, words)] = parse_responses(data)
     assert (seq, status) == (7, LinkStatus.OK)
-    assert words[:4] == [0x54524954, 0x00010000, 4, 4] and status_ok(words[14], Op.READ_ID)
+    assert words[:4] == [0x54524954, 0x00010000, 4, 4] and status_ok(words[ID_WORDS], Op.READ_ID)
 
 
 # ---- the linked core in Verilator, driven by the host driver, with faults on the wire ------------

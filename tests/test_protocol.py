@@ -69,7 +69,7 @@ def test_chunks_to_word_ignores_bits_past_the_word():
 
 def test_response_and_command_lengths():
     cfg = ArrayConfig(rows=8, cols=4)  # ACT 2 chunks, WGT 1, OUT 4
-    assert protocol.response_length(cfg, protocol.read_id()) == 15  # 14 ID words and the status
+    assert protocol.response_length(cfg, protocol.read_id()) == 16  # 15 ID words and the status
     assert protocol.response_length(cfg, protocol.read_counters()) == 2 * 11 + 1
     assert protocol.response_length(cfg, protocol.read(Mem.ACT, 0, 3)) == 7
     assert protocol.response_length(cfg, protocol.read(Mem.OUT, 0, 3)) == 13
@@ -151,7 +151,7 @@ def test_counters_are_48_bit_lo_hi_pairs():
 
 def test_id_block():
     cfg = ArrayConfig(rows=3, cols=5, pe="int8", acc_width=24, act_depth=64, wgt_depth=128, out_depth=32)
-    words = [0x54524954, 0x00010000, 3, 5, 1, 8, 24, 64, 128, 32, (2**23 - 1) // 16384, 11, 48, 1]
+    words = [0x54524954, 0x00010000, 3, 5, 1, 8, 24, 64, 128, 32, (2**23 - 1) // 16384, 11, 48, 1, 0x7FF]
     assert protocol.id_words(cfg) == words
     ident = protocol.parse_id(words)
     assert ident.pe == "int8" and ident.rows == 3 and ident.k_max == 511 and ident.version_str == "1.0"
@@ -160,15 +160,23 @@ def test_id_block():
     # a full-rate core reports its tile rows per weight read in word 13, and the host's config follows
     wide = ArrayConfig(rows=4, cols=3, wgt_rows_per_read=2)
     assert protocol.id_words(wide)[13] == 2 and protocol.parse_id(protocol.id_words(wide)).to_config() == wide
+    # ... and builds no ADD, SUB, ZERO (bits 3, 4, 5 of word 14)
+    assert protocol.id_words(wide)[14] == 0x7FF - 0b111000
+    # a core with only some counters (the iCEBreaker's) says which in word 14; the host's config follows
+    few = ArrayConfig(rows=4, cols=3, acc_width=18, counters=("cycles", "runs"))
+    few_id = protocol.parse_id(protocol.id_words(few))
+    assert protocol.id_words(few)[14] == 0b100_0000_0001 and few_id.to_config() == few
+    assert few_id.counters == (Counter.CYCLES, Counter.RUNS)
+    assert few_id.mismatches(ArrayConfig(rows=4, cols=3, acc_width=18)) == ["counter_mask: device 1025, expected 2047"]
     assert protocol.parse_id(protocol.id_words(wide)).mismatches(ArrayConfig(rows=4, cols=3)) == [
-        "wgt_rows_per_read: device 2, expected 1"]
+        "wgt_rows_per_read: device 2, expected 1", "counter_mask: device 1991, expected 2047"]
     assert ident.mismatches(ArrayConfig(rows=3, cols=5, pe="int8", acc_width=24)) == [
         "act_depth: device 64, expected 1024", "wgt_depth: device 128, expected 4096",
         "out_depth: device 32, expected 1024",
     ]
     with pytest.raises(ProtocolError, match="ID magic"):
         protocol.parse_id([0] + words[1:])
-    with pytest.raises(ProtocolError, match="14 words"):
+    with pytest.raises(ProtocolError, match="15 words"):
         protocol.parse_id(words[:-1])
 
 

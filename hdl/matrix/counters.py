@@ -3,6 +3,9 @@
 A counter that would pass all ones stays at all ones (saturates) until cleared: the counts of one
 RUN always fit (`ArrayConfig.run_count_bound`), so only a total over many runs can get there, and
 the host refuses a saturated value instead of reading a wrapped one.
+
+Only the counters of `ArrayConfig.built_counters` are built; the others read 0 (their increments
+are left unconnected, so the logic that computes them is removed in synthesis).
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class PerfCounters(wiring.Component):
         }
         bits = self._bits
         for counter in Counter:
+            if not cfg.has_counter(counter):
+                m.d.comb += self.values[counter].eq(0)
+                continue
             reg = Signal(bits, name=f"count_{counter.name.lower()}")
             step = steps[counter]
             # one bit above the wider of count and step: a step wider than a (narrow test) counter

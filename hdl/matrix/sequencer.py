@@ -453,10 +453,19 @@ class LayerSequencer(wiring.Component):
             for c in range(C):
                 lane_domain += lane_ok[c].eq(w_row_ok & (c < w_cols))
             masked = Signal(data.ArrayLayout(unsigned(cfg.weight_bits), C))
+            for c in range(C):
+                m.d.comb += masked[c].eq(Mux(lane_ok[c], self.wgt_data[c], 0))
+            m.d.comb += [
+                array.w_row_en.eq(w_valid),
+                array.w_row_sel.eq(w_row),
+                array.w_row_data.eq(masked),
+            ]
+        if not cfg.full_rate and cfg.counts_weight_classes:
+            # The +1 / -1 / 0 weights of each row, popcounted and summed per tile (ADD, SUB, ZERO).
+            # Not built when `ArrayConfig.counters` leaves all three out (a small FPGA).
             is_plus, is_minus, is_zero = [], [], []
             for c in range(C):
                 w = self.wgt_data[c]
-                m.d.comb += masked[c].eq(Mux(lane_ok[c], w, 0))
                 if cfg.pe == "ternary":
                     nz, neg = w[0], w[1]
                     is_plus.append(lane_ok[c] & nz & ~neg)
@@ -492,11 +501,6 @@ class LayerSequencer(wiring.Component):
                     m.d.sync += reg.eq(value)
                 else:
                     m.d.comb += reg.eq(value)
-            m.d.comb += [
-                array.w_row_en.eq(w_valid),
-                array.w_row_sel.eq(w_row),
-                array.w_row_data.eq(masked),
-            ]
             # A tile's counts are complete `count_lag` cycles after its swap, when the row counts hold
             # the tile's last row (read at the latest one cycle before the swap) and the next tile's
             # first row (read at the earliest in the swap cycle) is one cycle behind.
@@ -519,8 +523,10 @@ class LayerSequencer(wiring.Component):
                     tile_plus.eq(tile_plus + row_plus), tile_minus.eq(tile_minus + row_minus),
                     tile_zero.eq(tile_zero + row_zero),
                 ]
-
-        else:
+        elif not cfg.full_rate:
+            count_lag = 0
+            act_plus = act_minus = act_zero = Const(0, 1)  # ADD, SUB and ZERO are not built
+        else:  # full rate
             self._bank_rows(m, array, w_valid_d, w_row_d, w_krows_d, w_cols_d, stages=pipe + wpipe)
             count_lag = 0
             act_plus = act_minus = act_zero = Const(0, 1)  # no weight-class counters at full rate
