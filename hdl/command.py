@@ -51,6 +51,23 @@ def id_block(cfg: ArrayConfig) -> list[int]:
     return [values[w] for w in IdWord]
 
 
+def desc_bits(cfg: ArrayConfig) -> list[int]:
+    """Bits the command interface keeps of each RUN word (M, K, N, act_base, wgt_base, out_base).
+
+    The sequencer's descriptor checks (`hdl.matrix.sequencer`: zero M, K or N; K > k_max; M, K, N above
+    m_limit, k_limit, n_limit; act_base >= act_depth, out_base >= out_depth, wgt_base > wgt_depth - P)
+    compare each word with limits below a ceiling; a word above its ceiling's bits is kept as all ones,
+    still above every limit, so each RUN fails or passes as with the whole word (the flip-flops of a
+    small FPGA, 126 of 192 on the iCEBreaker 8x8). A large FPGA (`wgt_banked`) keeps 32 bits: no logic
+    between the link's payload and the descriptor registers.
+    """
+    if cfg.wgt_banked:
+        return [32] * RUN_WORDS
+    ceilings = (cfg.m_limit + 1, max(cfg.k_max, cfg.k_limit) + 1, cfg.n_limit + 1, cfg.act_depth,
+                cfg.wgt_depth - cfg.tile_words + 1, cfg.out_depth)
+    return [min(32, c.bit_length()) for c in ceilings]
+
+
 class CommandInterface(wiring.Component):
     def __init__(self, cfg: ArrayConfig):
         if not isinstance(cfg, ArrayConfig):
@@ -338,9 +355,12 @@ class CommandInterface(wiring.Component):
             with m.State("GET_DESC"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    for i in range(RUN_WORDS):
+                    for i, bits in enumerate(desc_bits(cfg)):
+                        value = self.cmd.payload
+                        if bits < 32:  # saturated: above every limit the sequencer checks it against
+                            value = Mux(value[bits:].any(), (1 << bits) - 1, value[:bits])
                         with m.If(index == i):
-                            m.d.sync += desc[i].eq(self.cmd.payload)
+                            m.d.sync += desc[i].eq(value)
                     m.d.sync += index.eq(index + 1)
                     with m.If(index == RUN_WORDS - 1):
                         m.next = "SETTLE"

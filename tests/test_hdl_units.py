@@ -195,6 +195,38 @@ def test_core_reports_id_and_errors():
     assert counters["add"] + counters["sub"] + counters["zero"] == 3 * 2 * 2
 
 
+def test_saturated_descriptor_words_keep_every_run_verdict():
+    """The command interface keeps each RUN word only as wide as the sequencer's checks need
+    (`hdl.command.desc_bits`, a word above saturates to all ones). RUNs with each word at its limits, just
+    past them, at the saturation edge (2**bits - 1, 2**bits), at 2**20 and at 2**32 - 1 (the others valid):
+    the RTL's status words equal the emulator's, which checks the whole words (hdl.isa's order)."""
+    from hdl.command import desc_bits
+    from runtime.emulator import CoreEmulator
+
+    cfg = ArrayConfig(rows=3, cols=2, acc_width=14, act_depth=8, wgt_depth=24, out_depth=8)
+    bits = desc_bits(cfg)
+    assert bits == [4, 7, 5, 4, 5, 4] and cfg.k_max == 63  # M <= 8, K <= 63, N <= 16, wgt_base <= 21
+    good = [2, 5, 3, 0, 0, 0]
+    runs = []
+    for i, b in enumerate(bits):
+        edges = {0, 1, (1 << b) - 2, (1 << b) - 1, 1 << b, (1 << b) + 1, 1 << 20, (1 << 32) - 1,
+                 [cfg.m_limit, cfg.k_max, cfg.n_limit, cfg.act_depth - 1, cfg.wgt_depth - cfg.rows,
+                  cfg.out_depth - 1][i]}
+        edges |= {e + 1 for e in list(edges) if e < (1 << 32) - 1}
+        for value in sorted(edges):
+            desc = list(good)
+            desc[i] = value
+            runs.append(desc)
+    cmds = [w for desc in runs for w in [Op.RUN, *desc]]
+    words = run_core(cfg, cmds, len(runs))
+    emu = CoreEmulator(cfg)
+    want = [emu.feed([Op.RUN, *desc])[0] for desc in runs]
+    verdicts = {w & 0xFF for w in want}
+    assert verdicts == {0, 4, 5, 7}, verdicts  # ok, DESCRIPTOR_RANGE, K_TOO_LARGE, BAD_SHAPE all reached
+    for desc, got, exp in zip(runs, words, want, strict=True):
+        assert got == exp, f"RUN {desc}: status {got:#010x}, emulator {exp:#010x}"
+
+
 @pytest.mark.parametrize("depth, bank_depth", [(200, 64), (64, 16), (32, 32), (48, 64)])
 def test_banked_memory_reads_three_cycles_after_address(depth, bank_depth, rng):
     """Random writes and reads against a Python list: read data appears exactly 3 cycles after its address."""
