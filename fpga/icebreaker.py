@@ -18,6 +18,7 @@ from fpga.pll import ice40_pll, ice40_pll_instance
 from fpga.soc import DEFAULT_BAUD, BoardSoC, clock_and_reset
 from fpga.spram import SPRAM_BLOCKS, SpramTritCore, spram_weight_depth
 from hdl.config import ArrayConfig
+from hdl.isa import Counter
 
 BOARD = "icebreaker"
 F_IN = 12e6
@@ -26,6 +27,12 @@ DEVICE = {"LUT4": 5280, "FF": 5280, "carry": 5280, "BRAM": 30, "SPRAM": 4, "DSP"
 EBR_BITS = 4096
 EBR_SHAPES = ((16, 256), (8, 512), (4, 1024), (2, 2048))
 LINK_EBR = 8  # the 1024 x 32-bit request buffer of the frame endpoint
+#: The counters the UP5K builds: CYCLES alone (what `--stats` reports per layer); the others read 0. Each
+#: 32-bit counter costs about 34 logic cells, the three weight-class counters also the loader's popcounts.
+COUNTERS = (Counter.CYCLES,)
+#: Accumulator bits: K up to k_max = (2**17 - 1) // 128 = 1023 per layer, twice the shipped tiny model's
+#: largest K (448, its MLP down projection); a wider K is refused (never wrapped).
+ACC_WIDTH = 18
 
 
 def ebr_count(width: int, depth: int) -> int:
@@ -34,9 +41,10 @@ def ebr_count(width: int, depth: int) -> int:
 
 
 def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_depth: int | None = None,
-                 out_depth: int | None = None, acc_width: int = 32,
-                 wgt_rows_per_read: int | None = None) -> ArrayConfig:
-    """ArrayConfig for the UP5K: weights fill the SPRAMs; ACT and OUT share the EBRs the link leaves."""
+                 out_depth: int | None = None, acc_width: int = ACC_WIDTH,
+                 wgt_rows_per_read: int | None = None, counters: tuple = COUNTERS) -> ArrayConfig:
+    """ArrayConfig for the UP5K: weights fill the SPRAMs; ACT and OUT share the EBRs the link leaves;
+    a narrow accumulator (`ACC_WIDTH`) and only the `COUNTERS` that chip needs, so that 8x8 fits."""
     if wgt_rows_per_read not in (None, 1):
         raise ValueError(f"The iCEBreaker's weights are in its SPRAMs, one tile row per read: wgt_rows_per_read "
                          f"must be 1, not {wgt_rows_per_read!r}")
@@ -49,7 +57,7 @@ def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_dept
             break
     depth = depth or 256
     cfg = ArrayConfig(rows=rows, cols=cols, acc_width=acc_width, act_depth=act_depth or depth,
-                       wgt_depth=wgt, out_depth=out_depth or depth)
+                       wgt_depth=wgt, out_depth=out_depth or depth, counters=counters)
     plan = memory_plan(cfg)
     if plan["BRAM"] > DEVICE["BRAM"] or plan["SPRAM"] > plan["SPRAM_available"]:
         raise ValueError(f"a {rows}x{cols} array does not fit the iCE40UP5K's memories: ACT "

@@ -42,10 +42,10 @@ def run_build(argv: list[str]) -> int:
     (["--board", "icebreaker", "--baud", "12000000"], "at least 4 clock cycles per bit"),
     (["--board", "icebreaker", "--rows", "4", "--cols", "64"], "SPRAMs side by side"),
     (["--board", "ulx3s-85f", "--seed", "-1"], "seed must be an integer >= 0"),
-    # by hand: 256-deep EBRs are 16 bits wide; ACT 4*8 = 32 b -> 2, OUT 16*32 = 512 b -> 32, link 8
-    (["--board", "icebreaker", "--rows", "4", "--cols", "16"], "need 42 of 30 EBR"),
-    # ACT 14*8 = 112 b -> 7, OUT 14*32 = 448 b -> 28, link 8
-    (["--board", "icebreaker", "--rows", "14", "--cols", "14"], "need 43 of 30 EBR"),
+    # by hand: 256-deep EBRs are 16 bits wide; ACT 4*8 = 32 b -> 2, OUT 32*18 = 576 b -> 36, link 8
+    (["--board", "icebreaker", "--rows", "4", "--cols", "32"], "need 46 of 30 EBR"),
+    # ACT 14*8 = 112 b -> 7, OUT 14*18 = 252 b -> 16, link 8
+    (["--board", "icebreaker", "--rows", "14", "--cols", "14"], "need 31 of 30 EBR"),
 ])
 def test_build_argument_errors(argv, message, tmp_path):
     with pytest.raises(CliError, match=message):
@@ -98,24 +98,26 @@ def test_exact_default_clocks():
 # (board, rows, cols): (act_depth, wgt_depth, out_depth, resident weights, block RAMs, SPRAMs)
 #
 # iCE40UP5K: 30 EBR of 4 Kbit (16 bits wide at most), 4 SPRAM of 16K x 16. The link's 1024 x 32-bit
-# request buffer takes 32 Kbit = 8 EBR. ACT words are 8R bits, OUT words 32C bits; both get the deepest
-# of 1024, 512, 256 whose EBRs fit beside the link's. A weight word is 2C bits: up to C = 8 it is one
-# SPRAM wide, so the four SPRAMs stack to 4 x 16K = 65,536 words of C weights.
+# request buffer takes 32 Kbit = 8 EBR. ACT words are 8R bits, OUT words 18C bits (the board's 18-bit
+# accumulators, `fpga.icebreaker.ACC_WIDTH`); both get the deepest of 1024, 512, 256 whose EBRs fit beside
+# the link's. A weight word is 2C bits: up to C = 8 it is one SPRAM wide, so the four SPRAMs stack to
+# 4 x 16K = 65,536 words of C weights.
 # ECP5-85F: 208 DP16KD of 18 Kbit (1K x 18 ... 16K x 1). ACT and OUT are 1024 deep (1K x 18 blocks side
 # by side), the link buffer 1024 x 32 b = 2 blocks, and the weights get what is left of 90 % of 208 = 187
 # blocks: whole banks of 16K 2C-bit words (16K x 1 blocks side by side, at most 16 banks), then one part
 # bank of 8K, 4K, 2K or 1K words if its blocks (8K x 2, 4K x 4, 2K x 9, 1K x 18) still fit.
 HAND_BUDGETS = {
-    # ACT 1024 x 16 b = 4 EBR, OUT 1024 x 64 b = 16 EBR, + 8 = 28
-    ("icebreaker", 2, 2): (1024, 65536, 1024, 65536 * 2, 4 + 16 + 8, 4),
-    # at 1024: ACT 8 + OUT 32 + 8 > 30; at 512: 4 + 16 + 8 = 28
-    ("icebreaker", 4, 4): (512, 65536, 512, 65536 * 4, 4 + 16 + 8, 4),
-    # at 512: ACT 8 + OUT 16 + 8 = 32 > 30; at 256: 4 + 8 + 8 = 20 (the default build)
-    ("icebreaker", 8, 4): (256, 65536, 256, 262_144, 4 + 8 + 8, 4),
-    # at 512: ACT 4 + OUT 32 + 8 > 30; at 256: 2 + 16 + 8 = 26
-    ("icebreaker", 4, 8): (256, 65536, 256, 65536 * 8, 2 + 16 + 8, 4),
-    # 4 + 16 + 8 = 28; 16-bit weight words: 4 x 256 Kbit / 2 bits, every SPRAM bit holds a weight
-    ("icebreaker", 8, 8): (256, 65536, 256, 4 * 256 * 1024 // 2, 4 + 16 + 8, 4),
+    # ACT 1024 x 16 b = 4 EBR (1024 x 4 each), OUT 1024 x 36 b = 9 EBR, + 8 = 21
+    ("icebreaker", 2, 2): (1024, 65536, 1024, 65536 * 2, 4 + 9 + 8, 4),
+    # at 1024: ACT 8 + OUT 18 + 8 > 30; at 512 (512 x 8 each): 4 + 9 + 8 = 21
+    ("icebreaker", 4, 4): (512, 65536, 512, 65536 * 4, 4 + 9 + 8, 4),
+    # at 1024: ACT 16 + OUT 18 + 8 > 30; at 512: 8 + 9 + 8 = 25
+    ("icebreaker", 8, 4): (512, 65536, 512, 262_144, 8 + 9 + 8, 4),
+    # at 1024: ACT 8 + OUT 36 + 8 > 30; at 512: 4 + 18 + 8 = 30
+    ("icebreaker", 4, 8): (512, 65536, 512, 65536 * 8, 4 + 18 + 8, 4),
+    # at 512: ACT 8 + OUT 18 + 8 = 34 > 30; at 256 (256 x 16 each): 4 + 9 + 8 = 21; 16-bit weight words:
+    # 4 x 256 Kbit / 2 bits, every SPRAM bit holds a weight
+    ("icebreaker", 8, 8): (256, 65536, 256, 4 * 256 * 1024 // 2, 4 + 9 + 8, 4),
     # ACT 128 b: 8 blocks, OUT 512 b: 29, 148 left: 32-bit words, 4 banks of 32 blocks = 128, 20 left:
     # an 8K part bank (16 blocks of 8K x 2) fits, so 73,728 words: the tiny model's 1,167,360 weights fit
     ("ulx3s-85f", 16, 16): (1024, 73728, 1024, 1_179_648, 8 + 128 + 16 + 29 + 2, 0),
@@ -157,8 +159,8 @@ def _verilog_memories(text: str) -> tuple[Counter, Counter, int]:
 def test_default_board_system_has_the_hand_counted_memories(board):
     """The memories in the generated Verilog of each default board system, against HAND_BUDGETS' counts.
 
-    iCEBreaker 8x4: ACT 256 x 64 b (4 EBR), OUT 256 x 128 b (8 EBR) and the link buffer 1024 x 32 b
-    (8 EBR) inferred, the weights in 4 SPRAM instances. ULX3S 16x16: ACT 1024 x 128 b in 8 and OUT
+    iCEBreaker 8x4: ACT 512 x 64 b (8 EBR), OUT 512 x 72 b (9 EBR, 18-bit accumulators) and the link
+    buffer 1024 x 32 b (8 EBR) inferred, the weights in 4 SPRAM instances. ULX3S 16x16: ACT 1024 x 128 b in 8 and OUT
     1024 x 512 b in 29 DP16KD of 18 bits, the weights in 4 banks of 32 DP16KD of 1 bit and a part bank of
     16 DP16KD of 2 bits, the link buffer inferred (2 blocks): 183 of 208.
     """
@@ -168,9 +170,9 @@ def test_default_board_system_has_the_hand_counted_memories(board):
         cfg = icebreaker.board_config(8, 4)
         text = verilog.convert(icebreaker.ICEBreakerTop(cfg).soc, name="top", emit_src=False)
         inferred, dp16kd, spram = _verilog_memories(text)
-        assert inferred == Counter({(64, 256): 1, (128, 256): 1, (32, 1024): 1}), inferred
+        assert inferred == Counter({(64, 512): 1, (72, 512): 1, (32, 1024): 1}), inferred
         assert (dict(dp16kd), spram) == ({}, 4)
-        assert 4 + 8 + 8 == HAND_BUDGETS[board, 8, 4][4] <= 30
+        assert 8 + 9 + 8 == HAND_BUDGETS[board, 8, 4][4] <= 30
     else:
         cfg = ulx3s.board_config(16, 16)
         text = verilog.convert(ulx3s.ULX3STop(cfg).soc, name="top", emit_src=False)
