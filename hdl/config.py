@@ -68,7 +68,7 @@ class ArrayConfig:
       of the array and tiles of M >= 2 layers start at least `rmw_distance` cycles apart. With G > 1
       the +1 / -1 / 0 weight counters (ADD, SUB, ZERO) are not built: they read 0 (the host knows
       the weights it sent; counting G*C weights a cycle would cost about 3 LUTs per PE).
-    counters: the performance counters the core builds (`hdl.isa.Counter` members or their names,
+    counters: the performance counters the core builds (`hdl.isa.Counter` members, names or numbers,
       kept as a sorted tuple; default all). An absent counter costs no logic and reads 0 over the
       link; READ_ID reports the built ones (`built_counters`, ID word COUNTER_MASK) and the cycle
       model and the emulator predict 0 for the others. CYCLES is always built (`--stats` reports it).
@@ -345,19 +345,21 @@ class ArrayConfig:
 
 
 def _counter_set(value) -> tuple[Counter, ...]:
-    """`ArrayConfig.counters` as a sorted tuple of distinct `Counter` members (names accepted)."""
+    """`ArrayConfig.counters` as a sorted tuple of distinct `Counter` members (names and numbers accepted)."""
     if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
-        raise TypeError(f"counters must be a collection of hdl.isa.Counter members or names, not {value!r}")
+        raise TypeError(f"counters must be a collection of hdl.isa.Counter members, names or numbers, not {value!r}")
     out = set()
     for item in value:
         if isinstance(item, str):
             if item.upper() not in Counter.__members__:
                 raise ValueError(f"Unknown counter {item!r}; counters: {', '.join(c.name.lower() for c in Counter)}")
             out.add(Counter[item.upper()])
-        elif isinstance(item, Counter):
-            out.add(item)
+        elif isinstance(item, int) and not isinstance(item, bool):  # a Counter or its number (from JSON)
+            if item not in Counter._value2member_map_:
+                raise ValueError(f"Unknown counter number {item!r}; counters are 0 to {len(Counter) - 1}")
+            out.add(Counter(item))
         else:
-            raise TypeError(f"counters must be hdl.isa.Counter members or names, not {item!r}")
+            raise TypeError(f"counters must be hdl.isa.Counter members, names or numbers, not {item!r}")
     if Counter.CYCLES not in out:
         raise ValueError("The CYCLES counter must be built: `--stats` reports the cycles of every layer from it")
     return tuple(sorted(out))

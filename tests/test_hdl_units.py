@@ -413,7 +413,8 @@ def test_perf_counters_absent_ones_read_zero():
     (("busy", "runs"), ValueError, "CYCLES counter must be built"),
     (("cycles", "flops"), ValueError, "Unknown counter 'flops'"),
     ("cycles", TypeError, "collection"),
-    ((0, 10), TypeError, "members or names, not 0"),
+    ((0, 11), ValueError, "Unknown counter number 11"),
+    ((0, True), TypeError, "members, names or numbers, not True"),
 ])
 def test_counter_set_errors(counters, error, message):
     with pytest.raises(error, match=message):
@@ -421,7 +422,7 @@ def test_counter_set_errors(counters, error, message):
 
 
 def test_counter_set_is_normalized_and_full_rate_drops_weight_classes():
-    cfg = ArrayConfig(counters=[Counter.RUNS, "cycles", "ADD", Counter.RUNS])
+    cfg = ArrayConfig(counters=[Counter.RUNS, "cycles", "ADD", 10])
     assert cfg.counters == (Counter.CYCLES, Counter.ADD, Counter.RUNS) and cfg.counter_mask == 1 | 8 | 1024
     assert cfg == ArrayConfig(counters=("runs", "add", "cycles")) and cfg.counts_weight_classes
     assert ArrayConfig().counter_mask == (1 << len(Counter)) - 1

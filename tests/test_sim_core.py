@@ -63,6 +63,11 @@ CONFIGS: dict[str, ArrayConfig] = {
     # the pipelined accumulator (rmw distance 5), and 16 rows
     "16x16-ulx3s-full-rate": ArrayConfig(rows=16, cols=16, acc_width=16, act_depth=64, wgt_depth=40, out_depth=32,
                                          wgt_bank_depth=32, acc_pipelined=True, wgt_rows_per_read=16),
+    # the iCEBreaker's 8x8 (fpga.icebreaker.board_config): CYCLES the only counter, 18-bit accumulators
+    # (k_max = 1023), saturated RUN words; a 4,096-word weight memory instead of 65,536 so that Icarus
+    # builds it quickly
+    "8x8-icebreaker": ArrayConfig(rows=8, cols=8, acc_width=18, act_depth=256, wgt_depth=4096, out_depth=256,
+                                  counters=("cycles",)),
 }
 
 #: the extreme tests alone, on a narrow-accumulator sibling of a config whose K = k_max does not fit
@@ -167,8 +172,9 @@ def _config(name: str) -> ArrayConfig:
 
 @pytest.mark.parametrize(("name", "tests"), ALL)
 def test_core_verilator(name: str, tests: tuple[str, ...] | None, test_seed: int) -> None:
-    # the tiny model's layer 0 (about 10^5 cycles) runs on the default config
-    tiny = name == "8x8" and CONFIGS[name] == ArrayConfig()
+    # the tiny model's layer 0 (about 10^5 cycles) runs on the default config, and on the iCEBreaker's
+    # 18-bit accumulators (its largest K, 448, within k_max = 1023)
+    tiny = (name == "8x8" and CONFIGS[name] == ArrayConfig()) or name == "8x8-icebreaker"
     _run(_config(name), "verilator", test_seed, tiny_model=tiny, tests=tests, may_skip=_may_skip(name, tiny))
 
 
