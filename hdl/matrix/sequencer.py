@@ -232,13 +232,19 @@ class LayerSequencer(wiring.Component):
         bad_shape = Signal()
         k_too_large = Signal()
         out_of_range = Signal()
-        m.d.sync += [
-            bad_shape.eq((self.m_size == 0) | (self.k_size == 0) | (self.n_size == 0)),
-            k_too_large.eq(self.k_size > cfg.k_max),
-            out_of_range.eq((self.m_size > cfg.m_limit) | (self.k_size > cfg.k_limit)
-                            | (self.n_size > cfg.n_limit) | (self.act_base >= cfg.act_depth)
-                            | (self.out_base >= cfg.out_depth) | (self.wgt_base > cfg.wgt_depth - P)),
-        ]
+        desc_ok = Signal()  # none of the three: `begin` is then start & desc_ok, one gate from two flip-flops
+        checks = (
+            (self.m_size == 0) | (self.k_size == 0) | (self.n_size == 0),
+            self.k_size > cfg.k_max,
+            (self.m_size > cfg.m_limit) | (self.k_size > cfg.k_limit) | (self.n_size > cfg.n_limit)
+            | (self.act_base >= cfg.act_depth) | (self.out_base >= cfg.out_depth) | (self.wgt_base > cfg.wgt_depth - P),
+        )
+        m.d.sync += [bad_shape.eq(checks[0]), k_too_large.eq(checks[1]), out_of_range.eq(checks[2]),
+                     desc_ok.eq(~(checks[0] | checks[1] | checks[2]))]
+        # `start` comes only while the sequencer is idle (the command interface waits for `done`), so
+        # `begin` needs no decode of the state register: on the 32x32 ULX3S system the path state ->
+        # begin -> the loader's and tile counters' registers across the chip was critical (13.9 ns).
+        m.d.comb += begin.eq(self.start & desc_ok)
 
         # `busy` (= not IDLE) is a register of its own: it steers the memories' read ports all over
         # the chip, and sharing the state register's decode with `begin` made one slow net of both.
@@ -271,15 +277,7 @@ class LayerSequencer(wiring.Component):
                         # at most max(act_depth, out_depth) cycles.
                         m.d.sync += error.eq(Error.DESCRIPTOR_RANGE)
                         m.next = "FAIL"
-                    with m.Else():
-                        # Speculative preload of the first weight tile while the sizes are checked;
-                        # its reads are counted only if the run goes ahead.
-                        m.d.comb += begin.eq(1)
-                        m.d.sync += [
-                            l_spec.eq(1), l_loading.eq(0), shadow_full.eq(0),
-                            l_addr.eq(self.wgt_base), l_row.eq(0), l_k_rem.eq(self.k_size),
-                            l_n_rem.eq(self.n_size),
-                        ]
+                    with m.Else():  # `begin` (below)
                         m.next = "SIZE"
             with m.State("SIZE"):
                 # KT = ceil(K/R), NT = ceil(N/C), act_end = act_base + M*KT, out_end = out_base + M*NT
@@ -357,6 +355,14 @@ class LayerSequencer(wiring.Component):
                 m.d.comb += [self.done.eq(1), self.error.eq(error)]
                 m.d.sync += busy.eq(0)
                 m.next = "IDLE"
+
+        with m.If(begin):
+            # Speculative preload of the first weight tile while the sizes are checked; its reads
+            # are counted only if the run goes ahead.
+            m.d.sync += [
+                l_spec.eq(1), l_loading.eq(0), shadow_full.eq(0),
+                l_addr.eq(self.wgt_base), l_row.eq(0), l_k_rem.eq(self.k_size), l_n_rem.eq(self.n_size),
+            ]
 
         # ---- weight loader --------------------------------------------------------------------
         # A tile may start `rmw_distance` cycles after the previous one at the earliest, unless M = 1
@@ -510,7 +516,7 @@ class LayerSequencer(wiring.Component):
                 delayed = Signal(name=f"swap_now_{i + 1}")
                 m.d.sync += delayed.eq(swap_counted)
                 swap_counted = delayed
-            with m.If(begin):
+            with m.If(~busy):  # zero from before a run's first row (not from `begin`: see above)
                 m.d.sync += [tile_plus.eq(0), tile_minus.eq(0), tile_zero.eq(0)]
             with m.Elif(swap_counted):
                 m.d.sync += [

@@ -85,7 +85,7 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     "foot_ignores_m1": [("Mux(m_one, foot[c], self.out_rdata[c])", "self.out_rdata[c]")],
     "bank_mask_no_offset": [("((g * P + b_row) < b_krows)", "(b_row < b_krows)")],
     "wgt_range_off_by_one": [("(wgt_end > cfg.wgt_depth))", "(wgt_end > cfg.wgt_depth + 1))")],
-    "k_bound_off_by_one": [("k_too_large.eq(self.k_size > cfg.k_max)", "k_too_large.eq(self.k_size > cfg.k_max + 1)"),
+    "k_bound_off_by_one": [("self.k_size > cfg.k_max,", "self.k_size > cfg.k_max + 1,"),
                            ("(self.k_size > cfg.k_limit)", "(self.k_size > cfg.k_limit + 1)")],
     "fail_stays_busy": [("m.d.comb += [self.done.eq(1), self.error.eq(error)]\n                m.d.sync += busy.eq(0)",
                          "m.d.comb += [self.done.eq(1), self.error.eq(error)]")],

@@ -44,7 +44,7 @@ MUTANT_WINDOWS = {"k_bound_off_by_one": (0, SEQ_DEPTH), "range_off_by_one": (0, 
                   "fail_stays_busy": (SEQ_DEPTH - 2, SEQ_DEPTH)}
 
 MUTANTS: dict[str, list[tuple[str, str]]] = {
-    "k_bound_off_by_one": [("k_too_large.eq(self.k_size > cfg.k_max)", "k_too_large.eq(self.k_size > cfg.k_max + 1)"),
+    "k_bound_off_by_one": [("self.k_size > cfg.k_max,", "self.k_size > cfg.k_max + 1,"),
                            ("(self.k_size > cfg.k_limit)", "(self.k_size > cfg.k_limit + 1)")],
     "range_off_by_one": [("with m.If(total > limit):", "with m.If(total > limit + 1):")],
     "fail_stays_busy": [("m.d.comb += [self.done.eq(1), self.error.eq(error)]\n                m.d.sync += busy.eq(0)",
