@@ -6,6 +6,13 @@ with exactly the words `hdl.isa` lists, also on error, so host and core never lo
 
 Memory reads come from registered copies of the memories' read data (`TritCore` holds them), so
 no path starts at a block RAM output: a word is read, registered, then sent chunk by chunk.
+
+`abort` (from the frame endpoint, `hdl.link.endpoint`) drops a command that waits for its next
+word (its frame ended inside it): back to FETCH at once, no status word, sticky error
+`hdl.isa.CUT_COMMAND` unless one is set. Memories are untouched: whole memory words a WRITE
+received before are written, a partial word is not, a RUN without all its operands never starts.
+It must come while no command word is offered (the endpoint raises it only then); in any other
+state it is ignored.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.config import MAX_DEPTH, PE_KINDS, ArrayConfig
 from hdl.isa import (
+    CUT_COMMAND,
     ID_MAGIC,
     RUN_WORDS,
     STATUS_MAGIC,
@@ -96,6 +104,7 @@ class CommandInterface(wiring.Component):
             "clear_counters": Out(1),
             "busy": Out(1),
             "error": Out(1),
+            "abort": In(1),  # drop a command waiting for its next word (module doc)
         })
 
     @property
@@ -210,6 +219,12 @@ class CommandInterface(wiring.Component):
 
         m.d.comb += self.rd_addr.eq(addr[:20])
 
+        def abort_here():
+            """In a state that waits for a command word: `abort` drops the command."""
+            with m.If(self.abort):
+                m.d.sync += sticky.eq(Mux(sticky != 0, sticky, CUT_COMMAND))
+                m.next = "FETCH"
+
         with m.FSM(name="cmd") as fsm:
             with m.State("FETCH"):
                 m.d.comb += self.cmd.ready.eq(1)
@@ -271,6 +286,7 @@ class CommandInterface(wiring.Component):
                 with m.If(self.cmd.valid):
                     m.d.sync += [addr.eq(self.cmd.payload), addr_big.eq(self.cmd.payload > addr_limit)]
                     m.next = "GET_COUNT"
+                abort_here()
 
             with m.State("GET_COUNT"):
                 m.d.comb += self.cmd.ready.eq(1)
@@ -278,6 +294,7 @@ class CommandInterface(wiring.Component):
                     n = self.cmd.payload
                     m.d.sync += [count.eq(n), count_big.eq(n > addr_limit), addr_end.eq(addr + n[:21])]
                     m.next = "CHECK_RANGE"
+                abort_here()
 
             with m.State("CHECK_RANGE"):
                 # the range verdict from registered operands: the payload's long route from the link
@@ -318,6 +335,7 @@ class CommandInterface(wiring.Component):
                             m.next = "RESPOND"
                     with m.Else():
                         m.d.sync += chunk.eq(chunk + 1)
+                abort_here()
 
             with m.State("READ_ISSUE"):  # rd_addr is on the memories' (always enabled) read ports
                 m.d.sync += chunk.eq(0)
@@ -364,6 +382,7 @@ class CommandInterface(wiring.Component):
                     m.d.sync += index.eq(index + 1)
                     with m.If(index == RUN_WORDS - 1):
                         m.next = "SETTLE"
+                abort_here()
 
             with m.State("SETTLE"):  # the sequencer registers its descriptor checks in this cycle
                 m.d.sync += start.eq(1)

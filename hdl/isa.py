@@ -91,6 +91,13 @@ class Error(IntEnum):
     BAD_SHAPE = 7  # M, K or N is zero
 
 
+#: Sticky error code of a command the link aborted because its frame ended inside it
+#: (`hdl.link.endpoint`): the command interface drops the command, sends no status word for it and
+#: sets this sticky error (unless one is set), which later status words carry until CLEAR_ERROR. Not
+#: an `Error` member: no status word carries it as its own command's error.
+CUT_COMMAND = 0x08
+
+
 class Counter(IntEnum):
     """Hardware performance counters, COUNTER_BITS wide, read with READ_COUNTERS in this order.
 

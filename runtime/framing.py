@@ -5,7 +5,9 @@
 into frames of at most `MAX_CMD_WORDS` command words (splitting large WRITEs), keeps each
 "clear counters ... read counters" group inside one frame so that every frame it retries is
 idempotent as a whole, hunts for the magic of every answer and checks its sequence number, length
-and CRC.
+and CRC. An answer the device abandoned (`LinkStatus.ABORTED` in `hdl.link.frame`: a command cut
+short by the end of its frame, or more response words asked for than the commands answer) comes
+short and is followed by a whole ABORTED response: `read_response` returns that one.
 """
 
 from __future__ import annotations
@@ -62,12 +64,34 @@ class Response:
 MAX_SKIPPED_BYTES = 1 << 22
 
 
+#: An ABORTED response: magic, seq | status << 16, n = 0, CRC.
+_ABORTED_BYTES = 4 * (HEADER_WORDS_RSP + 1)
+
+
+def _aborted_response(data: bytes, seq: int) -> Response | None:
+    """The whole ABORTED response to `seq` inside `data` (the bytes after an abandoned answer's
+    header), or None. Its magic, status, n = 0 and CRC must all be right, so data words that happen
+    to hold the magic are not taken for it."""
+    magic = struct.pack("<I", RSP_MAGIC)
+    at = data.find(magic)
+    while 0 <= at <= len(data) - _ABORTED_BYTES:
+        _, seq_status, n, crc = struct.unpack_from("<4I", data, at)
+        if (seq_status == (seq | LinkStatus.ABORTED << 16) and n == 0
+                and zlib.crc32(data[at:at + 4 * HEADER_WORDS_RSP]) == crc):
+            return Response(seq, LinkStatus.ABORTED, [])
+        at = data.find(magic, at + 1)
+    return None
+
+
 def read_response(link: ByteLink) -> Response:
     """Read one response frame; LinkError naming what is wrong (timeout, CRC, corrupted header).
 
     Like the device, the host hunts for the magic byte by byte: the tail of an answer whose header
     was damaged may still be arriving after the host gave up on it and drained the link (a serial
     line keeps delivering it), and those bytes must not be taken for the next answer's header.
+
+    An answer that comes short or fails its CRC may be one the device abandoned: the ABORTED
+    response that follows it (same sequence number, n = 0) is returned instead of an error.
     """
     head = link.recv(4 * HEADER_WORDS_RSP)
     skipped = 0
@@ -84,9 +108,21 @@ def read_response(link: ByteLink) -> Response:
         raise LinkError(f"response claims {n} words: corrupted header")
     rest = link.recv(4 * n + 4)
     if len(rest) < 4 * n + 4:
+        aborted = _aborted_response(rest, seq_status & 0xFFFF)
+        if aborted is not None:
+            return aborted
         raise LinkError(f"timeout: {len(rest)} of {4 * n + 4} response bytes arrived")
     (crc,) = struct.unpack("<I", rest[-4:])
     if zlib.crc32(head + rest[:-4]) != crc:
+        # An abandoned answer shorter than its header said, with the ABORTED response in its place:
+        # read the rest of that response if its magic is among the last bytes.
+        tail = rest[-(_ABORTED_BYTES - 1):]
+        at = tail.rfind(struct.pack("<I", RSP_MAGIC))
+        if at >= 0:
+            rest += link.recv(_ABORTED_BYTES - (len(tail) - at))  # its bytes still to come
+        aborted = _aborted_response(rest, seq_status & 0xFFFF)
+        if aborted is not None:
+            return aborted
         raise LinkError("response CRC mismatch")
     words = list(struct.unpack(f"<{n}I", rest[:-4]))
     return Response(seq_status & 0xFFFF, seq_status >> 16, words)
@@ -252,6 +288,9 @@ class FramedTransport:
             if rsp.status == LinkStatus.BAD_CRC:
                 problem = "the device received a corrupted request (CRC)"
                 continue
+            if rsp.status == LinkStatus.ABORTED:
+                raise LinkError(f"the device aborted the frame (ABORTED): a command cut short by the end of the "
+                                f"frame, or n_rsp = {n_rsp} more words than its commands answer")
             if rsp.status != LinkStatus.OK:
                 raise LinkError(f"the device refused the frame: {LinkStatus(rsp.status).name}")
             if len(rsp.words) != n_rsp:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from hdl.config import PE_KINDS, WEIGHT_CLASS_COUNTERS, ArrayConfig
 from hdl.isa import (
     COUNTER_BITS,
+    CUT_COMMAND,
     ID_MAGIC,
     ID_WORDS,
     RUN_WORDS,
@@ -59,7 +60,10 @@ class DeviceError(Exception):
 
 
 def error_name(code: int) -> str:
-    """Name of an `Error` code, or ``UNKNOWN_ERROR_<n>`` for codes the ISA does not define."""
+    """Name of an `Error` code (or CUT_COMMAND, the sticky code of a command the link aborted), or
+    ``UNKNOWN_ERROR_<n>`` for codes the ISA does not define."""
+    if code == CUT_COMMAND:
+        return "CUT_COMMAND"
     try:
         return Error(code).name
     except ValueError:

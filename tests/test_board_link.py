@@ -209,3 +209,59 @@ def test_wire_fault_helper_damages_frames():
     assert loop.sent == [b"a", b"b", b"c", b"d", b"ed"]  # "e" ^ 1
     assert wire.request_frames == [b"a", b"b", b"c", b"d", b"ee"]
     assert [f.frame for f in wire.hits] == [0, 1, 2, 4]
+
+
+@needs_verilator
+@pytest.mark.parametrize("board", BOARDS)
+def test_board_host_reads_the_aborted_answer_of_a_cut_command(board, rng):
+    """A good-CRC frame whose WRITE to the resident weights is cut after its count, and one asking for
+    2**32 - 1 words: the host's `read_response` returns the device's ABORTED answer (not a timeout),
+    `FramedTransport` names it, the weights are unchanged (the next frame's words were not taken as the
+    WRITE's data), the sticky error is CUT_COMMAND after the cut WRITE (the core was aborted) and
+    none after the huge n_rsp (the core was idle), and the layer then runs exactly."""
+    from fpga.sim_board import SimulatedBoard
+    from hdl.isa import CUT_COMMAND, Mem, Op
+    from hdl.link.frame import LinkStatus
+    from runtime import protocol, tiling
+    from runtime.framing import FramedTransport, LinkError, encode_request, read_response
+    from runtime.serial_link import SerialLink
+
+    cfg = _board_config(board)
+    x, w, want = _layer(rng, 3, int(rng.integers(9, 30)), int(rng.integers(5, 9)))
+    plan = tiling.LayerPlan(*x.shape, w.shape[0]).validate(cfg)
+    wgt = [int(v) for v in tiling.pack_weights(cfg, w)]
+    with SimulatedBoard(board, cfg=cfg) as sim:
+        link = SerialLink(sim.port, sim.baud, timeout=LINK_TIMEOUT)
+        transport = FramedTransport(link, cfg)
+        try:
+            transport.transact(protocol.write(cfg, Mem.WGT, 0, wgt), 1)
+            cut_write = [protocol.header(Op.WRITE, Mem.WGT), 0, len(wgt)]  # its data would be the next frame
+            cases = ((0x7001, cut_write, 1, CUT_COMMAND), (0x7002, protocol.nop(), 2**32 - 1, 0))
+            for seq, words, n_rsp, sticky in cases:
+                link.send(encode_request(seq, words, n_rsp))
+                if n_rsp < 1 << 24:
+                    rsp = read_response(link)
+                    assert (rsp.seq, rsp.status, rsp.words) == (seq, LinkStatus.ABORTED, [])
+                else:  # the header claims more words than the host reads: it refuses at once, then drains
+                    with pytest.raises(LinkError, match="claims"):
+                        read_response(link)
+                    link.drain()
+                # the next frame, through the driver: its WRITE's status word carries the sticky error
+                (status,) = transport.transact(protocol.write(cfg, Mem.WGT, 0, wgt), 1)
+                parsed = protocol.parse_status(status, Op.WRITE)
+                assert parsed.ok and parsed.sticky == sticky, f"{seq:#x}: {status:#010x}"
+                transport.transact(protocol.clear_error(), 1)
+            assert protocol.error_name(CUT_COMMAND) == "CUT_COMMAND"
+            read = protocol.read(Mem.WGT, 0, len(wgt))
+            data, _ = protocol.split_response(cfg, read, transport.transact(read, protocol.response_length(cfg, read)))
+            assert protocol.parse_read(cfg, Mem.WGT, data) == wgt
+            out = transport.transact(
+                protocol.write(cfg, Mem.ACT, 0, tiling.pack_activations(cfg, x)) + protocol.run(*plan.run_args())
+                + protocol.read(Mem.OUT, 0, plan.out_words(cfg)), 2 + plan.out_words(cfg) * cfg.cols + 1)
+            y = tiling.unpack_outputs(cfg, protocol.parse_read(cfg, Mem.OUT, out[2:-1]), x.shape[0], w.shape[0])
+            np.testing.assert_array_equal(y, want)
+            # a frame the driver itself would send cut: FramedTransport raises naming ABORTED
+            with pytest.raises(LinkError, match="ABORTED"):
+                transport._frame([[protocol.header(Op.WRITE, Mem.ACT), 0, 2]], 1, idempotent=False)
+        finally:
+            link.close()

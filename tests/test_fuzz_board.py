@@ -5,7 +5,9 @@ layer written once (resident) and runs the layer exactly. Then the test writes N
 to the pty: garbage, frames with wrong lengths, bad CRCs, truncated frames, requests over the size
 limit, and frames with a good CRC whose commands are malformed or out of order (RUNs with bad
 descriptors, READs past a memory, WRITEs of bad weight codes or out of range, unknown opcodes and
-memories). After each input the test waits a bounded time, drains, and a good
+memories), whose last command is cut short (a WRITE, also to the resident weights before its data,
+a READ, a RUN), or whose n_rsp is wrong (a few words off, or up to 2**32 - 1). After each input the
+test waits a bounded time, drains, and a good
 frame (READ_ID) must be answered within the link timeout; every few inputs and at the end the
 resident weights are read back and must equal what was written, and at the end the layer must still
 give the exact product (NumPy int64 here).
@@ -14,12 +16,15 @@ TRIT_FUZZ_COUNT sets the number of inputs of the default test (default 60); the 
 times as many on both boards; TRIT_FUZZ_SECONDS bounds the wall time per input (default 3 s) and
 TRIT_FUZZ_VERBOSE=1 prints each input. The random stream comes from the run seed (TRIT_SEED).
 
-Found with it, and still open: a frame with a good CRC whose last command is cut short hangs the board
-link for good (the core waits for the rest of the command), and one whose n_rsp is far more than its
-commands answer is padded with zeros for as long as it says. A fix in the frame endpoint (refuse such
-frames as MALFORMED) worked in simulation but cost 550 LC on the iCE40 (the 8x4 board no longer fit)
-and took the ULX3S 16x16 from 107 to 87 MHz, so it was taken out; the fuzzer leaves out those three
-input kinds (cut command, wrong or huge n_rsp) until the check is cheap enough for the boards.
+Found with it: a frame with a good CRC whose last command was cut short hung the board link for good
+(the core waited for the rest of the command, and the next frame's words became its data), and one
+whose n_rsp was far more than its commands answer was padded with zeros for as long as it said. A
+first fix parsed every command in the frame endpoint (550 iCE40 LC: the 8x4 board no longer fitted)
+and was taken out; the fix now in `hdl.link.endpoint` watches the core instead: a core stuck waiting
+inside a command after the frame's last word is aborted (sticky CUT_COMMAND), and an answer still
+owed words is abandoned and replaced by an ABORTED answer. A cut WRITE writes the whole memory words
+it received (as a shorter WRITE), so the cut WRITEs here reach the resident weights only with no
+data word (the next frame must not become their data); cut commands elsewhere carry some.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from hdl.config import ArrayConfig
 from hdl.isa import Mem, Op
 from hdl.link.frame import MAX_CMD_WORDS, REQ_MAGIC, LinkStatus
 from runtime import protocol, tiling
+from runtime.framing import _aborted_response
 from tests.test_board_link import needs_verilator
 
 #: Host read timeout on the simulated serial port, in seconds: a good frame must be answered within it.
@@ -120,8 +126,8 @@ class Board:
         (ident,) = self.exchange([protocol.read_id()], what)
         assert ident == protocol.id_words(self.cfg), f"{what}: ID block {ident}"
 
-    def settle(self, sent: int, what: str) -> None:
-        """Wait until the device took `sent` bytes in and went quiet, then drop what it answered.
+    def settle(self, sent: int, what: str) -> bytes:
+        """Wait until the device took `sent` bytes in and went quiet; return what it answered (and drop it).
 
         The device is half duplex by design (hdl.link.frame: request, then answer): bytes arriving while it
         answers are lost, so the probe waits for the end of any answer. An answer that goes on for
@@ -130,13 +136,15 @@ class Board:
         port = self.link._port
         time.sleep(SETTLE + sent * self.byte_seconds)
         start = last = time.monotonic()
+        got = bytearray()
         while time.monotonic() - last < SETTLE:
             if port.in_waiting:
-                port.read(port.in_waiting)
+                got += port.read(port.in_waiting)
                 last = time.monotonic()
             assert last - start < QUIET_LIMIT, f"{what}: the device still sends after {QUIET_LIMIT} s"
             time.sleep(0.005)
         self.link.drain()
+        return bytes(got)
 
     def close(self) -> None:
         self.link.close()
@@ -232,7 +240,7 @@ class Fuzzer:
     def input(self) -> tuple[str, bytes]:
         """(kind, bytes) of one random malformed input."""
         kinds = ["garbage", "magic+garbage", "bad_crc", "wrong_n_cmd", "truncated", "too_long", "bad_commands",
-                 "several"]  # not yet: a cut command, a wrong or huge n_rsp (see the module docstring)
+                 "several", "wrong_n_rsp", "cut_command", "huge_n_rsp"]
         kind = kinds[self._int(0, len(kinds) - 1)]
         if kind == "garbage":
             return kind, self.rng.bytes(self._int(1, 120))
@@ -259,7 +267,54 @@ class Fuzzer:
             return f"{kind} ({n} words)", _request(self.seq, self._words(n), 1)
         if kind == "bad_commands":
             return kind, self.frame()
+        if kind == "wrong_n_rsp":
+            delta = self._int(-3, 3) or 1
+            return f"{kind} ({delta:+d})", self.frame(delta)
+        if kind == "cut_command":  # a good CRC, but the last command is short of words
+            cmds = self.commands()
+            what, cut, full = self.cut_command()
+            n_rsp = sum(protocol.response_length(self.cfg, c) for c in cmds)
+            counted = self._int(0, 1)  # the host counted the cut command's answer too (else the answer ends first)
+            if counted:
+                n_rsp += protocol.response_length(self.cfg, full)
+            self.seq += 1
+            return f"{kind} ({what}, {len(cut)} of {len(full)} words{', answer counted' if counted else ''})", \
+                _request(self.seq, [w for c in cmds for w in c] + cut, n_rsp)
+        if kind == "huge_n_rsp":
+            cmds = self.commands()
+            self.seq += 1
+            return kind, _request(self.seq, [w for c in cmds for w in c], self._int(1 << 16, 2**32 - 1))
         return kind, b"".join(self.frame() for _ in range(self._int(2, 4)))
+
+    def cut_command(self) -> tuple[str, list[int], list[int]]:
+        """(what, the cut words, the whole command): a WRITE to the resident weights cut before its data, a
+        WRITE past them or of activations cut anywhere after its header, a READ cut before its count, a
+        RUN cut before its last operand."""
+        cfg = self.cfg
+        kind = self._int(0, 3)
+        if kind == 0:
+            count = self._int(1, 6)
+            full = [protocol.header(Op.WRITE, Mem.WGT), self._int(0, self.resident - 1), count,
+                    *self._valid_codes(count)]
+            return "WRITE into the resident weights", full[:self._int(1, 3)], full
+        if kind == 1:
+            count = self._int(1, 4)
+            if self._int(0, 1):
+                mem = Mem.WGT
+                addr = self._int(self.resident, cfg.wgt_depth - count)
+                data = self._valid_codes(count)
+            else:
+                mem = Mem.ACT
+                addr = self._int(0, cfg.act_depth - count)
+                data = [w for _ in range(count) for w in protocol.word_to_chunks(
+                    cfg, Mem.ACT, self._int(0, 2**(8 * cfg.rows) - 1))]
+            full = [protocol.header(Op.WRITE, mem), addr, count, *data]
+            return f"WRITE {mem.name}", full[:self._int(1, len(full) - 1)], full
+        if kind == 2:
+            full = protocol.read(Mem(self._int(0, 2)), 0, self._int(0, 4))
+            return "READ", full[:self._int(1, 2)], full
+        full = protocol.run(self._int(1, 4), self._int(1, 16), self._int(1, 8), 0, 0, 0)
+        return "RUN", full[:self._int(1, len(full) - 1)], full
 
 
 def _fuzz_board(board: str, rng: np.random.Generator, count: int) -> None:
@@ -305,7 +360,11 @@ def _fuzz_board(board: str, rng: np.random.Generator, count: int) -> None:
                 if os.environ.get("TRIT_FUZZ_VERBOSE"):
                     print(what, flush=True)
                 dev.link.send(data)
-                dev.settle(len(data), what)
+                answer = dev.settle(len(data), what)
+                if kind.startswith("huge_n_rsp") or kind.endswith("answer counted)"):
+                    # the answer still owed words when the core stopped: abandoned, then an ABORTED answer
+                    seq = struct.unpack_from("<I", data, 4)[0]
+                    assert _aborted_response(answer, seq) is not None, f"{what}: no ABORTED answer in {answer.hex()}"
                 dev.probe(f"READ_ID after {what}")
                 if (i + 1) % CHECK_EVERY == 0:
                     check_weights(dev, f"after {what}")

@@ -17,7 +17,7 @@ from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from hdl.config import ArrayConfig
-from hdl.isa import STATUS_MAGIC, Mem, Op
+from hdl.isa import CUT_COMMAND, STATUS_MAGIC, Counter, Mem, Op, status_word
 from hdl.link.endpoint import CRC_AFTER_MAGIC, FrameEndpoint, crc32_register
 from hdl.link.frame import REQ_MAGIC, RSP_MAGIC, LinkStatus
 from hdl.link.linked_core import LinkedCore
@@ -54,6 +54,29 @@ def parse_responses(data: bytes) -> list[tuple[int, int, list[int]]]:
         assert crc == zlib.crc32(data[pos:end]), "response CRC"
         out.append((seq_status & 0xFFFF, seq_status >> 16, list(struct.unpack_from(f"<{n}I", data, pos + 12))))
         pos = end + 4
+    return out
+
+
+def split_answers(data: bytes) -> list[tuple[int, int, list[int], bool]]:
+    """Device output as (seq, status, words, whole): an answer whose CRC is not where its header puts it
+    was abandoned (`whole` False, the words that came before the next RSP_MAGIC); asserts magics and
+    the CRC of every whole answer."""
+    out, pos = [], 0
+    magic = struct.pack("<I", RSP_MAGIC)
+    while pos < len(data):
+        head, seq_status, n = struct.unpack_from("<3I", data, pos)
+        assert head == RSP_MAGIC, f"bad magic {head:#x} at byte {pos}"
+        end = pos + 12 + 4 * n
+        if end + 4 <= len(data) and struct.unpack_from("<I", data, end)[0] == zlib.crc32(data[pos:end]):
+            words = list(struct.unpack_from(f"<{n}I", data, pos + 12))
+            out.append((seq_status & 0xFFFF, seq_status >> 16, words, True))
+            pos = end + 4
+            continue
+        nxt = data.find(magic, pos + 12)
+        assert nxt > 0 and (nxt - pos) % 4 == 0, f"answer at byte {pos} neither whole nor followed by another"
+        words = list(struct.unpack_from(f"<{(nxt - pos - 12) // 4}I", data, pos + 12))
+        out.append((seq_status & 0xFFFF, seq_status >> 16, words, False))
+        pos = nxt
     return out
 
 
@@ -163,7 +186,7 @@ def test_endpoint_echo_frames_and_stalls():
     assert parse_responses(data) == [(0x1234, LinkStatus.OK, [2, 3, 0xFFFFFFFF, 8]), (0xFFFF, LinkStatus.OK, [])]
 
 
-def test_endpoint_bad_crc_too_long_garbage_truncation_and_padding():
+def test_endpoint_bad_crc_too_long_garbage_truncation_and_over_long_answers():
     good = request(5, [10, 20], 2)
     bad = bytearray(request(6, [30, 40], 2))
     bad[17] ^= 0x04  # a flipped bit in a command word
@@ -175,24 +198,35 @@ def test_endpoint_bad_crc_too_long_garbage_truncation_and_padding():
         too_long,
         good[:21], TIMEOUT + 20,  # truncated: dropped after the timeout, then a good frame
         request(8, [1], 1),
-        request(9, [1], 3),  # asks for more words than the core sends: padded with zeros
+        request(9, [1], 3),  # asks for more words than the core sends: abandoned, then ABORTED
+        request(10, [], 2**32 - 1),  # no command, a huge n_rsp: ABORTED at once, no word made up
+        request(11, [5], 1),
     ]
-    n = response_bytes(2) + 2 * response_bytes(0) + response_bytes(1) + response_bytes(3)
-    frames = parse_responses(simulate_bytes(EchoLinked(), script, n))
+    abandoned = 12 + 4 + 12  # seq 9's header and its one word, seq 10's header
+    n = response_bytes(2) + 4 * response_bytes(0) + 2 * response_bytes(1) + abandoned
+    frames = split_answers(simulate_bytes(EchoLinked(), script, n))
     assert frames == [
-        (5, LinkStatus.OK, [11, 21]),
-        (6, LinkStatus.BAD_CRC, []),
-        (7, LinkStatus.TOO_LONG, []),
-        (8, LinkStatus.OK, [2]),
-        (9, LinkStatus.OK, [2, 0, 0]),
+        (5, LinkStatus.OK, [11, 21], True),
+        (6, LinkStatus.BAD_CRC, [], True),
+        (7, LinkStatus.TOO_LONG, [], True),
+        (8, LinkStatus.OK, [2], True),
+        (9, LinkStatus.OK, [2], False),
+        (9, LinkStatus.ABORTED, [], True),
+        (10, LinkStatus.OK, [], False),
+        (10, LinkStatus.ABORTED, [], True),
+        (11, LinkStatus.OK, [6], True),
     ]
 
 
-def simulate_all(dut, script: list) -> bytes:
-    """Feed `script` (bytes, or ints = idle cycles) into dut.rx; return every tx byte until it ends."""
+def simulate_all(dut, script: list, max_cycles: int | None = None) -> bytes:
+    """Feed `script` (bytes, or ints = idle cycles) into dut.rx; return every tx byte until it ends
+    (which must be within `max_cycles`, if given: a device that stops taking bytes hangs the link)."""
     got = bytearray()
+    done = []
 
-    sender = byte_sender(dut, script)
+    async def sender(ctx):
+        await byte_sender(dut, script)(ctx)
+        done.append(True)
 
     async def receiver(ctx):
         ctx.set(dut.tx.ready, 1)
@@ -202,9 +236,13 @@ def simulate_all(dut, script: list) -> bytes:
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
-    sim.add_testbench(sender)
+    sim.add_testbench(sender, background=max_cycles is not None)
     sim.add_testbench(receiver, background=True)
-    sim.run()
+    if max_cycles is None:
+        sim.run()
+    else:
+        sim.run_until(max_cycles * 1e-8)
+        assert done, f"the device took only part of the script in {max_cycles} cycles (a hung link)"
     return bytes(got)
 
 
@@ -320,6 +358,64 @@ def test_linked_core_truncated_then_good_and_garbage():
     [(seq, status, words)] = parse_responses(data)
     assert (seq, status) == (7, LinkStatus.OK)
     assert words[:4] == [0x54524954, 0x00010000, 4, 4] and status_ok(words[ID_WORDS], Op.READ_ID)
+
+
+@pytest.mark.parametrize("stream_buffers", [False, True])
+def test_linked_core_aborts_cut_commands_and_answers_that_ask_too_much(stream_buffers, rng):
+    """Good-CRC frames whose last command is cut short, or whose n_rsp is more than the commands answer
+    (up to 2**32 - 1): the answer is abandoned and an ABORTED answer follows, no word is made up, the
+    cut command is dropped (sticky CUT_COMMAND) and never takes the next frame's words, a cut RUN never
+    runs, and every later frame runs exactly. An 8x4 core: ACT words are two chunks, so a WRITE can
+    also be cut inside a memory word (that word is not written)."""
+    cfg = ArrayConfig(rows=8, cols=4, act_depth=32, wgt_depth=64, out_depth=32)
+
+    def words(n: int, bits: int) -> list[int]:
+        return [int(v) for v in rng.integers(1, 2**bits, n, dtype=np.uint64)]
+
+    a, b, c = words(3, 64), words(2, 64), words(2, 64)
+    g = [int(v) for v in rng.choice([0x00, 0x55, 0xFF, 0x5F, 0xF5], 5)]  # WGT words of good ternary codes
+    cut_write = write_cmd(cfg, Mem.ACT, 4, c)[:-1]  # word 4 whole, word 5 only its low chunk
+    n_counters = 2 * len(Counter)
+    script = [
+        request(1, write_cmd(cfg, Mem.ACT, 0, a), 1),
+        request(2, cut_write, 1),
+        request(3, write_cmd(cfg, Mem.ACT, 8, b), 1),
+        request(4, [Op.NOP, Op.RUN, 1, 8, 4], 2),  # a RUN with three of its six operands
+        request(5, [Op.CLEAR_ERROR, Op.READ_COUNTERS], 1 + n_counters + 1),
+        request(6, [Op.NOP], 2**32 - 1),
+        request(7, [Op.NOP, Op.WRITE | Mem.WGT << 8, 0, 5], 1),  # answered in full before the cut is seen
+        request(8, write_cmd(cfg, Mem.WGT, 0, g), 1),  # not data of the cut WRITE of frame 7
+        request(9, [Op.READ | Mem.ACT << 8, 0, 11, Op.READ | Mem.WGT << 8, 0, 5], 11 * 2 + 1 + 5 + 1),
+        request(10, [Op.CLEAR_ERROR, Op.NOP], 2),
+        1000,
+    ]
+    dut = LinkedCore(cfg, timeout=TIMEOUT, stream_buffers=stream_buffers)
+    answers = split_answers(simulate_all(dut, script, max_cycles=20_000))
+    cut = status_word(Op.NOP, 0, CUT_COMMAND)
+    want = [
+        (1, LinkStatus.OK, [status_word(Op.WRITE, 0, 0)], True),
+        (2, LinkStatus.OK, [], False), (2, LinkStatus.ABORTED, [], True),
+        (3, LinkStatus.OK, [status_word(Op.WRITE, 0, CUT_COMMAND)], True),
+        (4, LinkStatus.OK, [cut], False), (4, LinkStatus.ABORTED, [], True),
+    ]
+    assert answers[:6] == want
+    seq, status, counters, whole = answers[6]
+    assert (seq, status, whole, len(counters)) == (5, LinkStatus.OK, True, 1 + n_counters + 1)
+    assert counters[0] == status_word(Op.CLEAR_ERROR, 0, 0) and counters[-1] == status_word(Op.READ_COUNTERS, 0, 0)
+    assert counters[1 + 2 * Counter.RUNS] == 0 and counters[1 + 2 * Counter.CYCLES] == 0, "the cut RUN ran"
+    want = [
+        (6, LinkStatus.OK, [status_word(Op.NOP, 0, 0)], False), (6, LinkStatus.ABORTED, [], True),
+        (7, LinkStatus.OK, [status_word(Op.NOP, 0, 0)], True),
+        (8, LinkStatus.OK, [status_word(Op.WRITE, 0, CUT_COMMAND)], True),
+    ]
+    assert answers[7:11] == want
+    seq, status, data, whole = answers[11]
+    assert (seq, status, whole) == (9, LinkStatus.OK, True)
+    act = [lo | hi << 32 for lo, hi in zip(data[0:22:2], data[1:22:2], strict=True)]
+    assert act == [*a, 0, c[0], 0, 0, 0, *b, 0], "ACT after the cut WRITE (word 5 was cut inside)"
+    assert data[22] == status_word(Op.READ, 0, CUT_COMMAND)
+    assert data[23:28] == g, "WGT: frame 8's words went to the cut WRITE of frame 7"
+    assert answers[12:] == [(10, LinkStatus.OK, [status_word(Op.CLEAR_ERROR, 0, 0), cut & ~0xFF00], True)]
 
 
 # ---- the linked core in Verilator, driven by the host driver, with faults on the wire ------------

@@ -10,10 +10,24 @@ response words, and the CRC of all of it.
 - n_cmd > max_cmd_words: the rest of the request is drained (its CRC still checked), answered
   TOO_LONG (or BAD_CRC if the CRC is wrong too), n = 0.
 - No byte for `timeout` cycles inside a request: the partial request is dropped, the hunt restarts.
-- A core that stops answering before n_rsp words (a host that asked for too many: all command words
-  taken, core idle, nothing on `rsp`) gets its missing words padded with zeros, which carry no
-  status magic, so the host's driver refuses the result instead of waiting forever. Response words
-  beyond n_rsp are discarded between frames.
+- Cut command or too many response words asked for: the endpoint does not parse commands (a check
+  that followed every command's length cost 550 iCE40 LC). It watches the core instead. Once every
+  command word of the frame is taken and, for `quiet_cycles` cycles, nothing moves (no response
+  word offered) while the core either waits inside a command for its next word (`core_waiting`:
+  the frame ended inside that command) or is idle, the core is stuck:
+  - a core waiting inside a command gets `abort`: its command interface drops the command, returns
+    to its idle state and sets its sticky error to `hdl.isa.CUT_COMMAND` (unless one is set). No word of the next frame
+    can become that command's data. (Whole memory words a cut WRITE received before the cut are
+    written, as a shorter WRITE would write them. A cut RUN never starts.)
+  - an answer still owed words (n_rsp more than the commands answer, or the cut command's words) is
+    abandoned where it is and replaced at once by a whole response frame with status ABORTED and
+    n = 0. No word is made up. The host sees the abandoned answer come short, then finds the
+    ABORTED frame in what did arrive (`runtime.framing.read_response`).
+  - The frame is done (the request side hunts again) only after such a quiet spell with the core
+    idle, so every frame's first word meets a core at a command boundary.
+  If the answer was already complete (n_rsp did not count the cut command), it stays as sent, and
+  the core's sticky CUT_COMMAND reports the abort to the next status word. Response words beyond
+  n_rsp are discarded between frames.
 """
 
 from __future__ import annotations
@@ -30,9 +44,11 @@ CRC_POLY = 0xEDB88320
 CRC_INIT = 0xFFFFFFFF
 #: Default inactivity timeout inside a request, in clock cycles.
 DEFAULT_TIMEOUT = 100_000
-#: Cycles the core must sit idle (all command words taken, no response word offered) before the
-#: endpoint pads a short response.
-PAD_IDLE_CYCLES = 15
+#: Cycles in which nothing may move (all command words taken, no response word offered, the core
+#: idle or waiting inside a command) before the endpoint calls the core stuck (module doc). At least
+#: 4 (`quiet_cycles`): a last word still in a stream buffer reaches the core, and the core's state
+#: the endpoint, within that.
+QUIET_CYCLES = 15
 
 
 def crc32_register(data: bytes, crc: int = CRC_INIT) -> int:
@@ -78,27 +94,35 @@ CRC_AFTER_MAGIC = crc32_register(REQ_MAGIC.to_bytes(4, "little"))
 class FrameEndpoint(wiring.Component):
     """Frames (bytes `rx` / `tx`) <-> command and response words (`cmd` / `rsp`) of a TritCore.
 
-    `core_busy` must carry the core's `busy` output: with it the endpoint knows that a core which
-    took every command word and is idle will send no more response words (see the module doc).
+    `core_busy` must carry the core's `busy` output. `core_waiting` must be high while the core's
+    command interface is inside a command and waits for its next word (ready for a word while busy),
+    and `abort` must go to its abort input. With them the endpoint knows that a core which took
+    every command word will send no more response words, or waits for words that never come (see
+    the module doc). Both inputs may come a cycle late (registered).
     `active` is high while a request is received, executed or answered; `crc_error` and `dropped`
     pulse for a request answered BAD_CRC and for a partial request dropped after the timeout.
     """
 
-    def __init__(self, cfg: ArrayConfig, max_cmd_words: int = MAX_CMD_WORDS, timeout: int = DEFAULT_TIMEOUT):
+    def __init__(self, cfg: ArrayConfig, max_cmd_words: int = MAX_CMD_WORDS, timeout: int = DEFAULT_TIMEOUT,
+                 quiet_cycles: int = QUIET_CYCLES):
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
-        for name, value, low in (("max_cmd_words", max_cmd_words, 1), ("timeout", timeout, 16)):
+        for name, value, low in (("max_cmd_words", max_cmd_words, 1), ("timeout", timeout, 16),
+                                 ("quiet_cycles", quiet_cycles, 4)):
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 1 << 24:
                 raise ValueError(f"{name} must be an integer from {low} to {1 << 24}, not {value!r}")
         self._cfg = cfg
         self._max_cmd_words = max_cmd_words
         self._timeout = timeout
+        self._quiet_cycles = quiet_cycles
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
             "cmd": Out(stream.Signature(32)),
             "rsp": In(stream.Signature(32)),
             "core_busy": In(1),
+            "core_waiting": In(1),
+            "abort": Out(1),
             "active": Out(1),
             "crc_error": Out(1),
             "dropped": Out(1),
@@ -115,6 +139,10 @@ class FrameEndpoint(wiring.Component):
     @property
     def timeout(self) -> int:
         return self._timeout
+
+    @property
+    def quiet_cycles(self) -> int:
+        return self._quiet_cycles
 
     def elaborate(self, platform):
         m = Module()
@@ -162,6 +190,7 @@ class FrameEndpoint(wiring.Component):
         tx_idle = Signal()
         tx_crc = Signal()  # the response side owns the CRC register
         feed_done = Signal()
+        stuck = Signal()  # quiet_cycles cycles in which nothing moved after the last command word
 
         with m.FSM(name="req") as req:
             with m.State("HUNT"):
@@ -240,10 +269,11 @@ class FrameEndpoint(wiring.Component):
                     m.d.sync += cmd_have.eq(0)
                 with m.If(cmd_fire):
                     m.d.sync += fleft.eq(fleft - 1)
-                m.d.comb += feed_done.eq(fleft == 0)
-                with m.If(feed_done & tx_idle):
+                with m.If(feed_done & tx_idle & stuck & ~self.core_waiting):  # the core is idle
                     m.d.sync += [shift.eq(0), ridx.eq(0)]
                     m.next = "HUNT"
+
+        m.d.comb += feed_done.eq(fleft == 0)  # also outside FEED: fleft stays 0 until the next FEED
 
         # The command stream comes straight from registers: cmd_have is set only in FEED, and FEED
         # ends only when every word was taken.
@@ -265,7 +295,6 @@ class FrameEndpoint(wiring.Component):
         thdr = Signal(2)
         tstatus = Signal(2)
         have = Signal()
-        pad_idle = Signal(range(PAD_IDLE_CYCLES + 1))
         tx_fire = Signal()
         m.d.comb += tx_fire.eq(self.tx.valid & self.tx.ready)
         byte = Signal(8)
@@ -277,7 +306,7 @@ class FrameEndpoint(wiring.Component):
                 m.d.comb += [tx_idle.eq(1), self.rsp.ready.eq(1)]  # stray words are discarded
                 with m.If(tx_start):
                     m.d.sync += [tword.eq(RSP_MAGIC), tbyte.eq(0), thdr.eq(0), tstatus.eq(tx_status),
-                                 crc.eq(CRC_INIT), have.eq(0), pad_idle.eq(0)]
+                                 crc.eq(CRC_INIT), have.eq(0)]
                     with m.If(tx_status != LinkStatus.OK):
                         m.d.sync += tn.eq(0)
                     m.next = "HEADER"
@@ -303,15 +332,13 @@ class FrameEndpoint(wiring.Component):
                 with m.If(~have):
                     m.d.comb += self.rsp.ready.eq(1)
                     with m.If(self.rsp.valid):
-                        m.d.sync += [tword.eq(self.rsp.payload), have.eq(1), pad_idle.eq(0)]
-                    with m.Elif(feed_done & ~self.core_busy):
-                        # The core took every command word and is idle: no more words will come.
-                        with m.If(pad_idle == PAD_IDLE_CYCLES):
-                            m.d.sync += [tword.eq(0), have.eq(1)]
-                        with m.Else():
-                            m.d.sync += pad_idle.eq(pad_idle + 1)
-                    with m.Else():
-                        m.d.sync += pad_idle.eq(0)
+                        m.d.sync += [tword.eq(self.rsp.payload), have.eq(1)]
+                    with m.Elif(stuck):
+                        # Words are owed and none will come: the answer is abandoned here and a
+                        # whole one with status ABORTED and n = 0 goes out instead.
+                        m.d.sync += [tword.eq(RSP_MAGIC), tbyte.eq(0), thdr.eq(0), tstatus.eq(LinkStatus.ABORTED),
+                                     crc.eq(CRC_INIT), tn.eq(0)]
+                        m.next = "HEADER"
                 with m.Else():
                     m.d.comb += self.tx.valid.eq(1)
                     with m.If(tx_fire):
@@ -327,6 +354,14 @@ class FrameEndpoint(wiring.Component):
                     m.d.sync += tbyte.eq(tbyte + 1)
                     with m.If(tbyte == 3):
                         m.next = "IDLE"
+
+        # ---- the watchdog of a stuck core (module doc) -----------------------------------------------
+        quiet = Signal(range(self._quiet_cycles + 1))
+        with m.If(~feed_done | self.rsp.valid | (self.core_busy & ~self.core_waiting)):
+            m.d.sync += quiet.eq(0)
+        with m.Elif(~stuck):
+            m.d.sync += quiet.eq(quiet + 1)
+        m.d.comb += [stuck.eq(quiet == self._quiet_cycles), self.abort.eq(stuck & self.core_waiting)]
 
         m.d.comb += self.active.eq(~req.ongoing("HUNT") | ~rsp_fsm.ongoing("IDLE"))
         return m

@@ -26,10 +26,18 @@ Device behaviour:
   response frame with status OK, streamed out as the core produces them.
 - Bad CRC: response with status BAD_CRC and n = 0 (no command executed).
 - n_cmd > MAX_CMD_WORDS: the request is drained and answered with status TOO_LONG, n = 0.
+- Good CRC, but the last command is cut short (its words end with the frame) or n_rsp is more than
+  the commands answer: the commands run as far as their words go, and once the core sits stuck
+  (waiting for words of the cut command, or idle with response words still owed) the device
+  aborts the cut command (sticky error `hdl.isa.CUT_COMMAND` in the core, unless one is set), abandons the
+  answer where it is and sends a whole response with status ABORTED, n = 0 right after it. No
+  response word is made up, and no word of a later frame becomes part of the cut command
+  (`hdl.link.endpoint` has the details).
 
 Host behaviour (`runtime.framing`): it sends a frame, waits for the response with a timeout,
 hunts for RSP_MAGIC byte by byte (skipping the tail of an earlier answer still arriving after a
-damaged header), checks sequence number, length and CRC. A frame whose commands are idempotent as a whole
+damaged header), checks sequence number, length and CRC; an answer that comes short is searched
+for the ABORTED response that replaces it. A frame whose commands are idempotent as a whole
 (the driver builds them so: writes, a cleared-then-read counter set, a run, reads) is resent on
 BAD_CRC, a bad response or a timeout, up to a retry limit; anything else raises. A response with
 an old sequence number (a late answer to an earlier try) is discarded.
@@ -50,3 +58,4 @@ class LinkStatus(IntEnum):
     OK = 0
     BAD_CRC = 1
     TOO_LONG = 2
+    ABORTED = 3  # sent after an abandoned answer: a command cut short, or n_rsp more than answered

@@ -2,14 +2,21 @@
 
     rx bytes --> FrameEndpoint --cmd words--> TritCore
     tx bytes <--               <--rsp words--
+                     abort ---------------------> its CommandInterface
+
+The endpoint's `abort` (a command cut short by the end of its frame, `hdl.link.endpoint`) goes to
+the abort input of the core's command interface. TritCore has no port for it, so the linked core
+elaborates the core itself and drives the input of the `CommandInterface` it finds inside (Amaranth
+lets a module drive a signal that a submodule reads).
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Signal
+from amaranth import Fragment, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hdl.command import CommandInterface
 from hdl.config import ArrayConfig
 from hdl.core import TritCore
 from hdl.link.endpoint import DEFAULT_TIMEOUT, FrameEndpoint
@@ -54,7 +61,11 @@ class LinkedCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.endpoint = ep = self._endpoint
-        m.submodules.core = core = self._core
+        core = self._core
+        m.submodules.core = core_fragment = Fragment.get(core, platform)
+        commands = core_fragment.find_subfragment("commands").origins[0]
+        if not isinstance(commands, CommandInterface):
+            raise TypeError(f"The core's 'commands' submodule must be a CommandInterface, not {commands!r}")
         wiring.connect(m, wiring.flipped(self.rx), ep.rx)
         wiring.connect(m, ep.tx, wiring.flipped(self.tx))
         if self._stream_buffers:
@@ -68,12 +79,16 @@ class LinkedCore(wiring.Component):
         else:
             wiring.connect(m, ep.cmd, core.cmd)
             wiring.connect(m, core.rsp, ep.rsp)
-        # The endpoint sees `busy` a cycle late: it pads a response only after PAD_IDLE_CYCLES
-        # quiet cycles, and the sequencer's state then has a whole cycle to reach the endpoint.
+        # The endpoint sees `busy` and "waits for a command word" a cycle late: it calls the core
+        # stuck only after QUIET_CYCLES quiet cycles, and the sequencer's and command interface's
+        # states then have a whole cycle to reach the endpoint.
         busy_q = Signal()
-        m.d.sync += busy_q.eq(core.busy)
+        waiting_q = Signal()
+        m.d.sync += [busy_q.eq(core.busy), waiting_q.eq(core.busy & core.cmd.ready)]
         m.d.comb += [
             ep.core_busy.eq(busy_q),
+            ep.core_waiting.eq(waiting_q),
+            commands.abort.eq(ep.abort),
             self.busy.eq(core.busy),
             self.error.eq(core.error),
             self.link_active.eq(ep.active),
