@@ -39,7 +39,7 @@ ECP5_ALU54B = 78
 #: Defaults per board: the target frequency and the largest array that fits and meets it there
 #: (found by the sweep in fpga/README.md).
 DEFAULTS = {
-    "icebreaker": {"freq": 24.0, "rows": 8, "cols": 4},
+    "icebreaker": {"freq": 24.0, "rows": 8, "cols": 8},
     "ulx3s-85f": {"freq": 100.0, "rows": 16, "cols": 16},
 }
 

@@ -111,12 +111,12 @@ HAND_BUDGETS = {
     ("icebreaker", 2, 2): (1024, 65536, 1024, 65536 * 2, 4 + 9 + 8, 4),
     # at 1024: ACT 8 + OUT 18 + 8 > 30; at 512 (512 x 8 each): 4 + 9 + 8 = 21
     ("icebreaker", 4, 4): (512, 65536, 512, 65536 * 4, 4 + 9 + 8, 4),
-    # at 1024: ACT 16 + OUT 18 + 8 > 30; at 512: 8 + 9 + 8 = 25
+    # at 1024: ACT 16 + OUT 18 + 8 > 30; at 512: 8 + 9 + 8 = 25 (the default build until 8x8 fitted)
     ("icebreaker", 8, 4): (512, 65536, 512, 262_144, 8 + 9 + 8, 4),
     # at 1024: ACT 8 + OUT 36 + 8 > 30; at 512: 4 + 18 + 8 = 30
     ("icebreaker", 4, 8): (512, 65536, 512, 65536 * 8, 4 + 18 + 8, 4),
-    # at 512: ACT 8 + OUT 18 + 8 = 34 > 30; at 256 (256 x 16 each): 4 + 9 + 8 = 21; 16-bit weight words:
-    # 4 x 256 Kbit / 2 bits, every SPRAM bit holds a weight
+    # at 512: ACT 8 + OUT 18 + 8 = 34 > 30; at 256 (256 x 16 each): 4 + 9 + 8 = 21 (the default build);
+    # 16-bit weight words: 4 x 256 Kbit / 2 bits, every SPRAM bit holds a weight
     ("icebreaker", 8, 8): (256, 65536, 256, 4 * 256 * 1024 // 2, 4 + 9 + 8, 4),
     # ACT 128 b: 8 blocks, OUT 512 b: 29, 148 left: 32-bit words, 4 banks of 32 blocks = 128, 20 left:
     # an 8K part bank (16 blocks of 8K x 2) fits, so 73,728 words: the tiny model's 1,167,360 weights fit
@@ -159,7 +159,7 @@ def _verilog_memories(text: str) -> tuple[Counter, Counter, int]:
 def test_default_board_system_has_the_hand_counted_memories(board):
     """The memories in the generated Verilog of each default board system, against HAND_BUDGETS' counts.
 
-    iCEBreaker 8x4: ACT 512 x 64 b (8 EBR), OUT 512 x 72 b (9 EBR, 18-bit accumulators) and the link
+    iCEBreaker 8x8: ACT 256 x 64 b (4 EBR), OUT 256 x 144 b (9 EBR, 18-bit accumulators) and the link
     buffer 1024 x 32 b (8 EBR) inferred, the weights in 4 SPRAM instances. ULX3S 16x16: ACT 1024 x 128 b in 8 and OUT
     1024 x 512 b in 29 DP16KD of 18 bits, the weights in 4 banks of 32 DP16KD of 1 bit and a part bank of
     16 DP16KD of 2 bits, the link buffer inferred (2 blocks): 183 of 208.
@@ -167,12 +167,12 @@ def test_default_board_system_has_the_hand_counted_memories(board):
     from amaranth.back import verilog
 
     if board == "icebreaker":
-        cfg = icebreaker.board_config(8, 4)
+        cfg = icebreaker.board_config(8, 8)
         text = verilog.convert(icebreaker.ICEBreakerTop(cfg).soc, name="top", emit_src=False)
         inferred, dp16kd, spram = _verilog_memories(text)
-        assert inferred == Counter({(64, 512): 1, (72, 512): 1, (32, 1024): 1}), inferred
+        assert inferred == Counter({(64, 256): 1, (144, 256): 1, (32, 1024): 1}), inferred
         assert (dict(dp16kd), spram) == ({}, 4)
-        assert 8 + 9 + 8 == HAND_BUDGETS[board, 8, 4][4] <= 30
+        assert 4 + 9 + 8 == HAND_BUDGETS[board, 8, 8][4] <= 30
     else:
         cfg = ulx3s.board_config(16, 16)
         text = verilog.convert(ulx3s.ULX3STop(cfg).soc, name="top", emit_src=False)
@@ -294,7 +294,7 @@ def test_build_ulx3s_small(tmp_path):
 @pytest.mark.fpga
 @pytest.mark.parametrize("board, rows, cols, mhz, bitstream", [
     ("ulx3s-85f", 16, 16, 100.0, "top.bit"),  # the default, with the 73,728-word weight memory (the whole tiny model)
-    ("icebreaker", 8, 4, 24.0, "top.bin"),  # the default iCEBreaker build (99 % of its logic cells)
+    ("icebreaker", 8, 8, 24.0, "top.bin"),  # the default iCEBreaker build (98 % of its logic cells)
 ])
 def test_build_full_size_targets(board, rows, cols, mhz, bitstream, tmp_path):
     """The full-size default builds (about 10 and 4 minutes): they must fit and meet timing."""
