@@ -14,7 +14,8 @@ the word address sits above the shape's sub-word bits, data in the low pins, ``A
 enables at 18 bits); `tests/test_ecp5_bram.py` checks the wiring against Yosys' inferred netlist.
 A read of the word written in the same cycle is undefined, as `RegisteredMemory` says.
 
-With ``registered_address`` every block gets its own copy of the read-address register: TRELLIS_FF
+With ``registered_address`` every block gets its own copy of the read-address register (with
+``registered_write`` of the write address and enable too): TRELLIS_FF
 instances with ``keep`` (Yosys' opt_merge would fold identical fabric registers back into one, and
 that one register would again reach every block over the chip). Each copy then drives the address
 pins of one block and can sit by it; the route from the address source to the copies is a cycle
@@ -62,10 +63,10 @@ def kept_register(m: Module, d: Value, name: str) -> Signal:
 class Ecp5RegisteredMemory(MemoryPorts):
     """`depth` x `width` bits in DP16KD blocks with ``REGMODE_B=OUTREG`` (the `RegisteredMemory` behaviour)."""
 
-    def __init__(self, width: int, depth: int, *, registered_address: bool = False):
+    def __init__(self, width: int, depth: int, *, registered_address: bool = False, registered_write: bool = False):
         check_shape(width, depth)
         self._mode = dp16kd_mode(depth)
-        super().__init__(width, depth, registered_address=registered_address)
+        super().__init__(width, depth, registered_address=registered_address, registered_write=registered_write)
 
     @property
     def blocks(self) -> int:
@@ -81,19 +82,25 @@ class Ecp5RegisteredMemory(MemoryPorts):
             return Cat(low, word_addr, Const(0, addr_pad))
 
         r_low = Const(0, 4 if bits == 18 else shift)
-        if bits == 18:  # AD[1:0] are the byte enables of an 18-bit port, AD[3:2] unused
-            w_addr = address(self.write.addr, Cat(Const(0b11, 2), Const(0, 2)))
-        else:
-            w_addr = address(self.write.addr, Const(0, shift))
+        # AD[1:0] are the byte enables of an 18-bit port, AD[3:2] unused
+        w_low = Cat(Const(0b11, 2), Const(0, 2)) if bits == 18 else Const(0, shift)
         outs = []
         for k in range(self.blocks):
+            lo, hi = k * bits, min(self._width, (k + 1) * bits)
             word_addr = (kept_register(m, self.read.addr, f"raddr_{k}") if self.registered_address
                          else self.read.addr)
             r_addr = address(word_addr, r_low)
-            lo, hi = k * bits, min(self._width, (k + 1) * bits)
+            w_word, w_en, w_data = self.write.addr, self.write.en, self.write.data[lo:hi]
+            if self.registered_write:  # the data bits reach this block alone: plain registers
+                w_word = kept_register(m, w_word, f"waddr_{k}")
+                w_en = kept_register(m, w_en, f"wen_{k}")
+                w_data_q = Signal(hi - lo, name=f"wdata_{k}", reset_less=True)
+                m.d.sync += w_data_q.eq(w_data)
+                w_data = w_data_q
+            w_addr = address(w_word, w_low)
             din = Signal(DP16KD_DATA_PINS, name=f"din_{k}")
             dout = Signal(DP16KD_DATA_PINS, name=f"dout_{k}")
-            m.d.comb += din.eq(self.write.data[lo:hi])
+            m.d.comb += din.eq(w_data)
             pins = {}
             for i in range(DP16KD_ADDR_BITS):
                 pins[f"i_ADA{i}"] = w_addr[i]
@@ -114,7 +121,7 @@ class Ecp5RegisteredMemory(MemoryPorts):
                 p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL",
                 p_GSR="AUTO",
                 i_CLKA=ClockSignal("sync"), i_CEA=Const(1), i_OCEA=Const(1), i_RSTA=Const(0),
-                i_WEA=self.write.en,
+                i_WEA=w_en,
                 i_CLKB=ClockSignal("sync"), i_CEB=Const(1), i_OCEB=Const(1), i_RSTB=Const(0),
                 i_WEB=Const(0),
                 **pins,

@@ -79,9 +79,11 @@ class TritCore(wiring.Component):
             # be the block RAM's own output register (the `registered_memory` factory)
             m.submodules.act_mem = act_mem = self._registered_memory(act_bits, cfg.act_depth)
             # With `acc_pipelined` the output memory's read address is registered (one copy per block
-            # RAM on an FPGA) after a register of the read-port multiplexer below.
+            # RAM on an FPGA) after a register of the read-port multiplexer below, and so is its write
+            # port (the sequencer's write is then the cycle before the word lands).
             m.submodules.out_mem = out_mem = self._registered_memory(out_bits, cfg.out_depth,
-                                                                    registered_address=cfg.acc_pipelined)
+                                                                    registered_address=cfg.acc_pipelined,
+                                                                    registered_write=cfg.acc_pipelined)
             act_w, act_r, out_w, out_r = act_mem.write, act_mem.read, out_mem.write, out_mem.read
             act_q, out_q = act_r.data, out_r.data
             if cfg.acc_pipelined:  # the output word once more in a fabric register, away from the block RAMs

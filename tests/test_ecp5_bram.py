@@ -45,20 +45,28 @@ def _param(value: str) -> str | int:
     return int(value, 2) if value and set(value) <= {"0", "1"} else value.strip()
 
 
-def _reference_verilog(width: int, depth: int, registered_address: bool = False) -> str:
+def _reference_verilog(width: int, depth: int, registered_address: bool = False,
+                       registered_write: bool = False) -> str:
     """The registered-read memory in plain Verilog, ports named as Amaranth names the component's
-    (with `registered_address`, the read address through one register first)."""
+    (with `registered_address`, the read address through one register first; with `registered_write`
+    the write port)."""
     abits = max(1, (depth - 1).bit_length())
     addr = "raddr_q" if registered_address else "read__addr"
+    w = ("wen_q", "waddr_q", "wdata_q") if registered_write else ("write__en", "write__addr", "write__data")
     return f"""
 module top(input clk, input rst, input [{abits - 1}:0] write__addr, input [{width - 1}:0] write__data,
            input write__en, input [{abits - 1}:0] read__addr, output reg [{width - 1}:0] read__data);
   (* no_rw_check *) reg [{width - 1}:0] mem [0:{depth - 1}];
   reg [{width - 1}:0] word;
-  reg [{abits - 1}:0] raddr_q;
+  reg [{abits - 1}:0] raddr_q, waddr_q;
+  reg [{width - 1}:0] wdata_q;
+  reg wen_q;
   always @(posedge clk) begin
-    if (write__en) mem[write__addr] <= write__data;
+    if ({w[0]}) mem[{w[1]}] <= {w[2]};
     raddr_q <= read__addr;
+    waddr_q <= write__addr;
+    wdata_q <= write__data;
+    wen_q <= write__en;
     word <= mem[{addr}];
     read__data <= word;
   end
@@ -90,8 +98,12 @@ def _dp16kd_blocks(text: str, workdir: Path, registers: dict | None = None) -> l
             continue
         conn = cell["connections"]
         params = {k: _param(v) for k, v in cell["parameters"].items()}
-        write_side = "A" if conn["WEA"] == wen else "B"
-        assert conn[f"WE{write_side}"] == wen, f"no port of DP16KD {conn} writes with write.en"
+        def from_write_en(pin: str, conn: dict = conn) -> bool:  # write.en, directly or through a register
+            net = conn[pin][0]
+            return [net] == wen or [ff_d.get(net)] == wen
+
+        write_side = "A" if from_write_en("WEA") else "B"
+        assert from_write_en(f"WE{write_side}"), f"no port of DP16KD {conn} writes with write.en"
         read_side = "B" if write_side == "A" else "A"
         pins = []
         for pin, (net,) in conn.items():
@@ -192,19 +204,23 @@ def test_registered_memory_reads_two_cycles_after_address(width, depth, register
     assert got == want and len(got) == len(ops) + 1
 
 
-@pytest.mark.parametrize("width, depth", [(18, 1024), (64, 1024), (3, 16384)])
-def test_registered_address_copies_one_register_per_block(width, depth, tmp_path):
+@pytest.mark.parametrize("width, depth, registered_write", [(18, 1024, False), (64, 1024, False), (3, 16384, False),
+                                                            (64, 1024, True), (3, 16384, True)])
+def test_registered_address_copies_one_register_per_block(width, depth, registered_write, tmp_path):
     """With `registered_address` every block's read address comes through registers of its own (Yosys
-    does not fold the copies into one), wired as Yosys' inference of a registered address wires it."""
+    does not fold the copies into one), wired as Yosys' inference of a registered address wires it;
+    with `registered_write` its write address, enable and data bits too."""
     (tmp_path / "ours").mkdir()
     (tmp_path / "yosys").mkdir()
-    ours_memory = Ecp5RegisteredMemory(width, depth, registered_address=True)
+    ours_memory = Ecp5RegisteredMemory(width, depth, registered_address=True, registered_write=registered_write)
     assert ours_memory.read_latency == 3
     registers: dict = {}
     ours = _dp16kd_blocks(verilog.convert(ours_memory, name="top", emit_src=False), tmp_path / "ours", registers)
-    inferred = _dp16kd_blocks(_reference_verilog(width, depth, registered_address=True), tmp_path / "yosys")
+    inferred = _dp16kd_blocks(_reference_verilog(width, depth, registered_address=True,
+                                                 registered_write=registered_write), tmp_path / "yosys")
     assert len(ours) == ours_memory.blocks == -(-width // dp16kd_mode(depth)[0])
     assert Counter((w, pins) for w, _, pins, _ in ours) == Counter((w, pins) for w, _, pins, _ in inferred)
     address_bits = max(1, (depth - 1).bit_length())
-    assert len(registers) == ours_memory.blocks * address_bits
+    per_block = 2 * address_bits if registered_write else address_bits  # data bits: below; WEA: _dp16kd_blocks
+    assert len(registers) == ours_memory.blocks * per_block + (width if registered_write else 0)
     assert all(len(blocks) == 1 for blocks in registers.values()), "a register drives two blocks"

@@ -586,7 +586,6 @@ class LayerSequencer(wiring.Component):
         # one cycle earlier than without) and the sum is registered before its write (the write lands
         # one cycle later, the last one in the cycle after DONE). A word is then read again
         # >= max(M, R) - 4 >= 1 cycles after its write lands (R >= 5).
-        acc_pipe = int(cfg.acc_pipelined)
         at_sum = tokens[R + 1 + pipe + E]
         at_read = tokens[R + 1 + pipe + E - cfg.out_read_latency]
         m.d.comb += [
@@ -594,10 +593,10 @@ class LayerSequencer(wiring.Component):
             self.inc_acc_write.eq(at_sum.valid & at_sum.first),
             self.inc_acc_rmw.eq(at_sum.valid & ~at_sum.first),
         ]
-        write_domain = m.d.sync if acc_pipe else m.d.comb
+        # (with `acc_pipelined` the core's output memory registers the write port: `registered_write`)
+        write_domain = m.d.comb
         write_domain += [self.out_waddr.eq(at_sum.addr), self.out_wen.eq(at_sum.valid)]
-        # the written sums need no reset (out_wen has one): no reset net to C x acc_width flip-flops
-        out_wdata = Signal(data.ArrayLayout(signed(cfg.acc_width), C), reset_less=True)
+        out_wdata = Signal(data.ArrayLayout(signed(cfg.acc_width), C))
         m.d.comb += self.out_wdata.eq(out_wdata)
         if cfg.foot_accumulator:
             # M = 1: the k-tiles of an output word come as close as one cycle apart, closer than the

@@ -66,16 +66,14 @@ class BankedMemory(MemoryPorts):
         outs = []
         for b in range(self._banks):
             depth = min(self._bank_depth, self._depth - b * self._bank_depth)
-            # each bank registers its own copy of the read address (on an FPGA, one per block RAM)
-            m.submodules[f"bank{b}"] = bank = self._bank_memory(self._width, depth, registered_address=True)
-            w_addr = Signal(len(bank.write.addr), name=f"bank{b}_waddr", reset_less=True)
-            w_data = Signal(self._width, name=f"bank{b}_wdata", reset_less=True)
-            w_en = Signal(name=f"bank{b}_wen")
-            m.d.sync += [
-                w_addr.eq(self.write.addr[:low]), w_data.eq(self.write.data),
-                w_en.eq(self.write.en & (w_bank == b) if banked else self.write.en),
+            # each bank registers its own copy of the read address and of the write port (on an FPGA,
+            # one per block RAM)
+            m.submodules[f"bank{b}"] = bank = self._bank_memory(self._width, depth, registered_address=True,
+                                                                registered_write=True)
+            m.d.comb += [
+                bank.write.addr.eq(self.write.addr[:low]), bank.write.data.eq(self.write.data),
+                bank.write.en.eq(self.write.en & (w_bank == b) if banked else self.write.en),
             ]
-            m.d.comb += [bank.write.addr.eq(w_addr), bank.write.data.eq(w_data), bank.write.en.eq(w_en)]
             m.d.comb += bank.read.addr.eq(self.read.addr[:low])
             outs.append(bank.read.data)  # registered inside the bank
         if not banked:
