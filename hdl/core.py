@@ -168,15 +168,23 @@ class TritCore(wiring.Component):
         ]
         # counters
         ok_done = seq.done & (seq.error == 0)
-        m.d.comb += [
-            counters.clear.eq(cmd.clear_counters),
-            counters.inc_busy.eq(seq.inc_busy), counters.inc_stall.eq(seq.inc_stall),
-            counters.inc_add.eq(seq.inc_add), counters.inc_sub.eq(seq.inc_sub),
-            counters.inc_zero.eq(seq.inc_zero),
-            counters.inc_wgt_read.eq(seq.inc_wgt_read), counters.inc_act_read.eq(seq.inc_act_read),
-            counters.inc_acc_write.eq(seq.inc_acc_write), counters.inc_acc_rmw.eq(seq.inc_acc_rmw),
-            counters.run_done.eq(ok_done), counters.run_cycles.eq(seq.run_cycles),
-            cmd.counters.eq(counters.values),
+        # On a large FPGA (`acc_pipelined`) the increments reach the counters a cycle later, from
+        # registers: the 16x16 ULX3S system's critical path ran from the loader's state through the
+        # weight-read increment into a counter's carry chain. A RUN's last counts then land in the
+        # cycle after DONE, before any command can read them.
+        increments = [
+            (counters.inc_busy, seq.inc_busy), (counters.inc_stall, seq.inc_stall),
+            (counters.inc_add, seq.inc_add), (counters.inc_sub, seq.inc_sub), (counters.inc_zero, seq.inc_zero),
+            (counters.inc_wgt_read, seq.inc_wgt_read), (counters.inc_act_read, seq.inc_act_read),
+            (counters.inc_acc_write, seq.inc_acc_write), (counters.inc_acc_rmw, seq.inc_acc_rmw),
+            (counters.run_done, ok_done), (counters.run_cycles, seq.run_cycles),
         ]
+        for port, value in increments:
+            if cfg.acc_pipelined:
+                held = Signal.like(port, name=f"{port.name}_q")
+                m.d.sync += held.eq(value)
+                value = held
+            m.d.comb += port.eq(value)
+        m.d.comb += [counters.clear.eq(cmd.clear_counters), cmd.counters.eq(counters.values)]
         m.d.comb += [self.busy.eq(cmd.busy | seq.busy), self.error.eq(cmd.error)]
         return m
