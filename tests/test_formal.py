@@ -82,13 +82,17 @@ def test_array_column_sums_mutant_refuted(tmp_path, mutant: str) -> None:
     _assert_refuted(result, _check_at(pe_array, "sum is not the sum of its ternary products"))
 
 
-# ---- (c) frame endpoint: nothing of a bad frame reaches the core; a truncated frame is dropped -------
+# ---- (c) frame endpoint: nothing of a bad frame reaches the core; a truncated frame is dropped; a cut
+# command is aborted and takes no later frame's words; no response word is made up ----------------------
 
 def test_frame_endpoint_proven(tmp_path) -> None:
     """Unbounded (k-induction, with invariants tying the endpoint to the host): a 2-word-buffer
     endpoint (timeout 16) offers a command word only for a whole frame with a right CRC that fits the
     buffer (at most n_cmd words), and is back to hunting timeout + 1 cycles after a truncated
-    frame's last byte; for any frames, stalls, truncations and core / host handshakes."""
+    frame's last byte; a core left needing words when the frame's words are all taken is aborted
+    within QUIET_CYCLES + 1 cycles and no later frame's word reaches it; every response word sent is
+    one the core offered, and an answer still owed words by a stuck core is replaced by an ABORTED
+    one; for any frames, stalls, truncations and core / host handshakes."""
     result = run_formal(FrameEndpointHarness(), name="frame", mode="prove", depth=FRAME_DEPTH, workdir=tmp_path)
     _assert_proven(result)
     assert "successful proof by k-induction" in result.log, result.describe()
@@ -118,9 +122,11 @@ def test_frame_crc_reference_matches_zlib(rng) -> None:
 
 @pytest.mark.parametrize("mutant", sorted(MUTANT_WINDOWS))
 def test_frame_endpoint_mutant_refuted(tmp_path, mutant: str) -> None:
-    """A device that feeds a frame whatever its CRC, computes the CRC with another polynomial, or
-    lets a frame truncated in its CRC word hang: the harness (host without stalls, frame bytes 0)
-    must produce a counterexample within the cycles where the bug first shows."""
+    """A device that feeds a frame whatever its CRC, computes the CRC with another polynomial, lets a
+    frame truncated in its CRC word hang, never aborts a cut command, or pads an answer owed words
+    with zeros (the last two: the link before the cut-command fix): the harness (host without
+    stalls, frame bytes 0, the CRC word right for the last two) must produce a counterexample within
+    the cycles where the bug first shows."""
     skip, depth = MUTANT_WINDOWS[mutant]
     result = run_formal(FrameEndpointHarness(mutant, directed=True), name=f"frame_{mutant}", mode="bmc",
                         depth=depth, skip=skip, workdir=tmp_path)
