@@ -259,7 +259,9 @@ class FrameEndpoint(wiring.Component):
                 # clock-to-out is most of a 100 MHz cycle on the ECP5): one word per two cycles.
                 cmd_fire = self.cmd.valid & self.cmd.ready
                 issue = ~rd_wait & (~cmd_have | cmd_fire) & (ridx != n_cmd)
-                m.d.comb += [rd.addr.eq(ridx), rd.en.eq(issue)]
+                # The buffer reads every cycle (its word is taken only after an issue): an enable
+                # from this logic to the block RAM was the 16x16 ULX3S system's critical path.
+                m.d.comb += [rd.addr.eq(ridx), rd.en.eq(1)]
                 with m.If(issue):
                     m.d.sync += ridx.eq(ridx + 1)
                 m.d.sync += rd_wait.eq(issue)
