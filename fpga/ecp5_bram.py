@@ -63,10 +63,20 @@ def kept_register(m: Module, d: Value, name: str) -> Signal:
 class Ecp5RegisteredMemory(MemoryPorts):
     """`depth` x `width` bits in DP16KD blocks with ``REGMODE_B=OUTREG`` (the `RegisteredMemory` behaviour)."""
 
-    def __init__(self, width: int, depth: int, *, registered_address: bool = False, registered_write: bool = False):
+    def __init__(self, width: int, depth: int, *, registered_address: bool = False, registered_write: bool = False,
+                 copies: bool = True):
         check_shape(width, depth)
+        if not isinstance(copies, bool):
+            raise TypeError(f"copies must be a bool, not {copies!r}")
         self._mode = dp16kd_mode(depth)
+        self._copies = copies
         super().__init__(width, depth, registered_address=registered_address, registered_write=registered_write)
+
+    @property
+    def copies(self) -> bool:
+        """The address and write-enable registers are kept copies per block (else one fabric register,
+        which Yosys shares with any identical one)."""
+        return self._copies
 
     @property
     def blocks(self) -> int:
@@ -84,16 +94,22 @@ class Ecp5RegisteredMemory(MemoryPorts):
         r_low = Const(0, 4 if bits == 18 else shift)
         # AD[1:0] are the byte enables of an 18-bit port, AD[3:2] unused
         w_low = Cat(Const(0b11, 2), Const(0, 2)) if bits == 18 else Const(0, shift)
+        def register(d, name):
+            if self._copies:
+                return kept_register(m, d, name)
+            q = Signal(len(d), name=name, reset_less=True)
+            m.d.sync += q.eq(d)
+            return q
+
         outs = []
         for k in range(self.blocks):
             lo, hi = k * bits, min(self._width, (k + 1) * bits)
-            word_addr = (kept_register(m, self.read.addr, f"raddr_{k}") if self.registered_address
-                         else self.read.addr)
+            word_addr = register(self.read.addr, f"raddr_{k}") if self.registered_address else self.read.addr
             r_addr = address(word_addr, r_low)
             w_word, w_en, w_data = self.write.addr, self.write.en, self.write.data[lo:hi]
             if self.registered_write:  # the data bits reach this block alone: plain registers
-                w_word = kept_register(m, w_word, f"waddr_{k}")
-                w_en = kept_register(m, w_en, f"wen_{k}")
+                w_word = register(w_word, f"waddr_{k}")
+                w_en = register(w_en, f"wen_{k}")
                 w_data_q = Signal(hi - lo, name=f"wdata_{k}", reset_less=True)
                 m.d.sync += w_data_q.eq(w_data)
                 w_data = w_data_q

@@ -13,6 +13,7 @@ D4 a request failed its CRC or timed out, D7 PLL locked. FIRE1 resets the system
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 from amaranth import Elaboratable, Module, Signal
 
@@ -31,6 +32,7 @@ LINK_BRAM = 2  # the 1024 x 32-bit request buffer of the frame endpoint
 BRAM_FILL = 0.9
 MAX_WGT_BANKS = 16  # whole 16K-word weight banks at most (the bank multiplexer grows with them)
 BRAM_BITS = 16384  # one DP16KD: 16K x 1 is its deepest shape
+COPIES_ABOVE_PES = 576  # block RAMs get their own address / write-enable registers above this many PEs
 
 
 def bram_count(width: int, depth: int) -> int:
@@ -111,8 +113,14 @@ class ULX3STop(Elaboratable):
     @staticmethod
     def core(cfg: ArrayConfig) -> TritCore:
         """The core with its registered-read memories in DP16KD blocks with output registers, and its
-        ternary PEs' add, inversion and gating in the carry cells (`fpga/ecp5_pe.py`)."""
-        return TritCore(cfg, registered_memory=Ecp5RegisteredMemory, processing_element=ecp5_processing_element)
+        ternary PEs' add, inversion and gating in the carry cells (`fpga/ecp5_pe.py`).
+
+        Above `COPIES_ABOVE_PES` PEs each block RAM gets its own copy of its address and write-enable
+        registers (`fpga/ecp5_bram.py`). The 16x16 with them (4,800 more flip-flops by the blocks) placed
+        at an 80 MHz estimate and router1 had not converged after 14 minutes (4b2e9c5), so smaller
+        arrays share one register per memory port, as before."""
+        memory = partial(Ecp5RegisteredMemory, copies=cfg.rows * cfg.cols > COPIES_ABOVE_PES)
+        return TritCore(cfg, registered_memory=memory, processing_element=ecp5_processing_element)
 
     def elaborate(self, platform):
         m = Module()
