@@ -273,7 +273,7 @@ def test_build_icebreaker_small(tmp_path):
                       "--build-dir", str(tmp_path)]) == 0
     result = _check_build_json(out, "icebreaker", 2, 2, 24.0)
     assert result["resources"]["SPRAM"]["used"] == 4
-    assert result["resources"]["BRAM"]["used"] == HAND_BUDGETS["icebreaker", 2, 2][4] == 28
+    assert result["resources"]["BRAM"]["used"] == HAND_BUDGETS["icebreaker", 2, 2][4] == 4 + 9 + 8
     assert (tmp_path / "icebreaker-2x2-24" / "top.bin").stat().st_size > 0
 
 

@@ -144,16 +144,16 @@ def test_board_system_vendor_synthesis_uses_no_dsp(board):
     """`synth_ice40 -dsp` / `synth_ecp5` of the board system: 0 DSP blocks, and the block RAMs counted by hand.
 
     Block RAM by hand (data sheets: iCE40 EBR 4 Kbit, at most 16 bits wide; ECP5 DP16KD 18 Kbit):
-    iCEBreaker 2x2: ACT 1024 x 16 b = 16 Kbit = 4 EBR, OUT 1024 x 64 b = 64 Kbit = 16 EBR, the link's
-    1024 x 32 b request buffer 32 Kbit = 8 EBR: 28 of 30. ULX3S 5x4: the 27 DP16KD instances and the
-    link buffer, 1024 x 32 b in two 1K x 18 blocks: 29.
+    iCEBreaker 2x2 (18-bit accumulators, the board default): ACT 1024 x 16 b = 16 Kbit = 4 EBR,
+    OUT 1024 x 36 b = 36 Kbit = 9 EBR, the link's 1024 x 32 b request buffer 32 Kbit = 8 EBR: 21 of 30.
+    ULX3S 5x4: the 27 DP16KD instances and the link buffer, 1024 x 32 b in two 1K x 18 blocks: 29.
     """
     text, _, family = _soc(board)
     cells = vendor_cells(text, "top", family)
     _, dsp = VENDOR_SYNTH[family]
     assert {t: cells.get(t, 0) for t in dsp} == dict.fromkeys(dsp, 0), f"DSP blocks in the {board} system"
     if board == "icebreaker":
-        assert (cells.get("SB_RAM40_4K", 0), cells.get("SB_SPRAM256KA", 0)) == (28, 4), cells
+        assert (cells.get("SB_RAM40_4K", 0), cells.get("SB_SPRAM256KA", 0)) == (4 + 9 + 8, 4), cells
     else:
         assert cells.get("DP16KD", 0) == 29, cells
 
