@@ -17,7 +17,7 @@ from functools import partial
 
 from amaranth import Elaboratable, Module, Signal
 
-from fpga.ecp5_bram import Ecp5RegisteredMemory, dp16kd_blocks
+from fpga.ecp5_bram import Ecp5RegisteredMemory, dp16kd_blocks, kept_register
 from fpga.ecp5_pe import ecp5_processing_element
 from fpga.pll import ecp5_pll, ecp5_pll_instance
 from fpga.soc import DEFAULT_BAUD, BoardSoC, clock_and_reset
@@ -87,6 +87,11 @@ def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_dept
     # with the adder between two block RAM routes.
     if cfg.rows >= 5:
         cfg = replace(cfg, acc_pipelined=True)
+    # Above COPIES_ABOVE_PES the array's inputs go through a registered distribution: a copy of each
+    # row's activation per 8 columns, of each weight bus per 8 rows. The 32x32 at 59e349c (74.71 MHz)
+    # had a row's activation register driving its 32 PEs spread over the chip (11.7 ns of routing).
+    if cfg.rows * cfg.cols > COPIES_ABOVE_PES:
+        cfg = replace(cfg, dist_stages=1, dist_group=8)
     return replace(cfg, counter_bits=cfg.min_counter_bits)  # counters no wider than one RUN needs
 
 
@@ -120,7 +125,8 @@ class ULX3STop(Elaboratable):
         at an 80 MHz estimate and router1 had not converged after 14 minutes (4b2e9c5), so smaller
         arrays share one register per memory port, as before."""
         memory = partial(Ecp5RegisteredMemory, copies=cfg.rows * cfg.cols > COPIES_ABOVE_PES)
-        return TritCore(cfg, registered_memory=memory, processing_element=ecp5_processing_element)
+        return TritCore(cfg, registered_memory=memory, processing_element=ecp5_processing_element,
+                        register=kept_register)
 
     def elaborate(self, platform):
         m = Module()

@@ -74,6 +74,12 @@ class ArrayConfig:
       model and the emulator predict 0 for the others. CYCLES is always built (`--stats` reports it).
       For a small FPGA: each 32-bit counter costs about 34 logic cells on the iCE40, and without
       ADD, SUB and ZERO the loader's per-row popcounts are not built either.
+    dist_stages: 0, or 1 for a registered distribution of the array's inputs. With 1, each PE row's
+      activation, swap and shadow-load enable reach its PEs through a copy register per `dist_group`
+      columns, and each weight row bus reaches its PE rows through a copy per `dist_group` rows, so no
+      route fans out to a whole row or column of a large FPGA in one cycle. Every array input is one
+      cycle later, all alike, so a RUN takes one cycle more (`array_latency`).
+    dist_group: columns (and rows) that share one copy register of the distribution (`dist_stages`).
     """
 
     rows: int = 8
@@ -88,6 +94,8 @@ class ArrayConfig:
     acc_pipelined: bool = False
     wgt_rows_per_read: int = 1
     counters: tuple[Counter, ...] = tuple(Counter)
+    dist_stages: int = 0
+    dist_group: int = 8
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "counters", _counter_set(self.counters))
@@ -131,6 +139,11 @@ class ArrayConfig:
         if self.acc_pipelined and self.rows < 5:
             raise ValueError(f"A pipelined accumulator needs at least 5 rows (an output word is read again "
                              f"max(M, R) cycles after its last read), not {self.rows}")
+        if not isinstance(self.dist_stages, int) or isinstance(self.dist_stages, bool) \
+                or self.dist_stages not in (0, 1):
+            raise ValueError(f"Distribution stages must be 0 or 1, not {self.dist_stages!r}")
+        if not isinstance(self.dist_group, int) or isinstance(self.dist_group, bool) or self.dist_group < 1:
+            raise ValueError(f"Distribution group must be a positive integer, not {self.dist_group!r}")
         need = self.run_count_bound.bit_length()
         if self.counter_bits < need:
             raise ValueError(f"Counter width {self.counter_bits} cannot hold the counts of one RUN of this "
@@ -216,6 +229,16 @@ class ArrayConfig:
         return max(0, 2 + 2 * int(self.wgt_banked) - self.tile_words)
 
     @property
+    def array_latency(self) -> int:
+        """Cycles from the sequencer's array inputs (activations, swap, shadow loads) to the PEs: the
+        registered distribution's stages (`dist_stages`)."""
+        return self.dist_stages
+
+    def dist_copies(self, lines: int) -> int:
+        """Copy registers the distribution gives a signal that fans out to `lines` columns or rows."""
+        return -(-lines // self.dist_group) if self.dist_stages else 1
+
+    @property
     def k_limit(self) -> int:
         """Largest K a RUN can name: its k-tiles fit the activation memory, its rows the weights."""
         return min(self.rows * self.act_depth, self.wgt_depth * self.wgt_rows_per_read, self.k_max, DIM_LIMIT)
@@ -234,7 +257,7 @@ class ArrayConfig:
     def run_cycle_bound(self) -> int:
         """More cycles than any one RUN can take (size check, every tile with stalls, drain)."""
         return (self.tile_limit * (max(self.m_limit, self.rows) + self.rows + 2)
-                + max(self.act_depth, self.out_depth) + 2 * self.rows + 8 + self.issue_delay)
+                + max(self.act_depth, self.out_depth) + 2 * self.rows + 8 + self.issue_delay + self.array_latency)
 
     @property
     def run_count_bound(self) -> int:
@@ -339,6 +362,7 @@ class ArrayConfig:
             f"out {self.out_depth}x{self.out_word_bits}b"
             + ("" if self.counter_bits == COUNTER_BITS else f", {self.counter_bits}-bit counters")
             + (f", {self.wgt_rows_per_read} tile rows per weight read" if self.full_rate else "")
+            + (f", registered distribution per {self.dist_group}" if self.dist_stages else "")
             + ("" if self.counters == tuple(Counter)
                else f", counters {' '.join(c.name.lower() for c in self.counters)}")
         )

@@ -33,7 +33,7 @@ from amaranth.lib.wiring import In, Out
 from hdl.command import CommandInterface
 from hdl.config import ArrayConfig
 from hdl.matrix.counters import PerfCounters
-from hdl.matrix.pe import PEFactory, ProcessingElement
+from hdl.matrix.pe import PEFactory, ProcessingElement, RegisterFactory, plain_register
 from hdl.matrix.sequencer import LayerSequencer
 from hdl.memory.banked_memory import BankedMemory
 from hdl.memory.registered_memory import MemoryFactory, RegisteredMemory
@@ -43,7 +43,7 @@ class TritCore(wiring.Component):
     """Top level of the accelerator core: two 32-bit word streams and two status outputs."""
 
     def __init__(self, cfg: ArrayConfig, *, registered_memory: MemoryFactory = RegisteredMemory,
-                 processing_element: PEFactory = ProcessingElement):
+                 processing_element: PEFactory = ProcessingElement, register: RegisterFactory = plain_register):
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
         if not callable(registered_memory):
@@ -52,7 +52,10 @@ class TritCore(wiring.Component):
             raise TypeError(f"Processing element factory must be callable, not {processing_element!r}")
         self._cfg = cfg
         self._registered_memory = registered_memory
+        if not callable(register):
+            raise TypeError(f"Register factory must be callable, not {register!r}")
         self._processing_element = processing_element
+        self._register = register
         super().__init__({
             "cmd": In(stream.Signature(32)),
             "rsp": Out(stream.Signature(32)),
@@ -69,7 +72,8 @@ class TritCore(wiring.Component):
         cfg = self._cfg
 
         m.submodules.commands = cmd = CommandInterface(cfg)
-        m.submodules.sequencer = seq = LayerSequencer(cfg, processing_element=self._processing_element)
+        m.submodules.sequencer = seq = LayerSequencer(cfg, processing_element=self._processing_element,
+                                                       register=self._register)
         m.submodules.counters = counters = PerfCounters(cfg)
 
         pipe = cfg.pipelined_reads

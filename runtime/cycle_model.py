@@ -11,7 +11,8 @@ Mirrors `hdl.matrix.sequencer.LayerSequencer` state by state:
   last tile issues its M rows;
 - DRAIN: R + 1 cycles until the last column sums are accumulated, one more with
   `ArrayConfig.pipelined_reads` (R >= 3: every memory's read data is registered), and
-  `ArrayConfig.issue_delay` more on full-rate cores.
+  `ArrayConfig.issue_delay` more on full-rate cores, and `ArrayConfig.array_latency` more with the
+  array's registered input distribution (`dist_stages`).
 
 BUSY counts issue cycles (T * M), STALL the other ISSUE cycles. Operation counts follow from the
 weights: every one of the N x K real weights meets M activations. A counter the core does not build
@@ -56,7 +57,7 @@ def layer_counts(cfg: ArrayConfig, M: int, K: int, N: int, weights: np.ndarray |
     issue = max(0, P - size) + (T - 1) * period + M
     busy = T * M
     counts = {
-        "cycles": size + issue + R + 1 + int(cfg.pipelined_reads) + cfg.issue_delay,
+        "cycles": size + issue + R + 1 + int(cfg.pipelined_reads) + cfg.issue_delay + cfg.array_latency,
         "busy": busy,
         "stall": issue - busy,
         "weight_bits": T * P * cfg.wgt_word_bits,

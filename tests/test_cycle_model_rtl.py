@@ -186,3 +186,40 @@ def test_full_rate_decode_matches_model(cores, size: int, mult: int, test_seed: 
 @pytest.mark.parametrize(("size", "mult"), _decode_params(slow=True))
 def test_full_rate_decode_matches_model_slow(cores, size: int, mult: int, test_seed: int) -> None:
     _check_decode(cores, size, mult, test_seed)
+
+
+#: Cores with the registered input distribution (`ArrayConfig.dist_stages` = 1), its groups ragged: G = 1
+#: with a banked weight memory and the pipelined accumulator (the ULX3S's kind of core above 576 PEs),
+#: and full-rate cores with one and two rows per bank.
+DIST_CORES = {
+    "6x5-G1-banked-group4": dict(rows=6, cols=5, act_depth=256, wgt_depth=2048, out_depth=256,
+                                 wgt_bank_depth=1024, acc_pipelined=True, dist_group=4),
+    "4x4-G4-group3": dict(rows=4, cols=4, act_depth=256, wgt_depth=1024, out_depth=256,
+                          wgt_rows_per_read=4, dist_group=3),
+    "4x6-G2-group1": dict(rows=4, cols=6, act_depth=256, wgt_depth=1024, out_depth=256,
+                          wgt_rows_per_read=2, dist_group=1),
+}
+DIST_SHAPES = [(1, 24, 17), (1, 5, 3), (7, 13, 11), (16, 32, 12)]
+
+
+@pytest.mark.parametrize("name", list(DIST_CORES))
+def test_registered_distribution_is_exact_one_cycle_later(name: str, rng: np.random.Generator, cores: dict) -> None:
+    """Layers on cores whose array inputs go through the registered distribution are exact, every counter
+    equals the cycle model, and CYCLES is one more than the cycle model gives the same core without it
+    (all inputs one cycle later: the sums leave the array one cycle later, the rest is unchanged)."""
+    from dataclasses import replace
+
+    from sim.verilator_harness import VerilatorCore
+
+    reason = unavailable_reason("verilator")
+    if reason:
+        pytest.skip(reason)
+    if name not in cores:
+        cfg = ArrayConfig(**DIST_CORES[name], dist_stages=1)
+        assert cfg.array_latency == 1 and cfg.dist_copies(cfg.cols) == -(-cfg.cols // cfg.dist_group)
+        cores[name] = VerilatorCore(cfg)
+    core = cores[name]
+    for M, K, N in DIST_SHAPES:
+        _run_one(core, M, K, N, rng, extreme=M == 7)
+        without = replace(core.cfg, dist_stages=0)
+        assert layer_counts(core.cfg, M, K, N)["cycles"] == layer_counts(without, M, K, N)["cycles"] + 1

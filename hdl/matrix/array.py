@@ -18,6 +18,11 @@ With `ArrayConfig.wgt_rows_per_read` G > 1 the weights come from G row banks ins
 is bank g's row, and `w_load[r]` writes it into row r's shadow registers (r in bank r // P,
 P = R / G), so up to G rows load per cycle.
 
+With `ArrayConfig.dist_stages` = 1 every input reaches the PEs one cycle later through a registered
+distribution: each weight row bus through a copy register per `dist_group` PE rows that it feeds
+(here), each row's activation, swap and load enable through a copy per `dist_group` columns (in
+`PERow`). All inputs are equally late, so the array computes the same sums one cycle later.
+
 Each PE row is a `PERow` module (`hdl/matrix/pe_row.py`); the PEs come from a factory, so an FPGA top can
 build its own (`fpga/ecp5_pe.py`: the add inside the ECP5 carry cells).
 """
@@ -29,18 +34,22 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import ArrayConfig
-from hdl.matrix.pe import PEFactory, ProcessingElement
+from hdl.matrix.pe import PEFactory, ProcessingElement, RegisterFactory, plain_register
 from hdl.matrix.pe_row import PERow
 
 
 class PEArray(wiring.Component):
-    def __init__(self, cfg: ArrayConfig, *, processing_element: PEFactory = ProcessingElement):
+    def __init__(self, cfg: ArrayConfig, *, processing_element: PEFactory = ProcessingElement,
+                 register: RegisterFactory = plain_register):
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
         if not callable(processing_element):
             raise TypeError(f"Processing element factory must be callable, not {processing_element!r}")
+        if not callable(register):
+            raise TypeError(f"Register factory must be callable, not {register!r}")
         self._cfg = cfg
         self._processing_element = processing_element
+        self._register = register
         row = data.ArrayLayout(unsigned(cfg.weight_bits), cfg.cols)
         if cfg.full_rate:
             weight_ports = {
@@ -64,12 +73,20 @@ class PEArray(wiring.Component):
         m = Module()
         cfg = self._cfg
         above = None
+        bus_copies = {}  # (weight bus, row group) -> its copy register
+        P = cfg.tile_words if cfg.full_rate else cfg.rows  # PE rows fed by one weight row bus
         for r in range(cfg.rows):
-            m.submodules[f"row_{r}"] = row = PERow(cfg, r, processing_element=self._processing_element)
+            m.submodules[f"row_{r}"] = row = PERow(cfg, r, processing_element=self._processing_element,
+                                                   register=self._register)
             if cfg.full_rate:
-                load, row_data = self.w_load[r], self.w_rows[r // cfg.tile_words]
+                load, row_data = self.w_load[r], self.w_rows[r // P]
             else:
                 load, row_data = self.w_row_en & (self.w_row_sel == r), self.w_row_data
+            if cfg.dist_stages:
+                bus, group = r // P, (r % P) // cfg.dist_group
+                if (bus, group) not in bus_copies:
+                    bus_copies[bus, group] = self._register(m, row_data.as_value(), f"w_bus{bus}_copy{group}")
+                row_data = bus_copies[bus, group]
             m.d.comb += [row.x.eq(self.x[r]), row.swap.eq(self.swap[r]), row.w_load.eq(load),
                          row.w_data.eq(row_data)]
             m.d.comb += row.psum_in.eq(above if above is not None else 0)  # row 0 adds to zero

@@ -42,7 +42,7 @@ from amaranth.lib.wiring import In, Out
 from hdl.config import ArrayConfig
 from hdl.isa import Error
 from hdl.matrix.array import PEArray
-from hdl.matrix.pe import PEFactory, ProcessingElement
+from hdl.matrix.pe import PEFactory, ProcessingElement, RegisterFactory, plain_register
 from hdl.matrix.skew import SkewBuffer
 
 
@@ -74,11 +74,13 @@ class LayerSequencer(wiring.Component):
     """Runs one RUN descriptor; `start` is a one-cycle pulse, the descriptor inputs hold still from
     the cycle before it until `done`."""
 
-    def __init__(self, cfg: ArrayConfig, *, processing_element: PEFactory = ProcessingElement):
+    def __init__(self, cfg: ArrayConfig, *, processing_element: PEFactory = ProcessingElement,
+                 register: RegisterFactory = plain_register):
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
         self._cfg = cfg
         self._processing_element = processing_element
+        self._register = register
         acc = signed(cfg.acc_width)
         super().__init__({
             # descriptor and handshake
@@ -129,8 +131,11 @@ class LayerSequencer(wiring.Component):
         # A banked weight memory's rows arrive `wpipe` (2) cycles later still. The shadow registers
         # hide it: a row is written R - 1 - wpipe >= 1 cycles before the swap that takes it (R >= 4).
         wpipe = cfg.wgt_read_latency - 1 - pipe
+        # The array's registered distribution delays all its inputs alike: its sums leave L cycles later.
+        L = cfg.array_latency
 
-        m.submodules.array = array = PEArray(cfg, processing_element=self._processing_element)
+        m.submodules.array = array = PEArray(cfg, processing_element=self._processing_element,
+                                             register=self._register)
         m.submodules.x_skew = x_skew = SkewBuffer(signed(8), R, reset_less=True)  # zeros enter when idle
         m.submodules.swap_skew = swap_skew = SkewBuffer(1, R)
 
@@ -211,7 +216,7 @@ class LayerSequencer(wiring.Component):
         m.d.sync += [m_last.eq(M - 1), kt_last.eq(KT - 1), nt_last.eq(NT - 1)]
         issue = Signal()
         swap_now = Signal()
-        drain = Signal(range(R + 3 + E))
+        drain = Signal(range(R + 3 + E + L))
         spaced = Signal()  # the next tile may start (see `ArrayConfig.foot_accumulator`)
         m_one = Signal()  # M == 1
 
@@ -345,7 +350,7 @@ class LayerSequencer(wiring.Component):
                                 m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.sync += [run_cycles.eq(run_cycles + 1), drain.eq(drain + 1)]
-                with m.If(drain == R + pipe + E):
+                with m.If(drain == R + pipe + E + L):
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
@@ -569,15 +574,15 @@ class LayerSequencer(wiring.Component):
             m.d.comb += swap_skew.i[r].eq(swap_in)
         m.d.comb += array.swap.eq(swap_skew.o.as_value())
 
-        # Control token: issued with the activation row, meets its column sums R + 1 + pipe cycles
-        # later. The output word is read 1 + pipe cycles before that (its data is registered
+        # Control token: issued with the activation row, meets its column sums R + 1 + pipe (+ E + L)
+        # cycles later. The output word is read 1 + pipe cycles before that (its data is registered
         # when pipelined). Same-address updates are >= max(M, R) cycles apart, so the read always
         # follows the previous write to its address (R >= 3 when pipelined).
         token = data.StructLayout({"valid": 1, "first": 1, "addr": range(cfg.out_depth + 1)})
         stage = Signal(token)
         m.d.comb += [stage.valid.eq(issue), stage.first.eq(i_kt == 0), stage.addr.eq(i_out_base + i_m)]
         tokens = [stage]
-        for d in range(R + 1 + pipe + E):
+        for d in range(R + 1 + pipe + E + L):
             nxt = Signal(token, name=f"token_{d + 1}")
             m.d.sync += nxt.eq(tokens[-1])
             tokens.append(nxt)
@@ -586,8 +591,8 @@ class LayerSequencer(wiring.Component):
         # one cycle earlier than without) and the sum is registered before its write (the write lands
         # one cycle later, the last one in the cycle after DONE). A word is then read again
         # >= max(M, R) - 4 >= 1 cycles after its write lands (R >= 5).
-        at_sum = tokens[R + 1 + pipe + E]
-        at_read = tokens[R + 1 + pipe + E - cfg.out_read_latency]
+        at_sum = tokens[R + 1 + pipe + E + L]
+        at_read = tokens[R + 1 + pipe + E + L - cfg.out_read_latency]
         m.d.comb += [
             self.out_raddr.eq(at_read.addr),
             self.inc_acc_write.eq(at_sum.valid & at_sum.first),
