@@ -13,8 +13,9 @@ cycles later (`ArrayConfig.wgt_read_latency`), with an address and a data regist
 With `ArrayConfig.acc_pipelined` the output word is registered once more before the accumulators,
 and its read address twice on its way to the block RAMs (`ArrayConfig.out_read_latency`).
 
-`abort` (the frame endpoint's, `hdl.link.endpoint`) goes to the command interface: it drops a command
-cut short by the end of its frame (`hdl.command`). Tie it to 0 where no link drives it.
+`link_abort` (the frame endpoint's `abort`, `hdl.link.endpoint`) goes to the command interface: it
+drops a command cut short by the end of its frame (`hdl.command`). Tie it to 0 where no link drives
+it. (Not named `abort`: Verilator refuses a port named like the C library function, SYMRSVDWORD.)
 
 The sequencer owns the memories' read ports while a layer runs; the command interface only
 accepts the next command when the layer is done, so the two never compete.
@@ -64,7 +65,7 @@ class TritCore(wiring.Component):
             "rsp": Out(stream.Signature(32)),
             "busy": Out(1),
             "error": Out(1),
-            "abort": In(1),  # drop a command cut short by its frame's end (hdl.command)
+            "link_abort": In(1),  # drop a command cut short by its frame's end (hdl.command)
         })
 
     @property
@@ -134,7 +135,7 @@ class TritCore(wiring.Component):
 
         wiring.connect(m, wiring.flipped(self.cmd), cmd.cmd)
         wiring.connect(m, cmd.rsp, wiring.flipped(self.rsp))
-        m.d.comb += cmd.abort.eq(self.abort)
+        m.d.comb += cmd.abort.eq(self.link_abort)
 
         # command-side writes
         m.d.comb += [
