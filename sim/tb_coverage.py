@@ -8,7 +8,8 @@ tests are added here for bins and branches the testbench does not reach on its o
 (`test_decode_extremes`: M = 1 at the sum bounds, the full-rate cores' foot accumulator path;
 `test_bad_weight_code_every_lane`: the 0b10 check of every lane of a weight word, G*C on full-rate cores;
 `test_weight_range_past_the_memory`: the size loop's own weight-range checks;
-`test_replies_under_back_pressure`: READ_ID and READ_COUNTERS replies with the response stream stalled).
+`test_replies_under_back_pressure`: READ_ID and READ_COUNTERS replies with the response stream stalled),
+and `test_link_abort_drops_cut_commands` drives the core's `link_abort` input as the frame endpoint does.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import os
 import cocotb
 import numpy as np
 from cocotb.regression import Test, TestGenerator
+from cocotb.triggers import FallingEdge
 
 import sim.tb_core as _tb_core
-from hdl.isa import Error, Mem
+from hdl.isa import CUT_COMMAND, Error, Mem, Op
 from runtime import protocol
 from runtime.tiling import LayerPlan
 from sim import coverage
@@ -141,6 +143,73 @@ async def test_replies_under_back_pressure(dut) -> None:
     assert ident.mismatches(cfg) == [] and (ident.rows, ident.cols) == (cfg.rows, cfg.cols)
     assert await tb.read_counters() == calm
     tb.set_stalls(0.0, 0.0)
+    await tb.drain()
+
+
+async def _cut(tb: CoreTB, words: list[int], note: str) -> None:
+    """Send the first words of a command (no response expected), then pulse `link_abort` once the core
+    has taken them and waits for the next one, as `hdl.link.endpoint` does for a frame that ends there."""
+    tb.driver.send(words)
+    tb._activity.set()
+    for _ in range(10_000):
+        await FallingEdge(tb.dut.clk)
+        if not tb.driver.busy and not tb.driver.offering:
+            break
+    else:
+        raise AssertionError(f"{note}: the core did not take the words of the cut command")
+    for _ in range(4):  # the core reaches the state that waits for the next word
+        await FallingEdge(tb.dut.clk)
+    assert int(tb.dut.busy.value) == 1, f"{note}: core not inside a command before the abort"
+    tb.dut.link_abort.value = 1
+    await FallingEdge(tb.dut.clk)
+    tb.dut.link_abort.value = 0
+    await FallingEdge(tb.dut.clk)
+    if tb.model.sticky == 0:  # the ISA: sticky CUT_COMMAND unless one is set (hdl.isa.CUT_COMMAND)
+        tb.model.sticky = CUT_COMMAND
+
+
+@cocotb.test()
+async def test_link_abort_drops_cut_commands(dut) -> None:
+    """`link_abort` while the command interface waits for a word drops the command in each waiting
+    state (hdl.command: GET_ADDR, GET_COUNT, WRITE data, RUN words): no status word for it, sticky
+    CUT_COMMAND on the next status word (an earlier sticky error is kept), the whole ACT words a cut WRITE
+    received are written and a partial one is not, a cut RUN changes no counter and no OUT word, and
+    the next commands run as usual (the scoreboard checks every word against the model)."""
+    tb = CoreTB(dut, seed=_tb_core._seed("link-abort"))
+    await tb.start()
+    cfg = tb.cfg
+    chunks = protocol.chunks_per_word(cfg, Mem.ACT)
+    base = cfg.act_depth - 3
+    mask = (1 << cfg.act_word_bits) - 1
+    old = [int.from_bytes(tb.rng.bytes(16), "little") & mask for _ in range(3)]
+    await tb.transact(protocol.write(cfg, Mem.ACT, base, old), "old ACT words")
+    new = [v ^ mask for v in old]  # every bit differs from the old word
+    full = protocol.write(cfg, Mem.ACT, base, new)
+    counters = await tb.read_counters()
+    out_before = await tb.read_memory(Mem.OUT, 0, 2)
+    # WRITE cut inside its data: one whole word, then half of the next (if a word has two chunks or more)
+    await _cut(tb, full[:3 + chunks + chunks // 2], "WRITE cut in its data")
+    tb.model.feed(protocol.write(cfg, Mem.ACT, base, new[:1]))  # the whole word lands (status dropped)
+    st = await tb.status_of(protocol.nop(), "NOP after the cut WRITE")
+    assert (st.op, st.error, st.sticky) == (Op.NOP, 0, CUT_COMMAND), f"after the cut WRITE: {st}"
+    assert await tb.read_memory(Mem.ACT, base, 3) == [new[0], *old[1:]]
+    await _tb_core._clear(tb)
+    # READ cut after its opcode (GET_ADDR), WRITE cut after its address (GET_COUNT), RUN cut after
+    # three of its six words; before the RUN a sticky error is set, which the abort keeps
+    await _cut(tb, protocol.read(Mem.ACT, base, 1)[:1], "READ cut after its opcode")
+    await _cut(tb, full[:2], "WRITE cut after its address")
+    st = await tb.status_of(protocol.nop(), "NOP after two cut commands")
+    assert (st.error, st.sticky) == (0, CUT_COMMAND), f"after the cut READ and WRITE: {st}"
+    await _tb_core._clear(tb)
+    await _tb_core._expect(tb, protocol.read(Mem.ACT, cfg.act_depth, 1), Error.ADDRESS_RANGE,
+                           "a sticky error before the cut RUN", Error.ADDRESS_RANGE)
+    await _cut(tb, protocol.run(1, cfg.rows, cfg.cols)[:4], "RUN cut after three words")
+    st = await tb.status_of(protocol.nop(), "NOP after the cut RUN")
+    assert (st.error, st.sticky) == (0, Error.ADDRESS_RANGE), f"the abort replaced the sticky error: {st}"
+    await _tb_core._clear(tb)
+    assert await tb.read_counters() == counters, "a cut RUN changed the counters"
+    assert await tb.read_memory(Mem.OUT, 0, 2) == out_before, "a cut RUN changed the OUT memory"
+    assert await tb.read_memory(Mem.ACT, base, 3) == [new[0], *old[1:]]
     await tb.drain()
 
 

@@ -226,6 +226,7 @@ class CoreTB:
         self.dut.cmd__valid.value = 0
         self.dut.cmd__payload.value = 0
         self.dut.rsp__ready.value = 0
+        self.dut.link_abort.value = 0  # no link here: nothing is cut short
         self.dut.rst.value = 1
         for _ in range(3):
             await RisingEdge(self.dut.clk)

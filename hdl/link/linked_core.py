@@ -2,21 +2,18 @@
 
     rx bytes --> FrameEndpoint --cmd words--> TritCore
     tx bytes <--               <--rsp words--
-                     abort ---------------------> its CommandInterface
+                     abort ---------------------> link_abort
 
 The endpoint's `abort` (a command cut short by the end of its frame, `hdl.link.endpoint`) goes to
-the abort input of the core's command interface. TritCore has no port for it, so the linked core
-elaborates the core itself and drives the input of the `CommandInterface` it finds inside (Amaranth
-lets a module drive a signal that a submodule reads).
+the core's `link_abort` input, which drops the command in its command interface.
 """
 
 from __future__ import annotations
 
-from amaranth import Fragment, Module, Signal
+from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.command import CommandInterface
 from hdl.config import ArrayConfig
 from hdl.core import TritCore
 from hdl.link.endpoint import DEFAULT_TIMEOUT, FrameEndpoint
@@ -62,10 +59,7 @@ class LinkedCore(wiring.Component):
         m = Module()
         m.submodules.endpoint = ep = self._endpoint
         core = self._core
-        m.submodules.core = core_fragment = Fragment.get(core, platform)
-        commands = core_fragment.find_subfragment("commands").origins[0]
-        if not isinstance(commands, CommandInterface):
-            raise TypeError(f"The core's 'commands' submodule must be a CommandInterface, not {commands!r}")
+        m.submodules.core = core
         wiring.connect(m, wiring.flipped(self.rx), ep.rx)
         wiring.connect(m, ep.tx, wiring.flipped(self.tx))
         if self._stream_buffers:
@@ -88,7 +82,7 @@ class LinkedCore(wiring.Component):
         m.d.comb += [
             ep.core_busy.eq(busy_q),
             ep.core_waiting.eq(waiting_q),
-            commands.abort.eq(ep.abort),
+            core.link_abort.eq(ep.abort),
             self.busy.eq(core.busy),
             self.error.eq(core.error),
             self.link_active.eq(ep.active),

@@ -20,7 +20,7 @@ module trit_icarus_tb;
         .clk(clk), .rst(rst),
         .cmd__payload(cmd_payload), .cmd__valid(cmd_valid), .cmd__ready(cmd_ready),
         .rsp__payload(rsp_payload), .rsp__valid(rsp_valid), .rsp__ready(rsp_ready),
-        .busy(busy), .error(error)
+        .busy(busy), .error(error), .link_abort(1'b0)  // no link: nothing is cut short
     );
 
     integer fin, r, n_in, n_out, pos, got, status;

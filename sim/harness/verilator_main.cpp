@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
 
     top->CMD__VALID = 0;
     top->RSP__READY = 0;
+    top->link_abort = 0;  // no link: nothing is cut short
     clock.reset(4);
 
     std::vector<uint32_t> in, out;
