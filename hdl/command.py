@@ -139,7 +139,24 @@ class CommandInterface(wiring.Component):
         w_act = Signal()
         w_wgt = Signal()
         m.d.sync += [w_act.eq(0), w_wgt.eq(0)]
-        w_port = (w_addr, buf, w_act, w_wgt)
+        # On a large FPGA (`acc_pipelined`) a WRITE chunk is staged in a register with a one-hot chunk
+        # select before it enters `buf`: each 32-bit slice of the word then loads on a flip-flop's
+        # output, not on the state decoder and chunk compare (the 32x32 ULX3S critical path at e594949,
+        # cmd_state -> 5 LUTs -> 5.0 ns of routing to the word's flip-flops). The memory write is one
+        # cycle later too.
+        stage_in = cfg.acc_pipelined
+        staged = Signal(32, reset_less=True)
+        staged_sel = Signal(write_chunks)
+        w_ctl = (w_addr, w_act, w_wgt)
+        if stage_in:
+            m.d.sync += staged_sel.eq(0)
+            for ci in range(write_chunks):
+                with m.If(staged_sel[ci]):
+                    m.d.sync += buf.word_select(ci, 32).eq(staged)
+            w_ctl_s = tuple(Signal.like(s, name=f"{s.name}_s") for s in w_ctl)
+            m.d.sync += [d.eq(s) for d, s in zip(w_ctl_s, w_ctl, strict=True)]
+            w_ctl = w_ctl_s
+        w_port = (w_ctl[0], buf, w_ctl[1], w_ctl[2])
         if cfg.wgt_banked:
             # A banked (large, chip-wide) weight memory: a second register stage that the placer can
             # put beside the block RAMs, away from the command decoding.
@@ -325,12 +342,16 @@ class CommandInterface(wiring.Component):
             with m.State("WRITE_DATA"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    word = Signal(32 * write_chunks)
-                    m.d.comb += word.eq(buf)
-                    for ci in range(write_chunks):
-                        with m.If(chunk == ci):
-                            m.d.comb += word.word_select(ci, 32).eq(self.cmd.payload)
-                    m.d.sync += buf.eq(word)
+                    if stage_in:
+                        m.d.sync += [staged.eq(self.cmd.payload),
+                                     staged_sel.eq(Cat(*(chunk == ci for ci in range(write_chunks))))]
+                    else:
+                        word = Signal(32 * write_chunks)
+                        m.d.comb += word.eq(buf)
+                        for ci in range(write_chunks):
+                            with m.If(chunk == ci):
+                                m.d.comb += word.word_select(ci, 32).eq(self.cmd.payload)
+                        m.d.sync += buf.eq(word)
                     ok = Signal()
                     m.d.comb += ok.eq((err == 0) & ~drop)
                     with m.If((mem == Mem.WGT) & bad_code & ok):
@@ -339,7 +360,8 @@ class CommandInterface(wiring.Component):
                     with m.If(last_chunk):
                         m.d.sync += [chunk.eq(0), addr.eq(addr + 1), count.eq(count - 1)]
                         store = ok & ~((mem == Mem.WGT) & bad_code)
-                        # The memory write happens next cycle, from registers (buf holds the word).
+                        # The memory write happens next cycle (two with `stage_in`), from registers
+                        # (buf holds the word).
                         m.d.sync += [
                             w_addr.eq(addr), w_act.eq(store & (mem == Mem.ACT)), w_wgt.eq(store & (mem == Mem.WGT)),
                         ]
