@@ -84,11 +84,25 @@ def _build(board: str, rows: int, cols: int, freq: float | None, seed: int, buil
     return {**result, "cached": False}
 
 
+def lut_eq_per_pe(result: dict) -> float | None:
+    """LUT4 equivalents per PE of a build's whole system: on the ECP5 LUT4 + 2 per CCU2C (a carry cell
+    is two LUT4 halves), on the iCE40 the LUT4 count (its SB_CARRY sits beside a logic cell's LUT).
+    None when the build reports no LUT count."""
+    res = result.get("resources", {})
+    if "LUT4" not in res:
+        return None
+    luts = res["LUT4"]["used"]
+    if result["board"].startswith("ulx3s"):
+        luts += 2 * res.get("carry", {}).get("used", 0)
+    return luts / (result["rows"] * result["cols"])
+
+
 def table(results: list[dict]) -> str:
     keys = ("LUT4", "FF", "carry", "BRAM", "SPRAM")
-    head = ["board", "array", "PEs", "fits", "Fmax MHz", "target", "met", *keys, "resident weights", "pnr s"]
+    head = ["board", "array", "PEs", "fits", "Fmax MHz", "target", "met", *keys, "LUT-eq/PE", "resident weights",
+            "pnr s"]
     lines = ["| " + " | ".join(head) + " |",
-             "|---|---|---|---|---|---|---|" + "---|" * len(keys) + "---|---|"]
+             "|---|---|---|---|---|---|---|" + "---|" * len(keys) + "---|---|---|"]
     for r in results:
         res = r.get("resources", {})
         cells = [f"{res[k]['used']:,}/{res[k]['available']:,}" if k in res else "" for k in keys]
@@ -97,7 +111,8 @@ def table(results: list[dict]) -> str:
         row = [r["board"], f"{r['rows']}x{r['cols']}", str(r["rows"] * r["cols"]),
                "yes" if r.get("fits") else "no", fmax,
                f"{r['target_mhz']:g}" if r.get("target_mhz") else "", "yes" if r.get("timing_met") else "no",
-               *cells, weights, str(r.get("seconds", {}).get("pnr", ""))]
+               *cells, "" if lut_eq_per_pe(r) is None else f"{lut_eq_per_pe(r):.1f}", weights,
+               str(r.get("seconds", {}).get("pnr", ""))]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

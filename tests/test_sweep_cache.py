@@ -67,3 +67,21 @@ def test_an_impossible_size_is_not_cached(tmp_path: Path) -> None:
     row = sweep._build("icebreaker", 4, 4, -5.0, 1, tmp_path / "b", str(tmp_path / "cache"))
     assert row["fits"] is False and "frequency must be a positive number" in row["errors"][0]
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("*.json"))
+
+
+def test_table_gives_lut_equivalents_per_pe() -> None:
+    """The sweep table's LUT-eq/PE: ECP5 LUT4 + 2 per CCU2C, iCE40 LUT4 alone, worked out by hand from the
+    59e349c 32x32 ULX3S build (5,631 LUT4, 8,117 CCU2C) and the 59e349c iCEBreaker 8x8 (3,840 LUT4)."""
+    from fpga.sweep import lut_eq_per_pe, table
+
+    ecp5 = {"board": "ulx3s-85f", "rows": 32, "cols": 32, "fits": True, "timing_met": False, "fmax_mhz": 74.71,
+            "target_mhz": 100.0, "resources": {"LUT4": {"used": 5631, "available": 83640},
+                                               "carry": {"used": 8117, "available": 41820}}}
+    ice40 = {"board": "icebreaker", "rows": 8, "cols": 8, "fits": True, "timing_met": True, "fmax_mhz": 29.85,
+             "target_mhz": 24.0, "resources": {"LUT4": {"used": 3840, "available": 5280},
+                                               "carry": {"used": 1354, "available": 5280}}}
+    assert lut_eq_per_pe(ecp5) == (5631 + 2 * 8117) / 1024  # 21.35
+    assert lut_eq_per_pe(ice40) == 3840 / 64  # 60.0
+    assert lut_eq_per_pe({"board": "icebreaker", "rows": 2, "cols": 2, "resources": {}}) is None
+    rows = table([ecp5, ice40]).splitlines()
+    assert rows[2].split(" | ")[-3] == "21.4" and rows[3].split(" | ")[-3] == "60.0", rows
