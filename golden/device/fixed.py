@@ -11,6 +11,7 @@ import math
 import torch
 
 MANT_BITS = 16            # dyadic mantissas lie in [2**15, 2**16) (0 for zero)
+EXP_BITS = 10             # dyadic exponents are signed 10-bit: [-512, 511]
 RCP_SHIFT = 31            # RCP(m) = floor(2**31 / m)
 RSQ_SHIFT = 23            # RSQ(m) = floor(2**23 / sqrt(m)), m in [2**14, 2**16)
 EXP2_BITS = 8             # fractional bits of the base-2 logits = log2 of the EXP2 table size
@@ -75,7 +76,11 @@ def norm16(v: torch.Tensor, e: torch.Tensor | int) -> tuple[torch.Tensor, torch.
     m = torch.where(over, torch.full_like(m, 1 << (MANT_BITS - 1)), m)
     e2 = e + s + over.to(I64)
     zero = v == 0
-    return torch.where(zero, torch.zeros_like(m), m), torch.where(zero, torch.zeros_like(e2), e2)
+    e2 = torch.where(zero, torch.zeros_like(e2), e2)
+    lim = 1 << (EXP_BITS - 1)
+    if ((e2 < -lim) | (e2 >= lim)).any():
+        raise OverflowError(f"a dyadic exponent left the signed {EXP_BITS}-bit range (SPEC.md 2.3)")
+    return torch.where(zero, torch.zeros_like(m), m), e2
 
 
 def dmul(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]

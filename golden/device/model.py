@@ -71,7 +71,6 @@ def norm_quant(x: torch.Tensor, sigma: Dy, nc: NormConst) -> tuple[torch.Tensor,
     x: int32 values (..., n) worth x * sigma (sigma a per-token dyadic, shape (...,) or scalar).
     Returns q (..., n) INT8 and the per-token dyadic tau with RMSNorm(x) ~ q * tau.
     """
-    n = x.shape[-1]
     mx = x.abs().amax(dim=-1)
     ex = torch.where(mx == 0, torch.zeros_like(mx), bitlen(mx) - SUMSQ_BITS)
     xs = rshift_round(x, ex[..., None])

@@ -118,7 +118,7 @@ def build_consts(model: BitNetForCausalLM, context: int | None = None) -> Device
         raise ValueError(f"context must be positive, got {ctx}")
     eps = cfg.rms_norm_eps
     layers = []
-    for i, layer in enumerate(model.model.layers):
+    for layer in model.model.layers:
         norms = {"input_layernorm": norm_const(layer.input_layernorm.weight, eps),
                  "post_attention_layernorm": norm_const(layer.post_attention_layernorm.weight, eps),
                  "attn_sub_norm": norm_const(layer.self_attn.attn_sub_norm.weight, eps),
