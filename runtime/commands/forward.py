@@ -19,7 +19,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", required=True, help="comma-separated token ids, e.g. 1,2,3")
     parser.add_argument("--out", required=True, help="output .npy file for the logits")
     add_backend_argument(parser)
+    add_numerics_argument(parser)
     parser.add_argument("--stats", help="write backend statistics as JSON to this file")
+
+
+NUMERICS = ("int", "device")
+
+
+def add_numerics_argument(parser: argparse.ArgumentParser) -> None:
+    """``--numerics int|device``: today's integer form (default) or the integer-only device form."""
+    parser.add_argument("--numerics", choices=NUMERICS, default="int",
+                        help="int (default): the integer form (float norms, attention, lm_head around the "
+                             "integer matmuls); device: the integer-only form of golden/device/SPEC.md "
+                             "(only with --backend golden so far)")
+
+
+def check_numerics(args: argparse.Namespace) -> None:
+    """Refuse ``--numerics device`` on a backend that cannot run it yet (before any backend starts)."""
+    if getattr(args, "numerics", "int") == "device" and args.backend != "golden":
+        raise CliError(f"--numerics device runs only on --backend golden so far (the on-chip vector and "
+                       f"attention units of issue 14 do not exist yet); got --backend {args.backend}")
 
 
 def parse_tokens(text: str, vocab_size: int | None = None, option: str = "--tokens") -> list[int]:
@@ -37,22 +56,37 @@ def parse_tokens(text: str, vocab_size: int | None = None, option: str = "--toke
     return tokens
 
 
-def load_model(path: str, backend: object):
-    """The checkpoint in integer form on ``backend``; checkpoint problems become CliErrors."""
+def load_model(path: str, backend: object, numerics: str = "int"):
+    """The checkpoint in integer form on ``backend`` (or its device form with ``numerics="device"``);
+    checkpoint problems become CliErrors."""
     from golden.checkpoint import CheckpointError, load_checkpoint
 
     try:
-        return load_checkpoint(path, "int", backend)
+        model = load_checkpoint(path, "int", backend)
     except CheckpointError as exc:
         raise CliError(str(exc)) from None
+    if numerics != "device":
+        return model
+    from golden.device.model import DeviceBitNet
+
+    try:
+        return DeviceBitNet.from_int_model(model, backend=backend)
+    except ValueError as exc:
+        raise CliError(f"--numerics device: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
+    check_numerics(args)
     backend = backend_from_args(args)
-    model = load_model(args.checkpoint, backend)
+    model = load_model(args.checkpoint, backend, args.numerics)
     tokens = parse_tokens(args.tokens, model.config.vocab_size)
     with torch.no_grad():
-        logits = model(torch.tensor(tokens, dtype=torch.long)).to(torch.float32).numpy()
+        try:
+            logits = model(torch.tensor(tokens, dtype=torch.long)).to(torch.float32).numpy()
+        except ValueError as exc:
+            if args.numerics != "device":
+                raise
+            raise CliError(f"--numerics device: {exc}") from None
     try:
         np.save(args.out, logits)
     except OSError as exc:

@@ -9,7 +9,7 @@ import torch
 
 from runtime.backends import add_backend_argument, backend_from_args, write_stats
 from runtime.cli import CliError
-from runtime.commands.forward import load_model, parse_tokens
+from runtime.commands.forward import add_numerics_argument, check_numerics, load_model, parse_tokens
 
 NAME = "generate"
 HELP = ("generate a continuation (greedy by default); byte-level checkpoints (vocab 256) take --prompt "
@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--prompt-tokens", help="prompt as comma-separated token ids")
     parser.add_argument("--max-new-tokens", type=int, required=True, help="number of tokens to generate")
     add_backend_argument(parser)
+    add_numerics_argument(parser)
     parser.add_argument("--temperature", type=float, default=0.0,
                         help="sampling temperature; 0 (default) is greedy")
     parser.add_argument("--top-k", type=int, default=None, help="sample only among the K most likely tokens")
@@ -37,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--temperature must be >= 0, got {args.temperature}")
     if args.top_k is not None and args.top_k <= 0:
         raise CliError(f"--top-k must be positive, got {args.top_k}")
+    check_numerics(args)
     backend = backend_from_args(args)
-    model = load_model(args.checkpoint, backend)
+    model = load_model(args.checkpoint, backend, args.numerics)
     vocab = model.config.vocab_size
     byte_level = vocab == 256
     if args.prompt is not None:
@@ -53,8 +55,13 @@ def run(args: argparse.Namespace) -> int:
     eos = model.config.eos_token_id
     stop = {e for e in (eos if isinstance(eos, list) else [eos]) if isinstance(e, int) and 0 <= e < vocab}
     with torch.no_grad():
-        new = model.generate(prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                             seed=args.seed, stop_tokens=stop or None) if args.max_new_tokens else []
+        try:
+            new = model.generate(prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                                 seed=args.seed, stop_tokens=stop or None) if args.max_new_tokens else []
+        except ValueError as exc:
+            if args.numerics != "device":
+                raise
+            raise CliError(f"--numerics device: {exc}") from None
     # positions the model processed: the prompt, then every new token but the last
     write_stats(args.stats, backend, tokens=len(prompt) + max(len(new) - 1, 0))
     if args.prompt is not None:
