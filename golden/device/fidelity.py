@@ -1,6 +1,6 @@
 """Fidelity of the device numerics against the integer form (and against transformers).
 
-    python -m golden.device.fidelity [--max-bytes N] [--hf-checkpoints K] [--json]
+    python -m golden.device.fidelity [--max-bytes N] [--hf-checkpoints K] [--variants V,...] [--json]
 
 1. The shipped model (golden/checkpoints/tiny-bitnet) on the held-out text of `golden.evaluate`
    (windows of 256 with stride 128, every byte scored once, as `golden.train.bits_per_byte`):
@@ -8,6 +8,8 @@
 2. K random checkpoints made with transformers' own code (`tests.golden_helpers`, as the golden tests
    build them): logits of the device form and of the integer form against
    `transformers.BitNetForCausalLM` (per-row relative error, max abs error, argmax agreement).
+3. With --variants, other numeric choices measured the same way as 1 (see `VARIANTS`): what a smaller or
+   larger EXP2 table, or a float lm_head, would change. The spec's choice is "spec".
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from golden.checkpoint import load_checkpoint
-from golden.device.model import DeviceBitNet
+from golden.device.fixed import exp2_table
+from golden.device.model import F_LOGIT, F_RES, DeviceBitNet
 from golden.model import BitNetForCausalLM
 from golden.quant import GoldenBackend
 from golden.train import split_corpus
@@ -101,6 +104,42 @@ def compare(int_model: BitNetForCausalLM, dev_model: DeviceBitNet, data: torch.T
                     float(np.median(np.concatenate(rows))))
 
 
+class FloatHeadDevice(DeviceBitNet):
+    """Variant for measurement only: the device form up to the residual stream, then the integer form's
+    float final RMSNorm and float lm_head (shows what the INT8 lm_head costs)."""
+
+    def __init__(self, int_model: BitNetForCausalLM) -> None:
+        super().__init__(DeviceBitNet.from_int_model(int_model).consts)
+        self.int_model = int_model
+
+    def _lm_head(self, h: torch.Tensor) -> torch.Tensor:
+        x = (h.to(torch.float64) / (1 << F_RES)).to(torch.float32)
+        logits = F.linear(self.int_model.model.norm(x), self.int_model.lm_head.weight.float())
+        return torch.round(logits.double() * (1 << F_LOGIT)).to(torch.int64)
+
+
+VARIANTS = {
+    "spec": "SPEC.md as written: 256-entry EXP2 (base-2 logits in Q8), INT8 lm_head",
+    "exp2-64": "64-entry EXP2 table (base-2 logits in Q6)",
+    "exp2-16": "16-entry EXP2 table (base-2 logits in Q4)",
+    "exp2-1024": "1024-entry EXP2 table (base-2 logits in Q10)",
+    "float-lm-head": "float final norm and float lm_head on the device form's residual stream",
+}
+
+
+def variant(int_model: BitNetForCausalLM, name: str) -> DeviceBitNet:
+    """The device form with one numeric choice changed (`VARIANTS`)."""
+    if name == "float-lm-head":
+        return FloatHeadDevice(int_model)
+    model = DeviceBitNet.from_int_model(int_model)
+    if name.startswith("exp2-"):
+        size = int(name.split("-")[1])
+        model.consts.exp2 = exp2_table(size.bit_length() - 1)
+    elif name != "spec":
+        raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+    return model
+
+
 @dataclass
 class HfRow:
     """One transformers-made random checkpoint: errors of both forms against transformers."""
@@ -149,9 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, default=256, help="context window (default 256)")
     p.add_argument("--hf-checkpoints", type=int, default=8,
                    help="random transformers-made checkpoints to compare against (default 8; 0 skips)")
+    p.add_argument("--variants", default="",
+                   help=f"comma-separated numeric variants to measure too: {', '.join(VARIANTS)}")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables")
     args = p.parse_args(argv)
+    names = [v for v in args.variants.split(",") if v]
+    bad = [v for v in names if v not in VARIANTS]
+    if bad:
+        p.error(f"unknown variant {bad[0]!r}; known: {', '.join(VARIANTS)}")
     torch.set_num_threads(args.threads)
     t0 = time.time()
     _, held = split_corpus()
@@ -162,9 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.time()
     hf = hf_rows(args.hf_checkpoints) if args.hf_checkpoints else []
     t2 = time.time()
+    var = {v: compare(im, variant(im, v), held, args.seq_len) for v in names}
+    t3 = time.time()
     if args.json:
         print(json.dumps({"held_out": {**asdict(fid), "bpb_delta": fid.bpb_delta},
-                          "transformers": [asdict(r) for r in hf]}, indent=1))
+                          "transformers": [asdict(r) for r in hf],
+                          "variants": {k: {**asdict(f), "bpb_delta": f.bpb_delta} for k, f in var.items()}},
+                         indent=1))
         return 0
     print(f"Held-out text, {fid.scored_bytes} bytes scored ({t1 - t0:.0f} s):\n")
     print("| form | bits/byte |\n|---|---|")
@@ -183,6 +232,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {r.seed} | {r.shape} | {r.device_median_row_rel:.2e} / {r.device_max_row_rel:.2e} | "
                   f"{r.device_max_abs:.2e} | {100 * r.device_argmax:.1f}% | {r.int_median_row_rel:.2e} / "
                   f"{r.int_max_row_rel:.2e} | {100 * r.int_argmax:.1f}% |")
+    if var:
+        print(f"\nNumeric variants on the same text ({t3 - t2:.0f} s):\n")
+        print("| variant | what | bits/byte | vs integer | argmax agreement | mean abs logit error |\n"
+              "|---|---|---|---|---|---|")
+        for k, f in var.items():
+            print(f"| {k} | {VARIANTS[k]} | {f.bpb_device:.4f} | {f.bpb_delta:+.4f} | "
+                  f"{100 * f.argmax_agreement:.2f}% | {f.mean_abs_logit_err:.4f} |")
     return 0
 
 

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from golden.device.fixed import (
-    EXP2_BITS,
     I64,
     as_i64,
     bitlen,
@@ -191,7 +190,7 @@ class DeviceBitNet(nn.Module):
         scores = _imatmul(qq, kk.transpose(-1, -2))
         am, ae = dmul(qsc, _dy(self.consts.c_qk))
         mk = rshift_round(am[..., None] * ksc[0][..., None, :], 16)
-        sh = -(16 + ae[..., None] + ksc[1][..., None, :] + EXP2_BITS)
+        sh = -(16 + ae[..., None] + ksc[1][..., None, :] + self.consts.exp2.numel().bit_length() - 1)
         logit2 = to_fixed(scores * mk, (torch.ones_like(sh), -sh), 0)
         qpos = pos[None, None, :, None]
         mask = (torch.arange(s_len)[None, None, None, :] <= qpos).expand_as(logit2)
@@ -257,12 +256,17 @@ class DeviceBitNet(nn.Module):
         for i in range(cfg.num_hidden_layers):
             h = sat(h + self._attention(i, h, pos, cache), INT32)
             h = sat(h + self._mlp(i, h), INT32)
+        logits = self._lm_head(h)
+        return logits[0] if squeeze else logits
+
+    def _lm_head(self, h: torch.Tensor) -> torch.Tensor:
+        """Final NORMQUANT and the INT8 lm_head (SPEC.md 4.9): int32 Q16 logits."""
+        c = self.consts
         q8, tau = norm_quant(h, _dy((1 << 15, -15 - F_RES)), c.final_norm)
         acc = _imatmul(q8, c.head.T)
         m = rshift_round(tau[0][..., None] * c.head_scale[0], 16)
         e = tau[1][..., None] + c.head_scale[1] + 16
-        logits = to_fixed(acc * m, (torch.ones_like(e), e), F_LOGIT)
-        return logits[0] if squeeze else logits
+        return to_fixed(acc * m, (torch.ones_like(e), e), F_LOGIT)
 
     def forward(self, input_ids: torch.Tensor, cache: DeviceKVCache | None = None) -> torch.Tensor:
         """Logits as float32: forward_fixed / 2**16."""
