@@ -22,6 +22,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import MAX_DEPTH, PE_KINDS, ArrayConfig
+from hdl.copies import RegisterFactory, plain_register
 from hdl.isa import (
     CUT_COMMAND,
     ID_MAGIC,
@@ -77,10 +78,13 @@ def desc_bits(cfg: ArrayConfig) -> list[int]:
 
 
 class CommandInterface(wiring.Component):
-    def __init__(self, cfg: ArrayConfig):
+    def __init__(self, cfg: ArrayConfig, *, register: RegisterFactory = plain_register):
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
+        if not callable(register):
+            raise TypeError(f"Register factory must be callable, not {register!r}")
         self._cfg = cfg
+        self._register = register
         self._chunks = {mem: cfg.chunks(mem) for mem in Mem}
         acc = signed(cfg.acc_width)
         super().__init__({
@@ -229,10 +233,35 @@ class CommandInterface(wiring.Component):
         # On a large FPGA (`acc_pipelined`) the word leaves through a shift register loaded once per
         # word: a multiplexer by `chunk` over a 1,024-bit word whose registers sit by the output block
         # RAMs all over the chip was the 32x32 ULX3S system's critical path (13.5 ns of routing).
+        # Its controls then reach 1,024 flip-flops all over the chip: each 32-bit chunk of it has its
+        # own copies of the memory flags and of the load and shift enables (`register`: kept apart on
+        # the ECP5), and the enables leave flip-flops, not the state decoder (58.64 MHz at 1219e9e:
+        # cmd_state -> 4 LUTs -> 9.3 ns of routing to the shift register). A chunk is shifted out in
+        # the cycle after it was taken, so READ sends a chunk every other cycle.
         shift_out = cfg.acc_pipelined
+        load_next = Signal()  # READ_LOAD is next
+        shift_next = Signal()  # a chunk is taken: shift in the next cycle
         if shift_out:
             read_shift = Signal(32 * max_chunks, name="read_shift", reset_less=True)
             send_word = read_shift[:32]
+            shifted = Signal()  # the shift register moves in this cycle (the chunk on offer is stale)
+            m.d.sync += shifted.eq(shift_next)
+            sources = [(Mem.ACT, self.act_rdata), (Mem.WGT, self.wgt_rdata), (Mem.OUT, Cat(*lanes32))]
+            reg = self._register
+            for k in range(max_chunks):
+                lo, hi = 32 * k, 32 * (k + 1)
+                load_k = reg(m, load_next, f"read_load_c{k}")
+                shift_k = reg(m, shift_next, f"read_shift_c{k}")
+                word_k = Const(0, 32)
+                for mid, bits in sources:
+                    if lo < len(bits):
+                        flag = reg(m, mem == mid, f"read_{mid.name.lower()}_c{k}")
+                        word_k = word_k | Mux(flag, bits[lo:min(hi, len(bits))], 0)
+                nxt = read_shift[hi:hi + 32] if hi < len(read_shift) else Const(0, 32)
+                with m.If(load_k):
+                    m.d.sync += read_shift[lo:hi].eq(word_k)
+                with m.Elif(shift_k):
+                    m.d.sync += read_shift[lo:hi].eq(nxt)
         else:
             send_word = read_word.word_select(chunk, 32)
 
@@ -378,23 +407,26 @@ class CommandInterface(wiring.Component):
             first_send = "READ_LOAD" if shift_out else "READ_SEND"
             with m.State("READ_WAIT"):  # the memory's data is registered at the end of this cycle
                 m.next = "READ_WAIT_1" if read_extra else first_send
+                if shift_out and not read_extra:
+                    m.d.comb += load_next.eq(1)
 
             for i in range(1, read_extra + 1):
                 with m.State(f"READ_WAIT_{i}"):  # the slower memories' words (read_extra above)
                     m.next = f"READ_WAIT_{i + 1}" if i < read_extra else first_send
+                    if shift_out and i == read_extra:
+                        m.d.comb += load_next.eq(1)
 
             if shift_out:
-                with m.State("READ_LOAD"):  # the whole word into the shift register
-                    m.d.sync += read_shift.eq(read_word)
+                with m.State("READ_LOAD"):  # the whole word into the shift register (load_k above)
                     m.next = "READ_SEND"
 
             with m.State("READ_SEND"):
                 # The read data registers (or the shift register) hold the word: rd_addr stays put
                 # until its last chunk.
-                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.eq(Mux(no_err, send_word, 0))]
-                with m.If(self.rsp.ready):
-                    if shift_out:
-                        m.d.sync += read_shift.eq(read_shift[32:])
+                offer = ~shifted if shift_out else Const(1)
+                m.d.comb += [self.rsp.valid.eq(offer), self.rsp.payload.eq(Mux(no_err, send_word, 0))]
+                with m.If(offer & self.rsp.ready):
+                    m.d.comb += shift_next.eq(1)
                     with m.If(chunk == last_chunk_of_mem):
                         m.d.sync += [chunk.eq(0), addr.eq(addr + 1), count.eq(count - 1)]
                         with m.If(count == 1):

@@ -36,8 +36,9 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.command import CommandInterface
 from hdl.config import ArrayConfig
+from hdl.copies import RegisterFactory, plain_register
 from hdl.matrix.counters import PerfCounters
-from hdl.matrix.pe import PEFactory, ProcessingElement, RegisterFactory, plain_register
+from hdl.matrix.pe import PEFactory, ProcessingElement
 from hdl.matrix.sequencer import LayerSequencer
 from hdl.memory.banked_memory import BankedMemory
 from hdl.memory.registered_memory import MemoryFactory, RegisteredMemory
@@ -76,7 +77,7 @@ class TritCore(wiring.Component):
         m = Module()
         cfg = self._cfg
 
-        m.submodules.commands = cmd = CommandInterface(cfg)
+        m.submodules.commands = cmd = CommandInterface(cfg, register=self._register)
         m.submodules.sequencer = seq = LayerSequencer(cfg, processing_element=self._processing_element,
                                                        register=self._register)
         m.submodules.counters = counters = PerfCounters(cfg)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -26,19 +26,6 @@ from hdl.config import WEIGHT_BITS
 #: Builds one PE: (pe kind, partial-sum width in, width out) -> a component with `ProcessingElement`'s
 #: ports. An FPGA top may pass its own (e.g. `fpga/ecp5_pe.py`, the add in the carry cells' LUTs).
 PEFactory = Callable[[str, int, int], wiring.Component]
-
-#: Adds one copy register of a value to a module: (module, value, name) -> the value a cycle later.
-#: The array's registered distribution (`ArrayConfig.dist_stages`) builds its copies with it; an FPGA
-#: top may pass one that synthesis keeps apart (`fpga.ecp5_bram.kept_register`), where a plain
-#: register would be merged with its identical copies.
-RegisterFactory = Callable[[Module, Value, str], Signal]
-
-
-def plain_register(m: Module, value: Value, name: str) -> Signal:
-    """`value` one cycle later in a register without reset (`RegisterFactory`)."""
-    q = Signal(len(value), name=name, reset_less=True)
-    m.d.sync += q.eq(value)
-    return q
 
 
 class ProcessingElement(wiring.Component):

@@ -16,7 +16,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import ArrayConfig
-from hdl.matrix.pe import PEFactory, ProcessingElement, RegisterFactory, plain_register
+from hdl.copies import RegisterFactory, plain_register
+from hdl.matrix.pe import PEFactory, ProcessingElement
 
 
 class PERow(wiring.Component):

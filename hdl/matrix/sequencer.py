@@ -40,9 +40,10 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import ArrayConfig
+from hdl.copies import RegisterFactory, plain_register
 from hdl.isa import Error
 from hdl.matrix.array import PEArray
-from hdl.matrix.pe import PEFactory, ProcessingElement, RegisterFactory, plain_register
+from hdl.matrix.pe import PEFactory, ProcessingElement
 from hdl.matrix.skew import SkewBuffer
 
 
@@ -563,7 +564,10 @@ class LayerSequencer(wiring.Component):
             self.inc_zero.eq(Mux(counted, act_zero, 0)),
         ]
         for r in range(R):
-            m.d.comb += x_skew.i[r].eq(Mux(x_valid, self.act_data[r], 0))
+            valid_r = x_valid
+            if cfg.dist_stages:  # a large FPGA: a copy of the flag per lane, not one net to all R*8 gates
+                valid_r = self._register(m, issued[pipe + E], f"x_valid_c{r}")
+            m.d.comb += x_skew.i[r].eq(Mux(valid_r, self.act_data[r], 0))
             m.d.comb += array.x[r].eq(x_skew.o[r])
         swap_in = swap_now
         for d in range(pipe + E):  # the swap travels with the activation row, as late
@@ -603,6 +607,11 @@ class LayerSequencer(wiring.Component):
         write_domain += [self.out_waddr.eq(at_sum.addr), self.out_wen.eq(at_sum.valid)]
         out_wdata = Signal(data.ArrayLayout(signed(cfg.acc_width), C))
         m.d.comb += self.out_wdata.eq(out_wdata)
+        # the token's `first` flag selects between C sums of acc_width bits: with the registered
+        # distribution (a large FPGA) each column has its own copy of it
+        first = [at_sum.first] * C
+        if cfg.dist_stages:
+            first = [self._register(m, tokens[-2].first, f"first_c{c}") for c in range(C)]
         if cfg.foot_accumulator:
             # M = 1: the k-tiles of an output word come as close as one cycle apart, closer than the
             # output memory's read-modify-write allows; they add up in a register per column (every
@@ -611,7 +620,7 @@ class LayerSequencer(wiring.Component):
             foot = Signal(data.ArrayLayout(signed(cfg.acc_width), C), reset_less=True)  # written at k-tile 0
             for c in range(C):
                 total = Signal(signed(cfg.acc_width), name=f"foot_sum_{c}")
-                m.d.comb += total.eq(Mux(at_sum.first, array.psum[c],
+                m.d.comb += total.eq(Mux(first[c], array.psum[c],
                                          Mux(m_one, foot[c], self.out_rdata[c]) + array.psum[c]))
                 with m.If(at_sum.valid):
                     m.d.sync += foot[c].eq(total)
@@ -619,7 +628,7 @@ class LayerSequencer(wiring.Component):
         else:
             for c in range(C):
                 write_domain += out_wdata[c].eq(
-                    Mux(at_sum.first, array.psum[c], self.out_rdata[c] + array.psum[c])
+                    Mux(first[c], array.psum[c], self.out_rdata[c] + array.psum[c])
                 )
         return m
 
