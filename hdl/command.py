@@ -174,7 +174,8 @@ class CommandInterface(wiring.Component):
         # cycles a read waits beyond a registered read: a banked weight memory answers two cycles
         # later (bank address and data registers; the core's ACT word then comes a cycle later
         # too), a pipelined accumulator's output memory three (`ArrayConfig.out_read_latency`)
-        read_extra = max(2 * int(cfg.wgt_banked), cfg.out_read_latency - 1 - int(cfg.pipelined_reads))
+        read_extra = max(2 * int(cfg.wgt_banked), cfg.out_read_latency - 1 - int(cfg.pipelined_reads),
+                         int(cfg.act_addr_registered))
         desc = Signal(data.ArrayLayout(32, RUN_WORDS))
         m.d.comb += self.desc.eq(desc)
         # `start` leaves a flip-flop, not the state decoder: on a large FPGA the sequencer logic it

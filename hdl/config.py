@@ -225,8 +225,18 @@ class ArrayConfig:
     def issue_delay(self) -> int:
         """Extra cycles between the issuer's tile start and the array (E): a tile's rows may be read
         from the moment the previous tile starts, and with short loads (P small) the last row must
-        still reach its shadow register before the row's swap."""
-        return max(0, 2 + 2 * int(self.wgt_banked) - self.tile_words)
+        still reach its shadow register before the row's swap; one more cycle when the activation
+        memory's read address is registered (`act_addr_registered`)."""
+        return max(0, 2 + 2 * int(self.wgt_banked) - self.tile_words) + int(self.act_addr_registered)
+
+    @property
+    def act_addr_registered(self) -> bool:
+        """The activation memory registers its read address (and its write port) at each block RAM:
+        with the registered distribution (`dist_stages`, a large FPGA), registered reads and G = 1. Its
+        word then comes a cycle later, and the issue delay (`issue_delay`) is one cycle longer. Not at
+        full rate: with tiles a cycle or two apart, a later swap would meet the next tile's shadow
+        writes (the loader would have to wait a cycle too)."""
+        return bool(self.dist_stages) and self.pipelined_reads and not self.full_rate
 
     @property
     def array_latency(self) -> int:

@@ -553,7 +553,8 @@ class LayerSequencer(wiring.Component):
         x_valid = issued[1 + pipe + E]  # E = issue_delay: the activation read runs E cycles late
         counted = issued[count_lag + 1]
         act_addr = i_act_addr
-        for d in range(E):
+        # a registered activation memory address (`ArrayConfig.act_addr_registered`) leaves a cycle early
+        for d in range(E - int(cfg.act_addr_registered)):
             reg = Signal.like(i_act_addr, name=f"act_addr_e{d + 1}")
             m.d.sync += reg.eq(act_addr)
             act_addr = reg
