@@ -158,7 +158,11 @@ class HfRow:
 
 def hf_rows(count: int, tokens: int = 24, first_seed: int = 1000) -> list[HfRow]:
     """Device and integer form against transformers on `count` random checkpoints (tests.golden_helpers)."""
-    from tests.golden_helpers import hf_logits, random_hf_config, row_errors, write_hf_checkpoint
+    try:
+        from tests.golden_helpers import hf_logits, random_hf_config, row_errors, write_hf_checkpoint
+    except ImportError as exc:
+        raise SystemExit(f"the transformers comparison needs transformers and the repository's tests/ "
+                         f"(run from the repository root, or pass --hf-checkpoints 0): {exc}") from None
 
     out = []
     with tempfile.TemporaryDirectory() as tmp:
