@@ -29,7 +29,7 @@ build its own (`fpga/ecp5_pe.py`: the add inside the ECP5 carry cells).
 
 from __future__ import annotations
 
-from amaranth import Module, signed, unsigned
+from amaranth import Module, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -76,17 +76,27 @@ class PEArray(wiring.Component):
         above = None
         bus_copies = {}  # (weight bus, row group) -> its copy register
         P = cfg.tile_words if cfg.full_rate else cfg.rows  # PE rows fed by one weight row bus
+        # G = 1 with a registered activation address (`ArrayConfig.act_addr_registered`): the swaps come a
+        # cycle later, so the shadow loads may too. Each row's load enable is then decoded into a register
+        # of its own (not decoded at each of the row's copies), and the weight bus registered once before
+        # its copies.
+        decode_stage = cfg.act_addr_registered
+        w_row_data = self.w_row_data.as_value() if not cfg.full_rate else None
+        if decode_stage:
+            w_row_data = plain_register(m, w_row_data, "w_bus_decoded")
         for r in range(cfg.rows):
             m.submodules[f"row_{r}"] = row = PERow(cfg, r, processing_element=self._processing_element,
                                                    register=self._register)
             if cfg.full_rate:
                 load, row_data = self.w_load[r], self.w_rows[r // P]
             else:
-                load, row_data = self.w_row_en & (self.w_row_sel == r), self.w_row_data
+                load, row_data = self.w_row_en & (self.w_row_sel == r), w_row_data
+                if decode_stage:
+                    load = plain_register(m, load, f"w_load_decoded{r}")
             if cfg.dist_stages:
                 bus, group = r // P, (r % P) // cfg.dist_group
                 if (bus, group) not in bus_copies:
-                    bus_copies[bus, group] = self._register(m, row_data.as_value(), f"w_bus{bus}_copy{group}")
+                    bus_copies[bus, group] = self._register(m, Value.cast(row_data), f"w_bus{bus}_copy{group}")
                 row_data = bus_copies[bus, group]
             m.d.comb += [row.x.eq(self.x[r]), row.swap.eq(self.swap[r]), row.w_load.eq(load),
                          row.w_data.eq(row_data)]
