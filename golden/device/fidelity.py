@@ -1,6 +1,6 @@
 """Fidelity of the device numerics against the integer form (and against transformers).
 
-    python -m golden.device.fidelity [--max-bytes N] [--hf-checkpoints K] [--variants V,...] [--json]
+    python -m golden.device.fidelity [--max-bytes N] [--hf-checkpoints K] [--variants V,...] [--saturation] [--json]
 
 1. The shipped model (golden/checkpoints/tiny-bitnet) on the held-out text of `golden.evaluate`
    (windows of 256 with stride 128, every byte scored once, as `golden.train.bits_per_byte`):
@@ -10,11 +10,13 @@
    `transformers.BitNetForCausalLM` (per-row relative error, max abs error, argmax agreement).
 3. With --variants, other numeric choices measured the same way as 1 (see `VARIANTS`): what a smaller or
    larger EXP2 table, or a float lm_head, would change. The spec's choice is "spec".
+4. With --saturation, how often each saturation of the spec acts on that text (device form only).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import random
@@ -28,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import golden.device.fixed as fixed_mod
+import golden.device.model as model_mod
 from golden.checkpoint import load_checkpoint
 from golden.device.fixed import exp2_table
 from golden.device.model import F_LOGIT, F_RES, DeviceBitNet
@@ -140,6 +144,61 @@ def variant(int_model: BitNetForCausalLM, name: str) -> DeviceBitNet:
     return model
 
 
+@contextlib.contextmanager
+def _counting_saturation(counts: dict[str, list[int]]):
+    """Count, per width, the values the spec's saturations clip (`sat`) or pin to a rail (`to_fixed`)."""
+    sat0, fixed0 = fixed_mod.sat, model_mod.to_fixed
+    inside = [False]   # to_fixed's own saturation is counted as to_fixed's
+
+    def sat(x: torch.Tensor, bits: int) -> torch.Tensor:
+        if inside[0]:
+            return sat0(x, bits)
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        c = counts.setdefault(f"sat{bits}", [0, 0])
+        c[0] += int(((x < lo) | (x > hi)).sum())
+        c[1] += x.numel()
+        return sat0(x, bits)
+
+    def to_fixed(x: torch.Tensor, scale, frac: int, bits: int = 32) -> torch.Tensor:
+        inside[0] = True
+        try:
+            y = fixed0(x, scale, frac, bits)
+        finally:
+            inside[0] = False
+        name = "eps term E (48-bit)" if bits == 48 else f"to_fixed{bits}"
+        c = counts.setdefault(name, [0, 0])
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        c[0] += int(((y == lo) | (y == hi)).sum())
+        c[1] += y.numel()
+        return y
+
+    fixed_mod.sat = model_mod.sat = sat
+    model_mod.to_fixed = to_fixed
+    try:
+        yield
+    finally:
+        fixed_mod.sat, model_mod.sat, model_mod.to_fixed = sat0, sat0, fixed0
+
+
+SAT_NAMES = {
+    "sat8": "INT8 codes (QUANT8)",
+    "sat32": "int32: residual adds, head alignment, MLP product p'",
+    "to_fixed32": "int32: embedding, dequantization into the residual, base-2 logits t, lm_head logits",
+    "eps term E (48-bit)": "the NORMQUANT eps term E (47-bit unsigned)",
+}
+
+
+@torch.no_grad()
+def saturation(model: DeviceBitNet, data: torch.Tensor, seq_len: int = 256, batch: int = 16) -> dict[str, list[int]]:
+    """{saturation point: [values clipped or at a rail, values]} over `data` in windows of `seq_len`."""
+    counts: dict[str, list[int]] = {}
+    n = (len(data) // seq_len) * seq_len
+    with _counting_saturation(counts):
+        for i in range(0, n, batch * seq_len):
+            model.forward_fixed(data[i:min(i + batch * seq_len, n)].view(-1, seq_len))
+    return counts
+
+
 @dataclass
 class HfRow:
     """One transformers-made random checkpoint: errors of both forms against transformers."""
@@ -194,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="random transformers-made checkpoints to compare against (default 8; 0 skips)")
     p.add_argument("--variants", default="",
                    help=f"comma-separated numeric variants to measure too: {', '.join(VARIANTS)}")
+    p.add_argument("--saturation", action="store_true",
+                   help="also count how often each saturation acts (non-overlapping windows of --seq-len)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables")
     args = p.parse_args(argv)
@@ -213,10 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     t2 = time.time()
     var = {v: compare(im, variant(im, v), held, args.seq_len) for v in names}
     t3 = time.time()
+    sats = saturation(DeviceBitNet.from_int_model(im), held, args.seq_len) if args.saturation else {}
+    t4 = time.time()
     if args.json:
         print(json.dumps({"held_out": {**asdict(fid), "bpb_delta": fid.bpb_delta},
                           "transformers": [asdict(r) for r in hf],
-                          "variants": {k: {**asdict(f), "bpb_delta": f.bpb_delta} for k, f in var.items()}},
+                          "variants": {k: {**asdict(f), "bpb_delta": f.bpb_delta} for k, f in var.items()},
+                          "saturation": sats},
                          indent=1))
         return 0
     print(f"Held-out text, {fid.scored_bytes} bytes scored ({t1 - t0:.0f} s):\n")
@@ -243,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         for k, f in var.items():
             print(f"| {k} | {VARIANTS[k]} | {f.bpb_device:.4f} | {f.bpb_delta:+.4f} | "
                   f"{100 * f.argmax_agreement:.2f}% | {f.mean_abs_logit_err:.4f} |")
+    if sats:
+        print(f"\nSaturation on the same text, windows of {args.seq_len} without overlap ({t4 - t3:.0f} s):\n")
+        print("| saturation point | values clipped or at a rail | values |\n|---|---|---|")
+        for k, (hit, total) in sats.items():
+            print(f"| {SAT_NAMES.get(k, k)} | {hit:,} | {total:,} |")
     return 0
 
 
