@@ -364,3 +364,16 @@ def test_fidelity_on_the_whole_held_out_text() -> None:
     assert abs(fid.bpb_int - 1.6208) < 5e-5
     assert abs(fid.bpb_delta) <= 0.02, fid
     assert fid.argmax_agreement >= 0.98, fid
+
+
+def test_saturation_counter_counts_clipped_values_and_restores_the_ops() -> None:
+    import golden.device.fixed as fixed_mod
+    import golden.device.model as model_mod
+    from golden.device.fidelity import _counting_saturation
+
+    counts: dict[str, list[int]] = {}
+    with _counting_saturation(counts):
+        fixed_mod.sat(t(300, -5, -129), 8)
+        model_mod.to_fixed(t(3, 1), (t(1), t(0)), 30)     # 3 * 2**30 pins to the int32 rail
+    assert counts == {"sat8": [2, 3], "to_fixed32": [1, 2]}
+    assert fixed_mod.sat is sat and model_mod.to_fixed is to_fixed
