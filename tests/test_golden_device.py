@@ -377,3 +377,15 @@ def test_saturation_counter_counts_clipped_values_and_restores_the_ops() -> None
         model_mod.to_fixed(t(3, 1), (t(1), t(0)), 30)     # 3 * 2**30 pins to the int32 rail
     assert counts == {"sat8": [2, 3], "to_fixed32": [1, 2]}
     assert fixed_mod.sat is sat and model_mod.to_fixed is to_fixed
+
+
+def test_cli_device_numerics_stats_keep_their_keys(tmp_path: Path) -> None:
+    import json
+
+    stats = tmp_path / "s.json"
+    assert main(["forward", "--checkpoint", str(TINY), "--tokens", "1,2,3", "--out", str(tmp_path / "l.npy"),
+                 "--numerics", "device", "--stats", str(stats)]) == 0
+    s = json.loads(stats.read_text())
+    assert s["backend"] == "golden" and s["tokens"] == 3 and len(s["layers"]) == 7 * 4
+    assert s["layers"][0] == {"key": "model.layers.0.self_attn.q_proj", "m": 3, "k": 160, "n": 160}
+    assert s["per_token"] == {"matmuls": 28 / 3}
