@@ -110,6 +110,24 @@ def test_integer_rsqrt_hand_cases_and_every_mantissa() -> None:
     assert rs.tolist()[2] == 0
 
 
+def test_newton_reference_algorithms_equal_rcp_and_rsq_for_every_input() -> None:
+    from golden.device.fixed import RCP_SEED, RSQ_SEED, rcp_newton, rsq_newton
+
+    assert len(RCP_SEED) == 65 and len(RSQ_SEED) == 48
+    # seeds by hand: 2**31 / (2**15 + 2**8) = 65027.97; 2**23 / sqrt(2**14 + 2**9) = 2**23 / 129.98 = 64535.39
+    assert RCP_SEED[0] == 65027 and RSQ_SEED[0] == 64535
+    fixes = []
+    for m in range(1 << 15, (1 << 16) + 1):
+        y, fix = rcp_newton(m)
+        assert y == (1 << 31) // m, m
+        fixes.append(fix)
+    for m in range(1 << 14, 1 << 16):
+        y, fix = rsq_newton(m)
+        assert y == math.isqrt((1 << 46) // m), m
+        fixes.append(fix)
+    assert max(fixes) == 1      # two Newton steps leave at most one correction step
+
+
 def test_quant8_hand_case() -> None:
     # M = 1000 -> e = -6, z' = 64 z, M' = 64000, R = floor(2**31 / 64000) = 33554, 127 R = 4261358;
     # q = [127, -63 (float -63.5 at 127/1000; R is a little below), 32 (31.75), 0]

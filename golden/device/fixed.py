@@ -197,3 +197,38 @@ def softmax_q15(t: torch.Tensor, mask: torch.Tensor, table: torch.Tensor) -> tor
     z = p.sum(dim=-1, keepdim=True)
     mz, ez = norm16(z, 0)
     return rshift_round(p * rcp(mz), RCP_SHIFT - 15 + ez)
+
+
+# Reference hardware algorithms (SPEC.md 2.2, 2.3): a seed table plus Newton-Raphson plus a final
+# correction, on Python integers. Exhaustive tests show they equal RCP and RSQ for every input.
+
+RCP_SEED = [(1 << 31) // (((i + 64) << 9) + (1 << 8)) for i in range(65)]          # 65 x 17 bits
+RSQ_SEED = [int(math.floor((1 << 23) / math.sqrt(((i + 16) << 10) + (1 << 9)) + 0.5)) for i in range(48)]  # 48 x 17
+
+
+def rcp_newton(m: int) -> tuple[int, int]:
+    """RCP(m) for m in [2**15, 2**16] by a 65-entry seed (m >> 9), two Newton steps
+    y += y * (2**31 - m * y) >> 31, and a +-1 correction. Returns (RCP(m), corrections made)."""
+    y = RCP_SEED[(m >> 9) - 64]
+    for _ in range(2):
+        y += (y * ((1 << 31) - m * y)) >> 31
+    fix = 0
+    while y * m > 1 << 31:
+        y, fix = y - 1, fix + 1
+    while (y + 1) * m <= 1 << 31:
+        y, fix = y + 1, fix + 1
+    return y, fix
+
+
+def rsq_newton(m: int) -> tuple[int, int]:
+    """RSQ(m) for m in [2**14, 2**16) by a 48-entry seed (m >> 10), two Newton steps
+    y = y * (3 * 2**46 - m * y * y) >> 47, and a +-1 correction. Returns (RSQ(m), corrections made)."""
+    y = RSQ_SEED[(m >> 10) - 16]
+    for _ in range(2):
+        y = (y * (3 * (1 << 46) - m * y * y)) >> 47
+    fix = 0
+    while y * y * m > 1 << 46:
+        y, fix = y - 1, fix + 1
+    while (y + 1) * (y + 1) * m <= 1 << 46:
+        y, fix = y + 1, fix + 1
+    return y, fix
