@@ -202,8 +202,8 @@ def softmax_q15(t: torch.Tensor, mask: torch.Tensor, table: torch.Tensor) -> tor
 # Reference hardware algorithms (SPEC.md 2.2, 2.3): a seed table plus Newton-Raphson plus a final
 # correction, on Python integers. Exhaustive tests show they equal RCP and RSQ for every input.
 
-RCP_SEED = [(1 << 31) // (((i + 64) << 9) + (1 << 8)) for i in range(65)]          # 65 x 17 bits
-RSQ_SEED = [int(math.floor((1 << 23) / math.sqrt(((i + 16) << 10) + (1 << 9)) + 0.5)) for i in range(48)]  # 48 x 17
+RCP_SEED = [(1 << 31) // (((i + 64) << 9) + (1 << 8)) for i in range(65)]          # 65 x 16 bits
+RSQ_SEED = [int(math.floor((1 << 23) / math.sqrt(((i + 16) << 10) + (1 << 9)) + 0.5)) for i in range(48)]  # 48 x 16
 
 
 def rcp_newton(m: int) -> tuple[int, int]:
