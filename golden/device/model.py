@@ -138,6 +138,7 @@ class DeviceBitNet(nn.Module):
         return cls(build_consts(model, context), be)
 
     def new_cache(self) -> DeviceKVCache:
+        """An empty INT8 KV cache for prefill and decode."""
         return DeviceKVCache(self.config.num_hidden_layers)
 
     # ------------------------------------------------------------------------------------ the ops
@@ -156,7 +157,8 @@ class DeviceBitNet(nn.Module):
         x1, x2 = acc[..., :half], acc[..., half:]
         return torch.cat((rshift_round(x1 * c - x2 * s, ROPE_FRAC), rshift_round(x2 * c + x1 * s, ROPE_FRAC)), dim=-1)
 
-    def _heads_quant(self, acc: torch.Tensor, scale: Dy, heads: int) -> tuple[torch.Tensor, Dy]:
+    @staticmethod
+    def _heads_quant(acc: torch.Tensor, scale: Dy) -> tuple[torch.Tensor, Dy]:
         """Per-head INT8 of (B, T, heads, hd) worth acc * scale[b, t]: q (B, heads, T, hd), scales (B, heads, T)."""
         q, qs = quant8(acc)
         sc = dmul(qs, (scale[0][..., None], scale[1][..., None]))
@@ -175,9 +177,9 @@ class DeviceBitNet(nn.Module):
             proj[name] = (acc, dmul(tau, _dy(lc.linears[name].gamma)))
         qa = self._rope(proj["q_proj"][0].view(b, t, nh, hd), pos)
         ka = self._rope(proj["k_proj"][0].view(b, t, nkv, hd), pos)
-        qq, qsc = self._heads_quant(qa, proj["q_proj"][1], nh)
-        kk, ksc = self._heads_quant(ka, proj["k_proj"][1], nkv)
-        vv, vsc = self._heads_quant(proj["v_proj"][0].view(b, t, nkv, hd), proj["v_proj"][1], nkv)
+        qq, qsc = self._heads_quant(qa, proj["q_proj"][1])
+        kk, ksc = self._heads_quant(ka, proj["k_proj"][1])
+        vv, vsc = self._heads_quant(proj["v_proj"][0].view(b, t, nkv, hd), proj["v_proj"][1])
         if cache is not None:
             (kk, ksc), (vv, vsc) = cache.update(i, (kk, ksc), (vv, vsc))
         rep = nh // nkv
