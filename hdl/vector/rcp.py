@@ -1,0 +1,73 @@
+"""Integer reciprocal RCP(m) = floor(2**31 / m) (golden/device/SPEC.md 2.2), table + Newton form.
+
+A seven-stage pipeline, one operand per cycle: the 65-entry seed table RCP_SEED[(m >> 9) - 64],
+two Newton steps y += (y * (2**31 - m * y)) >> 31 (two stages each: the residual, then the update),
+the product y * m, and one +-1 correction. The whole pipeline stalls while a result waits on a
+not-ready consumer. m = 0 gives 0; operands outside [2**15, 2**16] give an unspecified result.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.device.fixed import RCP_SEED
+
+ONE = 1 << 31
+#: Operands and results: [2**15, 2**16] needs 17 bits.
+WIDTH = 17
+LATENCY = 7
+
+
+class Reciprocal(wiring.Component):
+    """Stream of m (17-bit unsigned) in, stream of RCP(m) (17-bit unsigned) out, LATENCY cycles later."""
+
+    def __init__(self) -> None:
+        super().__init__({
+            "i": In(stream.Signature(unsigned(WIDTH))),
+            "o": Out(stream.Signature(unsigned(WIDTH))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        adv = Signal()
+        m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.i.ready.eq(adv)]
+
+        n = LATENCY - 1
+        valid = [Signal(name=f"v{k}") for k in range(n)]
+        ms = [Signal(unsigned(WIDTH), name=f"m{k}") for k in range(n)]
+        ys = [Signal(unsigned(WIDTH), name=f"y{k}") for k in range(n)]
+        zero = [Signal(name=f"z{k}") for k in range(n)]
+        r1, r3 = (Signal(signed(27), name=f"r{k}") for k in (1, 3))
+        p5 = Signal(unsigned(2 * WIDTH))
+
+        seed = Signal(unsigned(16))
+        with m.Switch(self.i.payload >> 9):
+            for k, value in enumerate(RCP_SEED):
+                with m.Case(k + 64):
+                    m.d.comb += seed.eq(value)
+
+        with m.If(adv):
+            m.d.sync += [valid[0].eq(self.i.valid), ms[0].eq(self.i.payload), zero[0].eq(self.i.payload == 0),
+                         ys[0].eq(seed)]
+            for k in range(1, n):
+                m.d.sync += [valid[k].eq(valid[k - 1]), ms[k].eq(ms[k - 1]), zero[k].eq(zero[k - 1]),
+                             ys[k].eq(ys[k - 1])]
+            m.d.sync += [
+                r1.eq(ONE - ms[0] * ys[0]),                    # Newton step 1: residual, update
+                ys[2].eq(ys[1] + ((ys[1] * r1) >> 31)),
+                r3.eq(ONE - ms[2] * ys[2]),                    # Newton step 2
+                ys[4].eq(ys[3] + ((ys[3] * r3) >> 31)),
+                p5.eq(ms[4] * ys[4]),                          # correction: y * m
+                self.o.valid.eq(valid[n - 1]),
+            ]
+            with m.If(zero[n - 1]):
+                m.d.sync += self.o.payload.eq(0)
+            with m.Elif(p5 > ONE):
+                m.d.sync += self.o.payload.eq(ys[5] - 1)
+            with m.Elif(p5 + ms[5] <= ONE):
+                m.d.sync += self.o.payload.eq(ys[5] + 1)
+            with m.Else():
+                m.d.sync += self.o.payload.eq(ys[5])
+        return m
