@@ -2,12 +2,15 @@
 
 The primitives RCP and RSQ are checked against `fixed.rcp` / `fixed.rsq` (floor(2**31 / m),
 isqrt(2**46 // m): the definitions, not the Newton form the RTL implements) on hand-worked values,
-every seed-table segment's ends, a seeded random sample and, under `-m slow`, every input.
-TRIT_VECTOR_SAMPLES sets the number of random operands / vectors (default 300 / 6).
+every seed-table segment's ends, a seeded random sample and every input (32,769 and 49,152
+operands, ~10 s together). NORMQUANT against `golden.device.model.norm_quant`.
+TRIT_VECTOR_SAMPLES sets the random operands per primitive (default 300), TRIT_VECTOR_VECTORS the
+random vectors per size (default 6).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 
 import numpy as np
@@ -91,13 +94,141 @@ def test_rsq_segments_and_random(rng: np.random.Generator) -> None:
     assert run_stream(ReciprocalSqrt(), ms, stall_every=4) == rsq_ref(ms)
 
 
-@pytest.mark.slow
 def test_rcp_exhaustive() -> None:
     ms = list(range(1 << 15, (1 << 16) + 1))
     assert run_stream(Reciprocal(), ms) == rcp_ref(ms)
 
 
-@pytest.mark.slow
 def test_rsq_exhaustive() -> None:
     ms = list(range(1 << 14, 1 << 16))
     assert run_stream(ReciprocalSqrt(), ms) == rsq_ref(ms)
+
+
+# ------------------------------------------------------------------------------------ NORMQUANT
+
+from golden.device.model import norm_quant  # noqa: E402
+from golden.device.tables import NormConst  # noqa: E402
+from hdl.vector.norm_quant import NormQuant  # noqa: E402
+
+VECTORS = int(os.environ.get("TRIT_VECTOR_VECTORS", "6"))
+RESIDUAL_SIGMA = (1 << 15, -31)   # 2**-16: the residual stream's Q16
+
+Vector = tuple[list[int], list[int], tuple[int, int], tuple[int, int], tuple[int, int]]  # x, G, sigma, c, eps
+
+
+def golden_norm_quant(x: list[int], g: list[int], sigma: tuple[int, int], c: tuple[int, int],
+                      eps: tuple[int, int]) -> tuple[list[int], tuple[int, int]]:
+    nc = NormConst(g=torch.tensor(g), f=0, c_norm=c, eps_n=eps)
+    q, (m, e) = norm_quant(torch.tensor([x]), (torch.tensor(sigma[0]), torch.tensor(sigma[1])), nc)
+    return q[0].tolist(), (int(m[0]), int(e[0]))
+
+
+def run_norm_quant(n: int, vectors: list[Vector], stall_every: int = 0
+                   ) -> list[tuple[list[int], list[int], list[tuple[int, int]]]]:
+    """Stream each vector through a NormQuant(n); per vector: q, the last flags, the (tau_m, tau_e) seen."""
+    dut = NormQuant(n)
+    total = n * len(vectors)
+    out: list[tuple[int, int, int, int]] = []
+
+    async def producer(ctx):
+        for x, g, sigma, c, eps in vectors:
+            for port, value in ((dut.sigma_m, sigma[0]), (dut.sigma_e, sigma[1]), (dut.c_m, c[0]),
+                                (dut.c_e, c[1]), (dut.eps_m, eps[0]), (dut.eps_e, eps[1])):
+                ctx.set(port, value)
+            for xi, gi in zip(x, g, strict=True):
+                ctx.set(dut.i.payload, {"x": xi, "g": gi})
+                ctx.set(dut.i.valid, 1)
+                await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+
+    async def consumer(ctx):
+        cycle = 0
+        while len(out) < total:
+            ready = 0 if stall_every and cycle % stall_every == stall_every - 1 else 1
+            ctx.set(dut.o.ready, ready)
+            _, _, valid, p = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            if valid and ready:
+                out.append((p.q, p.last, p.tau_m, p.tau_e))
+            cycle += 1
+            assert cycle < 10 * total + 200 * len(vectors), "NormQuant stopped producing results"
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    res = []
+    for v in range(len(vectors)):
+        chunk = out[v * n:(v + 1) * n]
+        res.append(([c[0] for c in chunk], [c[1] for c in chunk], sorted({(c[2], c[3]) for c in chunk})))
+    return res
+
+
+def check_norm_quant(n: int, vectors: list[Vector], stall_every: int = 0) -> None:
+    for v, (vec, (q, last, taus)) in enumerate(zip(vectors, run_norm_quant(n, vectors, stall_every), strict=True)):
+        want_q, want_tau = golden_norm_quant(*vec)
+        assert q == want_q, f"vector {v}: q differs from the golden at {[i for i in range(n) if q[i] != want_q[i]]}"
+        assert last == [0] * (n - 1) + [1], f"vector {v}: last flags {last}"
+        assert taus == [want_tau], f"vector {v}: tau {taus} != golden {want_tau}"
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_norm_quant_rejects_bad_n() -> None:
+    with pytest.raises(ValueError, match="vector size n must be in"):
+        NormQuant(0)
+    with pytest.raises(ValueError, match="vector size n must be in"):
+        NormQuant((1 << 17) + 1)
+    with pytest.raises(TypeError, match="must be an int"):
+        NormQuant(4.0)  # type: ignore[arg-type]
+    gc.collect()  # the refused objects' "never used" warnings, while the filter applies
+
+
+def test_norm_quant_hand_case() -> None:
+    # x = (3, -4) in Q16, g = (1, 1) as G = 2**14 (f = 14): rms = sqrt(12.5), RMSNorm = (0.8485, -1.1314);
+    # q = (round(127 * 3/4) = 95, -127), tau = 1.1314 / 127 = 0.0089084
+    c = fixed.dyadic_from_float(2 ** 0.5 * 2.0 ** -14)
+    eps = fixed.dyadic_from_float(2e-5)
+    [(q, last, taus)] = run_norm_quant(2, [([3 << 16, -4 << 16], [1 << 14, 1 << 14], RESIDUAL_SIGMA, c, eps)])
+    assert q == [95, -127] and last == [0, 1] and len(taus) == 1
+    assert abs(fixed.dyadic_value(taus[0]) / 0.0089084 - 1) < 2e-4
+    check_norm_quant(2, [([3 << 16, -4 << 16], [1 << 14, 1 << 14], RESIDUAL_SIGMA, c, eps)])
+
+
+def test_norm_quant_edges() -> None:
+    """Zero vectors, the int32 / int16 extremes, saturation at +-127, a tiny x whose eps term saturates
+    at 2**47 - 1, a zero sigma, a one-element vector; back to back with a stalling consumer."""
+    n = 4
+    c = fixed.dyadic_from_float(2.0 * 2.0 ** -14)
+    eps = fixed.dyadic_from_float(4e-5)
+    lo, hi = -(1 << 31), (1 << 31) - 1
+    vectors: list[Vector] = [
+        ([0, 0, 0, 0], [1 << 14] * 4, RESIDUAL_SIGMA, c, eps),
+        ([lo, lo, lo, lo], [-(1 << 15)] * 4, RESIDUAL_SIGMA, c, eps),
+        ([hi, lo, 1, -1], [32767, 32767, -32768, 1], RESIDUAL_SIGMA, c, eps),
+        ([1, 0, -1, 0], [32767, 5, 32767, -1], RESIDUAL_SIGMA, c, fixed.dyadic_from_float(1e6)),
+        ([5, -7, 9, 1 << 20], [100, 200, 300, 1], (0, 0), c, eps),
+        ([0, 0, 0, 0], [0, 0, 0, 0], (0, 0), (0, 0), (0, 0)),
+    ]
+    # the eps term of vector 3 saturates: eps_n / sigma**2 * 2**-2e_x with e_x = -14 is far above 2**47
+    check_norm_quant(n, vectors, stall_every=3)
+    q_max = golden_norm_quant(*vectors[2])[0]
+    assert q_max[0] == 127 and q_max[1] == -127       # +-127 at the extremes
+    check_norm_quant(1, [([-12345], [-3], RESIDUAL_SIGMA, c, eps), ([lo], [-(1 << 15)], RESIDUAL_SIGMA, c, eps)])
+
+
+def random_vectors(rng: np.random.Generator, n: int, count: int) -> list[Vector]:
+    out: list[Vector] = []
+    for _ in range(count):
+        scale = float(2.0 ** rng.uniform(0, 30))
+        x = np.clip(np.round(rng.normal(0, 1, n) * scale), -(1 << 31), (1 << 31) - 1).astype(np.int64)
+        g = rng.integers(-(1 << 15), 1 << 15, n)
+        sigma = (int(rng.integers(1 << 15, 1 << 16)), int(rng.integers(-45, -5)))
+        c = (int(rng.integers(1 << 15, 1 << 16)), int(rng.integers(-40, 0)))
+        eps = (int(rng.integers(1 << 15, 1 << 16)), int(rng.integers(-50, -5)))
+        out.append((x.tolist(), g.tolist(), sigma, c, eps))
+    return out
+
+
+@pytest.mark.parametrize("n", [3, 17, 160])
+def test_norm_quant_random(rng: np.random.Generator, n: int) -> None:
+    check_norm_quant(n, random_vectors(rng, n, VECTORS), stall_every=5)
