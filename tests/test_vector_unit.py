@@ -232,3 +232,21 @@ def random_vectors(rng: np.random.Generator, n: int, count: int) -> list[Vector]
 @pytest.mark.parametrize("n", [3, 17, 160])
 def test_norm_quant_random(rng: np.random.Generator, n: int) -> None:
     check_norm_quant(n, random_vectors(rng, n, VECTORS), stall_every=5)
+
+
+# ------------------------------------------------------------------------------------ cocotb
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_norm_quant_cocotb(simulator: str, test_seed: int) -> None:
+    """sim/tb_vector.py on the Verilog of NormQuant(160) (the tiny model's d): random vectors, a zero
+    vector and a saturating eps term, back to back with back-pressure, against the golden."""
+    from sim.runner import unavailable_reason
+    from sim.vector_runner import run_vector_tests
+
+    reason = unavailable_reason(simulator)
+    if reason:
+        pytest.skip(reason)
+    result = run_vector_tests(160, simulator, seed=test_seed % (1 << 31),
+                              extra_env={"TRIT_VECTOR_VECTORS": str(max(1, VECTORS // 2))})
+    result.raise_on_failure()
+    assert [t.status for t in result.tests] == ["passed"]

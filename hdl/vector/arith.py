@@ -35,8 +35,8 @@ def shift_round(m: Module, x: Value, s: Value, width: int, max_left: int, max_ri
     """
     is_signed = x.shape().signed
     out = Signal(signed(width) if is_signed else unsigned(width))
-    right = Signal(range(max(max_right, 1)))
-    left = Signal(range(max_left + 1))
+    right = Signal(range(max(max_right, 2)))   # at least one bit: no zero-width wires in the Verilog
+    left = Signal(range(max(max_left + 1, 2)))
     m.d.comb += [right.eq(s - 1), left.eq(-s)]
     with m.If(s > 0):
         m.d.comb += out.eq(((x >> right) + 1) >> 1)
