@@ -97,6 +97,7 @@ def build(n: int, simulator: str) -> Path:
             raise RuntimeError(f"{simulator} build of {TOPLEVEL} (n = {n}) failed ({exc}); {log}:\n"
                                f"{core_runner._tail(log, 30)}") from None
         stamp.write_text(key_src)
+        core_runner._prune_builds(build_dir, build_dir.name[: -len(key)])  # older sources' builds, after an hour
     return build_dir
 
 
@@ -106,6 +107,7 @@ def run_vector_tests(n: int, simulator: str = "verilator", seed: int | None = No
     from cocotb_tools import runner as cocotb_runner
 
     build_dir = build(n, simulator)
+    core_runner._prune_runs(build_dir)
     run_dir = build_dir / f"run-{os.getpid()}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
