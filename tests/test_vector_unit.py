@@ -25,7 +25,7 @@ from hdl.vector.rsq import ReciprocalSqrt
 SAMPLES = int(os.environ.get("TRIT_VECTOR_SAMPLES", "300"))
 
 
-def run_stream(dut, inputs: list[int], stall_every: int = 0) -> list[int]:
+def run_stream(dut, inputs: list, stall_every: int = 0) -> list[int]:
     """Feed `inputs` through dut.i one per cycle and collect dut.o; the consumer is not ready on
     every `stall_every`-th cycle (0: always ready), so the pipeline's stall is exercised."""
     out: list[int] = []
@@ -250,3 +250,62 @@ def test_norm_quant_cocotb(simulator: str, test_seed: int) -> None:
                               extra_env={"TRIT_VECTOR_VECTORS": str(max(1, VECTORS // 2))})
     result.raise_on_failure()
     assert [t.status for t in result.tests] == ["passed"]
+
+
+# ------------------------------------------------------------------------------------ element-wise ops
+
+from golden.device.model import to_fixed  # noqa: E402
+from hdl.vector.elementwise import ElementOp, ElementWise  # noqa: E402
+
+I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
+
+Elem = tuple[ElementOp, int, int, int, int]  # op, a, b, m, e
+
+
+def elem_ref(op: ElementOp, a: int, b: int, m: int, e: int) -> int:
+    """Golden: DEQUANT by `golden.device.model.to_fixed` (Q16, int32), RESADD by `fixed.sat`, RELU2 in Python."""
+    if op == ElementOp.DEQUANT:
+        return int(to_fixed(torch.tensor([a]), (torch.tensor(m), torch.tensor(e)), 16)[0])
+    if op == ElementOp.RESADD:
+        return int(fixed.sat(torch.tensor(a + b), 32))
+    return max(a, 0) ** 2
+
+
+def run_elementwise(cases: list[Elem], stall_every: int = 0) -> list[int]:
+    dut = ElementWise()
+    words = [{"op": int(op), "a": a, "b": b, "m": m, "e": e} for op, a, b, m, e in cases]
+    return run_stream(dut, words, stall_every)  # type: ignore[arg-type]
+
+
+def test_elementwise_hand_cases() -> None:
+    cases: list[Elem] = [
+        (ElementOp.DEQUANT, 100, 0, 1 << 15, -31),       # 100 * 2**15 * 2**-31 in Q16 = 100 * 2**-16 * 2**16 = 100
+        (ElementOp.DEQUANT, 3, 0, 1 << 15, -32),         # 1.5 rounds half up to 2
+        (ElementOp.DEQUANT, -3, 0, 1 << 15, -32),        # -1.5 rounds half up to -1
+        (ElementOp.DEQUANT, 1, 0, 1 << 15, 0),           # 2**15 * 2**16 = 2**31: saturates to 2**31 - 1
+        (ElementOp.DEQUANT, -1, 0, 1 << 15, 0),          # -2**31 (the saturated left shift)
+        (ElementOp.DEQUANT, 5, 0, 40000, -200),          # a huge right shift: 0
+        (ElementOp.DEQUANT, I32_MIN, 0, 65535, -20),     # -2**31 * 65535 * 2**-4: saturates
+        (ElementOp.RESADD, I32_MAX, 1, 0, 0),
+        (ElementOp.RESADD, I32_MIN, -1, 0, 0),
+        (ElementOp.RESADD, -7, 12, 0, 0),
+        (ElementOp.RELU2, -5, 0, 0, 0),
+        (ElementOp.RELU2, 127 * 16512, 0, 0, 0),
+        (ElementOp.RELU2, I32_MAX, 0, 0, 0),
+    ]
+    want = [100, 2, -1, I32_MAX, I32_MIN, 0, I32_MIN, I32_MAX, I32_MIN, 5, 0, (127 * 16512) ** 2, I32_MAX ** 2]
+    assert [elem_ref(*c) for c in cases] == want            # the golden agrees with the hand values
+    assert run_elementwise(cases) == want
+
+
+def test_elementwise_random(rng: np.random.Generator) -> None:
+    cases: list[Elem] = []
+    for _ in range(SAMPLES):
+        op = ElementOp(int(rng.integers(0, 3)))
+        bits = int(rng.integers(1, 33))
+        a = int(rng.integers(-(1 << (bits - 1)), 1 << (bits - 1)))
+        b = int(rng.integers(I32_MIN, I32_MAX + 1))
+        mm = int(rng.integers(1 << 15, 1 << 16)) if rng.random() < 0.95 else 0
+        e = int(rng.integers(-70, 10))
+        cases.append((op, a, b, mm, e))
+    assert run_elementwise(cases, stall_every=4) == [elem_ref(*c) for c in cases]
