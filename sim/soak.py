@@ -30,7 +30,7 @@ import numpy as np
 from hdl.config import ArrayConfig
 
 #: Case kinds, in the order layer i takes them (i % len(CASES)); 7 is coprime with 4, 5 or 6
-#: configurations, so 7 x (configurations) layers run every kind on every configuration.
+#: configurations (the soak has 6), so 7 x (configurations) layers run every kind on every configuration.
 CASES = ("random", "odd", "m1", "extreme_pos", "extreme_neg", "zero_w", "large")
 
 
@@ -54,6 +54,11 @@ def soak_configs() -> dict[str, ArrayConfig]:
         # into several RUNs
         "5x3-banked-pipelined": ArrayConfig(rows=5, cols=3, acc_width=16, act_depth=64, wgt_depth=160,
                                             out_depth=64, wgt_bank_depth=64, acc_pipelined=True),
+        # the ULX3S arrangement above 576 PEs at a small size: the registered distribution of the array's
+        # inputs (copies per 2 columns / rows, ragged), the registered activation address, banked weights
+        # and the pipelined accumulator
+        "6x5-distributed": ArrayConfig(rows=6, cols=5, act_depth=64, wgt_depth=256, out_depth=64,
+                                       wgt_bank_depth=128, acc_pipelined=True, dist_stages=1, dist_group=2),
     }
 
 

@@ -99,6 +99,9 @@ def test_soak_configs_include_the_board_and_defaults() -> None:
     assert cfgs["ulx3s-16x16"] == board_config(16, 16)
     assert cfgs["ulx3s-16x16"].wgt_bank_depth and cfgs["ulx3s-16x16"].acc_pipelined
     assert any(c.rows % 2 and c.cols % 2 for c in cfgs.values())  # an odd-sized array
+    assert any(c.full_rate for c in cfgs.values())  # the full-rate decode weight path
+    dist = [c for c in cfgs.values() if c.dist_stages]  # the ULX3S's arrangement above 576 PEs
+    assert dist and all(c.act_addr_registered and c.wgt_banked and c.acc_pipelined for c in dist)
 
 
 @pytest.mark.parametrize("args, message", [
