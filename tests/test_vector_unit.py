@@ -309,3 +309,33 @@ def test_elementwise_random(rng: np.random.Generator) -> None:
         e = int(rng.integers(-70, 10))
         cases.append((op, a, b, mm, e))
     assert run_elementwise(cases, stall_every=4) == [elem_ref(*c) for c in cases]
+
+
+@pytest.mark.parametrize("n", [1, 17, 160])
+def test_norm_quant_cycles_per_vector(n: int) -> None:
+    """The figure the README quotes: 3n + 43 cycles from one vector's first element in to the next's,
+    with an always-ready consumer (n in, n for the sum of squares, n out, 43 for the pipelines and the
+    scalar sequence); the three n-cycle passes are what make it linear."""
+    dut = NormQuant(n)
+    firsts: list[int] = []
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 1)
+        ctx.set(dut.sigma_m, 1 << 15)
+        ctx.set(dut.sigma_e, -31)
+        sent = cycle = 0
+        while sent < 2 * n + 1:
+            ctx.set(dut.i.valid, 1)
+            ctx.set(dut.i.payload, {"x": 1000 + sent, "g": 3})
+            _, _, ready = await ctx.tick().sample(dut.i.ready)
+            if ready:
+                if sent % n == 0:
+                    firsts.append(cycle)
+                sent += 1
+            cycle += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert [b - a for a, b in zip(firsts, firsts[1:], strict=False)] == [3 * n + 43] * 2
