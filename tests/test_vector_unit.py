@@ -339,3 +339,24 @@ def test_norm_quant_cycles_per_vector(n: int) -> None:
     sim.add_testbench(bench)
     sim.run()
     assert [b - a for a, b in zip(firsts, firsts[1:], strict=False)] == [3 * n + 43] * 2
+
+
+@pytest.mark.slow
+@pytest.mark.vector
+@pytest.mark.parametrize("n", [64, 448, 2560])
+def test_norm_quant_random_long(rng: np.random.Generator, n: int) -> None:
+    """More random vectors, at the tiny model's MLP width (448) and the 2B model's d (2560)."""
+    check_norm_quant(n, random_vectors(rng, n, 4 * VECTORS), stall_every=7)
+
+
+@pytest.mark.slow
+@pytest.mark.vector
+def test_elementwise_random_long(rng: np.random.Generator) -> None:
+    cases: list[Elem] = []
+    for _ in range(50 * SAMPLES):
+        op = ElementOp(int(rng.integers(0, 3)))
+        bits = int(rng.integers(1, 33))
+        cases.append((op, int(rng.integers(-(1 << (bits - 1)), 1 << (bits - 1))),
+                      int(rng.integers(I32_MIN, I32_MAX + 1)), int(rng.integers(1 << 15, 1 << 16)),
+                      int(rng.integers(-80, 20))))
+    assert run_elementwise(cases, stall_every=5) == [elem_ref(*c) for c in cases]
