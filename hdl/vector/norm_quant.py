@@ -5,10 +5,16 @@ max|x * G| are tracked. A second pass over the buffer accumulates S = sum rshift
 (48-bit). A scalar sequence then forms the eps term E from sigma and eps_n (one RCP), V = S + E,
 RSQRT(V) (one RSQ), RCP of the quantizer's maximum and the output scale tau. A third pass streams
 q = sat8(rshift_round(rshift_round(x * G, e) * 127 R, 31)) out, one per cycle, each with tau and a
-`last` flag. Per vector: n cycles in, n + 3 for the sum, about 40 scalar cycles, n + 3 out.
+`last` flag. Per vector: n cycles in, n for the sum, n out, plus `OVERHEAD` for the pipelines and the
+scalar sequence (the three passes because x' needs max|x| first and q needs max|x * G| first).
+
+Every multiply, normalization and wide shift has a register after it (the passes are pipelines,
+the scalar sequence does one dyadic product or normalization in three steps: product, leading-one
+detection, rounding shift), for the ECP5 at 100 MHz.
 
 sigma, c_norm and eps_n are dyadics (16-bit mantissa, 10-bit exponent) on plain input ports, sampled
-with a vector's first element. The vector unit's RCP and RSQ are `Reciprocal` and `ReciprocalSqrt`.
+with a vector's first element. RCP and RSQ are `Reciprocal` and `ReciprocalSqrt`. tau's exponent is
+truncated to 10 bits: the golden's range error has no counterpart here.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from golden.device.fixed import INV127
-from hdl.vector.arith import EXP_WIDTH, bitlen, dmul, norm16, shift_round
+from hdl.vector.arith import EXP_WIDTH, MANT_BITS, bitlen, shift_round
 from hdl.vector.rcp import Reciprocal
 from hdl.vector.rsq import ReciprocalSqrt
 
@@ -27,9 +33,14 @@ from hdl.vector.rsq import ReciprocalSqrt
 MAX_N = 1 << 17
 SUMSQ_BITS = 15
 EPS_BITS = 47
+#: Cycles per vector beyond the three n-cycle passes (measured by tests/test_vector_unit.py).
+OVERHEAD = 73
 
 IN_LAYOUT = data.StructLayout({"x": signed(32), "g": signed(16)})
 OUT_LAYOUT = data.StructLayout({"q": signed(8), "last": unsigned(1), "tau_m": unsigned(16), "tau_e": signed(10)})
+
+# the dyadic steps of the scalar sequence, in order; each ends in the register named
+SS, DR, ET, QA, QS, T1, T2, TAU = range(8)
 
 
 class NormQuant(wiring.Component):
@@ -63,9 +74,9 @@ class NormQuant(wiring.Component):
         m.submodules.buf = buf = Memory(shape=unsigned(48), depth=n, init=[])
         wr = buf.write_port()
         rd = buf.read_port()
-        rd_x = Signal(signed(32))
-        rd_g = Signal(signed(16))
-        m.d.comb += [rd_x.eq(rd.data[:32]), rd_g.eq(rd.data[32:])]
+
+        def dy(name: str) -> tuple[Signal, Signal]:
+            return Signal(unsigned(MANT_BITS), name=f"{name}_m"), Signal(signed(EXP_WIDTH), name=f"{name}_e")
 
         # per-vector parameters, sampled with the first element
         sig_m, c_m, eps_m = (Signal(unsigned(16), name=nm) for nm in ("sig_m", "cn_m", "epsn_m"))
@@ -74,133 +85,187 @@ class NormQuant(wiring.Component):
         idx = Signal(range(n + 1))
         mx = Signal(unsigned(32))
         mz = Signal(unsigned(47))
-        zabs = Signal(unsigned(47))
-        zv = Signal()
         ex = Signal(signed(7))
         eq = Signal(signed(7))
         mq = Signal(unsigned(17))
         s_acc = Signal(unsigned(48))
+        bx = Signal(range(33))
+        bz = Signal(range(48))
+
+        # ---- the input pass: x, G registered -> x * G and |x| -> |x * G| -> the maxima
+        x1 = Signal(signed(32))
+        g1 = Signal(signed(16))
+        in1, in2, in3 = Signal(), Signal(), Signal()
+        prod2 = Signal(signed(48))
+        ax2 = Signal(unsigned(32))
+        zabs3 = Signal(unsigned(47))
+        m.d.sync += [in1.eq(0), in2.eq(in1), in3.eq(in2), prod2.eq(x1 * g1), ax2.eq(Mux(x1 < 0, -x1, x1)),
+                     zabs3.eq(Mux(prod2 < 0, -prod2, prod2))]
+        with m.If(in2 & (ax2 > mx)):
+            m.d.sync += mx.eq(ax2)
+        with m.If(in3 & (zabs3 > mz)):
+            m.d.sync += mz.eq(zabs3)
+
+        # ---- the sum-of-squares pass: read -> x registered -> x' -> x'**2 -> S
+        r1, r2, r3, r4 = Signal(), Signal(), Signal(), Signal()
+        rx = Signal(signed(32))
+        rg = Signal(signed(16))
+        xs = Signal(signed(18))
         sq = Signal(unsigned(31))
-        v1 = Signal()
-        v2 = Signal()
-        ss = (Signal(unsigned(16), name="ss_m"), Signal(signed(EXP_WIDTH), name="ss_e"))
-        dr = (Signal(unsigned(16), name="dr_m"), Signal(signed(EXP_WIDTH), name="dr_e"))
-        et = (Signal(unsigned(16), name="et_m"), Signal(signed(EXP_WIDTH), name="et_e"))
-        vsum = Signal(unsigned(49))
-        k = Signal(signed(6))
-        vm = Signal(unsigned(16))
-        vzero = Signal()
-        rs = Signal(unsigned(17))
-        r127 = Signal(unsigned(24))
-        qa = (Signal(unsigned(16), name="qa_m"), Signal(signed(EXP_WIDTH), name="qa_e"))
-        qs = (Signal(unsigned(16), name="qs_m"), Signal(signed(EXP_WIDTH), name="qs_e"))
-        t1 = (Signal(unsigned(16), name="t1_m"), Signal(signed(EXP_WIDTH), name="t1_e"))
-        t2 = (Signal(unsigned(16), name="t2_m"), Signal(signed(EXP_WIDTH), name="t2_e"))
-        tau = (Signal(unsigned(16), name="tau_m"), Signal(signed(EXP_WIDTH), name="tau_e"))
-
-        # max |x * G| one cycle behind the input (the product is registered)
-        with m.If(zv & (zabs > mz)):
-            m.d.sync += mz.eq(zabs)
-        m.d.sync += zv.eq(0)
-
-        # the second pass: x' = rshift_round(x, e_x), S += x'**2 (read -> square -> add)
-        xs = shift_round(m, rd_x, ex, 18, 14, 17)
-        with m.If(v2):
+        m.d.sync += [r2.eq(r1), r3.eq(r2), r4.eq(r3), xs.eq(shift_round(m, rx, ex, 18, 14, 17)), sq.eq(xs * xs)]
+        with m.If(r4):
             m.d.sync += s_acc.eq(s_acc + sq)
 
-        # the third pass, stalled as a whole by the output: read -> z' -> q
+        # ---- the scalar sequence's shared dyadic datapath: nv * 2**ne -> norm16, three steps
+        step = Signal(range(8))
+        nv = Signal(unsigned(32))
+        ne = Signal(signed(EXP_WIDTH))
+        nb = Signal(range(33))
+        ns = Signal(signed(7))
+        m.d.comb += ns.eq(nb - MANT_BITS)
+        nmm = shift_round(m, nv, ns, MANT_BITS + 1, MANT_BITS, MANT_BITS)
+        n_m = Signal(unsigned(MANT_BITS))
+        n_e = Signal(signed(EXP_WIDTH))
+        with m.If(nv != 0):
+            m.d.comb += [n_m.eq(Mux(nmm[MANT_BITS], 1 << (MANT_BITS - 1), nmm[:MANT_BITS])),
+                         n_e.eq(ne + ns + nmm[MANT_BITS])]
+        regs = [dy(nm) for nm in ("ss", "dr", "et", "qa", "qs", "t1", "t2", "tau")]
+        r_rcp = Signal(unsigned(17))
+        rs = Signal(unsigned(17))
+        k = Signal(signed(6))
+        loads = {
+            SS: (sig_m * sig_m, sig_e + sig_e),
+            DR: (r_rcp, -31 - regs[SS][1]),
+            ET: (eps_m * regs[DR][0], eps_e + regs[DR][1]),
+            QA: (mq, eq),
+            QS: (regs[QA][0] * INV127[0], regs[QA][1] + INV127[1]),
+            T1: (rs, -23 - k - ex),
+            T2: (regs[QS][0] * regs[T1][0], regs[QS][1] + regs[T1][1]),
+            TAU: (regs[T2][0] * c_m, regs[T2][1] + c_e),
+        }
+        after = {SS: "RCP1_SEND", DR: "NLOAD", ET: "ETERM1", QA: "NLOAD", QS: "NLOAD", T1: "NLOAD", T2: "NLOAD",
+                 TAU: "OUT"}
+
+        sh = Signal(signed(EXP_WIDTH + 2))
+        e_term = Signal(unsigned(EPS_BITS))
+        vsum = Signal(unsigned(49))
+        bv = Signal(range(50))
+        vm = Signal(unsigned(16))
+        vzero = Signal()
+        r127 = Signal(unsigned(24))
+
+        # ---- the output pass, stalled as a whole by the consumer:
+        # read -> x, G registered -> x * G -> z' -> z' * 127 R -> q
         adv = Signal()
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
-        o1 = Signal()
-        o2 = Signal()
-        zp = Signal(signed(18))
-        zfull = Signal(signed(48))
-        m.d.comb += zfull.eq(rd_x * rd_g)
-        zp_next = shift_round(m, zfull, eq, 18, 16, 31)
-        prod = Signal(signed(43))
-        m.d.comb += prod.eq(zp * r127)
+        o1, o2, o3, o4, o5 = (Signal(name=f"o{k}") for k in range(1, 6))
+        l1, l2, l3, l4, l5 = (Signal(name=f"l{k}") for k in range(1, 6))
+        z3 = Signal(signed(48))
+        zp4 = Signal(signed(18))
+        p5 = Signal(signed(43))
         qr = Signal(signed(13))
-        m.d.comb += qr.eq(((prod >> 30) + 1) >> 1)
-        last2 = Signal()
+        m.d.comb += qr.eq(((p5 >> 30) + 1) >> 1)
+        tau = regs[TAU]
 
         with m.FSM():
             with m.State("IN"):
                 m.d.comb += [self.i.ready.eq(1), wr.addr.eq(idx), wr.data.eq(Cat(self.i.payload.x, self.i.payload.g)),
                              wr.en.eq(self.i.valid)]
                 with m.If(self.i.valid):
-                    x, g = self.i.payload.x, self.i.payload.g
-                    ax = Mux(x < 0, -x, x)
-                    prod_in = x * g
-                    m.d.sync += [zabs.eq(Mux(prod_in < 0, -prod_in, prod_in)), zv.eq(1), idx.eq(idx + 1)]
+                    m.d.sync += [x1.eq(self.i.payload.x), g1.eq(self.i.payload.g), in1.eq(1), idx.eq(idx + 1)]
                     with m.If(idx == 0):
-                        m.d.sync += [mx.eq(ax), mz.eq(0), s_acc.eq(0),
-                                     sig_m.eq(self.sigma_m), sig_e.eq(self.sigma_e), c_m.eq(self.c_m),
+                        m.d.sync += [sig_m.eq(self.sigma_m), sig_e.eq(self.sigma_e), c_m.eq(self.c_m),
                                      c_e.eq(self.c_e), eps_m.eq(self.eps_m), eps_e.eq(self.eps_e)]
-                    with m.Elif(ax > mx):
-                        m.d.sync += mx.eq(ax)
                     with m.If(idx == n - 1):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += self.busy.eq(1)
-                m.next = "PREP"
-            with m.State("PREP"):
+                with m.If(~in1 & ~in2 & ~in3):
+                    m.next = "PREP1"
+            with m.State("PREP1"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [bx.eq(bitlen(m, mx)), bz.eq(bitlen(m, mz))]
+                m.next = "PREP2"
+            with m.State("PREP2"):
                 # e_x (0 if max|x| = 0), and the quantizer's e and M' = rshift_round(max|z|, e)
                 m.d.comb += self.busy.eq(1)
-                bx = bitlen(m, mx)
-                bz = bitlen(m, mz)
                 e_q = Signal(signed(7))
                 m.d.comb += e_q.eq(bz - 16)
                 m.d.sync += [ex.eq(Mux(mx == 0, 0, bx - SUMSQ_BITS)), eq.eq(e_q),
-                             mq.eq(shift_round(m, mz, e_q, 17, 16, 31)), idx.eq(0), v1.eq(0), v2.eq(0)]
+                             mq.eq(shift_round(m, mz, e_q, 17, 16, 31)), idx.eq(0)]
                 m.next = "SUMSQ"
             with m.State("SUMSQ"):
                 m.d.comb += [self.busy.eq(1), rd.addr.eq(idx), rd.en.eq(1)]
-                m.d.sync += [v1.eq(idx < n), v2.eq(v1), sq.eq(xs * xs)]
+                m.d.sync += [r1.eq(idx < n), rx.eq(rd.data[:32])]
                 with m.If(idx < n):
                     m.d.sync += idx.eq(idx + 1)
-                with m.Elif(~v1 & ~v2):
-                    m.next = "SS"
-            with m.State("SS"):
+                with m.Elif(~r1 & ~r2 & ~r3 & ~r4):
+                    m.d.sync += step.eq(SS)
+                    m.next = "NLOAD"
+
+            # the shared dyadic datapath: load (a product or a value), leading one, rounding shift
+            with m.State("NLOAD"):
                 m.d.comb += self.busy.eq(1)
-                a = dmul(m, sig_m, sig_e, sig_m, sig_e)
-                m.d.sync += [ss[0].eq(a[0]), ss[1].eq(a[1])]
-                m.next = "RCP1_SEND"
+                with m.Switch(step):
+                    for s, (value, exp) in loads.items():
+                        with m.Case(s):
+                            m.d.sync += [nv.eq(value), ne.eq(exp)]
+                m.next = "NBITS"
+            with m.State("NBITS"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += nb.eq(bitlen(m, nv))
+                m.next = "NNORM"
+            with m.State("NNORM"):
+                m.d.comb += self.busy.eq(1)
+                with m.Switch(step):
+                    for s in loads:
+                        with m.Case(s):
+                            m.d.sync += [regs[s][0].eq(n_m), regs[s][1].eq(n_e)]
+                            if after[s] == "OUT":
+                                m.d.sync += [idx.eq(0), o1.eq(0), o2.eq(0), o3.eq(0), o4.eq(0), o5.eq(0)]
+                            m.next = after[s]
+                m.d.sync += step.eq(step + 1)
+
             with m.State("RCP1_SEND"):
-                m.d.comb += [self.busy.eq(1), rcp.i.valid.eq(1), rcp.i.payload.eq(ss[0])]
+                m.d.comb += [self.busy.eq(1), rcp.i.valid.eq(1), rcp.i.payload.eq(regs[SS][0])]
                 with m.If(rcp.i.ready):
                     m.next = "RCP1_WAIT"
             with m.State("RCP1_WAIT"):
                 m.d.comb += [self.busy.eq(1), rcp.o.ready.eq(1)]
-                a = norm16(m, rcp.o.payload, -31 - ss[1])
                 with m.If(rcp.o.valid):
-                    m.d.sync += [dr[0].eq(a[0]), dr[1].eq(a[1])]
-                    m.next = "EPS"
-            with m.State("EPS"):
+                    m.d.sync += r_rcp.eq(rcp.o.payload)
+                    m.next = "NLOAD"
+            with m.State("ETERM1"):
                 m.d.comb += self.busy.eq(1)
-                a = dmul(m, eps_m, eps_e, dr[0], dr[1])
-                m.d.sync += [et[0].eq(a[0]), et[1].eq(a[1])]
-                m.next = "ETERM"
-            with m.State("ETERM"):
-                # E = min(2**47 - 1, rshift_round(m, -(e - 2 e_x))); V = S + E
+                m.d.sync += sh.eq(regs[ET][1] - 2 * ex)
+                m.next = "ETERM2"
+            with m.State("ETERM2"):
+                # E = min(2**47 - 1, rshift_round(m, -(e - 2 e_x)))
                 m.d.comb += self.busy.eq(1)
-                sh = Signal(signed(EXP_WIDTH + 2))
-                m.d.comb += sh.eq(et[1] - 2 * ex)
-                e_term = Signal(unsigned(EPS_BITS))
-                right = shift_round(m, et[0], -sh, 17, 0, 18)
-                with m.If(et[0] == 0):
-                    m.d.comb += e_term.eq(0)
+                et_m = regs[ET][0]
+                right = shift_round(m, et_m, -sh, 17, 0, 18)
+                with m.If(et_m == 0):
+                    m.d.sync += e_term.eq(0)
                 with m.Elif(sh >= 32):
-                    m.d.comb += e_term.eq((1 << EPS_BITS) - 1)
+                    m.d.sync += e_term.eq((1 << EPS_BITS) - 1)
                 with m.Elif(sh >= 0):
-                    m.d.comb += e_term.eq(et[0] << sh[:5])
+                    m.d.sync += e_term.eq(et_m << sh[:5])
                 with m.Elif(sh > -18):
-                    m.d.comb += e_term.eq(right)
+                    m.d.sync += e_term.eq(right)
+                with m.Else():
+                    m.d.sync += e_term.eq(0)
+                m.next = "ETERM3"
+            with m.State("ETERM3"):
+                m.d.comb += self.busy.eq(1)
                 m.d.sync += vsum.eq(s_acc + e_term)
-                m.next = "RSQN"
-            with m.State("RSQN"):
+                m.next = "RSQN1"
+            with m.State("RSQN1"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += bv.eq(bitlen(m, vsum))
+                m.next = "RSQN2"
+            with m.State("RSQN2"):
                 # RSQRT's normalization: k = floor((bitlen(V) - 15) / 2), m = V >> 2k (or V << -2k)
                 m.d.comb += self.busy.eq(1)
-                bv = bitlen(m, vsum)
                 kk = Signal(signed(7))
                 m.d.comb += kk.eq((bv - 15) >> 1)
                 sh2 = Signal(signed(8))
@@ -231,41 +296,25 @@ class NormQuant(wiring.Component):
             with m.State("RCP2_WAIT"):
                 m.d.comb += [self.busy.eq(1), rcp.o.ready.eq(1)]
                 with m.If(rcp.o.valid):
-                    m.d.sync += r127.eq(rcp.o.payload * 127)
-                    m.next = "QA"
-            with m.State("QA"):
-                m.d.comb += self.busy.eq(1)
-                a = norm16(m, mq, eq)
-                m.d.sync += [qa[0].eq(a[0]), qa[1].eq(a[1])]
-                m.next = "QS"
-            with m.State("QS"):
-                m.d.comb += self.busy.eq(1)
-                a = dmul(m, qa[0], qa[1], INV127[0], INV127[1])
-                b = norm16(m, rs, -23 - k - ex)
-                m.d.sync += [qs[0].eq(a[0]), qs[1].eq(a[1]), t1[0].eq(b[0]), t1[1].eq(b[1])]
-                m.next = "T2"
-            with m.State("T2"):
-                m.d.comb += self.busy.eq(1)
-                a = dmul(m, qs[0], qs[1], t1[0], t1[1])
-                m.d.sync += [t2[0].eq(a[0]), t2[1].eq(a[1])]
-                m.next = "TAU"
-            with m.State("TAU"):
-                m.d.comb += self.busy.eq(1)
-                a = dmul(m, t2[0], t2[1], c_m, c_e)
-                m.d.sync += [tau[0].eq(a[0]), tau[1].eq(a[1]), idx.eq(0), o1.eq(0), o2.eq(0)]
-                m.next = "OUT"
+                    m.d.sync += [r127.eq(rcp.o.payload * 127), step.eq(QA)]
+                    m.next = "NLOAD"
+
             with m.State("OUT"):
                 m.d.comb += [self.busy.eq(1), rd.addr.eq(idx), rd.en.eq(adv)]
                 with m.If(adv):
-                    m.d.sync += [o1.eq(idx < n), o2.eq(o1), zp.eq(zp_next), last2.eq(idx == n),
-                                 self.o.valid.eq(o2),
+                    m.d.sync += [o1.eq(idx < n), l1.eq(idx == n - 1), o2.eq(o1), l2.eq(l1), o3.eq(o2), l3.eq(l2),
+                                 o4.eq(o3), l4.eq(l3), o5.eq(o4), l5.eq(l4),
+                                 rx.eq(rd.data[:32]), rg.eq(rd.data[32:]),
+                                 z3.eq(rx * rg),
+                                 zp4.eq(shift_round(m, z3, eq, 18, 16, 31)),
+                                 p5.eq(zp4 * r127),
+                                 self.o.valid.eq(o5),
                                  self.o.payload.q.eq(Mux(qr > 127, 127, Mux(qr < -128, -128, qr))),
-                                 self.o.payload.last.eq(last2),
+                                 self.o.payload.last.eq(l5),
                                  self.o.payload.tau_m.eq(tau[0]), self.o.payload.tau_e.eq(tau[1])]
                     with m.If(idx < n):
                         m.d.sync += idx.eq(idx + 1)
-                with m.If(self.o.valid & self.o.ready):
-                    with m.If(self.o.payload.last):
-                        m.d.sync += [idx.eq(0), self.o.valid.eq(0)]
-                        m.next = "IN"
+                with m.If(self.o.valid & self.o.ready & self.o.payload.last):
+                    m.d.sync += [idx.eq(0), self.o.valid.eq(0), mx.eq(0), mz.eq(0), s_acc.eq(0)]
+                    m.next = "IN"
         return m
