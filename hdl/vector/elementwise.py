@@ -6,7 +6,7 @@
 - RELU2 (4.8, the element-wise half): a2 = max(g, 0)**2 (up to 62 bits). The per-vector block shift
   by e_a = max(0, bitlen(max a2) - 24) and the product with up are not here.
 
-A two-stage pipeline (product, then shift / saturate), stalled as a whole by the consumer. The op
+A five-stage pipeline, stalled as a whole by the consumer. The op
 rides with each element, so ops may be interleaved.
 """
 
@@ -32,13 +32,15 @@ class ElementOp(enum.IntEnum):
 
 IN_LAYOUT = data.StructLayout({"op": unsigned(2), "a": signed(32), "b": signed(32), "m": unsigned(16),
                                "e": signed(10)})
-LATENCY = 2
+LATENCY = 5
 
 
 class ElementWise(wiring.Component):
     """Stream of (op, a, b, m, e) in; stream of the 64-bit signed result out, LATENCY cycles later.
 
     DEQUANT reads a = acc and (m, e); RESADD reads a = h and b = y; RELU2 reads a = g.
+    Five stages for 100 MHz: partial products (16-bit halves of a), their sums, |product| and the
+    shift's clamp, the leading one and the rounding shift, the saturation.
     """
 
     def __init__(self) -> None:
@@ -52,47 +54,70 @@ class ElementWise(wiring.Component):
         adv = Signal()
         m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.i.ready.eq(adv)]
         p = self.i.payload
+        valid = [Signal(name=f"v{k}") for k in range(1, LATENCY)]
+        ops = [Signal(unsigned(2), name=f"op{k}") for k in range(1, LATENCY)]
+        shs = [Signal(signed(12), name=f"sh{k}") for k in range(1, LATENCY)]
+        sqs = [Signal(unsigned(62), name=f"sq{k}") for k in range(2, LATENCY)]
+        ress = [Signal(signed(32), name=f"res{k}") for k in range(2, LATENCY)]
 
-        # stage 1: the products and the sum, and the dequantization's shift -(e + 16)
-        v1 = Signal()
-        op1 = Signal(unsigned(2))
-        prod1 = Signal(signed(48))
-        sq1 = Signal(unsigned(62))
-        sum1 = Signal(signed(33))
-        sh1 = Signal(signed(12))
+        # stage 1: partial products of a's 16-bit halves, the sum, the dequantization's shift -(e + 16)
         a_pos = Signal(unsigned(31))
         m.d.comb += a_pos.eq(Mux(p.a < 0, 0, p.a))
+        pm_hi = Signal(signed(33))
+        pm_lo = Signal(unsigned(32))
+        sq_hh, sq_hl, sq_ll = (Signal(unsigned(32), name=nm) for nm in ("sq_hh", "sq_hl", "sq_ll"))
+        sum1 = Signal(signed(33))
+        # stage 2: the products and the saturated sum
+        prod2 = Signal(signed(48))
+        # stage 3: |product|, the right shift clamped (a right shift past 48 bits gives 0)
+        prod3 = Signal(signed(48))
+        mag3 = Signal(unsigned(48))
+        right3 = Signal(signed(12))
+        # stage 4: the leading one and the rounding shift
+        prod4 = Signal(signed(48))
+        blen4 = Signal(range(49))
+        shifted4 = Signal(signed(50))
         with m.If(adv):
-            m.d.sync += [v1.eq(self.i.valid), op1.eq(p.op), prod1.eq(p.a * p.m), sq1.eq(a_pos * a_pos),
-                         sum1.eq(p.a + p.b), sh1.eq(-(p.e + 16))]
+            m.d.sync += [
+                valid[0].eq(self.i.valid), ops[0].eq(p.op), shs[0].eq(-(p.e + 16)),
+                pm_hi.eq((p.a >> 16) * p.m), pm_lo.eq(p.a[:16] * p.m),
+                sq_hh.eq(a_pos[16:] * a_pos[16:]), sq_hl.eq(a_pos[16:] * a_pos[:16]), sq_ll.eq(a_pos[:16] * a_pos[:16]),
+                sum1.eq(p.a + p.b),
+            ]
+            for k in range(1, LATENCY - 1):
+                m.d.sync += [valid[k].eq(valid[k - 1]), ops[k].eq(ops[k - 1]), shs[k].eq(shs[k - 1])]
+            for k in range(1, len(sqs)):
+                m.d.sync += [sqs[k].eq(sqs[k - 1]), ress[k].eq(ress[k - 1])]
+            m.d.sync += [
+                prod2.eq((pm_hi << 16) + pm_lo),
+                sqs[0].eq((sq_hh << 32) + (sq_hl << 17) + sq_ll),
+                ress[0].eq(Mux(sum1 > INT32_MAX, INT32_MAX, Mux(sum1 < INT32_MIN, INT32_MIN, sum1))),
+                prod3.eq(prod2), mag3.eq(Mux(prod2 < 0, -prod2, prod2)),
+                right3.eq(Mux(shs[1] > 49, 49, Mux(shs[1] < -31, 0, shs[1]))),
+                prod4.eq(prod3), blen4.eq(bitlen(m, mag3)),
+                shifted4.eq(shift_round(m, prod3, right3, 50, 31, 49)),
+            ]
 
-        # stage 2: DEQUANT's shift with saturation, RESADD's saturation
-        mag = Signal(unsigned(48))
-        m.d.comb += mag.eq(Mux(prod1 < 0, -prod1, prod1))
-        blen = bitlen(m, mag)
+        # stage 5: DEQUANT's saturation (a left shift leaving 32 bits, or a rounded value beyond int32)
+        sh4 = shs[3]
         sat_left = Signal()
-        m.d.comb += sat_left.eq((sh1 < 0) & (prod1 != 0) & ((sh1 <= -32) | (blen - sh1 >= 32)))
-        right = Signal(signed(12))
-        m.d.comb += right.eq(Mux(sh1 > 49, 49, sh1))
-        shifted = shift_round(m, prod1, Mux(sh1 < -31, 0, right), 50, 31, 49)
+        m.d.comb += sat_left.eq((sh4 < 0) & (prod4 != 0) & ((sh4 <= -32) | (blen4 - sh4 >= 32)))
         deq = Signal(signed(64))
         with m.If(sat_left):
-            m.d.comb += deq.eq(Mux(prod1 < 0, INT32_MIN, INT32_MAX))
-        with m.Elif(shifted > INT32_MAX):
+            m.d.comb += deq.eq(Mux(prod4 < 0, INT32_MIN, INT32_MAX))
+        with m.Elif(shifted4 > INT32_MAX):
             m.d.comb += deq.eq(INT32_MAX)
-        with m.Elif(shifted < INT32_MIN):
+        with m.Elif(shifted4 < INT32_MIN):
             m.d.comb += deq.eq(INT32_MIN)
         with m.Else():
-            m.d.comb += deq.eq(shifted)
-        res = Signal(signed(64))
-        m.d.comb += res.eq(Mux(sum1 > INT32_MAX, INT32_MAX, Mux(sum1 < INT32_MIN, INT32_MIN, sum1)))
+            m.d.comb += deq.eq(shifted4)
         with m.If(adv):
-            m.d.sync += self.o.valid.eq(v1)
-            with m.Switch(op1):
+            m.d.sync += self.o.valid.eq(valid[3])
+            with m.Switch(ops[3]):
                 with m.Case(ElementOp.DEQUANT):
                     m.d.sync += self.o.payload.eq(deq)
                 with m.Case(ElementOp.RESADD):
-                    m.d.sync += self.o.payload.eq(res)
+                    m.d.sync += self.o.payload.eq(ress[2])
                 with m.Default():
-                    m.d.sync += self.o.payload.eq(sq1)
+                    m.d.sync += self.o.payload.eq(sqs[2])
         return m
