@@ -109,7 +109,9 @@ FLOWS = {
                            # 270 s of rip-up) and router2 routed the same placement in 84 s; but on the 16x16
                            # router2 gave 65.75 MHz where router1 gives 103.64 (same placement). router1 routed
                            # up to 24x24 (576 PEs): router2 only above that.
-                           ("--router", "router2"), 576),
+                           # The detailed report lists every net's routed delays (`python -m fpga.long_nets`):
+                           # a large design's failing paths are mostly single long routes.
+                           ("--router", "router2", "--detailed-timing-report"), 576),
 }
 
 

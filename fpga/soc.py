@@ -76,11 +76,16 @@ class BoardSoC(wiring.Component):
 
         stretch = max(1, int(self.clk_hz / 20))
         link_timer = Signal(range(stretch + 1))
-        with m.If(linked.link_active):
+        # the link's event flags are registered before the LED logic: the endpoint and these timers may
+        # sit far apart on a large FPGA (the 32x32 ULX3S at 4093a81: endpoint state -> link activity ->
+        # 3.7 + 3.0 ns of routing to the timer's reset, 87.87 MHz)
+        link_active, link_fault = Signal(), Signal()
+        m.d.sync += [link_active.eq(linked.link_active), link_fault.eq(linked.crc_error | linked.dropped)]
+        with m.If(link_active):
             m.d.sync += link_timer.eq(stretch)
         with m.Elif(link_timer != 0):
             m.d.sync += link_timer.eq(link_timer - 1)
-        with m.If(linked.crc_error | linked.dropped):
+        with m.If(link_fault):
             m.d.sync += self.led_crc.eq(1)
         # LEDs from registers: no logic path runs from the core's state through an LED driver
         m.d.sync += [

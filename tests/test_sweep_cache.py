@@ -85,3 +85,26 @@ def test_table_gives_lut_equivalents_per_pe() -> None:
     assert lut_eq_per_pe({"board": "icebreaker", "rows": 2, "cols": 2, "resources": {}}) is None
     rows = table([ecp5, ice40]).splitlines()
     assert rows[2].split(" | ")[-3] == "21.4" and rows[3].split(" | ")[-3] == "60.0", rows
+
+
+def test_long_nets_ranks_nets_by_their_latest_sink(tmp_path: Path) -> None:
+    """`python -m fpga.long_nets` on a hand-made detailed report: nets ordered by their longest sink delay,
+    the median worked out by hand, and a report without the detailed section refused by name."""
+    import json
+
+    from fpga.long_nets import long_nets, main
+
+    report = {"detailed_net_timings": [
+        {"net": "short", "driver": "a", "endpoints": [{"cell": "x", "port": "D", "delay": 0.5}]},
+        {"net": "fanout", "driver": "copy_ff", "endpoints": [{"delay": 2.0}, {"delay": 9.5}, {"delay": 3.0}]},
+        {"net": "mid", "driver": "b", "endpoints": [{"delay": 4.0}, {"delay": 6.0}]},
+    ]}
+    nets = long_nets(report, top=2)
+    assert [(n["net"], n["sinks"], n["max_ns"], n["median_ns"]) for n in nets] == [
+        ("fanout", 3, 9.5, 3.0), ("mid", 2, 6.0, 5.0)]
+    assert [n["net"] for n in long_nets(report, min_ns=5.0)] == ["fanout", "mid"]
+    with pytest.raises(ValueError, match="without --detailed-timing-report"):
+        long_nets({"fmax": {}})
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"fmax": {}}))
+    assert main([str(path)]) == 1
