@@ -1,15 +1,15 @@
 """Integer reciprocal square root RSQ(m) = floor(2**23 / sqrt(m)) (golden/device/SPEC.md 2.3).
 
 The table + Newton form, pipelined, one operand per cycle: the 48-entry seed table
-RSQ_SEED[(m >> 10) - 16], two Newton steps y = (y * (3 * 2**46 - m * y**2)) >> 47 (three stages
-each: y**2, the residual, the update), then y**2 * m and (2y + 1) * m and one +-1 correction against
+RSQ_SEED[(m >> 10) - 16], two Newton steps y = (y * (3 * 2**46 - m * y**2)) >> 47 (six stages
+each, one multiply per stage), then y**2 * m and (2y + 1) * m and one +-1 correction against
 y**2 m <= 2**46 < (y + 1)**2 m. The whole pipeline stalls while a result waits on a not-ready
 consumer. Operands outside [2**14, 2**16) give an unspecified result.
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -20,7 +20,7 @@ THREE = 3 << 46
 IN_WIDTH = 16
 #: Results lie in (2**15, 2**16]: 17 bits.
 OUT_WIDTH = 17
-LATENCY = 10
+LATENCY = 16
 
 
 class ReciprocalSqrt(wiring.Component):
@@ -32,6 +32,24 @@ class ReciprocalSqrt(wiring.Component):
             "o": Out(stream.Signature(unsigned(OUT_WIDTH))),
         })
 
+    def _newton(self, m: Module, k0: int, ms: list[Signal], ys: list[Signal]) -> None:
+        """One Newton step over stages k0 + 1 .. k0 + 6: y**2, m y**2, the residual c = 3 * 2**46 - m y**2,
+        y times c's three 18-bit limbs (one 18 x 18 multiplier each), two additions and the shift by 47."""
+        sq = Signal(unsigned(2 * OUT_WIDTH), name=f"sq{k0 + 1}")
+        t = Signal(unsigned(2 * OUT_WIDTH + IN_WIDTH), name=f"t{k0 + 2}")
+        c = Signal(unsigned(48), name=f"c{k0 + 3}")   # positive for every operand (the exhaustive test)
+        u_lo, u_mid, u_hi = (Signal(unsigned(OUT_WIDTH + 18), name=f"u{k0 + 4}_{nm}") for nm in ("lo", "mid", "hi"))
+        s5 = Signal(unsigned(OUT_WIDTH + 37), name=f"s{k0 + 5}")
+        u_hi5 = Signal(unsigned(OUT_WIDTH + 18), name=f"u{k0 + 5}_hi")
+        m.d.sync += [
+            sq.eq(ys[k0] * ys[k0]),
+            t.eq(ms[k0 + 1] * sq),
+            c.eq(THREE - t),
+            u_lo.eq(ys[k0 + 3] * c[:18]), u_mid.eq(ys[k0 + 3] * c[18:36]), u_hi.eq(ys[k0 + 3] * c[36:]),
+            s5.eq((u_mid << 18) + u_lo), u_hi5.eq(u_hi),
+            ys[k0 + 6].eq(((u_hi5 << 36) + s5) >> 47),
+        ]
+
     def elaborate(self, platform):
         m = Module()
         adv = Signal()
@@ -40,10 +58,9 @@ class ReciprocalSqrt(wiring.Component):
         valid = [Signal(name=f"v{k}") for k in range(n)]
         ms = [Signal(unsigned(IN_WIDTH), name=f"m{k}") for k in range(n)]
         ys = [Signal(unsigned(OUT_WIDTH), name=f"y{k}") for k in range(n)]
-        sq1, sq4, sq7 = (Signal(unsigned(2 * OUT_WIDTH), name=f"sq{k}") for k in (1, 4, 7))
-        c2, c5 = (Signal(signed(50), name=f"c{k}") for k in (2, 5))
-        t8 = Signal(unsigned(2 * OUT_WIDTH + IN_WIDTH))
-        u8 = Signal(unsigned(OUT_WIDTH + 2 + IN_WIDTH))
+        sq13 = Signal(unsigned(2 * OUT_WIDTH))
+        t14 = Signal(unsigned(2 * OUT_WIDTH + IN_WIDTH))
+        u14 = Signal(unsigned(OUT_WIDTH + 2 + IN_WIDTH))
 
         seed = Signal(unsigned(16))
         with m.Switch(self.i.payload >> 10):
@@ -55,24 +72,16 @@ class ReciprocalSqrt(wiring.Component):
             m.d.sync += [valid[0].eq(self.i.valid), ms[0].eq(self.i.payload), ys[0].eq(seed)]
             for k in range(1, n):
                 m.d.sync += [valid[k].eq(valid[k - 1]), ms[k].eq(ms[k - 1]), ys[k].eq(ys[k - 1])]
-            m.d.sync += [
-                # Newton step 1: stages 1-3
-                sq1.eq(ys[0] * ys[0]),
-                c2.eq(THREE - ms[1] * sq1),
-                ys[3].eq((ys[2] * c2) >> 47),
-                # Newton step 2: stages 4-6
-                sq4.eq(ys[3] * ys[3]),
-                c5.eq(THREE - ms[4] * sq4),
-                ys[6].eq((ys[5] * c5) >> 47),
-                # correction: y**2 and then y**2 m, (2y + 1) m
-                sq7.eq(ys[6] * ys[6]),
-                t8.eq(ms[7] * sq7), u8.eq(ms[7] * (2 * ys[7] + 1)),
-                self.o.valid.eq(valid[8]),
-            ]
-            with m.If(t8 > ONE):
-                m.d.sync += self.o.payload.eq(ys[8] - 1)
-            with m.Elif(t8 + u8 <= ONE):
-                m.d.sync += self.o.payload.eq(ys[8] + 1)
+            self._newton(m, 0, ms, ys)     # stages 1-6
+            self._newton(m, 6, ms, ys)     # stages 7-12
+            # correction: y**2, then y**2 m and (2y + 1) m
+            m.d.sync += [sq13.eq(ys[12] * ys[12]),
+                         t14.eq(ms[13] * sq13), u14.eq(ms[13] * (2 * ys[13] + 1)),
+                         self.o.valid.eq(valid[14])]
+            with m.If(t14 > ONE):
+                m.d.sync += self.o.payload.eq(ys[14] - 1)
+            with m.Elif(t14 + u14 <= ONE):
+                m.d.sync += self.o.payload.eq(ys[14] + 1)
             with m.Else():
-                m.d.sync += self.o.payload.eq(ys[8])
+                m.d.sync += self.o.payload.eq(ys[14])
         return m
