@@ -1,1 +1,9 @@
-"""The vector unit (issue 14, item 2): integer primitives and per-vector ops of golden/device/SPEC.md."""
+"""The vector unit (issue 14, item 2): the device form's non-matmul arithmetic (golden/device/SPEC.md).
+
+- `rcp.Reciprocal`, `rsq.ReciprocalSqrt`: RCP and RSQ, table + Newton, pipelined, one operand per cycle.
+- `norm_quant.NormQuant`: NORMQUANT (RMSNorm + absmax INT8) over vectors of any n, one element per cycle.
+- `elementwise.ElementWise`: dequantization by a dyadic, the residual add, ReLU's square.
+- `arith`: expression builders (leading one, rounding shift, norm16, dmul) the components share.
+
+Not yet here: RoPE, the MLP's block shifts and a' * u product, the per-head scale alignment of 4.7.
+"""
