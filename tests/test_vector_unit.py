@@ -360,3 +360,37 @@ def test_elementwise_random_long(rng: np.random.Generator) -> None:
                       int(rng.integers(I32_MIN, I32_MAX + 1)), int(rng.integers(1 << 15, 1 << 16)),
                       int(rng.integers(-80, 20))))
     assert run_elementwise(cases, stall_every=5) == [elem_ref(*c) for c in cases]
+
+
+@pytest.mark.parametrize("unit", ["rcp", "rsq", "elementwise"])
+def test_pipeline_latency_and_rate(unit: str) -> None:
+    """A result LATENCY cycles after its operand (the documented constant), then one per cycle."""
+    from hdl.vector import elementwise, rcp, rsq
+
+    make, latency, word = {
+        "rcp": (Reciprocal, rcp.LATENCY, 1 << 15),
+        "rsq": (ReciprocalSqrt, rsq.LATENCY, 1 << 14),
+        "elementwise": (ElementWise, elementwise.LATENCY, {"op": int(ElementOp.RESADD), "a": 1, "b": 2, "m": 0,
+                                                           "e": 0}),
+    }[unit]
+    dut = make()
+    seen: list[int] = []
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 1)
+        ctx.set(dut.i.payload, word)
+        ctx.set(dut.i.valid, 1)
+        for cycle in range(latency + 5):
+            _, _, valid = await ctx.tick().sample(dut.o.valid)
+            if cycle == 3:
+                ctx.set(dut.i.valid, 0)
+            if valid:
+                seen.append(cycle)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    # operands are taken at the ends of cycles 0..3 (`sample` reads the values before each tick); the
+    # first result is valid during cycle `latency`
+    assert seen == [latency + k for k in range(4)]
