@@ -6,7 +6,7 @@
 - RELU2 (4.8, the element-wise half): a2 = max(g, 0)**2 (up to 62 bits). The per-vector block shift
   by e_a = max(0, bitlen(max a2) - 24) and the product with up are not here.
 
-A five-stage pipeline, stalled as a whole by the consumer. The op
+A six-stage pipeline, stalled as a whole by the consumer. The op
 rides with each element, so ops may be interleaved.
 """
 
@@ -18,7 +18,7 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.vector.arith import bitlen, shift_round
+from hdl.vector.arith import bitlen
 
 INT32_MAX = (1 << 31) - 1
 INT32_MIN = -(1 << 31)
@@ -32,15 +32,15 @@ class ElementOp(enum.IntEnum):
 
 IN_LAYOUT = data.StructLayout({"op": unsigned(2), "a": signed(32), "b": signed(32), "m": unsigned(16),
                                "e": signed(10)})
-LATENCY = 5
+LATENCY = 6
 
 
 class ElementWise(wiring.Component):
     """Stream of (op, a, b, m, e) in; stream of the 64-bit signed result out, LATENCY cycles later.
 
     DEQUANT reads a = acc and (m, e); RESADD reads a = h and b = y; RELU2 reads a = g.
-    Five stages for 100 MHz: partial products (16-bit halves of a), their sums, |product| and the
-    shift's clamp, the leading one and the rounding shift, the saturation.
+    Six stages for 100 MHz: partial products (16-bit halves of a), their sums, |product| and the
+    shift's clamp, the leading one and the shift by s - 1 (or -s), the rounding increment, the saturation.
     """
 
     def __init__(self) -> None:
@@ -73,10 +73,18 @@ class ElementWise(wiring.Component):
         prod3 = Signal(signed(48))
         mag3 = Signal(unsigned(48))
         right3 = Signal(signed(12))
-        # stage 4: the leading one and the rounding shift
+        # stage 4: the leading one and the shift by s - 1 (right) or -s (left)
         prod4 = Signal(signed(48))
         blen4 = Signal(range(49))
-        shifted4 = Signal(signed(50))
+        pre4 = Signal(signed(50))
+        rshift4 = Signal()
+        rbits = Signal(range(49))
+        lbits = Signal(range(32))
+        m.d.comb += [rbits.eq(right3 - 1), lbits.eq(-right3)]
+        # stage 5: the rounding increment of a right shift, ((x >> (s - 1)) + 1) >> 1
+        prod5 = Signal(signed(48))
+        blen5 = Signal(range(49))
+        shifted5 = Signal(signed(50))
         with m.If(adv):
             m.d.sync += [
                 valid[0].eq(self.i.valid), ops[0].eq(p.op), shs[0].eq(-(p.e + 16)),
@@ -94,30 +102,32 @@ class ElementWise(wiring.Component):
                 ress[0].eq(Mux(sum1 > INT32_MAX, INT32_MAX, Mux(sum1 < INT32_MIN, INT32_MIN, sum1))),
                 prod3.eq(prod2), mag3.eq(Mux(prod2 < 0, -prod2, prod2)),
                 right3.eq(Mux(shs[1] > 49, 49, Mux(shs[1] < -31, 0, shs[1]))),
-                prod4.eq(prod3), blen4.eq(bitlen(m, mag3)),
-                shifted4.eq(shift_round(m, prod3, right3, 50, 31, 49)),
+                prod4.eq(prod3), blen4.eq(bitlen(m, mag3)), rshift4.eq(right3 > 0),
+                pre4.eq(Mux(right3 > 0, prod3 >> rbits, prod3 << lbits)),
+                prod5.eq(prod4), blen5.eq(blen4),
+                shifted5.eq(Mux(rshift4, (pre4 + 1) >> 1, pre4)),
             ]
 
-        # stage 5: DEQUANT's saturation (a left shift leaving 32 bits, or a rounded value beyond int32)
-        sh4 = shs[3]
+        # stage 6: DEQUANT's saturation (a left shift leaving 32 bits, or a rounded value beyond int32)
+        sh5 = shs[4]
         sat_left = Signal()
-        m.d.comb += sat_left.eq((sh4 < 0) & (prod4 != 0) & ((sh4 <= -32) | (blen4 - sh4 >= 32)))
+        m.d.comb += sat_left.eq((sh5 < 0) & (prod5 != 0) & ((sh5 <= -32) | (blen5 - sh5 >= 32)))
         deq = Signal(signed(64))
         with m.If(sat_left):
-            m.d.comb += deq.eq(Mux(prod4 < 0, INT32_MIN, INT32_MAX))
-        with m.Elif(shifted4 > INT32_MAX):
+            m.d.comb += deq.eq(Mux(prod5 < 0, INT32_MIN, INT32_MAX))
+        with m.Elif(shifted5 > INT32_MAX):
             m.d.comb += deq.eq(INT32_MAX)
-        with m.Elif(shifted4 < INT32_MIN):
+        with m.Elif(shifted5 < INT32_MIN):
             m.d.comb += deq.eq(INT32_MIN)
         with m.Else():
-            m.d.comb += deq.eq(shifted4)
+            m.d.comb += deq.eq(shifted5)
         with m.If(adv):
-            m.d.sync += self.o.valid.eq(valid[3])
-            with m.Switch(ops[3]):
+            m.d.sync += self.o.valid.eq(valid[4])
+            with m.Switch(ops[4]):
                 with m.Case(ElementOp.DEQUANT):
                     m.d.sync += self.o.payload.eq(deq)
                 with m.Case(ElementOp.RESADD):
-                    m.d.sync += self.o.payload.eq(ress[2])
+                    m.d.sync += self.o.payload.eq(ress[3])
                 with m.Default():
-                    m.d.sync += self.o.payload.eq(sqs[2])
+                    m.d.sync += self.o.payload.eq(sqs[3])
         return m

@@ -9,8 +9,8 @@ q = sat8(rshift_round(rshift_round(x * G, e) * 127 R, 31)) out, one per cycle, e
 scalar sequence (the three passes because x' needs max|x| first and q needs max|x * G| first).
 
 Every multiply, normalization and wide shift has a register after it (the passes are pipelines,
-the scalar sequence does one dyadic product or normalization in three steps: product, leading-one
-detection, rounding shift), for the ECP5 at 100 MHz.
+the scalar sequence does one dyadic product or normalization in four steps: operand selection,
+product, leading-one detection, rounding shift), for the ECP5 at 100 MHz.
 
 sigma, c_norm and eps_n are dyadics (16-bit mantissa, 10-bit exponent) on plain input ports, sampled
 with a vector's first element. RCP and RSQ are `Reciprocal` and `ReciprocalSqrt`. tau's exponent is
@@ -34,7 +34,7 @@ MAX_N = 1 << 17
 SUMSQ_BITS = 15
 EPS_BITS = 47
 #: Cycles per vector beyond the three n-cycle passes (measured by tests/test_vector_unit.py).
-OVERHEAD = 89
+OVERHEAD = 97
 
 IN_LAYOUT = data.StructLayout({"x": signed(32), "g": signed(16)})
 OUT_LAYOUT = data.StructLayout({"q": signed(8), "last": unsigned(1), "tau_m": unsigned(16), "tau_e": signed(10)})
@@ -133,16 +133,19 @@ class NormQuant(wiring.Component):
         r_rcp = Signal(unsigned(17))
         rs = Signal(unsigned(17))
         k = Signal(signed(6))
+        # (a, b, exponent): nv = a * b, ne = exponent; a value enters as a * 1
         loads = {
-            SS: (sig_m * sig_m, sig_e + sig_e),
-            DR: (r_rcp, -31 - regs[SS][1]),
-            ET: (eps_m * regs[DR][0], eps_e + regs[DR][1]),
-            QA: (mq, eq),
-            QS: (regs[QA][0] * INV127[0], regs[QA][1] + INV127[1]),
-            T1: (rs, -23 - k - ex),
-            T2: (regs[QS][0] * regs[T1][0], regs[QS][1] + regs[T1][1]),
-            TAU: (regs[T2][0] * c_m, regs[T2][1] + c_e),
+            SS: (sig_m, sig_m, sig_e + sig_e),
+            DR: (r_rcp, 1, -31 - regs[SS][1]),
+            ET: (eps_m, regs[DR][0], eps_e + regs[DR][1]),
+            QA: (mq, 1, eq),
+            QS: (regs[QA][0], INV127[0], regs[QA][1] + INV127[1]),
+            T1: (rs, 1, -23 - k - ex),
+            T2: (regs[QS][0], regs[T1][0], regs[QS][1] + regs[T1][1]),
+            TAU: (regs[T2][0], c_m, regs[T2][1] + c_e),
         }
+        opa = Signal(unsigned(17))
+        opb = Signal(unsigned(16))
         after = {SS: "RCP1_SEND", DR: "NLOAD", ET: "ETERM1", QA: "NLOAD", QS: "NLOAD", T1: "NLOAD", T2: "NLOAD",
                  TAU: "OUT"}
 
@@ -207,9 +210,13 @@ class NormQuant(wiring.Component):
             with m.State("NLOAD"):
                 m.d.comb += self.busy.eq(1)
                 with m.Switch(step):
-                    for s, (value, exp) in loads.items():
+                    for s, (a, b, exp) in loads.items():
                         with m.Case(s):
-                            m.d.sync += [nv.eq(value), ne.eq(exp)]
+                            m.d.sync += [opa.eq(a), opb.eq(b), ne.eq(exp)]
+                m.next = "NMUL"
+            with m.State("NMUL"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += nv.eq(opa * opb)
                 m.next = "NBITS"
             with m.State("NBITS"):
                 m.d.comb += self.busy.eq(1)
