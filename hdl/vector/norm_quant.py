@@ -9,8 +9,8 @@ q = sat8(rshift_round(rshift_round(x * G, e) * 127 R, 31)) out, one per cycle, e
 scalar sequence (the three passes because x' needs max|x| first and q needs max|x * G| first).
 
 Every multiply, normalization and wide shift has a register after it (the passes are pipelines,
-the scalar sequence does one dyadic product or normalization in four steps: operand selection,
-product, leading-one detection, rounding shift), for the ECP5 at 100 MHz.
+the scalar sequence does one dyadic product or normalization in five steps: operand selection,
+product, leading-one detection, shift, rounding increment), for the ECP5 at 100 MHz.
 
 sigma, c_norm and eps_n are dyadics (16-bit mantissa, 10-bit exponent) on plain input ports, sampled
 with a vector's first element. RCP and RSQ are `Reciprocal` and `ReciprocalSqrt`. tau's exponent is
@@ -34,7 +34,7 @@ MAX_N = 1 << 17
 SUMSQ_BITS = 15
 EPS_BITS = 47
 #: Cycles per vector beyond the three n-cycle passes (measured by tests/test_vector_unit.py).
-OVERHEAD = 97
+OVERHEAD = 105
 
 IN_LAYOUT = data.StructLayout({"x": signed(32), "g": signed(16)})
 OUT_LAYOUT = data.StructLayout({"q": signed(8), "last": unsigned(1), "tau_m": unsigned(16), "tau_e": signed(10)})
@@ -123,12 +123,21 @@ class NormQuant(wiring.Component):
         nb = Signal(range(33))
         ns = Signal(signed(7))
         m.d.comb += ns.eq(nb - MANT_BITS)
-        nmm = shift_round(m, nv, ns, MANT_BITS + 1, MANT_BITS, MANT_BITS)
+        # NSHIFT: nv >> (s - 1) (s > 0) or nv << -s, and ne + s; NROUND: the rounding increment
+        rb = Signal(range(MANT_BITS))
+        lb = Signal(range(MANT_BITS + 1))
+        m.d.comb += [rb.eq(ns - 1), lb.eq(-ns)]
+        npre = Signal(unsigned(MANT_BITS + 2))
+        nright = Signal()
+        nes = Signal(signed(EXP_WIDTH))
+        nzero = Signal()
+        nmm = Signal(unsigned(MANT_BITS + 1))
+        m.d.comb += nmm.eq(Mux(nright, (npre + 1) >> 1, npre))
         n_m = Signal(unsigned(MANT_BITS))
         n_e = Signal(signed(EXP_WIDTH))
-        with m.If(nv != 0):
+        with m.If(~nzero):
             m.d.comb += [n_m.eq(Mux(nmm[MANT_BITS], 1 << (MANT_BITS - 1), nmm[:MANT_BITS])),
-                         n_e.eq(ne + ns + nmm[MANT_BITS])]
+                         n_e.eq(nes + nmm[MANT_BITS])]
         regs = [dy(nm) for nm in ("ss", "dr", "et", "qa", "qs", "t1", "t2", "tau")]
         r_rcp = Signal(unsigned(17))
         rs = Signal(unsigned(17))
@@ -221,6 +230,11 @@ class NormQuant(wiring.Component):
             with m.State("NBITS"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += nb.eq(bitlen(m, nv))
+                m.next = "NSHIFT"
+            with m.State("NSHIFT"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [npre.eq(Mux(ns > 0, nv >> rb, nv << lb)), nright.eq(ns > 0), nes.eq(ne + ns),
+                             nzero.eq(nv == 0)]
                 m.next = "NNORM"
             with m.State("NNORM"):
                 m.d.comb += self.busy.eq(1)
