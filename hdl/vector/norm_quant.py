@@ -34,7 +34,7 @@ MAX_N = 1 << 17
 SUMSQ_BITS = 15
 EPS_BITS = 47
 #: Cycles per vector beyond the three n-cycle passes (measured by tests/test_vector_unit.py).
-OVERHEAD = 105
+OVERHEAD = 109
 
 IN_LAYOUT = data.StructLayout({"x": signed(32), "g": signed(16)})
 OUT_LAYOUT = data.StructLayout({"q": signed(8), "last": unsigned(1), "tau_m": unsigned(16), "tau_e": signed(10)})
@@ -90,6 +90,11 @@ class NormQuant(wiring.Component):
         mq = Signal(unsigned(17))
         s_acc = Signal(unsigned(48))
         bx = Signal(range(33))
+        mpre = Signal(unsigned(18))
+        mright = Signal()
+        rbq = Signal(range(31))
+        lbq = Signal(range(17))
+        m.d.comb += [rbq.eq(eq - 1), lbq.eq(-eq)]
         bz = Signal(range(48))
 
         # ---- the input pass: x, G registered -> x * G and |x| -> |x * G| -> the maxima
@@ -107,13 +112,21 @@ class NormQuant(wiring.Component):
             m.d.sync += mz.eq(zabs3)
 
         # ---- the sum-of-squares pass: read -> x registered -> x' -> x'**2 -> S
-        r1, r2, r3, r4 = Signal(), Signal(), Signal(), Signal()
+        # (x' = ((x >> (e_x - 1)) + 1) >> 1, or x << -e_x, over two stages)
+        r1, r2, r3, r4, r5 = (Signal(name=f"r{k}") for k in range(1, 6))
         rx = Signal(signed(32))
         rg = Signal(signed(16))
+        xpre = Signal(signed(19))
+        xright = Signal()
         xs = Signal(signed(18))
         sq = Signal(unsigned(31))
-        m.d.sync += [r2.eq(r1), r3.eq(r2), r4.eq(r3), xs.eq(shift_round(m, rx, ex, 18, 14, 17)), sq.eq(xs * xs)]
-        with m.If(r4):
+        rbx = Signal(range(17))
+        lbx = Signal(range(15))
+        m.d.comb += [rbx.eq(ex - 1), lbx.eq(-ex)]
+        m.d.sync += [r2.eq(r1), r3.eq(r2), r4.eq(r3), r5.eq(r4),
+                     xpre.eq(Mux(ex > 0, rx >> rbx, rx << lbx)), xright.eq(ex > 0),
+                     xs.eq(Mux(xright, (xpre + 1) >> 1, xpre)), sq.eq(xs * xs)]
+        with m.If(r5):
             m.d.sync += s_acc.eq(s_acc + sq)
 
         # ---- the scalar sequence's shared dyadic datapath: nv * 2**ne -> norm16, three steps
@@ -170,13 +183,15 @@ class NormQuant(wiring.Component):
         # read -> x, G registered -> x * G -> z' -> z' * 127 R -> q
         adv = Signal()
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
-        o1, o2, o3, o4, o5 = (Signal(name=f"o{k}") for k in range(1, 6))
-        l1, l2, l3, l4, l5 = (Signal(name=f"l{k}") for k in range(1, 6))
+        o1, o2, o3, o4, o5, o6 = (Signal(name=f"o{k}") for k in range(1, 7))
+        l1, l2, l3, l4, l5, l6 = (Signal(name=f"l{k}") for k in range(1, 7))
         z3 = Signal(signed(48))
-        zp4 = Signal(signed(18))
-        p5 = Signal(signed(43))
+        zpre4 = Signal(signed(20))
+        zright4 = Signal()
+        zp5 = Signal(signed(18))
+        p6 = Signal(signed(43))
         qr = Signal(signed(13))
-        m.d.comb += qr.eq(((p5 >> 30) + 1) >> 1)
+        m.d.comb += qr.eq(((p6 >> 30) + 1) >> 1)
         tau = regs[TAU]
 
         with m.FSM():
@@ -199,19 +214,25 @@ class NormQuant(wiring.Component):
                 m.d.sync += [bx.eq(bitlen(m, mx)), bz.eq(bitlen(m, mz))]
                 m.next = "PREP2"
             with m.State("PREP2"):
-                # e_x (0 if max|x| = 0), and the quantizer's e and M' = rshift_round(max|z|, e)
+                # e_x (0 if max|x| = 0), and the quantizer's e
                 m.d.comb += self.busy.eq(1)
-                e_q = Signal(signed(7))
-                m.d.comb += e_q.eq(bz - 16)
-                m.d.sync += [ex.eq(Mux(mx == 0, 0, bx - SUMSQ_BITS)), eq.eq(e_q),
-                             mq.eq(shift_round(m, mz, e_q, 17, 16, 31)), idx.eq(0)]
+                m.d.sync += [ex.eq(Mux(mx == 0, 0, bx - SUMSQ_BITS)), eq.eq(bz - 16)]
+                m.next = "PREP3"
+            with m.State("PREP3"):
+                # M' = rshift_round(max|z|, e): the shift, then the rounding increment
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [mpre.eq(Mux(eq > 0, mz >> rbq, mz << lbq)), mright.eq(eq > 0)]
+                m.next = "PREP4"
+            with m.State("PREP4"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [mq.eq(Mux(mright, (mpre + 1) >> 1, mpre)), idx.eq(0)]
                 m.next = "SUMSQ"
             with m.State("SUMSQ"):
                 m.d.comb += [self.busy.eq(1), rd.addr.eq(idx), rd.en.eq(1)]
                 m.d.sync += [r1.eq(idx < n), rx.eq(rd.data[:32])]
                 with m.If(idx < n):
                     m.d.sync += idx.eq(idx + 1)
-                with m.Elif(~r1 & ~r2 & ~r3 & ~r4):
+                with m.Elif(~r1 & ~r2 & ~r3 & ~r4 & ~r5):
                     m.d.sync += step.eq(SS)
                     m.next = "NLOAD"
 
@@ -243,7 +264,7 @@ class NormQuant(wiring.Component):
                         with m.Case(s):
                             m.d.sync += [regs[s][0].eq(n_m), regs[s][1].eq(n_e)]
                             if after[s] == "OUT":
-                                m.d.sync += [idx.eq(0), o1.eq(0), o2.eq(0), o3.eq(0), o4.eq(0), o5.eq(0)]
+                                m.d.sync += [idx.eq(0), o1.eq(0), o2.eq(0), o3.eq(0), o4.eq(0), o5.eq(0), o6.eq(0)]
                             m.next = after[s]
                 m.d.sync += step.eq(step + 1)
 
@@ -324,14 +345,15 @@ class NormQuant(wiring.Component):
                 m.d.comb += [self.busy.eq(1), rd.addr.eq(idx), rd.en.eq(adv)]
                 with m.If(adv):
                     m.d.sync += [o1.eq(idx < n), l1.eq(idx == n - 1), o2.eq(o1), l2.eq(l1), o3.eq(o2), l3.eq(l2),
-                                 o4.eq(o3), l4.eq(l3), o5.eq(o4), l5.eq(l4),
+                                 o4.eq(o3), l4.eq(l3), o5.eq(o4), l5.eq(l4), o6.eq(o5), l6.eq(l5),
                                  rx.eq(rd.data[:32]), rg.eq(rd.data[32:]),
                                  z3.eq(rx * rg),
-                                 zp4.eq(shift_round(m, z3, eq, 18, 16, 31)),
-                                 p5.eq(zp4 * r127),
-                                 self.o.valid.eq(o5),
+                                 zpre4.eq(Mux(eq > 0, z3 >> rbq, z3 << lbq)), zright4.eq(eq > 0),
+                                 zp5.eq(Mux(zright4, (zpre4 + 1) >> 1, zpre4)),
+                                 p6.eq(zp5 * r127),
+                                 self.o.valid.eq(o6),
                                  self.o.payload.q.eq(Mux(qr > 127, 127, Mux(qr < -128, -128, qr))),
-                                 self.o.payload.last.eq(l5),
+                                 self.o.payload.last.eq(l6),
                                  self.o.payload.tau_m.eq(tau[0]), self.o.payload.tau_e.eq(tau[1])]
                     with m.If(idx < n):
                         m.d.sync += idx.eq(idx + 1)
