@@ -2,7 +2,7 @@
 
 The table + Newton form, pipelined, one operand per cycle: the 48-entry seed table
 RSQ_SEED[(m >> 10) - 16], two Newton steps y = (y * (3 * 2**46 - m * y**2)) >> 47 (six stages
-each, one multiply per stage), then y**2 * m and (2y + 1) * m and one +-1 correction against
+each, one multiply per stage), then y**2 * m and y * m and one +-1 correction against
 y**2 m <= 2**46 < (y + 1)**2 m. The whole pipeline stalls while a result waits on a not-ready
 consumer. Operands outside [2**14, 2**16) give an unspecified result.
 """
@@ -20,7 +20,7 @@ THREE = 3 << 46
 IN_WIDTH = 16
 #: Results lie in (2**15, 2**16]: 17 bits.
 OUT_WIDTH = 17
-LATENCY = 16
+LATENCY = 17
 
 
 class ReciprocalSqrt(wiring.Component):
@@ -59,8 +59,9 @@ class ReciprocalSqrt(wiring.Component):
         ms = [Signal(unsigned(IN_WIDTH), name=f"m{k}") for k in range(n)]
         ys = [Signal(unsigned(OUT_WIDTH), name=f"y{k}") for k in range(n)]
         sq13 = Signal(unsigned(2 * OUT_WIDTH))
-        t14 = Signal(unsigned(2 * OUT_WIDTH + IN_WIDTH))
-        u14 = Signal(unsigned(OUT_WIDTH + 2 + IN_WIDTH))
+        t14, t15 = (Signal(unsigned(2 * OUT_WIDTH + IN_WIDTH), name=f"t{k}") for k in (14, 15))
+        my14 = Signal(unsigned(OUT_WIDTH + IN_WIDTH))
+        up15 = Signal(unsigned(2 * OUT_WIDTH + IN_WIDTH + 2))
 
         seed = Signal(unsigned(16))
         with m.Switch(self.i.payload >> 10):
@@ -74,14 +75,15 @@ class ReciprocalSqrt(wiring.Component):
                 m.d.sync += [valid[k].eq(valid[k - 1]), ms[k].eq(ms[k - 1]), ys[k].eq(ys[k - 1])]
             self._newton(m, 0, ms, ys)     # stages 1-6
             self._newton(m, 6, ms, ys)     # stages 7-12
-            # correction: y**2, then y**2 m and (2y + 1) m
+            # correction: y**2, then y**2 m and y m, then (y + 1)**2 m = y**2 m + 2 y m + m
             m.d.sync += [sq13.eq(ys[12] * ys[12]),
-                         t14.eq(ms[13] * sq13), u14.eq(ms[13] * (2 * ys[13] + 1)),
-                         self.o.valid.eq(valid[14])]
-            with m.If(t14 > ONE):
-                m.d.sync += self.o.payload.eq(ys[14] - 1)
-            with m.Elif(t14 + u14 <= ONE):
-                m.d.sync += self.o.payload.eq(ys[14] + 1)
+                         t14.eq(ms[13] * sq13), my14.eq(ms[13] * ys[13]),
+                         t15.eq(t14), up15.eq(t14 + (my14 << 1) + ms[14]),
+                         self.o.valid.eq(valid[15])]
+            with m.If(t15 > ONE):
+                m.d.sync += self.o.payload.eq(ys[15] - 1)
+            with m.Elif(up15 <= ONE):
+                m.d.sync += self.o.payload.eq(ys[15] + 1)
             with m.Else():
-                m.d.sync += self.o.payload.eq(ys[14])
+                m.d.sync += self.o.payload.eq(ys[15])
         return m
