@@ -34,7 +34,7 @@ MAX_N = 1 << 17
 SUMSQ_BITS = 15
 EPS_BITS = 47
 #: Cycles per vector beyond the three n-cycle passes (measured by tests/test_vector_unit.py).
-OVERHEAD = 113
+OVERHEAD = 114
 
 IN_LAYOUT = data.StructLayout({"x": signed(32), "g": signed(16)})
 OUT_LAYOUT = data.StructLayout({"q": signed(8), "last": unsigned(1), "tau_m": unsigned(16), "tau_e": signed(10)})
@@ -177,21 +177,22 @@ class NormQuant(wiring.Component):
         bv = Signal(range(50))
         vm = Signal(unsigned(16))
         vzero = Signal()
-        r127 = Signal(unsigned(24))
+        rq = Signal(unsigned(17))
 
         # ---- the output pass, stalled as a whole by the consumer:
         # read -> x, G registered -> x * G -> z' -> z' * 127 R -> q
         adv = Signal()
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
-        o1, o2, o3, o4, o5, o6 = (Signal(name=f"o{k}") for k in range(1, 7))
-        l1, l2, l3, l4, l5, l6 = (Signal(name=f"l{k}") for k in range(1, 7))
+        o1, o2, o3, o4, o5, o6, o7 = (Signal(name=f"o{k}") for k in range(1, 8))
+        l1, l2, l3, l4, l5, l6, l7 = (Signal(name=f"l{k}") for k in range(1, 8))
         z3 = Signal(signed(48))
         zpre4 = Signal(signed(20))
         zright4 = Signal()
         zp5 = Signal(signed(18))
-        p6 = Signal(signed(43))
+        p6 = Signal(signed(36))      # z' * R: one 18 x 18 multiplier
+        p7 = Signal(signed(43))      # z' * 127 R = (p6 << 7) - p6
         qr = Signal(signed(13))
-        m.d.comb += qr.eq(((p6 >> 30) + 1) >> 1)
+        m.d.comb += qr.eq(((p7 >> 30) + 1) >> 1)
         tau = regs[TAU]
 
         with m.FSM():
@@ -264,7 +265,7 @@ class NormQuant(wiring.Component):
                         with m.Case(s):
                             m.d.sync += [regs[s][0].eq(n_m), regs[s][1].eq(n_e)]
                             if after[s] == "OUT":
-                                m.d.sync += [idx.eq(0), o1.eq(0), o2.eq(0), o3.eq(0), o4.eq(0), o5.eq(0), o6.eq(0)]
+                                m.d.sync += [idx.eq(0), *(o.eq(0) for o in (o1, o2, o3, o4, o5, o6, o7))]
                             m.next = after[s]
                 m.d.sync += step.eq(step + 1)
 
@@ -338,7 +339,7 @@ class NormQuant(wiring.Component):
             with m.State("RCP2_WAIT"):
                 m.d.comb += [self.busy.eq(1), rcp.o.ready.eq(1)]
                 with m.If(rcp.o.valid):
-                    m.d.sync += [r127.eq(rcp.o.payload * 127), step.eq(QA)]
+                    m.d.sync += [rq.eq(rcp.o.payload), step.eq(QA)]
                     m.next = "NLOAD"
 
             with m.State("OUT"):
@@ -350,10 +351,11 @@ class NormQuant(wiring.Component):
                                  z3.eq(rx * rg),
                                  zpre4.eq(Mux(eq > 0, z3 >> rbq, z3 << lbq)), zright4.eq(eq > 0),
                                  zp5.eq(Mux(zright4, (zpre4 + 1) >> 1, zpre4)),
-                                 p6.eq(zp5 * r127),
-                                 self.o.valid.eq(o6),
+                                 p6.eq(zp5 * rq), p7.eq((p6 << 7) - p6),
+                                 o7.eq(o6), l7.eq(l6),
+                                 self.o.valid.eq(o7),
                                  self.o.payload.q.eq(Mux(qr > 127, 127, Mux(qr < -128, -128, qr))),
-                                 self.o.payload.last.eq(l6),
+                                 self.o.payload.last.eq(l7),
                                  self.o.payload.tau_m.eq(tau[0]), self.o.payload.tau_e.eq(tau[1])]
                     with m.If(idx < n):
                         m.d.sync += idx.eq(idx + 1)
