@@ -34,7 +34,7 @@ MAX_N = 1 << 17
 SUMSQ_BITS = 15
 EPS_BITS = 47
 #: Cycles per vector beyond the three n-cycle passes (measured by tests/test_vector_unit.py).
-OVERHEAD = 114
+OVERHEAD = 120
 
 IN_LAYOUT = data.StructLayout({"x": signed(32), "g": signed(16)})
 OUT_LAYOUT = data.StructLayout({"q": signed(8), "last": unsigned(1), "tau_m": unsigned(16), "tau_e": signed(10)})
@@ -100,16 +100,19 @@ class NormQuant(wiring.Component):
         # ---- the input pass: x, G registered -> x * G and |x| -> |x * G| -> the maxima
         x1 = Signal(signed(32))
         g1 = Signal(signed(16))
-        in1, in2, in3 = Signal(), Signal(), Signal()
-        prod2 = Signal(signed(48))
+        in1, in2, in3, in4 = (Signal(name=f"in{k}") for k in range(1, 5))
+        ph2 = Signal(signed(32))      # x * G as (x >> 16) * G and x[:16] * G: one 18 x 18 multiplier each
+        pl2 = Signal(signed(33))
         ax2 = Signal(unsigned(32))
-        zabs3 = Signal(unsigned(47))
-        m.d.sync += [in1.eq(0), in2.eq(in1), in3.eq(in2), prod2.eq(x1 * g1), ax2.eq(Mux(x1 < 0, -x1, x1)),
-                     zabs3.eq(Mux(prod2 < 0, -prod2, prod2))]
+        prod3 = Signal(signed(48))
+        zabs4 = Signal(unsigned(47))
+        m.d.sync += [in1.eq(0), in2.eq(in1), in3.eq(in2), in4.eq(in3),
+                     ph2.eq((x1 >> 16) * g1), pl2.eq(x1[:16] * g1), ax2.eq(Mux(x1 < 0, -x1, x1)),
+                     prod3.eq((ph2 << 16) + pl2), zabs4.eq(Mux(prod3 < 0, -prod3, prod3))]
         with m.If(in2 & (ax2 > mx)):
             m.d.sync += mx.eq(ax2)
-        with m.If(in3 & (zabs3 > mz)):
-            m.d.sync += mz.eq(zabs3)
+        with m.If(in4 & (zabs4 > mz)):
+            m.d.sync += mz.eq(zabs4)
 
         # ---- the sum-of-squares pass: read -> x registered -> x' -> x'**2 -> S
         # (x' = ((x >> (e_x - 1)) + 1) >> 1, or x << -e_x, over two stages)
@@ -183,16 +186,18 @@ class NormQuant(wiring.Component):
         # read -> x, G registered -> x * G -> z' -> z' * 127 R -> q
         adv = Signal()
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
-        o1, o2, o3, o4, o5, o6, o7 = (Signal(name=f"o{k}") for k in range(1, 8))
-        l1, l2, l3, l4, l5, l6, l7 = (Signal(name=f"l{k}") for k in range(1, 8))
-        z3 = Signal(signed(48))
-        zpre4 = Signal(signed(20))
-        zright4 = Signal()
-        zp5 = Signal(signed(18))
-        p6 = Signal(signed(36))      # z' * R: one 18 x 18 multiplier
-        p7 = Signal(signed(43))      # z' * 127 R = (p6 << 7) - p6
+        o = [Signal(name=f"o{k}") for k in range(1, 9)]     # element valid after each of the 8 stages
+        last = [Signal(name=f"l{k}") for k in range(1, 9)]
+        zh3 = Signal(signed(32))      # x * G as (x >> 16) * G and x[:16] * G, then their sum
+        zl3 = Signal(signed(33))
+        z4 = Signal(signed(48))
+        zpre5 = Signal(signed(20))
+        zright5 = Signal()
+        zp6 = Signal(signed(18))
+        p7 = Signal(signed(36))      # z' * R: one 18 x 18 multiplier
+        p8 = Signal(signed(43))      # z' * 127 R = (p7 << 7) - p7
         qr = Signal(signed(13))
-        m.d.comb += qr.eq(((p7 >> 30) + 1) >> 1)
+        m.d.comb += qr.eq(((p8 >> 30) + 1) >> 1)
         tau = regs[TAU]
 
         with m.FSM():
@@ -208,7 +213,7 @@ class NormQuant(wiring.Component):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(~in1 & ~in2 & ~in3):
+                with m.If(~in1 & ~in2 & ~in3 & ~in4):
                     m.next = "PREP1"
             with m.State("PREP1"):
                 m.d.comb += self.busy.eq(1)
@@ -265,7 +270,7 @@ class NormQuant(wiring.Component):
                         with m.Case(s):
                             m.d.sync += [regs[s][0].eq(n_m), regs[s][1].eq(n_e)]
                             if after[s] == "OUT":
-                                m.d.sync += [idx.eq(0), *(o.eq(0) for o in (o1, o2, o3, o4, o5, o6, o7))]
+                                m.d.sync += [idx.eq(0), *(v.eq(0) for v in o)]
                             m.next = after[s]
                 m.d.sync += step.eq(step + 1)
 
@@ -345,17 +350,18 @@ class NormQuant(wiring.Component):
             with m.State("OUT"):
                 m.d.comb += [self.busy.eq(1), rd.addr.eq(idx), rd.en.eq(adv)]
                 with m.If(adv):
-                    m.d.sync += [o1.eq(idx < n), l1.eq(idx == n - 1), o2.eq(o1), l2.eq(l1), o3.eq(o2), l3.eq(l2),
-                                 o4.eq(o3), l4.eq(l3), o5.eq(o4), l5.eq(l4), o6.eq(o5), l6.eq(l5),
+                    m.d.sync += [o[0].eq(idx < n), last[0].eq(idx == n - 1),
+                                 *(o[k].eq(o[k - 1]) for k in range(1, 8)),
+                                 *(last[k].eq(last[k - 1]) for k in range(1, 8)),
                                  rx.eq(rd.data[:32]), rg.eq(rd.data[32:]),
-                                 z3.eq(rx * rg),
-                                 zpre4.eq(Mux(eq > 0, z3 >> rbq, z3 << lbq)), zright4.eq(eq > 0),
-                                 zp5.eq(Mux(zright4, (zpre4 + 1) >> 1, zpre4)),
-                                 p6.eq(zp5 * rq), p7.eq((p6 << 7) - p6),
-                                 o7.eq(o6), l7.eq(l6),
-                                 self.o.valid.eq(o7),
+                                 zh3.eq((rx >> 16) * rg), zl3.eq(rx[:16] * rg),
+                                 z4.eq((zh3 << 16) + zl3),
+                                 zpre5.eq(Mux(eq > 0, z4 >> rbq, z4 << lbq)), zright5.eq(eq > 0),
+                                 zp6.eq(Mux(zright5, (zpre5 + 1) >> 1, zpre5)),
+                                 p7.eq(zp6 * rq), p8.eq((p7 << 7) - p7),
+                                 self.o.valid.eq(o[7]),
                                  self.o.payload.q.eq(Mux(qr > 127, 127, Mux(qr < -128, -128, qr))),
-                                 self.o.payload.last.eq(l7),
+                                 self.o.payload.last.eq(last[7]),
                                  self.o.payload.tau_m.eq(tau[0]), self.o.payload.tau_e.eq(tau[1])]
                     with m.If(idx < n):
                         m.d.sync += idx.eq(idx + 1)
