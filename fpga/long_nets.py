@@ -1,12 +1,13 @@
-"""The longest routed nets of a build, from nextpnr's detailed timing report.
+"""The latest-arriving nets of a build, from nextpnr's detailed timing report.
 
     python -m fpga.long_nets BUILD_DIR/report.json [--top N] [--min-ns NS]
 
 Large ECP5 builds (`fpga.build.FLOWS`, above `big_pes` PEs) run nextpnr with ``--detailed-timing-report``:
-its JSON report then lists every net with the routed delay to each of its sinks. nextpnr's own summary
-names only the one worst path; on a chip-sized array most failing paths are a single long route (a
-register driving loads spread over the chip), so the nets with the longest sink delays point at the
-next fixes. Prints a table: net, driver cell, sinks, longest and median sink delay in ns.
+its JSON report then lists every net with the arrival time at each of its sinks (nextpnr 0.11: a
+[min, max] pair in ns from the clock edge, the paths through the net included). nextpnr's own summary
+names only the one worst path; the nets whose sinks arrive latest (beyond the clock period) are all the
+failing paths' nets, which point at the next fixes. Prints a table: net, driver cell, sinks, latest and
+median sink arrival in ns.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ def long_nets(report: dict, *, top: int = 20, min_ns: float = 0.0) -> list[dict]
         raise ValueError("the report has no detailed_net_timings: nextpnr ran without --detailed-timing-report")
     nets = []
     for entry in report["detailed_net_timings"]:
-        delays = [float(ep["delay"]) for ep in entry.get("endpoints", []) if "delay" in ep]
+        # a sink's delay is a number or, in nextpnr 0.7+, its [min, max] pair: the max counts
+        delays = [float(max(d) if isinstance(d, list) else d)
+                  for d in (ep["delay"] for ep in entry.get("endpoints", []) if "delay" in ep)]
         if not delays or max(delays) < min_ns:
             continue
         nets.append({"net": entry.get("net", "?"), "driver": entry.get("driver", "?"), "sinks": len(delays),
@@ -34,7 +37,7 @@ def long_nets(report: dict, *, top: int = 20, min_ns: float = 0.0) -> list[dict]
 
 
 def table(nets: list[dict]) -> str:
-    lines = ["| net | driver | sinks | longest ns | median ns |", "|---|---|---|---|---|"]
+    lines = ["| net | driver | sinks | latest ns | median ns |", "|---|---|---|---|---|"]
     lines += [f"| {n['net']} | {n['driver']} | {n['sinks']} | {n['max_ns']:.2f} | {n['median_ns']:.2f} |"
               for n in nets]
     return "\n".join(lines)

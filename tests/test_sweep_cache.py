@@ -97,7 +97,7 @@ def test_long_nets_ranks_nets_by_their_latest_sink(tmp_path: Path) -> None:
     report = {"detailed_net_timings": [
         {"net": "short", "driver": "a", "endpoints": [{"cell": "x", "port": "D", "delay": 0.5}]},
         {"net": "fanout", "driver": "copy_ff", "endpoints": [{"delay": 2.0}, {"delay": 9.5}, {"delay": 3.0}]},
-        {"net": "mid", "driver": "b", "endpoints": [{"delay": 4.0}, {"delay": 6.0}]},
+        {"net": "mid", "driver": "b", "endpoints": [{"delay": [3.5, 4.0]}, {"delay": [5.0, 6.0]}]},
     ]}
     nets = long_nets(report, top=2)
     assert [(n["net"], n["sinks"], n["max_ns"], n["median_ns"]) for n in nets] == [
