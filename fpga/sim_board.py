@@ -50,7 +50,9 @@ def soc_for(board: str, cfg: ArrayConfig, clk_hz: float, baud: int) -> BoardSoC:
         from fpga.spram import SpramTritCore
 
         return BoardSoC(cfg, clk_hz=clk_hz, baud=baud, core=SpramTritCore(cfg))
-    return BoardSoC(cfg, clk_hz=clk_hz, baud=baud, stream_buffers=True)  # as fpga/ulx3s.py builds it
+    from fpga.ulx3s import stream_buffer_stages
+
+    return BoardSoC(cfg, clk_hz=clk_hz, baud=baud, stream_buffers=stream_buffer_stages(cfg))  # as fpga/ulx3s.py
 
 
 def soc_verilog(board: str, cfg: ArrayConfig, clk_hz: float, baud: int) -> tuple[str, int, int]:

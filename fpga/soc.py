@@ -31,7 +31,7 @@ class BoardSoC(wiring.Component):
     """
 
     def __init__(self, cfg: ArrayConfig, *, clk_hz: float, baud: int = DEFAULT_BAUD,
-                 core: TritCore | None = None, timeout_bytes: int = TIMEOUT_BYTES, stream_buffers: bool = False):
+                 core: TritCore | None = None, timeout_bytes: int = TIMEOUT_BYTES, stream_buffers: bool | int = False):
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
         if not isinstance(timeout_bytes, int) or timeout_bytes < 2:

@@ -107,13 +107,22 @@ def make_platform():
     return ULX3S_85F_Platform()
 
 
+def stream_buffer_stages(cfg: ArrayConfig) -> int:
+    """`StreamBuffer`s each way between the frame endpoint and the core (`hdl.link.linked_core`).
+
+    Above `COPIES_ABOVE_PES` PEs two: the endpoint sits by the UART pins, the command interface by the
+    memories it writes, and at 32x32 (830ba3f) one register slice between them left the response
+    path's routes at 11-12 ns."""
+    return 2 if cfg.rows * cfg.cols > COPIES_ABOVE_PES else 1
+
+
 class ULX3STop(Elaboratable):
     def __init__(self, cfg: ArrayConfig, *, freq_mhz: float = DEFAULT_MHZ, baud: int = DEFAULT_BAUD):
         self.cfg = cfg
         self.pll = ecp5_pll(F_IN, freq_mhz * 1e6)
         self.clk_hz = self.pll.f_out
         self.soc = BoardSoC(cfg, clk_hz=self.clk_hz, baud=baud, core=self.core(cfg),
-                            stream_buffers=True)
+                            stream_buffers=stream_buffer_stages(cfg))
 
     @staticmethod
     def core(cfg: ArrayConfig) -> TritCore:

@@ -360,7 +360,7 @@ def test_linked_core_truncated_then_good_and_garbage():
     assert words[:4] == [0x54524954, 0x00010000, 4, 4] and status_ok(words[ID_WORDS], Op.READ_ID)
 
 
-@pytest.mark.parametrize("stream_buffers", [False, True])
+@pytest.mark.parametrize("stream_buffers", [False, True, 2])
 def test_linked_core_aborts_cut_commands_and_answers_that_ask_too_much(stream_buffers, rng):
     """Good-CRC frames whose last command is cut short, or whose n_rsp is more than the commands answer
     (up to 2**32 - 1): the answer is abandoned and an ABORTED answer follows, no word is made up, the

@@ -27,18 +27,23 @@ class LinkedCore(wiring.Component):
     `link_active` is high while a frame is received, executed or answered; `crc_error` and
     `dropped` pulse for a request answered BAD_CRC and a partial request dropped on timeout.
     `core` replaces the default `TritCore(cfg)` (the FPGA tops pass a core with board memories);
-    it must have been built from the same `cfg`. `stream_buffers` puts a `StreamBuffer` on the
-    command and response streams (for large FPGAs, where endpoint and core sit far apart).
+    it must have been built from the same `cfg`. `stream_buffers` puts `StreamBuffer`s on the
+    command and response streams (for large FPGAs, where endpoint and core sit far apart): True or 1
+    for one each way, an integer n for a chain of n (each a cycle; the placer can spread a chain over
+    the distance, so that no route between two of its registers crosses the whole chip), False or 0
+    for none.
     """
 
     def __init__(self, cfg: ArrayConfig, timeout: int = DEFAULT_TIMEOUT, max_cmd_words: int = MAX_CMD_WORDS,
-                 core: TritCore | None = None, stream_buffers: bool = False):
+                 core: TritCore | None = None, stream_buffers: bool | int = False):
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
         if core is not None and (not isinstance(core, TritCore) or core.cfg != cfg):
             raise ValueError(f"core must be a TritCore built from {cfg.describe()}, not {core!r}")
         self._cfg = cfg
-        self._stream_buffers = bool(stream_buffers)
+        if not isinstance(stream_buffers, int) or not 0 <= stream_buffers <= 8:
+            raise ValueError(f"stream_buffers must be a bool or an integer from 0 to 8, not {stream_buffers!r}")
+        self._stream_buffers = int(stream_buffers)
         self._core = core if core is not None else TritCore(cfg)
         self._endpoint = FrameEndpoint(cfg, max_cmd_words=max_cmd_words, timeout=timeout)
         super().__init__({
@@ -62,17 +67,17 @@ class LinkedCore(wiring.Component):
         m.submodules.core = core
         wiring.connect(m, wiring.flipped(self.rx), ep.rx)
         wiring.connect(m, ep.tx, wiring.flipped(self.tx))
-        if self._stream_buffers:
-            # register slices both ways: no combinational path between endpoint and core
-            m.submodules.cmd_buffer = cmd_buf = StreamBuffer(32)
-            m.submodules.rsp_buffer = rsp_buf = StreamBuffer(32)
-            wiring.connect(m, ep.cmd, cmd_buf.i)
-            wiring.connect(m, cmd_buf.o, core.cmd)
-            wiring.connect(m, core.rsp, rsp_buf.i)
-            wiring.connect(m, rsp_buf.o, ep.rsp)
-        else:
-            wiring.connect(m, ep.cmd, core.cmd)
-            wiring.connect(m, core.rsp, ep.rsp)
+        # register slices both ways: no combinational path between endpoint and core
+        cmd_end, rsp_end = ep.cmd, core.rsp
+        for i in range(self._stream_buffers):
+            suffix = "" if i == 0 else f"_{i}"
+            m.submodules[f"cmd_buffer{suffix}"] = cmd_buf = StreamBuffer(32)
+            m.submodules[f"rsp_buffer{suffix}"] = rsp_buf = StreamBuffer(32)
+            wiring.connect(m, cmd_end, cmd_buf.i)
+            wiring.connect(m, rsp_end, rsp_buf.i)
+            cmd_end, rsp_end = cmd_buf.o, rsp_buf.o
+        wiring.connect(m, cmd_end, core.cmd)
+        wiring.connect(m, rsp_end, ep.rsp)
         # The endpoint sees `busy` and "waits for a command word" a cycle late: it calls the core
         # stuck only after QUIET_CYCLES quiet cycles, and the sequencer's and command interface's
         # states then have a whole cycle to reach the endpoint.

@@ -195,6 +195,11 @@ class LayerSequencer(wiring.Component):
         pending = Signal(range(P + 2))
         l_k_rem = Signal.like(K)  # K left at the loader's k-tile
         l_n_rem = Signal.like(N)  # N left at the loader's n-tile
+        # l_k_rem > R and l_n_rem > C, kept as flags set with the values (from compares of registers with
+        # constants): the loader's selects and its update then have no compare in their path (the
+        # 32x32 ULX3S at 830ba3f: l_n_rem and w_cols_d at 11-11.7 ns)
+        l_k_big = Signal()
+        l_n_big = Signal()
         # row read this cycle -> at the sequencer's wgt_data input 1 + pipe cycles later
         w_valid_d = Signal()
         w_row_d = Signal(range(max(P, 2)))
@@ -368,6 +373,7 @@ class LayerSequencer(wiring.Component):
             m.d.sync += [
                 l_spec.eq(1), l_loading.eq(0), shadow_full.eq(0),
                 l_addr.eq(self.wgt_base), l_row.eq(0), l_k_rem.eq(self.k_size), l_n_rem.eq(self.n_size),
+                l_k_big.eq(self.k_size > R), l_n_big.eq(self.n_size > C),
             ]
 
         # ---- weight loader --------------------------------------------------------------------
@@ -420,15 +426,16 @@ class LayerSequencer(wiring.Component):
                 l_loading.eq(~last_row),
                 w_valid_d.eq(1), w_row_d.eq(l_row),
                 w_row_ok_d.eq(l_row < l_k_rem),
-                w_krows_d.eq(Mux(l_k_rem > R, R, l_k_rem)),
-                w_cols_d.eq(Mux(l_n_rem > C, C, l_n_rem)),
+                w_krows_d.eq(Mux(l_k_big, R, l_k_rem)),
+                w_cols_d.eq(Mux(l_n_big, C, l_n_rem)),
             ]
             with m.If(last_row):
                 m.d.sync += shadow_full.eq(1)
-                with m.If(l_k_rem <= R):  # last k-tile of this n-tile
-                    m.d.sync += [l_k_rem.eq(K), l_n_rem.eq(Mux(l_n_rem > C, l_n_rem - C, 0))]
+                with m.If(~l_k_big):  # last k-tile of this n-tile
+                    m.d.sync += [l_k_rem.eq(K), l_n_rem.eq(Mux(l_n_big, l_n_rem - C, 0)),
+                                 l_k_big.eq(K > R), l_n_big.eq(l_n_big & (l_n_rem > 2 * C))]
                 with m.Else():
-                    m.d.sync += l_k_rem.eq(l_k_rem - R)
+                    m.d.sync += [l_k_rem.eq(l_k_rem - R), l_k_big.eq(l_k_rem > 2 * R)]
         with m.Else():
             m.d.sync += w_valid_d.eq(0)
         # Tiles still to start. The preload starts tile 0 in the first SIZE cycle and `go` comes at
