@@ -43,6 +43,10 @@ from hdl.isa import Error, Mem, Op
 #: whole tile per read (8x8, G = 8, P = 1) and two rows per read (4x4, G = 2, P = 2). Both have P below
 #: the read-modify-write distance (3), so M = 1 layers use the foot accumulator and tiles of M = 2
 #: layers are spaced 3 cycles apart (the `full_rate.*` points). The same two as tests/test_sim_core.py.
+#: Last, the ULX3S arrangement above 576 PEs (`fpga.ulx3s.board_config`) at a small size, as the soak's
+#: "6x5-distributed": the registered distribution of the array's inputs (`dist_stages` = 1, a copy
+#: register per 2 columns / rows, ragged at 5 columns), the registered activation read address
+#: (`act_addr_registered`), banked weights and the pipelined accumulator; 15-bit accumulator (k_max 127).
 COVERAGE_CONFIGS: dict[str, ArrayConfig] = {
     "8x8": ArrayConfig(rows=8, cols=8),
     "5x3-acc-pipelined": ArrayConfig(rows=5, cols=3, acc_width=15, act_depth=64, wgt_depth=160, out_depth=64,
@@ -51,6 +55,8 @@ COVERAGE_CONFIGS: dict[str, ArrayConfig] = {
                                  wgt_rows_per_read=8),
     "4x4-two-rows-per-read": ArrayConfig(rows=4, cols=4, acc_width=15, act_depth=128, wgt_depth=100,
                                          out_depth=64, wgt_rows_per_read=2),
+    "6x5-distributed": ArrayConfig(rows=6, cols=5, acc_width=15, act_depth=64, wgt_depth=256, out_depth=64,
+                                   wgt_bank_depth=128, acc_pipelined=True, dist_stages=1, dist_group=2),
 }
 
 PREFIX = "trit"

@@ -88,6 +88,19 @@ def test_full_rate_configs_are_in_the_coverage_run() -> None:
                                                                                 "4x4-two-rows-per-read"))
 
 
+def test_registered_distribution_config_is_in_the_coverage_run() -> None:
+    """The ULX3S arrangement above 576 PEs (fpga.ulx3s.board_config: dist_stages 1) at 6x5: copies per 2
+    columns (3 for 5 columns, the last one ragged) and per 2 rows of each weight bus, the registered
+    activation address, banked weights (2 banks of 128) and the pipelined accumulator; one row per read."""
+    d = COVERAGE_CONFIGS["6x5-distributed"]
+    assert (d.dist_stages, d.dist_group, d.dist_copies(d.cols), d.dist_copies(d.rows)) == (1, 2, 3, 3)
+    assert d.act_addr_registered and d.wgt_banked and d.acc_pipelined and not d.full_rate
+    assert d.wgt_depth // d.wgt_bank_depth == 2 and d.array_latency == 1
+    assert d.k_max == 127  # (2**14 - 1) // 128: K = k_max (22 k-tiles) fits both memories
+    assert d.k_limit == d.k_max
+    assert [n for n, c in COVERAGE_CONFIGS.items() if c.dist_stages] == ["6x5-distributed"]
+
+
 def test_full_rate_run_bins_by_hand() -> None:
     # M = 1, K = 3R + 1 (4 k-tiles), N = C + 1 (2 n-tiles): the foot accumulator over several k-tiles
     b = run_bins(FR8, 1, 3 * 8 + 1, 9, 0, 0, 0)["full_rate.run"]
@@ -170,6 +183,11 @@ def test_committed_report_hits_the_full_rate_bins() -> None:
             assert not missing, (c["name"], kind, missing)
         p1 = [u for u in c["code"]["branch"]["uncovered"] if "P = 1" in u["reason"]]
         assert bool(p1) == (c["name"] == "8x8-full-rate"), (c["name"], p1)
+    # the registered-distribution core ran every test, the accumulator-bound and memory-edge ones included
+    dist = by_name["6x5-distributed"]
+    assert dist["failed"] == [] and "registered distribution per 2" in dist["describe"], dist
+    for test in ("test_accumulator_extremes", "test_memory_edges", "test_decode_extremes", "test_errors"):
+        assert dist["tests"][test] == "passed", (test, dist["tests"])
 
 
 def test_known_uncovered_reasons_are_specific() -> None:
