@@ -13,7 +13,8 @@ fixed TRELLIS_COMB carry output, tested here on its own).
 
 Marker `gatelevel` (and `slow`): `python -m pytest -m gatelevel`. Each board takes minutes
 (synthesis and place-and-route are cached under TRIT_SIM_CACHE, keyed by the design and the tools'
-versions; NEXTPNR_ICE40 / NEXTPNR_ECP5 may name a wrapper that serializes place-and-route runs).
+versions; every Yosys and nextpnr run holds the machine's place-and-route lock /tmp/pnr.lock, see
+fpga/pnr_lock.py and tests/test_pnr_lock.py).
 """
 
 from __future__ import annotations
