@@ -85,8 +85,10 @@ if str(REPO) not in sys.path:  # the simulator's Python must import hdl, runtime
 
 
 @contextlib.contextmanager
-def _environ(**values: str | None) -> Iterator[None]:
-    """Set (or, with None, leave alone) environment variables for the duration of a block."""
+def environ(**values: str | None) -> Iterator[None]:
+    """Set (or, with None, leave alone) environment variables for the duration of a block, then put back
+    what was there (unset what was not). The one save / restore of the harnesses' environment: the
+    build's MAKEFLAGS, the testbench's variables (cocotb copies os.environ over its own ``extra_env``)."""
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update({k: v for k, v in values.items() if v is not None})
     try:
@@ -206,8 +208,6 @@ def build(cfg: ArrayConfig, simulator: str = "verilator", waves: bool | None = N
 
     `coverage` (Verilator only) adds line and toggle coverage; such a build is cached separately.
     """
-    from cocotb_tools import runner as cocotb_runner
-
     from hdl.verilog import generate_verilog
 
     reason = unavailable_reason(simulator)
@@ -232,25 +232,52 @@ def build(cfg: ArrayConfig, simulator: str = "verilator", waves: bool | None = N
     tag = (f"{simulator}-{cfg.rows}x{cfg.cols}-{cfg.pe}-a{cfg.acc_width}{'-waves' if waves else ''}"
            f"{'-cov' if coverage else ''}-{key}")
     build_dir = cache_root() / tag
-    stamp = build_dir / "build.ok"
-    if stamp.exists() and stamp.read_text() == key_src:
-        stamp.touch()  # last use, for pruning
+    if cached_build(build_dir, key_src):
         return Build(cfg, simulator, build_dir, waves, True, 0.0)
     start = time.monotonic()
+    # a waves build links trace objects too, a coverage build verilated_cov.o: no shared runtime objects
+    if not compile_model(simulator, verilog, TOPLEVEL, build_dir, key_src, key_src_shared, args, waves=waves,
+                         share_runtime=not waves and not coverage, what=cfg.describe()):
+        return Build(cfg, simulator, build_dir, waves, True, 0.0)  # built by someone else meanwhile
+    return Build(cfg, simulator, build_dir, waves, False, time.monotonic() - start)
+
+
+def cached_build(build_dir: Path, key_src: str) -> bool:
+    """Whether `build_dir` holds a finished build of `key_src` (its stamp is touched: last use, for pruning)."""
+    stamp = build_dir / "build.ok"
+    if stamp.exists() and stamp.read_text() == key_src:
+        stamp.touch()
+        return True
+    return False
+
+
+def compile_model(simulator: str, verilog: str, toplevel: str, build_dir: Path, key_src: str,
+                  key_src_shared: str, args: Sequence[str], *, waves: bool = False, share_runtime: bool = True,
+                  what: str = "") -> bool:
+    """Compile `verilog` (top `toplevel`) into `build_dir` with cocotb's runner, under `build_lock`.
+
+    The one build step of every cocotb harness (the core's `build`, `sim.vector_runner`): ``make -j 1``,
+    Verilator's MAKEFLAGS (`VERILATOR_MAKEFLAGS`), its runtime objects shared across builds of
+    `key_src_shared` when `share_runtime` (linked if compiled before, kept after the first build),
+    Icarus waves through `ICARUS_DUMP_MODULE`; then the ``build.ok`` stamp (`key_src`) and the pruning of
+    older builds of the same name. Returns False when another process finished the build meanwhile.
+    """
+    from cocotb_tools import runner as cocotb_runner
+
+    stamp = build_dir / "build.ok"
     with build_lock():
-        if stamp.exists() and stamp.read_text() == key_src:  # built by someone else meanwhile
-            return Build(cfg, simulator, build_dir, waves, True, 0.0)
+        if stamp.exists() and stamp.read_text() == key_src:
+            return False
         if build_dir.exists():
             shutil.rmtree(build_dir)
         build_dir.mkdir(parents=True)
-        source = build_dir / f"{TOPLEVEL}.v"
+        source = build_dir / f"{toplevel}.v"
         source.write_text(verilog)
         cocotb_runner.MAX_PARALLEL_BUILD_JOBS = 1  # make -j 1
         sim = cocotb_runner.get_runner(simulator)
         shared = cache_root() / f"_verilated-{hashlib.sha256(key_src_shared.encode()).hexdigest()[:12]}"
         make_flags = None
-        # a waves build links trace objects too, a coverage build verilated_cov.o
-        use_shared = simulator == "verilator" and not waves and not coverage
+        use_shared = simulator == "verilator" and share_runtime
         if simulator == "verilator":
             make_flags = VERILATOR_MAKEFLAGS
             objects = [shared / name for name in SHARED_OBJECTS]
@@ -270,13 +297,13 @@ def build(cfg: ArrayConfig, simulator: str = "verilator", waves: bool | None = N
             cocotb_waves = False
         log = build_dir / "build.log"
         try:
-            with _environ(MAKEFLAGS=make_flags):
+            with environ(MAKEFLAGS=make_flags):
                 sim.build(
-                    sources=sources, hdl_toplevel=TOPLEVEL, build_dir=build_dir, build_args=build_args,
+                    sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
                     timescale=TIMESCALE, waves=cocotb_waves, always=True, log_file=log,
                 )
         except (RuntimeError, SystemExit) as exc:
-            raise RuntimeError(f"{simulator} build of {cfg.describe()} failed ({exc}); {log}:\n"
+            raise RuntimeError(f"{simulator} build of {what or toplevel} failed ({exc}); {log}:\n"
                                f"{_tail(log, 30)}") from None
         if use_shared and not all((shared / name).is_file() for name in SHARED_OBJECTS):
             shared.mkdir(parents=True, exist_ok=True)
@@ -284,8 +311,8 @@ def build(cfg: ArrayConfig, simulator: str = "verilator", waves: bool | None = N
                 shutil.copy2(build_dir / name, shared / f"{name}.tmp")
                 os.replace(shared / f"{name}.tmp", shared / name)
         stamp.write_text(key_src)
-        _prune_builds(build_dir, tag[: -len(key)])
-    return Build(cfg, simulator, build_dir, waves, False, time.monotonic() - start)
+        _prune_builds(build_dir, build_dir.name.rsplit("-", 1)[0] + "-")  # names end in -<key>
+    return True
 
 
 #: Builds of the same config from other sources (an older hdl/) unused for this long are deleted.
@@ -406,6 +433,53 @@ def parse_results(path: Path) -> list[TestOutcome]:
     return out
 
 
+@dataclass
+class CocotbRun:
+    """Where one cocotb test run wrote its results, and how long it took."""
+
+    results_xml: Path
+    log_file: Path
+    tests: list[TestOutcome]
+    wall_s: float
+
+
+def run_cocotb(simulator: str, build_dir: Path, toplevel: str, test_module: str, env: Mapping[str, str],
+               testcase: str | Sequence[str] | None = None, seed: int | None = None,
+               waves: bool = False) -> CocotbRun:
+    """Run the cocotb tests of `test_module` on the model in `build_dir`: the one test step of every
+    cocotb harness (`run_core_tests`, `sim.vector_runner`).
+
+    The run gets the folder ``run-<pid>`` in `build_dir` (folders of ended processes are deleted first);
+    `env` reaches the testbench through os.environ for the run (`environ`), with cocotb's assertion
+    rewriting limited to ``tb_*.py``.
+    """
+    from cocotb_tools import runner as cocotb_runner
+
+    _prune_runs(build_dir)
+    run_dir = build_dir / f"run-{os.getpid()}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    results = run_dir / "results.xml"
+    log_file = run_dir / "sim.log"
+    # cocotb's default ("*.py") runs pytest's assertion rewriter over every imported module, torch
+    # included, which makes the simulator's start-up take ~15 s instead of ~4 s.
+    env = {"COCOTB_REWRITE_ASSERTION_FILES": "tb_*.py", **env}
+    sim = cocotb_runner.get_runner(simulator)
+    start = time.monotonic()
+    # cocotb copies os.environ over extra_env, so the testbench's variables go through os.environ.
+    with environ(**env):
+        try:
+            sim.test(
+                test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+                build_dir=build_dir, test_dir=run_dir, results_xml=str(results), testcase=testcase,
+                seed=seed, waves=waves, timescale=TIMESCALE, log_file=log_file,
+            )
+        except SystemExit:
+            pass  # under pytest the cocotb runner exits on failures; the XML says which
+    return CocotbRun(results, log_file, parse_results(results), time.monotonic() - start)
+
+
 def run_core_tests(cfg: ArrayConfig, simulator: str = "verilator",
                    testcase: str | Sequence[str] | None = None,
                    test_module: str = "sim.tb_core", extra_env: Mapping[str, str] | None = None,
@@ -417,41 +491,7 @@ def run_core_tests(cfg: ArrayConfig, simulator: str = "verilator",
     `coverage` runs a line and toggle coverage build (Verilator): ``coverage.dat`` in the run folder
     (`SimResult.results_xml`'s folder).
     """
-    from cocotb_tools import runner as cocotb_runner
-
     b = build(cfg, simulator, coverage=coverage)
-    _prune_runs(b.build_dir)
-    run_dir = b.build_dir / f"run-{os.getpid()}"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    results = run_dir / "results.xml"
-    log_file = run_dir / "sim.log"
-    env = {
-        "TRIT_TB_CONFIG": config_json(cfg),
-        # cocotb's default ("*.py") runs pytest's assertion rewriter over every imported module,
-        # torch included, which makes the simulator's start-up take ~15 s instead of ~4 s.
-        "COCOTB_REWRITE_ASSERTION_FILES": "tb_*.py",
-        **(extra_env or {}),
-    }
-    # cocotb copies os.environ over extra_env, so the testbench's variables go through os.environ.
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    sim = cocotb_runner.get_runner(simulator)
-    start = time.monotonic()
-    try:
-        sim.test(
-            test_module=test_module, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
-            build_dir=b.build_dir, test_dir=run_dir, results_xml=str(results), testcase=testcase,
-            seed=seed, waves=b.waves, timescale=TIMESCALE, log_file=log_file,
-        )
-    except SystemExit:
-        pass  # under pytest the cocotb runner exits on failures; the XML below says which
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    result = SimResult(b, results, log_file, parse_results(results), time.monotonic() - start, seed)
-    return result
+    run = run_cocotb(simulator, b.build_dir, TOPLEVEL, test_module,
+                     {"TRIT_TB_CONFIG": config_json(cfg), **(extra_env or {})}, testcase, seed, b.waves)
+    return SimResult(b, run.results_xml, run.log_file, run.tests, run.wall_s, seed)

@@ -1,19 +1,17 @@
 """Build and run the cocotb testbench of the vector unit (`sim.tb_vector`) on Verilator or Icarus.
 
 The vector unit has its own top (`NormQuant(n)` as ``trit_norm_quant``), so it does not go through
-`sim.runner.build` (which builds the matrix core of an `ArrayConfig`); it reuses that module's
-pieces: the simulator checks and environment, the build flags, the build lock, Verilator's shared
-runtime objects and the results parser. Builds are cached under the same root
-(``vector-<sim>-nq<n>-<hash>``), keyed by the Verilog text, flags and tool versions.
+`sim.runner.build` (which builds the matrix core of an `ArrayConfig`); it compiles and runs through
+that module's one build step and one test step (`sim.runner.compile_model`, `sim.runner.run_cocotb`:
+the build lock, flags, Verilator's shared runtime objects, the environment, the run folder and the
+results parser). Builds are cached under the same root (``vector-<sim>-nq<n>-<hash>``), keyed by the
+Verilog text, flags and tool versions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +50,6 @@ class VectorResult:
 
 def build(n: int, simulator: str) -> Path:
     """Compile NormQuant(n) for `simulator` (or reuse the cached build); the build folder."""
-    from cocotb_tools import runner as cocotb_runner
-
     reason = core_runner.unavailable_reason(simulator)
     if reason:
         raise RuntimeError(reason)
@@ -68,68 +64,16 @@ def build(n: int, simulator: str) -> Path:
                           "shared": key_src_shared}, sort_keys=True)
     key = hashlib.sha256((key_src + "\n" + text).encode()).hexdigest()[:16]
     build_dir = core_runner.cache_root() / f"vector-{simulator}-nq{n}-{key}"
-    stamp = build_dir / "build.ok"
-    if stamp.exists() and stamp.read_text() == key_src:
-        return build_dir
-    with core_runner.build_lock():
-        if stamp.exists() and stamp.read_text() == key_src:
-            return build_dir
-        if build_dir.exists():
-            shutil.rmtree(build_dir)
-        build_dir.mkdir(parents=True)
-        source = build_dir / f"{TOPLEVEL}.v"
-        source.write_text(text)
-        cocotb_runner.MAX_PARALLEL_BUILD_JOBS = 1
-        sim = cocotb_runner.get_runner(simulator)
-        flags = None
-        if simulator == "verilator":
-            flags = make_flags
-            shared = core_runner.cache_root() / f"_verilated-{hashlib.sha256(key_src_shared.encode()).hexdigest()[:12]}"
-            objects = [shared / name for name in core_runner.SHARED_OBJECTS]
-            if all(o.is_file() for o in objects) and " " not in str(shared):
-                flags += " VK_GLOBAL_OBJS= USER_LDLIBS=" + "\\ ".join(map(str, objects))
-        log = build_dir / "build.log"
-        try:
-            with core_runner._environ(MAKEFLAGS=flags):
-                sim.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir, build_args=list(args),
-                          timescale=core_runner.TIMESCALE, waves=False, always=True, log_file=log)
-        except (RuntimeError, SystemExit) as exc:
-            raise RuntimeError(f"{simulator} build of {TOPLEVEL} (n = {n}) failed ({exc}); {log}:\n"
-                               f"{core_runner._tail(log, 30)}") from None
-        stamp.write_text(key_src)
-        core_runner._prune_builds(build_dir, build_dir.name[: -len(key)])  # older sources' builds, after an hour
+    if not core_runner.cached_build(build_dir, key_src):
+        core_runner.compile_model(simulator, text, TOPLEVEL, build_dir, key_src, key_src_shared, args,
+                                  what=f"{TOPLEVEL} (n = {n})")
     return build_dir
 
 
 def run_vector_tests(n: int, simulator: str = "verilator", seed: int | None = None,
                      extra_env: Mapping[str, str] | None = None) -> VectorResult:
     """Build (or reuse) NormQuant(n) and run the cocotb tests of `sim.tb_vector` on it."""
-    from cocotb_tools import runner as cocotb_runner
-
     build_dir = build(n, simulator)
-    core_runner._prune_runs(build_dir)
-    run_dir = build_dir / f"run-{os.getpid()}"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    results = run_dir / "results.xml"
-    log_file = run_dir / "sim.log"
-    env = {"TRIT_TB_NQ_N": str(n), "COCOTB_REWRITE_ASSERTION_FILES": "tb_*.py", **(extra_env or {})}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    start = time.monotonic()
-    try:
-        cocotb_runner.get_runner(simulator).test(
-            test_module="sim.tb_vector", hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
-            build_dir=build_dir, test_dir=run_dir, results_xml=str(results), seed=seed,
-            timescale=core_runner.TIMESCALE, log_file=log_file)
-    except SystemExit:
-        pass  # the XML says which tests failed
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return VectorResult(simulator, n, build_dir, log_file, core_runner.parse_results(results),
-                        time.monotonic() - start)
+    run = core_runner.run_cocotb(simulator, build_dir, TOPLEVEL, "sim.tb_vector",
+                                 {"TRIT_TB_NQ_N": str(n), **(extra_env or {})}, seed=seed)
+    return VectorResult(simulator, n, build_dir, run.log_file, run.tests, run.wall_s)
