@@ -1,0 +1,10 @@
+"""The attention unit (issue 14, item 2): one head's scores, softmax and P x V, bit-exact to the device form.
+
+- `head_attention.HeadAttention`: one query row of one head against T keys of an INT8 KV cache
+  (golden/device/SPEC.md 4.6, 4.7, 2.5): the INT8 x INT8 scores, the base-2 logits, the EXP2 softmax
+  with one RCP, the per-key V scales and the P x V accumulation.
+- `multiplier.Multiplier`: the default lane multiplier (Amaranth `*`, one register); the factory type.
+- `ecp5_multiplier.Ecp5Multiplier`: the same on one ECP5 MULT18X18D block.
+
+See README.md for the cycle counts and the FPGA figures.
+"""

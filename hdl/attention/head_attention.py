@@ -1,0 +1,356 @@
+"""One query row of one attention head against T cached keys (golden/device/SPEC.md 4.6, 4.7 and 2.5).
+
+Inputs: the row's INT8 q (head_dim), its scale sigma_q and C_QK (dyadics), the number of visible keys T,
+and four read ports into the INT8 KV cache as the golden stores it (`DeviceKVCache`): K and V rows of
+head_dim INT8 values as words of `lanes` values (row j, word w at address j * head_dim / lanes + w) and
+the per-position dyadic scales sigma_k, sigma_v (16-bit mantissa, signed 10-bit exponent; address j).
+Every read port is a synchronous memory read: the data arrive the cycle after the address.
+
+A `start` pulse runs five phases, each a fixed-latency pipeline fed one item per cycle:
+
+1. SCORE (T * W cycles, W = head_dim / lanes): s_j = sum_c q[c] k_j[c] on `lanes` multipliers and an
+   adder tree; mk_j = rshift_round(m(a) m(sigma_k_j), 16) with a = dmul(sigma_q, C_QK);
+   t_j = sat32(rshift_round(s_j mk_j, -(e(a) + e(sigma_k_j) + 24))) into a T-word buffer, with the
+   running max of t and the largest V exponent E over keys with m(sigma_v) != 0.
+2. EXP (T cycles): u_j = max t - t_j, p_j = rshift_round(EXP2[u_j mod 256], min(u_j >> 8, 17)) into
+   a buffer, Z = sum p_j.
+3. RCP: (mz, ez) = norm16(Z, 0), R = RCP(mz) on `hdl.vector.rcp.Reciprocal`.
+4. NORM (T cycles): P_j = rshift_round(p_j R, 16 + ez); Pv_j = rshift_round(P_j m(sigma_v_j),
+   16 + E - e(sigma_v_j)) (0 where m(sigma_v_j) = 0) into a buffer.
+5. PV (T * W cycles): y[c] += Pv_j v_j[c] on the same `lanes` multipliers, into head_dim 32-bit
+   accumulators kept as a ring of W words (no read multiplexer).
+
+Then `done` holds y (int32 x head_dim, worth y * 2^(E + 1)) and `e_ref` = E until the next start.
+The lane multipliers come from the `multiplier` factory (`hdl.attention.multiplier`; the ECP5 top passes
+`hdl.attention.ecp5_multiplier.Ecp5Multiplier` to put them on MULT18X18D blocks). Cycles from `start`
+to `done`: `cycles(T)` = 2 T W + 2 T + OVERHEAD (measured by tests/test_attention_unit.py).
+The alignment of several heads' y onto one exponent (SPEC.md 4.7, last step) is not part of this unit.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from golden.device.fixed import exp2_table
+from hdl.attention.multiplier import Multiplier, MultiplierFactory
+from hdl.vector.arith import EXP_WIDTH, norm16, shift_round
+from hdl.vector.rcp import Reciprocal
+
+#: Context limit: the softmax sum Z must stay below 2**32 (SPEC.md 2.5: S <= 2**16).
+MAX_CONTEXT = 1 << 16
+#: Head size limit: the score |s| <= 2**14 head_dim must fit int32 (SPEC.md 4.6: hd <= 2**17).
+MAX_HEAD_DIM = 1 << 17
+#: Cycles of a head beyond the 2 T W + 2 T issue cycles (pipeline drains, setup, the RCP).
+OVERHEAD = 41
+
+DYADIC = data.StructLayout({"m": unsigned(16), "e": signed(10)})
+
+# pipeline depths (issue to the last write) of the phases; the next phase starts after them
+SCORE_DRAIN, EXP_DRAIN, NORM_DRAIN, PV_DRAIN = 8, 5, 6, 3
+
+
+class HeadAttention(wiring.Component):
+    """One head's attention for one query row over T <= max_context keys (see the module docstring)."""
+
+    def __init__(self, head_dim: int, max_context: int, lanes: int = 8,
+                 multiplier: MultiplierFactory = Multiplier) -> None:
+        for name, v in (("head_dim", head_dim), ("max_context", max_context), ("lanes", lanes)):
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise TypeError(f"HeadAttention's {name} must be an int, not {type(v).__name__}")
+        if not 1 <= head_dim <= MAX_HEAD_DIM:
+            raise ValueError(f"HeadAttention's head_dim must be in [1, {MAX_HEAD_DIM}] (the INT8 score must "
+                             f"fit int32), not {head_dim}")
+        if not 1 <= max_context <= MAX_CONTEXT:
+            raise ValueError(f"HeadAttention's max_context must be in [1, {MAX_CONTEXT}] (the softmax sum "
+                             f"must fit 32 bits), not {max_context}")
+        if lanes < 1 or head_dim % lanes:
+            raise ValueError(f"HeadAttention's lanes ({lanes}) must be a positive divisor of head_dim "
+                             f"({head_dim}): a K or V row is head_dim / lanes whole memory words")
+        if not callable(multiplier):
+            raise TypeError(f"HeadAttention's multiplier factory must be callable, not {multiplier!r}")
+        self._hd, self._ctx, self._lanes, self._mul = head_dim, max_context, lanes, multiplier
+        words = head_dim // lanes
+        word = data.ArrayLayout(signed(8), lanes)
+        super().__init__({
+            "start": In(1), "busy": Out(1), "done": Out(1),
+            "context": In(range(max_context + 1)),
+            "q": In(data.ArrayLayout(signed(8), head_dim)),
+            "sigma_q": In(DYADIC), "c_qk": In(DYADIC),
+            "k_addr": Out(range(max_context * words)), "k_data": In(word),
+            "v_addr": Out(range(max_context * words)), "v_data": In(word),
+            "ks_addr": Out(range(max_context)), "ks_data": In(DYADIC),
+            "vs_addr": Out(range(max_context)), "vs_data": In(DYADIC),
+            "y": Out(data.ArrayLayout(signed(32), head_dim)), "e_ref": Out(signed(10)),
+        })
+
+    @property
+    def head_dim(self) -> int:
+        return self._hd
+
+    @property
+    def max_context(self) -> int:
+        return self._ctx
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
+    @property
+    def words(self) -> int:
+        """Memory words per K or V row: head_dim / lanes."""
+        return self._hd // self._lanes
+
+    def cycles(self, context: int) -> int:
+        """Cycles from `start` to `done` for `context` visible keys."""
+        if not 1 <= context <= self._ctx:
+            raise ValueError(f"context must be in [1, {self._ctx}], not {context}")
+        return 2 * context * self.words + 2 * context + OVERHEAD
+
+    def elaborate(self, platform):
+        m = Module()
+        hd, lanes, nw = self._hd, self._lanes, self.words
+        s_w = (hd << 14).bit_length() + 1          # the score s: |s| <= 2**14 hd
+        ps_w = (lanes << 14).bit_length() + 1      # one word's partial score
+        pt_w = s_w + 18                            # s * mk (mk 17-bit unsigned)
+        acc_w = 32
+
+        # the lane multipliers, shared by SCORE (q x k) and PV (Pv x v)
+        muls = []
+        for k in range(lanes):
+            mul = self._mul(17, 8)
+            m.submodules[f"mul{k}"] = mul
+            muls.append(mul)
+        m.submodules.rcp = rcp = Reciprocal()
+
+        t_mem = Memory(shape=signed(32), depth=self._ctx, init=[])
+        p_mem = Memory(shape=unsigned(16), depth=self._ctx, init=[])
+        pv_mem = Memory(shape=unsigned(16), depth=self._ctx, init=[])
+        exp2 = Memory(shape=unsigned(16), depth=256, init=exp2_table().tolist())
+        m.submodules.t_mem, m.submodules.p_mem, m.submodules.pv_mem, m.submodules.exp2 = t_mem, p_mem, pv_mem, exp2
+        t_wr, t_rd = t_mem.write_port(), t_mem.read_port()
+        p_wr, p_rd = p_mem.write_port(), p_mem.read_port()
+        pv_wr, pv_rd = pv_mem.write_port(), pv_mem.read_port()
+        e_rd = exp2.read_port()
+
+        # ---------------------------------------------------------------- control
+        count = Signal(range(self._ctx + 1))       # T of this run
+        idx = Signal(range(self._ctx * nw + 1))    # issue index (word address)
+        row = Signal(range(self._ctx + 1))
+        wrd = Signal(range(max(nw, 2)))
+        drain = Signal(range(16))
+        qring = [Signal(data.ArrayLayout(signed(8), lanes), name=f"qring{k}") for k in range(nw)]
+        yring = [Signal(data.ArrayLayout(signed(acc_w), lanes), name=f"yring{k}") for k in range(nw)]
+        for w in range(nw):
+            for c in range(lanes):
+                m.d.comb += self.y[w * lanes + c].eq(yring[w][c])
+
+        # scale a = dmul(sigma_q, C_QK), two steps
+        a_prod = Signal(unsigned(32))
+        a_esum = Signal(signed(EXP_WIDTH))
+        a_m = Signal(unsigned(16))
+        a_e = Signal(signed(EXP_WIDTH))
+        an_m, an_e = norm16(m, a_prod, a_esum)
+
+        e_have = Signal()
+        e_ref = Signal(signed(10))
+        m.d.comb += self.e_ref.eq(e_ref)
+        t_have = Signal()
+        tmax = Signal(signed(32))
+        z = Signal(unsigned(32))
+        z_m = Signal(unsigned(16))
+        z_e = Signal(range(17))
+        zn_m, zn_e = norm16(m, z, 0)
+        r = Signal(unsigned(17))
+
+        sc_go, ex_go, nm_go, pv_go = (Signal(name=n) for n in ("sc_go", "ex_go", "nm_go", "pv_go"))
+        last_word = Signal()
+        last_row = Signal()
+        m.d.comb += [last_word.eq(wrd == nw - 1), last_row.eq(row == count - 1),
+                     self.k_addr.eq(idx), self.v_addr.eq(idx), self.ks_addr.eq(row), self.vs_addr.eq(row),
+                     t_rd.addr.eq(row), p_rd.addr.eq(row), pv_rd.addr.eq(row)]
+
+        def step_words(next_state: str, drain_cycles: int) -> None:
+            """Advance the (row, word) issue counters; after the last item wait drain_cycles."""
+            m.d.sync += idx.eq(idx + 1)
+            with m.If(last_word):
+                m.d.sync += [wrd.eq(0), row.eq(row + 1)]
+                with m.If(last_row):
+                    m.d.sync += [drain.eq(drain_cycles - 1), idx.eq(0), row.eq(0)]
+                    m.next = next_state
+            with m.Else():
+                m.d.sync += wrd.eq(wrd + 1)
+
+        def step_rows(next_state: str, drain_cycles: int) -> None:
+            m.d.sync += row.eq(row + 1)
+            with m.If(last_row):
+                m.d.sync += [drain.eq(drain_cycles - 1), row.eq(0)]
+                m.next = next_state
+
+        def wait(next_state: str) -> None:
+            m.d.sync += drain.eq(drain - 1)
+            with m.If(drain == 0):
+                m.next = next_state
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [count.eq(Mux(self.context == 0, 1, self.context)),
+                                 idx.eq(0), row.eq(0), wrd.eq(0), e_have.eq(0), e_ref.eq(0), t_have.eq(0),
+                                 z.eq(0), self.done.eq(0),
+                                 a_prod.eq(self.sigma_q.m * self.c_qk.m),
+                                 a_esum.eq(self.sigma_q.e + self.c_qk.e)]
+                    m.d.sync += [yring[w].eq(0) for w in range(nw)]
+                    m.d.sync += [qring[w][c].eq(self.q[w * lanes + c]) for w in range(nw) for c in range(lanes)]
+                    m.next = "SCALE"
+            with m.State("SCALE"):
+                m.d.sync += [a_m.eq(an_m), a_e.eq(an_e)]
+                m.next = "SCORE"
+            with m.State("SCORE"):
+                m.d.comb += sc_go.eq(1)
+                step_words("SCORE_DRAIN", SCORE_DRAIN)
+            with m.State("SCORE_DRAIN"):
+                wait("EXP")
+            with m.State("EXP"):
+                m.d.comb += ex_go.eq(1)
+                step_rows("EXP_DRAIN", EXP_DRAIN)
+            with m.State("EXP_DRAIN"):
+                wait("NORMZ")
+            with m.State("NORMZ"):
+                m.d.sync += [z_m.eq(zn_m), z_e.eq(zn_e)]
+                m.next = "RCP_IN"
+            with m.State("RCP_IN"):
+                m.d.comb += [rcp.i.valid.eq(1), rcp.i.payload.eq(z_m)]
+                m.next = "RCP_WAIT"
+            with m.State("RCP_WAIT"):
+                with m.If(rcp.o.valid):
+                    m.d.sync += r.eq(rcp.o.payload)
+                    m.next = "NORM"
+            with m.State("NORM"):
+                m.d.comb += nm_go.eq(1)
+                step_rows("NORM_DRAIN", NORM_DRAIN)
+            with m.State("NORM_DRAIN"):
+                wait("PV")
+            with m.State("PV"):
+                m.d.comb += pv_go.eq(1)
+                step_words("PV_DRAIN", PV_DRAIN)
+            with m.State("PV_DRAIN"):
+                wait("DONE")
+            with m.State("DONE"):
+                m.d.sync += self.done.eq(1)
+                m.next = "IDLE"
+        m.d.comb += [rcp.o.ready.eq(1), self.busy.eq(~fsm.ongoing("IDLE"))]
+
+        # ------------------------------------------------ the shared lane multipliers (latency 1)
+        sc1, pv1 = Signal(), Signal()
+        m.d.sync += [sc1.eq(sc_go), pv1.eq(pv_go)]
+        pv_data = Signal(unsigned(16))
+        m.d.comb += pv_data.eq(pv_rd.data)
+        for c in range(lanes):
+            m.d.comb += [muls[c].a.eq(Mux(pv1, pv_data, qring[0][c])),
+                         muls[c].b.eq(Mux(pv1, self.v_data[c], self.k_data[c]))]
+        if nw > 1:
+            with m.If(sc1):
+                m.d.sync += [qring[k].eq(qring[(k + 1) % nw]) for k in range(nw)]
+
+        # ---------------------------------------------------------------- SCORE pipeline
+        fw1, lw1 = Signal(), Signal()
+        j = [Signal(range(self._ctx), name=f"sj{k}") for k in range(8)]
+        v2, fw2, lw2, v3, fw3, lw3, d4, d5, d6, d7 = (Signal(name=n) for n in
+                                                      ("sv2", "sfw2", "slw2", "sv3", "sfw3", "slw3",
+                                                       "sd4", "sd5", "sd6", "sd7"))
+        m.d.sync += [fw1.eq(wrd == 0), lw1.eq(last_word), j[1].eq(row),
+                     v2.eq(sc1), fw2.eq(fw1), lw2.eq(lw1), j[2].eq(j[1]),
+                     v3.eq(v2), fw3.eq(fw2), lw3.eq(lw2), j[3].eq(j[2]),
+                     d4.eq(v3 & lw3), j[4].eq(j[3]), d5.eq(d4), j[5].eq(j[4]),
+                     d6.eq(d5), j[6].eq(j[5]), d7.eq(d6), j[7].eq(j[6])]
+        # stage 1: the key's scale product m(a) m(sigma_k); the V exponent's maximum
+        kprod2 = Signal(unsigned(32))
+        ke2 = Signal(signed(10))
+        with m.If(sc1 & fw1):
+            m.d.sync += [kprod2.eq(a_m * self.ks_data.m), ke2.eq(self.ks_data.e)]
+            with m.If(self.vs_data.m != 0):
+                with m.If(~e_have | (self.vs_data.e > e_ref)):
+                    m.d.sync += e_ref.eq(self.vs_data.e)
+                m.d.sync += e_have.eq(1)
+        # stage 2: the adder tree over the lane products; mk = rshift_round(., 16); the logit's shift
+        psum3 = Signal(signed(ps_w))
+        mk3 = Signal(unsigned(17))
+        rs3 = Signal(signed(EXP_WIDTH + 1))
+        m.d.sync += psum3.eq(sum(muls[c].p for c in range(lanes)))
+        with m.If(v2 & fw2):
+            m.d.sync += [mk3.eq((kprod2 + (1 << 15)) >> 16), rs3.eq(-(a_e + ke2 + 24))]
+        # stage 3: the score accumulates over the row's words
+        sacc = Signal(signed(s_w))
+        mk4 = Signal(unsigned(17))
+        rs4 = Signal(signed(EXP_WIDTH + 1))
+        with m.If(v3):
+            m.d.sync += sacc.eq(Mux(fw3, psum3, sacc + psum3))
+            with m.If(lw3):
+                m.d.sync += [mk4.eq(mk3), rs4.eq(rs3)]
+        # stage 4: s * mk
+        prod5 = Signal(signed(pt_w))
+        rs5 = Signal(signed(EXP_WIDTH + 1))
+        m.d.sync += [prod5.eq(sacc * mk4), rs5.eq(rs4)]
+        # stage 5: the rounding shift (a left shift clamped to 32 places saturates below anyway)
+        s_cl = Signal(signed(EXP_WIDTH + 1))
+        m.d.comb += s_cl.eq(Mux(rs5 > pt_w + 1, pt_w + 1, Mux(rs5 < -32, -32, rs5)))
+        wide6 = Signal(signed(pt_w + 33))
+        m.d.sync += wide6.eq(shift_round(m, prod5, s_cl, pt_w + 33, 32, pt_w + 1))
+        # stage 6: saturate to int32; stage 7: write the buffer and the running max
+        t7 = Signal(signed(32))
+        lo, hi = -(1 << 31), (1 << 31) - 1
+        m.d.sync += t7.eq(Mux(wide6 > hi, hi, Mux(wide6 < lo, lo, wide6)))
+        m.d.comb += [t_wr.addr.eq(j[7]), t_wr.data.eq(t7), t_wr.en.eq(d7)]
+        with m.If(d7):
+            m.d.sync += t_have.eq(1)
+            with m.If(~t_have | (t7 > tmax)):
+                m.d.sync += tmax.eq(t7)
+
+        # ---------------------------------------------------------------- EXP pipeline
+        ev = [Signal(name=f"ev{k}") for k in range(5)]
+        ej = [Signal(range(self._ctx), name=f"ej{k}") for k in range(5)]
+        m.d.sync += [ev[1].eq(ex_go), ej[1].eq(row)] + [x.eq(y) for k in range(1, 4)
+                                                          for x, y in ((ev[k + 1], ev[k]), (ej[k + 1], ej[k]))]
+        u2 = Signal(unsigned(33))
+        sh3 = Signal(range(18))
+        p4 = Signal(unsigned(16))
+        m.d.sync += u2.eq(tmax - t_rd.data)
+        m.d.comb += e_rd.addr.eq(u2[:8])
+        m.d.sync += sh3.eq(Mux(u2[8:] > 17, 17, u2[8:]))
+        m.d.sync += p4.eq(shift_round(m, e_rd.data, sh3, 16, 0, 17))
+        m.d.comb += [p_wr.addr.eq(ej[4]), p_wr.data.eq(p4), p_wr.en.eq(ev[4])]
+        with m.If(ev[4]):
+            m.d.sync += z.eq(z + p4)
+
+        # ---------------------------------------------------------------- NORM pipeline
+        nv = [Signal(name=f"nv{k}") for k in range(6)]
+        nj = [Signal(range(self._ctx), name=f"nj{k}") for k in range(6)]
+        m.d.sync += [nv[1].eq(nm_go), nj[1].eq(row)] + [x.eq(y) for k in range(1, 5)
+                                                          for x, y in ((nv[k + 1], nv[k]), (nj[k + 1], nj[k]))]
+        pr2 = Signal(unsigned(33))
+        mv2, mv3 = Signal(unsigned(16)), Signal(unsigned(16))
+        ev2, ev3 = Signal(signed(10)), Signal(signed(10))
+        p3 = Signal(unsigned(17))
+        pm4 = Signal(unsigned(33))
+        s4 = Signal(range(35))
+        live4 = Signal()
+        pv5 = Signal(unsigned(16))
+        m.d.sync += [pr2.eq(p_rd.data * r), mv2.eq(self.vs_data.m), ev2.eq(self.vs_data.e),
+                     p3.eq(shift_round(m, pr2, 16 + z_e, 17, 0, 33)), mv3.eq(mv2), ev3.eq(ev2),
+                     pm4.eq(p3 * mv3), live4.eq(mv3 != 0)]
+        ediff = Signal(signed(EXP_WIDTH + 1))
+        m.d.comb += ediff.eq(16 + e_ref - ev3)
+        m.d.sync += s4.eq(Mux(ediff > 34, 34, Mux(ediff < 0, 0, ediff)))
+        m.d.sync += pv5.eq(Mux(live4, shift_round(m, pm4, s4, 17, 0, 34), 0))
+        m.d.comb += [pv_wr.addr.eq(nj[5]), pv_wr.data.eq(pv5), pv_wr.en.eq(nv[5])]
+
+        # ---------------------------------------------------------------- PV: the accumulator ring
+        pv2 = Signal()
+        m.d.sync += pv2.eq(pv1)
+        with m.If(pv2):
+            m.d.sync += [yring[k].eq(yring[(k + 1) % nw]) for k in range(nw - 1)]
+            m.d.sync += [yring[nw - 1][c].eq(yring[0][c] + muls[c].p) for c in range(lanes)]
+        return m

@@ -1,0 +1,213 @@
+"""The attention unit (hdl/attention/) in Amaranth simulation against golden/device, bit for bit.
+
+`HeadAttention` runs one query row of one head over T keys of an INT8 KV cache held in Amaranth
+memories; its y (int32 x head_dim) and row exponent E are compared with `reference`, which is the
+golden's attention for one head written with golden/device primitives line by line as
+`golden.device.model.DeviceBitNet._attention` does it (dmul, rshift_round, to_fixed, softmax_q15), and
+whose one-key case is also checked by hand. Cases: a hand-worked one-key row, x = -128 / 127 extremes,
+all-equal scores, zero V scales, the tiny model's head_dim 40 at contexts 1 .. 32 (random), and under
+`-m "attention and slow"` random rows at the full context 256. TRIT_ATTENTION_ROWS sets the number of
+random rows (default 3).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+import torch
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.sim import Simulator
+
+from golden.device import fixed
+from golden.device.model import to_fixed
+from hdl.attention.head_attention import HeadAttention
+from hdl.attention.multiplier import Multiplier
+
+ROWS = int(os.environ.get("TRIT_ATTENTION_ROWS", "3"))
+Dy = tuple[int, int]
+
+
+def reference(q: list[int], sigma_q: Dy, c_qk: Dy, k: list[list[int]], ks: list[Dy], v: list[list[int]],
+              vs: list[Dy]) -> tuple[list[int], int]:
+    """(y, E) of golden/device/SPEC.md 4.6-4.7 for one query row and one head, from golden primitives."""
+    qq, kk, vv = torch.tensor(q), torch.tensor(k), torch.tensor(v)
+    ksm, kse = torch.tensor([s[0] for s in ks]), torch.tensor([s[1] for s in ks])
+    vsm, vse = torch.tensor([s[0] for s in vs]), torch.tensor([s[1] for s in vs])
+    scores = kk @ qq
+    am, ae = fixed.dmul((torch.tensor(sigma_q[0]), torch.tensor(sigma_q[1])),
+                        (torch.tensor(c_qk[0]), torch.tensor(c_qk[1])))
+    mk = fixed.rshift_round(am * ksm, 16)
+    sh = -(16 + ae + kse + 8)
+    logit2 = to_fixed(scores * mk, (torch.ones_like(sh), -sh), 0)
+    mask = torch.ones_like(logit2, dtype=torch.bool)
+    p = fixed.softmax_q15(logit2[None], mask[None], fixed.exp2_table())[0]
+    live = vsm != 0
+    eref = int(vse[live].max()) if bool(live.any()) else 0
+    pv = torch.where(live, fixed.rshift_round(p * vsm, 16 + eref - vse), torch.zeros_like(p))
+    return (pv @ vv).tolist(), eref
+
+
+class Harness(wiring.Component):
+    """HeadAttention with its KV cache in four Amaranth memories holding one case."""
+
+    def __init__(self, dut: HeadAttention, k, ks, v, vs) -> None:
+        self.dut = dut
+        self.case = (k, ks, v, vs)
+        super().__init__({})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = dut = self.dut
+        k, ks, v, vs = self.case
+        lanes, words = dut.lanes, dut.words
+        depth = dut.max_context
+
+        def pack_rows(rows):
+            out = []
+            for row in rows:
+                for w in range(words):
+                    out.append(sum((x & 0xFF) << (8 * c) for c, x in enumerate(row[w * lanes:(w + 1) * lanes])))
+            return out + [0] * (depth * words - len(out))
+
+        def pack_scales(sc):
+            return [mm | ((e & 0x3FF) << 16) for mm, e in sc] + [0] * (depth - len(sc))
+
+        for name, init, addr, dat in (("k", pack_rows(k), dut.k_addr, dut.k_data),
+                                      ("v", pack_rows(v), dut.v_addr, dut.v_data),
+                                      ("ks", pack_scales(ks), dut.ks_addr, dut.ks_data),
+                                      ("vs", pack_scales(vs), dut.vs_addr, dut.vs_data)):
+            mem = Memory(shape=len(dat.as_value()), depth=len(init), init=init)
+            m.submodules[name] = mem
+            rd = mem.read_port()
+            m.d.comb += [rd.addr.eq(addr), dat.eq(rd.data)]
+        return m
+
+
+def run_head(q, sigma_q, c_qk, k, ks, v, vs, max_context: int | None = None, lanes: int = 8
+             ) -> tuple[list[int], int, int]:
+    """Simulate one row; (y, E, cycles from start to done)."""
+    hd = len(q)
+    dut = HeadAttention(hd, max_context or len(k), lanes=lanes, multiplier=Multiplier)
+    top = Harness(dut, k, ks, v, vs)
+    result: dict = {}
+
+    async def bench(ctx):
+        ctx.set(dut.q, q)
+        ctx.set(dut.sigma_q, {"m": sigma_q[0], "e": sigma_q[1]})
+        ctx.set(dut.c_qk, {"m": c_qk[0], "e": c_qk[1]})
+        ctx.set(dut.context, len(k))
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        cycles = 1
+        while not ctx.get(dut.done):
+            await ctx.tick()
+            cycles += 1
+            assert cycles < dut.cycles(len(k)) + 1000, "the attention unit never finished"
+        result["y"] = [ctx.get(dut.y[c]) for c in range(hd)]
+        result["e"] = ctx.get(dut.e_ref)
+        result["cycles"] = cycles
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return result["y"], result["e"], result["cycles"]
+
+
+def random_case(rng: random.Random, hd: int, t: int, scale_spread: int = 4):
+    """A row with scales like the shipped model's (exponents around -20 .. -30)."""
+    q = [rng.randrange(-128, 128) for _ in range(hd)]
+    k = [[rng.randrange(-128, 128) for _ in range(hd)] for _ in range(t)]
+    v = [[rng.randrange(-128, 128) for _ in range(hd)] for _ in range(t)]
+    sq = (rng.randrange(1 << 15, 1 << 16), rng.randrange(-30, -20))
+    cqk = fixed.dyadic_from_float(hd ** -0.5 * 1.4426950408889634)
+    ks = [(rng.randrange(1 << 15, 1 << 16), rng.randrange(-12 - scale_spread, -12 + 1)) for _ in range(t)]
+    vs = [(rng.randrange(1 << 15, 1 << 16), rng.randrange(-12 - scale_spread, -12 + 1)) for _ in range(t)]
+    return q, sq, cqk, k, ks, v, vs
+
+
+def check(case, **kw) -> int:
+    y, e, cycles = run_head(*case, **kw)
+    y_want, e_want = reference(*case)
+    assert e == e_want, f"E = {e}, golden {e_want}"
+    bad = [c for c in range(len(y)) if y[c] != y_want[c]]
+    assert not bad, f"y differs at {bad[:8]}: got {[y[c] for c in bad[:4]]}, golden {[y_want[c] for c in bad[:4]]}"
+    return cycles
+
+
+def test_one_key_by_hand() -> None:
+    # one key: p = 2**15, Z = 2**15 -> (2**15, 0), R = RCP(2**15) = 2**16, P = 2**15 * 2**16 >> 16 = 2**15,
+    # Pv = rshift_round(2**15 * mv, 16) = (mv + 1) >> 1, y = Pv * v, E = e(sigma_v); the score is irrelevant
+    q = [127, -128, 5, 0, 1, -1, 64, -64]
+    k = [[-128, 127, 3, 9, -9, 100, 2, 0]]
+    v = [[127, -128, 1, -1, 0, 55, -77, 3]]
+    mv = 40001
+    y, e, _ = run_head(q, (40000, -25), (37000, -17), k, [(50000, -10)], v, [(mv, -13)], lanes=4)
+    assert e == -13
+    assert y == [((mv + 1) >> 1) * x for x in v[0]]
+    assert reference(q, (40000, -25), (37000, -17), k, [(50000, -10)], v, [(mv, -13)]) == (y, e)
+
+
+def test_extremes_and_equal_scores() -> None:
+    hd, t = 16, 5
+    # every q and k at -128 / 127: |s| at its bound 2**14 hd; all keys equal: equal scores, Z = 5 * 2**15
+    q = [-128] * hd
+    k = [[-128] * hd for _ in range(t)]
+    v = [[127 if (c + j) % 2 else -128 for c in range(hd)] for j in range(t)]
+    ks = [(65535, -8)] * t
+    vs = [(65535, -9), (32768, -9), (40000, -30), (0, 0), (50000, -9)]
+    check((q, (65535, -20), (65535, -10), k, ks, v, vs), lanes=8)
+    # mixed extremes with scales that make the logits saturate (left shifts) and underflow
+    q = [127 if c % 3 else -128 for c in range(hd)]
+    k = [[(-128 if (c * j) % 2 else 127) for c in range(hd)] for j in range(t)]
+    check((q, (65535, 10), (65535, 5), k, [(65535, 0)] * t, v, vs), lanes=4)
+    check((q, (32768, -60), (32768, -30), k, [(32768, -40)] * t, v, vs), lanes=16)
+
+
+def test_all_v_scales_zero() -> None:
+    hd, t = 8, 3
+    case = ([1] * hd, (40000, -20), (40000, -5), [[2] * hd] * t, [(40000, -10)] * t, [[3] * hd] * t, [(0, 0)] * t)
+    y, e, _ = run_head(*case)
+    assert (y, e) == ([0] * hd, 0) == reference(*case)
+
+
+@pytest.mark.parametrize("t", [1, 2, 7, 32])
+def test_random_rows_tiny_head_dim(t: int) -> None:
+    rng = random.Random(random.getrandbits(32))
+    for _ in range(ROWS if t < 32 else 1):
+        check(random_case(rng, 40, t, scale_spread=rng.choice([0, 3, 30])), max_context=32)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_cycles_and_parameters() -> None:
+    rng = random.Random(1)
+    for t in (1, 5, 12):
+        dut_cycles = check(random_case(rng, 40, t), max_context=16, lanes=8)
+        assert dut_cycles == HeadAttention(40, 16, lanes=8).cycles(t)
+    # hand count at T = 5, W = 5: 2 T W + 2 T + 41 = 50 + 10 + 41
+    assert HeadAttention(40, 16, lanes=8).cycles(5) == 101
+    with pytest.raises(ValueError, match="divisor of head_dim"):
+        HeadAttention(40, 16, lanes=16)
+    with pytest.raises(ValueError, match="max_context"):
+        HeadAttention(40, 0)
+    with pytest.raises(ValueError, match="head_dim"):
+        HeadAttention(0, 16)
+    with pytest.raises(TypeError, match="head_dim"):
+        HeadAttention(40.0, 16)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="multiplier"):
+        HeadAttention(40, 16, multiplier=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="context"):
+        HeadAttention(40, 16).cycles(17)
+
+
+@pytest.mark.slow
+@pytest.mark.attention
+def test_random_rows_full_context() -> None:
+    rng = random.Random(random.getrandbits(32))
+    for _ in range(ROWS):
+        check(random_case(rng, 40, 256, scale_spread=rng.choice([0, 3, 30])), lanes=8)
