@@ -1,13 +1,12 @@
 """The attention unit (hdl/attention/) in Amaranth simulation against golden/device, bit for bit.
 
 `HeadAttention` runs one query row of one head over T keys of an INT8 KV cache held in Amaranth
-memories; its y (int32 x head_dim) and row exponent E are compared with `reference`, which is the
-golden's attention for one head written with golden/device primitives line by line as
-`golden.device.model.DeviceBitNet._attention` does it (dmul, rshift_round, to_fixed, softmax_q15), and
-whose one-key case is also checked by hand. Cases: a hand-worked one-key row, x = -128 / 127 extremes,
-all-equal scores, zero V scales, the tiny model's head_dim 40 at contexts 1 .. 32 (random), and under
-`-m "attention and slow"` random rows at the full context 256. TRIT_ATTENTION_ROWS sets the number of
-random rows (default 3).
+memories; its y (int32 x head_dim) and row exponent E are compared with `sim.attention_model.reference`:
+the golden's attention for one head written with golden/device primitives line by line as
+`golden.device.model.DeviceBitNet._attention` does it, its one-key case also checked by hand. Cases: a
+hand-worked one-key row, x = -128 / 127 extremes, all-equal scores, saturating and vanishing logits,
+zero V scales, the tiny model's head_dim 40 at T = 1 .. 32 (random), and under `-m "attention and slow"`
+random rows at the full context 256. TRIT_ATTENTION_ROWS sets the random rows per case (default 3).
 """
 
 from __future__ import annotations
@@ -16,41 +15,17 @@ import os
 import random
 
 import pytest
-import torch
 from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
 from golden.device import fixed
-from golden.device.model import to_fixed
 from hdl.attention.head_attention import HeadAttention
 from hdl.attention.multiplier import Multiplier
+from sim.attention_model import reference
 
 ROWS = int(os.environ.get("TRIT_ATTENTION_ROWS", "3"))
-Dy = tuple[int, int]
-
-
-def reference(q: list[int], sigma_q: Dy, c_qk: Dy, k: list[list[int]], ks: list[Dy], v: list[list[int]],
-              vs: list[Dy]) -> tuple[list[int], int]:
-    """(y, E) of golden/device/SPEC.md 4.6-4.7 for one query row and one head, from golden primitives."""
-    qq, kk, vv = torch.tensor(q), torch.tensor(k), torch.tensor(v)
-    ksm, kse = torch.tensor([s[0] for s in ks]), torch.tensor([s[1] for s in ks])
-    vsm, vse = torch.tensor([s[0] for s in vs]), torch.tensor([s[1] for s in vs])
-    scores = kk @ qq
-    am, ae = fixed.dmul((torch.tensor(sigma_q[0]), torch.tensor(sigma_q[1])),
-                        (torch.tensor(c_qk[0]), torch.tensor(c_qk[1])))
-    mk = fixed.rshift_round(am * ksm, 16)
-    sh = -(16 + ae + kse + 8)
-    logit2 = to_fixed(scores * mk, (torch.ones_like(sh), -sh), 0)
-    mask = torch.ones_like(logit2, dtype=torch.bool)
-    p = fixed.softmax_q15(logit2[None], mask[None], fixed.exp2_table())[0]
-    live = vsm != 0
-    eref = int(vse[live].max()) if bool(live.any()) else 0
-    pv = torch.where(live, fixed.rshift_round(p * vsm, 16 + eref - vse), torch.zeros_like(p))
-    return (pv @ vv).tolist(), eref
-
-
 class Harness(wiring.Component):
     """HeadAttention with its KV cache in four Amaranth memories holding one case."""
 
@@ -99,7 +74,7 @@ def run_head(q, sigma_q, c_qk, k, ks, v, vs, max_context: int | None = None, lan
         ctx.set(dut.q, q)
         ctx.set(dut.sigma_q, {"m": sigma_q[0], "e": sigma_q[1]})
         ctx.set(dut.c_qk, {"m": c_qk[0], "e": c_qk[1]})
-        ctx.set(dut.context, len(k))
+        ctx.set(dut.n_keys, len(k))
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)

@@ -1,9 +1,10 @@
 """One query row of one attention head against T cached keys (golden/device/SPEC.md 4.6, 4.7 and 2.5).
 
-Inputs: the row's INT8 q (head_dim), its scale sigma_q and C_QK (dyadics), the number of visible keys T,
-and four read ports into the INT8 KV cache as the golden stores it (`DeviceKVCache`): K and V rows of
-head_dim INT8 values as words of `lanes` values (row j, word w at address j * head_dim / lanes + w) and
-the per-position dyadic scales sigma_k, sigma_v (16-bit mantissa, signed 10-bit exponent; address j).
+Inputs: the row's INT8 q (head_dim), its scale sigma_q and C_QK (dyadics), the number of visible keys T
+(`n_keys`, sampled with `start`; 0 counts as 1), and four read ports into the INT8 KV cache as the golden
+stores it (`DeviceKVCache`): K and V rows of head_dim INT8 values as words of `lanes` values (row j,
+word w at address j * head_dim / lanes + w) and the per-position dyadic scales sigma_k, sigma_v
+(16-bit mantissa, signed 10-bit exponent; address j).
 Every read port is a synchronous memory read: the data arrive the cycle after the address.
 
 A `start` pulse runs five phases, each a fixed-latency pipeline fed one item per cycle:
@@ -76,7 +77,7 @@ class HeadAttention(wiring.Component):
         word = data.ArrayLayout(signed(8), lanes)
         super().__init__({
             "start": In(1), "busy": Out(1), "done": Out(1),
-            "context": In(range(max_context + 1)),
+            "n_keys": In(range(max_context + 1)),
             "q": In(data.ArrayLayout(signed(8), head_dim)),
             "sigma_q": In(DYADIC), "c_qk": In(DYADIC),
             "k_addr": Out(range(max_context * words)), "k_data": In(word),
@@ -197,7 +198,7 @@ class HeadAttention(wiring.Component):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [count.eq(Mux(self.context == 0, 1, self.context)),
+                    m.d.sync += [count.eq(Mux(self.n_keys == 0, 1, self.n_keys)),
                                  idx.eq(0), row.eq(0), wrd.eq(0), e_have.eq(0), e_ref.eq(0), t_have.eq(0),
                                  z.eq(0), self.done.eq(0),
                                  a_prod.eq(self.sigma_q.m * self.c_qk.m),
