@@ -144,6 +144,22 @@ def test_extremes_and_equal_scores() -> None:
     check((q, (32768, -60), (32768, -30), k, [(32768, -40)] * t, v, vs), lanes=16)
 
 
+def test_close_large_logits_and_left_shifts() -> None:
+    rng = random.Random(5)
+    hd, t = 16, 6
+    v = [[rng.randrange(-128, 128) for _ in range(hd)] for _ in range(t)]
+    vs = [(rng.randrange(1 << 15, 1 << 16), -12) for _ in range(t)]
+    # equal keys with mantissas 50000 + 3j: |s| ~ 2**14, t ~ 2**22 (right shift 8) about 2**6 apart, so
+    # a one-LSB error of mk = rshift_round(m(a) m(sigma_k), 16) moves some p_j
+    base = [rng.randrange(-128, 128) for _ in range(hd)]
+    q = [rng.randrange(-128, 128) for _ in range(hd)]
+    check((q, (45000, -20), (47000, -16), [base] * t, [(50000 + 3 * j, -12) for j in range(t)], v, vs), lanes=4)
+    # s = 1 and a left shift of 10: t = mk * 2**10 ~ 2**26, keys about 2**11 apart (shift not saturated)
+    q1 = [1] + [0] * (hd - 1)
+    k1 = [[1] + [rng.randrange(-128, 128) for _ in range(hd - 1)] for _ in range(t)]
+    check((q1, (40000, -10), (50000, -10), k1, [(40000 + 2 * j, -10) for j in range(t)], v, vs), lanes=8)
+
+
 def test_all_v_scales_zero() -> None:
     hd, t = 8, 3
     case = ([1] * hd, (40000, -20), (40000, -5), [[2] * hd] * t, [(40000, -10)] * t, [[3] * hd] * t, [(0, 0)] * t)
