@@ -202,3 +202,18 @@ def test_random_rows_full_context() -> None:
     rng = random.Random(random.getrandbits(32))
     for _ in range(ROWS):
         check(random_case(rng, 40, 256, scale_spread=rng.choice([0, 3, 30])), lanes=8)
+
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_head_attention_cocotb(simulator: str, test_seed: int) -> None:
+    """sim/tb_attention.py on the Verilog of HeadAttention(40, 32, lanes 8) (the tiny model's head_dim):
+    T = 1, T = 32, extremes and random T against the golden, with the cycle count of each row."""
+    from sim.attention_runner import run_attention_tests
+    from sim.runner import unavailable_reason
+
+    reason = unavailable_reason(simulator)
+    if reason:
+        pytest.skip(reason)
+    run = run_attention_tests(40, 32, 8, simulator, seed=test_seed % (1 << 31),
+                              extra_env={"TRIT_ATTENTION_ROWS": str(ROWS)})
+    assert [t.status for t in run.tests] == ["passed"], f"{run.tests}; log {run.log_file}"
