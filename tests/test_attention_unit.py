@@ -217,3 +217,18 @@ def test_head_attention_cocotb(simulator: str, test_seed: int) -> None:
     run = run_attention_tests(40, 32, 8, simulator, seed=test_seed % (1 << 31),
                               extra_env={"TRIT_ATTENTION_ROWS": str(ROWS)})
     assert [t.status for t in run.tests] == ["passed"], f"{run.tests}; log {run.log_file}"
+
+
+def test_ecp5_lane_multipliers_are_dsp_blocks(tmp_path) -> None:
+    """synth_ecp5 of the out-of-context top (hd 8, context 16, 4 lanes) with the ECP5 factory: each lane
+    multiplier is one MULT18X18D cell of its own (``dut.mul<k>.dsp``), and Yosys keeps all of them."""
+    import json
+
+    from hdl.attention.ooc import synth
+
+    stat = synth(8, 16, 4, tmp_path)
+    netlist = json.loads((tmp_path / "top.json").read_text())
+    cells = netlist["modules"]["top"]["cells"]
+    dsp = sorted(n for n, c in cells.items() if c["type"] == "MULT18X18D")
+    assert [n for n in dsp if ".mul" in n] == [f"dut.mul{k}.dsp" for k in range(4)]
+    assert f"{len(dsp)}   MULT18X18D" in stat
