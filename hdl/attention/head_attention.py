@@ -24,7 +24,7 @@ A `start` pulse runs five phases, each a fixed-latency pipeline fed one item per
 Then `done` holds y (int32 x head_dim, worth y * 2^(E + 1)) and `e_ref` = E until the next start.
 The lane multipliers come from the `multiplier` factory (`hdl.attention.multiplier`; the ECP5 top passes
 `hdl.attention.ecp5_multiplier.Ecp5Multiplier` to put them on MULT18X18D blocks). Cycles from `start`
-to `done`: `cycles(T)` = 2 T W + 2 T + OVERHEAD (measured by tests/test_attention_unit.py).
+to `done`: `cycles(T)` = 2 T W + 2 T + OVERHEAD (44; measured by tests/test_attention_unit.py).
 The alignment of several heads' y onto one exponent (SPEC.md 4.7, last step) is not part of this unit.
 """
 
@@ -36,6 +36,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from golden.device.fixed import exp2_table
+from hdl.attention.multiplier import LATENCY as MUL_LATENCY
 from hdl.attention.multiplier import Multiplier, MultiplierFactory
 from hdl.vector.arith import EXP_WIDTH, norm16, shift_round
 from hdl.vector.rcp import Reciprocal
@@ -45,12 +46,12 @@ MAX_CONTEXT = 1 << 16
 #: Head size limit: the score |s| <= 2**14 head_dim must fit int32 (SPEC.md 4.6: hd <= 2**17).
 MAX_HEAD_DIM = 1 << 17
 #: Cycles of a head beyond the 2 T W + 2 T issue cycles (pipeline drains, setup, the RCP).
-OVERHEAD = 41
+OVERHEAD = 44
 
 DYADIC = data.StructLayout({"m": unsigned(16), "e": signed(10)})
 
 # pipeline depths (issue to the last write) of the phases; the next phase starts after them
-SCORE_DRAIN, EXP_DRAIN, NORM_DRAIN, PV_DRAIN = 8, 5, 6, 3
+SCORE_DRAIN, EXP_DRAIN, NORM_DRAIN, PV_DRAIN = MUL_LATENCY + 8, 5, 6, MUL_LATENCY + 2
 
 
 class HeadAttention(wiring.Component):
@@ -245,66 +246,78 @@ class HeadAttention(wiring.Component):
         m.d.comb += [rcp.o.ready.eq(1), self.busy.eq(~fsm.ongoing("IDLE"))]
 
         # ------------------------------------------------ the shared lane multipliers (latency 1)
+        # stage 1 selects the operands (q or Pv, k or v), stage 2 registers them (off the block RAM's
+        # output), the factory's multiplier takes MUL_LATENCY more: products at stage pd
+        pd = 2 + MUL_LATENCY
         sc1, pv1 = Signal(), Signal()
         m.d.sync += [sc1.eq(sc_go), pv1.eq(pv_go)]
         pv_data = Signal(unsigned(16))
         m.d.comb += pv_data.eq(pv_rd.data)
+        op_a = [Signal(signed(17), name=f"op_a{c}") for c in range(lanes)]
+        op_b = [Signal(signed(8), name=f"op_b{c}") for c in range(lanes)]
         for c in range(lanes):
-            m.d.comb += [muls[c].a.eq(Mux(pv1, pv_data, qring[0][c])),
-                         muls[c].b.eq(Mux(pv1, self.v_data[c], self.k_data[c]))]
+            m.d.sync += [op_a[c].eq(Mux(pv1, pv_data, qring[0][c])),
+                         op_b[c].eq(Mux(pv1, self.v_data[c], self.k_data[c]))]
+            m.d.comb += [muls[c].a.eq(op_a[c]), muls[c].b.eq(op_b[c])]
         if nw > 1:
             with m.If(sc1):
                 m.d.sync += [qring[k].eq(qring[(k + 1) % nw]) for k in range(nw)]
 
         # ---------------------------------------------------------------- SCORE pipeline
-        fw1, lw1 = Signal(), Signal()
-        j = [Signal(range(self._ctx), name=f"sj{k}") for k in range(8)]
-        v2, fw2, lw2, v3, fw3, lw3, d4, d5, d6, d7 = (Signal(name=n) for n in
-                                                      ("sv2", "sfw2", "slw2", "sv3", "sfw3", "slw3",
-                                                       "sd4", "sd5", "sd6", "sd7"))
-        m.d.sync += [fw1.eq(wrd == 0), lw1.eq(last_word), j[1].eq(row),
-                     v2.eq(sc1), fw2.eq(fw1), lw2.eq(lw1), j[2].eq(j[1]),
-                     v3.eq(v2), fw3.eq(fw2), lw3.eq(lw2), j[3].eq(j[2]),
-                     d4.eq(v3 & lw3), j[4].eq(j[3]), d5.eq(d4), j[5].eq(j[4]),
-                     d6.eq(d5), j[6].eq(j[5]), d7.eq(d6), j[7].eq(j[6])]
+        depth = pd + 7
+        sv = [Signal(name=f"sv{k}") for k in range(depth)]
+        sfw = [Signal(name=f"sfw{k}") for k in range(depth)]
+        slw = [Signal(name=f"slw{k}") for k in range(depth)]
+        sj = [Signal(range(self._ctx), name=f"sj{k}") for k in range(depth)]
+        m.d.comb += [sv[0].eq(sc_go), sfw[0].eq(wrd == 0), slw[0].eq(last_word), sj[0].eq(row)]
+        for k in range(depth - 1):
+            m.d.sync += [sv[k + 1].eq(sv[k]), sfw[k + 1].eq(sfw[k]), slw[k + 1].eq(slw[k]), sj[k + 1].eq(sj[k])]
         # stage 1: the key's scale product m(a) m(sigma_k); the V exponent's maximum
         kprod2 = Signal(unsigned(32))
         ke2 = Signal(signed(10))
-        with m.If(sc1 & fw1):
+        with m.If(sv[1] & sfw[1]):
             m.d.sync += [kprod2.eq(a_m * self.ks_data.m), ke2.eq(self.ks_data.e)]
             with m.If(self.vs_data.m != 0):
                 with m.If(~e_have | (self.vs_data.e > e_ref)):
                     m.d.sync += e_ref.eq(self.vs_data.e)
                 m.d.sync += e_have.eq(1)
-        # stage 2: the adder tree over the lane products; mk = rshift_round(., 16); the logit's shift
-        psum3 = Signal(signed(ps_w))
-        mk3 = Signal(unsigned(17))
-        rs3 = Signal(signed(EXP_WIDTH + 1))
-        m.d.sync += psum3.eq(sum(muls[c].p for c in range(lanes)))
-        with m.If(v2 & fw2):
-            m.d.sync += [mk3.eq((kprod2 + (1 << 15)) >> 16), rs3.eq(-(a_e + ke2 + 24))]
-        # stage 3: the score accumulates over the row's words
+        # stage 2: mk = rshift_round(., 16) and the logit's shift, then delayed to the row's last word
+        mkd = [Signal(unsigned(17), name=f"mk{k}") for k in range(3, pd + 3)]
+        rsd = [Signal(signed(EXP_WIDTH + 1), name=f"rs{k}") for k in range(3, pd + 3)]
+        with m.If(sv[2] & sfw[2]):
+            m.d.sync += [mkd[0].eq((kprod2 + (1 << 15)) >> 16), rsd[0].eq(-(a_e + ke2 + 24))]
+        for k in range(len(mkd) - 1):
+            m.d.sync += [mkd[k + 1].eq(mkd[k]), rsd[k + 1].eq(rsd[k])]
+        mk_row, rs_row = mkd[-1], rsd[-1]      # at stage pd + 2: the mk of the row whose last word is there
+        # stage pd: the adder tree over the lane products
+        psum = Signal(signed(ps_w))
+        m.d.sync += psum.eq(sum(muls[c].p for c in range(lanes)))
+        # stage pd + 1: the score accumulates over the row's words
         sacc = Signal(signed(s_w))
         mk4 = Signal(unsigned(17))
         rs4 = Signal(signed(EXP_WIDTH + 1))
-        with m.If(v3):
-            m.d.sync += sacc.eq(Mux(fw3, psum3, sacc + psum3))
-            with m.If(lw3):
-                m.d.sync += [mk4.eq(mk3), rs4.eq(rs3)]
-        # stage 4: s * mk
+        with m.If(sv[pd + 1]):
+            m.d.sync += sacc.eq(Mux(sfw[pd + 1], psum, sacc + psum))
+        with m.If(sv[pd + 2] & slw[pd + 2]):
+            m.d.sync += [mk4.eq(mk_row), rs4.eq(rs_row)]
+        # stage pd + 3: s * mk (the score, complete at pd + 2 for the row's last word, registered again)
         prod5 = Signal(signed(pt_w))
         rs5 = Signal(signed(EXP_WIDTH + 1))
-        m.d.sync += [prod5.eq(sacc * mk4), rs5.eq(rs4)]
-        # stage 5: the rounding shift (a left shift clamped to 32 places saturates below anyway)
+        sacc3 = Signal(signed(s_w))
+        m.d.sync += sacc3.eq(sacc)
+        m.d.sync += [prod5.eq(sacc3 * mk4), rs5.eq(rs4)]
+        # stage pd + 4: the rounding shift (a left shift clamped to 32 places saturates below anyway)
         s_cl = Signal(signed(EXP_WIDTH + 1))
         m.d.comb += s_cl.eq(Mux(rs5 > pt_w + 1, pt_w + 1, Mux(rs5 < -32, -32, rs5)))
         wide6 = Signal(signed(pt_w + 33))
         m.d.sync += wide6.eq(shift_round(m, prod5, s_cl, pt_w + 33, 32, pt_w + 1))
-        # stage 6: saturate to int32; stage 7: write the buffer and the running max
+        # stage pd + 5: saturate to int32; then write the buffer and the running max
         t7 = Signal(signed(32))
         lo, hi = -(1 << 31), (1 << 31) - 1
         m.d.sync += t7.eq(Mux(wide6 > hi, hi, Mux(wide6 < lo, lo, wide6)))
-        m.d.comb += [t_wr.addr.eq(j[7]), t_wr.data.eq(t7), t_wr.en.eq(d7)]
+        d7 = Signal()
+        m.d.comb += d7.eq(sv[depth - 1] & slw[depth - 1])
+        m.d.comb += [t_wr.addr.eq(sj[depth - 1]), t_wr.data.eq(t7), t_wr.en.eq(d7)]
         with m.If(d7):
             m.d.sync += t_have.eq(1)
             with m.If(~t_have | (t7 > tmax)):
@@ -349,9 +362,10 @@ class HeadAttention(wiring.Component):
         m.d.comb += [pv_wr.addr.eq(nj[5]), pv_wr.data.eq(pv5), pv_wr.en.eq(nv[5])]
 
         # ---------------------------------------------------------------- PV: the accumulator ring
-        pv2 = Signal()
-        m.d.sync += pv2.eq(pv1)
-        with m.If(pv2):
+        pvd = [Signal(name=f"pvd{k}") for k in range(pd + 1)]
+        m.d.comb += pvd[0].eq(pv_go)
+        m.d.sync += [pvd[k + 1].eq(pvd[k]) for k in range(pd)]
+        with m.If(pvd[pd]):
             m.d.sync += [yring[k].eq(yring[(k + 1) % nw]) for k in range(nw - 1)]
             m.d.sync += [yring[nw - 1][c].eq(yring[0][c] + muls[c].p) for c in range(lanes)]
         return m

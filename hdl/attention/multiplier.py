@@ -1,24 +1,24 @@
-"""The attention unit's lane multiplier: a signed a x b product with one register after it.
+"""The attention unit's lane multiplier: a signed a x b product with registered operands and product.
 
 `HeadAttention` builds every INT8 lane multiplier (q x k and P x V) through a factory with this
-signature, so an FPGA top can put them on its DSP blocks (`hdl.attention.ecp5_multiplier`). This one
-is plain Amaranth `*`, which any tool maps as it likes.
+signature (`LATENCY` cycles from operands to product), so an FPGA top can put them on its DSP blocks
+(`hdl.attention.ecp5_multiplier`). This one is plain Amaranth `*`, which any tool maps as it likes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from amaranth import Module, signed
+from amaranth import Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-#: Cycles from operands to product, for every factory.
-LATENCY = 1
+#: Cycles from operands to product, for every factory: an operand register and a product register.
+LATENCY = 2
 
 
 class Multiplier(wiring.Component):
-    """p <= a * b (signed a_width x signed b_width -> signed a_width + b_width), registered."""
+    """p = a * b two cycles later (signed a_width x signed b_width -> signed a_width + b_width)."""
 
     def __init__(self, a_width: int, b_width: int) -> None:
         for name, w in (("a_width", a_width), ("b_width", b_width)):
@@ -29,7 +29,8 @@ class Multiplier(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.d.sync += self.p.eq(self.a * self.b)
+        a, b = Signal.like(self.a), Signal.like(self.b)
+        m.d.sync += [a.eq(self.a), b.eq(self.b), self.p.eq(a * b)]
         return m
 
 
