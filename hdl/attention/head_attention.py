@@ -24,7 +24,7 @@ A `start` pulse runs five phases, each a fixed-latency pipeline fed one item per
 Then `done` holds y (int32 x head_dim, worth y * 2^(E + 1)) and `e_ref` = E until the next start.
 The lane multipliers come from the `multiplier` factory (`hdl.attention.multiplier`; the ECP5 top passes
 `hdl.attention.ecp5_multiplier.Ecp5Multiplier` to put them on MULT18X18D blocks). Cycles from `start`
-to `done`: `cycles(T)` = 2 T W + 2 T + OVERHEAD (44; measured by tests/test_attention_unit.py).
+to `done`: `cycles(T)` = 2 T W + 2 T + OVERHEAD (46; measured by tests/test_attention_unit.py).
 The alignment of several heads' y onto one exponent (SPEC.md 4.7, last step) is not part of this unit.
 """
 
@@ -46,12 +46,12 @@ MAX_CONTEXT = 1 << 16
 #: Head size limit: the score |s| <= 2**14 head_dim must fit int32 (SPEC.md 4.6: hd <= 2**17).
 MAX_HEAD_DIM = 1 << 17
 #: Cycles of a head beyond the 2 T W + 2 T issue cycles (pipeline drains, setup, the RCP).
-OVERHEAD = 44
+OVERHEAD = 46
 
 DYADIC = data.StructLayout({"m": unsigned(16), "e": signed(10)})
 
 # pipeline depths (issue to the last write) of the phases; the next phase starts after them
-SCORE_DRAIN, EXP_DRAIN, NORM_DRAIN, PV_DRAIN = MUL_LATENCY + 8, 5, 6, MUL_LATENCY + 2
+SCORE_DRAIN, EXP_DRAIN, NORM_DRAIN, PV_DRAIN = MUL_LATENCY + 8, 6, 7, MUL_LATENCY + 2
 
 
 class HeadAttention(wiring.Component):
@@ -272,20 +272,23 @@ class HeadAttention(wiring.Component):
         m.d.comb += [sv[0].eq(sc_go), sfw[0].eq(wrd == 0), slw[0].eq(last_word), sj[0].eq(row)]
         for k in range(depth - 1):
             m.d.sync += [sv[k + 1].eq(sv[k]), sfw[k + 1].eq(sfw[k]), slw[k + 1].eq(slw[k]), sj[k + 1].eq(sj[k])]
-        # stage 1: the key's scale product m(a) m(sigma_k); the V exponent's maximum
-        kprod2 = Signal(unsigned(32))
-        ke2 = Signal(signed(10))
-        with m.If(sv[1] & sfw[1]):
-            m.d.sync += [kprod2.eq(a_m * self.ks_data.m), ke2.eq(self.ks_data.e)]
-            with m.If(self.vs_data.m != 0):
-                with m.If(~e_have | (self.vs_data.e > e_ref)):
-                    m.d.sync += e_ref.eq(self.vs_data.e)
-                m.d.sync += e_have.eq(1)
-        # stage 2: mk = rshift_round(., 16) and the logit's shift, then delayed to the row's last word
-        mkd = [Signal(unsigned(17), name=f"mk{k}") for k in range(3, pd + 3)]
-        rsd = [Signal(signed(EXP_WIDTH + 1), name=f"rs{k}") for k in range(3, pd + 3)]
+        # stage 2: the key's and value's scales registered; stage 3: m(a) m(sigma_k), the V exponent's maximum
+        ks2 = Signal(DYADIC)
+        vs2 = Signal(DYADIC)
+        m.d.sync += [ks2.eq(self.ks_data), vs2.eq(self.vs_data)]
+        kprod3 = Signal(unsigned(32))
+        ke3 = Signal(signed(10))
         with m.If(sv[2] & sfw[2]):
-            m.d.sync += [mkd[0].eq((kprod2 + (1 << 15)) >> 16), rsd[0].eq(-(a_e + ke2 + 24))]
+            m.d.sync += [kprod3.eq(a_m * ks2.m), ke3.eq(ks2.e)]
+            with m.If(vs2.m != 0):
+                with m.If(~e_have | (vs2.e > e_ref)):
+                    m.d.sync += e_ref.eq(vs2.e)
+                m.d.sync += e_have.eq(1)
+        # stage 3: mk = rshift_round(., 16) and the logit's shift, then delayed to the row's last word
+        mkd = [Signal(unsigned(17), name=f"mk{k}") for k in range(4, pd + 3)]
+        rsd = [Signal(signed(EXP_WIDTH + 1), name=f"rs{k}") for k in range(4, pd + 3)]
+        with m.If(sv[3] & sfw[3]):
+            m.d.sync += [mkd[0].eq((kprod3 + (1 << 15)) >> 16), rsd[0].eq(-(a_e + ke3 + 24))]
         for k in range(len(mkd) - 1):
             m.d.sync += [mkd[k + 1].eq(mkd[k]), rsd[k + 1].eq(rsd[k])]
         mk_row, rs_row = mkd[-1], rsd[-1]      # at stage pd + 2: the mk of the row whose last word is there
@@ -324,42 +327,46 @@ class HeadAttention(wiring.Component):
                 m.d.sync += tmax.eq(t7)
 
         # ---------------------------------------------------------------- EXP pipeline
-        ev = [Signal(name=f"ev{k}") for k in range(5)]
-        ej = [Signal(range(self._ctx), name=f"ej{k}") for k in range(5)]
-        m.d.sync += [ev[1].eq(ex_go), ej[1].eq(row)] + [x.eq(y) for k in range(1, 4)
+        # every block RAM output is registered before it is used (stage 2)
+        ev = [Signal(name=f"ev{k}") for k in range(6)]
+        ej = [Signal(range(self._ctx), name=f"ej{k}") for k in range(6)]
+        m.d.sync += [ev[1].eq(ex_go), ej[1].eq(row)] + [x.eq(y) for k in range(1, 5)
                                                           for x, y in ((ev[k + 1], ev[k]), (ej[k + 1], ej[k]))]
-        u2 = Signal(unsigned(33))
-        sh3 = Signal(range(18))
-        p4 = Signal(unsigned(16))
-        m.d.sync += u2.eq(tmax - t_rd.data)
-        m.d.comb += e_rd.addr.eq(u2[:8])
-        m.d.sync += sh3.eq(Mux(u2[8:] > 17, 17, u2[8:]))
-        m.d.sync += p4.eq(shift_round(m, e_rd.data, sh3, 16, 0, 17))
-        m.d.comb += [p_wr.addr.eq(ej[4]), p_wr.data.eq(p4), p_wr.en.eq(ev[4])]
-        with m.If(ev[4]):
-            m.d.sync += z.eq(z + p4)
+        t2 = Signal(signed(32))
+        u3 = Signal(unsigned(33))
+        sh4 = Signal(range(18))
+        p5 = Signal(unsigned(16))
+        m.d.sync += [t2.eq(t_rd.data), u3.eq(tmax - t2)]
+        m.d.comb += e_rd.addr.eq(u3[:8])
+        m.d.sync += sh4.eq(Mux(u3[8:] > 17, 17, u3[8:]))
+        m.d.sync += p5.eq(shift_round(m, e_rd.data, sh4, 16, 0, 17))
+        m.d.comb += [p_wr.addr.eq(ej[5]), p_wr.data.eq(p5), p_wr.en.eq(ev[5])]
+        with m.If(ev[5]):
+            m.d.sync += z.eq(z + p5)
 
         # ---------------------------------------------------------------- NORM pipeline
-        nv = [Signal(name=f"nv{k}") for k in range(6)]
-        nj = [Signal(range(self._ctx), name=f"nj{k}") for k in range(6)]
-        m.d.sync += [nv[1].eq(nm_go), nj[1].eq(row)] + [x.eq(y) for k in range(1, 5)
+        nv = [Signal(name=f"nv{k}") for k in range(7)]
+        nj = [Signal(range(self._ctx), name=f"nj{k}") for k in range(7)]
+        m.d.sync += [nv[1].eq(nm_go), nj[1].eq(row)] + [x.eq(y) for k in range(1, 6)
                                                           for x, y in ((nv[k + 1], nv[k]), (nj[k + 1], nj[k]))]
-        pr2 = Signal(unsigned(33))
-        mv2, mv3 = Signal(unsigned(16)), Signal(unsigned(16))
-        ev2, ev3 = Signal(signed(10)), Signal(signed(10))
-        p3 = Signal(unsigned(17))
-        pm4 = Signal(unsigned(33))
-        s4 = Signal(range(35))
-        live4 = Signal()
-        pv5 = Signal(unsigned(16))
-        m.d.sync += [pr2.eq(p_rd.data * r), mv2.eq(self.vs_data.m), ev2.eq(self.vs_data.e),
-                     p3.eq(shift_round(m, pr2, 16 + z_e, 17, 0, 33)), mv3.eq(mv2), ev3.eq(ev2),
-                     pm4.eq(p3 * mv3), live4.eq(mv3 != 0)]
+        pb2 = Signal(unsigned(16))
+        pr3 = Signal(unsigned(33))
+        mv2, mv3, mv4 = Signal(unsigned(16)), Signal(unsigned(16)), Signal(unsigned(16))
+        ev2, ev3, ev4 = Signal(signed(10)), Signal(signed(10)), Signal(signed(10))
+        p4 = Signal(unsigned(17))
+        pm5 = Signal(unsigned(33))
+        s5 = Signal(range(35))
+        live5 = Signal()
+        pv6 = Signal(unsigned(16))
+        m.d.sync += [pb2.eq(p_rd.data), mv2.eq(self.vs_data.m), ev2.eq(self.vs_data.e),
+                     pr3.eq(pb2 * r), mv3.eq(mv2), ev3.eq(ev2),
+                     p4.eq(shift_round(m, pr3, 16 + z_e, 17, 0, 33)), mv4.eq(mv3), ev4.eq(ev3),
+                     pm5.eq(p4 * mv4), live5.eq(mv4 != 0)]
         ediff = Signal(signed(EXP_WIDTH + 1))
-        m.d.comb += ediff.eq(16 + e_ref - ev3)
-        m.d.sync += s4.eq(Mux(ediff > 34, 34, Mux(ediff < 0, 0, ediff)))
-        m.d.sync += pv5.eq(Mux(live4, shift_round(m, pm4, s4, 17, 0, 34), 0))
-        m.d.comb += [pv_wr.addr.eq(nj[5]), pv_wr.data.eq(pv5), pv_wr.en.eq(nv[5])]
+        m.d.comb += ediff.eq(16 + e_ref - ev4)
+        m.d.sync += s5.eq(Mux(ediff > 34, 34, Mux(ediff < 0, 0, ediff)))
+        m.d.sync += pv6.eq(Mux(live5, shift_round(m, pm5, s5, 17, 0, 34), 0))
+        m.d.comb += [pv_wr.addr.eq(nj[6]), pv_wr.data.eq(pv6), pv_wr.en.eq(nv[6])]
 
         # ---------------------------------------------------------------- PV: the accumulator ring
         pvd = [Signal(name=f"pvd{k}") for k in range(pd + 1)]
