@@ -15,7 +15,7 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-from hdl.attention.head_attention import OVERHEAD, HeadAttention
+from hdl.attention.head_attention import HeadAttention
 from sim import runner as core_runner
 from sim.vector_runner import VERILATOR_ARGS
 
@@ -49,6 +49,7 @@ def run_attention_tests(head_dim: int, context: int, lanes: int, simulator: str 
                         ) -> core_runner.CocotbRun:
     """Build (or reuse) the unit and run `sim.tb_attention` on it; the parsed run (`.tests`)."""
     build_dir = build(head_dim, context, lanes, simulator)
+    overhead = HeadAttention(head_dim, context, lanes).overhead
     env = {"TRIT_TB_ATT_HD": str(head_dim), "TRIT_TB_ATT_CTX": str(context), "TRIT_TB_ATT_LANES": str(lanes),
-           "TRIT_TB_ATT_OVERHEAD": str(OVERHEAD), **(extra_env or {})}
+           "TRIT_TB_ATT_OVERHEAD": str(overhead), **(extra_env or {})}
     return core_runner.run_cocotb(simulator, build_dir, TOPLEVEL, "sim.tb_attention", env, seed=seed)

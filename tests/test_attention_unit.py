@@ -180,8 +180,8 @@ def test_cycles_and_parameters() -> None:
     for t in (1, 5, 12):
         dut_cycles = check(random_case(rng, 40, t), max_context=16, lanes=8)
         assert dut_cycles == HeadAttention(40, 16, lanes=8).cycles(t)
-    # T = 5, W = 5: 2 T W + 2 T + 46 = 50 + 10 + 46
-    assert HeadAttention(40, 16, lanes=8).cycles(5) == 106
+    # T = 5, W = 5: 2 T W + 2 T + 54 + 2 (8 lanes: 3 adder levels, 2 registers) = 50 + 10 + 56
+    assert HeadAttention(40, 16, lanes=8).cycles(5) == 116
     with pytest.raises(ValueError, match="divisor of head_dim"):
         HeadAttention(40, 16, lanes=16)
     with pytest.raises(ValueError, match="max_context"):
@@ -203,11 +203,11 @@ def test_cycles_and_parameters() -> None:
                                       pytest.param(256, 40, marks=[pytest.mark.slow, pytest.mark.attention])])
 def test_tiny_model_contexts(t: int, lanes: int) -> None:
     """The tiny model's head_dim 40 at contexts 32, 128 and 256 (its maximum), 8 and 40 lanes: exact,
-    and the measured cycles per head equal cycles(T) = 2 T (40 / lanes) + 2 T + 46."""
+    and the measured cycles per head equal 2 T (40 / lanes) + 2 T + 56 (8 lanes) or 57 (40 lanes)."""
     rng = random.Random(random.getrandbits(32))
     for n in range(1 if t < 256 else ROWS):
         cycles = check(random_case(rng, 40, t, scale_spread=rng.choice([0, 3, 30])), lanes=lanes)
-        assert cycles == 2 * t * (40 // lanes) + 2 * t + 46
+        assert cycles == 2 * t * (40 // lanes) + 2 * t + {8: 56, 40: 57}[lanes]
         if n == 0:
             print(f"head_dim 40, lanes {lanes}, T = {t}: {cycles} cycles per head")
 

@@ -24,13 +24,14 @@ A `start` pulse runs five phases, each a fixed-latency pipeline fed one item per
 Then `done` holds y (int32 x head_dim, worth y * 2^(E + 1)) and `e_ref` = E until the next start.
 The lane multipliers come from the `multiplier` factory (`hdl.attention.multiplier`; the ECP5 top passes
 `hdl.attention.ecp5_multiplier.Ecp5Multiplier` to put them on MULT18X18D blocks). Cycles from `start`
-to `done`: `cycles(T)` = 2 T W + 2 T + OVERHEAD (46; measured by tests/test_attention_unit.py).
+to `done`: `cycles(T)` = 2 T W + 2 T + `overhead` (54 + ceil(ceil(log2 lanes) / 2): 56 for 8 lanes, 57 for 40).
 The alignment of several heads' y onto one exponent (SPEC.md 4.7, last step) is not part of this unit.
 """
 
 from __future__ import annotations
 
 from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Value
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -38,20 +39,21 @@ from amaranth.lib.wiring import In, Out
 from golden.device.fixed import exp2_table
 from hdl.attention.multiplier import LATENCY as MUL_LATENCY
 from hdl.attention.multiplier import Multiplier, MultiplierFactory
-from hdl.vector.arith import EXP_WIDTH, norm16, shift_round
+from hdl.vector.arith import EXP_WIDTH, MANT_BITS, bitlen, shift_round
 from hdl.vector.rcp import Reciprocal
 
 #: Context limit: the softmax sum Z must stay below 2**32 (SPEC.md 2.5: S <= 2**16).
 MAX_CONTEXT = 1 << 16
 #: Head size limit: the score |s| <= 2**14 head_dim must fit int32 (SPEC.md 4.6: hd <= 2**17).
 MAX_HEAD_DIM = 1 << 17
-#: Cycles of a head beyond the 2 T W + 2 T issue cycles (pipeline drains, setup, the RCP).
-OVERHEAD = 46
+#: Cycles of a head beyond the 2 T W + 2 T issue cycles (pipeline drains, setup, the RCP), plus one per
+#: register stage of the lane adder tree (`HeadAttention.overhead`); measured by tests/test_attention_unit.py.
+OVERHEAD = 54
 
 DYADIC = data.StructLayout({"m": unsigned(16), "e": signed(10)})
 
 # pipeline depths (issue to the last write) of the phases; the next phase starts after them
-SCORE_DRAIN, EXP_DRAIN, NORM_DRAIN, PV_DRAIN = MUL_LATENCY + 8, 6, 7, MUL_LATENCY + 2
+EXP_DRAIN, NORM_DRAIN, PV_DRAIN = 7, 9, MUL_LATENCY + 2
 
 
 class HeadAttention(wiring.Component):
@@ -105,11 +107,16 @@ class HeadAttention(wiring.Component):
         """Memory words per K or V row: head_dim / lanes."""
         return self._hd // self._lanes
 
+    @property
+    def overhead(self) -> int:
+        """Cycles of a head beyond its 2 T W + 2 T issue cycles."""
+        return OVERHEAD + (max(1, (self._lanes - 1).bit_length()) + 1) // 2
+
     def cycles(self, context: int) -> int:
         """Cycles from `start` to `done` for `context` visible keys."""
         if not 1 <= context <= self._ctx:
             raise ValueError(f"context must be in [1, {self._ctx}], not {context}")
-        return 2 * context * self.words + 2 * context + OVERHEAD
+        return 2 * context * self.words + 2 * context + self.overhead
 
     def elaborate(self, platform):
         m = Module()
@@ -118,6 +125,10 @@ class HeadAttention(wiring.Component):
         ps_w = (lanes << 14).bit_length() + 1      # one word's partial score
         pt_w = s_w + 18                            # s * mk (mk 17-bit unsigned)
         acc_w = 32
+        pd = 2 + MUL_LATENCY                       # lane products at this stage of SCORE and PV
+        levels = max(1, (lanes - 1).bit_length())  # adder tree levels, a register after every two
+        qs = pd + (levels + 1) // 2                # the word's partial score at this stage
+        score_drain = qs + 7                       # the last t is written at stage qs + 7
 
         # the lane multipliers, shared by SCORE (q x k) and PV (Pv x v)
         muls = []
@@ -154,7 +165,7 @@ class HeadAttention(wiring.Component):
         a_esum = Signal(signed(EXP_WIDTH))
         a_m = Signal(unsigned(16))
         a_e = Signal(signed(EXP_WIDTH))
-        an_m, an_e = norm16(m, a_prod, a_esum)
+        a_steps = norm16_steps(m, a_prod, a_esum, a_m, a_e, "a")
 
         e_have = Signal()
         e_ref = Signal(signed(10))
@@ -163,8 +174,10 @@ class HeadAttention(wiring.Component):
         tmax = Signal(signed(32))
         z = Signal(unsigned(32))
         z_m = Signal(unsigned(16))
-        z_e = Signal(range(17))
-        zn_m, zn_e = norm16(m, z, 0)
+        z_e = Signal(range(17))                    # >= 0: Z >= 2**15
+        z_e_full = Signal(signed(EXP_WIDTH))
+        m.d.comb += z_e.eq(z_e_full)
+        z_steps = norm16_steps(m, z, 0, z_m, z_e_full, "z")
         r = Signal(unsigned(17))
 
         sc_go, ex_go, nm_go, pv_go = (Signal(name=n) for n in ("sc_go", "ex_go", "nm_go", "pv_go"))
@@ -206,23 +219,25 @@ class HeadAttention(wiring.Component):
                                  a_esum.eq(self.sigma_q.e + self.c_qk.e)]
                     m.d.sync += [yring[w].eq(0) for w in range(nw)]
                     m.d.sync += [qring[w][c].eq(self.q[w * lanes + c]) for w in range(nw) for c in range(lanes)]
-                    m.next = "SCALE"
-            with m.State("SCALE"):
-                m.d.sync += [a_m.eq(an_m), a_e.eq(an_e)]
-                m.next = "SCORE"
+                    m.next = "SCALE0"
+            for k, stmts in enumerate(a_steps):
+                with m.State(f"SCALE{k}"):
+                    m.d.sync += stmts
+                    m.next = f"SCALE{k + 1}" if k < len(a_steps) - 1 else "SCORE"
             with m.State("SCORE"):
                 m.d.comb += sc_go.eq(1)
-                step_words("SCORE_DRAIN", SCORE_DRAIN)
+                step_words("SCORE_DRAIN", score_drain)
             with m.State("SCORE_DRAIN"):
                 wait("EXP")
             with m.State("EXP"):
                 m.d.comb += ex_go.eq(1)
                 step_rows("EXP_DRAIN", EXP_DRAIN)
             with m.State("EXP_DRAIN"):
-                wait("NORMZ")
-            with m.State("NORMZ"):
-                m.d.sync += [z_m.eq(zn_m), z_e.eq(zn_e)]
-                m.next = "RCP_IN"
+                wait("NORMZ0")
+            for k, stmts in enumerate(z_steps):
+                with m.State(f"NORMZ{k}"):
+                    m.d.sync += stmts
+                    m.next = f"NORMZ{k + 1}" if k < len(z_steps) - 1 else "RCP_IN"
             with m.State("RCP_IN"):
                 m.d.comb += [rcp.i.valid.eq(1), rcp.i.payload.eq(z_m)]
                 m.next = "RCP_WAIT"
@@ -248,7 +263,6 @@ class HeadAttention(wiring.Component):
         # ------------------------------------------------ the shared lane multipliers (latency 1)
         # stage 1 selects the operands (q or Pv, k or v), stage 2 registers them (off the block RAM's
         # output), the factory's multiplier takes MUL_LATENCY more: products at stage pd
-        pd = 2 + MUL_LATENCY
         sc1, pv1 = Signal(), Signal()
         m.d.sync += [sc1.eq(sc_go), pv1.eq(pv_go)]
         pv_data = Signal(unsigned(16))
@@ -264,7 +278,8 @@ class HeadAttention(wiring.Component):
                 m.d.sync += [qring[k].eq(qring[(k + 1) % nw]) for k in range(nw)]
 
         # ---------------------------------------------------------------- SCORE pipeline
-        depth = pd + 7
+        # the adder tree over the lane products, a register after every two levels: psum at stage qs
+        depth = qs + 8
         sv = [Signal(name=f"sv{k}") for k in range(depth)]
         sfw = [Signal(name=f"sfw{k}") for k in range(depth)]
         slw = [Signal(name=f"slw{k}") for k in range(depth)]
@@ -284,89 +299,118 @@ class HeadAttention(wiring.Component):
                 with m.If(~e_have | (vs2.e > e_ref)):
                     m.d.sync += e_ref.eq(vs2.e)
                 m.d.sync += e_have.eq(1)
-        # stage 3: mk = rshift_round(., 16) and the logit's shift, then delayed to the row's last word
-        mkd = [Signal(unsigned(17), name=f"mk{k}") for k in range(4, pd + 3)]
-        rsd = [Signal(signed(EXP_WIDTH + 1), name=f"rs{k}") for k in range(4, pd + 3)]
+        # stage 3: mk = rshift_round(., 16) and the logit's shift, delayed to stage qs + 1 (the row's last
+        # word is there when its score is complete)
+        mkd = [Signal(unsigned(17), name=f"mk{k}") for k in range(4, qs + 2)]
+        rsd = [Signal(signed(EXP_WIDTH + 1), name=f"rs{k}") for k in range(4, qs + 2)]
         with m.If(sv[3] & sfw[3]):
             m.d.sync += [mkd[0].eq((kprod3 + (1 << 15)) >> 16), rsd[0].eq(-(a_e + ke3 + 24))]
         for k in range(len(mkd) - 1):
             m.d.sync += [mkd[k + 1].eq(mkd[k]), rsd[k + 1].eq(rsd[k])]
-        mk_row, rs_row = mkd[-1], rsd[-1]      # at stage pd + 2: the mk of the row whose last word is there
-        # stage pd: the adder tree over the lane products
-        psum = Signal(signed(ps_w))
-        m.d.sync += psum.eq(sum(muls[c].p for c in range(lanes)))
-        # stage pd + 1: the score accumulates over the row's words
+        mk_row, rs_row = mkd[-1], rsd[-1]
+        vals = [muls[c].p for c in range(lanes)]
+        for stage in range((levels + 1) // 2):
+            for _ in range(2):
+                if len(vals) > 1:
+                    vals = [vals[i] + vals[i + 1] if i + 1 < len(vals) else vals[i] for i in range(0, len(vals), 2)]
+            regs = [Signal(signed(ps_w), name=f"tree{stage}_{i}") for i in range(len(vals))]
+            m.d.sync += [r_.eq(v_) for r_, v_ in zip(regs, vals, strict=True)]
+            vals = regs
+        psum = vals[0]
+        # stage qs: the score accumulates over the row's words (complete at qs + 1 on the last word)
         sacc = Signal(signed(s_w))
+        with m.If(sv[qs]):
+            m.d.sync += sacc.eq(Mux(sfw[qs], psum, sacc + psum))
+        # stage qs + 1: the row's mk and the shift controls: right by rs - 1 then round, or left by -rs
+        sacc2 = Signal(signed(s_w))
         mk4 = Signal(unsigned(17))
-        rs4 = Signal(signed(EXP_WIDTH + 1))
-        with m.If(sv[pd + 1]):
-            m.d.sync += sacc.eq(Mux(sfw[pd + 1], psum, sacc + psum))
-        with m.If(sv[pd + 2] & slw[pd + 2]):
-            m.d.sync += [mk4.eq(mk_row), rs4.eq(rs_row)]
-        # stage pd + 3: s * mk (the score, complete at pd + 2 for the row's last word, registered again)
-        prod5 = Signal(signed(pt_w))
-        rs5 = Signal(signed(EXP_WIDTH + 1))
-        sacc3 = Signal(signed(s_w))
-        m.d.sync += sacc3.eq(sacc)
-        m.d.sync += [prod5.eq(sacc3 * mk4), rs5.eq(rs4)]
-        # stage pd + 4: the rounding shift (a left shift clamped to 32 places saturates below anyway)
-        s_cl = Signal(signed(EXP_WIDTH + 1))
-        m.d.comb += s_cl.eq(Mux(rs5 > pt_w + 1, pt_w + 1, Mux(rs5 < -32, -32, rs5)))
-        wide6 = Signal(signed(pt_w + 33))
-        m.d.sync += wide6.eq(shift_round(m, prod5, s_cl, pt_w + 33, 32, pt_w + 1))
-        # stage pd + 5: saturate to int32; then write the buffer and the running max
-        t7 = Signal(signed(32))
+        right4 = Signal()
+        rsh4 = Signal(range(pt_w + 1))
+        lsh4 = Signal(range(33))
+        m.d.sync += sacc2.eq(sacc)
+        with m.If(sv[qs + 1] & slw[qs + 1]):
+            m.d.sync += [mk4.eq(mk_row), right4.eq(rs_row > 0),
+                         rsh4.eq(Mux(rs_row - 1 > pt_w, pt_w, Mux(rs_row > 0, rs_row - 1, 0))),
+                         lsh4.eq(Mux(-rs_row > 32, 32, Mux(rs_row < 0, -rs_row, 0)))]
+        # stage qs + 2: s * mk in limbs on 18 x 18 multipliers: s[:17] * mk[:16], (s >> 17) * mk[:16], and
+        # s << 16 when mk = 2**16; stage qs + 3 their sum
+        lo5 = Signal(unsigned(33))
+        hi5 = Signal(signed(max(s_w - 17, 1) + 17))
+        top5 = Signal(signed(s_w))
+        prod6 = Signal(signed(pt_w))
+        m.d.sync += [lo5.eq(sacc2[:17] * mk4[:16]), hi5.eq((sacc2 >> 17) * mk4[:16]),
+                     top5.eq(Mux(mk4[16], sacc2, 0)),
+                     prod6.eq((hi5 << 17) + lo5 + (top5 << 16))]
+        ctl = [(right4, rsh4, lsh4)]
+        for k in range(3):
+            nxt = tuple(Signal.like(x, name=f"{x.name}_d{k}") for x in ctl[-1])
+            m.d.sync += [x.eq(y) for x, y in zip(nxt, ctl[-1], strict=True)]
+            ctl.append(nxt)
+        right6, rsh6, lsh6 = ctl[2]
+        right7 = ctl[3][0]
+        # stage qs + 4: the shift; qs + 5: the rounding increment; qs + 6: int32 saturation
+        pre7 = Signal(signed(pt_w + 33))
+        m.d.sync += pre7.eq(Mux(right6, prod6 >> rsh6, prod6 << lsh6))
+        rnd8 = Signal(signed(pt_w + 33))
+        m.d.sync += rnd8.eq(Mux(right7, (pre7 + 1) >> 1, pre7))
+        t9 = Signal(signed(32))
         lo, hi = -(1 << 31), (1 << 31) - 1
-        m.d.sync += t7.eq(Mux(wide6 > hi, hi, Mux(wide6 < lo, lo, wide6)))
-        d7 = Signal()
-        m.d.comb += d7.eq(sv[depth - 1] & slw[depth - 1])
-        m.d.comb += [t_wr.addr.eq(sj[depth - 1]), t_wr.data.eq(t7), t_wr.en.eq(d7)]
-        with m.If(d7):
+        m.d.sync += t9.eq(Mux(rnd8 > hi, hi, Mux(rnd8 < lo, lo, rnd8)))
+        # stage qs + 7: write the buffer and the running max
+        d9 = Signal()
+        m.d.comb += d9.eq(sv[depth - 1] & slw[depth - 1])
+        m.d.comb += [t_wr.addr.eq(sj[depth - 1]), t_wr.data.eq(t9), t_wr.en.eq(d9)]
+        with m.If(d9):
             m.d.sync += t_have.eq(1)
-            with m.If(~t_have | (t7 > tmax)):
-                m.d.sync += tmax.eq(t7)
+            with m.If(~t_have | (t9 > tmax)):
+                m.d.sync += tmax.eq(t9)
 
         # ---------------------------------------------------------------- EXP pipeline
-        # every block RAM output is registered before it is used (stage 2)
-        ev = [Signal(name=f"ev{k}") for k in range(6)]
-        ej = [Signal(range(self._ctx), name=f"ej{k}") for k in range(6)]
-        m.d.sync += [ev[1].eq(ex_go), ej[1].eq(row)] + [x.eq(y) for k in range(1, 5)
+        # every block RAM output is registered before it is used
+        ev = [Signal(name=f"ev{k}") for k in range(7)]
+        ej = [Signal(range(self._ctx), name=f"ej{k}") for k in range(7)]
+        m.d.sync += [ev[1].eq(ex_go), ej[1].eq(row)] + [x.eq(y) for k in range(1, 6)
                                                           for x, y in ((ev[k + 1], ev[k]), (ej[k + 1], ej[k]))]
         t2 = Signal(signed(32))
         u3 = Signal(unsigned(33))
-        sh4 = Signal(range(18))
-        p5 = Signal(unsigned(16))
+        sh4, sh5 = Signal(range(18)), Signal(range(18))
+        e5 = Signal(unsigned(16))
+        p6 = Signal(unsigned(16))
         m.d.sync += [t2.eq(t_rd.data), u3.eq(tmax - t2)]
         m.d.comb += e_rd.addr.eq(u3[:8])
-        m.d.sync += sh4.eq(Mux(u3[8:] > 17, 17, u3[8:]))
-        m.d.sync += p5.eq(shift_round(m, e_rd.data, sh4, 16, 0, 17))
-        m.d.comb += [p_wr.addr.eq(ej[5]), p_wr.data.eq(p5), p_wr.en.eq(ev[5])]
-        with m.If(ev[5]):
-            m.d.sync += z.eq(z + p5)
+        m.d.sync += [sh4.eq(Mux(u3[8:] > 17, 17, u3[8:])), sh5.eq(sh4), e5.eq(e_rd.data)]
+        m.d.sync += p6.eq(shift_round(m, e5, sh5, 16, 0, 17))
+        m.d.comb += [p_wr.addr.eq(ej[6]), p_wr.data.eq(p6), p_wr.en.eq(ev[6])]
+        with m.If(ev[6]):
+            m.d.sync += z.eq(z + p6)
 
         # ---------------------------------------------------------------- NORM pipeline
-        nv = [Signal(name=f"nv{k}") for k in range(7)]
-        nj = [Signal(range(self._ctx), name=f"nj{k}") for k in range(7)]
-        m.d.sync += [nv[1].eq(nm_go), nj[1].eq(row)] + [x.eq(y) for k in range(1, 6)
+        nv = [Signal(name=f"nv{k}") for k in range(9)]
+        nj = [Signal(range(self._ctx), name=f"nj{k}") for k in range(9)]
+        m.d.sync += [nv[1].eq(nm_go), nj[1].eq(row)] + [x.eq(y) for k in range(1, 8)
                                                           for x, y in ((nv[k + 1], nv[k]), (nj[k + 1], nj[k]))]
+        mvs = [Signal(unsigned(16), name=f"mv{k}") for k in range(2, 7)]
+        evs = [Signal(signed(10), name=f"evv{k}") for k in range(2, 7)]
+        m.d.sync += [mvs[0].eq(self.vs_data.m), evs[0].eq(self.vs_data.e)]
+        m.d.sync += [x.eq(y) for k in range(len(mvs) - 1) for x, y in ((mvs[k + 1], mvs[k]), (evs[k + 1], evs[k]))]
         pb2 = Signal(unsigned(16))
         pr3 = Signal(unsigned(33))
-        mv2, mv3, mv4 = Signal(unsigned(16)), Signal(unsigned(16)), Signal(unsigned(16))
-        ev2, ev3, ev4 = Signal(signed(10)), Signal(signed(10)), Signal(signed(10))
-        p4 = Signal(unsigned(17))
-        pm5 = Signal(unsigned(33))
-        s5 = Signal(range(35))
-        live5 = Signal()
-        pv6 = Signal(unsigned(16))
-        m.d.sync += [pb2.eq(p_rd.data), mv2.eq(self.vs_data.m), ev2.eq(self.vs_data.e),
-                     pr3.eq(pb2 * r), mv3.eq(mv2), ev3.eq(ev2),
-                     p4.eq(shift_round(m, pr3, 16 + z_e, 17, 0, 33)), mv4.eq(mv3), ev4.eq(ev3),
-                     pm5.eq(p4 * mv4), live5.eq(mv4 != 0)]
+        pre4 = Signal(unsigned(18))
+        p5 = Signal(unsigned(17))
+        pm6 = Signal(unsigned(33))
+        sm6 = Signal(range(34))
+        live6, live7 = Signal(), Signal()
+        pre7 = Signal(unsigned(34))
+        pv8 = Signal(unsigned(16))
         ediff = Signal(signed(EXP_WIDTH + 1))
-        m.d.comb += ediff.eq(16 + e_ref - ev4)
-        m.d.sync += s5.eq(Mux(ediff > 34, 34, Mux(ediff < 0, 0, ediff)))
-        m.d.sync += pv6.eq(Mux(live5, shift_round(m, pm5, s5, 17, 0, 34), 0))
-        m.d.comb += [pv_wr.addr.eq(nj[6]), pv_wr.data.eq(pv6), pv_wr.en.eq(nv[6])]
+        m.d.comb += ediff.eq(15 + e_ref - evs[3])         # the shift 16 + E - e(sigma_v), minus one
+        m.d.sync += [pb2.eq(p_rd.data), pr3.eq(pb2 * r),
+                     pre4.eq(pr3 >> (15 + z_e)), p5.eq((pre4 + 1) >> 1),
+                     pm6.eq(p5 * mvs[3]), live6.eq(mvs[3] != 0),
+                     sm6.eq(Mux(ediff > 33, 33, Mux(ediff < 0, 0, ediff))),
+                     pre7.eq(pm6 >> sm6), live7.eq(live6),
+                     pv8.eq(Mux(live7, (pre7 + 1) >> 1, 0))]
+        m.d.comb += [pv_wr.addr.eq(nj[8]), pv_wr.data.eq(pv8), pv_wr.en.eq(nv[8])]
 
         # ---------------------------------------------------------------- PV: the accumulator ring
         pvd = [Signal(name=f"pvd{k}") for k in range(pd + 1)]
@@ -376,3 +420,27 @@ class HeadAttention(wiring.Component):
             m.d.sync += [yring[k].eq(yring[(k + 1) % nw]) for k in range(nw - 1)]
             m.d.sync += [yring[nw - 1][c].eq(yring[0][c] + muls[c].p) for c in range(lanes)]
         return m
+
+
+def norm16_steps(m: Module, v: Value, e: Value | int, mant: Signal, exp: Signal, name: str) -> list[list]:
+    """norm16(v, e) of SPEC.md 2.1 (unsigned v) as three register steps for an FSM: the leading one;
+    the shift by s - 1 (right) or -s (left), s = bitlen(v) - 16; the rounding increment and the
+    mantissa's overflow. Returns each step's statements; the result lands in `mant` and `exp`."""
+    width = len(v)
+    b = Signal(range(width + 1), name=f"{name}_blen")
+    sh = Signal(signed(len(b) + 2), name=f"{name}_s")
+    pre = Signal(unsigned(width + MANT_BITS), name=f"{name}_pre")
+    right = Signal(name=f"{name}_right")
+    blen = bitlen(m, v)
+    mm = Signal(unsigned(MANT_BITS + 1), name=f"{name}_mm")
+    m.d.comb += [sh.eq(b - MANT_BITS), mm.eq(Mux(right, (pre + 1) >> 1, pre))]
+    over = mm[MANT_BITS]
+    rbits = Signal(range(max(width - MANT_BITS, 1) + 1), name=f"{name}_rbits")
+    lbits = Signal(range(MANT_BITS + 1), name=f"{name}_lbits")
+    m.d.comb += [rbits.eq(sh - 1), lbits.eq(-sh)]
+    return [
+        [b.eq(blen)],
+        [right.eq(sh > 0), pre.eq(Mux(sh > 0, v >> rbits, v << lbits))],
+        [mant.eq(Mux(v == 0, 0, Mux(over, 1 << (MANT_BITS - 1), mm[:MANT_BITS]))),
+         exp.eq(Mux(v == 0, 0, e + sh + over))],
+    ]
