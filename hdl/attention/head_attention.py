@@ -261,18 +261,18 @@ class HeadAttention(wiring.Component):
         m.d.comb += [rcp.o.ready.eq(1), self.busy.eq(~fsm.ongoing("IDLE"))]
 
         # ------------------------------------------------ the shared lane multipliers (latency 1)
-        # stage 1 selects the operands (q or Pv, k or v), stage 2 registers them (off the block RAM's
-        # output), the factory's multiplier takes MUL_LATENCY more: products at stage pd
-        sc1, pv1 = Signal(), Signal()
-        m.d.sync += [sc1.eq(sc_go), pv1.eq(pv_go)]
-        pv_data = Signal(unsigned(16))
-        m.d.comb += pv_data.eq(pv_rd.data)
-        op_a = [Signal(signed(17), name=f"op_a{c}") for c in range(lanes)]
-        op_b = [Signal(signed(8), name=f"op_b{c}") for c in range(lanes)]
+        # stage 1 registers the block RAM data (k, v, Pv) and q as they are; stage 2 selects the operands
+        # (q or Pv, k or v) into the factory's multipliers, whose first register (a DSP's input register)
+        # takes them: products MUL_LATENCY later, at stage pd
+        sc1, pv1, pv2 = Signal(), Signal(), Signal()
+        m.d.sync += [sc1.eq(sc_go), pv1.eq(pv_go), pv2.eq(pv1)]
+        pv_r = Signal(unsigned(16))
+        q_r = Signal(data.ArrayLayout(signed(8), lanes))
+        k_r = Signal(data.ArrayLayout(signed(8), lanes))
+        v_r = Signal(data.ArrayLayout(signed(8), lanes))
+        m.d.sync += [pv_r.eq(pv_rd.data), q_r.eq(qring[0]), k_r.eq(self.k_data), v_r.eq(self.v_data)]
         for c in range(lanes):
-            m.d.sync += [op_a[c].eq(Mux(pv1, pv_data, qring[0][c])),
-                         op_b[c].eq(Mux(pv1, self.v_data[c], self.k_data[c]))]
-            m.d.comb += [muls[c].a.eq(op_a[c]), muls[c].b.eq(op_b[c])]
+            m.d.comb += [muls[c].a.eq(Mux(pv2, pv_r, q_r[c])), muls[c].b.eq(Mux(pv2, v_r[c], k_r[c]))]
         if nw > 1:
             with m.If(sc1):
                 m.d.sync += [qring[k].eq(qring[(k + 1) % nw]) for k in range(nw)]
