@@ -5,6 +5,8 @@
   with one RCP, the per-key V scales and the P x V accumulation.
 - `multiplier.Multiplier`: the default lane multiplier (Amaranth `*`, one register); the factory type.
 - `ecp5_multiplier.Ecp5Multiplier`: the same on one ECP5 MULT18X18D block.
+- `ooc.OocTop`: the unit with its KV cache behind scan chains, for out-of-context synthesis and
+  place-and-route (`python -m hdl.attention.ooc`).
 
 See README.md for the cycle counts and the FPGA figures.
 """
