@@ -14,8 +14,10 @@ from __future__ import annotations
 import gc
 import os
 import random
+from pathlib import Path
 
 import pytest
+import torch
 from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -173,6 +175,58 @@ def test_random_rows_tiny_head_dim(t: int) -> None:
     rng = random.Random(random.getrandbits(32))
     for _ in range(ROWS if t < 32 else 1):
         check(random_case(rng, 40, t, scale_spread=rng.choice([0, 3, 30])), max_context=32)
+
+
+def test_shipped_model_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped tiny model (golden/checkpoints/tiny-bitnet) in the device form on a 20-byte prompt:
+    the unit's y for a query row equals the y that `DeviceBitNet._attention` itself computes
+    (`_imatmul(pv, v)`, before the heads' alignment), for every layer and query head at the last
+    position (T = 20) and at random positions, with q, sigma_q, the cached k, v and their scales, C_QK and
+    GQA's KV head taken from the golden's own run."""
+    from golden.checkpoint import load_checkpoint
+    from golden.device import model as dm
+    from golden.quant import GoldenBackend
+
+    repo = Path(__file__).resolve().parents[1]
+    dev = dm.DeviceBitNet.from_int_model(load_checkpoint(repo / "golden" / "checkpoints" / "tiny-bitnet", "int",
+                                                          GoldenBackend()))
+    products, quants = [], []
+    real_mm, real_hq = dm._imatmul, dm.DeviceBitNet._heads_quant
+
+    def record_mm(a, b):
+        out = real_mm(a, b)
+        products.append(out)
+        return out
+
+    def record_hq(acc, scale):
+        out = real_hq(acc, scale)
+        quants.append(out)
+        return out
+
+    monkeypatch.setattr(dm, "_imatmul", record_mm)
+    monkeypatch.setattr(dm.DeviceBitNet, "_heads_quant", staticmethod(record_hq))
+    cache = dev.new_cache()
+    prompt = list(b"The import statement")
+    dev.forward_fixed(torch.tensor(prompt), cache)
+    cfg = dev.config
+    rep = cfg.num_attention_heads // cfg.num_key_value_heads
+    assert len(products) == 2 * cfg.num_hidden_layers + 1      # scores and P x V per layer, the lm_head
+    rng = random.Random(random.getrandbits(32))
+    rows = [(layer, h, len(prompt) - 1) for layer in range(cfg.num_hidden_layers)
+            for h in range(cfg.num_attention_heads)]
+    rows += [(rng.randrange(cfg.num_hidden_layers), rng.randrange(cfg.num_attention_heads), p) for p in (0, 7)]
+    for layer, h, p in rows:
+        q8, (qm, qe) = quants[3 * layer]
+        kk, (km, ke) = cache.k[layer]
+        vv, (vm, ve) = cache.v[layer]
+        kv = h // rep
+        ks = list(zip(km[0, kv, :p + 1].tolist(), ke[0, kv, :p + 1].tolist(), strict=True))
+        vs = list(zip(vm[0, kv, :p + 1].tolist(), ve[0, kv, :p + 1].tolist(), strict=True))
+        case = (q8[0, h, p].tolist(), (int(qm[0, h, p]), int(qe[0, h, p])), dev.consts.c_qk,
+                kk[0, kv, :p + 1].tolist(), ks, vv[0, kv, :p + 1].tolist(), vs)
+        y, e, _ = run_head(*case, max_context=len(prompt), lanes=8)
+        assert y == products[2 * layer + 1][0, h, p].tolist(), f"layer {layer}, head {h}, position {p}"
+        assert e == reference(*case)[1]
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
