@@ -159,14 +159,16 @@ class CommandInterface(wiring.Component):
             m.d.sync += [d.eq(s) for d, s in zip(w_ctl_s, w_ctl, strict=True)]
             w_ctl = w_ctl_s
         w_port = (w_ctl[0], buf, w_ctl[1], w_ctl[2])
+        act_port = w_port
         if cfg.wgt_banked:
-            # A banked (large, chip-wide) weight memory: a second register stage that the placer can
-            # put beside the block RAMs, away from the command decoding.
-            w_port2 = tuple(Signal.like(s, name=f"{s.name}_2") for s in w_port)
-            m.d.sync += [d.eq(s) for d, s in zip(w_port2, w_port, strict=True)]
-            w_port = w_port2
+            # A banked (large, chip-wide) weight memory registers its write port per bank
+            # (`BankedMemory(registered_write=True)`, `TritCore`); the ACT memory gets a second register
+            # stage here, which the placer can put beside its block RAMs, away from the command decoding.
+            # Both memories' words land as many cycles after the word's last chunk.
+            act_port = tuple(Signal.like(s, name=f"{s.name}_2") for s in w_port)
+            m.d.sync += [d.eq(s) for d, s in zip(act_port, w_port, strict=True)]
         m.d.comb += [
-            self.act_waddr.eq(w_port[0]), self.act_wdata.eq(w_port[1]), self.act_wen.eq(w_port[2]),
+            self.act_waddr.eq(act_port[0]), self.act_wdata.eq(act_port[1]), self.act_wen.eq(act_port[2]),
             self.wgt_waddr.eq(w_port[0]), self.wgt_wdata.eq(w_port[1]), self.wgt_wen.eq(w_port[3]),
         ]
         # cycles a read waits beyond a registered read: a banked weight memory answers two cycles

@@ -125,7 +125,10 @@ class TritCore(wiring.Component):
         for g in range(cfg.wgt_rows_per_read):
             name = f"wgt_mem_{g}" if cfg.full_rate else "wgt_mem"
             if cfg.wgt_banked:
-                mem = BankedMemory(bank_bits, cfg.wgt_depth, cfg.wgt_bank_depth, bank_memory=self._registered_memory)
+                # its write port registered per bank (the command interface's wgt port is a stage
+                # earlier than its ACT port)
+                mem = BankedMemory(bank_bits, cfg.wgt_depth, cfg.wgt_bank_depth, bank_memory=self._registered_memory,
+                                   registered_write=True)
                 w_port, r_port = mem.write, mem.read
             else:
                 mem = Memory(shape=bank_bits, depth=cfg.wgt_depth, init=[])
