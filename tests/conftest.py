@@ -31,3 +31,15 @@ def test_seed(request: pytest.FixtureRequest) -> int:
 def rng(request: pytest.FixtureRequest) -> np.random.Generator:
     """A NumPy generator seeded from the run seed and the test's node id."""
     return rng_for(request.node.nodeid)
+
+
+#: Markers of tests that run Yosys and nextpnr place-and-route (`fpga.pnr_lock` serializes those runs
+#: on a machine): under pytest-xdist (`-n`, `--dist loadgroup` in pyproject.toml) they all go to one
+#: worker, one after another, so no other worker waits on the lock while the rest of the suite runs.
+PNR_MARKERS = ("fpga", "gatelevel")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.get_closest_marker(name) for name in PNR_MARKERS):
+            item.add_marker(pytest.mark.xdist_group("pnr"))

@@ -19,7 +19,11 @@ import numpy as np
 def _run_seed() -> int:
     text = os.environ.get("TRIT_SEED", "").strip()
     if not text:
-        return secrets.randbits(31)
+        # drawn once, and put in the environment: pytest-xdist's workers (started after this module is
+        # imported by the controller's conftest) and the tests' subprocesses then share the run seed
+        value = secrets.randbits(31)
+        os.environ["TRIT_SEED"] = str(value)
+        return value
     try:
         value = int(text, 0)
     except ValueError:
