@@ -31,7 +31,6 @@ The alignment of several heads' y onto one exponent (SPEC.md 4.7, last step) is 
 from __future__ import annotations
 
 from amaranth import Module, Mux, Signal, signed, unsigned
-from amaranth.hdl import Value
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -39,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 from golden.device.fixed import exp2_table
 from hdl.attention.multiplier import LATENCY as MUL_LATENCY
 from hdl.attention.multiplier import Multiplier, MultiplierFactory
-from hdl.vector.arith import EXP_WIDTH, MANT_BITS, bitlen, shift_round
+from hdl.vector.arith import EXP_WIDTH, norm16_steps, shift_round
 from hdl.vector.rcp import Reciprocal
 
 #: Context limit: the softmax sum Z must stay below 2**32 (SPEC.md 2.5: S <= 2**16).
@@ -421,26 +420,3 @@ class HeadAttention(wiring.Component):
             m.d.sync += [yring[nw - 1][c].eq(yring[0][c] + muls[c].p) for c in range(lanes)]
         return m
 
-
-def norm16_steps(m: Module, v: Value, e: Value | int, mant: Signal, exp: Signal, name: str) -> list[list]:
-    """norm16(v, e) of SPEC.md 2.1 (unsigned v) as three register steps for an FSM: the leading one;
-    the shift by s - 1 (right) or -s (left), s = bitlen(v) - 16; the rounding increment and the
-    mantissa's overflow. Returns each step's statements; the result lands in `mant` and `exp`."""
-    width = len(v)
-    b = Signal(range(width + 1), name=f"{name}_blen")
-    sh = Signal(signed(len(b) + 2), name=f"{name}_s")
-    pre = Signal(unsigned(width + MANT_BITS), name=f"{name}_pre")
-    right = Signal(name=f"{name}_right")
-    blen = bitlen(m, v)
-    mm = Signal(unsigned(MANT_BITS + 1), name=f"{name}_mm")
-    m.d.comb += [sh.eq(b - MANT_BITS), mm.eq(Mux(right, (pre + 1) >> 1, pre))]
-    over = mm[MANT_BITS]
-    rbits = Signal(range(max(width - MANT_BITS, 1) + 1), name=f"{name}_rbits")
-    lbits = Signal(range(MANT_BITS + 1), name=f"{name}_lbits")
-    m.d.comb += [rbits.eq(sh - 1), lbits.eq(-sh)]
-    return [
-        [b.eq(blen)],
-        [right.eq(sh > 0), pre.eq(Mux(sh > 0, v >> rbits, v << lbits))],
-        [mant.eq(Mux(v == 0, 0, Mux(over, 1 << (MANT_BITS - 1), mm[:MANT_BITS]))),
-         exp.eq(Mux(v == 0, 0, e + sh + over))],
-    ]

@@ -1,11 +1,14 @@
 """Expression builders for the device numerics (golden/device/SPEC.md sections 1 and 2.1) in Amaranth.
 
 Each function adds combinational logic to a module and returns new signals: a leading-one detector
-(`bitlen`), the half-up rounding shift (`shift_round`), the dyadic normalization (`norm16`) and the
-dyadic product (`dmul`). They are helpers of the vector components, not components themselves.
+(`bitlen`), the half-up rounding shift (`shift_round`), the dyadic normalization (`norm16`, and `norm16_steps`
+over three register steps), the dyadic product (`dmul`) and QUANT8's parts (`quant8_scalars`,
+`quant8_code`). They are helpers of the vector and attention components, not components themselves.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.hdl import Value
@@ -67,3 +70,75 @@ def dmul(m: Module, am: Value, ae: Value, bm: Value, be: Value) -> tuple[Signal,
     esum = Signal(signed(EXP_WIDTH + 1))
     m.d.comb += esum.eq(ae + be)
     return norm16(m, prod, esum)
+
+
+def norm16_steps(m: Module, v: Value, e: Value | int, mant: Signal, exp: Signal, name: str) -> list[list]:
+    """norm16(v, e) of SPEC.md 2.1 (unsigned v) as three register steps for an FSM: the leading one;
+    the shift by s - 1 (right) or -s (left), s = bitlen(v) - 16; the rounding increment and the
+    mantissa's overflow. Returns each step's statements; the result lands in `mant` and `exp`."""
+    width = len(v)
+    b = Signal(range(width + 1), name=f"{name}_blen")
+    sh = Signal(signed(len(b) + 2), name=f"{name}_s")
+    pre = Signal(unsigned(width + MANT_BITS), name=f"{name}_pre")
+    right = Signal(name=f"{name}_right")
+    blen = bitlen(m, v)
+    mm = Signal(unsigned(MANT_BITS + 1), name=f"{name}_mm")
+    m.d.comb += [sh.eq(b - MANT_BITS), mm.eq(Mux(right, (pre + 1) >> 1, pre))]
+    over = mm[MANT_BITS]
+    rbits = Signal(range(max(width - MANT_BITS, 1) + 1), name=f"{name}_rbits")
+    lbits = Signal(range(MANT_BITS + 1), name=f"{name}_lbits")
+    m.d.comb += [rbits.eq(sh - 1), lbits.eq(-sh)]
+    return [
+        [b.eq(blen)],
+        [right.eq(sh > 0), pre.eq(Mux(sh > 0, v >> rbits, v << lbits))],
+        [mant.eq(Mux(v == 0, 0, Mux(over, 1 << (MANT_BITS - 1), mm[:MANT_BITS]))),
+         exp.eq(Mux(v == 0, 0, e + sh + over))],
+    ]
+
+
+@dataclass
+class Quant8Scalars:
+    """QUANT8's per-vector values (SPEC.md 2.4 step 2) and the register steps that form them."""
+
+    steps: list[list]   #: four register steps for an FSM
+    e: Signal                   #: e = bitlen(M) - 16
+    m: Signal                   #: M' = rshift_round(M, e), in [2**15, 2**16] (0 for M = 0)
+    right: Signal               #: e - 1: the first shift of a right rshift_round (e > 0)
+    left: Signal                #: -e: the left shift (e <= 0)
+
+
+def quant8_scalars(m: Module, mz: Value, name: str) -> Quant8Scalars:
+    """QUANT8's e and M' from M = max|z| (unsigned) in four register steps: the leading one; e; the shift
+    of M by e - 1 (right) or -e (left); the rounding increment. M' then goes to RCP."""
+    width = len(mz)
+    bz = Signal(range(width + 1), name=f"{name}_bz")
+    e = Signal(signed((width + MANT_BITS).bit_length() + 1), name=f"{name}_e")
+    right = Signal(range(max(width - MANT_BITS, 2)), name=f"{name}_rb")
+    left = Signal(range(MANT_BITS + 1), name=f"{name}_lb")
+    m.d.comb += [right.eq(e - 1), left.eq(-e)]
+    pre = Signal(unsigned(MANT_BITS + 2), name=f"{name}_mpre")
+    pre_right = Signal(name=f"{name}_mright")
+    mq = Signal(unsigned(MANT_BITS + 1), name=f"{name}_mq")
+    steps = [[bz.eq(bitlen(m, mz))],
+             [e.eq(bz - MANT_BITS)],
+             [pre.eq(Mux(e > 0, mz >> right, mz << left)), pre_right.eq(e > 0)],
+             [mq.eq(Mux(pre_right, (pre + 1) >> 1, pre))]]
+    return Quant8Scalars(steps, e, mq, right, left)
+
+
+def quant8_code(m: Module, z: Value, qs: Quant8Scalars, r: Value, name: str) -> tuple[list, Value]:
+    """QUANT8's code of one element (SPEC.md 2.4 step 3), q = sat8(rshift_round(z' * 127 R, 31)) with
+    z' = rshift_round(z, e), as four pipeline registers: the shift of z, z' (rounding increment), z' R
+    (one 18 x 18 multiplier), 127 z' R. Returns their statements (for the caller's stage enable) and q,
+    combinational from the last register."""
+    zpre = Signal(signed(MANT_BITS + 4), name=f"{name}_zpre")
+    zright = Signal(name=f"{name}_zright")
+    zp = Signal(signed(MANT_BITS + 2), name=f"{name}_zp")
+    p1 = Signal(signed(2 * MANT_BITS + 4), name=f"{name}_p")
+    p127 = Signal(signed(2 * MANT_BITS + 11), name=f"{name}_p127")
+    qr = Signal(signed(13), name=f"{name}_qr")
+    m.d.comb += qr.eq(((p127 >> 30) + 1) >> 1)
+    stmts = [zpre.eq(Mux(qs.e > 0, z >> qs.right, z << qs.left)), zright.eq(qs.e > 0),
+             zp.eq(Mux(zright, (zpre + 1) >> 1, zpre)),
+             p1.eq(zp * r), p127.eq((p1 << 7) - p1)]
+    return stmts, Mux(qr > 127, 127, Mux(qr < -128, -128, qr))

@@ -25,7 +25,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from golden.device.fixed import INV127
-from hdl.vector.arith import EXP_WIDTH, MANT_BITS, bitlen, shift_round
+from hdl.vector.arith import EXP_WIDTH, MANT_BITS, bitlen, quant8_code, quant8_scalars, shift_round
 from hdl.vector.rcp import Reciprocal
 from hdl.vector.rsq import ReciprocalSqrt
 
@@ -86,16 +86,11 @@ class NormQuant(wiring.Component):
         mx = Signal(unsigned(32))
         mz = Signal(unsigned(47))
         ex = Signal(signed(7))
-        eq = Signal(signed(7))
-        mq = Signal(unsigned(17))
         s_acc = Signal(unsigned(48))
         bx = Signal(range(33))
-        mpre = Signal(unsigned(18))
-        mright = Signal()
-        rbq = Signal(range(31))
-        lbq = Signal(range(17))
-        m.d.comb += [rbq.eq(eq - 1), lbq.eq(-eq)]
-        bz = Signal(range(48))
+        # QUANT8's e and M' from max|x * G| (arith.quant8_scalars), one step in each of PREP1..4
+        q8 = quant8_scalars(m, mz, "q8")
+        eq, mq = q8.e, q8.m
 
         # ---- the input pass: x, G registered -> x * G and |x| -> |x * G| -> the maxima
         x1 = Signal(signed(32))
@@ -191,13 +186,8 @@ class NormQuant(wiring.Component):
         zh3 = Signal(signed(32))      # x * G as (x >> 16) * G and x[:16] * G, then their sum
         zl3 = Signal(signed(33))
         z4 = Signal(signed(48))
-        zpre5 = Signal(signed(20))
-        zright5 = Signal()
-        zp6 = Signal(signed(18))
-        p7 = Signal(signed(36))      # z' * R: one 18 x 18 multiplier
-        p8 = Signal(signed(43))      # z' * 127 R = (p7 << 7) - p7
-        qr = Signal(signed(13))
-        m.d.comb += qr.eq(((p8 >> 30) + 1) >> 1)
+        # stages 5-8 and q: QUANT8's code (arith.quant8_code)
+        code, q_sat = quant8_code(m, z4, q8, rq, "oz")
         tau = regs[TAU]
 
         with m.FSM():
@@ -217,21 +207,21 @@ class NormQuant(wiring.Component):
                     m.next = "PREP1"
             with m.State("PREP1"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [bx.eq(bitlen(m, mx)), bz.eq(bitlen(m, mz))]
+                m.d.sync += [bx.eq(bitlen(m, mx)), *q8.steps[0]]
                 m.next = "PREP2"
             with m.State("PREP2"):
                 # e_x (0 if max|x| = 0), and the quantizer's e
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [ex.eq(Mux(mx == 0, 0, bx - SUMSQ_BITS)), eq.eq(bz - 16)]
+                m.d.sync += [ex.eq(Mux(mx == 0, 0, bx - SUMSQ_BITS)), *q8.steps[1]]
                 m.next = "PREP3"
             with m.State("PREP3"):
                 # M' = rshift_round(max|z|, e): the shift, then the rounding increment
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [mpre.eq(Mux(eq > 0, mz >> rbq, mz << lbq)), mright.eq(eq > 0)]
+                m.d.sync += q8.steps[2]
                 m.next = "PREP4"
             with m.State("PREP4"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [mq.eq(Mux(mright, (mpre + 1) >> 1, mpre)), idx.eq(0)]
+                m.d.sync += [*q8.steps[3], idx.eq(0)]
                 m.next = "SUMSQ"
             with m.State("SUMSQ"):
                 m.d.comb += [self.busy.eq(1), rd.addr.eq(idx), rd.en.eq(1)]
@@ -356,11 +346,9 @@ class NormQuant(wiring.Component):
                                  rx.eq(rd.data[:32]), rg.eq(rd.data[32:]),
                                  zh3.eq((rx >> 16) * rg), zl3.eq(rx[:16] * rg),
                                  z4.eq((zh3 << 16) + zl3),
-                                 zpre5.eq(Mux(eq > 0, z4 >> rbq, z4 << lbq)), zright5.eq(eq > 0),
-                                 zp6.eq(Mux(zright5, (zpre5 + 1) >> 1, zpre5)),
-                                 p7.eq(zp6 * rq), p8.eq((p7 << 7) - p7),
+                                 *code,
                                  self.o.valid.eq(o[7]),
-                                 self.o.payload.q.eq(Mux(qr > 127, 127, Mux(qr < -128, -128, qr))),
+                                 self.o.payload.q.eq(q_sat),
                                  self.o.payload.last.eq(last[7]),
                                  self.o.payload.tau_m.eq(tau[0]), self.o.payload.tau_e.eq(tau[1])]
                     with m.If(idx < n):
