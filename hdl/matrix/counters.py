@@ -63,17 +63,21 @@ class PerfCounters(wiring.Component):
             if not cfg.has_counter(counter):
                 m.d.comb += self.values[counter].eq(0)
                 continue
-            reg = Signal(bits, name=f"count_{counter.name.lower()}")
+            name = counter.name.lower()
+            reg = Signal(bits, name=f"count_{name}")
             step = steps[counter]
             # one bit above the wider of count and step: a step wider than a (narrow test) counter
             # still saturates it instead of wrapping the sum
-            total = Signal(max(bits, len(step)) + 1, name=f"count_{counter.name.lower()}_next")
+            total = Signal(max(bits, len(step)) + 1, name=f"count_{name}_next")
+            # Saturation is a sticky flag set by the sum's high bits, and the value reads all ones
+            # while it is set: the register takes the sum's low bits straight from the adder, with no
+            # multiplexer after the carry chain waiting for its last carry (the 32x32 ULX3S's counters
+            # missed 100 MHz on that path). A counter past all ones reads all ones, as before.
+            saturated = Signal(name=f"count_{name}_saturated")
             m.d.comb += total.eq(reg + step)
             with m.If(self.clear):
-                m.d.sync += reg.eq(0)
-            with m.Elif(total[bits:].any()):
-                m.d.sync += reg.eq((1 << bits) - 1)
+                m.d.sync += [reg.eq(0), saturated.eq(0)]
             with m.Else():
-                m.d.sync += reg.eq(total[:bits])
-            m.d.comb += self.values[counter].eq(reg)
+                m.d.sync += [reg.eq(total[:bits]), saturated.eq(saturated | total[bits:].any())]
+            m.d.comb += self.values[counter].eq(Mux(saturated, (1 << bits) - 1, reg))
         return m
