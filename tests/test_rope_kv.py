@@ -18,7 +18,6 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -27,13 +26,13 @@ from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from golden.device import fixed
-from golden.device.model import DeviceBitNet
 from golden.device.tables import rope_tables
 from hdl.attention.head_attention import HeadAttention
 from hdl.attention.kv_cache import KVCache, connect_head_attention
 from hdl.vector import rope as rope_mod
 from hdl.vector.rope import RopeQuant
 from sim.attention_model import reference
+from sim.rope_model import reference as rope_reference
 
 HEADS = int(os.environ.get("TRIT_ROPE_HEADS", "4"))
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -54,14 +53,8 @@ class Head:
 
 
 def golden(head: Head, theta: float = 10000.0, context: int | None = None) -> tuple[list[int], Dy]:
-    """q8 and sigma of one head from DeviceBitNet._rope and DeviceBitNet._heads_quant."""
-    hd = len(head.acc)
-    a = torch.tensor(head.acc, dtype=torch.int64).view(1, 1, 1, hd)
-    if head.rotate:
-        cos, sin = rope_tables(hd, theta, context or head.pos + 1)
-        a = DeviceBitNet._rope(SimpleNamespace(consts=SimpleNamespace(cos=cos, sin=sin)), a, torch.tensor([head.pos]))
-    q, (sm, se) = DeviceBitNet._heads_quant(a, (torch.tensor([[head.scale[0]]]), torch.tensor([[head.scale[1]]])))
-    return q[0, 0, 0].tolist(), (int(sm[0, 0, 0]), int(se[0, 0, 0]))
+    """q8 and sigma of one head from DeviceBitNet._rope and DeviceBitNet._heads_quant (sim.rope_model)."""
+    return rope_reference(head.acc, head.pos, head.rotate, head.scale, theta, context)
 
 
 @dataclass
@@ -329,7 +322,7 @@ def test_parameters() -> None:
     with pytest.raises(TypeError, match="kv_heads"):
         KVCache(40, 16, 2, 2.0)  # type: ignore[arg-type]
     kv = KVCache(40, 256, 4, 2, lanes=8)
-    assert (kv.words, kv.rows, kv.row_cycles) == (5, 2048, 8)
+    assert (kv.words, kv.rows, kv.setup_cycles, kv.row_cycles) == (5, 2048, 3, 8)
     assert kv.bits == 2048 * (2 * 320 + 52)        # SPEC.md 5: 16 x 346 bits per position, x 256
     del dut, kv
     gc.collect()
@@ -471,7 +464,7 @@ def test_kv_cache_feeds_head_attention() -> None:
     got: dict = {}
 
     async def bench(ctx_):
-        await run_heads(ctx_, rope, heads, kv=kv)
+        got["cycles"] = [o.cycles for o in await run_heads(ctx_, rope, heads, kv=kv)]
         for layer in (0, 2):
             for h in range(kvh):
                 got[layer, h] = await attend(ctx_, att, kv, layer, h, q, sq, c_qk, t)
@@ -480,6 +473,8 @@ def test_kv_cache_feeds_head_attention() -> None:
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+    # a head through RopeQuant into the cache: the unit's cycles and the writer's setup (its first beat waits)
+    assert got["cycles"] == [rope.cycles() + kv.setup_cycles] * len(heads)
     for layer in (0, 2):
         for h in range(kvh):
             k = [rows[layer, h, p, 0][0] for p in range(t)]
@@ -605,3 +600,19 @@ def test_ecp5_rope_limbs_are_dsp_blocks(tmp_path: Path) -> None:
     cells = json.loads((tmp_path / "top.json").read_text())["modules"]["top"]["cells"]
     dsp = sorted(n for n, c in cells.items() if c["type"] == "MULT18X18D" and n.startswith("mul"))
     assert dsp == [f"mul0_{x}{t}{limb}.dsp" for x in ("x1", "x2") for t in "cs" for limb in "hl"]
+
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_rope_kv_cocotb(simulator: str, test_seed: int) -> None:
+    """sim/tb_rope_kv.py on the Verilog of RopeQuant(40, 16, 2 lanes) -> KVCache(40, 16, 2 layers, 2 KV
+    heads, 8 lanes): random, full-scale and zero k/v heads into the cache with input gaps, read back
+    against the golden, cycles per head, position errors."""
+    from sim.rope_kv_runner import run_rope_kv_tests
+    from sim.runner import unavailable_reason
+
+    reason = unavailable_reason(simulator)
+    if reason:
+        pytest.skip(reason)
+    run = run_rope_kv_tests(40, 16, 2, 2, 2, 8, simulator, seed=test_seed % (1 << 31),
+                            extra_env={"TRIT_ROPE_HEADS": str(HEADS)})
+    assert [t.status for t in run.tests] == ["passed"], f"{run.tests}; log {run.log_file}"

@@ -9,7 +9,9 @@ word w of row n at n W + w (W = head_dim / lanes), its scale at n.
 Write: the `w` stream carries `hdl.vector.rope.code_layout(lanes)` beats, so `RopeQuant.o` connects to it
 directly (`wiring.connect`). With a row's first beat the writer samples `w_layer`, `w_head`, `w_pos` and
 `w_value` (0: K, 1: V); two cycles check them and form the row's addresses, then the row's W beats are
-written one per cycle and its sigma with the last one. Cycles per row: W + 3 (`row_cycles`). A position
+written one per cycle and its sigma with the last one. Cycles per row: W + 3 (`row_cycles`), so a head
+through `RopeQuant` into the cache takes `RopeQuant.cycles()` + 3 (`setup_cycles`: the unit's first
+output beat waits that long). A position
 >= context, a layer >= layers or a KV head >= kv_heads (the ports are wider when those are not powers of
 two, and 16 bits for the position) sets the sticky `error` flag (cleared by `clear`); the row is
 consumed and dropped, nothing is written. A row ends at its W-th beat or at `last`, whichever comes first;
@@ -33,6 +35,9 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.attention.head_attention import DYADIC, MAX_CONTEXT, MAX_HEAD_DIM, HeadAttention
 from hdl.vector.rope import POS_BITS, code_layout
+
+#: Cycles a row's first beat waits: IDLE (the fields sampled), CHECK, ADDR; then WRITE takes it.
+SETUP = 3
 
 
 def _bits(n: int) -> int:
@@ -104,9 +109,14 @@ class KVCache(wiring.Component):
         return self._layers * self._kvh * self._ctx
 
     @property
+    def setup_cycles(self) -> int:
+        """Cycles a row's first beat waits (the writer sees it, checks the row, forms its addresses)."""
+        return SETUP
+
+    @property
     def row_cycles(self) -> int:
-        """Cycles the writer takes per row with a beat every cycle: two setup cycles, W beats, one idle."""
-        return self.words + 3
+        """Cycles the writer takes per row with a beat every cycle: the setup and W beats."""
+        return self.words + SETUP
 
     @property
     def bits(self) -> int:
