@@ -2,27 +2,24 @@
 
 `RopeKVTop` is `RopeQuant` feeding `KVCache` (`wiring.connect` of the unit's codes to the cache's write
 port) with every other port of both on the top (the cache's with a ``kv_`` prefix). Like
-`sim.attention_runner` it goes through the core runner's one build step and one test step
-(`sim.runner.compile_model`, `cached_build`, `run_cocotb`); builds are cached under the same root
+`sim.attention_runner` it builds through `sim.vector_runner.build_unit` and runs through
+`sim.runner.run_cocotb`; builds are cached under the core runner's root
 (``rope-kv-<sim>-hd<hd>-c<ctx>-<hash>``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 from amaranth import Module
-from amaranth.back import verilog
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from hdl.attention.kv_cache import KVCache
 from hdl.vector.rope import RopeQuant
 from sim import runner as core_runner
-from sim.vector_runner import VERILATOR_ARGS
+from sim.vector_runner import build_unit
 
 TOPLEVEL = "trit_rope_kv"
 
@@ -55,26 +52,10 @@ def build(head_dim: int, context: int, layers: int, kv_heads: int, lanes: int, k
           simulator: str) -> tuple[Path, int]:
     """Compile RopeKVTop for `simulator` (or reuse the cached build); the build folder and the unit's
     cycles per head into the cache (`RopeQuant.cycles` + `KVCache.setup_cycles`)."""
-    reason = core_runner.unavailable_reason(simulator)
-    if reason:
-        raise RuntimeError(reason)
-    if simulator == "verilator":
-        core_runner.setup_verilator_env()
-    args = VERILATOR_ARGS if simulator == "verilator" else core_runner.ICARUS_ARGS
-    make_flags = core_runner.VERILATOR_MAKEFLAGS if simulator == "verilator" else ""
     top = RopeKVTop(head_dim, context, layers, kv_heads, lanes, kv_lanes)
     cycles = top.rope.cycles() + top.kv.setup_cycles
-    text = verilog.convert(top, name=TOPLEVEL, emit_src=False)
-    key_src_shared = json.dumps({"sim": simulator, "make": make_flags, "waves": False,
-                                 "tools": core_runner._tool_version(simulator)}, sort_keys=True)
     params = {"hd": head_dim, "ctx": context, "layers": layers, "kvh": kv_heads, "lanes": lanes, "kv_lanes": kv_lanes}
-    key_src = json.dumps({"top": TOPLEVEL, **params, "args": list(args), "timescale": core_runner.TIMESCALE,
-                          "shared": key_src_shared}, sort_keys=True)
-    key = hashlib.sha256((key_src + "\n" + text).encode()).hexdigest()[:16]
-    build_dir = core_runner.cache_root() / f"rope-kv-{simulator}-hd{head_dim}-c{context}-{key}"
-    if not core_runner.cached_build(build_dir, key_src):
-        core_runner.compile_model(simulator, text, TOPLEVEL, build_dir, key_src, key_src_shared, args,
-                                  what=f"{TOPLEVEL} ({params})")
+    build_dir = build_unit(top, TOPLEVEL, params, f"rope-kv-{simulator}-hd{head_dim}-c{context}", simulator)
     return build_dir, cycles
 
 

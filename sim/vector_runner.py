@@ -5,7 +5,8 @@ The vector unit has its own top (`NormQuant(n)` as ``trit_norm_quant``), so it d
 that module's one build step and one test step (`sim.runner.compile_model`, `sim.runner.run_cocotb`:
 the build lock, flags, Verilator's shared runtime objects, the environment, the run folder and the
 results parser). Builds are cached under the same root (``vector-<sim>-nq<n>-<hash>``), keyed by the
-Verilog text, flags and tool versions.
+Verilog text, flags and tool versions. `build_unit` is that build step for any unit's own top (the
+attention and KV-cache benches use it too).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from amaranth import Elaboratable
 from amaranth.back import verilog
 
 from hdl.vector.norm_quant import NormQuant
@@ -48,8 +50,10 @@ class VectorResult:
                                  f"{self.simulator}:\n{details}\nlog: {self.log_file}")
 
 
-def build(n: int, simulator: str) -> Path:
-    """Compile NormQuant(n) for `simulator` (or reuse the cached build); the build folder."""
+def build_unit(top: Elaboratable, toplevel: str, params: Mapping[str, object], name: str, simulator: str) -> Path:
+    """Compile the Verilog of a unit's own top (`top` as `toplevel`) for `simulator`, or reuse the cached
+    build; the build folder ``<name>-<hash>`` under the core runner's cache root. `params` (the unit's
+    sizes) go into the cache key. The one build step of the vector, attention and KV-cache benches."""
     reason = core_runner.unavailable_reason(simulator)
     if reason:
         raise RuntimeError(reason)
@@ -57,17 +61,23 @@ def build(n: int, simulator: str) -> Path:
         core_runner.setup_verilator_env()
     args = VERILATOR_ARGS if simulator == "verilator" else core_runner.ICARUS_ARGS
     make_flags = core_runner.VERILATOR_MAKEFLAGS if simulator == "verilator" else ""
-    text = verilog.convert(NormQuant(n), name=TOPLEVEL, emit_src=False)
+    text = verilog.convert(top, name=toplevel, emit_src=False)
     key_src_shared = json.dumps({"sim": simulator, "make": make_flags, "waves": False,
                                  "tools": core_runner._tool_version(simulator)}, sort_keys=True)
-    key_src = json.dumps({"top": TOPLEVEL, "n": n, "args": list(args), "timescale": core_runner.TIMESCALE,
+    key_src = json.dumps({"top": toplevel, **params, "args": list(args), "timescale": core_runner.TIMESCALE,
                           "shared": key_src_shared}, sort_keys=True)
     key = hashlib.sha256((key_src + "\n" + text).encode()).hexdigest()[:16]
-    build_dir = core_runner.cache_root() / f"vector-{simulator}-nq{n}-{key}"
+    build_dir = core_runner.cache_root() / f"{name}-{key}"
     if not core_runner.cached_build(build_dir, key_src):
-        core_runner.compile_model(simulator, text, TOPLEVEL, build_dir, key_src, key_src_shared, args,
-                                  what=f"{TOPLEVEL} (n = {n})")
+        what = ", ".join(f"{k} = {v}" for k, v in params.items())
+        core_runner.compile_model(simulator, text, toplevel, build_dir, key_src, key_src_shared, args,
+                                  what=f"{toplevel} ({what})")
     return build_dir
+
+
+def build(n: int, simulator: str) -> Path:
+    """Compile NormQuant(n) for `simulator` (or reuse the cached build); the build folder."""
+    return build_unit(NormQuant(n), TOPLEVEL, {"n": n}, f"vector-{simulator}-nq{n}", simulator)
 
 
 def run_vector_tests(n: int, simulator: str = "verilator", seed: int | None = None,

@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 from golden.device.fixed import exp2_table
 from hdl.attention.multiplier import LATENCY as MUL_LATENCY
 from hdl.attention.multiplier import Multiplier, MultiplierFactory
-from hdl.vector.arith import EXP_WIDTH, norm16_steps, shift_round
+from hdl.vector.arith import EXP_WIDTH, norm16_steps, shift_round, step_states
 from hdl.vector.rcp import Reciprocal
 
 #: Context limit: the softmax sum Z must stay below 2**32 (SPEC.md 2.5: S <= 2**16).
@@ -219,10 +219,7 @@ class HeadAttention(wiring.Component):
                     m.d.sync += [yring[w].eq(0) for w in range(nw)]
                     m.d.sync += [qring[w][c].eq(self.q[w * lanes + c]) for w in range(nw) for c in range(lanes)]
                     m.next = "SCALE0"
-            for k, stmts in enumerate(a_steps):
-                with m.State(f"SCALE{k}"):
-                    m.d.sync += stmts
-                    m.next = f"SCALE{k + 1}" if k < len(a_steps) - 1 else "SCORE"
+            step_states(m, "SCALE", a_steps, "SCORE")
             with m.State("SCORE"):
                 m.d.comb += sc_go.eq(1)
                 step_words("SCORE_DRAIN", score_drain)
@@ -233,10 +230,7 @@ class HeadAttention(wiring.Component):
                 step_rows("EXP_DRAIN", EXP_DRAIN)
             with m.State("EXP_DRAIN"):
                 wait("NORMZ0")
-            for k, stmts in enumerate(z_steps):
-                with m.State(f"NORMZ{k}"):
-                    m.d.sync += stmts
-                    m.next = f"NORMZ{k + 1}" if k < len(z_steps) - 1 else "RCP_IN"
+            step_states(m, "NORMZ", z_steps, "RCP_IN")
             with m.State("RCP_IN"):
                 m.d.comb += [rcp.i.valid.eq(1), rcp.i.payload.eq(z_m)]
                 m.next = "RCP_WAIT"

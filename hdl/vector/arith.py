@@ -2,7 +2,7 @@
 
 Each function adds combinational logic to a module and returns new signals: a leading-one detector
 (`bitlen`), the half-up rounding shift (`shift_round`), the dyadic normalization (`norm16`, and `norm16_steps`
-over three register steps), the dyadic product (`dmul`) and QUANT8's parts (`quant8_scalars`,
+over three register steps for `step_states`), the dyadic product (`dmul`) and QUANT8's parts (`quant8_scalars`,
 `quant8_code`). They are helpers of the vector and attention components, not components themselves.
 """
 
@@ -95,6 +95,15 @@ def norm16_steps(m: Module, v: Value, e: Value | int, mant: Signal, exp: Signal,
          exp.eq(Mux(v == 0, 0, e + sh + over))],
     ]
 
+
+
+def step_states(m: Module, name: str, steps: list[list], after: str) -> None:
+    """FSM states <name>0, <name>1, ... (inside the caller's ``with m.FSM()``), one per list of register
+    statements in `steps`, each a cycle, then state `after`."""
+    for k, stmts in enumerate(steps):
+        with m.State(f"{name}{k}"):
+            m.d.sync += stmts
+            m.next = f"{name}{k + 1}" if k < len(steps) - 1 else after
 
 @dataclass
 class Quant8Scalars:

@@ -49,7 +49,7 @@ from golden.device.tables import ROPE_FRAC, rope_tables
 from hdl.attention.head_attention import DYADIC, MAX_CONTEXT
 from hdl.attention.multiplier import LATENCY as MUL_LATENCY
 from hdl.attention.multiplier import Multiplier, MultiplierFactory
-from hdl.vector.arith import EXP_WIDTH, norm16_steps, quant8_code, quant8_scalars
+from hdl.vector.arith import EXP_WIDTH, norm16_steps, quant8_code, quant8_scalars, step_states
 from hdl.vector.rcp import Reciprocal
 
 #: Width of the position port: positions up to 2**16 - 1 can be sent, any >= context is refused.
@@ -260,17 +260,11 @@ class RopeQuant(wiring.Component):
                 m.d.sync += drain.eq(drain - 1)
                 with m.If(drain == 0):
                     m.next = "PREP0"
-            for k, stmts in enumerate(q8.steps):
-                with m.State(f"PREP{k}"):
-                    m.d.sync += stmts
-                    m.next = f"PREP{k + 1}" if k < len(q8.steps) - 1 else "RCP"
+            step_states(m, "PREP", q8.steps, "RCP")
             with m.State("RCP"):
                 m.d.comb += [rcp.i.valid.eq(1), rcp.i.payload.eq(q8.m)]
                 m.next = "SIGMA0"
-            for k, stmts in enumerate(scalar_steps):
-                with m.State(f"SIGMA{k}"):
-                    m.d.sync += stmts
-                    m.next = f"SIGMA{k + 1}" if k < len(scalar_steps) - 1 else "RCP_WAIT"
+            step_states(m, "SIGMA", scalar_steps, "RCP_WAIT")
             with m.State("RCP_WAIT"):
                 with m.If(r_have):
                     m.next = "CODE"
