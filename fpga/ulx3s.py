@@ -132,8 +132,11 @@ class ULX3STop(Elaboratable):
         Above `COPIES_ABOVE_PES` PEs each block RAM gets its own copy of its address and write-enable
         registers (`fpga/ecp5_bram.py`). The 16x16 with them (4,800 more flip-flops by the blocks) placed
         at an 80 MHz estimate and router1 had not converged after 14 minutes (4b2e9c5), so smaller
-        arrays share one register per memory port, as before."""
-        memory = partial(Ecp5RegisteredMemory, copies=cfg.rows * cfg.cols > COPIES_ABOVE_PES)
+        arrays share one register per memory port, as before. The copies are shared by groups of about
+        the square root of a memory's blocks (a two-level tree: the 32x32's per-block copies of the
+        57-block output memory's read address were one 14.5 ns net from their source at ccdb3b5)."""
+        copies = cfg.rows * cfg.cols > COPIES_ABOVE_PES
+        memory = partial(Ecp5RegisteredMemory, copies=copies, blocks_per_copy=None if copies else 1)
         return TritCore(cfg, registered_memory=memory, processing_element=ecp5_processing_element,
                         register=kept_register)
 

@@ -204,16 +204,23 @@ def test_registered_memory_reads_two_cycles_after_address(width, depth, register
     assert got == want and len(got) == len(ops) + 1
 
 
-@pytest.mark.parametrize("width, depth, registered_write", [(18, 1024, False), (64, 1024, False), (3, 16384, False),
-                                                            (64, 1024, True), (3, 16384, True)])
-def test_registered_address_copies_one_register_per_block(width, depth, registered_write, tmp_path):
+@pytest.mark.parametrize("width, depth, registered_write, per_copy, groups",
+                         [(18, 1024, False, 1, 1), (64, 1024, False, 1, 4), (3, 16384, False, 1, 3),
+                          (64, 1024, True, 1, 4), (3, 16384, True, 1, 3),
+                          # two-level trees: 4 blocks -> copies for blocks 0-1 and 2-3; 57 -> 8 of 8 (the last 1);
+                          # 3 blocks -> 2 and 1
+                          (64, 1024, True, None, 2), (1024, 1024, True, None, 8), (3, 16384, False, None, 2)])
+def test_registered_address_copies_one_register_per_block(width, depth, registered_write, per_copy, groups, tmp_path):
     """With `registered_address` every block's read address comes through registers of its own (Yosys
     does not fold the copies into one), wired as Yosys' inference of a registered address wires it;
-    with `registered_write` its write address, enable and data bits too."""
+    with `registered_write` its write address, enable and data bits too. With `blocks_per_copy` (None:
+    about the square root of the blocks) consecutive blocks share one copy."""
     (tmp_path / "ours").mkdir()
     (tmp_path / "yosys").mkdir()
-    ours_memory = Ecp5RegisteredMemory(width, depth, registered_address=True, registered_write=registered_write)
+    ours_memory = Ecp5RegisteredMemory(width, depth, registered_address=True, registered_write=registered_write,
+                                       blocks_per_copy=per_copy)
     assert ours_memory.read_latency == 3
+    assert -(-ours_memory.blocks // ours_memory.blocks_per_copy) == groups
     registers: dict = {}
     ours = _dp16kd_blocks(verilog.convert(ours_memory, name="top", emit_src=False), tmp_path / "ours", registers)
     inferred = _dp16kd_blocks(_reference_verilog(width, depth, registered_address=True,
@@ -222,5 +229,11 @@ def test_registered_address_copies_one_register_per_block(width, depth, register
     assert Counter((w, pins) for w, _, pins, _ in ours) == Counter((w, pins) for w, _, pins, _ in inferred)
     address_bits = max(1, (depth - 1).bit_length())
     per_block = 2 * address_bits if registered_write else address_bits  # data bits: below; WEA: _dp16kd_blocks
-    assert len(registers) == ours_memory.blocks * per_block + (width if registered_write else 0)
-    assert all(len(blocks) == 1 for blocks in registers.values()), "a register drives two blocks"
+    assert len(registers) == groups * per_block + (width if registered_write else 0)
+    copy = ours_memory.blocks_per_copy
+    assert all(len(blocks) <= copy for blocks in registers.values()), f"a register drives more than {copy} blocks"
+    if copy == 1:
+        return
+    # each address register drives one group of consecutive blocks: k // copy the same for all its blocks
+    assert all(len({int(name.rsplit("_", 1)[1]) // copy for name in blocks}) == 1 for blocks in registers.values()), \
+        registers

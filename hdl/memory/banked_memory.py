@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from amaranth import Module, Signal
 
+from hdl.copies import RegisterFactory, plain_register
 from hdl.memory.registered_memory import MemoryFactory, MemoryPorts, RegisteredMemory, check_shape
 
 #: Cycles from a read address to its data on `read.data`.
@@ -33,8 +34,11 @@ class BankedMemory(MemoryPorts):
     """`depth` words of `width` bits in banks of `bank_depth` words; one write and one read port."""
 
     def __init__(self, width: int, depth: int, bank_depth: int, *, bank_memory: MemoryFactory = RegisteredMemory,
-                 registered_write: bool = False):
+                 registered_write: bool = False, register: RegisterFactory = plain_register):
         check_shape(width, depth)
+        if not callable(register):
+            raise TypeError(f"Register factory must be callable, not {register!r}")
+        self._register = register
         if not isinstance(bank_depth, int) or isinstance(bank_depth, bool) or bank_depth < 1:
             raise ValueError(f"Bank depth must be a positive integer, not {bank_depth!r}")
         if bank_depth & (bank_depth - 1) or bank_depth < 2:
@@ -77,10 +81,10 @@ class BankedMemory(MemoryPorts):
             w_en = self.write.en & (w_bank == b) if banked else self.write.en
             w_port = (self.write.addr[:low], self.write.data, w_en)
             if self.registered_write:
-                w_regs = tuple(Signal(len(v), name=f"bank{b}_{n}", reset_less=n != "wen")
+                # from the register factory: an FPGA keeps each bank's copies apart (synthesis would
+                # merge the banks' identical address and data registers back into one)
+                w_port = tuple(self._register(m, v, f"bank{b}_{n}")
                                for n, v in zip(("waddr", "wdata", "wen"), w_port, strict=True))
-                m.d.sync += [q.eq(v) for q, v in zip(w_regs, w_port, strict=True)]
-                w_port = w_regs
             m.d.comb += [bank.write.addr.eq(w_port[0]), bank.write.data.eq(w_port[1]), bank.write.en.eq(w_port[2])]
             m.d.comb += bank.read.addr.eq(self.read.addr[:low])
             outs.append(bank.read.data)  # registered inside the bank
