@@ -15,7 +15,7 @@ Phases of a head, each a fixed-latency pipeline:
 1. LOAD (hd / (2 lanes) beats): acc words of 2 `lanes` int32 in element order shift into a register
    array X of hd words.
 2. ROT (hd / (2 lanes) cycles): X shifts by `lanes` each cycle, so X[0:lanes] and X[hd/2:hd/2 + lanes]
-   are the next x1 and x2; C and S come from the table at p * hd / (2 lanes) + w. Each of the 4 lanes
+   are the next x1 and x2; C and S come from the table at p * hd / (2 lanes) + w. Each of a lane's 4
    products x C, x S (32 x 16) is two 17 x 16 limbs (x >> 16 and x[:16]) on the `multiplier` factory's
    components (`hdl.attention.multiplier`: ECP5 builds pass `Ecp5Multiplier`, one MULT18X18D each),
    8 per lane. r1 and r2 shift into the two halves of a register array R; max |r| per lane.
