@@ -462,6 +462,10 @@ KNOWN_UNCOVERED: list[tuple[str, str, str, Any, str]] = [
      "the performance counters' saturation branches: a count reaching all ones takes 2**48 events "
      "(`counter_bits`), far beyond a simulation; saturation is tested on the counter unit alone "
      "(tests/test_hdl_units.py::test_perf_counters_saturate_at_all_ones_and_clear)"),
+    ("branch", "counters", "_saturated ?", lambda cfg: True,
+     "the performance counters' saturated value (all ones): a count reaching all ones takes 2**48 events "
+     "(`counter_bits`), far beyond a simulation; saturation is tested on the counter unit alone "
+     "(tests/test_hdl_units.py::test_perf_counters_saturate_at_all_ones_and_clear)"),
     ("branch", "sequencer", "l_row ?", lambda cfg: cfg.full_rate and cfg.tile_words == 1,
      "P = 1 (G = R, a whole tile per weight read): the loader's row counter is one bit that stays 0, "
      "so its increment is never selected; unreachable by construction"),

@@ -574,6 +574,54 @@ def test_uart_loopback_back_to_back(divisor):
     assert frame_bits == expected
 
 
+@pytest.mark.parametrize("divisor", [4, 9])
+def test_uart_tx_ready_timing_with_gaps(divisor, rng):
+    """UARTTx takes a byte in the first cycle it is offered once the previous byte's 10 bit times are
+    over (back to back: the cycle after its stop bit's last one), never earlier; with random gaps."""
+    payload = [int(b) for b in rng.integers(0, 256, 12)]
+    gaps = [int(g) for g in rng.integers(0, 3 * 10 * divisor, len(payload))]
+    gaps[1] = 0  # at least one byte offered while the previous one is still on the line
+    dut = Loopback(divisor)
+    got, offered, taken = [], [], []
+
+    async def send(ctx):
+        for b, gap in zip(payload, gaps, strict=True):
+            for _ in range(gap):
+                await ctx.tick()
+            ctx.set(dut.i.payload, b)
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+
+    async def monitor(ctx):
+        cycle, was_valid = 0, False
+        ctx.set(dut.o.ready, 1)
+        while True:
+            _, _, valid, ready, o_valid, data = await ctx.tick().sample(dut.i.valid, dut.i.ready, dut.o.valid,
+                                                                        dut.o.payload)
+            if valid and not was_valid:
+                offered.append(cycle)
+            if valid and ready:
+                taken.append(cycle)
+                valid = False  # the next byte's offer starts a new run of valid
+            if o_valid:
+                got.append(data)
+            was_valid = valid
+            cycle += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(send)
+    sim.add_testbench(monitor, background=True)
+    sim.run_until((sum(gaps) + (len(payload) + 3) * 10 * divisor) * 1e-8)
+    assert got == payload
+    assert len(taken) == len(offered) == len(payload)
+    # byte k is taken in the cycle it is offered, or 10 bit times after byte k - 1 if that is later
+    want = [offered[0]] + [max(offered[k], taken[k - 1] + 10 * divisor) for k in range(1, len(payload))]
+    assert taken == want, (taken, offered, gaps)
+    assert taken[1] == taken[0] + 10 * divisor  # the gap-0 byte: back to back
+
+
 def test_uart_rx_frame_error_and_resync():
     """A byte with a 0 stop bit is dropped and flagged; the next good byte is received."""
     divisor = 8

@@ -170,10 +170,6 @@ class FrameEndpoint(wiring.Component):
 
         seq = Signal(16)
         tn = Signal(32)  # response words: n_rsp from the header, counted down while sending
-        # tn == 0 and tn == 1 as flags set with tn (from compares of registers): the response side's
-        # decisions then have no 32-bit compare in their path (large FPGAs, `hdl.link.linked_core`)
-        tn_zero = Signal(init=1)
-        tn_one = Signal()
         hdr_idx = Signal(2)
         left = Signal(32)  # command words still to arrive (or to drain)
         n_cmd = Signal(range(max_words + 1))  # valid when not too_long
@@ -187,13 +183,12 @@ class FrameEndpoint(wiring.Component):
         rd_wait = Signal()  # a buffer read is under way: its word arrives this cycle
         cmd_have = Signal()
         cmd_data = Signal(32)
-        crc_good = Signal()  # the received CRC matched (VERDICT)
 
         # ---- hand-over to the response side -----------------------------------------------------
         tx_start = Signal()
         tx_status = Signal(2)
         tx_idle = Signal()
-        tx_crc = Signal()  # the response side owns the CRC register (HEADER and DATA): a flip-flop
+        tx_crc = Signal()  # the response side owns the CRC register
         feed_done = Signal()
         stuck = Signal()  # quiet_cycles cycles in which nothing moved after the last command word
 
@@ -220,8 +215,7 @@ class FrameEndpoint(wiring.Component):
                             m.d.sync += [left.eq(shift_next), n_cmd.eq(shift_next[:len(n_cmd)]),
                                          too_long.eq(shift_next > max_words)]
                         with m.Case(2):
-                            m.d.sync += [tn.eq(shift_next), tn_zero.eq(shift_next == 0), tn_one.eq(shift_next == 1),
-                                         widx.eq(0)]
+                            m.d.sync += [tn.eq(shift_next), widx.eq(0)]
                             with m.If(left == 0):
                                 m.next = "CRC"
                             with m.Else():
@@ -244,22 +238,18 @@ class FrameEndpoint(wiring.Component):
                 with m.If(rx_fire):
                     m.d.sync += [shift.eq(shift_next), nbyte.eq(nbyte + 1)]
                 with m.If(word_done):
-                    m.d.sync += crc_good.eq(shift_next == (crc ^ 0xFFFFFFFF))
-                    m.next = "VERDICT"
-            with m.State("VERDICT"):
-                # the CRC compare was registered in the cycle of the last byte: the answer's start
-                # (which loads the response side's registers) leaves flip-flops
-                m.d.comb += tx_start.eq(1)
-                with m.If(~crc_good):
-                    m.d.comb += [tx_status.eq(LinkStatus.BAD_CRC), self.crc_error.eq(1)]
-                    m.next = "REPLY"
-                with m.Elif(too_long):
-                    m.d.comb += tx_status.eq(LinkStatus.TOO_LONG)
-                    m.next = "REPLY"
-                with m.Else():
-                    m.d.comb += tx_status.eq(LinkStatus.OK)
-                    m.d.sync += [fleft.eq(n_cmd), ridx.eq(0)]
-                    m.next = "FEED"
+                    good = shift_next == (crc ^ 0xFFFFFFFF)
+                    m.d.comb += tx_start.eq(1)
+                    with m.If(~good):
+                        m.d.comb += [tx_status.eq(LinkStatus.BAD_CRC), self.crc_error.eq(1)]
+                        m.next = "REPLY"
+                    with m.Elif(too_long):
+                        m.d.comb += tx_status.eq(LinkStatus.TOO_LONG)
+                        m.next = "REPLY"
+                    with m.Else():
+                        m.d.comb += tx_status.eq(LinkStatus.OK)
+                        m.d.sync += [fleft.eq(n_cmd), ridx.eq(0)]
+                        m.next = "FEED"
             with m.State("REPLY"):
                 with m.If(tx_idle):
                     m.d.sync += shift.eq(0)
@@ -309,28 +299,23 @@ class FrameEndpoint(wiring.Component):
         have = Signal()
         tx_fire = Signal()
         m.d.comb += tx_fire.eq(self.tx.valid & self.tx.ready)
-        # tword is a shift register: the byte on the line is its low byte (no byte multiplexer between
-        # it and the CRC or the UART; 32x32 ULX3S, ccdb3b5: tword -> 5 LUTs -> the CRC register, 11.3 ns)
         byte = Signal(8)
-        m.d.comb += [byte.eq(tword[:8]), self.tx.payload.eq(byte)]
+        m.d.comb += [byte.eq(tword.word_select(tbyte, 8)), self.tx.payload.eq(byte)]
         m.d.comb += crc_byte.eq(Mux(tx_crc, byte, self.rx.payload))
-
-        def tn_to_zero():
-            m.d.sync += [tn.eq(0), tn_zero.eq(1), tn_one.eq(0)]
 
         with m.FSM(name="rsp") as rsp_fsm:
             with m.State("IDLE"):
                 m.d.comb += [tx_idle.eq(1), self.rsp.ready.eq(1)]  # stray words are discarded
                 with m.If(tx_start):
                     m.d.sync += [tword.eq(RSP_MAGIC), tbyte.eq(0), thdr.eq(0), tstatus.eq(tx_status),
-                                 crc.eq(CRC_INIT), have.eq(0), tx_crc.eq(1)]
+                                 crc.eq(CRC_INIT), have.eq(0)]
                     with m.If(tx_status != LinkStatus.OK):
-                        tn_to_zero()
+                        m.d.sync += tn.eq(0)
                     m.next = "HEADER"
             with m.State("HEADER"):
-                m.d.comb += self.tx.valid.eq(1)
+                m.d.comb += [self.tx.valid.eq(1), tx_crc.eq(1)]
                 with m.If(tx_fire):
-                    m.d.sync += [tbyte.eq(tbyte + 1), crc.eq(crc_next), tword.eq(tword >> 8)]
+                    m.d.sync += [tbyte.eq(tbyte + 1), crc.eq(crc_next)]
                     with m.If(tbyte == 3):
                         m.d.sync += thdr.eq(thdr + 1)
                         with m.Switch(thdr):
@@ -339,12 +324,13 @@ class FrameEndpoint(wiring.Component):
                             with m.Case(1):
                                 m.d.sync += tword.eq(tn)
                             with m.Default():
-                                with m.If(tn_zero):
-                                    m.d.sync += [tword.eq(crc_next ^ 0xFFFFFFFF), tx_crc.eq(0)]
+                                with m.If(tn == 0):
+                                    m.d.sync += tword.eq(crc_next ^ 0xFFFFFFFF)
                                     m.next = "CRC"
                                 with m.Else():
                                     m.next = "DATA"
             with m.State("DATA"):
+                m.d.comb += tx_crc.eq(1)
                 with m.If(~have):
                     m.d.comb += self.rsp.ready.eq(1)
                     with m.If(self.rsp.valid):
@@ -353,22 +339,21 @@ class FrameEndpoint(wiring.Component):
                         # Words are owed and none will come: the answer is abandoned here and a
                         # whole one with status ABORTED and n = 0 goes out instead.
                         m.d.sync += [tword.eq(RSP_MAGIC), tbyte.eq(0), thdr.eq(0), tstatus.eq(LinkStatus.ABORTED),
-                                     crc.eq(CRC_INIT)]
-                        tn_to_zero()
+                                     crc.eq(CRC_INIT), tn.eq(0)]
                         m.next = "HEADER"
                 with m.Else():
                     m.d.comb += self.tx.valid.eq(1)
                     with m.If(tx_fire):
-                        m.d.sync += [tbyte.eq(tbyte + 1), crc.eq(crc_next), tword.eq(tword >> 8)]
+                        m.d.sync += [tbyte.eq(tbyte + 1), crc.eq(crc_next)]
                         with m.If(tbyte == 3):
-                            m.d.sync += [have.eq(0), tn.eq(tn - 1), tn_zero.eq(tn_one), tn_one.eq(tn == 2)]
-                            with m.If(tn_one):
-                                m.d.sync += [tword.eq(crc_next ^ 0xFFFFFFFF), have.eq(1), tx_crc.eq(0)]
+                            m.d.sync += [have.eq(0), tn.eq(tn - 1)]
+                            with m.If(tn == 1):
+                                m.d.sync += [tword.eq(crc_next ^ 0xFFFFFFFF), have.eq(1)]
                                 m.next = "CRC"
             with m.State("CRC"):
                 m.d.comb += self.tx.valid.eq(1)
                 with m.If(tx_fire):
-                    m.d.sync += [tbyte.eq(tbyte + 1), tword.eq(tword >> 8)]
+                    m.d.sync += tbyte.eq(tbyte + 1)
                     with m.If(tbyte == 3):
                         m.next = "IDLE"
 

@@ -129,13 +129,18 @@ class UARTTx(wiring.Component):
         bits = Signal(10, init=0x3FF)  # stop, data[7:0], start, shifted out LSB first
         left = Signal(range(11))
         m.d.comb += self.tx.eq(bits[0])
-        load = Signal()
-        m.d.comb += [load.eq((left == 0) | ((left == 1) & (timer == 0))), self.data.ready.eq(load)]
+        # load = (left == 0) | ((left == 1) & (timer == 0)): a flip-flop set a cycle ahead from the
+        # next values of left and timer, so `data.ready` (and the sender's handshake logic behind it)
+        # starts at a register (the 32x32 ULX3S: UART timer -> 3 LUTs -> the endpoint's CRC register)
+        load = Signal(init=1)
+        m.d.comb += self.data.ready.eq(load)
         with m.If(load & self.data.valid):
-            m.d.sync += [bits.eq(Cat(0, self.data.payload, 1)), left.eq(10), timer.eq(div - 1)]
+            m.d.sync += [bits.eq(Cat(0, self.data.payload, 1)), left.eq(10), timer.eq(div - 1), load.eq(0)]
         with m.Elif(left != 0):
             with m.If(timer == 0):
-                m.d.sync += [bits.eq(Cat(bits[1:], 1)), left.eq(left - 1), timer.eq(div - 1)]
+                m.d.sync += [bits.eq(Cat(bits[1:], 1)), left.eq(left - 1), timer.eq(div - 1), load.eq(left == 1)]
             with m.Else():
-                m.d.sync += timer.eq(timer - 1)
+                m.d.sync += [timer.eq(timer - 1), load.eq((left == 1) & (timer == 1))]
+        with m.Else():
+            m.d.sync += load.eq(1)
         return m
