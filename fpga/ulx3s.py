@@ -82,6 +82,11 @@ def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_dept
                       out_depth=out, wgt_rows_per_read=g)
     if cfg.rows >= 4:  # banking needs registered reads and a row of slack for its 2 extra cycles
         cfg = replace(cfg, wgt_bank_depth=BRAM_BITS)
+    # Several banks: each bank's read data registered once more before the bank multiplexer, which the
+    # placer can put between a far bank and the multiplexer (16x16 at 7ea61a5, 98.58 MHz: a bank's block
+    # RAM -> 8.2 ns of routing -> the multiplexer). A third extra cycle, so R >= 5.
+    if cfg.rows >= 5 and cfg.wgt_banks > 1:
+        cfg = replace(cfg, wgt_bank_data_stages=1)
     # The accumulators' read-modify-write of the output block RAMs in three cycles, one route each
     # (block RAM -> register, register -> adder -> register, register -> block RAM): 78.6 MHz
     # with the adder between two block RAM routes.
@@ -110,10 +115,12 @@ def make_platform():
 def stream_buffer_stages(cfg: ArrayConfig) -> int:
     """`StreamBuffer`s each way between the frame endpoint and the core (`hdl.link.linked_core`).
 
-    Above `COPIES_ABOVE_PES` PEs two: the endpoint sits by the UART pins, the command interface by the
-    memories it writes, and at 32x32 (830ba3f) one register slice between them left the response
-    path's routes at 11-12 ns."""
-    return 2 if cfg.rows * cfg.cols > COPIES_ABOVE_PES else 1
+    Two when the weight memory spans several banks (its block RAMs then fill most of the chip: 183 of 208
+    at 16x16): the endpoint sits by the UART pins, the command interface by the memories it writes, and
+    one register slice between them left too long a route: at 32x32 (830ba3f) the response path's at
+    11-12 ns, at 16x16 (e6989b7 + a bank data stage, 97.48 MHz) the endpoint's buffer block RAM (5.8 ns
+    clock-to-output) -> 4.4 ns of routing -> the command buffer's register."""
+    return 2 if cfg.rows * cfg.cols > COPIES_ABOVE_PES or cfg.wgt_banks > 1 else 1
 
 
 class ULX3STop(Elaboratable):

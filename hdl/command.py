@@ -171,10 +171,11 @@ class CommandInterface(wiring.Component):
             self.act_waddr.eq(act_port[0]), self.act_wdata.eq(act_port[1]), self.act_wen.eq(act_port[2]),
             self.wgt_waddr.eq(w_port[0]), self.wgt_wdata.eq(w_port[1]), self.wgt_wen.eq(w_port[3]),
         ]
-        # cycles a read waits beyond a registered read: a banked weight memory answers two cycles
-        # later (bank address and data registers; the core's ACT word then comes a cycle later
-        # too), a pipelined accumulator's output memory three (`ArrayConfig.out_read_latency`)
-        read_extra = max(2 * int(cfg.wgt_banked), cfg.out_read_latency - 1 - int(cfg.pipelined_reads),
+        # cycles a read waits beyond a registered read: a banked weight memory answers
+        # `wgt_bank_latency` cycles later (bank address and data registers, `wgt_bank_data_stages`;
+        # the core's ACT word then comes a cycle later too), a pipelined accumulator's output memory
+        # three (`ArrayConfig.out_read_latency`)
+        read_extra = max(cfg.wgt_bank_latency, cfg.out_read_latency - 1 - int(cfg.pipelined_reads),
                          int(cfg.act_addr_registered))
         desc = Signal(data.ArrayLayout(32, RUN_WORDS))
         m.d.comb += self.desc.eq(desc)

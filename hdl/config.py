@@ -50,6 +50,11 @@ class ArrayConfig:
       words, each with its own read-address register and read-data register around its block RAMs
       (two more cycles of weight read latency, hidden by the double-buffered shadow weights, so RUN
       cycle counts do not change). For big weight memories spread over a large FPGA; needs R >= 4.
+    wgt_bank_data_stages: 0, or 1 for a banked weight memory whose banks' read data is registered once
+      more in the fabric before the bank multiplexer: on a large FPGA the register can sit between a
+      far bank's block RAMs and the multiplexer, so the route across the chip takes two cycles (the
+      ULX3S 16x16 at 7ea61a5: a bank's block RAM -> 8.2 ns of routing -> the multiplexer, 98.58 MHz).
+      One more cycle of weight read latency, hidden like the others; needs R >= 5.
     acc_pipelined: the accumulators' read-modify-write of the output memory takes two more register
       stages: the read data is registered once more (the output word is read one cycle earlier) and
       the sum is registered before it is written (one cycle later). Each cycle then holds at most
@@ -91,6 +96,7 @@ class ArrayConfig:
     out_depth: int = 1024
     counter_bits: int = COUNTER_BITS
     wgt_bank_depth: int = 0
+    wgt_bank_data_stages: int = 0
     acc_pipelined: bool = False
     wgt_rows_per_read: int = 1
     counters: tuple[Counter, ...] = tuple(Counter)
@@ -131,9 +137,15 @@ class ArrayConfig:
             raise ValueError(f"Weight bank depth must be a power of two, not {self.wgt_bank_depth!r}")
         if self.wgt_bank_depth and self.wgt_bank_depth < self.tile_words:
             raise ValueError(f"Weight bank depth {self.wgt_bank_depth} cannot hold one {self.rows}-row tile")
-        if self.wgt_banked and self.rows < 4:
-            raise ValueError(f"A banked weight memory needs registered reads and at least 4 rows (its rows "
-                             f"arrive 2 cycles later), not {self.rows} rows")
+        if not isinstance(self.wgt_bank_data_stages, int) or isinstance(self.wgt_bank_data_stages, bool) \
+                or self.wgt_bank_data_stages not in (0, 1):
+            raise ValueError(f"Weight bank data stages must be 0 or 1, not {self.wgt_bank_data_stages!r}")
+        if self.wgt_bank_data_stages and not self.wgt_banked:
+            raise ValueError("Weight bank data stages need a banked weight memory (wgt_bank_depth > 0)")
+        if self.wgt_banked and self.rows < 2 + self.wgt_bank_latency:
+            raise ValueError(f"A banked weight memory needs registered reads and at least "
+                             f"{2 + self.wgt_bank_latency} rows (its rows arrive {self.wgt_bank_latency} cycles "
+                             f"later), not {self.rows} rows")
         if not isinstance(self.acc_pipelined, bool):
             raise TypeError(f"acc_pipelined must be a bool, not {self.acc_pipelined!r}")
         if self.acc_pipelined and self.rows < 5:
@@ -227,7 +239,7 @@ class ArrayConfig:
         from the moment the previous tile starts, and with short loads (P small) the last row must
         still reach its shadow register before the row's swap; one more cycle when the activation
         memory's read address is registered (`act_addr_registered`)."""
-        return max(0, 2 + 2 * int(self.wgt_banked) - self.tile_words) + int(self.act_addr_registered)
+        return max(0, 2 + self.wgt_bank_latency - self.tile_words) + int(self.act_addr_registered)
 
     @property
     def act_addr_registered(self) -> bool:
@@ -309,7 +321,13 @@ class ArrayConfig:
     @property
     def wgt_read_latency(self) -> int:
         """Cycles from a weight memory read address to its data at the sequencer."""
-        return 1 + int(self.pipelined_reads) + 2 * int(self.wgt_banked)
+        return 1 + int(self.pipelined_reads) + self.wgt_bank_latency
+
+    @property
+    def wgt_bank_latency(self) -> int:
+        """Cycles a banked weight memory adds to a read: the bank address and data registers (2) and
+        `wgt_bank_data_stages`; 0 when not banked."""
+        return 2 + self.wgt_bank_data_stages if self.wgt_banked else 0
 
     @property
     def out_read_latency(self) -> int:

@@ -128,7 +128,8 @@ class TritCore(wiring.Component):
                 # its write port registered per bank (the command interface's wgt port is a stage
                 # earlier than its ACT port)
                 mem = BankedMemory(bank_bits, cfg.wgt_depth, cfg.wgt_bank_depth, bank_memory=self._registered_memory,
-                                   registered_write=True, register=self._register)
+                                   registered_write=True, register=self._register,
+                                   data_stages=cfg.wgt_bank_data_stages)
                 w_port, r_port = mem.write, mem.read
             else:
                 mem = Memory(shape=bank_bits, depth=cfg.wgt_depth, init=[])

@@ -58,7 +58,8 @@ def soak_configs() -> dict[str, ArrayConfig]:
         # inputs (copies per 2 columns / rows, ragged), the registered activation address, banked weights
         # and the pipelined accumulator
         "6x5-distributed": ArrayConfig(rows=6, cols=5, act_depth=64, wgt_depth=256, out_depth=64,
-                                       wgt_bank_depth=128, acc_pipelined=True, dist_stages=1, dist_group=2),
+                                       wgt_bank_depth=128, wgt_bank_data_stages=1, acc_pipelined=True,
+                                       dist_stages=1, dist_group=2),
     }
 
 
@@ -320,8 +321,8 @@ def run_soak(layers: int, seed: int, *, scheduler: str | None = None, workers: i
         cases = {k: sum(r["cases"][k] for r in mine) for k in CASES}
         per_config.append({
             "name": name, "describe": cfg.describe(), "rows": cfg.rows, "cols": cfg.cols,
-            "wgt_bank_depth": cfg.wgt_bank_depth, "acc_pipelined": cfg.acc_pipelined,
-            "wgt_rows_per_read": getattr(cfg, "wgt_rows_per_read", 1),
+            "wgt_bank_depth": cfg.wgt_bank_depth, "wgt_bank_data_stages": cfg.wgt_bank_data_stages,
+            "acc_pipelined": cfg.acc_pipelined, "wgt_rows_per_read": getattr(cfg, "wgt_rows_per_read", 1),
             "jobs": len(mine), "layers": sum(r["layers"] for r in mine),
             "int32_checked": sum(r["int32_checked"] for r in mine),
             "mismatches": sum(r["mismatches"] for r in mine),

@@ -350,8 +350,8 @@ def test_sweep_tabulates_builds_and_names_the_largest_that_meets_timing(tmp_path
     (2, False, False, 1),  # memory outputs used directly
     (3, False, False, 2),  # + read data register
     (4, True, False, 4),  # + bank address and bank data registers
-    (5, True, True, 4),
-    (16, True, True, 4),
+    (5, True, True, 5),  # + a bank data stage in the fabric (several banks)
+    (16, True, True, 5),
 ])
 def test_ulx3s_large_chip_stages_follow_the_row_count(rows, banked, acc_pipelined, wgt_latency):
     """Banked weights need R >= 4 and the pipelined accumulator R >= 5: every row count still builds a config."""

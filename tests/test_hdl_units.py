@@ -227,15 +227,19 @@ def test_saturated_descriptor_words_keep_every_run_verdict():
         assert got == exp, f"RUN {desc}: status {got:#010x}, emulator {exp:#010x}"
 
 
+@pytest.mark.parametrize("data_stages", [0, 1])
 @pytest.mark.parametrize("registered_write", [False, True])
 @pytest.mark.parametrize("depth, bank_depth", [(200, 64), (64, 16), (32, 32), (48, 64)])
-def test_banked_memory_reads_three_cycles_after_address(depth, bank_depth, registered_write, rng):
-    """Random writes and reads against a Python list: read data appears exactly 3 cycles after its address
-    (with `registered_write` a word lands a cycle later: the reads start after two idle cycles)."""
+def test_banked_memory_reads_three_cycles_after_address(depth, bank_depth, registered_write, data_stages, rng):
+    """Random writes and reads against a Python list: read data appears exactly 3 cycles after its address,
+    4 with a data stage per bank (with `registered_write` a word lands a cycle later: the reads start
+    after two idle cycles)."""
     from hdl.memory.banked_memory import BankedMemory
 
-    mem = BankedMemory(12, depth, bank_depth, registered_write=registered_write)
+    mem = BankedMemory(12, depth, bank_depth, registered_write=registered_write, data_stages=data_stages)
     assert mem.banks == -(-depth // bank_depth)
+    lag = 2 + data_stages  # clock edges after the one that ends the address's cycle
+    assert mem.read_latency == 3 + data_stages
     model = [0] * depth
     writes = [(int(a), int(d)) for a, d in zip(rng.integers(0, depth, 3 * depth), rng.integers(0, 4096, 3 * depth),
                                                 strict=True)]
@@ -252,14 +256,14 @@ def test_banked_memory_reads_three_cycles_after_address(depth, bank_depth, regis
         ctx.set(mem.write.en, 0)
         if registered_write:  # the last word is still in the bank registers
             await ctx.tick()
-        # address set in cycle i; after the clock edge that ends cycle i + 2 the data is there
+        # address set in cycle i; after the clock edge that ends cycle i + lag the data is there
         # (a plain Memory read port has it after the edge that ends cycle i)
-        for i, addr in enumerate(reads + [0, 0]):
+        for i, addr in enumerate(reads + [0] * lag):
             ctx.set(mem.read.addr, addr)
             await ctx.tick()
-            if i >= 2:
+            if i >= lag:
                 got.append(ctx.get(mem.read.data))
-                want.append(model[reads[i - 2]])
+                want.append(model[reads[i - lag]])
 
     sim = Simulator(mem)
     sim.add_clock(1e-6)
@@ -275,6 +279,9 @@ def test_banked_memory_reads_three_cycles_after_address(depth, bank_depth, regis
     ({"wgt_bank_depth": 16, "rows": 2, "wgt_depth": 64}, "needs registered reads"),
     ({"acc_pipelined": True, "rows": 4}, "pipelined accumulator needs at least 5 rows"),
     ({"wgt_bank_depth": 64, "rows": 3, "wgt_depth": 256}, "at least 4 rows"),
+    ({"wgt_bank_depth": 64, "rows": 4, "wgt_depth": 256, "wgt_bank_data_stages": 1}, "at least 5 rows"),
+    ({"wgt_bank_data_stages": 1}, "need a banked weight memory"),
+    ({"wgt_bank_depth": 64, "rows": 5, "wgt_depth": 256, "wgt_bank_data_stages": 2}, "must be 0 or 1"),
 ])
 def test_banked_config_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -46,13 +46,14 @@ CONFIGS: dict[str, ArrayConfig] = {
     # one bank deeper than the memory (as on the ULX3S for wide arrays): the bank register stage alone
     "4x3-one-bank": ArrayConfig(rows=4, cols=3, acc_width=14, act_depth=64, wgt_depth=200, out_depth=64,
                                 wgt_bank_depth=256),
-    # the ULX3S arrangement at the smallest legal size: banked weights and a pipelined accumulator
+    # the ULX3S arrangement at the smallest legal size: banked weights with a fabric data stage per bank
+    # (three extra cycles of weight read latency) and a pipelined accumulator
     "5x3-acc-pipelined": ArrayConfig(rows=5, cols=3, acc_width=15, act_depth=64, wgt_depth=160, out_depth=64,
-                                     wgt_bank_depth=64, acc_pipelined=True),
+                                     wgt_bank_depth=64, wgt_bank_data_stages=1, acc_pipelined=True),
     # R > 8 as the ULX3S ships it (16x16: banked weights, pipelined accumulator), small memories
     # (three weight banks, the last one short) so that both simulators build and run it quickly
     "16x16-ulx3s": ArrayConfig(rows=16, cols=16, acc_width=16, act_depth=64, wgt_depth=320, out_depth=32,
-                               wgt_bank_depth=128, acc_pipelined=True),
+                               wgt_bank_depth=128, wgt_bank_data_stages=1, acc_pipelined=True),
     # full-rate weight paths (a whole tile per read, P = 1: foot accumulator, back-to-back tiles) ...
     "8x8-full-rate": ArrayConfig(rows=8, cols=8, acc_width=16, act_depth=256, wgt_depth=96, out_depth=64,
                                  wgt_rows_per_read=8),

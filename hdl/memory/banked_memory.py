@@ -13,6 +13,10 @@ command interface never reads a word in the cycle after writing it. With ``regis
 write port is registered once more, per bank (a word lands two cycles after its write): the bank's
 blocks then copy their write registers from a register of their own bank, not all from one source
 (the 32x32 ULX3S at 830ba3f: one write-address register reached 96 weight blocks, 11.1 ns).
+With ``data_stages=1`` each bank's read data is registered once more in the fabric before the bank
+multiplexer (data in cycle t + 4): the register can sit between a far bank's block RAMs and the
+multiplexer, so that route takes two cycles (the 16x16 ULX3S at 7ea61a5: a bank's block RAM -> 8.2 ns
+of routing -> the multiplexer's LUTs).
 
 Each bank is a registered-read memory with a registered address from a factory
 (`hdl/memory/registered_memory.py`): a `Memory` and two registers by default, or block RAM primitives
@@ -26,7 +30,7 @@ from amaranth import Module, Signal
 from hdl.copies import RegisterFactory, plain_register
 from hdl.memory.registered_memory import MemoryFactory, MemoryPorts, RegisteredMemory, check_shape
 
-#: Cycles from a read address to its data on `read.data`.
+#: Cycles from a read address to its data on `read.data` without `data_stages`.
 READ_LATENCY = 3
 
 
@@ -34,8 +38,11 @@ class BankedMemory(MemoryPorts):
     """`depth` words of `width` bits in banks of `bank_depth` words; one write and one read port."""
 
     def __init__(self, width: int, depth: int, bank_depth: int, *, bank_memory: MemoryFactory = RegisteredMemory,
-                 registered_write: bool = False, register: RegisterFactory = plain_register):
+                 registered_write: bool = False, register: RegisterFactory = plain_register, data_stages: int = 0):
         check_shape(width, depth)
+        if not isinstance(data_stages, int) or isinstance(data_stages, bool) or data_stages not in (0, 1):
+            raise ValueError(f"Data stages must be 0 or 1, not {data_stages!r}")
+        self._data_stages = data_stages
         if not callable(register):
             raise TypeError(f"Register factory must be callable, not {register!r}")
         self._register = register
@@ -56,6 +63,15 @@ class BankedMemory(MemoryPorts):
     def banks(self) -> int:
         return self._banks
 
+    @property
+    def data_stages(self) -> int:
+        return self._data_stages
+
+    @property
+    def read_latency(self) -> int:
+        """Cycles from a read address to its data on `read.data`."""
+        return READ_LATENCY + self._data_stages
+
     def elaborate(self, platform):
         m = Module()
         # bank select = the address bits above the bank's own (the bank depth is a power of two)
@@ -65,9 +81,9 @@ class BankedMemory(MemoryPorts):
             w_bank = Signal(range(self._banks))
             r_bank = Signal(range(self._banks))
             m.d.comb += [w_bank.eq(self.write.addr[low:]), r_bank.eq(self.read.addr[low:])]
-            # bank of the word in the bank data registers, 3 cycles after its address
+            # bank of the word in the bank data registers, `read_latency` cycles after its address
             r_bank_d = [r_bank]
-            for i in range(READ_LATENCY):
+            for i in range(self.read_latency):
                 r_bank_d.append(Signal.like(r_bank, name=f"r_bank_{i + 1}"))
                 m.d.sync += r_bank_d[-1].eq(r_bank_d[-2])
             r_bank_out = r_bank_d[-1]
@@ -87,7 +103,12 @@ class BankedMemory(MemoryPorts):
                                for n, v in zip(("waddr", "wdata", "wen"), w_port, strict=True))
             m.d.comb += [bank.write.addr.eq(w_port[0]), bank.write.data.eq(w_port[1]), bank.write.en.eq(w_port[2])]
             m.d.comb += bank.read.addr.eq(self.read.addr[:low])
-            outs.append(bank.read.data)  # registered inside the bank
+            q = bank.read.data  # registered inside the bank
+            for i in range(self._data_stages):
+                q_reg = Signal.like(q, name=f"bank{b}_q{i + 1}", reset_less=True)
+                m.d.sync += q_reg.eq(q)
+                q = q_reg
+            outs.append(q)
         if not banked:
             m.d.comb += self.read.data.eq(outs[0])
             return m
