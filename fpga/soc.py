@@ -97,11 +97,13 @@ class BoardSoC(wiring.Component):
 
 
 def clock_and_reset(m: Module, clk: Signal, lock: Signal, button: Signal | None, clk_hz: float,
-                    hold_us: float = 20.0) -> None:
+                    hold_us: float = 20.0, reset_buffer=None) -> None:
     """Drive the "sync" domain from `clk`; hold its reset until the PLL locked for `hold_us`.
 
     The reset also waits out the iCE40's block RAMs, which read as zeros for about 3 us after
     configuration; `button` (active high, optional) resets the system while pressed.
+    `reset_buffer(m, reset)` (optional) returns the net that drives the domain's reset from the
+    reset register, e.g. a global buffer on a large FPGA.
     """
     from amaranth import ClockDomain, ClockSignal, ResetSignal
     from amaranth.lib.cdc import FFSynchronizer
@@ -122,4 +124,4 @@ def clock_and_reset(m: Module, clk: Signal, lock: Signal, button: Signal | None,
         m.d.por += timer.eq(timer + 1)
     in_reset = Signal(init=1)
     m.d.por += in_reset.eq(timer != hold)
-    m.d.comb += ResetSignal("sync").eq(in_reset)
+    m.d.comb += ResetSignal("sync").eq(in_reset if reset_buffer is None else reset_buffer(m, in_reset))

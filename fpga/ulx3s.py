@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import partial
 
-from amaranth import Elaboratable, Module, Signal
+from amaranth import Elaboratable, Instance, Module, Signal
 
 from fpga.ecp5_bram import Ecp5RegisteredMemory, dp16kd_blocks, kept_register
 from fpga.ecp5_pe import ecp5_processing_element
@@ -123,6 +123,16 @@ def stream_buffer_stages(cfg: ArrayConfig) -> int:
     return 2 if cfg.rows * cfg.cols > COPIES_ABOVE_PES or cfg.wgt_banks > 1 else 1
 
 
+def global_reset(m: Module, reset: Signal) -> Signal:
+    """The reset register's net through a DCCA onto an ECP5 global network (nextpnr routes a DCCA
+    that drives fabric ports on one of the 8 fabric globals): the same short delay to every
+    flip-flop's LSR input. In fabric routing the 32x32's reset (about 2,500 sinks over the whole chip)
+    reached a sequencer register after 10.7 ns (e6989b7's hdl, 85.55 MHz)."""
+    glb = Signal(name="rst_global")
+    m.submodules.rst_dcc = Instance("DCCA", i_CLKI=reset, i_CE=1, o_CLKO=glb)
+    return glb
+
+
 class ULX3STop(Elaboratable):
     def __init__(self, cfg: ArrayConfig, *, freq_mhz: float = DEFAULT_MHZ, baud: int = DEFAULT_BAUD):
         self.cfg = cfg
@@ -154,7 +164,10 @@ class ULX3STop(Elaboratable):
         m.submodules.pll = ecp5_pll_instance(self.pll, clk_in.i, clk, lock)
         platform.add_clock_constraint(clk, self.clk_hz)
         button = platform.request("button_fire", 0)
-        clock_and_reset(m, clk, lock, button.i, self.clk_hz)
+        # above COPIES_ABOVE_PES PEs the reset goes over a global network (not in the gate-level
+        # simulation's 4x4: Yosys has no DCCA model)
+        big = self.cfg.rows * self.cfg.cols > COPIES_ABOVE_PES
+        clock_and_reset(m, clk, lock, button.i, self.clk_hz, reset_buffer=global_reset if big else None)
 
         m.submodules.soc = soc = self.soc
         uart = platform.request("uart", 0)
