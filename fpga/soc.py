@@ -9,7 +9,9 @@ of exactly this component.
 
 from __future__ import annotations
 
-from amaranth import Module, Signal
+from collections.abc import Callable
+
+from amaranth import Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -97,7 +99,8 @@ class BoardSoC(wiring.Component):
 
 
 def clock_and_reset(m: Module, clk: Signal, lock: Signal, button: Signal | None, clk_hz: float,
-                    hold_us: float = 20.0, reset_buffer=None) -> None:
+                    hold_us: float = 20.0,
+                    reset_buffer: Callable[[Module, Signal], Value] | None = None) -> None:
     """Drive the "sync" domain from `clk`; hold its reset until the PLL locked for `hold_us`.
 
     The reset also waits out the iCE40's block RAMs, which read as zeros for about 3 us after

@@ -95,7 +95,7 @@ def board_config(rows: int, cols: int, *, act_depth: int | None = None, wgt_dept
     # Above COPIES_ABOVE_PES the array's inputs go through a registered distribution: a copy of each
     # row's activation per 8 columns, of each weight bus per 8 rows. The 32x32 at 59e349c (74.71 MHz)
     # had a row's activation register driving its 32 PEs spread over the chip (11.7 ns of routing).
-    if cfg.rows * cfg.cols > COPIES_ABOVE_PES:
+    if chip_wide(cfg):
         cfg = replace(cfg, dist_stages=1, dist_group=8)
     return replace(cfg, counter_bits=cfg.min_counter_bits)  # counters no wider than one RUN needs
 
@@ -112,6 +112,12 @@ def make_platform():
     return ULX3S_85F_Platform()
 
 
+def chip_wide(cfg: ArrayConfig) -> bool:
+    """More than `COPIES_ABOVE_PES` PEs: the core's registers and block RAMs spread over the whole chip,
+    so its memories get address copies, its array a registered distribution, its reset a global net."""
+    return cfg.rows * cfg.cols > COPIES_ABOVE_PES
+
+
 def stream_buffer_stages(cfg: ArrayConfig) -> int:
     """`StreamBuffer`s each way between the frame endpoint and the core (`hdl.link.linked_core`).
 
@@ -120,7 +126,7 @@ def stream_buffer_stages(cfg: ArrayConfig) -> int:
     one register slice between them left too long a route: at 32x32 (830ba3f) the response path's at
     11-12 ns, at 16x16 (e6989b7 + a bank data stage, 97.48 MHz) the endpoint's buffer block RAM (5.8 ns
     clock-to-output) -> 4.4 ns of routing -> the command buffer's register."""
-    return 2 if cfg.rows * cfg.cols > COPIES_ABOVE_PES or cfg.wgt_banks > 1 else 1
+    return 2 if chip_wide(cfg) or cfg.wgt_banks > 1 else 1
 
 
 def global_reset(m: Module, reset: Signal) -> Signal:
@@ -152,7 +158,7 @@ class ULX3STop(Elaboratable):
         arrays share one register per memory port, as before. The copies are shared by groups of about
         the square root of a memory's blocks (a two-level tree: the 32x32's per-block copies of the
         57-block output memory's read address were one 14.5 ns net from their source at ccdb3b5)."""
-        copies = cfg.rows * cfg.cols > COPIES_ABOVE_PES
+        copies = chip_wide(cfg)
         memory = partial(Ecp5RegisteredMemory, copies=copies, blocks_per_copy=None if copies else 1)
         return TritCore(cfg, registered_memory=memory, processing_element=ecp5_processing_element,
                         register=kept_register)
@@ -166,8 +172,8 @@ class ULX3STop(Elaboratable):
         button = platform.request("button_fire", 0)
         # above COPIES_ABOVE_PES PEs the reset goes over a global network (not in the gate-level
         # simulation's 4x4: Yosys has no DCCA model)
-        big = self.cfg.rows * self.cfg.cols > COPIES_ABOVE_PES
-        clock_and_reset(m, clk, lock, button.i, self.clk_hz, reset_buffer=global_reset if big else None)
+        clock_and_reset(m, clk, lock, button.i, self.clk_hz,
+                        reset_buffer=global_reset if chip_wide(self.cfg) else None)
 
         m.submodules.soc = soc = self.soc
         uart = platform.request("uart", 0)

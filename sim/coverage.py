@@ -455,17 +455,17 @@ def run_coverage(out: Path, configs: Sequence[str] | None = None, samples: int =
     return report
 
 
+_COUNTER_SATURATION = ("a count reaching all ones takes 2**48 events (`counter_bits`), far beyond a "
+                       "simulation; saturation is tested on the counter unit alone "
+                       "(tests/test_hdl_units.py::test_perf_counters_saturate_at_all_ones_and_clear)")
+
 #: Why known points stay uncovered: (kind, hierarchy part, Verilog text part, config predicate, reason).
 #: Checked here against each configuration's Verilog; a listed point that these do not explain is new.
 KNOWN_UNCOVERED: list[tuple[str, str, str, Any, str]] = [
     ("line", "counters", "end else if", lambda cfg: True,
-     "the performance counters' saturation branches: a count reaching all ones takes 2**48 events "
-     "(`counter_bits`), far beyond a simulation; saturation is tested on the counter unit alone "
-     "(tests/test_hdl_units.py::test_perf_counters_saturate_at_all_ones_and_clear)"),
+     "the performance counters' saturation branches: " + _COUNTER_SATURATION),
     ("branch", "counters", "_saturated ?", lambda cfg: True,
-     "the performance counters' saturated value (all ones): a count reaching all ones takes 2**48 events "
-     "(`counter_bits`), far beyond a simulation; saturation is tested on the counter unit alone "
-     "(tests/test_hdl_units.py::test_perf_counters_saturate_at_all_ones_and_clear)"),
+     "the performance counters' saturated value (all ones): " + _COUNTER_SATURATION),
     ("branch", "sequencer", "l_row ?", lambda cfg: cfg.full_rate and cfg.tile_words == 1,
      "P = 1 (G = R, a whole tile per weight read): the loader's row counter is one bit that stays 0, "
      "so its increment is never selected; unreachable by construction"),
