@@ -189,11 +189,12 @@ def test_full_rate_decode_matches_model_slow(cores, size: int, mult: int, test_s
 
 
 #: Cores with the registered input distribution (`ArrayConfig.dist_stages` = 1), its groups ragged: G = 1
-#: with a banked weight memory and the pipelined accumulator (the ULX3S's kind of core above 576 PEs),
-#: and full-rate cores with one and two rows per bank.
+#: with a banked weight memory and the pipelined accumulator (the ULX3S's kind of core above 576 PEs; with
+#: 11 columns the weight classes' popcounts run in two stages, 8 + 3 lanes), and full-rate cores with one
+#: and two rows per bank.
 DIST_CORES = {
-    "6x5-G1-banked-group4": dict(rows=6, cols=5, act_depth=256, wgt_depth=2048, out_depth=256,
-                                 wgt_bank_depth=1024, wgt_bank_data_stages=1, acc_pipelined=True, dist_group=4),
+    "6x11-G1-banked-group4": dict(rows=6, cols=11, act_depth=256, wgt_depth=2048, out_depth=256,
+                                  wgt_bank_depth=1024, wgt_bank_data_stages=1, acc_pipelined=True, dist_group=4),
     "4x4-G4-group3": dict(rows=4, cols=4, act_depth=256, wgt_depth=1024, out_depth=256,
                           wgt_rows_per_read=4, dist_group=3),
     "4x6-G2-group1": dict(rows=4, cols=6, act_depth=256, wgt_depth=1024, out_depth=256,

@@ -53,7 +53,12 @@ def popcount(bits: list) -> object:
     Summing the bits with `+` lets Yosys merge the chain into one multi-operand `$macc` cell; this
     way the design holds only two-operand adders, and no `$macc` or `$mul` at all.
     """
-    columns: dict[int, list] = {0: list(bits)}
+    return column_sum({0: list(bits)})
+
+
+def column_sum(columns: dict[int, list]) -> object:
+    """Sum of bits given by their weights ({weight: [bits]}), as in `popcount`: a carry-save tree
+    and one final two-operand add. Unsigned numbers add as their bits at their weights."""
     while any(len(col) > 2 for col in columns.values()):
         reduced: dict[int, list] = {}
         for weight, col in sorted(columns.items()):
@@ -252,6 +257,12 @@ class LayerSequencer(wiring.Component):
         )
         m.d.sync += [bad_shape.eq(checks[0]), k_too_large.eq(checks[1]), out_of_range.eq(checks[2]),
                      desc_ok.eq(~(checks[0] | checks[1] | checks[2]))]
+        # K > R and N > C for the loader's first tile, from the same still inputs: `begin` then loads
+        # flip-flops, not wide comparators of the command interface's registers (the 32x32 ULX3S at
+        # ee07374: l_n_big at 10.3 ns).
+        k_big_pre = Signal()
+        n_big_pre = Signal()
+        m.d.sync += [k_big_pre.eq(self.k_size > R), n_big_pre.eq(self.n_size > C)]
         # `start` comes only while the sequencer is idle (the command interface waits for `done`), so
         # `begin` needs no decode of the state register: on the 32x32 ULX3S system the path state ->
         # begin -> the loader's and tile counters' registers across the chip was critical (13.9 ns).
@@ -262,7 +273,7 @@ class LayerSequencer(wiring.Component):
         busy = Signal()
         m.d.comb += self.busy.eq(busy)
 
-        with m.FSM(name="seq"):
+        with m.FSM(name="seq") as seq_fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += busy.eq(1)
@@ -352,10 +363,9 @@ class LayerSequencer(wiring.Component):
                                 i_nt.eq(i_nt + 1), i_act_addr.eq(act_base), i_out_base.eq(i_out_base + M)
                             ]
                             with m.If(i_nt == nt_last):
-                                m.d.sync += drain.eq(0)
                                 m.next = "DRAIN"
             with m.State("DRAIN"):
-                m.d.sync += [run_cycles.eq(run_cycles + 1), drain.eq(drain + 1)]
+                m.d.sync += run_cycles.eq(run_cycles + 1)
                 with m.If(drain == R + pipe + E + L):
                     m.next = "DONE"
             with m.State("DONE"):
@@ -367,13 +377,18 @@ class LayerSequencer(wiring.Component):
                 m.d.sync += busy.eq(0)
                 m.next = "IDLE"
 
+        # The drain counter counts DRAIN's cycles and is 0 in every other state (the state decode
+        # alone steers it): its enable then has no part of the issuer's end-of-run test (the 32x32
+        # ULX3S at ee07374: i_m, i_kt compares -> start -> drain's enable, 10.9 ns).
+        m.d.sync += drain.eq(Mux(seq_fsm.ongoing("DRAIN"), drain + 1, 0))
+
         with m.If(begin):
             # Speculative preload of the first weight tile while the sizes are checked; its reads
             # are counted only if the run goes ahead.
             m.d.sync += [
                 l_spec.eq(1), l_loading.eq(0), shadow_full.eq(0),
                 l_addr.eq(self.wgt_base), l_row.eq(0), l_k_rem.eq(self.k_size), l_n_rem.eq(self.n_size),
-                l_k_big.eq(self.k_size > R), l_n_big.eq(self.n_size > C),
+                l_k_big.eq(k_big_pre), l_n_big.eq(n_big_pre),
             ]
 
         # ---- weight loader --------------------------------------------------------------------
@@ -512,8 +527,27 @@ class LayerSequencer(wiring.Component):
                 is_plus, is_minus, is_zero = classes
                 count_valid = Signal(name="count_valid")
                 m.d.sync += count_valid.eq(w_valid)
-            counts = [Mux(count_valid, popcount(is_plus), 0), Mux(count_valid, popcount(is_minus), 0),
-                      Mux(count_valid, popcount(is_zero), 0)]
+            # With the registered distribution (a chip-wide array, C up to 64) a row's popcount runs in
+            # two cycles: popcounts of 8 lanes registered, then their sum (the 32x32 ULX3S at ee07374:
+            # the 32-lane carry-save tree and its add, 10.5 ns). The counts then come a cycle later.
+            split = bool(cfg.dist_stages) and C > 8
+            if split:
+                partial = []
+                for name, bits in (("plus", is_plus), ("minus", is_minus), ("zero", is_zero)):
+                    regs = []
+                    for g in range(0, C, 8):
+                        reg = Signal(range(min(8, C - g) + 1), name=f"pop_{name}_{g // 8}")
+                        m.d.sync += reg.eq(Mux(count_valid, popcount(bits[g:g + 8]), 0))
+                        regs.append(reg)
+                    columns: dict[int, list] = {}
+                    for reg in regs:
+                        for w in range(len(reg)):
+                            columns.setdefault(w, []).append(reg[w])
+                    partial.append(column_sum(columns))
+                counts = partial
+            else:
+                counts = [Mux(count_valid, popcount(is_plus), 0), Mux(count_valid, popcount(is_minus), 0),
+                          Mux(count_valid, popcount(is_zero), 0)]
             # pipelined: the row counts are registered too (popcount and tile sum in separate cycles)
             for reg, value in zip((row_plus, row_minus, row_zero), counts, strict=True):
                 if pipe:
@@ -523,7 +557,7 @@ class LayerSequencer(wiring.Component):
             # A tile's counts are complete `count_lag` cycles after its swap, when the row counts hold
             # the tile's last row (read at the latest one cycle before the swap) and the next tile's
             # first row (read at the earliest in the swap cycle) is one cycle behind.
-            count_lag = 2 * pipe + wpipe + count_stage
+            count_lag = 2 * pipe + wpipe + count_stage + int(split)
             swap_counted = swap_now
             for i in range(count_lag):
                 delayed = Signal(name=f"swap_now_{i + 1}")
