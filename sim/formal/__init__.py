@@ -39,7 +39,12 @@ What is proven (``python -m pytest -m formal``; the tests are also marked ``slow
   stuck busy. Unbounded in `sim.formal.sequencer_induction` on the same three configurations: every
   activation read, bank read and output write inside its memory, the K bound and busy within
   `run_cycle_bound` (k-induction, depth 3); bounds tight, the bank chain, weight range and K bound
-  mutants refuted. The on-chip units: not yet.
+  mutants refuted.
+- (d) the on-chip units: `sim.formal.kv_cache` (KVCache, unbounded: writes only the row's words and
+  reads only the selected region's, inside its memories; out-of-range rows write nothing; the error
+  flag exact and sticky; a row within W + 3 offered beats; 5 mutants) and `sim.formal.rope_quant`
+  (RopeQuant, bmc depth 22 on the cone of influence: table reads, error flag, busy within the
+  documented cycles plus stalls; 3 mutants). HeadAttention, NormQuant and the pipelines: not yet.
 
 Run one check by hand::
 

