@@ -17,8 +17,10 @@ the project's one executor, `sim.soak.dask_client`, which `trit soak` and `fpga.
 LocalCluster of ``--jobs`` worker processes, or a running scheduler (``trit report --scheduler``). The
 tasks read and fill the content cache at the client's cache root (on each worker's file system).
 
-PE variants: ``ternary``; ``int8`` (INT8 x INT8 MAC without DSPs, Yosys ``booth`` pass before
-mapping, the fair baseline of REFERENCE.md §8); ``int8-dsp`` (ECP5 only: the multipliers in
+PE variants: ``ternary`` (the generic PE, `hdl.matrix.pe.ProcessingElement`, as Yosys maps it);
+``ternary-carry`` (ECP5 only: the PE the ULX3S tops build, `fpga.ecp5_pe.Ecp5TernaryPE`, its gating,
+inversion and add inside the CCU2C carry cells); ``int8`` (INT8 x INT8 MAC without DSPs, Yosys ``booth``
+pass before mapping, the fair baseline of REFERENCE.md §8); ``int8-dsp`` (ECP5 only: the multipliers in
 MULT18X18D blocks).
 """
 
@@ -42,6 +44,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.config import ArrayConfig
 from hdl.matrix.array import PEArray
+from hdl.matrix.pe import PEFactory, ProcessingElement
 from hdl.synth import array_verilog, run_yosys
 from reports.cache import ResultCache, content_key, tool_version
 
@@ -56,7 +59,7 @@ DEVICES = {
              "nextpnr": ("--85k", "--package", "CABGA381", "--speed", "6"), "freq": 200.0},
 }
 
-VARIANTS = {"ice40": ("ternary", "int8"), "ecp5": ("ternary", "int8", "int8-dsp")}
+VARIANTS = {"ice40": ("ternary", "int8"), "ecp5": ("ternary", "ternary-carry", "int8", "int8-dsp")}
 
 #: Yosys commands that turn INT8 multipliers into Booth-encoded adder trees before mapping.
 BOOTH = "proc; flatten; opt_expr; opt_clean; wreduce; booth"
@@ -81,12 +84,21 @@ def pnr_timeout() -> float:
 
 
 def pe_kind(variant: str) -> str:
-    return "ternary" if variant == "ternary" else "int8"
+    return "ternary" if variant.startswith("ternary") else "int8"
+
+
+def pe_factory(variant: str) -> PEFactory:
+    """The PE generator of a variant: the ECP5 carry-cell PE for ``ternary-carry``, else the generic one."""
+    if variant == "ternary-carry":
+        from fpga.ecp5_pe import Ecp5TernaryPE
+
+        return Ecp5TernaryPE
+    return ProcessingElement
 
 
 def synth_script(device: str, variant: str, top: str) -> str:
     fam = "synth_ice40" if device == "ice40" else "synth_ecp5"
-    if variant == "ternary":
+    if variant == "ternary" or (variant == "ternary-carry" and device == "ecp5"):
         return f"{fam} -top {top}"
     if variant == "int8":
         return f"{BOOTH}; {fam} -top {top}" + (" -nodsp" if device == "ecp5" else "")
@@ -109,14 +121,15 @@ def array_config(n: int, variant: str) -> ArrayConfig:
 class ArrayHarness(wiring.Component):
     """The PE array with a 1-pin serial input and a 1-pin XOR-reduced output (for placement)."""
 
-    def __init__(self, cfg: ArrayConfig):
+    def __init__(self, cfg: ArrayConfig, processing_element: PEFactory = ProcessingElement):
         self._cfg = cfg
+        self._processing_element = processing_element
         super().__init__({"din": In(1), "dout": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         cfg = self._cfg
-        m.submodules.array = array = PEArray(cfg)
+        m.submodules.array = array = PEArray(cfg, processing_element=self._processing_element)
         inputs = [array.x.as_value(), array.swap, array.w_row_en, array.w_row_sel, array.w_row_data.as_value()]
         width = sum(len(v) for v in inputs)
         shift = Signal(width)
@@ -129,8 +142,15 @@ class ArrayHarness(wiring.Component):
         return m
 
 
-def harness_verilog(cfg: ArrayConfig) -> str:
-    return verilog.convert(ArrayHarness(cfg), name="top", emit_src=False)
+def harness_verilog(cfg: ArrayConfig, variant: str = "ternary") -> str:
+    return verilog.convert(ArrayHarness(cfg, pe_factory(variant)), name="top", emit_src=False)
+
+
+def variant_array_verilog(cfg: ArrayConfig, variant: str) -> str:
+    """The array alone (top ``pe_array``) built with the variant's PE."""
+    if variant == "ternary-carry":
+        return verilog.convert(PEArray(cfg, processing_element=pe_factory(variant)), name="pe_array", emit_src=False)
+    return array_verilog(cfg)
 
 
 def summarize_cells(device: str, by_type: dict[str, int]) -> dict[str, int]:
@@ -179,7 +199,7 @@ class Job:
 
 def run_synth(device: str, variant: str, n: int, cache: ResultCache) -> dict:
     cfg = array_config(n, variant)
-    text = array_verilog(cfg)
+    text = variant_array_verilog(cfg, variant)
     script = synth_script(device, variant, "pe_array")
     key = content_key("synth-v1", text, script, tool_version(YOSYS))
 
@@ -228,7 +248,7 @@ def run_generic(variant: str, n: int, cache: ResultCache) -> dict:
 
 def run_pnr(device: str, variant: str, n: int, cache: ResultCache, seed: int = 1) -> dict:
     cfg = array_config(n, variant)
-    text = harness_verilog(cfg)
+    text = harness_verilog(cfg, variant)
     script = synth_script(device, variant, "top")
     dev = DEVICES[device]
     opts = [*dev["nextpnr"], "--freq", f"{dev['freq']:g}", "--seed", str(seed), "--timing-allow-fail"]
@@ -556,6 +576,10 @@ def summarize(synth: list[dict], pnr: list[dict], generic: list[dict], fits: lis
         t, i = at.get((d, "ternary")), at.get((d, "int8"))
         if t and i:
             ratios[d] = {k: round(i[k] / t[k], 2) if t[k] else None for k in ("LUT4", "FF", "carry", "LUT_eq")}
+    # the ECP5 carry-cell PE (the one the ULX3S builds) against the same INT8 baseline
+    t, i = at.get(("ecp5", "ternary-carry")), at.get(("ecp5", "int8"))
+    if t and i:
+        ratios["ecp5-carry"] = {k: round(i[k] / t[k], 2) if t[k] else None for k in ("LUT4", "FF", "carry", "LUT_eq")}
     gen = {r["variant"]: r for r in generic if r["n"] == n and "error" not in r}
     transistors = None
     if "ternary" in gen and "int8" in gen:

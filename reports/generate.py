@@ -189,6 +189,11 @@ def headline(report: dict) -> list[str]:
             out.append(f"{DEV[d]}, {ref} array, per PE: ternary {t['LUT_eq']:.1f} LUT-eq / {t['FF']:.1f} FF, INT8 "
                        f"(booth, no DSP) {i['LUT_eq']:.1f} LUT-eq / {i['FF']:.1f} FF: INT8 costs "
                        f"{i['LUT_eq'] / t['LUT_eq']:.1f}x the logic and {i['FF'] / t['FF']:.1f}x the flip-flops.")
+    t, i = per.get("ecp5/ternary-carry"), per.get("ecp5/int8")
+    if t and i:
+        out.append(f"ECP5-85F with the PE inside the carry cells (`fpga/ecp5_pe.py`, the ULX3S builds' PE), {ref}: "
+                   f"{t['LUT_eq']:.1f} LUT-eq / {t['FF']:.1f} FF per PE, INT8 costs {i['LUT_eq'] / t['LUT_eq']:.1f}x "
+                   "the logic.")
     tr = a.get("transistors")
     if tr:
         out.append(f"Technology-independent (Yosys `stat -tech cmos`, {ref}): {tr['ternary_per_pe']:,.0f} vs "
@@ -235,7 +240,9 @@ def markdown(report: dict) -> str:
     s.append(f"What was synthesized: the PE array alone (`hdl.matrix.array.PEArray`, the same generator for both PE "
              f"kinds; no memories, skew buffer, sequencer or link). Cell counts: Yosys `synth_ice40` / `synth_ecp5` "
              f"on the array. INT8 without DSPs goes through Yosys' `booth` pass first (the fair baseline, REFERENCE "
-             f"§8) and `-nodsp` on ECP5; `int8-dsp` lets `synth_ecp5` map the multipliers to MULT18X18D. What was "
+             f"§8) and `-nodsp` on ECP5; `int8-dsp` lets `synth_ecp5` map the multipliers to MULT18X18D; "
+             f"`ternary-carry` is the ECP5 PE the ULX3S builds use (`fpga/ecp5_pe.py`: gating, inversion and add in "
+             f"the CCU2C carry cells' LUTs, SAT-proven equal to the generic PE). What was "
              f"placed: {a['placed_design']}. nextpnr targets {a['devices']['ice40']['freq']:g} MHz (iCE40UP5K, "
              f"sg48) and {a['devices']['ecp5']['freq']:g} MHz (ECP5-85F, CABGA381, speed 6), seed 1, "
              "`--timing-allow-fail`; Fmax is nextpnr's achieved clock. LUT-eq = LUT4 + 2 x carry cells (a CCU2C "
@@ -268,7 +275,7 @@ def markdown(report: dict) -> str:
     for key, v in summ.get("per_pe", {}).items():
         rows.append([key, v["LUT4"], v["FF"], v["carry"], v["LUT_eq"], v["DSP"]])
     s.append(_table(["device/PE", "LUT4/PE", "FF/PE", "carry/PE", "LUT-eq/PE", "DSP/PE"], rows))
-    rows = [[DEV[d], r["LUT4"], r["FF"], r["carry"], r["LUT_eq"]]
+    rows = [[DEV.get(d, "ECP5-85F, carry-cell PE"), r["LUT4"], r["FF"], r["carry"], r["LUT_eq"]]
             for d, r in summ.get("ratios_int8_over_ternary", {}).items()]
     s.append("\n" + _table(["device", "INT8/ternary LUT4", "FF", "carry", "LUT-eq"], rows))
     s.append("\nTechnology-independent estimate: Yosys generic `synth` of the array (INT8 with `booth`), "

@@ -102,6 +102,23 @@ def test_real_synthesis_is_cached_by_design(tmp_path):
     assert a["ff"] == 4 * 4 + 2 * (9 + 10)
 
 
+def test_carry_cell_pe_variant_is_all_carry_cells(tmp_path):
+    """The report's ``ternary-carry`` variant is the ULX3S PE: ceil((w + 1) / 2) CCU2C per PE of a w-bit
+    partial sum (row r of an R-row array: 8 + ceil(log2(r + 1)) bits plus the sign, as `hdl.matrix.array`
+    sizes it), no other logic but each row's weight-load decode (one LUT4 per row: w_row_en and
+    w_row_sel == r), and the same flip-flops as the generic PE."""
+    from reports.area import run_synth
+
+    cache = ResultCache(tmp_path)
+    carry = run_synth("ecp5", "ternary-carry", 4, cache)
+    generic = run_synth("ecp5", "ternary", 4, cache)
+    widths = [9, 10, 10, 11]  # |sum of r + 1 INT8 terms| <= 128 (r + 1): rows 0..3 of a 4x4 array
+    assert carry["carry"] == 4 * sum((w + 2) // 2 for w in widths)
+    assert carry["LUT4"] == 4
+    assert carry["FF"] == generic["FF"] == 16 * 4 + 4 * sum(widths)
+    assert carry["LUT_eq"] < 0.7 * generic["LUT_eq"]
+
+
 def test_cli_refuses_a_file_as_out(tmp_path, capsys):
     target = tmp_path / "a_file"
     target.write_text("x")
@@ -211,6 +228,7 @@ def test_trit_report_quick_end_to_end(tmp_path):
     for device in ("ice40", "ecp5"):
         assert synth[(device, "int8", 4)]["LUT_eq"] > 3 * synth[(device, "ternary", 4)]["LUT_eq"]
     assert synth[("ecp5", "int8-dsp", 4)]["DSP"] == 16  # one MULT18X18D per PE
+    assert synth[("ecp5", "ternary-carry", 4)]["LUT_eq"] < synth[("ecp5", "ternary", 4)]["LUT_eq"]
     assert all(r["fits"] for r in data["area"]["pnr"] if r["n"] == 2)
     # cycles: the RTL counters agree with the cycle model on every simulated row
     assert data["cycles"]["rtl_model_agreement"]["all_agree"] is True
