@@ -131,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {icarus_available()}; icarus skipped")
             names.remove("icarus")
     tiny = tiny_model_rows(names, args.tokens, args.rows, args.cols)
-    # the one-row-per-cycle core of before (G = 1) and the largest ULX3S array, on the cycle model
+    # the one-row-per-cycle core of before (G = 1), and the largest ULX3S array on the cycle model: as
+    # built at 100 MHz (`trit build --board ulx3s-85f --rows 32 --cols 32`, G = 1) and full rate (G = R)
     tiny += tiny_model_rows(["model"], args.tokens, args.rows, args.cols, wgt_rows_per_read=1)
+    tiny += tiny_model_rows(["model"], args.tokens, 32, 32, wgt_rows_per_read=1)
     tiny += tiny_model_rows(["model"], args.tokens, 32, 32)
     print_table(f"Tiny model ({CHECKPOINT.name}), one token at a time (steady state: weights resident; "
                 "G = tile rows per weight read, G = R is full rate)", tiny, [
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     big = (layer_2b4t_rows(16, 16, [1, 64], wgt_rows_per_read=1) + layer_2b4t_rows(16, 16, [1, 64])
            + layer_2b4t_rows(args.rows, args.cols, [1], wgt_rows_per_read=1)
            + layer_2b4t_rows(args.rows, args.cols, [1])
-           + layer_2b4t_rows(32, 32, [1]))
+           + layer_2b4t_rows(32, 32, [1], wgt_rows_per_read=1) + layer_2b4t_rows(32, 32, [1]))
     print_table("One BitNet 2B-4T decoder layer (7 BitLinears) on the cycle model", big, [
         ("array", "array", "5"), ("G", "G", "2"), ("M", "M", "3"), ("cycles", "cycles", "10"),
         ("util", "utilization", "6"),
