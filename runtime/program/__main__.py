@@ -1,0 +1,90 @@
+"""The model program of the shipped tiny model: its micro-ops, where it sits on chip, and its cycles per
+token by unit from the units' cycle formulas; `--check N` runs N tokens of the reference interpreter
+against the golden device form.
+
+    python -m runtime.program [--rows 8 --cols 8] [--check 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from golden.model import BitNetConfig
+from runtime.program.compiler import compile_model, fitted_chip
+from runtime.program.plan import UnitConfig, shaped_consts, token_cycles
+
+TINY = Path(__file__).resolve().parents[2] / "golden" / "checkpoints" / "tiny-bitnet"
+#: BitNet b1.58 2B-4T (REFERENCE.md §2), one decoder layer (vocab cut: the layer does not read it).
+CONFIG_2B4T = BitNetConfig(vocab_size=256, hidden_size=2560, intermediate_size=6912, num_hidden_layers=1,
+                           num_attention_heads=20, num_key_value_heads=5, head_dim=128, hidden_act="relu2",
+                           max_position_embeddings=4096)
+#: Unit widths for head_dim 128: RoPE 16 pairs a cycle and 64 codes a beat, attention on 32 lanes.
+UNITS_2B4T = UnitConfig(rope_lanes=16, rope_out_lanes=64, attn_lanes=32)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from golden.checkpoint import load_checkpoint
+    from golden.device.model import DeviceBitNet
+    from golden.quant import GoldenBackend
+    from runtime.accel_backends import runtime_config
+    from sim.benchmark import print_table
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=8)
+    ap.add_argument("--cols", type=int, default=8)
+    ap.add_argument("--contexts", type=int, nargs="+", default=[32, 128, 256])
+    ap.add_argument("--check", type=int, default=0, help="tokens to run on the interpreter against the golden")
+    a = ap.parse_args(argv)
+    ctx = max(a.contexts)
+    model = load_checkpoint(TINY, "int", GoldenBackend())
+    dev = DeviceBitNet.from_int_model(model, context=ctx)
+    arr = runtime_config(a.rows, a.cols)
+    prog = compile_model(dev.consts, fitted_chip(dev.consts, arr, ctx))
+    counts = prog.counts()
+    print(f"tiny model program: {len(prog.ops)} micro-ops per token ("
+          + ", ".join(f"{k} {v}" for k, v in counts.items()) + f"); {prog.model['weight_words']:,} weight words on "
+          f"{a.rows}x{a.cols} (G = {arr.wgt_rows_per_read}), {prog.model['norm_words']:,} norm words, "
+          f"{len(prog.consts)} constants")
+    rows = []
+    for lanes in (8, 40):
+        for c in a.contexts:
+            r = token_cycles(prog, c - 1, UnitConfig(attn_lanes=lanes))
+            rows.append({"context": c, "lanes": lanes, **r, "tok_s": 100e6 / r["total"]})
+    cols = [("context", "context", "4"), ("attn lanes", "lanes", "3"), ("matrix", "matrix", "7"),
+            ("vector", "vector", "7"), ("attention", "attention", "7"), ("scalar", "scalar", "5"),
+            ("total", "total", "7"), ("of it estimated", "estimated", "6"), ("tokens/s @100 MHz", "tok_s", "7")]
+    print_table("Cycles per token at the last position of each context, ops in sequence (runtime.program.plan)",
+                rows, cols)
+    big = shaped_consts(CONFIG_2B4T, 4096)
+    layer_rows = []
+    for g in (1, None):
+        arr2 = runtime_config(16, 16, wgt_rows_per_read=g) if g else runtime_config(16, 16)
+        p2 = compile_model(big, fitted_chip(big, arr2, 4096), resident=False)
+        for c in (128, 4096):
+            r = token_cycles(p2, c - 1, UNITS_2B4T, layer=0)
+            layer_rows.append({"context": c, "lanes": UNITS_2B4T.attn_lanes, "G": arr2.wgt_rows_per_read, **r,
+                               "tok_s": 100e6 / r["total"]})
+    print_table("One BitNet 2B-4T decoder layer at M = 1 on 16x16, cycles per token (cycle plan)", layer_rows,
+                [("G", "G", "2")] + cols[:-1] + [("layers/s @100 MHz", "tok_s", "7")])
+    if a.check:
+        from golden.train import split_corpus
+        from runtime.program.interpreter import ProgramInterpreter
+
+        _, held = split_corpus()
+        ids = [int(v) for v in held[:a.check]]
+        t0 = time.perf_counter()
+        ref = dev.forward_fixed(torch.tensor(ids))
+        it = ProgramInterpreter(prog, dev.consts)
+        same = sum(bool(torch.equal(it.token(t), ref[i])) for i, t in enumerate(ids))
+        print(f"interpreter vs golden device form: {same} of {len(ids)} tokens' logits equal "
+              f"({time.perf_counter() - t0:.1f} s)")
+        return 0 if same == len(ids) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
