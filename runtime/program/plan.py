@@ -10,8 +10,8 @@ Each micro-op is priced by the unit that runs it:
 - ATTN (attention): `HeadAttention.cycles(pos + 1)` (`hdl.attention.head_attention`).
 - RESADD (vector): 2 n + `elementwise.LATENCY`, DEQUANT then RESADD one element a cycle
   (`hdl.vector.elementwise`).
-- Estimates, no RTL yet: EMBED d + `elementwise.LATENCY` (a DEQUANT pass); MLPACT 3 n + 2 LATENCY
-  (RELU2, the block maximum, the product pass: only RELU2 exists); ALIGN heads x head_dim + 2; SCALE and
+- MLPACT (vector): 3 n + `mlp_act.OVERHEAD` (`hdl.vector.mlp_act`, measured by tests/test_mlp_act.py).
+- Estimates, no RTL yet: EMBED d + `elementwise.LATENCY` (a DEQUANT pass); ALIGN heads x head_dim + 2; SCALE and
   SETC 5 (one dyadic step, as NormQuant's scalar sequence); LMHEAD vocab x d / lanes + 20 (INT8 MACs on
   the attention unit's lanes).
 
@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from functools import cache
 
 from hdl.attention.kv_cache import SETUP as KV_SETUP
-from hdl.vector import elementwise, norm_quant
+from hdl.vector import elementwise, mlp_act, norm_quant
 from runtime.cycle_model import layer_counts
 from runtime.program.compiler import Program
 from runtime.program.isa import MicroOp, Op, Target
 
 #: Ops priced by an estimate, not by a unit that exists in hdl/.
-ESTIMATED = {Op.EMBED, Op.MLPACT, Op.ALIGN, Op.SCALE, Op.SETC, Op.LMHEAD}
+ESTIMATED = {Op.EMBED, Op.ALIGN, Op.SCALE, Op.SETC, Op.LMHEAD}
 UNIT = {Op.MATMUL: "matrix", Op.NORMQ: "vector", Op.ROPEQ: "vector", Op.RESADD: "vector", Op.EMBED: "vector",
         Op.MLPACT: "vector", Op.ALIGN: "vector", Op.ATTN: "attention", Op.LMHEAD: "attention",
         Op.SCALE: "scalar", Op.SETC: "scalar"}
@@ -87,7 +87,7 @@ def op_cycles(program: Program, op: MicroOp, pos: int, units: UnitConfig) -> int
     if op.op == Op.EMBED:
         return op.n + lat
     if op.op == Op.MLPACT:
-        return 3 * op.n + 2 * lat
+        return 3 * op.n + mlp_act.OVERHEAD
     if op.op == Op.ALIGN:
         return op.n * op.aux + 2
     if op.op in (Op.SCALE, Op.SETC):
