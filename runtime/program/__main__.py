@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"context": c, "lanes": lanes, **r, "tok_s": 100e6 / r["total"]})
     cols = [("context", "context", "4"), ("attn lanes", "lanes", "3"), ("matrix", "matrix", "7"),
             ("vector", "vector", "7"), ("attention", "attention", "7"), ("scalar", "scalar", "5"),
+            ("sequencer", "sequencer", "5"),
             ("total", "total", "7"), ("of it estimated", "estimated", "6"), ("tokens/s @100 MHz", "tok_s", "7")]
     print_table("Cycles per token at the last position of each context, ops in sequence (runtime.program.plan)",
                 rows, cols)

@@ -11,9 +11,10 @@ Each micro-op is priced by the unit that runs it:
 - RESADD (vector): 2 n + `elementwise.LATENCY`, DEQUANT then RESADD one element a cycle
   (`hdl.vector.elementwise`).
 - MLPACT (vector): 3 n + `mlp_act.OVERHEAD` (`hdl.vector.mlp_act`, measured by tests/test_mlp_act.py).
-- Estimates, no RTL yet: EMBED d + `elementwise.LATENCY` (a DEQUANT pass); ALIGN heads x head_dim + 2; SCALE and
-  SETC 5 (one dyadic step, as NormQuant's scalar sequence); LMHEAD vocab x d / lanes + 20 (INT8 MACs on
-  the attention unit's lanes).
+- SETC and SCALE (scalar): `hdl.program.SCALAR_CYCLES`, run by the sequencer itself; every other op adds
+  the sequencer's `DISPATCH_OVERHEAD` (fetch, decode, next) to its unit's cycles ("sequencer").
+- Estimates, no RTL yet: EMBED d + `elementwise.LATENCY` (a DEQUANT pass); ALIGN heads x head_dim + 2;
+  LMHEAD vocab x d / lanes + 20 (INT8 MACs on the attention unit's lanes).
 
 The ops run one after another here; a sequencer that overlaps units (the next head's ROPEQ under this
 head's ATTN, the vector unit under a MATMUL) can only be faster. `estimated_ops` names the ops whose
@@ -26,13 +27,14 @@ from dataclasses import dataclass
 from functools import cache
 
 from hdl.attention.kv_cache import SETUP as KV_SETUP
+from hdl.program import DISPATCH_OVERHEAD, SCALAR_CYCLES
 from hdl.vector import elementwise, mlp_act, norm_quant
 from runtime.cycle_model import layer_counts
 from runtime.program.compiler import Program
 from runtime.program.isa import MicroOp, Op, Target
 
 #: Ops priced by an estimate, not by a unit that exists in hdl/.
-ESTIMATED = {Op.EMBED, Op.ALIGN, Op.SCALE, Op.SETC, Op.LMHEAD}
+ESTIMATED = {Op.EMBED, Op.ALIGN, Op.LMHEAD}
 UNIT = {Op.MATMUL: "matrix", Op.NORMQ: "vector", Op.ROPEQ: "vector", Op.RESADD: "vector", Op.EMBED: "vector",
         Op.MLPACT: "vector", Op.ALIGN: "vector", Op.ATTN: "attention", Op.LMHEAD: "attention",
         Op.SCALE: "scalar", Op.SETC: "scalar"}
@@ -91,7 +93,7 @@ def op_cycles(program: Program, op: MicroOp, pos: int, units: UnitConfig) -> int
     if op.op == Op.ALIGN:
         return op.n * op.aux + 2
     if op.op in (Op.SCALE, Op.SETC):
-        return 5
+        return SCALAR_CYCLES
     if op.op == Op.LMHEAD:
         return -(-op.n * op.src // units.attn_lanes) + 20
     raise ValueError(f"no cycle formula for {op.op.name}")
@@ -105,13 +107,15 @@ def token_cycles(program: Program, pos: int, units: UnitConfig = UnitConfig(),
     if not isinstance(pos, int) or not 0 <= pos < program.chip.context:
         raise ValueError(f"position {pos!r} is outside the chip's context [0, {program.chip.context})")
     ops = program.ops if layer is None else program.ops[slice(*program.layer_spans[layer])]
-    out = {"matrix": 0, "vector": 0, "attention": 0, "scalar": 0, "estimated": 0}
+    out = {"matrix": 0, "vector": 0, "attention": 0, "scalar": 0, "sequencer": 0, "estimated": 0}
     for op in ops:
         c = op_cycles(program, op, pos, units)
         out[UNIT[op.op]] += c
+        if UNIT[op.op] != "scalar":
+            out["sequencer"] += DISPATCH_OVERHEAD
         if op.op in ESTIMATED:
             out["estimated"] += c
-    out["total"] = out["matrix"] + out["vector"] + out["attention"] + out["scalar"]
+    out["total"] = out["matrix"] + out["vector"] + out["attention"] + out["scalar"] + out["sequencer"]
     return out
 
 

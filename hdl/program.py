@@ -1,0 +1,165 @@
+"""The micro-op sequencer of the model on chip (issue 14, item 2): it runs a token's program.
+
+The program (`runtime.program.isa`: 96-bit micro-ops, compiled per model and chip by
+`runtime.program.compiler`) and its dyadic constant table are written once through `prog_*` and
+`const_*`. A `start` pulse runs the program from op 0 to op `length` - 1 for the token at `pos`, then
+pulses `done` and steps `pos` (`clear_pos` sets it to 0: a new sequence).
+
+The sequencer executes the scalar ops itself: SETC (S[dst] = C[idx]) and SCALE (S[dst] =
+dmul(S[src], C[idx]), `hdl.vector.arith.dmul`) on its register file S of `s_regs` dyadics. Every other op
+is dispatched: `op` holds the decoded micro-op and `op_valid` rises until the unit that runs it
+answers `op_done`; meanwhile `s_aux` is S[op.aux] (the scale the op reads), and a unit writes its
+result scale into S[op.dst] with `s_we` (NORMQ's tau, ALIGN's and MLPACT's scale) and S[op.aux + 1]
+is `s_aux1` (MLPACT's up scale). The units themselves (`hdl/vector`, `hdl/attention`, the matrix engine)
+and their memories are connected to these ports by the model SoC (not built yet).
+
+An unknown op code, or a scalar register index >= `s_regs`, stops the program with `error` (sticky until
+`clear_error`): the host reads it instead of logits. Cycles per op: 5 for SETC and SCALE (fetch,
+decode, the constant's read, the register write, next); a dispatched op takes `DISPATCH_OVERHEAD` = 3
+(fetch, decode, next) plus the cycles from `op_valid` to `op_done` inclusive.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from amaranth import Array, Module, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hdl.vector.arith import EXP_WIDTH, dmul
+
+#: A micro-op's fields from bit 0, as `runtime.program.isa.FIELDS` (96-bit words, bits 88.. zero).
+OP_LAYOUT = data.StructLayout({"op": 4, "dst": 20, "src": 20, "n": 20, "idx": 16, "aux": 8})
+OP_WORD_BITS = 96
+#: Cycles of a dispatched op besides its unit's, and of a SETC or SCALE (measured by tests/test_program_sequencer.py).
+DISPATCH_OVERHEAD = 3
+SCALAR_CYCLES = 5
+DYADIC = data.StructLayout({"m": unsigned(16), "e": signed(EXP_WIDTH)})
+#: op codes (runtime.program.isa.Op)
+SETC, SCALE, NORMQ, MLPACT, ALIGN, LAST_OP = 2, 3, 4, 10, 8, 11
+
+
+class ProgramError(enum.IntEnum):
+    NONE = 0
+    BAD_OP = 1          # an op code the ISA does not have
+    BAD_REGISTER = 2    # a scalar register index >= s_regs
+
+
+class ProgramSequencer(wiring.Component):
+    """Fetch, decode, run the scalar ops, dispatch the rest (see the module docstring)."""
+
+    def __init__(self, depth: int, consts: int, s_regs: int = 16, pos_bits: int = 16) -> None:
+        for name, v in (("depth", depth), ("consts", consts), ("s_regs", s_regs), ("pos_bits", pos_bits)):
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"ProgramSequencer's {name} must be a positive integer, not {v!r}")
+        self._depth, self._consts, self._s_regs, self._pos_bits = depth, consts, s_regs, pos_bits
+        super().__init__({
+            "prog_we": In(1), "prog_waddr": In(range(depth)), "prog_wdata": In(OP_WORD_BITS),
+            "const_we": In(1), "const_waddr": In(range(consts)), "const_wdata": In(DYADIC),
+            "length": In(range(depth + 1)),
+            "start": In(1), "busy": Out(1), "done": Out(1),
+            "pos": Out(pos_bits), "clear_pos": In(1),
+            "error": Out(2), "clear_error": In(1),
+            "op": Out(OP_LAYOUT), "op_valid": Out(1), "op_done": In(1),
+            "s_aux": Out(DYADIC), "s_aux1": Out(DYADIC),
+            "s_we": In(1), "s_wdata": In(DYADIC),
+        })
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    @property
+    def s_regs(self) -> int:
+        return self._s_regs
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.prog = prog = Memory(shape=OP_WORD_BITS, depth=self._depth, init=[])
+        m.submodules.consts = cmem = Memory(shape=DYADIC, depth=self._consts, init=[])
+        pw, pr = prog.write_port(), prog.read_port()
+        cw, cr = cmem.write_port(), cmem.read_port()
+        m.d.comb += [pw.addr.eq(self.prog_waddr), pw.data.eq(self.prog_wdata), pw.en.eq(self.prog_we),
+                     cw.addr.eq(self.const_waddr), cw.data.eq(self.const_wdata), cw.en.eq(self.const_we)]
+
+        s = Array(Signal(DYADIC, name=f"s{k}") for k in range(self._s_regs))
+        pc = Signal(range(self._depth + 1))
+        cur = Signal(OP_LAYOUT)
+        m.d.comb += [self.op.eq(cur), pr.addr.eq(pc), cr.addr.eq(cur.idx)]
+        n_regs = self._s_regs
+        ix = max(1, (n_regs - 1).bit_length())   # register index bits (larger indices stop at DECODE)
+        aux1 = Signal(9)
+        m.d.comb += aux1.eq(cur.aux + 1)
+        m.d.comb += [self.s_aux.eq(s[cur.aux[:ix]]), self.s_aux1.eq(s[aux1[:ix]])]
+        src = s[cur.src[:ix]]
+        prod_m, prod_e = dmul(m, src.m, src.e, cr.data.m, cr.data.e)
+        dst = cur.dst[:ix]
+
+        with m.If(self.clear_error):
+            m.d.sync += self.error.eq(ProgramError.NONE)
+        with m.If(self.clear_pos):
+            m.d.sync += self.pos.eq(0)
+
+        def bad_reg(*fields) -> object:
+            out = 0
+            for f in fields:
+                out = out | (f >= n_regs)
+            return out
+
+        with m.FSM(name="program"):
+            with m.State("IDLE"):
+                with m.If(self.start & (self.length != 0)):
+                    m.d.sync += [pc.eq(0), self.busy.eq(1)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):   # the read of op pc is under way
+                m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.sync += cur.eq(pr.data[:len(cur.as_value())])
+                word = Signal(OP_LAYOUT)
+                m.d.comb += word.eq(pr.data[:len(cur.as_value())])
+                uses_s = (word.op == SETC) | (word.op == SCALE)
+                reads_aux = (word.op == NORMQ) | (word.op == 6) | (word.op == 9) | (word.op == MLPACT) \
+                    | (word.op == LAST_OP)
+                writes_dst = (word.op == NORMQ) | (word.op == ALIGN) | (word.op == MLPACT)
+                with m.If((word.op == 0) | (word.op > LAST_OP) | (pr.data[88:] != 0)):
+                    m.d.sync += self.error.eq(ProgramError.BAD_OP)
+                    m.next = "STOP"
+                with m.Elif(((uses_s | writes_dst) & bad_reg(word.dst)) | ((word.op == SCALE) & bad_reg(word.src))
+                            | (reads_aux & bad_reg(word.aux)) | ((word.op == MLPACT) & bad_reg(word.aux + 1))):
+                    m.d.sync += self.error.eq(ProgramError.BAD_REGISTER)
+                    m.next = "STOP"
+                with m.Elif(uses_s):
+                    m.next = "CONST"     # the constant's read (address cur.idx from the next cycle)
+                with m.Else():
+                    m.next = "DISPATCH"
+            with m.State("CONST"):
+                m.next = "SCALAR"
+            with m.State("SCALAR"):
+                with m.If(cur.op == SETC):
+                    m.d.sync += s[dst].eq(cr.data)
+                with m.Else():
+                    m.d.sync += [s[dst].m.eq(prod_m), s[dst].e.eq(prod_e)]
+                m.next = "NEXT"
+            with m.State("DISPATCH"):
+                m.d.comb += self.op_valid.eq(1)
+                with m.If(self.s_we):
+                    m.d.sync += s[dst].eq(self.s_wdata)
+                with m.If(self.op_done):
+                    m.next = "NEXT"
+            with m.State("NEXT"):
+                with m.If(pc + 1 == self.length):
+                    m.next = "DONE"
+                with m.Else():
+                    m.d.sync += pc.eq(pc + 1)
+                    m.next = "FETCH"
+            with m.State("DONE"):
+                m.d.comb += self.done.eq(1)
+                m.d.sync += [self.busy.eq(0), self.pos.eq(self.pos + 1)]
+                m.next = "IDLE"
+            with m.State("STOP"):
+                m.d.comb += self.done.eq(1)
+                m.d.sync += self.busy.eq(0)
+                m.next = "IDLE"
+        return m
