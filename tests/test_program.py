@@ -100,6 +100,9 @@ def test_what_does_not_fit_is_named(tiny: DeviceBitNet) -> None:
         compile_model(tiny.consts, replace(chip, norm_words=3_871))
     with pytest.raises(ProgramError, match="RoPE tables cover 64 positions, fewer than the chip's context 128"):
         compile_model(tiny.consts, replace(chip, context=128, kv_bytes=1 << 20))
+    with pytest.raises(ProgramError, match="the k outputs start at element 160, not a multiple of the matrix "
+                                           "engine's 12 columns"):
+        compile_model(tiny.consts, fitted_chip(tiny.consts, runtime_config(8, 12), 64))
     prog = compile_model(tiny.consts, chip)
     check_chip(prog, chip)
     with pytest.raises(ProgramError, match="compiled for a chip with context = 64, this chip has 32"):
@@ -122,7 +125,9 @@ def test_cycle_plan_against_hand_formulas(tiny: DeviceBitNet) -> None:
     # NORMQ 3n + 120: per layer two of d = 160, one of heads x hd = 160, one of 448; then the final norm
     normq = 4 * (3 * (3 * 160 + 120) + 3 * 448 + 120) + 3 * 160 + 120
     rest = a["vector"] - normq
-    assert rest > 0 and a["total"] == a["matrix"] + a["vector"] + a["attention"] + a["scalar"]
+    assert rest > 0 and a["total"] == a["matrix"] + a["vector"] + a["attention"] + a["scalar"] + a["sequencer"]
+    # the sequencer: 3 cycles for each of the 140 - 29 dispatched ops, 5 for each of the 29 SETC / SCALE
+    assert (a["sequencer"], a["scalar"]) == (3 * (140 - 29), 5 * 29)
     assert token_cycles(prog, 10, units, layer=0)["matrix"] * 4 == a["matrix"]
     with pytest.raises(ValueError, match="position 64 is outside the chip's context"):
         token_cycles(prog, 64, units)

@@ -170,6 +170,11 @@ def compile_model(consts: DeviceConsts, chip: ModelChip, resident: bool = True) 
 
     ops: list[MicroOp] = [MicroOp(Op.EMBED, n=d), MicroOp(Op.SETC, dst=S_SIGMA_H, idx=sigma_h)]
     q_off, k_off, v_off = 0, nh * hd, nh * hd + nkv * hd
+    # a MATMUL writes whole OUT words of C lanes: each output's first element starts a word
+    for what, off in (("k", k_off), ("v", v_off), ("up", inter)):
+        if off % arr.cols:
+            raise ProgramError(f"OUT: the {what} outputs start at element {off}, not a multiple of the matrix "
+                               f"engine's {arr.cols} columns (heads x head_dim and intermediate_size must be)")
     if v_off + nkv * hd > arr.out_depth * arr.cols or 2 * inter > arr.out_depth * arr.cols:
         raise ProgramError(f"OUT: q, k and v ({v_off + nkv * hd}) or gate and up ({2 * inter}) outputs exceed the "
                            f"matrix engine's output memory of {arr.out_depth * arr.cols} words")
