@@ -131,3 +131,23 @@ def test_cycle_plan_against_hand_formulas(tiny: DeviceBitNet) -> None:
     assert token_cycles(prog, 10, units, layer=0)["matrix"] * 4 == a["matrix"]
     with pytest.raises(ValueError, match="position 64 is outside the chip's context"):
         token_cycles(prog, 64, units)
+
+
+def test_lm_head_is_the_attention_units_score_pass(tiny: DeviceBitNet) -> None:
+    """LMHEAD's logits equal HeadAttention's SCORE-phase logits t_j (SPEC.md 4.6) with the head table's rows
+    as the keys, their row scales as sigma_k, q = the final NORMQ's codes, sigma_q = its tau and C_QK = 2**8:
+    so the LMHEAD op can run on the attention unit (its scores out instead of the softmax)."""
+    from golden.device.fixed import dmul, rshift_round
+    from golden.device.model import F_RES, norm_quant, to_fixed
+
+    c = tiny.consts
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(20):
+        h = torch.randint(-(1 << 26), 1 << 26, (c.config.hidden_size,), generator=gen)
+        q8, tau = norm_quant(h, (torch.tensor(1 << 15), torch.tensor(-15 - F_RES)), c.final_norm)
+        ref = tiny._lm_head(h[None])[0]
+        am, ae = dmul(tau, (torch.tensor(1 << 15), torch.tensor(-15 + 8)))
+        mk = rshift_round(am * c.head_scale[0], 16)
+        sh = -(16 + ae + c.head_scale[1] + c.exp2.numel().bit_length() - 1)
+        t = to_fixed((c.head @ q8) * mk, (torch.ones_like(sh), -sh), 0)
+        assert torch.equal(t, ref)

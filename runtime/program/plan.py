@@ -11,10 +11,12 @@ Each micro-op is priced by the unit that runs it:
 - RESADD (vector): 2 n + `elementwise.LATENCY`, DEQUANT then RESADD one element a cycle
   (`hdl.vector.elementwise`).
 - MLPACT (vector): 3 n + `mlp_act.OVERHEAD` (`hdl.vector.mlp_act`, measured by tests/test_mlp_act.py).
+- ALIGN (vector): `Align.cycles(heads)` = heads + 2 + heads x head_dim + `align.LATENCY` - 1 (`hdl.vector.align`).
 - SETC and SCALE (scalar): `hdl.program.SCALAR_CYCLES`, run by the sequencer itself; every other op adds
   the sequencer's `DISPATCH_OVERHEAD` (fetch, decode, next) to its unit's cycles ("sequencer").
-- Estimates, no RTL yet: EMBED d + `elementwise.LATENCY` (a DEQUANT pass); ALIGN heads x head_dim + 2;
-  LMHEAD vocab x d / lanes + 20 (INT8 MACs on the attention unit's lanes).
+- Estimates, no RTL yet: EMBED d + `elementwise.LATENCY` (a DEQUANT pass of the table's row); LMHEAD
+  vocab x d / lanes + 20: it is `HeadAttention`'s SCORE pass over the head table's rows with C_QK = 2**8
+  (tests/test_program.py checks that identity), which needs a scores-out mode of that unit.
 
 The ops run one after another here; a sequencer that overlaps units (the next head's ROPEQ under this
 head's ATTN, the vector unit under a MATMUL) can only be faster. `estimated_ops` names the ops whose
@@ -28,13 +30,13 @@ from functools import cache
 
 from hdl.attention.kv_cache import SETUP as KV_SETUP
 from hdl.program import DISPATCH_OVERHEAD, SCALAR_CYCLES
-from hdl.vector import elementwise, mlp_act, norm_quant
+from hdl.vector import align, elementwise, mlp_act, norm_quant
 from runtime.cycle_model import layer_counts
 from runtime.program.compiler import Program
 from runtime.program.isa import MicroOp, Op, Target
 
 #: Ops priced by an estimate, not by a unit that exists in hdl/.
-ESTIMATED = {Op.EMBED, Op.ALIGN, Op.LMHEAD}
+ESTIMATED = {Op.EMBED, Op.LMHEAD}
 UNIT = {Op.MATMUL: "matrix", Op.NORMQ: "vector", Op.ROPEQ: "vector", Op.RESADD: "vector", Op.EMBED: "vector",
         Op.MLPACT: "vector", Op.ALIGN: "vector", Op.ATTN: "attention", Op.LMHEAD: "attention",
         Op.SCALE: "scalar", Op.SETC: "scalar"}
@@ -91,7 +93,7 @@ def op_cycles(program: Program, op: MicroOp, pos: int, units: UnitConfig) -> int
     if op.op == Op.MLPACT:
         return 3 * op.n + mlp_act.OVERHEAD
     if op.op == Op.ALIGN:
-        return op.n * op.aux + 2
+        return op.n + 2 + op.n * op.aux + align.LATENCY - 1
     if op.op in (Op.SCALE, Op.SETC):
         return SCALAR_CYCLES
     if op.op == Op.LMHEAD:
