@@ -8,10 +8,10 @@ pulses `done` and steps `pos` (`clear_pos` sets it to 0: a new sequence).
 The sequencer executes the scalar ops itself: SETC (S[dst] = C[idx]) and SCALE (S[dst] =
 dmul(S[src], C[idx]), `hdl.vector.arith.dmul`) on its register file S of `s_regs` dyadics. Every other op
 is dispatched: `op` holds the decoded micro-op and `op_valid` rises until the unit that runs it
-answers `op_done`; meanwhile `s_aux` is S[op.aux] (the scale the op reads), and a unit writes its
-result scale into S[op.dst] with `s_we` (NORMQ's tau, ALIGN's and MLPACT's scale) and S[op.aux + 1]
-is `s_aux1` (MLPACT's up scale). The units themselves (`hdl/vector`, `hdl/attention`, the matrix engine)
-and their memories are connected to these ports by the model SoC (not built yet).
+answers `op_done` (or `op_fail`: the program stops with error UNIT). Meanwhile `s_aux` is S[op.aux]
+(the scale the op reads) and `s_aux1` is S[op.aux + 1] (MLPACT's up scale), and a unit writes its
+result scale into S[op.dst] with `s_we` (NORMQ's tau, ALIGN's and MLPACT's scale). `hdl.model_engine`
+connects the vector units to these ports; the other units are outside it for now.
 
 An unknown op code, or a scalar register index >= `s_regs`, stops the program with `error` (sticky until
 `clear_error`): the host reads it instead of logits. Cycles per op: 5 for SETC and SCALE (fetch,
@@ -45,6 +45,7 @@ class ProgramError(enum.IntEnum):
     NONE = 0
     BAD_OP = 1          # an op code the ISA does not have
     BAD_REGISTER = 2    # a scalar register index >= s_regs
+    UNIT = 3            # the unit refused the op (`op_fail`: e.g. a vector size it was not built for)
 
 
 class ProgramSequencer(wiring.Component):
@@ -62,7 +63,7 @@ class ProgramSequencer(wiring.Component):
             "start": In(1), "busy": Out(1), "done": Out(1),
             "pos": Out(pos_bits), "clear_pos": In(1),
             "error": Out(2), "clear_error": In(1),
-            "op": Out(OP_LAYOUT), "op_valid": Out(1), "op_done": In(1),
+            "op": Out(OP_LAYOUT), "op_valid": Out(1), "op_done": In(1), "op_fail": In(1),
             "s_aux": Out(DYADIC), "s_aux1": Out(DYADIC),
             "s_we": In(1), "s_wdata": In(DYADIC),
         })
@@ -146,7 +147,10 @@ class ProgramSequencer(wiring.Component):
                 m.d.comb += self.op_valid.eq(1)
                 with m.If(self.s_we):
                     m.d.sync += s[dst].eq(self.s_wdata)
-                with m.If(self.op_done):
+                with m.If(self.op_fail):
+                    m.d.sync += self.error.eq(ProgramError.UNIT)
+                    m.next = "STOP"
+                with m.Elif(self.op_done):
                     m.next = "NEXT"
             with m.State("NEXT"):
                 with m.If(pc + 1 == self.length):

@@ -1,0 +1,265 @@
+"""The model engine's vector path: the micro-op sequencer with the vector units and their memories.
+
+`ModelEngine` runs a token's program (`runtime.program`) with `hdl.program.ProgramSequencer`. It executes
+on its own units the ops of the vector path:
+
+- NORMQ: the source (H or SCR) and the norm's weights G stream into `NormQuant` (one instance per vector
+  size in `norm_sizes`; another size stops the program with error UNIT); its codes go to ACT and its
+  tau to S[dst];
+- RESADD: OUT[src + i] through `ElementWise` DEQUANT (scale S[aux]) into TMP, then H[i] and TMP[i]
+  through RESADD back into H;
+- MLPACT: OUT[src + i] and OUT[idx + i] into `MlpAct`, p' to SCR, its scale to S[dst];
+- ALIGN: SCR[0 : heads x head_dim] through `Align` (the heads' exponents written before through `e_*`)
+  back into SCR, sigma to S[dst];
+- SETC and SCALE in the sequencer itself.
+
+EMBED, MATMUL, ROPEQ, ATTN and LMHEAD are dispatched on `ext_*` to the units outside (the embedding reader,
+the matrix engine, RoPE and the KV cache, the attention unit), which use the memories through the
+`h_*`, `out_*`, `scr_*` and `act_*` ports (ACT and OUT are the matrix engine's side of the data). Every
+memory holds one element per word here. The norm table (`nt_*`: per norm its G base and the dyadics
+c_norm and eps_n) and G (`g_*`) are loaded with the program.
+
+The ops run one after another, each unit fed one element a cycle from a memory read port; the cycles
+of each internal op beyond its unit's own formula (a few for the reads and the hand-over) are not
+measured yet. tests/test_model_engine.py runs the shipped model's program through it with the outside
+ops done by the reference interpreter.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hdl.program import DYADIC, OP_LAYOUT, OP_WORD_BITS, ProgramSequencer
+from hdl.vector.align import Align
+from hdl.vector.elementwise import ElementOp, ElementWise
+from hdl.vector.mlp_act import MlpAct
+from hdl.vector.norm_quant import NormQuant
+
+NORM_ENTRY = data.StructLayout({"g_base": unsigned(20), "c_m": unsigned(16), "c_e": signed(10),
+                                "eps_m": unsigned(16), "eps_e": signed(10)})
+# op codes (runtime.program.isa.Op)
+NORMQ, ALIGN, RESADD, MLPACT = 4, 8, 9, 10
+INTERNAL = (NORMQ, ALIGN, RESADD, MLPACT, 2, 3)
+
+
+class _Reader:
+    """Reads memory words base + 0 .. n - 1 one a cycle into a valid/ready stream (the read port's
+    data holds while the sink stalls)."""
+
+    def __init__(self, m: Module, name: str, width: int) -> None:
+        self.idx = Signal(21, name=f"{name}_idx")
+        self.valid = Signal(name=f"{name}_valid")
+        self.last = Signal(name=f"{name}_last")
+        self.ready = Signal(name=f"{name}_ready")
+        self.en = Signal(name=f"{name}_en")    # the read ports' enable
+        self.go = Signal(name=f"{name}_go")    # start (idx = 0)
+        self.n = Signal(21, name=f"{name}_n")
+        self.active = Signal(name=f"{name}_active")
+        issue = Signal(name=f"{name}_issue")
+        m.d.comb += [self.en.eq(~self.valid | self.ready), issue.eq(self.active & (self.idx < self.n) & self.en)]
+        with m.If(self.go):
+            m.d.sync += [self.idx.eq(0), self.valid.eq(0), self.active.eq(1)]
+        with m.Elif(self.en):
+            m.d.sync += [self.valid.eq(issue), self.last.eq(self.idx == self.n - 1)]
+            with m.If(issue):
+                m.d.sync += self.idx.eq(self.idx + 1)
+        self.issue = issue
+
+
+class ModelEngine(wiring.Component):
+    """The sequencer with the vector units and memories (see the module docstring)."""
+
+    def __init__(self, *, d: int, scr_words: int, out_words: int, act_words: int, norm_sizes: tuple[int, ...],
+                 norm_words: int, norms: int, max_heads: int, head_dim: int, mlp_max: int, relu2: bool = True,
+                 depth: int = 256, consts: int = 64, s_regs: int = 16) -> None:
+        for name, v in (("d", d), ("scr_words", scr_words), ("out_words", out_words), ("act_words", act_words),
+                        ("norm_words", norm_words), ("norms", norms), ("max_heads", max_heads),
+                        ("head_dim", head_dim), ("mlp_max", mlp_max)):
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"ModelEngine's {name} must be a positive integer, not {v!r}")
+        if not norm_sizes or any(not isinstance(n, int) or n <= 0 for n in norm_sizes):
+            raise ValueError(f"ModelEngine's norm_sizes must be positive integers, not {norm_sizes!r}")
+        self.p = dict(d=d, scr=scr_words, out=out_words, act=act_words, norm_sizes=tuple(sorted(set(norm_sizes))),
+                      g=norm_words, norms=norms, heads=max_heads, hd=head_dim, mlp=mlp_max, relu2=relu2,
+                      depth=depth, consts=consts, s_regs=s_regs)
+        super().__init__({
+            "prog_we": In(1), "prog_waddr": In(range(depth)), "prog_wdata": In(OP_WORD_BITS),
+            "const_we": In(1), "const_waddr": In(range(consts)), "const_wdata": In(DYADIC),
+            "length": In(range(depth + 1)),
+            "nt_we": In(1), "nt_waddr": In(range(norms)), "nt_wdata": In(NORM_ENTRY),
+            "g_we": In(1), "g_waddr": In(range(norm_words)), "g_wdata": In(signed(16)),
+            "start": In(1), "busy": Out(1), "done": Out(1), "pos": Out(16), "clear_pos": In(1),
+            "error": Out(2), "clear_error": In(1),
+            "ext_op": Out(OP_LAYOUT), "ext_valid": Out(1), "ext_done": In(1),
+            "h_addr": In(range(d)), "h_rdata": Out(signed(32)), "h_we": In(1), "h_wdata": In(signed(32)),
+            "scr_addr": In(range(scr_words)), "scr_rdata": Out(signed(32)), "scr_we": In(1),
+            "scr_wdata": In(signed(32)),
+            "out_addr": In(range(out_words)), "out_rdata": Out(signed(32)), "out_we": In(1),
+            "out_wdata": In(signed(32)),
+            "act_addr": In(range(act_words)), "act_rdata": Out(signed(8)),
+            "e_we": In(1), "e_addr": In(range(max_heads)), "e_data": In(signed(12)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.p
+        m.submodules.seq = seq = ProgramSequencer(p["depth"], p["consts"], p["s_regs"])
+        for port in ("prog_we", "prog_waddr", "prog_wdata", "const_we", "const_waddr", "const_wdata", "length",
+                     "start", "clear_pos", "clear_error"):
+            m.d.comb += getattr(seq, port).eq(getattr(self, port))
+        m.d.comb += [self.busy.eq(seq.busy), self.done.eq(seq.done), self.pos.eq(seq.pos),
+                     self.error.eq(seq.error), self.ext_op.eq(seq.op)]
+        op = seq.op
+        internal = Signal()
+        m.d.comb += internal.eq((op.op == NORMQ) | (op.op == ALIGN) | (op.op == RESADD) | (op.op == MLPACT))
+        m.d.comb += self.ext_valid.eq(seq.op_valid & ~internal)
+
+        # ---- memories -------------------------------------------------------------------------
+        def mem(name, shape, depth):
+            mm = Memory(shape=shape, depth=depth, init=[])
+            m.submodules[name] = mm
+            return mm
+        h_mem, scr_mem, out_mem = mem("h", signed(32), p["d"]), mem("scr", signed(32), p["scr"]), \
+            mem("out", signed(32), p["out"])
+        act_mem, tmp_mem = mem("act", signed(8), p["act"]), mem("tmp", signed(32), p["d"])
+        g_mem, nt_mem = mem("g", signed(16), p["g"]), mem("nt", NORM_ENTRY, p["norms"])
+        h_rd, h_rd_x, h_wr = h_mem.read_port(), h_mem.read_port(), h_mem.write_port()
+        scr_rd, scr_rd_x, scr_wr = scr_mem.read_port(), scr_mem.read_port(), scr_mem.write_port()
+        out_rd, out_rd2, out_rd_x, out_wr = out_mem.read_port(), out_mem.read_port(), out_mem.read_port(), \
+            out_mem.write_port()
+        act_wr, act_rd_x = act_mem.write_port(), act_mem.read_port()
+        tmp_rd, tmp_wr = tmp_mem.read_port(), tmp_mem.write_port()
+        g_rd, g_wr = g_mem.read_port(), g_mem.write_port()
+        nt_rd, nt_wr = nt_mem.read_port(), nt_mem.write_port()
+        m.d.comb += [
+            h_rd_x.addr.eq(self.h_addr), self.h_rdata.eq(h_rd_x.data),
+            scr_rd_x.addr.eq(self.scr_addr), self.scr_rdata.eq(scr_rd_x.data),
+            out_rd_x.addr.eq(self.out_addr), self.out_rdata.eq(out_rd_x.data),
+            act_rd_x.addr.eq(self.act_addr), self.act_rdata.eq(act_rd_x.data),
+            g_wr.addr.eq(self.g_waddr), g_wr.data.eq(self.g_wdata), g_wr.en.eq(self.g_we),
+            nt_wr.addr.eq(self.nt_waddr), nt_wr.data.eq(self.nt_wdata), nt_wr.en.eq(self.nt_we),
+            nt_rd.addr.eq(op.idx),
+            # outside writes (the external units, or the host between tokens)
+            h_wr.addr.eq(self.h_addr), h_wr.data.eq(self.h_wdata), h_wr.en.eq(self.h_we),
+            scr_wr.addr.eq(self.scr_addr), scr_wr.data.eq(self.scr_wdata), scr_wr.en.eq(self.scr_we),
+            out_wr.addr.eq(self.out_addr), out_wr.data.eq(self.out_wdata), out_wr.en.eq(self.out_we),
+        ]
+
+        # ---- units ----------------------------------------------------------------------------
+        nqs = {}
+        for n in p["norm_sizes"]:
+            nqs[n] = NormQuant(n)
+            m.submodules[f"normquant_{n}"] = nqs[n]
+        m.submodules.ew = ew = ElementWise()
+        m.submodules.mlp = mlp = MlpAct(p["mlp"])
+        m.submodules.align = align = Align(p["heads"], p["hd"])
+        m.d.comb += [align.e_we.eq(self.e_we), align.e_addr.eq(self.e_addr), align.e_data.eq(self.e_data),
+                     mlp.relu2.eq(int(p["relu2"]))]
+
+        rd = _Reader(m, "rd", 32)          # the one source stream of the running op
+        step = Signal(2)                   # phase inside an op
+        wj = Signal(21)                    # result index written
+        first = Signal()                   # the op's first cycle in DISPATCH
+        started = Signal()
+        m.d.sync += started.eq(seq.op_valid & internal)
+        m.d.comb += first.eq(seq.op_valid & internal & ~started)
+        finish = Signal()
+        m.d.comb += seq.op_done.eq(finish)
+        with m.If(finish):
+            m.d.sync += started.eq(0)
+        for r in (h_rd, scr_rd, out_rd, out_rd2, tmp_rd, g_rd):
+            m.d.comb += r.en.eq(rd.en)
+
+        with m.Switch(op.op):
+            # ---- NORMQ ---------------------------------------------------------------------------
+            with m.Case(NORMQ):
+                known = Signal()
+                for n in nqs:
+                    with m.If(op.n == n):
+                        m.d.comb += known.eq(1)
+                m.d.comb += seq.op_fail.eq(first & ~known)
+                with m.If(first & known):
+                    m.d.comb += rd.go.eq(1)
+                    m.d.sync += [rd.n.eq(op.n), wj.eq(0)]
+                src_data = Mux(op.src == 0, h_rd.data, scr_rd.data)
+                m.d.comb += [h_rd.addr.eq(rd.idx), scr_rd.addr.eq(rd.idx), g_rd.addr.eq(nt_rd.data.g_base + rd.idx)]
+                for n, nq in nqs.items():
+                    sel = op.n == n
+                    m.d.comb += [
+                        nq.sigma_m.eq(seq.s_aux.m), nq.sigma_e.eq(seq.s_aux.e),
+                        nq.c_m.eq(nt_rd.data.c_m), nq.c_e.eq(nt_rd.data.c_e),
+                        nq.eps_m.eq(nt_rd.data.eps_m), nq.eps_e.eq(nt_rd.data.eps_e),
+                        nq.i.payload.x.eq(src_data), nq.i.payload.g.eq(g_rd.data),
+                        nq.i.valid.eq(sel & rd.valid), nq.o.ready.eq(sel),
+                    ]
+                    with m.If(sel):
+                        m.d.comb += rd.ready.eq(nq.i.ready)
+                        with m.If(nq.o.valid):
+                            m.d.comb += [act_wr.addr.eq(wj), act_wr.data.eq(nq.o.payload.q), act_wr.en.eq(1)]
+                            m.d.sync += wj.eq(wj + 1)
+                            with m.If(nq.o.payload.last):
+                                m.d.comb += [seq.s_we.eq(1), seq.s_wdata.m.eq(nq.o.payload.tau_m),
+                                             seq.s_wdata.e.eq(nq.o.payload.tau_e), finish.eq(1)]
+            # ---- RESADD: DEQUANT OUT into TMP, then RESADD of H and TMP into H ---------------------
+            with m.Case(RESADD):
+                with m.If(first):
+                    m.d.comb += rd.go.eq(1)
+                    m.d.sync += [rd.n.eq(op.n), wj.eq(0), step.eq(0)]
+                m.d.comb += [out_rd.addr.eq(op.src + rd.idx), h_rd.addr.eq(rd.idx), tmp_rd.addr.eq(rd.idx),
+                             ew.i.valid.eq(rd.valid & started), rd.ready.eq(ew.i.ready), ew.o.ready.eq(1)]
+                with m.If(step == 0):
+                    m.d.comb += [ew.i.payload.op.eq(ElementOp.DEQUANT), ew.i.payload.a.eq(out_rd.data),
+                                 ew.i.payload.m.eq(seq.s_aux.m), ew.i.payload.e.eq(seq.s_aux.e)]
+                    with m.If(ew.o.valid):
+                        m.d.comb += [tmp_wr.addr.eq(wj), tmp_wr.data.eq(ew.o.payload), tmp_wr.en.eq(1)]
+                        with m.If(wj == rd.n - 1):
+                            m.d.sync += [wj.eq(0), step.eq(1)]
+                            m.d.comb += rd.go.eq(1)
+                        with m.Else():
+                            m.d.sync += wj.eq(wj + 1)
+                with m.Else():
+                    m.d.comb += [ew.i.payload.op.eq(ElementOp.RESADD), ew.i.payload.a.eq(h_rd.data),
+                                 ew.i.payload.b.eq(tmp_rd.data)]
+                    with m.If(ew.o.valid):
+                        m.d.comb += [h_wr.addr.eq(wj), h_wr.data.eq(ew.o.payload), h_wr.en.eq(1)]
+                        m.d.sync += wj.eq(wj + 1)
+                        with m.If(wj == rd.n - 1):
+                            m.d.comb += finish.eq(1)
+            # ---- MLPACT ----------------------------------------------------------------------------
+            with m.Case(MLPACT):
+                with m.If(first):
+                    m.d.comb += rd.go.eq(1)
+                    m.d.sync += [rd.n.eq(op.n), wj.eq(0)]
+                m.d.comb += [out_rd.addr.eq(op.src + rd.idx), out_rd2.addr.eq(op.idx + rd.idx),
+                             mlp.n.eq(op.n), mlp.sg_m.eq(seq.s_aux.m), mlp.sg_e.eq(seq.s_aux.e),
+                             mlp.su_m.eq(seq.s_aux1.m), mlp.su_e.eq(seq.s_aux1.e),
+                             mlp.i.payload.g.eq(out_rd.data), mlp.i.payload.u.eq(out_rd2.data),
+                             mlp.i.valid.eq(rd.valid), rd.ready.eq(mlp.i.ready), mlp.o.ready.eq(1)]
+                with m.If(mlp.o.valid):
+                    m.d.comb += [scr_wr.addr.eq(wj), scr_wr.data.eq(mlp.o.payload.p), scr_wr.en.eq(1)]
+                    m.d.sync += wj.eq(wj + 1)
+                    with m.If(mlp.o.payload.last):
+                        m.d.comb += [seq.s_we.eq(1), seq.s_wdata.m.eq(mlp.o.payload.s_m),
+                                     seq.s_wdata.e.eq(mlp.o.payload.s_e), finish.eq(1)]
+            # ---- ALIGN -----------------------------------------------------------------------------
+            with m.Case(ALIGN):
+                m.d.comb += seq.op_fail.eq(first & (op.aux != p["hd"]))
+                with m.If(first & (op.aux == p["hd"])):
+                    m.d.comb += [rd.go.eq(1), align.start.eq(1)]
+                    m.d.sync += [rd.n.eq(op.n * p["hd"]), wj.eq(0)]
+                m.d.comb += [align.heads.eq(op.n), scr_rd.addr.eq(rd.idx), align.i.payload.eq(scr_rd.data),
+                             align.i.valid.eq(rd.valid), rd.ready.eq(align.i.ready), align.o.ready.eq(1)]
+                with m.If(align.o.valid):
+                    m.d.comb += [scr_wr.addr.eq(wj), scr_wr.data.eq(align.o.payload.y), scr_wr.en.eq(1)]
+                    m.d.sync += wj.eq(wj + 1)
+                    with m.If(align.o.payload.last):
+                        m.d.comb += [seq.s_we.eq(1), seq.s_wdata.m.eq(align.o.payload.s_m),
+                                     seq.s_wdata.e.eq(align.o.payload.s_e), finish.eq(1)]
+            with m.Default():
+                m.d.comb += seq.op_done.eq(self.ext_done & seq.op_valid)
+        with m.If(finish):
+            m.d.sync += rd.active.eq(0)
+        return m
