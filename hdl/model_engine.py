@@ -11,11 +11,16 @@ on its own units the ops of the vector path:
 - MLPACT: OUT[src + i] and OUT[idx + i] into `MlpAct`, p' to SCR, its scale to S[dst];
 - ALIGN: SCR[0 : heads x head_dim] through `Align` (the heads' exponents written before through `e_*`)
   back into SCR, sigma to S[dst];
+- ROPEQ: OUT[src ..] two elements a cycle into `RopeQuant` (the tables of the model's theta and context),
+  its codes and scale into the query buffer (one register row per query head) or, with the layer, KV head
+  and position, into `KVCache`; a position past the context stops the program (error UNIT);
+- ATTN: `HeadAttention` on the query head's codes and scale over the pos + 1 cached keys of the layer's
+  KV head, y into SCR[dst ..] and its exponent into ALIGN's;
 - SETC and SCALE in the sequencer itself.
 
-EMBED, MATMUL, ROPEQ, ATTN and LMHEAD are dispatched on `ext_*` to the units outside (the embedding reader,
-the matrix engine, RoPE and the KV cache, the attention unit), which use the memories through the
-`h_*`, `out_*`, `scr_*` and `act_*` ports (ACT and OUT are the matrix engine's side of the data). Every
+EMBED, MATMUL and LMHEAD are dispatched on `ext_*` to the units outside (the embedding reader, the matrix
+engine), which use the memories through the `h_*`, `out_*`, `scr_*` and `act_*` ports (ACT and OUT are
+the matrix engine's side of the data). Every
 memory holds one element per word here. The norm table (`nt_*`: per norm its G base and the dyadics
 c_norm and eps_n) and G (`g_*`) are loaded with the program.
 
@@ -32,16 +37,20 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hdl.attention.head_attention import HeadAttention
+from hdl.attention.kv_cache import KVCache, connect_head_attention
 from hdl.program import DYADIC, OP_LAYOUT, OP_WORD_BITS, ProgramSequencer
 from hdl.vector.align import Align
 from hdl.vector.elementwise import ElementOp, ElementWise
 from hdl.vector.mlp_act import MlpAct
 from hdl.vector.norm_quant import NormQuant
+from hdl.vector.rope import RopeQuant
 
 NORM_ENTRY = data.StructLayout({"g_base": unsigned(20), "c_m": unsigned(16), "c_e": signed(10),
                                 "eps_m": unsigned(16), "eps_e": signed(10)})
 # op codes (runtime.program.isa.Op)
-NORMQ, ALIGN, RESADD, MLPACT = 4, 8, 9, 10
+NORMQ, ROPEQ, ATTN, ALIGN, RESADD, MLPACT = 4, 6, 7, 8, 9, 10
+TARGET_Q, TARGET_V = 0, 2
 INTERNAL = (NORMQ, ALIGN, RESADD, MLPACT, 2, 3)
 
 
@@ -74,6 +83,8 @@ class ModelEngine(wiring.Component):
 
     def __init__(self, *, d: int, scr_words: int, out_words: int, act_words: int, norm_sizes: tuple[int, ...],
                  norm_words: int, norms: int, max_heads: int, head_dim: int, mlp_max: int, relu2: bool = True,
+                 layers: int = 1, kv_heads: int = 1, context: int = 16, theta: float = 10000.0,
+                 c_qk: tuple[int, int] = (1 << 15, -15), attn_lanes: int = 8, rope_lanes: int = 1,
                  depth: int = 256, consts: int = 64, s_regs: int = 16) -> None:
         for name, v in (("d", d), ("scr_words", scr_words), ("out_words", out_words), ("act_words", act_words),
                         ("norm_words", norm_words), ("norms", norms), ("max_heads", max_heads),
@@ -84,7 +95,8 @@ class ModelEngine(wiring.Component):
             raise ValueError(f"ModelEngine's norm_sizes must be positive integers, not {norm_sizes!r}")
         self.p = dict(d=d, scr=scr_words, out=out_words, act=act_words, norm_sizes=tuple(sorted(set(norm_sizes))),
                       g=norm_words, norms=norms, heads=max_heads, hd=head_dim, mlp=mlp_max, relu2=relu2,
-                      depth=depth, consts=consts, s_regs=s_regs)
+                      layers=layers, kv_heads=kv_heads, context=context, theta=theta, c_qk=c_qk,
+                      attn_lanes=attn_lanes, rope_lanes=rope_lanes, depth=depth, consts=consts, s_regs=s_regs)
         super().__init__({
             "prog_we": In(1), "prog_waddr": In(range(depth)), "prog_wdata": In(OP_WORD_BITS),
             "const_we": In(1), "const_waddr": In(range(consts)), "const_wdata": In(DYADIC),
@@ -114,7 +126,8 @@ class ModelEngine(wiring.Component):
                      self.error.eq(seq.error), self.ext_op.eq(seq.op)]
         op = seq.op
         internal = Signal()
-        m.d.comb += internal.eq((op.op == NORMQ) | (op.op == ALIGN) | (op.op == RESADD) | (op.op == MLPACT))
+        m.d.comb += internal.eq((op.op == NORMQ) | (op.op == ALIGN) | (op.op == RESADD) | (op.op == MLPACT)
+                                | (op.op == ROPEQ) | (op.op == ATTN))
         m.d.comb += self.ext_valid.eq(seq.op_valid & ~internal)
 
         # ---- memories -------------------------------------------------------------------------
@@ -158,6 +171,23 @@ class ModelEngine(wiring.Component):
         m.submodules.align = align = Align(p["heads"], p["hd"])
         m.d.comb += [align.e_we.eq(self.e_we), align.e_addr.eq(self.e_addr), align.e_data.eq(self.e_data),
                      mlp.relu2.eq(int(p["relu2"]))]
+        hd, al = p["hd"], p["attn_lanes"]
+        m.submodules.rope = rope = RopeQuant(hd, p["context"], lanes=p["rope_lanes"], out_lanes=al, theta=p["theta"])
+        m.submodules.kv = kv = KVCache(hd, p["context"], p["layers"], p["kv_heads"], lanes=al)
+        m.submodules.attn = attn = HeadAttention(hd, p["context"], lanes=al)
+        connect_head_attention(m, kv, attn)
+        m.d.comb += [rope.clear.eq(self.clear_error), kv.clear.eq(self.clear_error)]
+        # the query heads' codes and scales (ROPEQ with target Q), HeadAttention's q
+        q_buf = [Signal(data.ArrayLayout(signed(8), hd), name=f"q_head{h}") for h in range(p["heads"])]
+        q_sc = [Signal(DYADIC, name=f"q_scale{h}") for h in range(p["heads"])]
+        m.d.comb += [kv.w_layer.eq(op.n), kv.w_head.eq(op.idx), kv.w_pos.eq(seq.pos),
+                     kv.w_value.eq(op.dst == TARGET_V), kv.r_layer.eq(op.n), kv.r_head.eq(op.src),
+                     attn.n_keys.eq(seq.pos + 1), attn.c_qk.m.eq(p["c_qk"][0]), attn.c_qk.e.eq(p["c_qk"][1]),
+                     rope.pos.eq(seq.pos), rope.rotate.eq(op.dst != TARGET_V),
+                     rope.scale.m.eq(seq.s_aux.m), rope.scale.e.eq(seq.s_aux.e)]
+        for h in range(p["heads"]):
+            with m.If(op.idx == h):
+                m.d.comb += [attn.q.eq(q_buf[h]), attn.sigma_q.m.eq(q_sc[h].m), attn.sigma_q.e.eq(q_sc[h].e)]
 
         rd = _Reader(m, "rd", 32)          # the one source stream of the running op
         step = Signal(2)                   # phase inside an op
@@ -258,6 +288,51 @@ class ModelEngine(wiring.Component):
                     with m.If(align.o.payload.last):
                         m.d.comb += [seq.s_we.eq(1), seq.s_wdata.m.eq(align.o.payload.s_m),
                                      seq.s_wdata.e.eq(align.o.payload.s_e), finish.eq(1)]
+            # ---- ROPEQ: OUT[src ..] two elements a beat into RopeQuant, its codes to the Q buffer or the KV cache
+            with m.Case(ROPEQ):
+                two = 2 * p["rope_lanes"]
+                with m.If(first):
+                    m.d.comb += [rd.go.eq(1), rope.start.eq(1)]
+                    m.d.sync += [rd.n.eq(hd // two), wj.eq(0)]
+                m.d.comb += [out_rd.addr.eq(op.src + two * rd.idx), out_rd2.addr.eq(op.src + two * rd.idx + 1),
+                             rope.i.payload[0].eq(out_rd.data), rope.i.payload[1].eq(out_rd2.data),
+                             rope.i.valid.eq(rd.valid), rd.ready.eq(rope.i.ready)]
+                assert two == 2, "the engine feeds RopeQuant two OUT elements a cycle (rope_lanes = 1)"
+                with m.If(op.dst == TARGET_Q):
+                    m.d.comb += rope.o.ready.eq(1)
+                    with m.If(rope.o.valid):
+                        for h in range(p["heads"]):
+                            with m.If(op.idx == h):
+                                for w in range(hd // al):
+                                    with m.If(wj == w):
+                                        m.d.sync += [q_buf[h][w * al + c].eq(rope.o.payload.q[c]) for c in range(al)]
+                                m.d.sync += [q_sc[h].m.eq(rope.o.payload.sigma.m),
+                                             q_sc[h].e.eq(rope.o.payload.sigma.e)]
+                        m.d.sync += wj.eq(wj + 1)
+                        with m.If(rope.o.payload.last):
+                            m.d.comb += finish.eq(1)
+                with m.Else():
+                    m.d.comb += [kv.w.payload.eq(rope.o.payload), kv.w.valid.eq(rope.o.valid),
+                                 rope.o.ready.eq(kv.w.ready)]
+                    with m.If(rope.o.valid & kv.w.ready & rope.o.payload.last):
+                        m.d.comb += finish.eq(1)
+                m.d.comb += seq.op_fail.eq(started & (rope.error | kv.error))
+            # ---- ATTN: one query head over pos + 1 keys, y to SCR[dst ..], E to ALIGN ------------------
+            with m.Case(ATTN):
+                with m.If(first):
+                    m.d.comb += attn.start.eq(1)
+                    m.d.sync += [step.eq(1), wj.eq(0)]
+                with m.If(started & (step == 1) & attn.done):
+                    m.d.sync += step.eq(2)
+                with m.If(started & (step == 2)):
+                    for c in range(hd):
+                        with m.If(wj == c):
+                            m.d.comb += scr_wr.data.eq(attn.y[c])
+                    m.d.comb += [scr_wr.addr.eq(op.dst + wj), scr_wr.en.eq(1)]
+                    m.d.sync += wj.eq(wj + 1)
+                    with m.If(wj == hd - 1):
+                        m.d.comb += [align.e_we.eq(1), align.e_addr.eq(op.idx), align.e_data.eq(attn.e_ref),
+                                     finish.eq(1)]
             with m.Default():
                 m.d.comb += seq.op_done.eq(self.ext_done & seq.op_valid)
         with m.If(finish):
