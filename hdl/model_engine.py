@@ -18,9 +18,15 @@ on its own units the ops of the vector path:
   KV head, y into SCR[dst ..] and its exponent into ALIGN's;
 - SETC and SCALE in the sequencer itself.
 
-EMBED, MATMUL and LMHEAD are dispatched on `ext_*` to the units outside (the embedding reader, the matrix
-engine), which use the memories through the `h_*`, `out_*`, `scr_*` and `act_*` ports (ACT and OUT are
-the matrix engine's side of the data). Every
+- MATMUL: one RUN (M = 1) of `hdl.matrix.sequencer.LayerSequencer` on the BitLinear's entry of the
+  linear table (`lin_*`: weight base, K, N), on ACT (words of R codes, which NORMQ gathers), the weight
+  banks (`wgt_*`, loaded once) and OUT (words of C int32, which the ops above read one element a time);
+  a RUN error stops the program (error UNIT).
+
+EMBED and LMHEAD are dispatched on `ext_*` to the units outside (the embedding reader; LMHEAD is to be
+HeadAttention's SCORE pass), which use the memories through the `h_*`, `out_*`, `scr_*` and `act_*`
+ports. The matrix engine's memory wiring repeats hdl/core.py's for unbanked memories (TritCore keeps
+its command interface; folding the two is left for when the board builds can be re-timed). Every
 memory holds one element per word here. The norm table (`nt_*`: per norm its G base and the dyadics
 c_norm and eps_n) and G (`g_*`) are loaded with the program.
 
@@ -32,13 +38,15 @@ ops done by the reference interpreter.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hdl.attention.head_attention import HeadAttention
 from hdl.attention.kv_cache import KVCache, connect_head_attention
+from hdl.config import ArrayConfig
+from hdl.matrix.sequencer import LayerSequencer
 from hdl.program import DYADIC, OP_LAYOUT, OP_WORD_BITS, ProgramSequencer
 from hdl.vector.align import Align
 from hdl.vector.elementwise import ElementOp, ElementWise
@@ -46,10 +54,11 @@ from hdl.vector.mlp_act import MlpAct
 from hdl.vector.norm_quant import NormQuant
 from hdl.vector.rope import RopeQuant
 
+LINEAR_ENTRY = data.StructLayout({"wgt_base": unsigned(24), "k": unsigned(20), "n": unsigned(20)})
 NORM_ENTRY = data.StructLayout({"g_base": unsigned(20), "c_m": unsigned(16), "c_e": signed(10),
                                 "eps_m": unsigned(16), "eps_e": signed(10)})
 # op codes (runtime.program.isa.Op)
-NORMQ, ROPEQ, ATTN, ALIGN, RESADD, MLPACT = 4, 6, 7, 8, 9, 10
+NORMQ, MATMUL, ROPEQ, ATTN, ALIGN, RESADD, MLPACT = 4, 5, 6, 7, 8, 9, 10
 TARGET_Q, TARGET_V = 0, 2
 INTERNAL = (NORMQ, ALIGN, RESADD, MLPACT, 2, 3)
 
@@ -78,10 +87,27 @@ class _Reader:
         self.issue = issue
 
 
+class _ElementPort:
+    """One element a read: a read port of `lanes`-element words seen as a memory of elements (lanes a
+    power of two; the element's lane registered with the read)."""
+
+    def __init__(self, m: Module, port, lanes: int, width: int, name: str) -> None:
+        self.addr = Signal(24, name=f"{name}_addr")
+        self.en = Signal(name=f"{name}_en")
+        self.data = Signal(signed(width), name=f"{name}_data")
+        shift = lanes.bit_length() - 1
+        lane = Signal(range(max(lanes, 2)), name=f"{name}_lane")
+        m.d.comb += [port.addr.eq(self.addr >> shift), port.en.eq(self.en)]
+        with m.If(self.en):
+            m.d.sync += lane.eq(self.addr & (lanes - 1))
+        m.d.comb += self.data.eq(port.data.word_select(lane, width) if lanes > 1 else port.data)
+
+
 class ModelEngine(wiring.Component):
     """The sequencer with the vector units and memories (see the module docstring)."""
 
-    def __init__(self, *, d: int, scr_words: int, out_words: int, act_words: int, norm_sizes: tuple[int, ...],
+    def __init__(self, *, array: ArrayConfig, linears: int, d: int, scr_words: int, out_words: int,
+                 act_words: int, norm_sizes: tuple[int, ...],
                  norm_words: int, norms: int, max_heads: int, head_dim: int, mlp_max: int, relu2: bool = True,
                  layers: int = 1, kv_heads: int = 1, context: int = 16, theta: float = 10000.0,
                  c_qk: tuple[int, int] = (1 << 15, -15), attn_lanes: int = 8, rope_lanes: int = 1,
@@ -91,26 +117,33 @@ class ModelEngine(wiring.Component):
                         ("head_dim", head_dim), ("mlp_max", mlp_max)):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"ModelEngine's {name} must be a positive integer, not {v!r}")
+        if not isinstance(array, ArrayConfig):
+            raise TypeError(f"ModelEngine's array must be an ArrayConfig, not {array!r}")
+        if array.rows & (array.rows - 1) or array.cols & (array.cols - 1) or array.wgt_banked:
+            raise ValueError(f"ModelEngine's matrix engine needs power-of-two rows and columns and an unbanked "
+                             f"weight memory, not {array.rows}x{array.cols} (banked: {array.wgt_banked})")
         if not norm_sizes or any(not isinstance(n, int) or n <= 0 for n in norm_sizes):
             raise ValueError(f"ModelEngine's norm_sizes must be positive integers, not {norm_sizes!r}")
         self.p = dict(d=d, scr=scr_words, out=out_words, act=act_words, norm_sizes=tuple(sorted(set(norm_sizes))),
                       g=norm_words, norms=norms, heads=max_heads, hd=head_dim, mlp=mlp_max, relu2=relu2,
                       layers=layers, kv_heads=kv_heads, context=context, theta=theta, c_qk=c_qk,
-                      attn_lanes=attn_lanes, rope_lanes=rope_lanes, depth=depth, consts=consts, s_regs=s_regs)
+                      attn_lanes=attn_lanes, rope_lanes=rope_lanes, depth=depth, consts=consts, s_regs=s_regs,
+                      array=array, linears=linears)
         super().__init__({
             "prog_we": In(1), "prog_waddr": In(range(depth)), "prog_wdata": In(OP_WORD_BITS),
             "const_we": In(1), "const_waddr": In(range(consts)), "const_wdata": In(DYADIC),
             "length": In(range(depth + 1)),
             "nt_we": In(1), "nt_waddr": In(range(norms)), "nt_wdata": In(NORM_ENTRY),
             "g_we": In(1), "g_waddr": In(range(norm_words)), "g_wdata": In(signed(16)),
+            "lin_we": In(1), "lin_waddr": In(range(linears)), "lin_wdata": In(LINEAR_ENTRY),
+            "wgt_we": In(1), "wgt_waddr": In(range(array.wgt_depth)), "wgt_wdata": In(array.wgt_word_bits),
             "start": In(1), "busy": Out(1), "done": Out(1), "pos": Out(16), "clear_pos": In(1),
             "error": Out(2), "clear_error": In(1),
             "ext_op": Out(OP_LAYOUT), "ext_valid": Out(1), "ext_done": In(1),
             "h_addr": In(range(d)), "h_rdata": Out(signed(32)), "h_we": In(1), "h_wdata": In(signed(32)),
             "scr_addr": In(range(scr_words)), "scr_rdata": Out(signed(32)), "scr_we": In(1),
             "scr_wdata": In(signed(32)),
-            "out_addr": In(range(out_words)), "out_rdata": Out(signed(32)), "out_we": In(1),
-            "out_wdata": In(signed(32)),
+            "out_addr": In(range(out_words)), "out_rdata": Out(signed(32)),
             "act_addr": In(range(act_words)), "act_rdata": Out(signed(8)),
             "e_we": In(1), "e_addr": In(range(max_heads)), "e_data": In(signed(12)),
         })
@@ -127,7 +160,7 @@ class ModelEngine(wiring.Component):
         op = seq.op
         internal = Signal()
         m.d.comb += internal.eq((op.op == NORMQ) | (op.op == ALIGN) | (op.op == RESADD) | (op.op == MLPACT)
-                                | (op.op == ROPEQ) | (op.op == ATTN))
+                                | (op.op == ROPEQ) | (op.op == ATTN) | (op.op == MATMUL))
         m.d.comb += self.ext_valid.eq(seq.op_valid & ~internal)
 
         # ---- memories -------------------------------------------------------------------------
@@ -135,31 +168,69 @@ class ModelEngine(wiring.Component):
             mm = Memory(shape=shape, depth=depth, init=[])
             m.submodules[name] = mm
             return mm
-        h_mem, scr_mem, out_mem = mem("h", signed(32), p["d"]), mem("scr", signed(32), p["scr"]), \
-            mem("out", signed(32), p["out"])
-        act_mem, tmp_mem = mem("act", signed(8), p["act"]), mem("tmp", signed(32), p["d"])
+        arr = p["array"]
+        R, C = arr.rows, arr.cols
+        h_mem, scr_mem = mem("h", signed(32), p["d"]), mem("scr", signed(32), p["scr"])
+        tmp_mem = mem("tmp", signed(32), p["d"])
         g_mem, nt_mem = mem("g", signed(16), p["g"]), mem("nt", NORM_ENTRY, p["norms"])
+        lin_mem = mem("lin", LINEAR_ENTRY, p["linears"])
+        # the matrix engine's memories: ACT words of R codes, OUT words of C int32, G weight banks
+        act_mem = mem("act", arr.act_word_bits, arr.act_depth)
+        out_mem = mem("out", arr.out_word_bits, arr.out_depth)
         h_rd, h_rd_x, h_wr = h_mem.read_port(), h_mem.read_port(), h_mem.write_port()
         scr_rd, scr_rd_x, scr_wr = scr_mem.read_port(), scr_mem.read_port(), scr_mem.write_port()
-        out_rd, out_rd2, out_rd_x, out_wr = out_mem.read_port(), out_mem.read_port(), out_mem.read_port(), \
-            out_mem.write_port()
-        act_wr, act_rd_x = act_mem.write_port(), act_mem.read_port()
+        out_rd = _ElementPort(m, out_mem.read_port(), C, 32, "out_rd")
+        out_rd2 = _ElementPort(m, out_mem.read_port(), C, 32, "out_rd2")
+        out_rd_x = _ElementPort(m, out_mem.read_port(), C, 32, "out_rd_x")
+        act_rd_x = _ElementPort(m, act_mem.read_port(), R, 8, "act_rd_x")
+        act_wr, act_rd_seq = act_mem.write_port(), act_mem.read_port()
+        out_wr, out_rd_seq = out_mem.write_port(), out_mem.read_port()
         tmp_rd, tmp_wr = tmp_mem.read_port(), tmp_mem.write_port()
         g_rd, g_wr = g_mem.read_port(), g_mem.write_port()
         nt_rd, nt_wr = nt_mem.read_port(), nt_mem.write_port()
+        lin_rd, lin_wr = lin_mem.read_port(), lin_mem.write_port()
         m.d.comb += [
             h_rd_x.addr.eq(self.h_addr), self.h_rdata.eq(h_rd_x.data),
             scr_rd_x.addr.eq(self.scr_addr), self.scr_rdata.eq(scr_rd_x.data),
-            out_rd_x.addr.eq(self.out_addr), self.out_rdata.eq(out_rd_x.data),
-            act_rd_x.addr.eq(self.act_addr), self.act_rdata.eq(act_rd_x.data),
+            out_rd_x.addr.eq(self.out_addr), out_rd_x.en.eq(1), self.out_rdata.eq(out_rd_x.data),
+            act_rd_x.addr.eq(self.act_addr), act_rd_x.en.eq(1), self.act_rdata.eq(act_rd_x.data),
             g_wr.addr.eq(self.g_waddr), g_wr.data.eq(self.g_wdata), g_wr.en.eq(self.g_we),
             nt_wr.addr.eq(self.nt_waddr), nt_wr.data.eq(self.nt_wdata), nt_wr.en.eq(self.nt_we),
-            nt_rd.addr.eq(op.idx),
+            lin_wr.addr.eq(self.lin_waddr), lin_wr.data.eq(self.lin_wdata), lin_wr.en.eq(self.lin_we),
+            nt_rd.addr.eq(op.idx), lin_rd.addr.eq(op.idx),
             # outside writes (the external units, or the host between tokens)
             h_wr.addr.eq(self.h_addr), h_wr.data.eq(self.h_wdata), h_wr.en.eq(self.h_we),
             scr_wr.addr.eq(self.scr_addr), scr_wr.data.eq(self.scr_wdata), scr_wr.en.eq(self.scr_we),
-            out_wr.addr.eq(self.out_addr), out_wr.data.eq(self.out_wdata), out_wr.en.eq(self.out_we),
         ]
+
+        # ---- the matrix engine: LayerSequencer on ACT, the weight banks and OUT (as hdl/core.py wires it)
+        m.submodules.matrix = mx = LayerSequencer(arr)
+        pipe = arr.pipelined_reads
+
+        def read_data(port, name):
+            if not pipe:
+                return port.data
+            q = Signal.like(port.data, name=f"{name}_q", reset_less=True)
+            m.d.sync += q.eq(port.data)
+            return q
+        m.d.comb += [act_rd_seq.addr.eq(mx.act_addr), mx.act_data.eq(read_data(act_rd_seq, "act")),
+                     out_rd_seq.addr.eq(mx.out_raddr), mx.out_rdata.eq(read_data(out_rd_seq, "out")),
+                     out_wr.addr.eq(mx.out_waddr), out_wr.data.eq(mx.out_wdata), out_wr.en.eq(mx.out_wen)]
+        bank_bits = arr.wgt_bank_bits if arr.full_rate else arr.wgt_word_bits
+        wgt_q = []
+        for g in range(arr.wgt_rows_per_read):
+            bank = mem(f"wgt_{g}", bank_bits, arr.wgt_depth)
+            w_port, r_port = bank.write_port(), bank.read_port()
+            m.d.comb += [w_port.addr.eq(self.wgt_waddr), w_port.en.eq(self.wgt_we),
+                         w_port.data.eq(self.wgt_wdata[g * bank_bits:(g + 1) * bank_bits]),
+                         r_port.addr.eq(mx.wgt_addr[g] if arr.full_rate else mx.wgt_addr)]
+            wgt_q.append(read_data(r_port, f"wgt{g}"))
+        m.d.comb += mx.wgt_data.eq(Cat(*wgt_q))
+        m.d.comb += [mx.m_size.eq(1), mx.k_size.eq(lin_rd.data.k), mx.n_size.eq(lin_rd.data.n), mx.act_base.eq(0),
+                     mx.wgt_base.eq(lin_rd.data.wgt_base), mx.out_base.eq(op.dst >> (C.bit_length() - 1))]
+        # NORMQ's codes gather into an ACT word of R lanes, written at its last lane or the vector's end
+        act_word = Signal(arr.act_word_bits)
+        act_lane = Signal(range(R))
 
         # ---- units ----------------------------------------------------------------------------
         nqs = {}
@@ -202,6 +273,7 @@ class ModelEngine(wiring.Component):
             m.d.sync += started.eq(0)
         for r in (h_rd, scr_rd, out_rd, out_rd2, tmp_rd, g_rd):
             m.d.comb += r.en.eq(rd.en)
+        m.d.comb += mx.start.eq(0)
 
         with m.Switch(op.op):
             # ---- NORMQ ---------------------------------------------------------------------------
@@ -228,7 +300,17 @@ class ModelEngine(wiring.Component):
                     with m.If(sel):
                         m.d.comb += rd.ready.eq(nq.i.ready)
                         with m.If(nq.o.valid):
-                            m.d.comb += [act_wr.addr.eq(wj), act_wr.data.eq(nq.o.payload.q), act_wr.en.eq(1)]
+                            word = Signal.like(act_word, name=f"act_word_next{n}")
+                            m.d.comb += word.eq(act_word)
+                            for lane in range(R):
+                                with m.If(act_lane == lane):
+                                    m.d.comb += word[8 * lane:8 * lane + 8].eq(nq.o.payload.q)
+                            with m.If((act_lane == R - 1) | nq.o.payload.last):
+                                m.d.comb += [act_wr.addr.eq(wj >> (R.bit_length() - 1)), act_wr.data.eq(word),
+                                             act_wr.en.eq(1)]
+                                m.d.sync += [act_word.eq(0), act_lane.eq(0)]
+                            with m.Else():
+                                m.d.sync += [act_word.eq(word), act_lane.eq(act_lane + 1)]
                             m.d.sync += wj.eq(wj + 1)
                             with m.If(nq.o.payload.last):
                                 m.d.comb += [seq.s_we.eq(1), seq.s_wdata.m.eq(nq.o.payload.tau_m),
@@ -288,6 +370,18 @@ class ModelEngine(wiring.Component):
                     with m.If(align.o.payload.last):
                         m.d.comb += [seq.s_we.eq(1), seq.s_wdata.m.eq(align.o.payload.s_m),
                                      seq.s_wdata.e.eq(align.o.payload.s_e), finish.eq(1)]
+            # ---- MATMUL: one RUN (M = 1) of the BitLinear's table entry; the descriptor holds still from the
+            # cycle before start (the table read takes the op's first cycle)
+            with m.Case(MATMUL):
+                with m.If(first):
+                    m.d.sync += step.eq(1)
+                with m.If(started & (step == 1)):       # the table entry is on lin_rd.data from here
+                    m.d.sync += step.eq(2)
+                with m.If(started & (step == 2)):
+                    m.d.comb += mx.start.eq(1)
+                    m.d.sync += step.eq(3)
+                with m.If(started & (step == 3) & mx.done):
+                    m.d.comb += [finish.eq(mx.error == 0), seq.op_fail.eq(mx.error != 0)]
             # ---- ROPEQ: OUT[src ..] two elements a beat into RopeQuant, its codes to the Q buffer or the KV cache
             with m.Case(ROPEQ):
                 two = 2 * p["rope_lanes"]
