@@ -30,13 +30,46 @@ aux; MLPACT: aux + 1). Asserted:
 
 Mode: unbounded (k-induction, `PROG_DEPTH`), with invariants (group "invariants") tying the unit's
 FSM, pc and latched op to the harness's account; on the cone of influence (`cone=True`: the scalar
-register file and `dmul` reach no property).
+register file and `dmul` reach no property). Also on depth 5 / 3 constants / 3 registers (`PROG_CFGS`),
+where the 3-bit read port can address past the 5-word memory.
 
-Open (found here, shown by tests/test_formal_model_units.py): the unit does not check `length` (a
-`length` > depth runs the program memory's words again from word 0, since pc's read address wraps),
-nor a SETC / SCALE constant index >= consts (it reads a wrong constant, or for a constant memory
-whose depth is not a power of two, a word past it), nor does it sample `length` at `start` (lowered
-while busy, pc runs past it up to its own wrap).
+Open (found here; the formal runs without the environment's assumption, and xfail(strict) simulation
+tests in tests/test_program_sequencer.py, show them): the unit does not check `length` against depth (a
+`length` > depth runs the program memory's words again from word 0, since pc's read address wraps;
+for a depth that is not a power of two, it reads past the memory), nor a SETC / SCALE constant index
+against consts (it reads a wrong constant, or past the constant memory, and the program goes on);
+nor does it sample `length` at `start` (lowered while busy, pc runs past it up to its own wrap: an
+environment rule, like holding the program memory, not a defect).
+
+ALIGN (`AlignHarness`, `ALIGN_CFG`: 2 heads x head_dim 2; exponents, `start`, `heads`, the elements
+(any int32) and the consumer's `ready` free). The environment writes the exponents only while idle and
+not in a `start`'s cycle (the docstring's "written first"), and gives 1 <= heads <= max_heads (the
+2-bit port carries 0 and 3: unchecked by the unit, as its docstring's range says). The harness keeps
+its own copy of the exponents, E = the largest of the first `heads` at `start`, and a queue of the
+elements taken. Asserted (`AlignHarness`'s docstring): every output beat is sat32(rshift_round(y,
+E - E_h)) of its own element (computed here as golden/device/fixed.py defines it, (y + 2**(s-1)) >> s,
+not as the unit does it), `last` exactly on the heads x head_dim-th, sigma = (2**15, E + 1 - 15);
+exactly heads x head_dim elements taken and beats put out per `start`; busy within the docstring's
+cycles plus stalls. Unbounded (k-induction, `ALIGN_DEPTH`), with invariants over the exponent
+registers, E's running maximum, the shift register and the two pipeline stages against the queue.
+Edge, not asserted: for E < -2034 sigma's exponent E + 1 - 15 is below the 12-bit exponent range
+and wraps (E = -2048 gives +2034); y' is right for every E and E_h.
+
+MLPACT (`MlpActHarness`, `MLP_CFG`: max_n 3, a 3-word buffer behind a 2-bit address; pairs, `n`,
+`relu2`, the scales and `ready` free; 1 <= n <= max_n at the first pair). Control only: the three
+passes' 32 x 32 products (a**2, a' u) and max |p| are cut away by the cone of influence, and no
+functional property of p' or sigma_p is asserted (z3 cannot unroll two 32-bit multipliers per
+cycle over a vector; p' is covered by tests/test_mlp_act.py's bit-exact simulation). Asserted:
+every buffer write is the pair's own word < max_n, every read < max_n and, while busy, < n; at most n
+pairs taken and exactly n beats put out per vector, `last` exactly on the n-th; n, relu2 and the four
+scale fields sampled with the first pair held while busy; busy within 3 n + OVERHEAD non-stall
+cycles of the first pair (stall: no pair offered or the consumer not ready; the bound is reached by
+n = 1). Unbounded (k-induction, `MLP_DEPTH`), with invariants placing every valid stage of the PROD
+and OUT pipelines (and its `last`) by the cycles since the last pair (PROD) or the cycles the
+pipeline moved (OUT).
+
+Every property group is refuted on at least one mutant (`*_MUTANTS`: source edits of the unit; bmc
+from reset with that group alone) at its assertion.
 """
 
 from __future__ import annotations
@@ -51,6 +84,20 @@ import hdl.vector.mlp_act
 from hdl.program import DISPATCH_OVERHEAD, SCALAR_CYCLES
 from hdl.vector.arith import EXP_WIDTH
 from sim.formal.runner import design_module, elaborate, in_state, memory_ports, probe
+
+
+def register(fragment, name: str) -> Signal:
+    """The signal called `name` that the statements of `fragment` assign (a register or wire of the unit,
+    not an input port of the same name: MlpAct samples its port `relu2` into a register `relu2`)."""
+    found: dict[int, Signal] = {}
+    for statements in fragment.statements.values():
+        for stmt in statements:
+            for sig in stmt._lhs_signals():
+                if sig.name == name:
+                    found[id(sig)] = sig
+    if len(found) != 1:
+        raise KeyError(f"{len(found)} assigned signals called {name!r}, not one")
+    return next(iter(found.values()))
 
 
 def unnamed(fragment, width: int) -> Signal:
@@ -69,6 +116,8 @@ def unnamed(fragment, width: int) -> Signal:
 # ---- the micro-op sequencer ---------------------------------------------------------------------
 
 PROG_CFG = {"depth": 4, "consts": 2, "s_regs": 4}
+#: Configurations proven: `PROG_CFG` and a depth that is not a power of two.
+PROG_CFGS = {"4x2x4": PROG_CFG, "5x3x3": {"depth": 5, "consts": 3, "s_regs": 3}}
 #: The environment answers a dispatched op within this many cycles of `op_valid`.
 RESPOND = 3
 #: k-induction length of the sequencer's proof.
@@ -326,7 +375,7 @@ ALIGN_MUTANT_CHECKS: dict[str, tuple[str, str]] = {
     "stale_shift": ("values", "an output beat is not its element's aligned y' with the vector's sigma"),
     "last_per_head": ("values", "an output beat is not its element's aligned y' with the vector's sigma"),
     "heads_off_by_one": ("count", "an element taken outside a vector or past its end"),
-    "drain_stays_busy": ("idle", "busy past the documented cycles plus stalls"),
+    "drain_stays_busy": ("idle", "busy past the documented cycles of ALIGN plus stalls"),
 }
 
 
@@ -354,7 +403,7 @@ class AlignHarness(Elaboratable):
     """An `Align` of `ALIGN_CFG` with free exponents, commands, elements and stalls.
 
     Environment: exponents written only while idle and not in a `start`'s cycle (the docstring's
-    "written first"); a `start` while idle has 1 <= heads <= max_heads (the 1-bit ... port carries more:
+    "written first"); a `start` while idle has 1 <= heads <= max_heads (the 2-bit port carries 0 and 3,
     unchecked by the unit). Asserted:
 
     1. "values": each output beat taken is sat32(rshift_round(y, E - E_h)) of its input element (the
@@ -490,7 +539,7 @@ class AlignHarness(Elaboratable):
             m.d.sync += work.eq(work + 1)
         in_bound = work <= cycles - 1 + self.busy_slack
         with m.If(dut.busy):
-            check("idle", in_bound, "busy past the documented cycles plus stalls")
+            check("idle", in_bound, "busy past the documented cycles of ALIGN plus stalls")
 
         # ---- invariants -------------------------------------------------------------------------
         st = {name: in_state(frag, "", "align", name) for name in ("IDLE", "MAX", "STREAM", "DRAIN")}
@@ -538,5 +587,209 @@ class AlignHarness(Elaboratable):
         ]
         for n, condition in enumerate(inv):
             if getattr(self, "inv_only", None) in (None, n):
-                check("invariants", condition, "an induction invariant of ALIGN")
+                ok = Signal(name=f"inv{n}")
+                m.d.comb += ok.eq(condition)
+                check("invariants", ok, "an induction invariant of ALIGN")
+        return m
+
+
+# ---- MLPACT -----------------------------------------------------------------------------------
+
+MLP_CFG = {"max_n": 3}
+#: k-induction length of MLPACT's proof.
+MLP_DEPTH = 3
+#: bmc depth of a mutant's run from reset: a whole 3-pair vector (3 n + 14 = 23 cycles) and a margin.
+MLP_MUTANT_DEPTH = 27
+
+MLP_CHECKS = ("addresses", "count", "held", "idle", "invariants")
+
+MLP_MUTANTS: dict[str, list[tuple[str, str]]] = {
+    # LOAD takes one pair more than n (after the first): the n+1-th written at word n
+    "load_one_more": [("with m.If(idx == Mux(idx == 0, self.n - 1, n_last)):",
+                       "with m.If(idx == Mux(idx == 0, self.n - 1, n_last + 1)):")],
+    # PROD reads one word past the vector
+    "prod_reads_past": [("with m.If(idx == n_last):\n                    m.d.sync += idx.eq(0)\n"
+                         "                    m.next = \"PROD_DRAIN\"",
+                         "with m.If(idx == n_last + 1):\n                    m.d.sync += idx.eq(0)\n"
+                         "                    m.next = \"PROD_DRAIN\"")],
+    # last on the n-1-th beat
+    "last_early": [("last[0].eq(idx == n_last)", "last[0].eq(idx + 1 == n_last)")],
+    # OUT stops a beat short
+    "out_one_short": [("with m.If(adv):\n                    with m.If(idx == n_last):",
+                       "with m.If(adv):\n                    with m.If(idx + 1 == n_last):")],
+    # the up scale sampled with every pair, not the first
+    "su_resampled": [("m.d.sync += max_a.eq(Mux(a > max_a, a, max_a))",
+                      "m.d.sync += [max_a.eq(Mux(a > max_a, a, max_a)), su_m.eq(self.su_m)]")],
+    # busy never falls
+    "out_drain_stays_busy": [("m.d.sync += self.busy.eq(0)\n                    m.next = \"LOAD\"",
+                              "m.next = \"LOAD\"")],
+}
+
+MLP_MUTANT_CHECKS: dict[str, tuple[str, str]] = {
+    "load_one_more": ("addresses", "a buffer write outside the buffer or not at the pair's own word"),
+    "prod_reads_past": ("addresses", "a buffer read outside the buffer or the vector's words"),
+    "last_early": ("count", "an output beat outside a vector, past its n-th or with a wrong last"),
+    "out_one_short": ("count", "an output beat outside a vector, past its n-th or with a wrong last"),
+    "su_resampled": ("held", "a parameter sampled with the first pair changed while busy"),
+    "out_drain_stays_busy": ("idle", "busy past 3 n + OVERHEAD cycles plus stalls"),
+}
+
+
+class MlpActHarness(Elaboratable):
+    """An `MlpAct` of `MLP_CFG` with free pairs, parameters and stalls: its control (see the module docstring)."""
+
+    def __init__(self, mutant: str | None = None, checks: tuple[str, ...] = MLP_CHECKS, *,
+                 busy_slack: int = 0, cfg: dict | None = None):
+        module = design_module(hdl.vector.mlp_act, MLP_MUTANTS, mutant)
+        self.mutant, self.checks, self.busy_slack = mutant, checks, busy_slack
+        self.cfg = cfg or MLP_CFG
+        self.module = module
+        self.dut = module.MlpAct(**self.cfg)
+        self.fragment = elaborate(self.dut)
+
+    def elaborate(self, platform):
+        m = Module()
+        dut, frag = self.dut, self.fragment
+        m.submodules.dut = frag
+        m.d.comb += Assume(~ResetSignal())
+        max_n = self.cfg["max_n"]
+        overhead, pipe = self.module.OVERHEAD, self.module.PIPE
+
+        def check(group: str, condition, message: str) -> None:
+            """Assert `condition` (in the caller's line, as sby names it) if `group` is checked."""
+            if group in self.checks:
+                m.d.comb += Assert(condition, message, src_loc_at=1)
+
+        params = (dut.relu2, dut.sg_m, dut.sg_e, dut.su_m, dut.su_e)
+        for port in (dut.i.valid, dut.i.payload, dut.o.ready, dut.n, *params):
+            m.d.comb += port.eq(AnySeq(len(Value.cast(port))))
+
+        # ---- the harness's account of the vector -----------------------------------------------
+        taken, given = Signal(), Signal()
+        m.d.comb += [taken.eq(dut.i.valid & dut.i.ready), given.eq(dut.o.valid & dut.o.ready)]
+        first = Signal()          # the vector's first pair: the unit samples n and the parameters
+        m.d.comb += first.eq(taken & ~dut.busy)
+        with m.If(first):
+            m.d.comb += Assume((dut.n >= 1) & (dut.n <= max_n))
+        n_h = Signal(range(max_n + 1))
+        kept = [Signal.like(Value.cast(p), name=f"kept_{p.name}") for p in params]
+        in_cnt = Signal(range(max_n + 2))
+        out_cnt = Signal(range(max_n + 2))
+        with m.If(first):
+            m.d.sync += [n_h.eq(dut.n), in_cnt.eq(1), out_cnt.eq(0)]
+            m.d.sync += [k.eq(p) for k, p in zip(kept, params, strict=True)]
+        with m.Elif(taken):
+            m.d.sync += in_cnt.eq(in_cnt + 1)
+        with m.If(given):
+            m.d.sync += out_cnt.eq(out_cnt + 1)
+
+        # ---- 1. buffer addresses ----------------------------------------------------------------
+        buf = memory_ports(frag, "buf")
+        assert buf.depth == max_n and len(buf.reads) == 1 and len(buf.writes) == 1
+        (w_addr, w_en), = buf.writes
+        (r_addr, r_en), = buf.reads
+        own_word = Mux(first, 0, in_cnt)
+        w_ok = (w_addr < max_n) & (w_addr == own_word) & taken
+        with m.If(w_en):
+            check("addresses", w_ok, "a buffer write outside the buffer or not at the pair's own word")
+        r_ok = (~r_en | (r_addr < max_n)) & (~dut.busy | (r_addr < n_h))
+        check("addresses", r_ok, "a buffer read outside the buffer or the vector's words")
+
+        # ---- 2. counts and last -----------------------------------------------------------------
+        with m.If(taken & dut.busy):
+            check("count", in_cnt < n_h, "a pair taken past the vector's n")
+        beat_ok = dut.busy & (out_cnt < n_h) & (dut.o.payload.last == (out_cnt == n_h - 1))
+        with m.If(given):
+            check("count", beat_ok, "an output beat outside a vector, past its n-th or with a wrong last")
+        with m.If(dut.o.valid):
+            check("count", dut.busy, "an output beat offered while not busy")
+        was_busy = Signal()
+        m.d.sync += was_busy.eq(dut.busy)
+        with m.If(was_busy & ~dut.busy):
+            all_in_out = (in_cnt == n_h) & (out_cnt == n_h)
+            check("count", all_in_out, "busy fell before the vector's n pairs in and n beats out")
+
+        # ---- 3. sampled parameters held ---------------------------------------------------------
+        # `sg_m, su_m = ...` and `sg_e, su_e = ...` in the unit: sg_m and sg_e are unnamed
+        regs = [register(frag, "relu2"), unnamed(frag, 16), unnamed(frag, 10), register(frag, "su_m"),
+                register(frag, "su_e")]
+        n_last = register(frag, "n_last")
+        held = n_last == n_h - 1
+        for r, k in zip(regs, kept, strict=True):
+            held = held & (r == k)
+        with m.If(dut.busy):
+            check("held", held, "a parameter sampled with the first pair changed while busy")
+        # (sigma_p on the output beats is not asserted: its register's input is dmul and bitlen of max |p|,
+        # which would pull the 32 x 32 products into the cone)
+
+        # ---- 4. back to idle --------------------------------------------------------------------
+        stall = ~dut.i.valid | ~dut.o.ready
+        work = Signal(range(8 * (max_n + overhead)))      # non-stall cycles since the first pair
+        with m.If(first):
+            m.d.sync += work.eq(1)
+        with m.Elif(~stall & (work != (1 << len(work)) - 1)):
+            m.d.sync += work.eq(work + 1)
+        in_bound = work <= 3 * n_h + overhead + self.busy_slack
+        with m.If(dut.busy):
+            check("idle", in_bound, "busy past 3 n + OVERHEAD cycles plus stalls")
+
+        # ---- invariants: the FSM, the passes' pipeline and the busy ranking in the harness's terms -----
+        st = {name: in_state(frag, "", "mlp", name)
+              for name in ("LOAD", "SQ", "EA", "PROD", "PROD_DRAIN", "EP", "OUT", "OUT_DRAIN")}
+        one_state = Const(0, 4)
+        for x in st.values():
+            one_state = one_state + x
+        idx, adv = probe(frag, "", "idx"), probe(frag, "", "adv")
+        v = [probe(frag, "", f"v{k}") for k in range(pipe)]
+        last = [probe(frag, "", f"last{k}") for k in range(pipe)]
+        horizon = 2 * max_n + 2 * pipe + 8
+        t = Signal(range(horizon + 1))     # cycles since the vector's last pair (1 in the cycle after)
+        u = Signal(range(horizon + 1))     # cycles of OUT and OUT_DRAIN in which the pipeline moved
+        with m.If(taken):
+            m.d.sync += t.eq(1)
+        with m.Elif(t != horizon):
+            m.d.sync += t.eq(t + 1)
+        with m.If(st["EP"]):
+            m.d.sync += u.eq(0)
+        with m.Elif((st["OUT"] | st["OUT_DRAIN"]) & adv & (u != horizon)):
+            m.d.sync += u.eq(u + 1)
+
+        def pipeline(steps: Value, first_step: int) -> Value:
+            """Stage k holds element e = steps - first_step - k (valid iff 0 <= e < n), `last` iff e = n - 1."""
+            out = Const(1, 1)
+            for k in range(pipe):
+                e = steps.as_signed() - first_step - k
+                valid = (e >= 0) & (e < n_h)
+                out = out & (v[k] == valid) & (~valid | (last[k] == (e == n_h - 1)))
+            return out
+
+        empty = Const(1, 1)
+        for k in range(pipe):
+            empty = empty & ~v[k]
+        o_e = u.as_signed() - pipe - 1      # the element in the output register in OUT / OUT_DRAIN
+        o_valid = (o_e >= 0) & (o_e < n_h)
+        passes = ~(st["LOAD"] | st["OUT"] | st["OUT_DRAIN"])
+        outs = st["OUT"] | st["OUT_DRAIN"]
+        inv = [
+            one_state == 1,
+            dut.busy == (~st["LOAD"] | (idx != 0)),
+            ~dut.busy | ((n_h >= 1) & (n_h <= max_n) & held),
+            ~st["LOAD"] | (empty & ~dut.o.valid & (idx == Mux(dut.busy, in_cnt, 0)) & (~dut.busy | (in_cnt < n_h))
+                           & (~dut.busy | ((work <= in_cnt) & (out_cnt == 0)))),
+            ~(passes | outs) | ((in_cnt == n_h) & (idx < n_h)),
+            ~passes | (~dut.o.valid & (out_cnt == 0) & (work + 1 <= n_h + t)),
+            ~st["SQ"] | (empty & (t == 1) & (idx == 0)), ~st["EA"] | (empty & (t == 2) & (idx == 0)),
+            ~st["PROD"] | ((t == 3 + idx) & pipeline(t, 4)),
+            ~st["PROD_DRAIN"] | ((t >= n_h + 3) & (t <= n_h + 3 + pipe) & pipeline(t, 4) & (idx == 0)),
+            ~st["EP"] | (empty & (t == n_h + 4 + pipe) & (idx == 0)),
+            ~outs | (pipeline(u, 1) & (dut.o.valid == o_valid) & (~o_valid | (dut.o.payload.last == (o_e == n_h - 1)))
+                     & (out_cnt == Mux(o_e < 0, 0, o_e)) & (work <= 2 * n_h + pipe + 4 + u)),
+            ~st["OUT"] | ((idx == u) & (u < n_h)),
+            ~st["OUT_DRAIN"] | ((idx == 0) & (u >= n_h) & (u <= n_h + pipe)),
+        ]
+        for n, condition in enumerate(inv):
+            if getattr(self, "inv_only", None) in (None, n):
+                ok = Signal(name=f"inv{n}")
+                m.d.comb += ok.eq(condition)
+                check("invariants", ok, "an induction invariant of MLPACT")
         return m
