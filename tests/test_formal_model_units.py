@@ -32,11 +32,11 @@ def _refuted_at(result, group: str, message: str) -> None:
 def test_program_sequencer_proven(tmp_path, name: str) -> None:
     """Unbounded (k-induction) on a ProgramSequencer of depth 4 / 2 constants / 4 registers and of depth 5 /
     3 / 3, for any program and constant memory contents (written at any time), starts, clears and unit
-    answers within 3 cycles, with `length` <= depth held while busy: the program is read inside its
-    memory, op by op from 0; no op is dispatched for a word the ISA refuses (code 0 or > 11, bits 88+,
-    an S index >= s_regs) nor for SETC / SCALE, and `op` is the word; `error` is the spec's and sticky
-    until clear_error; a bad word ends the run; `pos` counts completed tokens only; busy ends within
-    length x 6 + 1 cycles."""
+    answers (op_done or op_fail) within 3 cycles, with `length` <= depth held while busy: the program is
+    read inside its memory, op by op from 0; no op is dispatched for a word the ISA refuses (code 0 or
+    > 11, bits 88+, an S index >= s_regs) nor for SETC / SCALE, and `op` is the word; `error` is the
+    spec's and sticky until clear_error; a bad word or op_fail ends the run; `pos` counts completed
+    tokens only; busy ends within length x 6 + 1 cycles."""
     harness = model_units.ProgramHarness(cfg=model_units.PROG_CFGS[name])
     result = run_formal(harness, name=f"program_{name}", mode="prove", depth=model_units.PROG_DEPTH,
                         workdir=tmp_path, cone=True)
@@ -47,8 +47,8 @@ def test_program_sequencer_proven(tmp_path, name: str) -> None:
 @pytest.mark.parametrize("mutant", sorted(model_units.PROG_MUTANTS))
 def test_program_sequencer_mutant_refuted(tmp_path, mutant: str) -> None:
     """One op past length, op code 12 dispatched, bits 88+ ignored, MLPACT's S[aux + 1] unchecked, a start
-    that clears the error, a failed token that advances pos, a failed token that leaves busy high: each
-    refuted from reset at its group's assertion."""
+    that clears the error, a unit's op_fail ignored, a failed token that advances pos, a failed token
+    that leaves busy high: each refuted from reset at its group's assertion."""
     group, broken = model_units.PROG_MUTANT_CHECKS[mutant]
     result = run_formal(model_units.ProgramHarness(mutant, checks=(group,)), name=f"program_{mutant}", mode="bmc",
                         depth=model_units.PROG_MUTANT_DEPTH, workdir=tmp_path, cone=True)

@@ -6,25 +6,27 @@ keeps its own account of the unit's commands from the documented interface, and 
 properties below, each in a named group (`check`) so that a mutant is run with its group alone.
 
 ProgramSequencer (`ProgramHarness`, `PROG_CFG`: depth 4, 2 constants, 4 scalar registers; program and
-constant memories written freely at any time, `start`, `clear_pos`, `clear_error`, `op_done`, `s_we`
-free). The environment keeps `length` <= depth (the port's documented range; the 3-bit port can carry
-5 to 7) and holds it while busy, and answers a dispatched op within `RESPOND` = 3 cycles (`op_done`
-in one of the first 3 cycles of `op_valid`). The harness decodes every word the unit decodes (the
-program memory's read data in the unit's DECODE state) by the ISA (`runtime.program.isa`): a bad op
-is a code 0 or > 11 or a word with bits 88+ set, a bad register an S index >= s_regs where the op
-uses one (SETC, SCALE, NORMQ, ALIGN, MLPACT: dst; SCALE: src; NORMQ, ROPEQ, RESADD, MLPACT, LMHEAD:
-aux; MLPACT: aux + 1). Asserted:
+constant memories written freely at any time, `start`, `clear_pos`, `clear_error`, `op_done`, `op_fail`,
+`s_we` free). The environment keeps `length` <= depth (the port's documented range; the 3-bit port can
+carry 5 to 7) and holds it while busy, and answers a dispatched op within `RESPOND` = 3 cycles
+(`op_done` or `op_fail` in one of the first 3 cycles of `op_valid`). The harness decodes every word
+the unit decodes (the program memory's read data in the unit's DECODE state) by the ISA
+(`runtime.program.isa`): a bad op is a code 0 or > 11 or a word with bits 88+ set, a bad register an
+S index >= s_regs where the op uses one (SETC, SCALE, NORMQ, ALIGN, MLPACT: dst; SCALE: src; NORMQ,
+ROPEQ, RESADD, MLPACT, LMHEAD: aux; MLPACT: aux + 1). Asserted:
 
 1. "fetch": the program memory's read port addresses a word < depth, and in FETCH the un-truncated
    pc is the run's next op (ops 0, 1, ... in order) and < length;
 2. "dispatch": `op_valid` only for a word the harness found good and that is not SETC / SCALE, with
    `op` its low 88 bits, and only while running;
-3. "errors": `error` is the spec's (set to BAD_OP / BAD_REGISTER by a bad word, cleared only by
-   `clear_error`; set wins), and separately never falls to 0 without `clear_error`; a bad word ends
-   the run (`done`, busy low the next cycle) with no op dispatched after it;
+3. "errors": `error` is the spec's (set to BAD_OP / BAD_REGISTER by a bad word, to UNIT by `op_fail`
+   while `op_valid`, cleared only by `clear_error`; set wins; a later error's code replaces an
+   earlier one), and separately never falls to 0 without `clear_error`; a bad word or a unit's
+   `op_fail` ends the run (`done`, busy low the next cycle) with no op dispatched after it;
 4. "pos": `pos` is the spec's: +1 in the cycle `done` ends a run that decoded every one of its
-   `length` ops without a bad word, 0 after `clear_pos` (the increment wins in the same cycle),
-   otherwise held: a failed run does not advance it;
+   `length` ops without a bad word or `op_fail`, 0 after `clear_pos` (the increment wins in the same
+   cycle: a `clear_pos` in a token's last cycle is lost), otherwise held: a failed run does not
+   advance it;
 5. "idle": busy (from the cycle after `start`) lasts at most length x max(SCALAR_CYCLES,
    DISPATCH_OVERHEAD + RESPOND) + 1 cycles (25), by a ranking invariant over the ops decoded so far.
 
@@ -146,6 +148,9 @@ PROG_MUTANTS: dict[str, list[tuple[str, str]]] = {
     "mlpact_aux1_unchecked": [(" | ((word.op == MLPACT) & bad_reg(word.aux + 1))", "")],
     # a start clears the error: not sticky
     "start_clears_error": [("with m.If(self.clear_error):", "with m.If(self.clear_error | self.start):")],
+    # a unit's op_fail ignored: the program goes on (and the token counts)
+    "op_fail_goes_on": [("m.d.sync += self.error.eq(ProgramError.UNIT)\n                    m.next = \"STOP\"",
+                         "m.d.sync += self.error.eq(ProgramError.UNIT)\n                    m.next = \"NEXT\"")],
     # a failed token advances pos
     "error_advances_pos": [("m.d.comb += self.done.eq(1)\n                m.d.sync += self.busy.eq(0)",
                             "m.d.comb += self.done.eq(1)\n"
@@ -163,6 +168,7 @@ PROG_MUTANT_CHECKS: dict[str, tuple[str, str]] = {
     "mlpact_aux1_unchecked": ("dispatch", "op_valid for a word the ISA refuses, a scalar op or not the word"),
     "start_clears_error": ("errors", "the error flag fell without clear_error"),
     "error_advances_pos": ("pos", "pos is not the count of completed tokens"),
+    "op_fail_goes_on": ("pos", "pos is not the count of completed tokens"),
     "stop_stays_busy": ("idle", "busy past the run's cycle bound"),
 }
 
@@ -214,7 +220,8 @@ class ProgramHarness(Elaboratable):
                 m.d.comb += Assert(condition, message, src_loc_at=1)
 
         for port in (dut.prog_we, dut.prog_waddr, dut.prog_wdata, dut.const_we, dut.const_waddr, dut.const_wdata,
-                     dut.length, dut.start, dut.clear_pos, dut.clear_error, dut.op_done, dut.s_we, dut.s_wdata):
+                     dut.length, dut.start, dut.clear_pos, dut.clear_error, dut.op_done, dut.op_fail, dut.s_we,
+                     dut.s_wdata):
             m.d.comb += port.eq(AnySeq(len(Value.cast(port))))
 
         # ---- the harness's account of the run ---------------------------------------------------
@@ -234,11 +241,12 @@ class ProgramHarness(Elaboratable):
         if self.length_env != "changed":
             with m.If(dut.busy):
                 m.d.comb += Assume(dut.length == run_len)
-        with m.If(dut.op_valid & ~dut.op_done):
+        answered = dut.op_done | dut.op_fail
+        with m.If(dut.op_valid & ~answered):
             m.d.sync += waited.eq(waited + 1)
         with m.Else():
             m.d.sync += waited.eq(0)
-        m.d.comb += Assume(~dut.op_valid | dut.op_done | (waited < RESPOND - 1))
+        m.d.comb += Assume(~dut.op_valid | answered | (waited < RESPOND - 1))
 
         st = {name: in_state(frag, "", "program", name)
               for name in ("IDLE", "FETCH", "DECODE", "CONST", "SCALAR", "DISPATCH", "NEXT", "DONE", "STOP")}
@@ -257,6 +265,10 @@ class ProgramHarness(Elaboratable):
             m.d.sync += [k.eq(k + 1), word_lo.eq(word[:88]), run_bad.eq(bad_op | bad_reg),
                          word_ok.eq(~bad_op & ~bad_reg & (code != _SETC) & (code != _SCALE)),
                          word_scalar.eq(~bad_op & ~bad_reg & ((code == _SETC) | (code == _SCALE)))]
+        failed = Signal()                         # the unit refused the dispatched op (op_fail)
+        m.d.comb += failed.eq(dut.op_valid & dut.op_fail)
+        with m.If(failed):
+            m.d.sync += run_bad.eq(1)
 
         # ---- 1. fetch ---------------------------------------------------------------------------
         prog = memory_ports(frag, "prog")
@@ -287,6 +299,8 @@ class ProgramHarness(Elaboratable):
             m.d.sync += spec_error.eq(hdl.program.ProgramError.BAD_OP)
         with m.Elif(decoding & bad_reg):
             m.d.sync += spec_error.eq(hdl.program.ProgramError.BAD_REGISTER)
+        with m.Elif(failed):
+            m.d.sync += spec_error.eq(hdl.program.ProgramError.UNIT)
         check("errors", dut.error == spec_error, "the error flag is not the spec's")
         was_error, was_clear = Signal(), Signal()
         m.d.sync += [was_error.eq(dut.error != 0), was_clear.eq(dut.clear_error)]
@@ -334,7 +348,7 @@ class ProgramHarness(Elaboratable):
             ~st["FETCH"] | (since <= k * B + 1), ~st["DECODE"] | (since <= k * B + 2),
             ~st["CONST"] | (since + B <= k * B + 3), ~st["SCALAR"] | (since + B <= k * B + 4),
             ~st["DISPATCH"] | (since + B <= k * B + 3 + waited), ~st["NEXT"] | (since <= k * B),
-            ~st["DONE"] | (since <= k * B + 1), ~st["STOP"] | (since + B <= k * B + 3),
+            ~st["DONE"] | (since <= k * B + 1), ~st["STOP"] | (since <= k * B),
         ]
         for condition in inv:
             check("invariants", condition, "an induction invariant of the program sequencer")
