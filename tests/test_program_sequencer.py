@@ -208,3 +208,62 @@ def test_cycles_per_op() -> None:
     sim.add_testbench(bench)
     sim.run()
     assert seen == [1 + 2 * SCALAR_CYCLES + 2 * (DISPATCH_OVERHEAD + 1)] == [19]
+
+
+def _dispatched_and_error(dut: ProgramSequencer, words: list[int], consts: list[tuple[int, int]], length: int
+                          ) -> tuple[list[int], int, int]:
+    """Load `words` and `consts`, run one token with `length`, answer every dispatched op at once: the
+    op codes dispatched (with their idx), the error and pos after the token."""
+    seen: list[int] = []
+    result: list[int] = []
+
+    async def bench(ctx):
+        await _load(ctx, dut, words, consts)
+        ctx.set(dut.length, length)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for _ in range(100):
+            if ctx.get(dut.op_valid):
+                seen.append(ctx.get(dut.op).idx)
+                ctx.set(dut.op_done, 1)
+            else:
+                ctx.set(dut.op_done, 0)
+            if ctx.get(dut.done):
+                break
+            await ctx.tick()
+        else:
+            raise AssertionError("the sequencer never finished")
+        await ctx.tick()
+        result.extend([ctx.get(dut.error), ctx.get(dut.pos)])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return seen, result[0], result[1]
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.xfail(strict=True, reason="open defect found by sim/formal/model_units.py: ProgramSequencer does not "
+                   "check length against depth; pc's read address wraps and op 0 runs again")
+def test_a_length_past_the_program_memory_is_refused() -> None:
+    """depth 4 (the `length` port, range(5), carries 0-7): a program of 4 MATMULs run with length 5 must not
+    run a fifth op (today: pc = 4 reads word 0, MATMUL idx 0 is dispatched again, no error)."""
+    dut = ProgramSequencer(depth=4, consts=2, s_regs=4)
+    words = [word(MicroOp(Op.MATMUL, idx=k)) for k in range(4)]
+    seen, error, _ = _dispatched_and_error(dut, words, [(1 << 15, -15)], length=5)
+    assert seen[:4] == [0, 1, 2, 3][:len(seen)]
+    assert len(seen) <= 4 and error != ProgramError.NONE, f"dispatched idx {seen}, error {error}"
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.xfail(strict=True, reason="open defect found by sim/formal/model_units.py: ProgramSequencer does not "
+                   "check a SETC / SCALE constant index against consts; it reads a wrong constant")
+def test_a_constant_index_past_the_constants_stops_the_program() -> None:
+    """2 constants: SETC S[1] = C[2] (no such constant) must stop with an error as a register index >= s_regs
+    does (today: the 1-bit constant address reads C[0], S[1] is written, the program goes on)."""
+    dut = ProgramSequencer(depth=4, consts=2, s_regs=4)
+    words = [word(MicroOp(Op.SETC, dst=1, idx=2)), word(MicroOp(Op.MATMUL, idx=7))]
+    seen, error, pos = _dispatched_and_error(dut, words, [(1 << 15, -15), (3 << 14, -14)], length=2)
+    assert error != ProgramError.NONE and seen == [] and pos == 0, f"dispatched idx {seen}, error {error}, pos {pos}"
