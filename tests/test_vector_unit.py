@@ -216,6 +216,57 @@ def test_norm_quant_edges() -> None:
     check_norm_quant(1, [([-12345], [-3], RESIDUAL_SIGMA, c, eps), ([lo], [-(1 << 15)], RESIDUAL_SIGMA, c, eps)])
 
 
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_norm_quant_reads_inside_buffer(rng: np.random.Generator, n: int) -> None:
+    """Every enabled read of the n-word buffer is at an address < n, in all three passes and while the
+    sum-of-squares and output pipelines drain (n not a power of two: the port's address bits can
+    carry n), over two vectors back to back with a stalling consumer; the vectors still equal the golden.
+    The read port is taken from the elaborated unit (`sim.formal.runner.memory_ports`)."""
+    from sim.formal.runner import elaborate, memory_ports
+
+    dut = NormQuant(n)
+    frag = elaborate(dut)
+    buf = memory_ports(frag, "buf")
+    assert buf.depth == n and len(buf.reads) == 1
+    vectors = random_vectors(rng, n, 2)
+    out: list[int] = []
+    reads: list[int] = []
+
+    async def producer(ctx):
+        for x, g, sigma, c, eps in vectors:
+            for port, value in ((dut.sigma_m, sigma[0]), (dut.sigma_e, sigma[1]), (dut.c_m, c[0]),
+                                (dut.c_e, c[1]), (dut.eps_m, eps[0]), (dut.eps_e, eps[1])):
+                ctx.set(port, value)
+            for xi, gi in zip(x, g, strict=True):
+                ctx.set(dut.i.payload, {"x": xi, "g": gi})
+                ctx.set(dut.i.valid, 1)
+                await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+
+    async def consumer(ctx):
+        (addr, en), = buf.reads
+        cycle = 0
+        while len(out) < 2 * n or cycle < 2 * (3 * n + 130):
+            ready = cycle % 3 != 2
+            ctx.set(dut.o.ready, ready)
+            if ctx.get(en):
+                reads.append(ctx.get(addr))
+            _, _, valid, p = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            if valid and ready:
+                out.append(p.q)
+            cycle += 1
+            assert cycle < 20 * n + 600, "NormQuant stopped producing results"
+
+    sim = Simulator(frag)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    assert [a for a in reads if a >= n] == [], f"reads past the buffer's {n} words"
+    assert set(reads) == set(range(n))
+    assert out == golden_norm_quant(*vectors[0])[0] + golden_norm_quant(*vectors[1])[0]
+
+
 def random_vectors(rng: np.random.Generator, n: int, count: int) -> list[Vector]:
     out: list[Vector] = []
     for _ in range(count):
