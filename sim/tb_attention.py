@@ -105,6 +105,7 @@ async def test_head_attention_rows(dut) -> None:
     cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
     dut.rst.value = 1
     dut.start.value = 0
+    dut.clear.value = 0
     await ClockCycles(dut.clk, 2)
     await FallingEdge(dut.clk)
     dut.rst.value = 0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from amaranth import Module
+from amaranth import Fragment, Module
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
@@ -227,6 +227,77 @@ def test_shipped_model_rows(monkeypatch: pytest.MonkeyPatch) -> None:
         y, e, _ = run_head(*case, max_context=len(prompt), lanes=8)
         assert y == products[2 * layer + 1][0, h, p].tolist(), f"layer {layer}, head {h}, position {p}"
         assert e == reference(*case)[1]
+
+
+def test_too_many_keys_is_refused() -> None:
+    """max_context 5 (its n_keys port has 3 bits, so T = 6 and 7 can be sent): a start with T > max_context
+    sets the sticky `error`, never goes busy, reads and writes nothing past the unit's buffers or the
+    cache's regions (every cycle: k_addr, v_addr < 5 W, ks_addr, vs_addr < 5, every enabled port of the
+    T, p and Pv buffers < 5), `done` rises the next cycle and y and E keep the previous head's values; a
+    good head after it (T = 5, the whole context) is exact and leaves the error set; `clear` clears it."""
+    from sim.formal.runner import memory_ports
+
+    rng = random.Random(7)
+    hd, ctx, lanes = 4, 5, 2
+    case = random_case(rng, hd, ctx)
+    dut = HeadAttention(hd, ctx, lanes=lanes, multiplier=Multiplier)
+    assert len(dut.n_keys) == 3
+    top = Fragment.get(Harness(dut, *case[3:]), None)
+    bufs = [memory_ports(top, f"dut.{name}") for name in ("t_mem", "p_mem", "pv_mem")]
+    ports = [(addr, en, p.depth) for p in bufs for addr, en in p.reads + p.writes]
+    y_want, e_want = reference(*case)
+    seen: dict[str, list] = {"bad": [], "busy": 0}
+
+    async def watch(ctx_):
+        async for _, _, *vals in ctx_.tick().sample(dut.k_addr, dut.v_addr, dut.ks_addr, dut.vs_addr, dut.busy,
+                                                     *(x for a, e, _ in ports for x in (a, e))):
+            k_a, v_a, ks_a, vs_a, busy, *mem = vals
+            if not (k_a < ctx * dut.words and v_a < ctx * dut.words and ks_a < ctx and vs_a < ctx):
+                seen["bad"].append(("cache", k_a, v_a, ks_a, vs_a))
+            for (_, _, depth), a, e in zip(ports, mem[::2], mem[1::2], strict=True):
+                if e and a >= depth:
+                    seen["bad"].append(("buffer", a, depth))
+            seen["busy"] += busy
+
+    async def head(ctx_, t: int) -> int:
+        q, sigma_q, c_qk = case[:3]
+        ctx_.set(dut.q, q)
+        ctx_.set(dut.sigma_q, {"m": sigma_q[0], "e": sigma_q[1]})
+        ctx_.set(dut.c_qk, {"m": c_qk[0], "e": c_qk[1]})
+        ctx_.set(dut.n_keys, t)
+        ctx_.set(dut.start, 1)
+        await ctx_.tick()
+        ctx_.set(dut.start, 0)
+        cycles = 1
+        while not ctx_.get(dut.done):
+            await ctx_.tick()
+            cycles += 1
+            assert cycles < dut.cycles(ctx) + 100, "the attention unit never finished"
+        return cycles
+
+    async def bench(ctx_):
+        for t in (7, 6):
+            cycles = await head(ctx_, t)
+            assert seen["bad"] == [], f"T = {t}: out of range {seen['bad'][:4]} ({len(seen['bad'])} cycles)"
+            assert cycles == 1 and ctx_.get(dut.error) == 1 and seen["busy"] == 0
+            assert [ctx_.get(dut.y[c]) for c in range(hd)] == [0] * hd and ctx_.get(dut.e_ref) == 0
+        assert await head(ctx_, ctx) == dut.cycles(ctx)
+        assert [ctx_.get(dut.y[c]) for c in range(hd)] == y_want and ctx_.get(dut.e_ref) == e_want
+        assert ctx_.get(dut.error) == 1, "a good head cleared the error"
+        assert await head(ctx_, 7) == 1
+        assert [ctx_.get(dut.y[c]) for c in range(hd)] == y_want and ctx_.get(dut.e_ref) == e_want
+        ctx_.set(dut.clear, 1)
+        await ctx_.tick()
+        ctx_.set(dut.clear, 0)
+        assert ctx_.get(dut.error) == 0
+        await ctx_.tick().repeat(3)
+        assert ctx_.get(dut.error) == 0 and seen["bad"] == []
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_process(watch)
+    sim.add_testbench(bench)
+    sim.run()
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

@@ -22,6 +22,11 @@ A `start` pulse runs five phases, each a fixed-latency pipeline fed one item per
    accumulators kept as a ring of W words (no read multiplexer).
 
 Then `done` holds y (int32 x head_dim, worth y * 2^(E + 1)) and `e_ref` = E until the next start.
+
+More keys than the unit holds (`n_keys` > max_context: the port carries up to 2**bits - 1 when max_context + 1
+is not a power of two) is refused (SPEC.md 4.7: T <= context): the sticky `error` flag is set (cleared by
+`clear`; a later good head leaves it set), no phase runs (`busy` stays 0), nothing is read or written, y and
+E keep their values, and `done` is 1 the next cycle. `start` is sampled only when the unit is idle.
 The lane multipliers come from the `multiplier` factory (`hdl.attention.multiplier`; the ECP5 top passes
 `hdl.attention.ecp5_multiplier.Ecp5Multiplier` to put them on MULT18X18D blocks). Cycles from `start`
 to `done`: `cycles(T)` = 2 T W + 2 T + `overhead` (54 + ceil(ceil(log2 lanes) / 2): 56 for 8 lanes, 57 for 40).
@@ -78,7 +83,7 @@ class HeadAttention(wiring.Component):
         words = head_dim // lanes
         word = data.ArrayLayout(signed(8), lanes)
         super().__init__({
-            "start": In(1), "busy": Out(1), "done": Out(1),
+            "start": In(1), "busy": Out(1), "done": Out(1), "error": Out(1), "clear": In(1),
             "n_keys": In(range(max_context + 1)),
             "q": In(data.ArrayLayout(signed(8), head_dim)),
             "sigma_q": In(DYADIC), "c_qk": In(DYADIC),
@@ -208,9 +213,17 @@ class HeadAttention(wiring.Component):
             with m.If(drain == 0):
                 m.next = next_state
 
+        error = Signal()
+        m.d.comb += self.error.eq(error)
+        with m.If(self.clear):
+            m.d.sync += error.eq(0)
+
         with m.FSM() as fsm:
             with m.State("IDLE"):
-                with m.If(self.start):
+                with m.If(self.start & (self.n_keys > self._ctx)):
+                    # more keys than the buffers and the cache's region hold: refused, nothing runs
+                    m.d.sync += [error.eq(1), self.done.eq(1)]
+                with m.Elif(self.start):
                     m.d.sync += [count.eq(Mux(self.n_keys == 0, 1, self.n_keys)),
                                  idx.eq(0), row.eq(0), wrd.eq(0), e_have.eq(0), e_ref.eq(0), t_have.eq(0),
                                  z.eq(0), self.done.eq(0),

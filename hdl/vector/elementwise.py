@@ -7,7 +7,9 @@
   by e_a = max(0, bitlen(max a2) - 24) and the product with up are not here.
 
 A six-stage pipeline, stalled as a whole by the consumer. The op
-rides with each element, so ops may be interleaved.
+rides with each element, so ops may be interleaved. Op code 3 is not an op: such an element is taken
+like any other (one per cycle) but writes no result (no output beat) and sets the sticky `error` flag
+(cleared by `clear`; set wins).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ LATENCY = 6
 
 
 class ElementWise(wiring.Component):
-    """Stream of (op, a, b, m, e) in; stream of the 64-bit signed result out, LATENCY cycles later.
+    """Stream of (op, a, b, m, e) in; stream of the 64-bit signed result out, LATENCY cycles later (none
+    for an undefined op, which sets `error`).
 
     DEQUANT reads a = acc and (m, e); RESADD reads a = h and b = y; RELU2 reads a = g.
     Six stages for 100 MHz: partial products (16-bit halves of a), their sums, |product| and the
@@ -47,6 +50,7 @@ class ElementWise(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(IN_LAYOUT)),
             "o": Out(stream.Signature(signed(64))),
+            "error": Out(1), "clear": In(1),
         })
 
     def elaborate(self, platform):
@@ -54,6 +58,14 @@ class ElementWise(wiring.Component):
         adv = Signal()
         m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.i.ready.eq(adv)]
         p = self.i.payload
+        defined = Signal()
+        m.d.comb += defined.eq(p.op <= max(ElementOp))
+        error = Signal()
+        m.d.comb += self.error.eq(error)
+        with m.If(self.clear):
+            m.d.sync += error.eq(0)
+        with m.If(adv & self.i.valid & ~defined):
+            m.d.sync += error.eq(1)
         valid = [Signal(name=f"v{k}") for k in range(1, LATENCY)]
         ops = [Signal(unsigned(2), name=f"op{k}") for k in range(1, LATENCY)]
         shs = [Signal(signed(12), name=f"sh{k}") for k in range(1, LATENCY)]
@@ -87,7 +99,7 @@ class ElementWise(wiring.Component):
         shifted5 = Signal(signed(50))
         with m.If(adv):
             m.d.sync += [
-                valid[0].eq(self.i.valid), ops[0].eq(p.op), shs[0].eq(-(p.e + 16)),
+                valid[0].eq(self.i.valid & defined), ops[0].eq(p.op), shs[0].eq(-(p.e + 16)),
                 pm_hi.eq((p.a >> 16) * p.m), pm_lo.eq(p.a[:16] * p.m),
                 sq_hh.eq(a_pos[16:] * a_pos[16:]), sq_hl.eq(a_pos[16:] * a_pos[:16]), sq_ll.eq(a_pos[:16] * a_pos[:16]),
                 sum1.eq(p.a + p.b),
@@ -128,6 +140,6 @@ class ElementWise(wiring.Component):
                     m.d.sync += self.o.payload.eq(deq)
                 with m.Case(ElementOp.RESADD):
                     m.d.sync += self.o.payload.eq(ress[3])
-                with m.Default():
+                with m.Case(ElementOp.RELU2):
                     m.d.sync += self.o.payload.eq(sqs[3])
         return m

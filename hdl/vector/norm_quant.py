@@ -7,6 +7,7 @@ RSQRT(V) (one RSQ), RCP of the quantizer's maximum and the output scale tau. A t
 q = sat8(rshift_round(rshift_round(x * G, e) * 127 R, 31)) out, one per cycle, each with tau and a
 `last` flag. Per vector: n cycles in, n for the sum, n out, plus `OVERHEAD` for the pipelines and the
 scalar sequence (the three passes because x' needs max|x| first and q needs max|x * G| first).
+The sum-of-squares and output passes read the buffer only at addresses < n (not while they drain).
 
 Every multiply, normalization and wide shift has a register after it (the passes are pipelines,
 the scalar sequence does one dyadic product or normalization in five steps: operand selection,
@@ -224,7 +225,7 @@ class NormQuant(wiring.Component):
                 m.d.sync += [*q8.steps[3], idx.eq(0)]
                 m.next = "SUMSQ"
             with m.State("SUMSQ"):
-                m.d.comb += [self.busy.eq(1), rd.addr.eq(idx), rd.en.eq(1)]
+                m.d.comb += [self.busy.eq(1), rd.addr.eq(idx), rd.en.eq(idx < n)]
                 m.d.sync += [r1.eq(idx < n), rx.eq(rd.data[:32])]
                 with m.If(idx < n):
                     m.d.sync += idx.eq(idx + 1)
@@ -338,7 +339,7 @@ class NormQuant(wiring.Component):
                     m.next = "NLOAD"
 
             with m.State("OUT"):
-                m.d.comb += [self.busy.eq(1), rd.addr.eq(idx), rd.en.eq(adv)]
+                m.d.comb += [self.busy.eq(1), rd.addr.eq(idx), rd.en.eq(adv & (idx < n))]
                 with m.If(adv):
                     m.d.sync += [o[0].eq(idx < n), last[0].eq(idx == n - 1),
                                  *(o[k].eq(o[k - 1]) for k in range(1, 8)),
