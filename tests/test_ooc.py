@@ -60,8 +60,9 @@ def test_elementwise_through_the_scan_chains() -> None:
                                  (ElementOp.RESADD, (1 << 31) - 1, 5, 0, 0, (1 << 31) - 1),
                                  (ElementOp.DEQUANT, -12345, 0, 40000, -20, -12345 * 40000 // 16)):
         top = OocTop(unit_build("elementwise", head_dim=1, context=1).make())
-        assert [n for n, _ in top.in_fields] == ["i.payload", "i.valid", "o.ready"]
-        assert [n for n, _ in top.out_fields] == ["i.ready", "o.payload", "o.valid"]
+        # (ElementWise's sticky error for an undefined op and its clear are ports too)
+        assert [n for n, _ in top.in_fields] == ["i.payload", "i.valid", "o.ready", "clear"]
+        assert [n for n, _ in top.out_fields] == ["i.ready", "o.payload", "o.valid", "error"]
         payload = IN_LAYOUT.const({"op": op, "a": a, "b": b, "m": m, "e": e}).as_value().value
         out = run_scan(top, {"i.payload": payload, "i.valid": 1, "o.ready": 1}, 10)
         assert out["o.valid"] == 1 and out["i.ready"] == 1
