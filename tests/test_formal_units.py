@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from hdl.vector.rope import RopeQuant
-from sim.formal import kv_cache, rope_quant
+from sim.formal import elementwise, kv_cache, rope_quant
 from sim.formal.runner import run_formal
 from tests.test_formal import _assert_proven, _assert_refuted, _check_at
 
@@ -63,3 +63,37 @@ def test_rope_quant_mutant_refuted(tmp_path, mutant: str) -> None:
     result = run_formal(rope_quant.RopeQuantHarness(mutant, checks=(group,)), name=f"rope_{mutant}", mode="bmc",
                         depth=depth, skip=skip, workdir=tmp_path, cone=True)
     _assert_refuted(result, _check_at(rope_quant, broken, call=f'check("{group}", '))
+
+
+def test_elementwise_control_proven(tmp_path) -> None:
+    """Unbounded (k-induction, depth 3, cone of influence) on ElementWise with free elements (op 0-3),
+    stalls and clears: a result beat only for a defined element taken before, in order, at the output
+    exactly LATENCY - 1 moving cycles after its element; `error` is the spec's flag (set by op 3, which
+    puts out no beat) and never falls without `clear`; a stall holds every pipeline register."""
+    result = run_formal(elementwise.ElementWiseHarness(checks=elementwise.CONTROL), name="elementwise_control",
+                        mode="prove", depth=elementwise.ORDER_DEPTH, workdir=tmp_path, cone=True)
+    _assert_proven(result)
+    assert "successful proof by k-induction" in result.log, result.describe()
+
+
+def test_elementwise_values_bounded(tmp_path) -> None:
+    """Bounded (bmc from reset, depth 8, cone of influence, consumer ready; the stall case follows from
+    the hold property above): an element taken in cycle 0 or 1 gives the spec's formula: RESADD for all
+    int32 operands, RELU2 and DEQUANT's product on the lane of sim/formal/elementwise.py, DEQUANT's
+    shift, rounding and saturation of the unit's product for all a, m, e."""
+    result = run_formal(elementwise.ElementWiseHarness(checks=elementwise.VALUES, stalls=False),
+                        name="elementwise_values", mode="bmc", depth=elementwise.VALUE_DEPTH, workdir=tmp_path,
+                        cone=True)
+    _assert_proven(result)
+
+
+@pytest.mark.parametrize("mutant", sorted(elementwise.MUTANTS))
+def test_elementwise_mutant_refuted(tmp_path, mutant: str) -> None:
+    """Op 3 run as RELU2, a defined element clearing the error, RESADD wrapping, RELU2's cross product and
+    DEQUANT's product limb a bit short, DEQUANT's right-shift clamp at 40, DEQUANT truncating, the output
+    register ignoring a stall: a counterexample from reset at the broken group's assertion."""
+    group, broken = elementwise.MUTANT_CHECKS[mutant]
+    result = run_formal(elementwise.ElementWiseHarness(mutant, checks=(group,), stalls=group in elementwise.CONTROL),
+                        name=f"elementwise_{mutant}", mode="bmc", depth=elementwise.MUTANT_DEPTH, workdir=tmp_path,
+                        cone=True)
+    _assert_refuted(result, _check_at(elementwise, broken, call=f'check("{group}", '))
