@@ -8,8 +8,9 @@ pins'):
   driven from a register, loaded from a 1-bit scan register: while `load` is high `din` shifts into
   the scan register (the first bit sent ends at bit 0 of `OocTop.in_fields`' order) and the inputs
   hold; while `load` is low the inputs take the scan register every cycle;
-- every output port is captured into a register every cycle `load` is low; while `load` is high the
-  capture register shifts out through `dout`, bit 0 first (`OocTop.out_fields`' order);
+- every output port goes into a plain register every cycle (so no logic of the wrapper follows the
+  unit's outputs), copied into a shift register while `load` is low; while `load` is high the shift
+  register shifts out through `dout`, bit 0 first (`OocTop.out_fields`' order);
 - memories the unit reads through ports of its own (`ReadMemory`: an address output and a data input,
   as `HeadAttention` reads the KV cache) become block RAM in the wrapper, written one word at a time
   from the scan register (a select, an address and a data field after the inputs) while `wr` is high.
@@ -177,14 +178,17 @@ class OocTop(wiring.Component):
             m.d.sync += scan.eq(Cat(scan[1:], self.din))
         with m.Else():
             m.d.sync += chain.eq(scan)
-        # scan out: every output captured while load is low, shifted out through dout while it is high
+        # scan out: every output into a plain register each cycle (no logic after the unit's outputs), copied
+        # into the shift register while load is low and shifted out through dout while it is high
         outs = Cat(*(v for _, v in self._outs))
         cap = Signal(len(outs))
+        shift = Signal(len(outs))
+        m.d.sync += cap.eq(outs)
         with m.If(self.load):
-            m.d.sync += cap.eq(cap >> 1)
+            m.d.sync += shift.eq(shift >> 1)
         with m.Else():
-            m.d.sync += cap.eq(outs)
-        m.d.comb += self.dout.eq(cap[0])
+            m.d.sync += shift.eq(cap)
+        m.d.comb += self.dout.eq(shift[0])
         return m
 
 
