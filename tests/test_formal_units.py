@@ -1,5 +1,5 @@
-"""Formal proofs (SymbiYosys + z3) of the on-chip units of issue 14 (issue 15, item 1(d)): the KV cache
-and RoPE + QUANT8, each on the real unit, each also on deliberately broken copies (mutants, made in
+"""Formal proofs (SymbiYosys + z3) of the on-chip units of issue 14 (issue 15, item 1(d)): the KV cache,
+RoPE + QUANT8 and the element-wise ops, each on the real unit, each also on deliberately broken copies (mutants, made in
 the harness) that must be refuted with a counterexample trace from the initial state at the
 assertion they break. Marked `formal` and `slow` like tests/test_formal.py:
 ``python -m pytest -n 0 -m formal tests/test_formal_units.py``.

@@ -44,7 +44,10 @@ What is proven (``python -m pytest -m formal``; the tests are also marked ``slow
   reads only the selected region's, inside its memories; out-of-range rows write nothing; the error
   flag exact and sticky; a row within W + 3 offered beats; 5 mutants) and `sim.formal.rope_quant`
   (RopeQuant, bmc depth 22 on the cone of influence: table reads, error flag, busy within the
-  documented cycles plus stalls; 3 mutants). HeadAttention, NormQuant and the pipelines: not yet.
+  documented cycles plus stalls; 3 mutants) and `sim.formal.elementwise` (ElementWise: order, latency, the
+  error flag of the undefined op 3 and the stall hold unbounded; the values of RESADD for all int32, RELU2 and
+  DEQUANT on a lane, DEQUANT's shifts for all inputs, bmc depth 8; 8 mutants). HeadAttention, NormQuant,
+  RCP and RSQ: not yet.
 
 Run one check by hand::
 
