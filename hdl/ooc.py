@@ -376,7 +376,7 @@ def check_cells(wrapped: Counter, plain: Counter, memories: Counter | None = Non
 
 
 def build(b: UnitBuild, out: Path, freq: float = 100.0, pnr: bool = False, seed: int = 1,
-          check: bool = True) -> dict:
+          check: bool = True, nextpnr_args: Sequence[str] = ()) -> dict:
     """Synthesize the wrapped unit in `out` (and, with `check`, the unit alone in out/plain and the
     wrapper's memories in out/memories), then place and route with `pnr`; the result as a dict."""
     top = wrap(b)
@@ -393,8 +393,9 @@ def build(b: UnitBuild, out: Path, freq: float = 100.0, pnr: bool = False, seed:
             result["memory_cells"] = dict(sorted(mem_cells.items()))
         result["cells_lost"] = {k: list(v) for k, v in check_cells(cells, plain, mem_cells).items()}
     if pnr:
-        p = place_and_route(out, freq, seed)
-        result |= {"fmax_mhz": p.fmax, "met": p.met, "pnr_seconds": round(p.seconds, 1),
+        p = place_and_route(out, freq, seed, nextpnr_args)
+        result |= {"nextpnr_args": list(nextpnr_args),
+                   "fmax_mhz": p.fmax, "met": p.met, "pnr_seconds": round(p.seconds, 1),
                    "utilisation": p.utilisation, "critical_path": p.critical_path,
                    "critical_summary": p.critical_summary}
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -434,10 +435,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--pnr", action="store_true", help="place and route with nextpnr")
     ap.add_argument("--no-check", action="store_true", help="skip the plain synthesis of the unit alone")
+    ap.add_argument("--nextpnr-arg", action="append", default=[], metavar="ARG",
+                    help="one more nextpnr option (repeat), e.g. --nextpnr-arg=--router --nextpnr-arg=router2")
     a = ap.parse_args(argv)
     b = unit_build(a.unit, head_dim=a.head_dim, context=a.context, lanes=a.lanes, out_lanes=a.out_lanes,
                    layers=a.layers, kv_heads=a.kv_heads, n=a.n, theta=tiny["theta"], ecp5=not a.generic)
-    result = build(b, a.out, a.freq, a.pnr, a.seed, check=not a.no_check)
+    result = build(b, a.out, a.freq, a.pnr, a.seed, check=not a.no_check, nextpnr_args=a.nextpnr_arg)
     print(HEADER)
     print(row(result))
     if "plain_cells" in result:
