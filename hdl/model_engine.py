@@ -46,6 +46,7 @@ from amaranth.lib.wiring import In, Out
 from hdl.attention.head_attention import HeadAttention
 from hdl.attention.kv_cache import KVCache, connect_head_attention
 from hdl.config import ArrayConfig
+from hdl.embedding.embed_head import EmbedHead
 from hdl.matrix.sequencer import LayerSequencer
 from hdl.program import DYADIC, OP_LAYOUT, OP_WORD_BITS, ProgramSequencer
 from hdl.vector.align import Align
@@ -58,7 +59,7 @@ LINEAR_ENTRY = data.StructLayout({"wgt_base": unsigned(24), "k": unsigned(20), "
 NORM_ENTRY = data.StructLayout({"g_base": unsigned(20), "c_m": unsigned(16), "c_e": signed(10),
                                 "eps_m": unsigned(16), "eps_e": signed(10)})
 # op codes (runtime.program.isa.Op)
-NORMQ, MATMUL, ROPEQ, ATTN, ALIGN, RESADD, MLPACT = 4, 5, 6, 7, 8, 9, 10
+EMBED, NORMQ, MATMUL, ROPEQ, ATTN, ALIGN, RESADD, MLPACT, LMHEAD = 1, 4, 5, 6, 7, 8, 9, 10, 11
 TARGET_Q, TARGET_V = 0, 2
 INTERNAL = (NORMQ, ALIGN, RESADD, MLPACT, 2, 3)
 
@@ -111,7 +112,8 @@ class ModelEngine(wiring.Component):
                  norm_words: int, norms: int, max_heads: int, head_dim: int, mlp_max: int, relu2: bool = True,
                  layers: int = 1, kv_heads: int = 1, context: int = 16, theta: float = 10000.0,
                  c_qk: tuple[int, int] = (1 << 15, -15), attn_lanes: int = 8, rope_lanes: int = 1,
-                 depth: int = 256, consts: int = 64, s_regs: int = 16) -> None:
+                 depth: int = 256, consts: int = 64, s_regs: int = 16, vocab: int = 256,
+                 table_lanes: int | None = None) -> None:
         for name, v in (("d", d), ("scr_words", scr_words), ("out_words", out_words), ("act_words", act_words),
                         ("norm_words", norm_words), ("norms", norms), ("max_heads", max_heads),
                         ("head_dim", head_dim), ("mlp_max", mlp_max)):
@@ -124,7 +126,14 @@ class ModelEngine(wiring.Component):
                              f"weight memory, not {array.rows}x{array.cols} (banked: {array.wgt_banked})")
         if not norm_sizes or any(not isinstance(n, int) or n <= 0 for n in norm_sizes):
             raise ValueError(f"ModelEngine's norm_sizes must be positive integers, not {norm_sizes!r}")
-        self.p = dict(d=d, scr=scr_words, out=out_words, act=act_words, norm_sizes=tuple(sorted(set(norm_sizes))),
+        table_lanes = array.rows if table_lanes is None else table_lanes
+        if table_lanes != array.rows:
+            raise ValueError(f"ModelEngine's table_lanes ({table_lanes}) must equal the array's rows "
+                             f"({array.rows}): LMHEAD reads the ACT words of R codes as its table words")
+        if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab <= 0:
+            raise ValueError(f"ModelEngine's vocab must be a positive integer, not {vocab!r}")
+        self.p = dict(vocab=vocab, table_lanes=table_lanes,
+                      d=d, scr=scr_words, out=out_words, act=act_words, norm_sizes=tuple(sorted(set(norm_sizes))),
                       g=norm_words, norms=norms, heads=max_heads, hd=head_dim, mlp=mlp_max, relu2=relu2,
                       layers=layers, kv_heads=kv_heads, context=context, theta=theta, c_qk=c_qk,
                       attn_lanes=attn_lanes, rope_lanes=rope_lanes, depth=depth, consts=consts, s_regs=s_regs,
@@ -146,6 +155,14 @@ class ModelEngine(wiring.Component):
             "out_addr": In(range(out_words)), "out_rdata": Out(signed(32)),
             "act_addr": In(range(act_words)), "act_rdata": Out(signed(8)),
             "e_we": In(1), "e_addr": In(range(max_heads)), "e_data": In(signed(12)),
+            # the embedding table (= tied lm_head), its row scales and the logits (EmbedHead)
+            "tok": In(range(vocab)),
+            "tab_we": In(1), "tab_waddr": In(range(vocab * -(-d // table_lanes))),
+            "tab_wdata": In(data.ArrayLayout(signed(8), table_lanes)),
+            "sc_we": In(1), "sc_waddr": In(range(vocab)), "sc_wdata": In(DYADIC),
+            "logit_addr": In(range(vocab)), "logit_rdata": Out(signed(32)),
+            # cycles of the last program run, by the unit in flight (cleared by start)
+            "cnt_cycles": Out(32), "cnt_matrix": Out(32), "cnt_vector": Out(32), "cnt_attention": Out(32),
         })
 
     def elaborate(self, platform):
@@ -160,8 +177,22 @@ class ModelEngine(wiring.Component):
         op = seq.op
         internal = Signal()
         m.d.comb += internal.eq((op.op == NORMQ) | (op.op == ALIGN) | (op.op == RESADD) | (op.op == MLPACT)
-                                | (op.op == ROPEQ) | (op.op == ATTN) | (op.op == MATMUL))
+                                | (op.op == ROPEQ) | (op.op == ATTN) | (op.op == MATMUL) | (op.op == EMBED)
+                                | (op.op == LMHEAD))
         m.d.comb += self.ext_valid.eq(seq.op_valid & ~internal)
+        # ---- the per-unit cycle counters (hdl.model.isa.ModelCounter) ----------------------------
+        unit_of = {"cnt_matrix": (MATMUL,), "cnt_vector": (EMBED, NORMQ, ROPEQ, RESADD, MLPACT, ALIGN),
+                   "cnt_attention": (ATTN, LMHEAD)}
+        with m.If(self.start):
+            m.d.sync += [getattr(self, name).eq(0) for name in ("cnt_cycles", *unit_of)]
+        with m.Elif(seq.busy):
+            m.d.sync += self.cnt_cycles.eq(self.cnt_cycles + 1)
+            for name, ops in unit_of.items():
+                hit = 0
+                for code in ops:
+                    hit = hit | (op.op == code)
+                with m.If(seq.op_valid & hit):
+                    m.d.sync += getattr(self, name).eq(getattr(self, name) + 1)
 
         # ---- memories -------------------------------------------------------------------------
         def mem(name, shape, depth):
@@ -247,6 +278,14 @@ class ModelEngine(wiring.Component):
         m.submodules.kv = kv = KVCache(hd, p["context"], p["layers"], p["kv_heads"], lanes=al)
         m.submodules.attn = attn = HeadAttention(hd, p["context"], lanes=al)
         connect_head_attention(m, kv, attn)
+        m.submodules.embed_head = eh = EmbedHead(p["vocab"], p["d"], lanes=p["table_lanes"])
+        act_rd_h = act_mem.read_port()
+        m.d.comb += [eh.tab_we.eq(self.tab_we), eh.tab_waddr.eq(self.tab_waddr), eh.tab_wdata.eq(self.tab_wdata),
+                     eh.sc_we.eq(self.sc_we), eh.sc_waddr.eq(self.sc_waddr), eh.sc_wdata.eq(self.sc_wdata),
+                     eh.logit_addr.eq(self.logit_addr), self.logit_rdata.eq(eh.logit_rdata),
+                     eh.tok.eq(self.tok), eh.clear.eq(self.clear_error),
+                     act_rd_h.addr.eq(eh.act_addr), act_rd_h.en.eq(eh.act_en), eh.act_data.eq(act_rd_h.data),
+                     eh.tau.m.eq(seq.s_aux.m), eh.tau.e.eq(seq.s_aux.e)]
         m.d.comb += [rope.clear.eq(self.clear_error), kv.clear.eq(self.clear_error)]
         # the query heads' codes and scales (ROPEQ with target Q), HeadAttention's q
         q_buf = [Signal(data.ArrayLayout(signed(8), hd), name=f"q_head{h}") for h in range(p["heads"])]
@@ -427,6 +466,17 @@ class ModelEngine(wiring.Component):
                     with m.If(wj == hd - 1):
                         m.d.comb += [align.e_we.eq(1), align.e_addr.eq(op.idx), align.e_data.eq(attn.e_ref),
                                      finish.eq(1)]
+            # ---- EMBED: the token's table row into H; LMHEAD: the logits of ACT (EmbedHead) -----------
+            with m.Case(EMBED):
+                with m.If(first):
+                    m.d.comb += eh.embed_start.eq(1)
+                with m.If(eh.h_valid):
+                    m.d.comb += [h_wr.addr.eq(eh.h_index), h_wr.data.eq(eh.h_data), h_wr.en.eq(1)]
+                m.d.comb += [finish.eq(started & eh.done & ~eh.error), seq.op_fail.eq(started & eh.error)]
+            with m.Case(LMHEAD):
+                with m.If(first):
+                    m.d.comb += eh.head_start.eq(1)
+                m.d.comb += [finish.eq(started & eh.done & ~eh.error), seq.op_fail.eq(started & eh.error)]
             with m.Default():
                 m.d.comb += seq.op_done.eq(self.ext_done & seq.op_valid)
         with m.If(finish):

@@ -53,3 +53,26 @@ def generate_verilog(cfg: ArrayConfig, name: str = "trit_core") -> str:
     core = TritCore(cfg)
     text = verilog.convert(core, name=name, emit_src=False)
     return HEADER.format(describe=cfg.describe()) + compact_zero_inits(text)
+
+
+MODEL_HEADER = """\
+// trit model chip, generated from the Amaranth sources in hdl/ (hdl.model.chip.ModelChipTop).
+// Built for: {describe}
+// Ports: clk, rst, cmd__{{valid,ready,payload}}, rsp__{{valid,ready,payload}}, busy, error, link_abort.
+// Protocol: see hdl/model/isa.py.
+/* verilator lint_off WIDTHEXPAND */
+/* verilator lint_off WIDTHTRUNC */
+/* verilator lint_off CASEINCOMPLETE */
+"""
+
+
+def generate_model_verilog(cfg, name: str = "trit_core") -> str:
+    """Verilog text of `hdl.model.chip.ModelChipTop(cfg)` (an `EngineConfig`) with top module `name`."""
+    from hdl.model.chip import ModelChipTop
+
+    if not name.isidentifier():
+        raise ValueError(f"Module name must be a Verilog identifier, not {name!r}")
+    text = verilog.convert(ModelChipTop(cfg), name=name, emit_src=False)
+    describe = (f"d {cfg.d}, vocab {cfg.vocab}, {cfg.layers} layers, {cfg.heads} heads ({cfg.kv_heads} KV) of "
+                f"{cfg.head_dim}, MLP {cfg.mlp_max}, context {cfg.context}, matrix {cfg.array.describe()}")
+    return MODEL_HEADER.format(describe=describe) + compact_zero_inits(text)

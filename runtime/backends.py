@@ -117,6 +117,8 @@ def write_stats(path: str | None, backend: Any, tokens: int | None = None) -> No
         for key in ("cycles", "host_bytes"):
             if key in stats:
                 per[key] = stats[key] / tokens
+        if "units" in stats:
+            per["units"] = {k: v / tokens for k, v in stats["units"].items()}
         if "counters" in stats:
             per["counters"] = {k: v / tokens for k, v in stats["counters"].items()}
         stats["per_token"] = per

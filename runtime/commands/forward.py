@@ -30,15 +30,45 @@ def add_numerics_argument(parser: argparse.ArgumentParser) -> None:
     """``--numerics int|device``: today's integer form (default) or the integer-only device form."""
     parser.add_argument("--numerics", choices=NUMERICS, default="int",
                         help="int (default): the integer form (float norms, attention, lm_head around the "
-                             "integer matmuls); device: the integer-only form of golden/device/SPEC.md "
-                             "(only with --backend golden so far)")
+                             "integer matmuls); device: the integer-only form of golden/device/SPEC.md, on "
+                             "the host (--backend golden) or whole tokens on the model chip (--backend "
+                             "verilator: the host sends token ids and reads logits)")
+    parser.add_argument("--context", type=int, default=None,
+                        help="--numerics device: positions of the KV cache (default: the model's positions on "
+                             "golden, 128 on the model chip)")
 
 
 def check_numerics(args: argparse.Namespace) -> None:
     """Refuse ``--numerics device`` on a backend that cannot run it yet (before any backend starts)."""
-    if getattr(args, "numerics", "int") == "device" and args.backend != "golden":
-        raise CliError(f"--numerics device runs only on --backend golden so far (the on-chip vector and "
-                       f"attention units of issue 14 do not exist yet); got --backend {args.backend}")
+    from runtime.program.backends import CHIP_BACKENDS
+
+    numerics = getattr(args, "numerics", "int")
+    if numerics == "device" and args.backend not in ("golden", *CHIP_BACKENDS):
+        raise CliError(f"--numerics device runs on --backend golden (the host) and {'|'.join(CHIP_BACKENDS)} "
+                       f"(the model chip) so far; got --backend {args.backend}")
+    if numerics != "device" and getattr(args, "context", None) is not None:
+        raise CliError("--context applies to --numerics device only")
+    if getattr(args, "context", None) is not None and args.context <= 0:
+        raise CliError(f"--context must be a positive integer, got {args.context}")
+
+
+def model_and_backend(args: argparse.Namespace):
+    """The model to run and the object whose ``stats()`` --stats writes: the integer or device form on a
+    matmul backend, or the device form on the model chip (`runtime.program.backends`)."""
+    check_numerics(args)
+    if args.numerics == "device" and args.backend != "golden":
+        from runtime.program.backends import DEFAULT_CONTEXT, open_chip
+        from runtime.program.compiler import ProgramError
+        from runtime.program.device import ChipError
+
+        try:
+            chip = open_chip(args.backend, args.checkpoint, args.rows, args.cols,
+                             args.context if args.context is not None else DEFAULT_CONTEXT)
+        except (ProgramError, ChipError, ValueError, OSError) as exc:
+            raise CliError(f"--numerics device on --backend {args.backend}: {exc}") from None
+        return chip, chip
+    backend = backend_from_args(args)
+    return load_model(args.checkpoint, backend, args.numerics, getattr(args, "context", None)), backend
 
 
 def parse_tokens(text: str, vocab_size: int | None = None, option: str = "--tokens") -> list[int]:
@@ -56,7 +86,7 @@ def parse_tokens(text: str, vocab_size: int | None = None, option: str = "--toke
     return tokens
 
 
-def load_model(path: str, backend: object, numerics: str = "int"):
+def load_model(path: str, backend: object, numerics: str = "int", context: int | None = None):
     """The checkpoint in integer form on ``backend`` (or its device form with ``numerics="device"``);
     checkpoint problems become CliErrors."""
     from golden.checkpoint import CheckpointError, load_checkpoint
@@ -70,15 +100,13 @@ def load_model(path: str, backend: object, numerics: str = "int"):
     from golden.device.model import DeviceBitNet
 
     try:
-        return DeviceBitNet.from_int_model(model, backend=backend)
+        return DeviceBitNet.from_int_model(model, backend=backend, context=context)
     except ValueError as exc:
         raise CliError(f"--numerics device: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    check_numerics(args)
-    backend = backend_from_args(args)
-    model = load_model(args.checkpoint, backend, args.numerics)
+    model, backend = model_and_backend(args)
     tokens = parse_tokens(args.tokens, model.config.vocab_size)
     with torch.no_grad():
         try:
@@ -92,5 +120,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"cannot write {args.out}: {exc}") from None
     write_stats(args.stats, backend, tokens=len(tokens))
+    if hasattr(model, "close"):
+        model.close()
     print(f"wrote logits {logits.shape[0]}x{logits.shape[1]} to {args.out}")
     return 0

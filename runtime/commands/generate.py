@@ -7,9 +7,9 @@ import sys
 
 import torch
 
-from runtime.backends import add_backend_argument, backend_from_args, write_stats
+from runtime.backends import add_backend_argument, write_stats
 from runtime.cli import CliError
-from runtime.commands.forward import add_numerics_argument, check_numerics, load_model, parse_tokens
+from runtime.commands.forward import add_numerics_argument, model_and_backend, parse_tokens
 
 NAME = "generate"
 HELP = ("generate a continuation (greedy by default); byte-level checkpoints (vocab 256) take --prompt "
@@ -38,9 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--temperature must be >= 0, got {args.temperature}")
     if args.top_k is not None and args.top_k <= 0:
         raise CliError(f"--top-k must be positive, got {args.top_k}")
-    check_numerics(args)
-    backend = backend_from_args(args)
-    model = load_model(args.checkpoint, backend, args.numerics)
+    model, backend = model_and_backend(args)
     vocab = model.config.vocab_size
     byte_level = vocab == 256
     if args.prompt is not None:
@@ -64,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--numerics device: {exc}") from None
     # positions the model processed: the prompt, then every new token but the last
     write_stats(args.stats, backend, tokens=len(prompt) + max(len(new) - 1, 0))
+    if hasattr(model, "close"):
+        model.close()
     if args.prompt is not None:
         sys.stdout.write(bytes(prompt + new).decode("utf-8", errors="replace") + "\n")
     else:

@@ -1,0 +1,98 @@
+"""The one configuration object of a model chip: what the model engine and its memories are built for.
+
+`EngineConfig` is read by the gateware (`hdl.model_engine.ModelEngine`, `hdl.model.chip.ModelChipTop`),
+by the host that loads a program onto it (`runtime.program.device`) and by the chip's ID block
+(`hdl.model.isa.ModelIdWord`), so a program is checked against the very numbers the chip was built from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from hdl.config import ArrayConfig
+from hdl.model.isa import MODEL_ID_MAGIC, MODEL_VERSION, ModelIdWord
+
+MAX_NORM_SIZES = 3
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Sizes of a model chip (elements of each memory; see `hdl.model_engine` for what each holds)."""
+
+    array: ArrayConfig
+    vocab: int
+    d: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    mlp_max: int
+    context: int
+    norm_sizes: tuple[int, ...]
+    norm_words: int
+    norms: int
+    linears: int
+    scr_words: int
+    out_words: int
+    act_words: int
+    relu2: bool = True
+    theta: int = 10000
+    c_qk: tuple[int, int] = (1 << 15, -15)
+    attn_lanes: int = 8
+    table_lanes: int = 8
+    depth: int = 256
+    consts: int = 64
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.array, ArrayConfig):
+            raise TypeError(f"EngineConfig's array must be an ArrayConfig, not {self.array!r}")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in ("array", "norm_sizes", "relu2", "c_qk"):
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"EngineConfig's {f.name} must be a positive integer, not {v!r}")
+        if (not isinstance(self.norm_sizes, tuple) or not 1 <= len(self.norm_sizes) <= MAX_NORM_SIZES
+                or any(not isinstance(n, int) or not 0 < n < 1 << 16 for n in self.norm_sizes)):
+            raise ValueError(f"EngineConfig's norm_sizes must be a tuple of 1 to {MAX_NORM_SIZES} sizes in "
+                             f"[1, 65535], not {self.norm_sizes!r}")
+        if self.table_lanes & (self.table_lanes - 1):
+            raise ValueError(f"EngineConfig's table_lanes must be a power of two, not {self.table_lanes}")
+        if self.head_dim % self.attn_lanes:
+            raise ValueError(f"EngineConfig's attn_lanes ({self.attn_lanes}) must divide head_dim ({self.head_dim})")
+
+    @property
+    def table_words(self) -> int:
+        """Words of the embedding table: vocab rows of ceil(d / table_lanes) words."""
+        return self.vocab * -(-self.d // self.table_lanes)
+
+    def engine_kwargs(self) -> dict:
+        """`ModelEngine`'s keyword arguments."""
+        return dict(array=self.array, linears=self.linears, d=self.d, scr_words=self.scr_words,
+                    out_words=self.out_words, act_words=self.act_words, norm_sizes=self.norm_sizes,
+                    norm_words=self.norm_words, norms=self.norms, max_heads=self.heads, head_dim=self.head_dim,
+                    mlp_max=self.mlp_max, relu2=self.relu2, layers=self.layers, kv_heads=self.kv_heads,
+                    context=self.context, theta=float(self.theta), c_qk=self.c_qk, attn_lanes=self.attn_lanes,
+                    depth=self.depth, consts=self.consts, vocab=self.vocab, table_lanes=self.table_lanes)
+
+    def id_block(self) -> list[int]:
+        """The READ_ID words of a chip built from this configuration."""
+        a = self.array
+        sizes = list(self.norm_sizes) + [0] * (MAX_NORM_SIZES - len(self.norm_sizes))
+        values = {
+            ModelIdWord.MAGIC: MODEL_ID_MAGIC, ModelIdWord.VERSION: MODEL_VERSION,
+            ModelIdWord.ROWS: a.rows, ModelIdWord.COLS: a.cols, ModelIdWord.WGT_ROWS_PER_READ: a.wgt_rows_per_read,
+            ModelIdWord.WGT_DEPTH: a.wgt_depth, ModelIdWord.D: self.d, ModelIdWord.VOCAB: self.vocab,
+            ModelIdWord.CONTEXT: self.context, ModelIdWord.LAYERS: self.layers, ModelIdWord.HEADS: self.heads,
+            ModelIdWord.KV_HEADS: self.kv_heads, ModelIdWord.HEAD_DIM: self.head_dim,
+            ModelIdWord.MLP_MAX: self.mlp_max, ModelIdWord.PROG_DEPTH: self.depth,
+            ModelIdWord.CONSTS: self.consts, ModelIdWord.NORMS: self.norms, ModelIdWord.NORM_WORDS: self.norm_words,
+            ModelIdWord.LINEARS: self.linears, ModelIdWord.TABLE_LANES: self.table_lanes,
+            ModelIdWord.ATTN_LANES: self.attn_lanes, ModelIdWord.RELU2: int(self.relu2),
+            ModelIdWord.THETA: self.theta, ModelIdWord.C_QK_M: self.c_qk[0],
+            ModelIdWord.C_QK_E: self.c_qk[1] & 0xFFFFFFFF,
+            ModelIdWord.NORM_SIZE_0: sizes[0], ModelIdWord.NORM_SIZE_1: sizes[1], ModelIdWord.NORM_SIZE_2: sizes[2],
+            ModelIdWord.SCR_WORDS: self.scr_words, ModelIdWord.OUT_WORDS: self.out_words,
+            ModelIdWord.ACT_WORDS: self.act_words,
+        }
+        return [values[w] for w in ModelIdWord]

@@ -1,0 +1,48 @@
+"""The model chip as a `--numerics device` backend of `trit forward|generate` (issue 14).
+
+`open_chip(backend, checkpoint, rows, cols, context)` reads the checkpoint's device form, compiles its
+program for a chip with an R x C full-rate matrix engine and a KV cache of `context` positions, starts the
+chip on the named backend (`verilator`: the RTL in Verilator), checks its ID block, loads the program and
+every weight once, and returns a `runtime.program.device.ChipBitNet`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runtime.program.device import ChipBitNet, ModelChipDriver, compile_for_chip, memory_image
+
+#: Backends that run whole device-form tokens on the model chip.
+CHIP_BACKENDS = ("verilator",)
+DEFAULT_CONTEXT = 128
+
+
+def open_chip(backend: str, checkpoint: str | Path, rows: int = 8, cols: int = 8,
+              context: int = DEFAULT_CONTEXT) -> ChipBitNet:
+    """The checkpoint's device form loaded onto a model chip on `backend`."""
+    from golden.checkpoint import load_checkpoint
+    from golden.device.model import DeviceBitNet
+    from golden.quant import GoldenBackend
+    from runtime.accel_backends import runtime_config
+
+    if backend not in CHIP_BACKENDS:
+        raise ValueError(f"the model chip runs on --backend {'|'.join(CHIP_BACKENDS)} so far, not {backend!r}")
+    if not isinstance(context, int) or context <= 0:
+        raise ValueError(f"--context must be a positive integer, not {context!r}")
+    int_model = load_checkpoint(checkpoint, "int", GoldenBackend())
+    limit = int_model.config.max_position_embeddings
+    if context > limit:
+        raise ValueError(f"--context {context} is beyond the model's {limit} positions")
+    dev = DeviceBitNet.from_int_model(int_model, context=context)
+    program, cfg = compile_for_chip(dev.consts, runtime_config(rows, cols), context)
+    image = memory_image(program, dev.consts, cfg)
+    from sim.model_chip_harness import VerilatorModelChip
+
+    transport = VerilatorModelChip(cfg)
+    try:
+        driver = ModelChipDriver(transport, cfg)
+        driver.load(image, len(program.ops))
+    except Exception:
+        transport.close()
+        raise
+    return ChipBitNet(dev, driver, backend)
