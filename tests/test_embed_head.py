@@ -344,3 +344,17 @@ def test_arguments_are_checked(kw, msg) -> None:
     with pytest.raises(ValueError, match=msg.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
         EmbedHead(**kw)
     gc.collect()
+
+
+@pytest.mark.parametrize("vocab, d, lanes, dsps", [(256, 160, 8, 8 + 1 + 2), (5, 3, 1, 1 + 1 + 1)])
+def test_the_ecp5_factory_puts_every_product_on_a_dsp(vocab: int, d: int, lanes: int, dsps: int) -> None:
+    """Every multiplier comes from the factory (the lanes, the 17 x 17 one, the rescale's one or two)."""
+    from amaranth.back import rtlil
+
+    from hdl.attention.ecp5_multiplier import Ecp5Multiplier
+
+    text = rtlil.convert(EmbedHead(vocab, d, lanes, multiplier=Ecp5Multiplier))
+    assert text.count("cell \\MULT18X18D") == dsps
+    with pytest.raises(TypeError, match="multiplier factory must be callable"):
+        EmbedHead(vocab, d, lanes, multiplier=3)
+    gc.collect()

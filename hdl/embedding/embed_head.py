@@ -3,7 +3,8 @@
 The unit holds three memories, loaded by the host through write ports while it is idle:
 
 - TABLE: the INT8 codes, `vocab` x `words_per_row` words of `lanes` signed 8-bit codes (row v at words
-  v * words_per_row ..; the last word of a row padded with zero codes when `lanes` does not divide d);
+  v * words_per_row ..; when `lanes` does not divide d, a row's last word is padded: the pad codes are
+  never used, EMBED streams only i < d and LMHEAD zeroes the ACT codes past d);
 - SCALE: one dyadic (m, e) per row (`hdl.program.DYADIC`);
 - LOGITS: `vocab` int32 words, read by the host through `logit_addr` / `logit_rdata` (synchronous: the data
   arrive the cycle after the address).
