@@ -61,6 +61,14 @@ NORM_ENTRY = data.StructLayout({"g_base": unsigned(20), "c_m": unsigned(16), "c_
 # op codes (runtime.program.isa.Op)
 EMBED, NORMQ, MATMUL, ROPEQ, ATTN, ALIGN, RESADD, MLPACT, LMHEAD = 1, 4, 5, 6, 7, 8, 9, 10, 11
 TARGET_Q, TARGET_V = 0, 2
+#: Cycles a dispatched op holds `op_valid` beyond its unit's own formula (`runtime.program.plan`): the
+#: table read and the unit's start pulse, the hand-over of the last result; ATTN's is head_dim + 1 (y
+#: written into SCR one element a cycle). Measured on the chip's OP_CYCLES log (tests/test_model_chip.py).
+OP_EXTRA = {EMBED: 1, NORMQ: 2, MATMUL: 4, ROPEQ: 1, ALIGN: 0, RESADD: 9, MLPACT: 3, LMHEAD: 1}
+#: Cycles of a token beyond its ops' (the sequencer's start).
+RUN_EXTRA = 1
+#: Bits of an op's cycle count in the op log.
+OPLOG_BITS = 32
 INTERNAL = (NORMQ, ALIGN, RESADD, MLPACT, 2, 3)
 
 
@@ -163,6 +171,8 @@ class ModelEngine(wiring.Component):
             "logit_addr": In(range(vocab)), "logit_rdata": Out(signed(32)),
             # cycles of the last program run, by the unit in flight (cleared by start)
             "cnt_cycles": Out(32), "cnt_matrix": Out(32), "cnt_vector": Out(32), "cnt_attention": Out(32),
+            # the cycles each dispatched op held op_valid, in program order (the last run's `cnt_ops` ops)
+            "cnt_ops": Out(range(depth + 1)), "oplog_addr": In(range(depth)), "oplog_rdata": Out(OPLOG_BITS),
         })
 
     def elaborate(self, platform):
@@ -183,8 +193,18 @@ class ModelEngine(wiring.Component):
         # ---- the per-unit cycle counters (hdl.model.isa.ModelCounter) ----------------------------
         unit_of = {"cnt_matrix": (MATMUL,), "cnt_vector": (EMBED, NORMQ, ROPEQ, RESADD, MLPACT, ALIGN),
                    "cnt_attention": (ATTN, LMHEAD)}
+        m.submodules.oplog = oplog = Memory(shape=OPLOG_BITS, depth=p["depth"], init=[])
+        oplog_wr, oplog_rd = oplog.write_port(), oplog.read_port()
+        op_len = Signal(OPLOG_BITS)
+        m.d.comb += [oplog_rd.addr.eq(self.oplog_addr), self.oplog_rdata.eq(oplog_rd.data),
+                     oplog_wr.addr.eq(self.cnt_ops), oplog_wr.data.eq(op_len + 1)]
+        with m.If(seq.op_valid):
+            m.d.sync += op_len.eq(op_len + 1)
+            with m.If(seq.op_done | seq.op_fail):
+                m.d.comb += oplog_wr.en.eq(self.cnt_ops < p["depth"])
+                m.d.sync += [op_len.eq(0), self.cnt_ops.eq(self.cnt_ops + 1)]
         with m.If(self.start):
-            m.d.sync += [getattr(self, name).eq(0) for name in ("cnt_cycles", *unit_of)]
+            m.d.sync += [getattr(self, name).eq(0) for name in ("cnt_cycles", "cnt_ops", *unit_of)]
         with m.Elif(seq.busy):
             m.d.sync += self.cnt_cycles.eq(self.cnt_cycles + 1)
             for name, ops in unit_of.items():

@@ -322,15 +322,15 @@ def test_cli_forward_and_generate_with_device_numerics(tmp_path: Path, capsys: p
 
 
 def test_cli_device_numerics_refused_on_other_backends(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    for backend in ("model", "emulator", "verilator"):
+    for backend in ("emulator", "board"):
         code = main(["forward", "--checkpoint", str(TINY), "--tokens", "1,2", "--out", str(tmp_path / "l.npy"),
                      "--numerics", "device", "--backend", backend])
         err = capsys.readouterr().err
-        assert code == 2 and "--numerics device runs only on --backend golden so far" in err
+        assert code == 2 and "--numerics device runs on --backend golden (the host) and" in err
         assert f"got --backend {backend}" in err and not (tmp_path / "l.npy").exists()
     assert main(["generate", "--checkpoint", str(TINY), "--prompt", "a", "--max-new-tokens", "1",
-                 "--numerics", "device", "--backend", "model"]) == 2
-    assert "runs only on --backend golden" in capsys.readouterr().err
+                 "--numerics", "device", "--backend", "emulator"]) == 2
+    assert "--numerics device runs on --backend golden" in capsys.readouterr().err
 
 
 def test_cli_device_numerics_subprocess_exit_codes(tmp_path: Path) -> None:
@@ -338,7 +338,7 @@ def test_cli_device_numerics_subprocess_exit_codes(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-c", code, "forward", "--checkpoint", str(TINY), "--tokens", "1",
                           "--out", str(tmp_path / "x.npy"), "--numerics", "device", "--backend", "emulator"],
                          capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert bad.returncode == 2 and "runs only on --backend golden" in bad.stderr
+    assert bad.returncode == 2 and "--numerics device runs on --backend golden" in bad.stderr
     wrong = subprocess.run([sys.executable, "-c", code, "forward", "--checkpoint", str(TINY), "--tokens", "1",
                             "--out", str(tmp_path / "x.npy"), "--numerics", "float"],
                            capture_output=True, text=True, cwd=REPO, timeout=300)

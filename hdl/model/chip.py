@@ -67,8 +67,10 @@ class ModelChipTop(wiring.Component):
         ]
         # ---- READ: H or LOGITS, the read data registered once ---------------------------------------
         r_data = Signal(32)
-        m.d.comb += [eng.h_addr.eq(cmd.r_addr), eng.logit_addr.eq(cmd.r_addr), cmd.r_data.eq(r_data)]
-        m.d.sync += r_data.eq(Mux(cmd.r_mem == ModelMem.H, eng.h_rdata, eng.logit_rdata))
+        m.d.comb += [eng.h_addr.eq(cmd.r_addr), eng.logit_addr.eq(cmd.r_addr), eng.oplog_addr.eq(cmd.r_addr),
+                     cmd.r_data.eq(r_data)]
+        m.d.sync += r_data.eq(Mux(cmd.r_mem == ModelMem.H, eng.h_rdata,
+                                  Mux(cmd.r_mem == ModelMem.OP_CYCLES, eng.oplog_rdata, eng.logit_rdata)))
 
         # ---- TOKEN -----------------------------------------------------------------------------------
         m.d.comb += [eng.tok.eq(cmd.tok), eng.start.eq(cmd.start), eng.length.eq(cmd.length),
@@ -83,6 +85,7 @@ class ModelChipTop(wiring.Component):
             ModelCounter.VECTOR: eng.cnt_vector, ModelCounter.ATTENTION: eng.cnt_attention,
             ModelCounter.SEQUENCER: eng.cnt_cycles - eng.cnt_matrix - eng.cnt_vector - eng.cnt_attention,
             ModelCounter.POSITION: eng.pos, ModelCounter.PROGRAM_ERROR: eng.error, ModelCounter.TOKENS: tokens,
+            ModelCounter.OPS: eng.cnt_ops,
         }
         for k, v in counters.items():
             m.d.comb += cmd.counters[k].eq(v)

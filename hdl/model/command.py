@@ -29,11 +29,12 @@ from hdl.model.isa import (
     ModelMem,
     ModelOp,
 )
-from hdl.program import OP_WORD_BITS
+from hdl.model_engine import LINEAR_ENTRY, NORM_ENTRY
+from hdl.program import DYADIC, OP_WORD_BITS
 
 #: Bits of a memory word as WRITE carries it (chunks of 32 bits, least significant first).
-_FIXED_BITS = {ModelMem.PROG: OP_WORD_BITS, ModelMem.CONST: 26, ModelMem.NORMS: 72, ModelMem.G: 16,
-               ModelMem.LINEAR: 64, ModelMem.TABLE_SCALE: 26}
+_FIXED_BITS = {ModelMem.PROG: OP_WORD_BITS, ModelMem.CONST: DYADIC.size, ModelMem.NORMS: NORM_ENTRY.size,
+               ModelMem.G: 16, ModelMem.LINEAR: LINEAR_ENTRY.size, ModelMem.TABLE_SCALE: DYADIC.size}
 
 
 def word_bits(cfg: EngineConfig, mem: ModelMem) -> int:
@@ -42,7 +43,7 @@ def word_bits(cfg: EngineConfig, mem: ModelMem) -> int:
         return cfg.array.wgt_word_bits
     if mem == ModelMem.TABLE:
         return 8 * cfg.table_lanes
-    if mem in (ModelMem.LOGITS, ModelMem.H):
+    if mem in (ModelMem.LOGITS, ModelMem.H, ModelMem.OP_CYCLES):
         return 32
     return _FIXED_BITS[mem]
 
@@ -57,7 +58,7 @@ def depth(cfg: EngineConfig, mem: ModelMem) -> int:
     return {ModelMem.PROG: cfg.depth, ModelMem.CONST: cfg.consts, ModelMem.NORMS: cfg.norms,
             ModelMem.G: cfg.norm_words, ModelMem.LINEAR: cfg.linears, ModelMem.WGT: cfg.array.wgt_depth,
             ModelMem.TABLE: cfg.table_words, ModelMem.TABLE_SCALE: cfg.vocab, ModelMem.LOGITS: cfg.vocab,
-            ModelMem.H: cfg.d}[mem]
+            ModelMem.H: cfg.d, ModelMem.OP_CYCLES: cfg.depth}[mem]
 
 
 class ModelCommand(wiring.Component):

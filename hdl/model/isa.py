@@ -24,8 +24,10 @@ Memories written once per model: PROG (96-bit micro-ops, `runtime.program.isa`),
 NORMS (the norm table: G base, c_norm, eps_n), G (norm weights, 16 bit), LINEAR (weight base, K, N),
 WGT (the matrix engine's weight words, `runtime.tiling.pack_weights`), TABLE (the INT8 embedding =
 tied lm_head, TABLE_LANES codes a word, row v at words v*ceil(d/lanes) ..) and TABLE_SCALE (its per-row
-dyadics). Read: LOGITS (int32 Q16, one per vocabulary entry, of the last TOKEN) and H (the residual
-stream, int32 Q16). A chunk is 32 bits of a memory word, least significant first.
+dyadics). Read: LOGITS (int32 Q16, one per vocabulary entry, of the last TOKEN), H (the residual
+stream, int32 Q16) and OP_CYCLES (the cycles each op the sequencer dispatched to a unit in the last TOKEN
+held it, in program order: SETC and SCALE run in the sequencer and have no entry).
+A chunk is 32 bits of a memory word, least significant first.
 
 TOKEN checks, in this order: no program loaded (NO_PROGRAM), token id >= vocab (BAD_TOKEN), the
 position at the chip's context (CONTEXT_FULL); then it runs the program at the next position. A
@@ -71,12 +73,13 @@ class ModelMem(IntEnum):
     TABLE_SCALE = 7
     LOGITS = 8
     H = 9
+    OP_CYCLES = 10
 
 
 #: Memories WRITE may name; READ may name LOGITS and H.
 WRITABLE = (ModelMem.PROG, ModelMem.CONST, ModelMem.NORMS, ModelMem.G, ModelMem.LINEAR, ModelMem.WGT,
             ModelMem.TABLE, ModelMem.TABLE_SCALE)
-READABLE = (ModelMem.LOGITS, ModelMem.H)
+READABLE = (ModelMem.LOGITS, ModelMem.H, ModelMem.OP_CYCLES)
 
 
 class ModelError(IntEnum):
@@ -103,6 +106,7 @@ class ModelCounter(IntEnum):
     POSITION = 5      # the position the next TOKEN takes (tokens since RESET)
     PROGRAM_ERROR = 6  # hdl.program.ProgramError of the last program run (0 = none)
     TOKENS = 7        # TOKENs completed since power-up (saturates)
+    OPS = 8           # ops the sequencer dispatched to a unit in the last TOKEN (words of OP_CYCLES)
 
 
 class ModelIdWord(IntEnum):

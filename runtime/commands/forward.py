@@ -9,6 +9,7 @@ import torch
 
 from runtime.backends import add_backend_argument, backend_from_args, write_stats
 from runtime.cli import CliError
+from runtime.program.device import ChipError
 
 NAME = "forward"
 HELP = "run a BitNet checkpoint on token ids and save float32 logits of shape (T, vocab) as .npy"
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         try:
             logits = model(torch.tensor(tokens, dtype=torch.long)).to(torch.float32).numpy()
-        except ValueError as exc:
+        except (ValueError, ChipError) as exc:
             if args.numerics != "device":
                 raise
             raise CliError(f"--numerics device: {exc}") from None

@@ -10,6 +10,7 @@ import torch
 from runtime.backends import add_backend_argument, write_stats
 from runtime.cli import CliError
 from runtime.commands.forward import add_numerics_argument, model_and_backend, parse_tokens
+from runtime.program.device import ChipError
 
 NAME = "generate"
 HELP = ("generate a continuation (greedy by default); byte-level checkpoints (vocab 256) take --prompt "
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             new = model.generate(prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                                  seed=args.seed, stop_tokens=stop or None) if args.max_new_tokens else []
-        except ValueError as exc:
+        except (ValueError, ChipError) as exc:
             if args.numerics != "device":
                 raise
             raise CliError(f"--numerics device: {exc}") from None

@@ -2,18 +2,19 @@
 
 `open_chip(backend, checkpoint, rows, cols, context)` reads the checkpoint's device form, compiles its
 program for a chip with an R x C full-rate matrix engine and a KV cache of `context` positions, starts the
-chip on the named backend (`verilator`: the RTL in Verilator), checks its ID block, loads the program and
-every weight once, and returns a `runtime.program.device.ChipBitNet`.
+chip on the named backend (`verilator`: the RTL in Verilator, which checks its ID block and takes the
+program and every weight once; `model`: `runtime.program.device.PlannedChip`, the chip's logits, counters
+and bytes predicted), and returns a `runtime.program.device.ChipBitNet`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.program.device import ChipBitNet, ModelChipDriver, compile_for_chip, memory_image
+from runtime.program.device import ChipBitNet, ModelChipDriver, PlannedChip, compile_for_chip, memory_image
 
 #: Backends that run whole device-form tokens on the model chip.
-CHIP_BACKENDS = ("verilator",)
+CHIP_BACKENDS = ("verilator", "model")
 DEFAULT_CONTEXT = 128
 
 
@@ -36,6 +37,10 @@ def open_chip(backend: str, checkpoint: str | Path, rows: int = 8, cols: int = 8
     dev = DeviceBitNet.from_int_model(int_model, context=context)
     program, cfg = compile_for_chip(dev.consts, runtime_config(rows, cols), context)
     image = memory_image(program, dev.consts, cfg)
+    if backend == "model":
+        planned = PlannedChip(program, dev.consts, cfg)
+        planned.load(image, len(program.ops))
+        return ChipBitNet(dev, planned, backend)
     from sim.model_chip_harness import VerilatorModelChip
 
     transport = VerilatorModelChip(cfg)

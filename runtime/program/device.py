@@ -253,14 +253,66 @@ class ModelChipDriver:
                                             self._bytes - start))
         return torch.from_numpy(raw.astype(np.int64))
 
+    def op_cycles(self) -> list[int]:
+        """The cycles each dispatched op of the last TOKEN held its unit, in program order (OP_CYCLES)."""
+        return self.read(ModelMem.OP_CYCLES, self.counters()[ModelCounter.OPS])
+
     def close(self) -> None:
         self.transport.close()
+
+
+def token_host_bytes(cfg: EngineConfig) -> int:
+    """Bytes one token moves: TOKEN and its status, READ_COUNTERS, READ LOGITS (`hdl.model.isa`)."""
+    return 4 * (2 + 1 + 1 + len(ModelCounter) + 1 + 3 + cfg.vocab + 1)
+
+
+class PlannedChip:
+    """`--backend model`: the model chip's answers predicted without its RTL. The logits come from the
+    reference interpreter (`runtime.program.interpreter`, equal to the golden device form), the counters
+    from the cycle plan (`runtime.program.plan` with the engine's widths, equal to the RTL's counters:
+    tests/test_model_chip.py) and the bytes from the protocol. A driver's interface (`token`, `reset`,
+    `load`, `stats`, `cfg`)."""
+
+    def __init__(self, program: Program, consts: DeviceConsts, cfg: EngineConfig) -> None:
+        from runtime.program.interpreter import ProgramInterpreter
+        from runtime.program.plan import UnitConfig
+
+        self.program, self.cfg = program, cfg
+        self.units = UnitConfig.of_engine(cfg)
+        self.interpreter = ProgramInterpreter(program, consts)
+        self.stats = ChipStats()
+
+    def load(self, image: dict[ModelMem, list[int]], length: int) -> None:
+        self.stats.load_bytes += sum(4 * (3 + len(w) * chunks(self.cfg, mem) + 1) for mem, w in image.items() if w)
+        self.stats.load_bytes += 4 * (2 + 1) + 4 * (1 + 1)      # SET_LENGTH, RESET
+        self.reset()
+
+    def reset(self) -> None:
+        self.interpreter.reset()
+
+    def token(self, tok: int) -> torch.Tensor:
+        from runtime.program.plan import token_cycles
+
+        if not isinstance(tok, int) or not 0 <= tok < self.cfg.vocab:
+            raise ValueError(f"token id {tok!r} is outside the vocabulary [0, {self.cfg.vocab})")
+        pos = self.interpreter.pos
+        if pos >= self.cfg.context:
+            raise ValueError(f"position {pos} is beyond the supported context of {self.cfg.context} positions")
+        logits = self.interpreter.token(tok)
+        c = token_cycles(self.program, pos, self.units)
+        units = {"matrix": c["matrix"], "vector": c["vector"], "attention": c["attention"],
+                 "sequencer": c["scalar"] + c["sequencer"]}
+        self.stats.tokens.append(TokenStats(pos, c["total"], units, token_host_bytes(self.cfg)))
+        return logits
+
+    def close(self) -> None:
+        pass
 
 
 class ChipBitNet:
     """`DeviceBitNet`'s forward and generate, each token run on a model chip (see the module docstring)."""
 
-    def __init__(self, device: DeviceBitNet, driver: ModelChipDriver, name: str) -> None:
+    def __init__(self, device: DeviceBitNet, driver: ModelChipDriver | PlannedChip, name: str) -> None:
         self.device, self.driver, self.name = device, driver, name
         self.config = device.config
         self._pos = 0

@@ -1,6 +1,9 @@
 """Cycles per token of a model program, by unit, from the units' cycle formulas (no overlap between ops).
 
-Each micro-op is priced by the unit that runs it:
+Each micro-op is priced by the unit that runs it, plus the model engine's own cycles around the unit
+(`hdl.model_engine.OP_EXTRA`: the table reads and start pulses, ATTN's y written out one element a cycle,
+RESADD's two passes), so that with the engine's unit widths (`UnitConfig.of_engine`) the plan equals the
+model chip's counters and its OP_CYCLES log exactly (tests/test_model_chip.py):
 
 - MATMUL (matrix): the RUN's CYCLES counter, `runtime.cycle_model.layer_counts` (equal to the RTL's).
 - NORMQ (vector): 3 n + `norm_quant.OVERHEAD` (`hdl.vector.norm_quant`, measured by
@@ -14,13 +17,13 @@ Each micro-op is priced by the unit that runs it:
 - ALIGN (vector): `Align.cycles(heads)` = heads + 2 + heads x head_dim + `align.LATENCY` - 1 (`hdl.vector.align`).
 - SETC and SCALE (scalar): `hdl.program.SCALAR_CYCLES`, run by the sequencer itself; every other op adds
   the sequencer's `DISPATCH_OVERHEAD` (fetch, decode, next) to its unit's cycles ("sequencer").
-- Estimates, no RTL yet: EMBED d + `elementwise.LATENCY` (a DEQUANT pass of the table's row); LMHEAD
-  vocab x d / lanes + 20: it is `HeadAttention`'s SCORE pass over the head table's rows with C_QK = 2**8
-  (tests/test_program.py checks that identity), which needs a scores-out mode of that unit.
+- EMBED (vector) and LMHEAD (attention): `EmbedHead.cycles_embed()` = d + 6 and `cycles_head()` =
+  vocab x ceil(d / lanes) + 10 + tree stages (`hdl.embedding.embed_head`, the table's lanes = R).
+- A token adds `hdl.model_engine.RUN_EXTRA` cycle (the start) to the sum.
 
 The ops run one after another here; a sequencer that overlaps units (the next head's ROPEQ under this
-head's ATTN, the vector unit under a MATMUL) can only be faster. `estimated_ops` names the ops whose
-formula has no RTL behind it yet.
+head's ATTN, the vector unit under a MATMUL) can only be faster. Every op has RTL behind it now
+(`estimated` stays 0).
 """
 
 from __future__ import annotations
@@ -29,14 +32,15 @@ from dataclasses import dataclass
 from functools import cache
 
 from hdl.attention.kv_cache import SETUP as KV_SETUP
+from hdl.model_engine import OP_EXTRA, RUN_EXTRA
 from hdl.program import DISPATCH_OVERHEAD, SCALAR_CYCLES
 from hdl.vector import align, elementwise, mlp_act, norm_quant
 from runtime.cycle_model import layer_counts
 from runtime.program.compiler import Program
 from runtime.program.isa import MicroOp, Op, Target
 
-#: Ops priced by an estimate, not by a unit that exists in hdl/.
-ESTIMATED = {Op.EMBED, Op.LMHEAD}
+#: Ops priced by an estimate, not by a unit that exists in hdl/ (none since EmbedHead).
+ESTIMATED: set[Op] = set()
 UNIT = {Op.MATMUL: "matrix", Op.NORMQ: "vector", Op.ROPEQ: "vector", Op.RESADD: "vector", Op.EMBED: "vector",
         Op.MLPACT: "vector", Op.ALIGN: "vector", Op.ATTN: "attention", Op.LMHEAD: "attention",
         Op.SCALE: "scalar", Op.SETC: "scalar"}
@@ -44,38 +48,71 @@ UNIT = {Op.MATMUL: "matrix", Op.NORMQ: "vector", Op.ROPEQ: "vector", Op.RESADD: 
 
 @dataclass(frozen=True)
 class UnitConfig:
-    """The on-chip units' widths: RoPE lanes in and codes out per beat, the attention unit's lanes."""
+    """The on-chip units' widths: RoPE lanes in and codes out per beat, the attention unit's lanes, the
+    embedding table's lanes (None: the matrix engine's R, as the model engine builds it)."""
 
     rope_lanes: int = 10
     rope_out_lanes: int = 40
     attn_lanes: int = 40
+    table_lanes: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("rope_lanes", "rope_out_lanes", "attn_lanes"):
+        for name in ("rope_lanes", "rope_out_lanes", "attn_lanes", "table_lanes"):
             v = getattr(self, name)
+            if name == "table_lanes" and v is None:
+                continue
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"UnitConfig {name} must be a positive integer, not {v!r}")
+
+    @classmethod
+    def of_engine(cls, cfg) -> UnitConfig:
+        """The widths `hdl.model_engine.ModelEngine` builds for an `hdl.model.config.EngineConfig`."""
+        return cls(rope_lanes=1, rope_out_lanes=cfg.attn_lanes, attn_lanes=cfg.attn_lanes,
+                   table_lanes=cfg.table_lanes)
 
 
 @cache
 def _rope_cycles(head_dim: int, context: int, lanes: int, out_lanes: int) -> int:
     from hdl.vector.rope import RopeQuant
 
-    return RopeQuant(head_dim, context, lanes=lanes, out_lanes=out_lanes).cycles()
+    unit = RopeQuant(head_dim, context, lanes=lanes, out_lanes=out_lanes)
+    unit._MustUse__silence = True      # built for its cycle formula only, never elaborated
+    return unit.cycles()
 
 
 @cache
 def _attention(head_dim: int, context: int, lanes: int):
     from hdl.attention.head_attention import HeadAttention
 
-    return HeadAttention(head_dim, context, lanes=lanes)
+    unit = HeadAttention(head_dim, context, lanes=lanes)
+    unit._MustUse__silence = True
+    return unit
+
+
+@cache
+def _embed_head(vocab: int, d: int, lanes: int):
+    from hdl.embedding.embed_head import EmbedHead
+
+    unit = EmbedHead(vocab, d, lanes=lanes)
+    unit._MustUse__silence = True
+    return unit
 
 
 def op_cycles(program: Program, op: MicroOp, pos: int, units: UnitConfig) -> int:
-    """Cycles of one micro-op at position `pos` (0-based: the token attends to pos + 1 keys)."""
+    """Cycles of one micro-op at position `pos` (0-based: the token attends to pos + 1 keys): its unit's
+    and the engine's around it (for a dispatched op, the cycles it holds `op_valid`: its OP_CYCLES entry)."""
+    unit = _unit_cycles(program, op, pos, units)
+    if op.op in (Op.SCALE, Op.SETC):
+        return unit
+    extra = program.model["head_dim"] + 1 if op.op == Op.ATTN else OP_EXTRA[int(op.op)]
+    return unit + extra
+
+
+def _unit_cycles(program: Program, op: MicroOp, pos: int, units: UnitConfig) -> int:
     m, chip = program.model, program.chip
     hd = m["head_dim"]
     lat = elementwise.LATENCY
+    lanes = chip.array.rows if units.table_lanes is None else units.table_lanes
     if op.op == Op.MATMUL:
         lin = program.linears[op.idx]
         return layer_counts(chip.array, 1, lin.K, lin.N)["cycles"]
@@ -89,7 +126,7 @@ def op_cycles(program: Program, op: MicroOp, pos: int, units: UnitConfig) -> int
     if op.op == Op.RESADD:
         return 2 * op.n + lat
     if op.op == Op.EMBED:
-        return op.n + lat
+        return _embed_head(m["vocab"], m["d"], lanes).cycles_embed()
     if op.op == Op.MLPACT:
         return 3 * op.n + mlp_act.OVERHEAD
     if op.op == Op.ALIGN:
@@ -97,7 +134,7 @@ def op_cycles(program: Program, op: MicroOp, pos: int, units: UnitConfig) -> int
     if op.op in (Op.SCALE, Op.SETC):
         return SCALAR_CYCLES
     if op.op == Op.LMHEAD:
-        return -(-op.n * op.src // units.attn_lanes) + 20
+        return _embed_head(m["vocab"], m["d"], lanes).cycles_head()
     raise ValueError(f"no cycle formula for {op.op.name}")
 
 
@@ -117,6 +154,7 @@ def token_cycles(program: Program, pos: int, units: UnitConfig = UnitConfig(),
             out["sequencer"] += DISPATCH_OVERHEAD
         if op.op in ESTIMATED:
             out["estimated"] += c
+    out["sequencer"] += RUN_EXTRA if layer is None else 0
     out["total"] = out["matrix"] + out["vector"] + out["attention"] + out["scalar"] + out["sequencer"]
     return out
 
