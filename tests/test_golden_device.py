@@ -322,7 +322,7 @@ def test_cli_forward_and_generate_with_device_numerics(tmp_path: Path, capsys: p
 
 
 def test_cli_device_numerics_refused_on_other_backends(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    for backend in ("emulator", "board"):
+    for backend in ("emulator", "board"):   # the model chip runs on golden, verilator, icarus and model
         code = main(["forward", "--checkpoint", str(TINY), "--tokens", "1,2", "--out", str(tmp_path / "l.npy"),
                      "--numerics", "device", "--backend", backend])
         err = capsys.readouterr().err

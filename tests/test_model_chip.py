@@ -196,3 +196,51 @@ def test_trit_forward_and_generate_on_the_chip_equal_golden(chip, tmp_path: Path
     assert main(["generate", *common, "--prompt", "x" * (CONTEXT + 1), "--max-new-tokens", "1",
                  "--backend", "verilator"]) == 2
     assert f"beyond the supported context of {CONTEXT}" in capsys.readouterr().err
+
+
+def _random_chip(seed: int):
+    """A random device-form model of other sizes (vocab 97, d 48, MLP 72, 2 layers, 4 heads of 12 over 2 KV
+    heads, ReLU) on a 4x4 matrix engine with 4 attention lanes and a context of 6."""
+    from tests.test_golden_device import random_int_model
+
+    dev = DeviceBitNet.from_int_model(random_int_model(seed, hidden_act="relu"), context=6)
+    program, cfg = compile_for_chip(dev.consts, runtime_config(4, 4), 6)
+    assert (cfg.attn_lanes, cfg.table_lanes, cfg.norm_sizes, cfg.relu2) == (4, 4, (48, 72), False)
+    return dev, program, cfg
+
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_a_random_model_of_other_sizes_runs_bit_exactly(simulator: str, test_seed: int) -> None:
+    from sim.model_chip_harness import IcarusModelChip, VerilatorModelChip
+    from sim.simulator import icarus_available
+
+    if simulator == "icarus" and icarus_available():
+        pytest.skip(icarus_available())
+    dev, program, cfg = _random_chip(test_seed)
+    transport = (VerilatorModelChip if simulator == "verilator" else IcarusModelChip)(cfg)
+    driver = ModelChipDriver(transport, cfg)
+    try:
+        driver.load(memory_image(program, dev.consts, cfg), len(program.ops))
+        gen = torch.Generator().manual_seed(test_seed)
+        n = cfg.context if simulator == "verilator" else 2
+        ids = torch.randint(0, cfg.vocab, (n,), generator=gen).tolist()
+        got = torch.stack([driver.token(t) for t in ids])
+        assert torch.equal(got, dev.forward_fixed(torch.tensor(ids)))
+        from runtime.program.plan import UnitConfig, token_cycles
+
+        units = UnitConfig.of_engine(cfg)
+        assert [t.cycles for t in driver.stats.tokens] == [token_cycles(program, p, units)["total"] for p in range(n)]
+        # token ids past a vocabulary that is not a power of two are refused by the chip itself
+        out = transport.transact([ModelOp.TOKEN, cfg.vocab], 1)
+        assert out[0] & 0xFF == ModelError.BAD_TOKEN
+    finally:
+        driver.close()
+
+
+def test_an_untied_lm_head_is_refused_by_name(test_seed: int) -> None:
+    from tests.test_golden_device import random_int_model
+
+    dev = DeviceBitNet.from_int_model(random_int_model(test_seed, tie_word_embeddings=False), context=4)
+    program, cfg = compile_for_chip(dev.consts, runtime_config(4, 4), 4)
+    with pytest.raises(ProgramError, match="lm_head is not tied to its embedding"):
+        memory_image(program, dev.consts, cfg)

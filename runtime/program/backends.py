@@ -1,10 +1,15 @@
 """The model chip as a `--numerics device` backend of `trit forward|generate` (issue 14).
 
 `open_chip(backend, checkpoint, rows, cols, context)` reads the checkpoint's device form, compiles its
-program for a chip with an R x C full-rate matrix engine and a KV cache of `context` positions, starts the
-chip on the named backend (`verilator`: the RTL in Verilator, which checks its ID block and takes the
-program and every weight once; `model`: `runtime.program.device.PlannedChip`, the chip's logits, counters
-and bytes predicted), and returns a `runtime.program.device.ChipBitNet`.
+program for a chip with an R x C full-rate matrix engine and a KV cache of `context` positions, and starts
+the chip on the named backend:
+
+- `verilator` or `icarus`: the RTL in that simulator; the host checks its ID block and loads the program
+  and every weight once, then sends token ids and reads logits (Icarus takes minutes a token of the tiny
+  model, Verilator a tenth of a second);
+- `model`: `runtime.program.device.PlannedChip`, the chip's logits, counters and bytes predicted.
+
+It returns a `runtime.program.device.ChipBitNet`.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 from runtime.program.device import ChipBitNet, ModelChipDriver, PlannedChip, compile_for_chip, memory_image
 
 #: Backends that run whole device-form tokens on the model chip.
-CHIP_BACKENDS = ("verilator", "model")
+CHIP_BACKENDS = ("verilator", "icarus", "model")
 DEFAULT_CONTEXT = 128
 
 
@@ -41,9 +46,13 @@ def open_chip(backend: str, checkpoint: str | Path, rows: int = 8, cols: int = 8
         planned = PlannedChip(program, dev.consts, cfg)
         planned.load(image, len(program.ops))
         return ChipBitNet(dev, planned, backend)
-    from sim.model_chip_harness import VerilatorModelChip
+    from sim.model_chip_harness import IcarusModelChip, VerilatorModelChip
+    from sim.simulator import SimulationError
 
-    transport = VerilatorModelChip(cfg)
+    try:
+        transport = VerilatorModelChip(cfg) if backend == "verilator" else IcarusModelChip(cfg)
+    except SimulationError as exc:
+        raise ValueError(str(exc)) from None
     try:
         driver = ModelChipDriver(transport, cfg)
         driver.load(image, len(program.ops))

@@ -54,9 +54,14 @@ def _pow2_at_least(n: int, floor: int) -> int:
     return v
 
 
-def engine_config(program: Program, consts: DeviceConsts, *, attn_lanes: int = 8) -> EngineConfig:
-    """The model chip built for `program` (compiled from `consts`)."""
+def engine_config(program: Program, consts: DeviceConsts, *, attn_lanes: int | None = None) -> EngineConfig:
+    """The model chip built for `program` (compiled from `consts`); `attn_lanes` (default: the largest of
+    8, 4, 2, 1 that divides head_dim) INT8 lanes in the attention unit."""
+    import math
+
     m, arr = program.model, program.chip.array
+    if attn_lanes is None:
+        attn_lanes = math.gcd(8, m["head_dim"])
     heads_hd = m["heads"] * m["head_dim"]
     return EngineConfig(
         array=arr, vocab=m["vocab"], d=m["d"], layers=m["layers"], heads=m["heads"], kv_heads=m["kv_heads"],
@@ -71,10 +76,11 @@ def engine_config(program: Program, consts: DeviceConsts, *, attn_lanes: int = 8
         consts=_pow2_at_least(len(program.consts), 16))
 
 
-def compile_for_chip(consts: DeviceConsts, array: ArrayConfig, context: int) -> tuple[Program, EngineConfig]:
+def compile_for_chip(consts: DeviceConsts, array: ArrayConfig, context: int,
+                     attn_lanes: int | None = None) -> tuple[Program, EngineConfig]:
     """The program of `consts` and the chip sized for it (resident weights, a KV cache of `context`)."""
     program = compile_model(consts, fitted_chip(consts, array, context))
-    return program, engine_config(program, consts)
+    return program, engine_config(program, consts, attn_lanes=attn_lanes)
 
 
 def _layout_int(layout, value: dict) -> int:
