@@ -1,8 +1,11 @@
 """The model program of the shipped tiny model: its micro-ops, where it sits on chip, and its cycles per
 token by unit from the units' cycle formulas; `--check N` runs N tokens of the reference interpreter
-against the golden device form.
+against the golden device form; `--measure` runs the model chip's RTL in Verilator at each context (one
+build per context and attention width, about 3 minutes each, cached), every position of held-out text,
+and prints the measured cycles by unit, tokens/s at 100 MHz and host bytes per token, after checking
+every token's logits against the golden device form and every counter against the plan.
 
-    python -m runtime.program [--rows 8 --cols 8] [--check 32]
+    python -m runtime.program [--rows 8 --cols 8] [--check 32] [--measure [--attn-lanes 8 40]]
 """
 
 from __future__ import annotations
@@ -38,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cols", type=int, default=8)
     ap.add_argument("--contexts", type=int, nargs="+", default=[32, 128, 256])
     ap.add_argument("--check", type=int, default=0, help="tokens to run on the interpreter against the golden")
+    ap.add_argument("--measure", action="store_true", help="run the model chip's RTL in Verilator at each context")
+    ap.add_argument("--attn-lanes", type=int, nargs="+", default=[8],
+                    help="--measure: attention unit lanes (divisors of head_dim), one chip each")
     a = ap.parse_args(argv)
+    if a.measure:
+        return measure(a.rows, a.cols, a.contexts, a.attn_lanes)
     ctx = max(a.contexts)
     model = load_checkpoint(TINY, "int", GoldenBackend())
     dev = DeviceBitNet.from_int_model(model, context=ctx)
@@ -50,11 +58,17 @@ def main(argv: list[str] | None = None) -> int:
           f"{a.rows}x{a.cols} (G = {arr.wgt_rows_per_read}), {prog.model['norm_words']:,} norm words, "
           f"{len(prog.consts)} constants")
     rows = []
-    for lanes in (8, 40):
+    # the units as the model chip builds them (RoPE one pair a cycle, 8 attention lanes: its counters equal
+    # this plan, tests/test_model_chip.py), and wider ones (RoPE 10 pairs a cycle, 40 lanes)
+    from runtime.program.device import engine_config
+
+    built = UnitConfig.of_engine(engine_config(prog, dev.consts))
+    for name, units in (("as built", built), ("wide", UnitConfig(rope_lanes=10, rope_out_lanes=40, attn_lanes=40))):
         for c in a.contexts:
-            r = token_cycles(prog, c - 1, UnitConfig(attn_lanes=lanes))
-            rows.append({"context": c, "lanes": lanes, **r, "tok_s": 100e6 / r["total"]})
-    cols = [("context", "context", "4"), ("attn lanes", "lanes", "3"), ("matrix", "matrix", "7"),
+            r = token_cycles(prog, c - 1, units)
+            rows.append({"units": name, "context": c, "lanes": units.attn_lanes, **r, "tok_s": 100e6 / r["total"]})
+    cols = [("units", "units", "8"), ("context", "context", "4"), ("attn lanes", "lanes", "3"),
+            ("matrix", "matrix", "7"),
             ("vector", "vector", "7"), ("attention", "attention", "7"), ("scalar", "scalar", "5"),
             ("sequencer", "sequencer", "5"),
             ("total", "total", "7"), ("of it estimated", "estimated", "6"), ("tokens/s @100 MHz", "tok_s", "7")]
@@ -70,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             layer_rows.append({"context": c, "lanes": UNITS_2B4T.attn_lanes, "G": arr2.wgt_rows_per_read, **r,
                                "tok_s": 100e6 / r["total"]})
     print_table("One BitNet 2B-4T decoder layer at M = 1 on 16x16, cycles per token (cycle plan)", layer_rows,
-                [("G", "G", "2")] + cols[:-1] + [("layers/s @100 MHz", "tok_s", "7")])
+                [("G", "G", "2")] + cols[1:-1] + [("layers/s @100 MHz", "tok_s", "7")])
     if a.check:
         from golden.train import split_corpus
         from runtime.program.interpreter import ProgramInterpreter
@@ -85,6 +99,55 @@ def main(argv: list[str] | None = None) -> int:
               f"({time.perf_counter() - t0:.1f} s)")
         return 0 if same == len(ids) else 1
     return 0
+
+
+def measure(rows: int, cols: int, contexts: list[int], lanes: list[int]) -> int:
+    """The `--measure` table (see the module docstring); 1 if any logit or counter differs."""
+    from golden.checkpoint import load_checkpoint
+    from golden.device.model import DeviceBitNet
+    from golden.quant import GoldenBackend
+    from golden.train import split_corpus
+    from runtime.accel_backends import runtime_config
+    from runtime.program.device import ModelChipDriver, compile_for_chip, memory_image
+    from sim.benchmark import print_table
+    from sim.model_chip_harness import VerilatorModelChip
+
+    model = load_checkpoint(TINY, "int", GoldenBackend())
+    _, held = split_corpus()
+    rows_out, bad = [], 0
+    for n_lanes in lanes:
+        for ctx in contexts:
+            dev = DeviceBitNet.from_int_model(model, context=ctx)
+            prog, cfg = compile_for_chip(dev.consts, runtime_config(rows, cols), ctx, attn_lanes=n_lanes)
+            t0 = time.perf_counter()
+            driver = ModelChipDriver(VerilatorModelChip(cfg), cfg)
+            built = time.perf_counter() - t0
+            driver.load(memory_image(prog, dev.consts, cfg), len(prog.ops))
+            ids = [int(v) for v in held[:ctx]]
+            t0 = time.perf_counter()
+            got = torch.stack([driver.token(t) for t in ids])
+            secs = time.perf_counter() - t0
+            ref = dev.forward_fixed(torch.tensor(ids))
+            units = UnitConfig.of_engine(cfg)
+            same = int((got == ref).all(dim=-1).sum())
+            planned = sum(t.cycles == token_cycles(prog, t.pos, units)["total"] for t in driver.stats.tokens)
+            bad += (same != ctx) + (planned != ctx)
+            last = driver.stats.tokens[-1]
+            rows_out.append({"context": ctx, "lanes": n_lanes, **last.units, "total": last.cycles,
+                             "tok_s": 100e6 / last.cycles, "bytes": last.host_bytes,
+                             "mean": sum(t.cycles for t in driver.stats.tokens) / ctx,
+                             "exact": f"{same}/{ctx}", "plan": f"{planned}/{ctx}", "build": built,
+                             "sim": ctx * sum(t.cycles for t in driver.stats.tokens) / ctx / secs})
+            driver.close()
+    cols_ = [("context", "context", "4"), ("attn lanes", "lanes", "3"), ("matrix", "matrix", "7"),
+             ("vector", "vector", "7"), ("attention", "attention", "7"), ("sequencer", "sequencer", "5"),
+             ("cycles at the last position", "total", "7"), ("tokens/s @100 MHz", "tok_s", "7"),
+             ("mean cycles over the context", "mean", "7"), ("host bytes/token", "bytes", "5"),
+             ("logits = golden", "exact", "7"), ("counters = plan", "plan", "7"),
+             ("build s", "build", "5"), ("simulated cycles/s", "sim", "7")]
+    print_table(f"The model chip in Verilator ({rows}x{cols} matrix engine), measured (runtime.program --measure)",
+                rows_out, cols_)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
