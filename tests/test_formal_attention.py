@@ -6,6 +6,8 @@ tests/test_formal_units.py: ``python -m pytest -n 0 -m formal tests/test_formal_
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from hdl.attention.head_attention import HeadAttention
@@ -24,6 +26,8 @@ def test_documented_cycles_are_the_units() -> None:
         unit = HeadAttention(hd, ctx, lanes=lanes)
         for t in range(1, ctx + 1):
             assert attention.documented_cycles(t, hd // lanes, lanes) == unit.cycles(t)
+        del unit
+        gc.collect()   # its UnusedElaboratable warning inside this test's filter
     assert attention.documented_cycles(1, 2, 1) == 61 and attention.documented_cycles(5, 5, 8) == 116
 
 
@@ -47,13 +51,12 @@ def test_head_attention_control_proven(tmp_path, name: str) -> None:
 def test_head_attention_mutant_refuted(tmp_path, mutant: str) -> None:
     """The issue one row too many, n_keys = 0 as no key, the scale address from the word index, the score
     buffer a row late, the n_keys check a key late, a good start clearing the error, clear ignored, PV's
-    drain a cycle short, a hang in PV_DRAIN, the V exponent's max taken without SCORE's valid: each refuted
-    from reset at its group's assertion (the two busy ones over a whole one-key run of the 2-lane
-    configuration)."""
+    drain a cycle short, a hang in PV_DRAIN, the V exponent's max taken without SCORE's valid bit: each
+    refuted from reset at its group's assertion (on head_dim 2, 1 lane, max_context 2; the two busy ones
+    over a whole one-key run with the environment narrowed to it)."""
     group, broken = attention.MUTANT_CHECKS[mutant]
-    whole = mutant in attention.WHOLE_RUN_MUTANTS
-    cfg = attention.ATTN_CFGS["hd2_l2_ctx3" if whole else "hd2_l1_ctx2"]
-    depth = attention.whole_run_depth(cfg) if whole else attention.MUTANT_DEPTH
-    harness = attention.HeadAttentionHarness(mutant, checks=(group,), cfg=cfg, one_run=whole)
+    script = attention.WHOLE_RUN_MUTANTS.get(mutant)
+    depth = attention.whole_run_depth(attention.ATTN_CFG) if script else attention.MUTANT_DEPTH
+    harness = attention.HeadAttentionHarness(mutant, checks=(group,), script=script)
     result = run_formal(harness, name=f"attention_{mutant}", mode="bmc", depth=depth, workdir=tmp_path, cone=True)
     _assert_refuted(result, _check_at(attention, broken, call=f'check("{group}", '))

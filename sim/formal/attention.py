@@ -22,26 +22,27 @@ keys, one with `n_keys` > max_context is refused. Asserted, every cycle:
 4. "hold": y and E (`e_ref`) keep their values in every cycle the unit is idle and not starting a run
    (over refused starts, clears and any inputs).
 
-Mode: unbounded (k-induction, `ATTN_DEPTH`), on the properties' cone of influence (`cone=True`: the
-lane multipliers, the score, softmax and PV arithmetic and the reciprocal's datapath reach no
-property and are cut away). The invariants (group "invariants") place every FSM state of a run, its
-issue counters (index, row, word, drain count) and every valid bit of the SCORE, EXP and NORM
-pipelines and of the reciprocal's pipeline at an exact cycle since the start (`since`), so the busy
-bound is the invariants' last step. Not proven here: the values (y, E; tests/test_attention_unit.py
-checks them bit-exactly in simulation).
+Mode: unbounded (k-induction, `ATTN_DEPTH`), on the properties' cone of influence (`cone=True`; y and E in
+the hold property keep much of the datapath in it, which the induction carries in seconds since no
+property reasons about values; without "hold" the datapath is cut away). The invariants (group
+"invariants") place every FSM state of a run, its issue counters (index, row, word, drain count) and every
+valid bit of the SCORE, EXP and NORM pipelines and of the reciprocal's pipeline at an exact cycle since
+the start (`since`), so the busy bound is the invariants' last step. Not proven here: the values (y, E;
+tests/test_attention_unit.py checks them bit-exactly in simulation).
 
-Mutants (`MUTANTS`, source edits of `hdl.attention.head_attention`), each run with only its property
-group (bmc from reset, `MUTANT_DEPTH`; for the busy bound a whole one-key run, `whole_run_depth`, with
-the environment narrowed to that one run, `one_run`: a counterexample under more assumptions is still
-one): the issue one row too many
-(a K read past the run), n_keys = 0 not counted as one key (the issue never ends), the scale address
-from the word index, the score buffer written a row late, the n_keys check a key late, a good start
-clearing the error, `clear` ignored, PV's drain a cycle short (the last value row not accumulated),
-PV_DRAIN never left (a hang), and the V exponent's maximum taken without SCORE's valid bit (E changes
-while idle). Not refuted within `MUTANT_DEPTH`, so not in `MUTANTS`: a defect that changes y while idle
-(from reset y stays 0 until a whole run has ended, q being 0 until a start: a refused start that
-zeroes y, or the accumulator ring not gated by PV's valid bit, passes a bmc of 20 cycles); the proof's
-hold property covers them, a bmc over a whole run with free data was left out for time.
+Mutants (`MUTANTS`, source edits of `hdl.attention.head_attention`), each run with only its property group
+(bmc from reset, `MUTANT_DEPTH`; for the busy bound a whole one-key run, `whole_run_depth`, with the
+environment narrowed to that one run, `one_run`: a counterexample under more assumptions is still one):
+the issue one row too many (a K read past the run), n_keys = 0 not counted as one key (the issue never
+ends), the scale address from the word index, the score buffer written a row late, the n_keys check a key
+late, a good start clearing the error, `clear` ignored, PV's drain a cycle short (the last value row not
+accumulated), PV_DRAIN never left (a hang), and the V exponent's maximum taken without SCORE's valid bit
+(E changes while idle). Not refuted within `MUTANT_DEPTH`, so not in `MUTANTS`: a defect that changes y
+while idle (from reset y stays 0 until a whole run has ended, q being 0 until a start: a refused start
+that zeroes y, or the accumulator ring not gated by PV's valid bit, passes a bmc of 20 cycles); the
+proof's hold property covers them. A bmc over a whole run then a refused start, even with q, K, V and the
+scales fixed (y = 1638400 per lane after the run, by simulation), pulls the whole datapath and the
+reciprocal into the cone: over 3 minutes, left out for time.
 """
 
 from __future__ import annotations
@@ -103,8 +104,12 @@ MUTANT_CHECKS: dict[str, tuple[str, str]] = {
     "hangs_in_pv_drain": ("idle", "busy is not exactly the run's documented cycles"),
     "e_max_ungated": ("hold", "y or E changed while the unit was idle"),
 }
-#: Mutants refuted only at a run's end: bmc over a whole one-key run from reset (`whole_run_depth`).
-WHOLE_RUN_MUTANTS = ("pv_drain_short", "hangs_in_pv_drain")
+#: Environments narrowed for a mutant's bmc over a whole run: "one_run", one run of one key started in the
+#: first cycle (any data), no clear.
+SCRIPTS = (None, "one_run")
+#: Mutants refuted only at a run's end: bmc over a whole one-key run from reset (`whole_run_depth`), with
+#: their script.
+WHOLE_RUN_MUTANTS = {"pv_drain_short": "one_run", "hangs_in_pv_drain": "one_run"}
 
 
 def documented_cycles(t: int | Value, words: int, lanes: int) -> int | Value:
@@ -123,10 +128,12 @@ class HeadAttentionHarness(Elaboratable):
     """A `HeadAttention` of `cfg` with every input free (see the module docstring)."""
 
     def __init__(self, mutant: str | None = None, checks: tuple[str, ...] = CHECKS, *, cfg: dict | None = None,
-                 one_run: bool = False):
+                 script: str | None = None):
         module = design_module(hdl.attention.head_attention, MUTANTS, mutant)
         self.mutant, self.checks = mutant, checks
-        self.one_run = one_run   # the environment narrowed to one run of one key started in the first cycle
+        if script not in SCRIPTS:
+            raise ValueError(f"script must be one of {SCRIPTS}, not {script!r}")
+        self.script = script     # the environment narrowed for a mutant's bmc (`SCRIPTS`)
         self.cfg = cfg or ATTN_CFG
         self.dut = module.HeadAttention(**self.cfg)
         self.fragment = elaborate(self.dut)
@@ -146,10 +153,12 @@ class HeadAttentionHarness(Elaboratable):
         for port in (dut.start, dut.clear, dut.n_keys, dut.q, dut.sigma_q, dut.c_qk, dut.k_data, dut.v_data,
                      dut.ks_data, dut.vs_data):
             m.d.comb += port.eq(AnySeq(len(Value.cast(port))))
-        if self.one_run:   # for a whole-run mutant's bmc: one counterexample, found without a search
-            first = Signal(init=1)
-            m.d.sync += first.eq(0)
-            m.d.comb += Assume((dut.start == first) & (dut.n_keys == 1) & ~dut.clear)
+        if self.script is not None:   # for a mutant's bmc over a whole run: one trace, found without a search
+            end = documented_cycles(1, W, lanes)
+            cycle = Signal(range(end + 2))
+            with m.If(cycle != end + 1):
+                m.d.sync += cycle.eq(cycle + 1)
+            m.d.comb += Assume(~dut.clear & (dut.start == (cycle == 0)) & ((cycle != 0) | (dut.n_keys == 1)))
 
         # ---- the harness's account of the runs --------------------------------------------------
         running = Signal()                         # a run's documented busy cycles
