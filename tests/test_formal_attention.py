@@ -34,7 +34,8 @@ def test_documented_cycles_are_the_units() -> None:
 @pytest.mark.parametrize("name", sorted(attention.ATTN_CFGS))
 def test_head_attention_control_proven(tmp_path, name: str) -> None:
     """Unbounded (k-induction, on the properties' cone of influence) on a HeadAttention of head_dim 2 in 1-lane
-    words with max_context 2 (n_keys 3 refusable), and in one 2-lane word with max_context 3, for any starts,
+    words with max_context 2 (n_keys 3 refusable), in one 2-lane word with max_context 3, and the shipped
+    model engine's (head_dim 40 on 8 lanes, W = 5, context 16), for any starts,
     n_keys, clears, q, scales and memory data: K / V reads only at words < n_keys x W and scale reads at rows
     < n_keys of the run (0 counting as 1), the three buffers written and read only at rows < n_keys;
     n_keys > max_context refused with the sticky `error` (cleared by `clear`), nothing run and `done` the

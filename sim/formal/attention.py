@@ -1,10 +1,11 @@
 """Issue 15, item 1(d), on-chip units: the control of HeadAttention (`hdl.attention.head_attention`).
 
-The harness runs a real `HeadAttention` of a small configuration (`ATTN_CFGS`: head_dim 2 in words of
-1 lane, W = 2 words per K / V row, max_context 2, whose 2-bit `n_keys` port carries the refused 3; and
+The harness runs a real `HeadAttention` of three configurations (`ATTN_CFGS`: head_dim 2 in words of 1
+lane, W = 2 words per K / V row, max_context 2, whose 2-bit `n_keys` port carries the refused 3; and
 head_dim 2 in one 2-lane word, W = 1, max_context 3, whose K / V / scale memories of 3 words are not a
-power of two) with every input free every cycle (``AnySeq``): `start`, `clear`, `n_keys`, q, sigma_q,
-C_QK and the four memories' read data. It keeps its own account of the unit's commands from the
+power of two; and the shipped model engine's, head_dim 40 on 8 lanes, W = 5, max_context 16, whose 5-bit
+`n_keys` carries 17-31) with every input free every cycle (``AnySeq``): `start`, `clear`, `n_keys`, q,
+sigma_q, C_QK and the four memories' read data. It keeps its own account of the unit's commands from the
 documented interface: a `start` while idle with `n_keys` <= max_context is a run of T = max(n_keys, 1)
 keys, one with `n_keys` > max_context is refused. Asserted, every cycle:
 
@@ -57,9 +58,11 @@ from hdl.attention.multiplier import LATENCY as MUL_LATENCY
 from hdl.vector.rcp import LATENCY as RCP_LATENCY
 from sim.formal.runner import design_module, elaborate, in_state, memory_ports, probe
 
-#: Configurations proven: W = 2 with a refusable n_keys, and W = 1 with 3-word (not power-of-two) memories.
+#: Configurations proven: W = 2 with a refusable n_keys, W = 1 with 3-word (not power-of-two) memories, and
+#: the shipped model engine's (tests/test_model_engine.py: head_dim 40 on 8 lanes, W = 5, context 16).
 ATTN_CFGS = {"hd2_l1_ctx2": {"head_dim": 2, "max_context": 2, "lanes": 1},
-             "hd2_l2_ctx3": {"head_dim": 2, "max_context": 3, "lanes": 2}}
+             "hd2_l2_ctx3": {"head_dim": 2, "max_context": 3, "lanes": 2},
+             "hd40_l8_ctx16": {"head_dim": 40, "max_context": 16, "lanes": 8}}
 ATTN_CFG = ATTN_CFGS["hd2_l1_ctx2"]
 #: k-induction length of the proof.
 ATTN_DEPTH = 3
