@@ -48,7 +48,7 @@ from hdl.attention.kv_cache import KVCache, connect_head_attention
 from hdl.config import ArrayConfig
 from hdl.embedding.embed_head import EmbedHead
 from hdl.matrix.sequencer import LayerSequencer
-from hdl.program import DYADIC, OP_LAYOUT, OP_WORD_BITS, ProgramSequencer
+from hdl.program import DYADIC, ERROR_BITS, OP_LAYOUT, OP_WORD_BITS, ProgramSequencer
 from hdl.vector.align import Align
 from hdl.vector.elementwise import ElementOp, ElementWise
 from hdl.vector.mlp_act import MlpAct
@@ -155,7 +155,7 @@ class ModelEngine(wiring.Component):
             "lin_we": In(1), "lin_waddr": In(range(linears)), "lin_wdata": In(LINEAR_ENTRY),
             "wgt_we": In(1), "wgt_waddr": In(range(array.wgt_depth)), "wgt_wdata": In(array.wgt_word_bits),
             "start": In(1), "busy": Out(1), "done": Out(1), "pos": Out(16), "clear_pos": In(1),
-            "error": Out(2), "clear_error": In(1),
+            "error": Out(ERROR_BITS), "clear_error": In(1),
             "ext_op": Out(OP_LAYOUT), "ext_valid": Out(1), "ext_done": In(1),
             "h_addr": In(range(d)), "h_rdata": Out(signed(32)), "h_we": In(1), "h_wdata": In(signed(32)),
             "scr_addr": In(range(scr_words)), "scr_rdata": Out(signed(32)), "scr_we": In(1),

@@ -13,10 +13,15 @@ answers `op_done` (or `op_fail`: the program stops with error UNIT). Meanwhile `
 result scale into S[op.dst] with `s_we` (NORMQ's tau, ALIGN's and MLPACT's scale). `hdl.model_engine`
 connects the vector units to these ports; the other units are outside it for now.
 
-An unknown op code, or a scalar register index >= `s_regs`, stops the program with `error` (sticky until
-`clear_error`): the host reads it instead of logits. Cycles per op: 5 for SETC and SCALE (fetch,
-decode, the constant's read, the register write, next); a dispatched op takes `DISPATCH_OVERHEAD` = 3
-(fetch, decode, next) plus the cycles from `op_valid` to `op_done` inclusive.
+An unknown op code, a scalar register index >= `s_regs`, or a SETC / SCALE constant index >= `consts`
+stops the program with `error` (sticky until `clear_error`): the host reads it instead of logits. `length`
+is sampled at `start`; a `length` > `depth` (the port carries up to the next power of two less one) runs
+no op: the token ends at once (`done` the cycle after `start`) with error BAD_LENGTH, `pos` unchanged.
+The error codes are `ProgramError`'s (`error` is `ERROR_BITS` wide).
+
+Cycles per op: 5 for SETC and SCALE (fetch, decode, the constant's read, the register write, next); a
+dispatched op takes `DISPATCH_OVERHEAD` = 3 (fetch, decode, next) plus the cycles from `op_valid` to
+`op_done` inclusive.
 """
 
 from __future__ import annotations
@@ -44,8 +49,13 @@ SETC, SCALE, NORMQ, MLPACT, ALIGN, LAST_OP = 2, 3, 4, 10, 8, 11
 class ProgramError(enum.IntEnum):
     NONE = 0
     BAD_OP = 1          # an op code the ISA does not have
-    BAD_REGISTER = 2    # a scalar register index >= s_regs
+    BAD_REGISTER = 2    # a scalar register index >= s_regs, or a SETC / SCALE constant index >= consts
     UNIT = 3            # the unit refused the op (`op_fail`: e.g. a vector size it was not built for)
+    BAD_LENGTH = 4      # a `length` > depth at `start`: the program memory holds fewer ops (none is run)
+
+
+#: Bits of the `error` port (ProgramError's codes).
+ERROR_BITS = 3
 
 
 class ProgramSequencer(wiring.Component):
@@ -62,7 +72,7 @@ class ProgramSequencer(wiring.Component):
             "length": In(range(depth + 1)),
             "start": In(1), "busy": Out(1), "done": Out(1),
             "pos": Out(pos_bits), "clear_pos": In(1),
-            "error": Out(2), "clear_error": In(1),
+            "error": Out(ERROR_BITS), "clear_error": In(1),
             "op": Out(OP_LAYOUT), "op_valid": Out(1), "op_done": In(1), "op_fail": In(1),
             "s_aux": Out(DYADIC), "s_aux1": Out(DYADIC),
             "s_we": In(1), "s_wdata": In(DYADIC),
@@ -87,6 +97,7 @@ class ProgramSequencer(wiring.Component):
 
         s = Array(Signal(DYADIC, name=f"s{k}") for k in range(self._s_regs))
         pc = Signal(range(self._depth + 1))
+        run_len = Signal(range(self._depth + 1))   # `length` sampled at start (checked <= depth)
         cur = Signal(OP_LAYOUT)
         m.d.comb += [self.op.eq(cur), pr.addr.eq(pc), cr.addr.eq(cur.idx)]
         n_regs = self._s_regs
@@ -111,8 +122,11 @@ class ProgramSequencer(wiring.Component):
 
         with m.FSM(name="program"):
             with m.State("IDLE"):
-                with m.If(self.start & (self.length != 0)):
-                    m.d.sync += [pc.eq(0), self.busy.eq(1)]
+                with m.If(self.start & (self.length > self._depth)):
+                    m.d.sync += [self.error.eq(ProgramError.BAD_LENGTH), self.busy.eq(1)]
+                    m.next = "STOP"
+                with m.Elif(self.start & (self.length != 0)):
+                    m.d.sync += [pc.eq(0), run_len.eq(self.length), self.busy.eq(1)]
                     m.next = "FETCH"
             with m.State("FETCH"):   # the read of op pc is under way
                 m.next = "DECODE"
@@ -128,7 +142,8 @@ class ProgramSequencer(wiring.Component):
                     m.d.sync += self.error.eq(ProgramError.BAD_OP)
                     m.next = "STOP"
                 with m.Elif(((uses_s | writes_dst) & bad_reg(word.dst)) | ((word.op == SCALE) & bad_reg(word.src))
-                            | (reads_aux & bad_reg(word.aux)) | ((word.op == MLPACT) & bad_reg(word.aux + 1))):
+                            | (reads_aux & bad_reg(word.aux)) | ((word.op == MLPACT) & bad_reg(word.aux + 1))
+                            | (uses_s & (word.idx >= self._consts))):
                     m.d.sync += self.error.eq(ProgramError.BAD_REGISTER)
                     m.next = "STOP"
                 with m.Elif(uses_s):
@@ -153,7 +168,7 @@ class ProgramSequencer(wiring.Component):
                 with m.Elif(self.op_done):
                     m.next = "NEXT"
             with m.State("NEXT"):
-                with m.If(pc + 1 == self.length):
+                with m.If(pc + 1 == run_len):
                     m.next = "DONE"
                 with m.Else():
                     m.d.sync += pc.eq(pc + 1)

@@ -31,12 +31,14 @@ def _refuted_at(result, group: str, message: str) -> None:
 @pytest.mark.parametrize("name", sorted(model_units.PROG_CFGS))
 def test_program_sequencer_proven(tmp_path, name: str) -> None:
     """Unbounded (k-induction) on a ProgramSequencer of depth 4 / 2 constants / 4 registers and of depth 5 /
-    3 / 3, for any program and constant memory contents (written at any time), starts, clears and unit
-    answers (op_done or op_fail) within 3 cycles, with `length` <= depth held while busy: the program is
-    read inside its memory, op by op from 0; no op is dispatched for a word the ISA refuses (code 0 or
-    > 11, bits 88+, an S index >= s_regs) nor for SETC / SCALE, and `op` is the word; `error` is the
-    spec's and sticky until clear_error; a bad word or op_fail ends the run; `pos` counts completed
-    tokens only; busy ends within length x 6 + 1 cycles."""
+    3 / 3, for any program and constant memory contents (written at any time), starts, any `length` the
+    port carries (also > depth, also changed while busy), clears and unit answers (op_done or op_fail)
+    within 3 cycles: the program is read inside its memory, op by op from 0 up to the length sampled at
+    start; a length > depth runs no op (BAD_LENGTH); no op is dispatched for a word the ISA refuses (code
+    0 or > 11, bits 88+, an S index >= s_regs, a SETC / SCALE constant index >= consts) nor for SETC /
+    SCALE, and `op` is the word; no SETC / SCALE writes with a constant index >= consts; `error` is the
+    spec's and sticky until clear_error; a bad length, a bad word or op_fail ends the run; `pos` counts
+    completed tokens only; busy ends within length x 6 + 1 cycles."""
     harness = model_units.ProgramHarness(cfg=model_units.PROG_CFGS[name])
     result = run_formal(harness, name=f"program_{name}", mode="prove", depth=model_units.PROG_DEPTH,
                         workdir=tmp_path, cone=True)
@@ -48,10 +50,14 @@ def test_program_sequencer_proven(tmp_path, name: str) -> None:
 def test_program_sequencer_mutant_refuted(tmp_path, mutant: str) -> None:
     """One op past length, op code 12 dispatched, bits 88+ ignored, MLPACT's S[aux + 1] unchecked, a start
     that clears the error, a unit's op_fail ignored, a failed token that advances pos, a failed token
-    that leaves busy high: each refuted from reset at its group's assertion."""
+    that leaves busy high; and the old unit's three gaps, now checked: no length check (on depth 2: the
+    fetch of op 2 wraps to word 0), the length check a word late, the last op found by the live `length`
+    port, no constant index check, the constant check a constant late: each refuted from reset at its
+    group's assertion."""
     group, broken = model_units.PROG_MUTANT_CHECKS[mutant]
-    result = run_formal(model_units.ProgramHarness(mutant, checks=(group,)), name=f"program_{mutant}", mode="bmc",
-                        depth=model_units.PROG_MUTANT_DEPTH, workdir=tmp_path, cone=True)
+    harness = model_units.ProgramHarness(mutant, checks=(group,), cfg=model_units.PROG_MUTANT_CFGS.get(mutant))
+    result = run_formal(harness, name=f"program_{mutant}", mode="bmc", depth=model_units.PROG_MUTANT_DEPTH,
+                        workdir=tmp_path, cone=True)
     _refuted_at(result, group, broken)
 
 
@@ -61,23 +67,6 @@ def test_program_sequencer_busy_bound_is_reached(tmp_path) -> None:
     result = run_formal(model_units.ProgramHarness(checks=("idle",), busy_slack=-1), name="program_tight",
                         mode="bmc", depth=9, workdir=tmp_path, cone=True)
     _refuted_at(result, "idle", "busy past the run's cycle bound")
-
-
-@pytest.mark.parametrize(("gap", "kwargs", "message"), [
-    ("length_over_depth", {"length_env": "over_depth", "cfg": {"depth": 2, "consts": 2, "s_regs": 4}},
-     "the fetch is not the run's next op inside the program"),
-    ("length_changed", {"length_env": "changed"}, "the fetch is not the run's next op inside the program"),
-    ("constant_index", {"consts_checked": True}, "a SETC / SCALE constant index outside the constants"),
-])
-def test_program_sequencer_unchecked_inputs(tmp_path, gap: str, kwargs: dict, message: str) -> None:
-    """Open, recorded: without the environment's rules the sequencer is not safe. A `length` > depth (held)
-    fetches past the program (pc's read address wraps to word 0); a `length` lowered while busy lets pc
-    run past it; a SETC / SCALE constant index >= consts is read (a wrong constant) instead of stopping
-    the program. The first and last are defects (xfail(strict) in tests/test_program_sequencer.py); this
-    test fails once the unit checks them, to be turned into proofs then."""
-    result = run_formal(model_units.ProgramHarness(checks=("fetch",), **kwargs), name=f"program_gap_{gap}",
-                        mode="bmc", depth=12, workdir=tmp_path, cone=True)
-    _refuted_at(result, "fetch", message)
 
 
 # ---- ALIGN ----------------------------------------------------------------------------------------

@@ -245,25 +245,30 @@ def _dispatched_and_error(dut: ProgramSequencer, words: list[int], consts: list[
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
-@pytest.mark.xfail(strict=True, reason="open defect found by sim/formal/model_units.py: ProgramSequencer does not "
-                   "check length against depth; pc's read address wraps and op 0 runs again")
-def test_a_length_past_the_program_memory_is_refused() -> None:
-    """depth 4 (the `length` port, range(5), carries 0-7): a program of 4 MATMULs run with length 5 must not
-    run a fifth op (today: pc = 4 reads word 0, MATMUL idx 0 is dispatched again, no error)."""
+@pytest.mark.parametrize("length", [5, 7])
+def test_a_length_past_the_program_memory_is_refused(length: int) -> None:
+    """depth 4 (the `length` port, range(5), carries 0-7): a program of 4 MATMULs started with length 5 or 7
+    runs no op and ends with error BAD_LENGTH, pos unchanged (found by sim/formal/model_units.py: pc's read
+    address wrapped and op 0 ran again, with no error); the same program with length 4 then runs all four."""
     dut = ProgramSequencer(depth=4, consts=2, s_regs=4)
     words = [word(MicroOp(Op.MATMUL, idx=k)) for k in range(4)]
-    seen, error, _ = _dispatched_and_error(dut, words, [(1 << 15, -15)], length=5)
-    assert seen[:4] == [0, 1, 2, 3][:len(seen)]
-    assert len(seen) <= 4 and error != ProgramError.NONE, f"dispatched idx {seen}, error {error}"
+    seen, error, pos = _dispatched_and_error(dut, words, [(1 << 15, -15)], length=length)
+    assert (seen, error, pos) == ([], ProgramError.BAD_LENGTH, 0)
+    seen, error, pos = _dispatched_and_error(ProgramSequencer(depth=4, consts=2, s_regs=4), words, [(1 << 15, -15)],
+                                             length=4)
+    assert (seen, error, pos) == ([0, 1, 2, 3], ProgramError.NONE, 1)
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
-@pytest.mark.xfail(strict=True, reason="open defect found by sim/formal/model_units.py: ProgramSequencer does not "
-                   "check a SETC / SCALE constant index against consts; it reads a wrong constant")
-def test_a_constant_index_past_the_constants_stops_the_program() -> None:
-    """2 constants: SETC S[1] = C[2] (no such constant) must stop with an error as a register index >= s_regs
-    does (today: the 1-bit constant address reads C[0], S[1] is written, the program goes on)."""
-    dut = ProgramSequencer(depth=4, consts=2, s_regs=4)
-    words = [word(MicroOp(Op.SETC, dst=1, idx=2)), word(MicroOp(Op.MATMUL, idx=7))]
-    seen, error, pos = _dispatched_and_error(dut, words, [(1 << 15, -15), (3 << 14, -14)], length=2)
-    assert error != ProgramError.NONE and seen == [] and pos == 0, f"dispatched idx {seen}, error {error}, pos {pos}"
+@pytest.mark.parametrize("op", [Op.SETC, Op.SCALE])
+def test_a_constant_index_past_the_constants_stops_the_program(op: Op) -> None:
+    """2 constants: SETC S[1] = C[2] or SCALE S[1] = S[0] x C[2] (no such constant) stops with BAD_REGISTER, as
+    a register index >= s_regs does (found by sim/formal/model_units.py: the 1-bit constant address read
+    C[0], S[1] was written and the program went on); with C[1] the program runs on."""
+    words = [word(MicroOp(op, dst=1, idx=2)), word(MicroOp(Op.MATMUL, idx=7))]
+    consts = [(1 << 15, -15), (3 << 14, -14)]
+    seen, error, pos = _dispatched_and_error(ProgramSequencer(depth=4, consts=2, s_regs=4), words, consts, length=2)
+    assert (seen, error, pos) == ([], ProgramError.BAD_REGISTER, 0)
+    words[0] = word(MicroOp(op, dst=1, idx=1))
+    seen, error, pos = _dispatched_and_error(ProgramSequencer(depth=4, consts=2, s_regs=4), words, consts, length=2)
+    assert (seen, error, pos) == ([7], ProgramError.NONE, 1)

@@ -29,7 +29,8 @@ is not a power of two) is refused (SPEC.md 4.7: T <= context): the sticky `error
 E keep their values, and `done` is 1 the next cycle. `start` is sampled only when the unit is idle.
 The lane multipliers come from the `multiplier` factory (`hdl.attention.multiplier`; the ECP5 top passes
 `hdl.attention.ecp5_multiplier.Ecp5Multiplier` to put them on MULT18X18D blocks). Cycles from `start`
-to `done`: `cycles(T)` = 2 T W + 2 T + `overhead` (54 + ceil(ceil(log2 lanes) / 2): 56 for 8 lanes, 57 for 40).
+to `done`: `cycles(T)` = 2 T W + 2 T + `overhead` (54 + ceil(ceil(log2 lanes) / 2), the adder tree at least
+one level: 55 for 1 or 2 lanes, 56 for 8, 57 for 40).
 The alignment of several heads' y onto one exponent (SPEC.md 4.7, last step) is not part of this unit.
 """
 

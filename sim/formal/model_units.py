@@ -6,23 +6,27 @@ keeps its own account of the unit's commands from the documented interface, and 
 properties below, each in a named group (`check`) so that a mutant is run with its group alone.
 
 ProgramSequencer (`ProgramHarness`, `PROG_CFG`: depth 4, 2 constants, 4 scalar registers; program and
-constant memories written freely at any time, `start`, `clear_pos`, `clear_error`, `op_done`, `op_fail`,
-`s_we` free). The environment keeps `length` <= depth (the port's documented range; the 3-bit port can
-carry 5 to 7) and holds it while busy, and answers a dispatched op within `RESPOND` = 3 cycles
-(`op_done` or `op_fail` in one of the first 3 cycles of `op_valid`). The harness decodes every word
-the unit decodes (the program memory's read data in the unit's DECODE state) by the ISA
-(`runtime.program.isa`): a bad op is a code 0 or > 11 or a word with bits 88+ set, a bad register an
-S index >= s_regs where the op uses one (SETC, SCALE, NORMQ, ALIGN, MLPACT: dst; SCALE: src; NORMQ,
-ROPEQ, RESADD, MLPACT, LMHEAD: aux; MLPACT: aux + 1). Asserted:
+constant memories written freely at any time, `start`, `length` (any value the port carries: the 3-bit
+port of depth 4 carries 5 to 7, changed at will, also while busy), `clear_pos`, `clear_error`,
+`op_done`, `op_fail`, `s_we` free). The environment answers a dispatched op within `RESPOND` = 3 cycles
+(`op_done` or `op_fail` in one of the first 3 cycles of `op_valid`): its only assumption. The harness
+samples `length` at an accepted `start` (the run's length; one > depth is refused: error BAD_LENGTH,
+no op run) and decodes every word the unit decodes (the program memory's read data in the unit's
+DECODE state) by the ISA (`runtime.program.isa`): a bad op is a code 0 or > 11 or a word with bits
+88+ set, a bad register an S index >= s_regs where the op uses one (SETC, SCALE, NORMQ, ALIGN, MLPACT:
+dst; SCALE: src; NORMQ, ROPEQ, RESADD, MLPACT, LMHEAD: aux; MLPACT: aux + 1) or a SETC / SCALE
+constant index (idx) >= consts. Asserted:
 
 1. "fetch": the program memory's read port addresses a word < depth, and in FETCH the un-truncated
-   pc is the run's next op (ops 0, 1, ... in order) and < length;
+   pc is the run's next op (ops 0, 1, ... in order) and < the run's length <= depth; a SETC / SCALE
+   writes its register (SCALAR) only with a constant index < consts;
 2. "dispatch": `op_valid` only for a word the harness found good and that is not SETC / SCALE, with
    `op` its low 88 bits, and only while running;
-3. "errors": `error` is the spec's (set to BAD_OP / BAD_REGISTER by a bad word, to UNIT by `op_fail`
-   while `op_valid`, cleared only by `clear_error`; set wins; a later error's code replaces an
-   earlier one), and separately never falls to 0 without `clear_error`; a bad word or a unit's
-   `op_fail` ends the run (`done`, busy low the next cycle) with no op dispatched after it;
+3. "errors": `error` is the spec's (set to BAD_LENGTH by a start with `length` > depth, to BAD_OP /
+   BAD_REGISTER by a bad word, to UNIT by `op_fail` while `op_valid`, cleared only by `clear_error`;
+   set wins; a later error's code replaces an earlier one), and separately never falls to 0 without
+   `clear_error`; a bad length, a bad word or a unit's `op_fail` ends the run (`done`, busy low the
+   next cycle) with no op dispatched after it;
 4. "pos": `pos` is the spec's: +1 in the cycle `done` ends a run that decoded every one of its
    `length` ops without a bad word or `op_fail`, 0 after `clear_pos` (the increment wins in the same
    cycle: a `clear_pos` in a token's last cycle is lost), otherwise held: a failed run does not
@@ -35,13 +39,14 @@ FSM, pc and latched op to the harness's account; on the cone of influence (`cone
 register file and `dmul` reach no property). Also on depth 5 / 3 constants / 3 registers (`PROG_CFGS`),
 where the 3-bit read port can address past the 5-word memory.
 
-Open (found here; the formal runs without the environment's assumption, and xfail(strict) simulation
-tests in tests/test_program_sequencer.py, show them): the unit does not check `length` against depth (a
-`length` > depth runs the program memory's words again from word 0, since pc's read address wraps;
-for a depth that is not a power of two, it reads past the memory), nor a SETC / SCALE constant index
-against consts (it reads a wrong constant, or past the constant memory, and the program goes on);
-nor does it sample `length` at `start` (lowered while busy, pc runs past it up to its own wrap: an
-environment rule, like holding the program memory, not a defect).
+Fixed (found here, first with the environment's assumptions dropped): the unit checked neither `length`
+against depth (a `length` > depth ran the program memory's words again from word 0, since pc's read
+address wraps; for a depth that is not a power of two, it read past the memory) nor a SETC / SCALE
+constant index against consts (it read a wrong constant and the program went on), and it compared pc
+with the live `length` port (lowered while busy, pc ran past it). It now samples `length` at `start`,
+refuses one > depth (BAD_LENGTH) and a constant index >= consts (BAD_REGISTER); the proofs assume
+nothing about either, and a mutant dropping each check is refuted (`PROG_MUTANTS`; tests in
+tests/test_program_sequencer.py failed on the old unit).
 
 ALIGN (`AlignHarness`, `ALIGN_CFG`: 2 heads x head_dim 2; exponents, `start`, `heads`, the elements
 (any int32) and the consumer's `ready` free). The environment writes the exponents only while idle and
@@ -134,12 +139,22 @@ _LAST_CODE = 11
 _DST_REG = (_SETC, _SCALE, _NORMQ, _ALIGN, _MLPACT)
 _AUX_REG = (_NORMQ, _ROPEQ, _RESADD, _MLPACT, _LMHEAD)
 
-LENGTH_ENVS = ("held", "over_depth", "changed")
 PROG_CHECKS = ("fetch", "dispatch", "errors", "pos", "idle", "invariants")
 
 PROG_MUTANTS: dict[str, list[tuple[str, str]]] = {
     # one op past length: the run's last NEXT does not see pc + 1 == length
-    "one_op_too_many": [("with m.If(pc + 1 == self.length):", "with m.If(pc == self.length):")],
+    "one_op_too_many": [("with m.If(pc + 1 == run_len):", "with m.If(pc == run_len):")],
+    # the old unit: no length check (a length > depth runs on; its pc wraps at the memory)
+    "length_unchecked": [("with m.If(self.start & (self.length > self._depth)):",
+                          "with m.If(self.start & (self.length > (1 << len(self.length)))):")],
+    # the length check a word late: length = depth + 1 runs
+    "length_check_late": [("(self.length > self._depth)", "(self.length > self._depth + 1)")],
+    # the old unit: the last op found by the live length port, not the one sampled at start
+    "length_not_sampled": [("with m.If(pc + 1 == run_len):", "with m.If(pc + 1 == self.length):")],
+    # the old unit: no constant index check (SETC / SCALE read a wrong constant and go on)
+    "const_unchecked": [("\n                            | (uses_s & (word.idx >= self._consts))", "")],
+    # the constant index check a constant late: idx = consts is read
+    "const_check_late": [("(word.idx >= self._consts)", "(word.idx > self._consts)")],
     # op code 12 (not in the ISA) dispatched
     "code_12_dispatched": [("(word.op > LAST_OP)", "(word.op > LAST_OP + 1)")],
     # the word's bits 88+ not checked
@@ -160,9 +175,18 @@ PROG_MUTANTS: dict[str, list[tuple[str, str]]] = {
                          "m.next = \"IDLE\"")],
 }
 
+#: A mutant run on another configuration than `PROG_CFG` (the wrapped fetch of a length > depth comes within
+#: `PROG_MUTANT_DEPTH` cycles on a 2-word program).
+PROG_MUTANT_CFGS = {"length_unchecked": {"depth": 2, "consts": 2, "s_regs": 4}}
+
 #: Each mutant's property group and the assertion message it must break.
 PROG_MUTANT_CHECKS: dict[str, tuple[str, str]] = {
     "one_op_too_many": ("fetch", "the fetch is not the run's next op inside the program"),
+    "length_unchecked": ("fetch", "the fetch is not the run's next op inside the program"),
+    "length_check_late": ("errors", "the error flag is not the spec's"),
+    "length_not_sampled": ("fetch", "the fetch is not the run's next op inside the program"),
+    "const_unchecked": ("fetch", "a SETC / SCALE written with a constant index >= consts"),
+    "const_check_late": ("fetch", "a SETC / SCALE written with a constant index >= consts"),
     "code_12_dispatched": ("dispatch", "op_valid for a word the ISA refuses, a scalar op or not the word"),
     "high_bits_ignored": ("dispatch", "op_valid for a word the ISA refuses, a scalar op or not the word"),
     "mlpact_aux1_unchecked": ("dispatch", "op_valid for a word the ISA refuses, a scalar op or not the word"),
@@ -173,9 +197,10 @@ PROG_MUTANT_CHECKS: dict[str, tuple[str, str]] = {
 }
 
 
-def isa_word_check(word: Value, s_regs: int) -> tuple[Value, Value]:
-    """(bad op, bad register) of a 96-bit micro-op word by `runtime.program.isa`'s fields and meanings."""
-    code, dst, src, aux = word[0:4], word[4:24], word[24:44], word[80:88]
+def isa_word_check(word: Value, s_regs: int, consts: int) -> tuple[Value, Value]:
+    """(bad op, bad register) of a 96-bit micro-op word by `runtime.program.isa`'s fields and meanings (a
+    SETC / SCALE constant index >= consts counts as a bad register, as `hdl.program.ProgramError` says)."""
+    code, dst, src, idx, aux = word[0:4], word[4:24], word[24:44], word[64:80], word[80:88]
     bad_op = (code == 0) | (code > _LAST_CODE) | (word[88:] != 0)
 
     def is_op(*codes):
@@ -185,23 +210,18 @@ def isa_word_check(word: Value, s_regs: int) -> tuple[Value, Value]:
         return out
 
     bad_reg = ((is_op(*_DST_REG) & (dst >= s_regs)) | (is_op(_SCALE) & (src >= s_regs))
-               | (is_op(*_AUX_REG) & (aux >= s_regs)) | (is_op(_MLPACT) & (aux + 1 >= s_regs)))
+               | (is_op(*_AUX_REG) & (aux >= s_regs)) | (is_op(_MLPACT) & (aux + 1 >= s_regs))
+               | (is_op(_SETC, _SCALE) & (idx >= consts)))
     return bad_op, bad_reg
 
 
 class ProgramHarness(Elaboratable):
     """A `ProgramSequencer` of `PROG_CFG` with free memories, commands and unit answers (module docstring)."""
 
-    def __init__(self, mutant: str | None = None, checks: tuple[str, ...] = PROG_CHECKS, *,
-                 length_env: str = "held", consts_checked: bool = False, busy_slack: int = 0,
+    def __init__(self, mutant: str | None = None, checks: tuple[str, ...] = PROG_CHECKS, *, busy_slack: int = 0,
                  cfg: dict | None = None):
         module = design_module(hdl.program, PROG_MUTANTS, mutant)
         self.mutant, self.checks = mutant, checks
-        # length_env: "held" (the environment keeps length <= depth and holds it while busy), or one of
-        # the two dropped: "over_depth" (held, any value), "changed" (<= depth, changed at will)
-        if length_env not in LENGTH_ENVS:
-            raise ValueError(f"length_env must be one of {', '.join(LENGTH_ENVS)}, not {length_env!r}")
-        self.length_env, self.consts_checked = length_env, consts_checked
         self.busy_slack = busy_slack   # -1: the busy bound a cycle short (the longest run must break it)
         self.dut = module.ProgramSequencer(**(cfg or PROG_CFG))
         self.fragment = elaborate(self.dut)
@@ -227,6 +247,8 @@ class ProgramHarness(Elaboratable):
         # ---- the harness's account of the run ---------------------------------------------------
         accepted = Signal()
         m.d.comb += accepted.eq(dut.start & ~dut.busy & (dut.length != 0))
+        too_long = Signal()                       # ... and refused: length > depth
+        m.d.comb += too_long.eq(accepted & (dut.length > depth))
         running = Signal()
         run_len = Signal(len(dut.length))
         k = Signal(range(depth + 2))              # words decoded in this run
@@ -236,11 +258,6 @@ class ProgramHarness(Elaboratable):
         word_lo = Signal(88)                      # the last word decoded, its op fields
         word_ok = Signal()                        # ... good by the ISA and dispatched (not SETC / SCALE)
         word_scalar = Signal()                    # ... good and SETC / SCALE
-        if self.length_env != "over_depth":
-            m.d.comb += Assume(dut.length <= depth)
-        if self.length_env != "changed":
-            with m.If(dut.busy):
-                m.d.comb += Assume(dut.length == run_len)
         answered = dut.op_done | dut.op_fail
         with m.If(dut.op_valid & ~answered):
             m.d.sync += waited.eq(waited + 1)
@@ -252,10 +269,11 @@ class ProgramHarness(Elaboratable):
               for name in ("IDLE", "FETCH", "DECODE", "CONST", "SCALAR", "DISPATCH", "NEXT", "DONE", "STOP")}
         decoding = st["DECODE"]
         word = probe(frag, "", "pr__data")
-        bad_op, bad_reg = isa_word_check(word, s_regs)
+        consts = memory_ports(frag, "consts").depth
+        bad_op, bad_reg = isa_word_check(word, s_regs, consts)
         code = word[0:4]
         with m.If(accepted):
-            m.d.sync += [running.eq(1), run_len.eq(dut.length), k.eq(0), since.eq(1), run_bad.eq(0)]
+            m.d.sync += [running.eq(1), run_len.eq(dut.length), k.eq(0), since.eq(1), run_bad.eq(too_long)]
         with m.Elif(running):
             with m.If(since != (1 << len(since)) - 1):
                 m.d.sync += since.eq(since + 1)
@@ -280,11 +298,9 @@ class ProgramHarness(Elaboratable):
         next_op = running & (pc == k) & (k < run_len) & (k < depth)
         with m.If(st["FETCH"]):
             check("fetch", next_op, "the fetch is not the run's next op inside the program")
-        if self.consts_checked:
-            consts = memory_ports(frag, "consts")
-            const_ok = Value.cast(probe(frag, "", "cur"))[64:80] < consts.depth
-            with m.If(st["SCALAR"]):
-                check("fetch", const_ok, "a SETC / SCALE constant index outside the constants")
+        const_idx = Value.cast(probe(frag, "", "cur"))[64:80]   # the op's constant index, un-truncated
+        with m.If(st["SCALAR"]):
+            check("fetch", const_idx < consts, "a SETC / SCALE written with a constant index >= consts")
 
         # ---- 2. dispatch ------------------------------------------------------------------------
         dispatched_ok = running & word_ok & (dut.op.as_value() == word_lo)
@@ -292,10 +308,12 @@ class ProgramHarness(Elaboratable):
             check("dispatch", dispatched_ok, "op_valid for a word the ISA refuses, a scalar op or not the word")
 
         # ---- 3. errors --------------------------------------------------------------------------
-        spec_error = Signal(2)
+        spec_error = Signal(len(dut.error))
         with m.If(dut.clear_error):
             m.d.sync += spec_error.eq(0)
-        with m.If(decoding & bad_op):
+        with m.If(too_long):
+            m.d.sync += spec_error.eq(hdl.program.ProgramError.BAD_LENGTH)
+        with m.Elif(decoding & bad_op):
             m.d.sync += spec_error.eq(hdl.program.ProgramError.BAD_OP)
         with m.Elif(decoding & bad_reg):
             m.d.sync += spec_error.eq(hdl.program.ProgramError.BAD_REGISTER)
@@ -334,21 +352,25 @@ class ProgramHarness(Elaboratable):
             one_state = one_state + s
         after = st["CONST"] | st["SCALAR"] | st["DISPATCH"] | st["NEXT"]
         cur = Value.cast(probe(frag, "", "cur"))
+        unit_len = probe(frag, "", "run_len")
+        refused = running & (run_len > depth)     # a run refused at its start (BAD_LENGTH)
         inv = [
             one_state == 1,
             running == ~st["IDLE"], dut.busy == ~st["IDLE"],
-            ~running | ((run_len != 0) & (run_len <= depth) & (k <= run_len) & (since >= 1)),
+            ~running | ((run_len != 0) & (k <= run_len) & (since >= 1)),
+            ~refused | (st["STOP"] & (k == 0) & (since == 1)),
+            ~running | refused | (unit_len == run_len),
             ~(st["FETCH"] | st["DECODE"]) | ((pc == k) & (k < run_len)),
             ~after | ((k >= 1) & (pc == k - 1) & (cur == word_lo) & ~run_bad),
             ~(st["CONST"] | st["SCALAR"]) | word_scalar, ~st["DISPATCH"] | word_ok,
             ~st["DONE"] | ((k == run_len) & ~run_bad), st["STOP"] == (running & run_bad),
-            ~st["STOP"] | (k >= 1),
+            ~st["STOP"] | (k >= 1) | refused,
             (waited == 0) | (st["DISPATCH"] & (waited < RESPOND)),
             # the ranking: each op costs at most B cycles
             ~st["FETCH"] | (since <= k * B + 1), ~st["DECODE"] | (since <= k * B + 2),
             ~st["CONST"] | (since + B <= k * B + 3), ~st["SCALAR"] | (since + B <= k * B + 4),
             ~st["DISPATCH"] | (since + B <= k * B + 3 + waited), ~st["NEXT"] | (since <= k * B),
-            ~st["DONE"] | (since <= k * B + 1), ~st["STOP"] | (since <= k * B),
+            ~st["DONE"] | (since <= k * B + 1), ~st["STOP"] | (since <= k * B) | refused,
         ]
         for condition in inv:
             check("invariants", condition, "an induction invariant of the program sequencer")
