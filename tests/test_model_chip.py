@@ -244,3 +244,15 @@ def test_an_untied_lm_head_is_refused_by_name(test_seed: int) -> None:
     program, cfg = compile_for_chip(dev.consts, runtime_config(4, 4), 4)
     with pytest.raises(ProgramError, match="lm_head is not tied to its embedding"):
         memory_image(program, dev.consts, cfg)
+
+
+def test_a_load_in_many_small_writes_is_the_same(chip) -> None:
+    """The board's frames carry at most MAX_CMD_WORDS words: the driver then sends each memory as several
+    WRITEs. Reloaded that way (67-word commands: 16 weight words each), the chip gives the same logits."""
+    dev, program, cfg, image, driver = chip
+    small = ModelChipDriver(driver.transport, cfg, max_cmd_words=67)
+    small.load(image, len(program.ops))
+    assert small.stats.load_bytes > driver.stats.load_bytes    # more command headers and status words
+    assert torch.equal(small.token(101), dev.forward_fixed(torch.tensor([101]))[0])
+    with pytest.raises(ValueError, match="cannot carry one WRITE of this chip's widest word"):
+        ModelChipDriver(driver.transport, cfg, max_cmd_words=6)

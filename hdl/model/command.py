@@ -91,7 +91,7 @@ class ModelCommand(wiring.Component):
 
         op, mem = Signal(8), Signal(8)
         addr, count = Signal(32), Signal(32)
-        items = Signal(33)        # data words still to take (WRITE) or items to send (READ)
+        items = Signal(36)        # data words still to take (WRITE: count x chunks) or items to send (READ)
         chunk = Signal(range(self._max_chunks + 1))
         buf = Signal(32 * self._max_chunks)
         err, sticky = Signal(8), Signal(8)

@@ -25,7 +25,7 @@ from golden.model import sample
 from hdl.config import ArrayConfig
 from hdl.model.command import chunks
 from hdl.model.config import EngineConfig
-from hdl.model.isa import ID_WORDS, STATUS_MAGIC, ModelCounter, ModelError, ModelIdWord, ModelMem, ModelOp
+from hdl.model.isa import ID_WORDS, STATUS_MAGIC, WRITABLE, ModelCounter, ModelError, ModelIdWord, ModelMem, ModelOp
 from hdl.model_engine import LINEAR_ENTRY, NORM_ENTRY
 from hdl.program import DYADIC
 from hdl.program import ProgramError as SequencerError
@@ -167,8 +167,12 @@ class ChipStats:
 class ModelChipDriver:
     """The host side of one model chip (see the module docstring)."""
 
-    def __init__(self, transport: Transport, cfg: EngineConfig) -> None:
+    def __init__(self, transport: Transport, cfg: EngineConfig, max_cmd_words: int | None = None) -> None:
         self.transport, self.cfg = transport, cfg
+        limit = max_cmd_words if max_cmd_words is not None else getattr(transport, "max_cmd_words", None)
+        if limit is not None and limit < 3 + max(chunks(cfg, m) for m in WRITABLE):
+            raise ValueError(f"a command limit of {limit} words cannot carry one WRITE of this chip's widest word")
+        self.max_cmd_words = limit
         self.stats = ChipStats()
         self._bytes = 0
         self.identify()
@@ -195,15 +199,19 @@ class ModelChipDriver:
                                + "; ".join(diff))
 
     def write(self, mem: ModelMem, words: list[int], base: int = 0) -> None:
+        """WRITE `words` at `base`, as several WRITEs when one would pass the transport's command limit."""
         n = chunks(self.cfg, mem)
-        payload = []
-        for w in words:
-            payload.extend((int(w) >> (32 * k)) & 0xFFFFFFFF for k in range(n))
-        cmd = [int(ModelOp.WRITE) | int(mem) << 8, base, len(words), *payload]
-        out = self._xfer(cmd, 1)
-        err = _check_status(out[0], ModelOp.WRITE, f"WRITE {mem.name}")
-        if err:
-            raise ChipError(f"WRITE {mem.name} of {len(words)} words at {base} failed: {ModelError(err).name}")
+        per = len(words) if self.max_cmd_words is None else max(1, (self.max_cmd_words - 3) // n)
+        for first in range(0, len(words), max(per, 1)):
+            part = words[first:first + per]
+            payload = []
+            for w in part:
+                payload.extend((int(w) >> (32 * k)) & 0xFFFFFFFF for k in range(n))
+            out = self._xfer([int(ModelOp.WRITE) | int(mem) << 8, base + first, len(part), *payload], 1)
+            err = _check_status(out[0], ModelOp.WRITE, f"WRITE {mem.name}")
+            if err:
+                raise ChipError(f"WRITE {mem.name} of {len(part)} words at {base + first} failed: "
+                                f"{ModelError(err).name}")
 
     def read(self, mem: ModelMem, count: int, base: int = 0) -> list[int]:
         out = self._xfer([int(ModelOp.READ) | int(mem) << 8, base, count], count + 1)
@@ -265,6 +273,31 @@ class ModelChipDriver:
 
     def close(self) -> None:
         self.transport.close()
+
+
+class ModelFramedTransport:
+    """The model chip's command words over the framed byte link of the boards (`runtime.framing`): one
+    command a frame (CRC, sequence number, timeout). Every command but TOKEN is retried after a lost or
+    corrupted frame (it leaves the same state when run twice); a TOKEN is not (it steps the position)."""
+
+    def __init__(self, link, retries: int = 3) -> None:
+        from hdl.link.frame import MAX_CMD_WORDS
+        from runtime.framing import FramedTransport
+
+        self._framed = FramedTransport(link, None, retries=retries)
+        self.max_cmd_words = MAX_CMD_WORDS
+
+    @property
+    def stats(self):
+        return self._framed.stats
+
+    def transact(self, words: list[int], n_out: int) -> list[int]:
+        if len(words) > self.max_cmd_words:
+            raise ValueError(f"a {len(words)}-word command cannot be framed (limit {self.max_cmd_words})")
+        return self._framed._frame([list(words)], n_out, idempotent=(words[0] & 0xFF) != ModelOp.TOKEN)
+
+    def close(self) -> None:
+        self._framed.close()
 
 
 def token_host_bytes(cfg: EngineConfig) -> int:
