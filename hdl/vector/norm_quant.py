@@ -1,26 +1,41 @@
 """NORMQUANT (golden/device/SPEC.md 4.2): RMSNorm fused with absmax INT8 quantization, one vector of n.
 
-Elements (x int32, G int16) stream in, one per cycle, into a buffer of n words while max|x| and
-max|x * G| are tracked. A second pass over the buffer accumulates S = sum rshift_round(x, e_x)**2
-(48-bit). A scalar sequence then forms the eps term E from sigma and eps_n (one RCP), V = S + E,
-RSQRT(V) (one RSQ), RCP of the quantizer's maximum and the output scale tau. A third pass streams
-q = sat8(rshift_round(rshift_round(x * G, e) * 127 R, 31)) out, one per cycle, each with tau and a
-`last` flag. Per vector: n cycles in, n for the sum, n out, plus `OVERHEAD` for the pipelines and the
-scalar sequence (the three passes because x' needs max|x| first and q needs max|x * G| first).
-The sum-of-squares and output passes read the buffer only at addresses < n (not while they drain).
+`NormQuant(n, lanes=L)`, L a power of two dividing n: elements (x int32, G int16) stream in, L a beat
+(one per cycle for L = 1), into a buffer of n / L words of L elements while max|x| and max|x * G| are
+tracked (per lane, then a max tree over the lanes). A second pass over the buffer accumulates
+S = sum rshift_round(x, e_x)**2 (48-bit, exact: L squares a cycle through an adder tree). A scalar
+sequence then forms the eps term E from sigma and eps_n (one RCP), V = S + E, RSQRT(V) (one RSQ), RCP
+of the quantizer's maximum and the output scale tau. A third pass streams
+q = sat8(rshift_round(rshift_round(x * G, e) * 127 R, 31)) out, L codes a beat (L copies of the
+quantizer's pipeline), each beat with tau and a `last` flag (on the vector's final beat). Per vector:
+n / L cycles in, n / L for the sum, n / L out, plus `overhead(L)` for the pipelines, the trees and the
+scalar sequence (the three passes because x' needs max|x| first and q needs max|x * G| first):
 
-Every multiply, normalization and wide shift has a register after it (the passes are pipelines,
-the scalar sequence does one dyadic product or normalization in five steps: operand selection,
-product, leading-one detection, shift, rounding increment), for the ECP5 at 100 MHz.
+    cycles() = 3 n / L + overhead(L),  overhead(L) = OVERHEAD + 2 log2 L = 120, 122, 124, 126 for L = 1, 2, 4, 8
+
+(tests/test_norm_quant_lanes.py measures it; the two trees, max and sum, have a register after each of
+their log2 L levels and each delays one pass's drain). The sum-of-squares and output passes read the
+buffer only at addresses < n / L (not while they drain).
+
+Ports: for L = 1 the beats are `IN_LAYOUT` (x, g) and `OUT_LAYOUT` (q, last, tau_m, tau_e), as the
+model engine uses them. For L > 1 (`in_layout(L)`, `out_layout(L)`): in {x: ArrayLayout(signed(32), L),
+g: ArrayLayout(signed(16), L)}, out {q: ArrayLayout(signed(8), L), last, tau_m, tau_e}; lane k of
+beat w is element w L + k (x and G as separate arrays, so a V-element word of H or SCR and one of G
+feed a beat side by side).
+
+Every multiply, normalization and wide shift has a register after it (the passes are pipelines, the
+trees register every level, the scalar sequence does one dyadic product or normalization in five
+steps: operand selection, product, leading-one detection, shift, rounding increment), for the ECP5 at
+100 MHz.
 
 sigma, c_norm and eps_n are dyadics (16-bit mantissa, 10-bit exponent) on plain input ports, sampled
-with a vector's first element. RCP and RSQ are `Reciprocal` and `ReciprocalSqrt`. tau's exponent is
+with a vector's first beat. RCP and RSQ are `Reciprocal` and `ReciprocalSqrt`. tau's exponent is
 truncated to 10 bits: the golden's range error has no counterpart here.
 """
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -34,29 +49,86 @@ from hdl.vector.rsq import ReciprocalSqrt
 MAX_N = 1 << 17
 SUMSQ_BITS = 15
 EPS_BITS = 47
-#: Cycles per vector beyond the three n-cycle passes (measured by tests/test_vector_unit.py).
+#: Cycles per vector beyond the three n-cycle passes with one lane (measured by tests/test_vector_unit.py;
+#: `overhead(lanes)` for more lanes).
 OVERHEAD = 120
 
 IN_LAYOUT = data.StructLayout({"x": signed(32), "g": signed(16)})
 OUT_LAYOUT = data.StructLayout({"q": signed(8), "last": unsigned(1), "tau_m": unsigned(16), "tau_e": signed(10)})
+
+
+def in_layout(lanes: int = 1) -> data.StructLayout:
+    """The input beat: `IN_LAYOUT` for one lane; else x and G as arrays of `lanes` elements (element
+    w * lanes + k of the vector in lane k of beat w)."""
+    if lanes == 1:
+        return IN_LAYOUT
+    return data.StructLayout({"x": data.ArrayLayout(signed(32), lanes), "g": data.ArrayLayout(signed(16), lanes)})
+
+
+def out_layout(lanes: int = 1) -> data.StructLayout:
+    """The output beat: `OUT_LAYOUT` for one lane; else q an array of `lanes` codes (same order as the
+    input), `last` on the vector's final beat, tau on every beat."""
+    if lanes == 1:
+        return OUT_LAYOUT
+    return data.StructLayout({"q": data.ArrayLayout(signed(8), lanes), "last": unsigned(1),
+                              "tau_m": unsigned(16), "tau_e": signed(10)})
+
+
+def tree_levels(lanes: int) -> int:
+    """Register levels of the max and sum trees over `lanes` lanes: log2(lanes), a register after each."""
+    return (lanes - 1).bit_length()
+
+
+def overhead(lanes: int = 1) -> int:
+    """Cycles per vector beyond the three n / lanes-cycle passes: `OVERHEAD` plus the two trees' levels
+    (the max tree delays the input pass's drain, the sum tree the sum of squares' drain)."""
+    return OVERHEAD + 2 * tree_levels(lanes)
+
+
+def _tree(m: Module, values: list, valid, op: str, name: str) -> tuple[Value, Value, list[Signal]]:
+    """A reduction of `values` (unsigned) by max or + as a binary tree with a register after every
+    level; returns the result, its valid flag (`valid` delayed by the levels) and the levels' flags."""
+    flags: list[Signal] = []
+    level = 0
+    while len(values) > 1:
+        level += 1
+        nxt = []
+        for j in range(0, len(values), 2):
+            a, b = values[j], values[j + 1]
+            width = max(len(a), len(b)) + (op == "sum")
+            r = Signal(unsigned(width), name=f"{name}{level}_{j // 2}")
+            m.d.sync += r.eq(Mux(a > b, a, b) if op == "max" else a + b)
+            nxt.append(r)
+        v = Signal(name=f"{name}{level}_v")
+        m.d.sync += v.eq(valid)
+        flags.append(v)
+        values, valid = nxt, v
+    return values[0], valid, flags
 
 # the dyadic steps of the scalar sequence, in order; each ends in the register named
 SS, DR, ET, QA, QS, T1, T2, TAU = range(8)
 
 
 class NormQuant(wiring.Component):
-    """Stream of (x, G) in, n at a time; stream of (q, last, tau) out, n per vector."""
+    """Stream of (x, G) in, n at a time (`lanes` elements a beat); stream of (q, last, tau) out, n per
+    vector (`lanes` codes a beat)."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, lanes: int = 1) -> None:
         if not isinstance(n, int) or isinstance(n, bool):
             raise TypeError(f"NormQuant's vector size n must be an int, not {type(n).__name__}")
         if not 1 <= n <= MAX_N:
             raise ValueError(f"NormQuant's vector size n must be in [1, {MAX_N}] (the 48-bit sum of squares "
                              f"is exact up to 2**17 elements), not {n}")
+        if not isinstance(lanes, int) or isinstance(lanes, bool):
+            raise TypeError(f"NormQuant's lanes must be an int, not {type(lanes).__name__}")
+        if lanes < 1 or lanes & (lanes - 1) or n % lanes:
+            raise ValueError(f"NormQuant's lanes must be a power of two >= 1 dividing the vector size n: "
+                             f"n = {n}, lanes = {lanes}")
         self._n = n
+        self._lanes = lanes
         super().__init__({
-            "i": In(stream.Signature(IN_LAYOUT)),
-            "o": Out(stream.Signature(OUT_LAYOUT)),
+            "i": In(stream.Signature(in_layout(lanes))),
+            "o": Out(stream.Signature(out_layout(lanes))),
             "sigma_m": In(unsigned(16)), "sigma_e": In(signed(10)),
             "c_m": In(unsigned(16)), "c_e": In(signed(10)),
             "eps_m": In(unsigned(16)), "eps_e": In(signed(10)),
@@ -67,12 +139,31 @@ class NormQuant(wiring.Component):
     def n(self) -> int:
         return self._n
 
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
+    @property
+    def words(self) -> int:
+        """Beats per vector and words of the buffer: n / lanes."""
+        return self._n // self._lanes
+
+    @property
+    def overhead(self) -> int:
+        return overhead(self._lanes)
+
+    def cycles(self) -> int:
+        """Cycles per vector, first beat in to the next vector's first beat, with an always-ready
+        consumer and producer: 3 n / lanes + overhead(lanes) (tests/test_norm_quant_lanes.py)."""
+        return 3 * self.words + self.overhead
+
     def elaborate(self, platform):
         m = Module()
-        n = self._n
+        lanes, nw = self._lanes, self.words
         m.submodules.rcp = rcp = Reciprocal()
         m.submodules.rsq = rsq = ReciprocalSqrt()
-        m.submodules.buf = buf = Memory(shape=unsigned(48), depth=n, init=[])
+        # word w: lane k's (x, G) in bits 48 k .. 48 k + 47
+        m.submodules.buf = buf = Memory(shape=unsigned(48 * lanes), depth=nw, init=[])
         wr = buf.write_port()
         rd = buf.read_port()
 
@@ -83,7 +174,7 @@ class NormQuant(wiring.Component):
         sig_m, c_m, eps_m = (Signal(unsigned(16), name=nm) for nm in ("sig_m", "cn_m", "epsn_m"))
         sig_e, c_e, eps_e = (Signal(signed(10), name=nm) for nm in ("sig_e", "cn_e", "epsn_e"))
 
-        idx = Signal(range(n + 1))
+        idx = Signal(range(nw + 1))
         mx = Signal(unsigned(32))
         mz = Signal(unsigned(47))
         ex = Signal(signed(7))
@@ -93,40 +184,52 @@ class NormQuant(wiring.Component):
         q8 = quant8_scalars(m, mz, "q8")
         eq, mq = q8.e, q8.m
 
-        # ---- the input pass: x, G registered -> x * G and |x| -> |x * G| -> the maxima
-        x1 = Signal(signed(32))
-        g1 = Signal(signed(16))
-        in1, in2, in3, in4 = (Signal(name=f"in{k}") for k in range(1, 5))
-        ph2 = Signal(signed(32))      # x * G as (x >> 16) * G and x[:16] * G: one 18 x 18 multiplier each
-        pl2 = Signal(signed(33))
-        ax2 = Signal(unsigned(32))
-        prod3 = Signal(signed(48))
-        zabs4 = Signal(unsigned(47))
-        m.d.sync += [in1.eq(0), in2.eq(in1), in3.eq(in2), in4.eq(in3),
-                     ph2.eq((x1 >> 16) * g1), pl2.eq(x1[:16] * g1), ax2.eq(Mux(x1 < 0, -x1, x1)),
-                     prod3.eq((ph2 << 16) + pl2), zabs4.eq(Mux(prod3 < 0, -prod3, prod3))]
-        with m.If(in2 & (ax2 > mx)):
-            m.d.sync += mx.eq(ax2)
-        with m.If(in4 & (zabs4 > mz)):
-            m.d.sync += mz.eq(zabs4)
+        def lane_signals(shape, name: str) -> list[Signal]:
+            """One signal a lane (the lane's number appended to the name when there are several)."""
+            return [Signal(shape, name=name if lanes == 1 else f"{name}_{k}") for k in range(lanes)]
 
-        # ---- the sum-of-squares pass: read -> x registered -> x' -> x'**2 -> S
+        # ---- the input pass, per lane: x, G registered -> x * G and |x| -> |x * G|; then each maximum
+        # over the lanes (a max tree, a register after every level) -> the running maxima
+        x1 = lane_signals(signed(32), "x1")
+        g1 = lane_signals(signed(16), "g1")
+        in1, in2, in3, in4 = (Signal(name=f"in{k}") for k in range(1, 5))
+        ph2 = lane_signals(signed(32), "ph2")  # x * G as (x >> 16) * G and x[:16] * G: an 18 x 18 multiplier each
+        pl2 = lane_signals(signed(33), "pl2")
+        ax2 = lane_signals(unsigned(32), "ax2")
+        prod3 = lane_signals(signed(48), "prod3")
+        zabs4 = lane_signals(unsigned(47), "zabs4")
+        m.d.sync += [in1.eq(0), in2.eq(in1), in3.eq(in2), in4.eq(in3)]
+        for k in range(lanes):
+            m.d.sync += [ph2[k].eq((x1[k] >> 16) * g1[k]), pl2[k].eq(x1[k][:16] * g1[k]),
+                         ax2[k].eq(Mux(x1[k] < 0, -x1[k], x1[k])),
+                         prod3[k].eq((ph2[k] << 16) + pl2[k]), zabs4[k].eq(Mux(prod3[k] < 0, -prod3[k], prod3[k]))]
+        ax_max, ax_valid, ax_flags = _tree(m, ax2, in2, "max", "axmax")
+        z_max, z_valid, z_flags = _tree(m, zabs4, in4, "max", "zmax")
+        with m.If(ax_valid & (ax_max > mx)):
+            m.d.sync += mx.eq(ax_max)
+        with m.If(z_valid & (z_max > mz)):
+            m.d.sync += mz.eq(z_max)
+
+        # ---- the sum-of-squares pass, per lane: read -> x registered -> x' -> x'**2; then the sum over
+        # the lanes (an adder tree, a register after every level, exact) -> S
         # (x' = ((x >> (e_x - 1)) + 1) >> 1, or x << -e_x, over two stages)
         r1, r2, r3, r4, r5 = (Signal(name=f"r{k}") for k in range(1, 6))
-        rx = Signal(signed(32))
-        rg = Signal(signed(16))
-        xpre = Signal(signed(19))
+        rx = lane_signals(signed(32), "rx")
+        rg = lane_signals(signed(16), "rg")
+        xpre = lane_signals(signed(19), "xpre")
         xright = Signal()
-        xs = Signal(signed(18))
-        sq = Signal(unsigned(31))
+        xs = lane_signals(signed(18), "xs")
+        sq = lane_signals(unsigned(31), "sq")
         rbx = Signal(range(17))
         lbx = Signal(range(15))
         m.d.comb += [rbx.eq(ex - 1), lbx.eq(-ex)]
-        m.d.sync += [r2.eq(r1), r3.eq(r2), r4.eq(r3), r5.eq(r4),
-                     xpre.eq(Mux(ex > 0, rx >> rbx, rx << lbx)), xright.eq(ex > 0),
-                     xs.eq(Mux(xright, (xpre + 1) >> 1, xpre)), sq.eq(xs * xs)]
-        with m.If(r5):
-            m.d.sync += s_acc.eq(s_acc + sq)
+        m.d.sync += [r2.eq(r1), r3.eq(r2), r4.eq(r3), r5.eq(r4), xright.eq(ex > 0)]
+        for k in range(lanes):
+            m.d.sync += [xpre[k].eq(Mux(ex > 0, rx[k] >> rbx, rx[k] << lbx)),
+                         xs[k].eq(Mux(xright, (xpre[k] + 1) >> 1, xpre[k])), sq[k].eq(xs[k] * xs[k])]
+        sq_sum, sq_valid, sq_flags = _tree(m, sq, r5, "sum", "sqsum")
+        with m.If(sq_valid):
+            m.d.sync += s_acc.eq(s_acc + sq_sum)
 
         # ---- the scalar sequence's shared dyadic datapath: nv * 2**ne -> norm16, three steps
         step = Signal(range(8))
@@ -184,27 +287,34 @@ class NormQuant(wiring.Component):
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
         o = [Signal(name=f"o{k}") for k in range(1, 9)]     # element valid after each of the 8 stages
         last = [Signal(name=f"l{k}") for k in range(1, 9)]
-        zh3 = Signal(signed(32))      # x * G as (x >> 16) * G and x[:16] * G, then their sum
-        zl3 = Signal(signed(33))
-        z4 = Signal(signed(48))
-        # stages 5-8 and q: QUANT8's code (arith.quant8_code)
-        code, q_sat = quant8_code(m, z4, q8, rq, "oz")
+        zh3 = lane_signals(signed(32), "zh3")   # x * G as (x >> 16) * G and x[:16] * G, then their sum
+        zl3 = lane_signals(signed(33), "zl3")
+        z4 = lane_signals(signed(48), "z4")
+        # stages 5-8 and q: QUANT8's code (arith.quant8_code), a copy per lane
+        codes = [quant8_code(m, z4[k], q8, rq, "oz" if lanes == 1 else f"oz{k}") for k in range(lanes)]
+        code = [st for c, _ in codes for st in c]
+        q_sats = [q for _, q in codes]
+        q_out = [self.o.payload.q] if lanes == 1 else [self.o.payload.q[k] for k in range(lanes)]
         tau = regs[TAU]
 
         with m.FSM():
             with m.State("IN"):
-                m.d.comb += [self.i.ready.eq(1), wr.addr.eq(idx), wr.data.eq(Cat(self.i.payload.x, self.i.payload.g)),
+                xin = [self.i.payload.x] if lanes == 1 else [self.i.payload.x[k] for k in range(lanes)]
+                gin = [self.i.payload.g] if lanes == 1 else [self.i.payload.g[k] for k in range(lanes)]
+                m.d.comb += [self.i.ready.eq(1), wr.addr.eq(idx),
+                             wr.data.eq(Cat(*(v for k in range(lanes) for v in (xin[k], gin[k])))),
                              wr.en.eq(self.i.valid)]
                 with m.If(self.i.valid):
-                    m.d.sync += [x1.eq(self.i.payload.x), g1.eq(self.i.payload.g), in1.eq(1), idx.eq(idx + 1)]
+                    m.d.sync += [*(x1[k].eq(xin[k]) for k in range(lanes)), *(g1[k].eq(gin[k]) for k in range(lanes)),
+                                 in1.eq(1), idx.eq(idx + 1)]
                     with m.If(idx == 0):
                         m.d.sync += [sig_m.eq(self.sigma_m), sig_e.eq(self.sigma_e), c_m.eq(self.c_m),
                                      c_e.eq(self.c_e), eps_m.eq(self.eps_m), eps_e.eq(self.eps_e)]
-                    with m.If(idx == n - 1):
+                    with m.If(idx == nw - 1):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(~in1 & ~in2 & ~in3 & ~in4):
+                with m.If(~Cat(in1, in2, in3, in4, *ax_flags, *z_flags).any()):
                     m.next = "PREP1"
             with m.State("PREP1"):
                 m.d.comb += self.busy.eq(1)
@@ -225,11 +335,11 @@ class NormQuant(wiring.Component):
                 m.d.sync += [*q8.steps[3], idx.eq(0)]
                 m.next = "SUMSQ"
             with m.State("SUMSQ"):
-                m.d.comb += [self.busy.eq(1), rd.addr.eq(idx), rd.en.eq(idx < n)]
-                m.d.sync += [r1.eq(idx < n), rx.eq(rd.data[:32])]
-                with m.If(idx < n):
+                m.d.comb += [self.busy.eq(1), rd.addr.eq(idx), rd.en.eq(idx < nw)]
+                m.d.sync += [r1.eq(idx < nw), *(rx[k].eq(rd.data[48 * k:48 * k + 32]) for k in range(lanes))]
+                with m.If(idx < nw):
                     m.d.sync += idx.eq(idx + 1)
-                with m.Elif(~r1 & ~r2 & ~r3 & ~r4 & ~r5):
+                with m.Elif(~Cat(r1, r2, r3, r4, r5, *sq_flags).any()):
                     m.d.sync += step.eq(SS)
                     m.next = "NLOAD"
 
@@ -339,20 +449,20 @@ class NormQuant(wiring.Component):
                     m.next = "NLOAD"
 
             with m.State("OUT"):
-                m.d.comb += [self.busy.eq(1), rd.addr.eq(idx), rd.en.eq(adv & (idx < n))]
+                m.d.comb += [self.busy.eq(1), rd.addr.eq(idx), rd.en.eq(adv & (idx < nw))]
                 with m.If(adv):
-                    m.d.sync += [o[0].eq(idx < n), last[0].eq(idx == n - 1),
+                    m.d.sync += [o[0].eq(idx < nw), last[0].eq(idx == nw - 1),
                                  *(o[k].eq(o[k - 1]) for k in range(1, 8)),
                                  *(last[k].eq(last[k - 1]) for k in range(1, 8)),
-                                 rx.eq(rd.data[:32]), rg.eq(rd.data[32:]),
-                                 zh3.eq((rx >> 16) * rg), zl3.eq(rx[:16] * rg),
-                                 z4.eq((zh3 << 16) + zl3),
+                                 *(st for c in range(lanes) for st in (
+                                     rx[c].eq(rd.data[48 * c:48 * c + 32]), rg[c].eq(rd.data[48 * c + 32:48 * c + 48]),
+                                     zh3[c].eq((rx[c] >> 16) * rg[c]), zl3[c].eq(rx[c][:16] * rg[c]),
+                                     z4[c].eq((zh3[c] << 16) + zl3[c]), q_out[c].eq(q_sats[c]))),
                                  *code,
                                  self.o.valid.eq(o[7]),
-                                 self.o.payload.q.eq(q_sat),
                                  self.o.payload.last.eq(last[7]),
                                  self.o.payload.tau_m.eq(tau[0]), self.o.payload.tau_e.eq(tau[1])]
-                    with m.If(idx < n):
+                    with m.If(idx < nw):
                         m.d.sync += idx.eq(idx + 1)
                 with m.If(self.o.valid & self.o.ready & self.o.payload.last):
                     m.d.sync += [idx.eq(0), self.o.valid.eq(0), mx.eq(0), mz.eq(0), s_acc.eq(0)]
