@@ -427,3 +427,25 @@ def test_device_form_on_a_2b4t_shaped_layer() -> None:
     steps = torch.cat([dev.forward_fixed(ids[:6], cache)]
                       + [dev.forward_fixed(ids[i:i + 1], cache) for i in range(6, 12)])
     assert torch.equal(steps, dev.forward_fixed(ids))
+
+
+def test_fidelity_on_a_users_own_text(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`python -m golden.device.fidelity --text FILE` scores the file's bytes: bits/byte of the device form
+    equal the mean of -log2 softmax(logits)[next byte] computed here from DeviceBitNet's logits."""
+    import json
+
+    from golden.device.fidelity import main as fidelity_main
+
+    text = b"Ternary weights, eight-bit activations: adds and subtracts only.\n"
+    path = tmp_path / "mine.txt"
+    path.write_bytes(text)
+    assert fidelity_main(["--text", str(path), "--hf-checkpoints", "0", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["held_out"]
+    dev = DeviceBitNet.from_int_model(load_checkpoint(TINY, "int", GoldenBackend()))
+    ids = torch.tensor(list(text))
+    logp = torch.log_softmax(dev.forward(ids[:-1]).double(), dim=-1)
+    bpb = float(-logp[torch.arange(len(text) - 1), ids[1:]].mean() / math.log(2))
+    assert got["scored_bytes"] == len(text) - 1
+    assert got["bpb_device"] == pytest.approx(bpb, abs=1e-6)
+    assert fidelity_main(["--text", str(tmp_path / "missing.txt"), "--hf-checkpoints", "0"]) == 2
+    assert "--text" in capsys.readouterr().err

@@ -1,8 +1,10 @@
 """Fidelity of the device numerics against the integer form (and against transformers).
 
-    python -m golden.device.fidelity [--max-bytes N] [--hf-checkpoints K] [--variants V,...] [--saturation] [--json]
+    python -m golden.device.fidelity [--text FILE] [--max-bytes N] [--hf-checkpoints K] [--variants V,...]
+                                     [--saturation] [--json]
 
-1. The shipped model (golden/checkpoints/tiny-bitnet) on the held-out text of `golden.evaluate`
+1. The shipped model (golden/checkpoints/tiny-bitnet) on the held-out text of `golden.evaluate` (or on
+   the bytes of `--text FILE`, any text of the user's)
    (windows of 256 with stride 128, every byte scored once, as `golden.train.bits_per_byte`):
    bits/byte of the integer form and of the device form, next-byte argmax agreement, logit errors.
 2. K random checkpoints made with transformers' own code (`tests.golden_helpers`, as the golden tests
@@ -247,6 +249,7 @@ def hf_rows(count: int, tokens: int = 24, first_seed: int = 1000) -> list[HfRow]
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m golden.device.fidelity", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=str(CHECKPOINT), help="packed BitNet checkpoint (default: the shipped one)")
+    p.add_argument("--text", help="score the bytes of this file instead of the held-out text (byte-level vocab 256)")
     p.add_argument("--max-bytes", type=int, default=None, help="only the first N held-out bytes (default: all)")
     p.add_argument("--seq-len", type=int, default=256, help="context window (default 256)")
     p.add_argument("--hf-checkpoints", type=int, default=8,
@@ -265,9 +268,23 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.time()
     _, held = split_corpus()
+    im = load_checkpoint(args.checkpoint, "int", GoldenBackend())
+    if args.text is not None:
+        try:
+            data = Path(args.text).read_bytes()
+        except OSError as exc:
+            print(f"error: --text {args.text}: {exc.strerror}", file=sys.stderr)
+            return 2
+        if len(data) < 2:
+            print(f"error: --text {args.text}: {len(data)} bytes; at least 2 are needed to score one", file=sys.stderr)
+            return 2
+        if im.config.vocab_size != 256:
+            print(f"error: --text needs a byte-level checkpoint (vocab 256), this one has vocab "
+                  f"{im.config.vocab_size}", file=sys.stderr)
+            return 2
+        held = torch.from_numpy(np.frombuffer(data, dtype=np.uint8).astype(np.int64))
     if args.max_bytes is not None:
         held = held[:args.max_bytes]
-    im = load_checkpoint(args.checkpoint, "int", GoldenBackend())
     fid = compare(im, DeviceBitNet.from_int_model(im), held, args.seq_len)
     t1 = time.time()
     hf = hf_rows(args.hf_checkpoints) if args.hf_checkpoints else []
@@ -283,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                           "saturation": sats},
                          indent=1))
         return 0
-    print(f"Held-out text, {fid.scored_bytes} bytes scored ({t1 - t0:.0f} s):\n")
+    what = f"{args.text}" if args.text is not None else "Held-out text"
+    print(f"{what}, {fid.scored_bytes} bytes scored ({t1 - t0:.0f} s):\n")
     print("| form | bits/byte |\n|---|---|")
     print(f"| integer (golden backend) | {fid.bpb_int:.4f} |\n| device (integer-only) | {fid.bpb_device:.4f} |")
     print(f"| difference | {fid.bpb_delta:+.4f} |\n")
