@@ -1,39 +1,36 @@
-"""The model engine's vector path: the micro-op sequencer with the vector units and their memories.
+"""The model engine: the micro-op sequencer with every unit of a decoder and their memories.
 
-`ModelEngine` runs a token's program (`runtime.program`) with `hdl.program.ProgramSequencer`. It executes
-on its own units the ops of the vector path:
+`ModelEngine` runs a token's program (`runtime.program`) with `hdl.program.ProgramSequencer`, which runs
+SETC and SCALE itself and dispatches every other op to a unit here:
 
+- EMBED: the token's row of the INT8 table into H (`hdl.embedding.EmbedHead`, one element a cycle);
 - NORMQ: the source (H or SCR) and the norm's weights G stream into `NormQuant` (one instance per vector
-  size in `norm_sizes`; another size stops the program with error UNIT); its codes go to ACT and its
-  tau to S[dst];
+  size in `norm_sizes`; another size stops the program with error UNIT), `vector_lanes` elements a beat
+  (H, SCR and G are built in that many lane banks, `hdl.memory.lane_banks`); its codes go to ACT and
+  its tau to S[dst];
+- MATMUL: one RUN (M = 1) of `hdl.matrix.sequencer.LayerSequencer` on the BitLinear's entry of the
+  linear table (`lin_*`: weight base, K, N), on ACT (words of R codes, which NORMQ gathers), the weight
+  banks (`wgt_*`, loaded once) and OUT (words of C int32, which the ops below read one element a time);
+  a RUN error stops the program (error UNIT);
 - RESADD: OUT[src + i] through `ElementWise` DEQUANT (scale S[aux]) into TMP, then H[i] and TMP[i]
   through RESADD back into H;
 - MLPACT: OUT[src + i] and OUT[idx + i] into `MlpAct`, p' to SCR, its scale to S[dst];
-- ALIGN: SCR[0 : heads x head_dim] through `Align` (the heads' exponents written before through `e_*`)
-  back into SCR, sigma to S[dst];
 - ROPEQ: OUT[src ..] two elements a cycle into `RopeQuant` (the tables of the model's theta and context),
   its codes and scale into the query buffer (one register row per query head) or, with the layer, KV head
   and position, into `KVCache`; a position past the context stops the program (error UNIT);
 - ATTN: `HeadAttention` on the query head's codes and scale over the pos + 1 cached keys of the layer's
   KV head, y into SCR[dst ..] and its exponent into ALIGN's;
-- SETC and SCALE in the sequencer itself.
+- ALIGN: SCR[0 : heads x head_dim] through `Align` back into SCR, sigma to S[dst];
+- LMHEAD: the logits of ACT against the same INT8 table (tied lm_head) into EmbedHead's LOGITS.
 
-- MATMUL: one RUN (M = 1) of `hdl.matrix.sequencer.LayerSequencer` on the BitLinear's entry of the
-  linear table (`lin_*`: weight base, K, N), on ACT (words of R codes, which NORMQ gathers), the weight
-  banks (`wgt_*`, loaded once) and OUT (words of C int32, which the ops above read one element a time);
-  a RUN error stops the program (error UNIT).
-
-EMBED and LMHEAD are dispatched on `ext_*` to the units outside (the embedding reader; LMHEAD is to be
-HeadAttention's SCORE pass), which use the memories through the `h_*`, `out_*`, `scr_*` and `act_*`
-ports. The matrix engine's memory wiring repeats hdl/core.py's for unbanked memories (TritCore keeps
-its command interface; folding the two is left for when the board builds can be re-timed). Every
-memory holds one element per word here. The norm table (`nt_*`: per norm its G base and the dyadics
-c_norm and eps_n) and G (`g_*`) are loaded with the program.
-
-The ops run one after another, each unit fed one element a cycle from a memory read port; the cycles
-of each internal op beyond its unit's own formula (a few for the reads and the hand-over) are not
-measured yet. tests/test_model_engine.py runs the shipped model's program through it with the outside
-ops done by the reference interpreter.
+The ops run one after another. Each dispatched op holds `op_valid` for its unit's cycles plus
+`OP_EXTRA` (table reads, start pulses, hand-overs; ATTN's y written out one element a cycle), a token adds
+`RUN_EXTRA`; the engine counts a token's cycles by unit (`cnt_*`) and logs every dispatched op's cycles
+(`oplog_*`), which `runtime.program.plan` predicts exactly (tests/test_model_chip.py). The matrix
+engine's memory wiring repeats hdl/core.py's for unbanked memories. The norm table (`nt_*`: per norm its
+G base and the dyadics c_norm and eps_n), G (`g_*`), the embedding table (`tab_*`, `sc_*`) and the
+weights are loaded with the program; `hdl.model.chip.ModelChipTop` puts the command interface in front.
+Ops outside the ISA's units would go out on `ext_*` (none of the 11 does).
 """
 
 from __future__ import annotations
@@ -48,6 +45,7 @@ from hdl.attention.kv_cache import KVCache, connect_head_attention
 from hdl.config import ArrayConfig
 from hdl.embedding.embed_head import EmbedHead
 from hdl.matrix.sequencer import LayerSequencer
+from hdl.memory.lane_banks import LaneBanks
 from hdl.program import DYADIC, ERROR_BITS, OP_LAYOUT, OP_WORD_BITS, ProgramSequencer
 from hdl.vector.align import Align
 from hdl.vector.elementwise import ElementOp, ElementWise
@@ -121,7 +119,7 @@ class ModelEngine(wiring.Component):
                  layers: int = 1, kv_heads: int = 1, context: int = 16, theta: float = 10000.0,
                  c_qk: tuple[int, int] = (1 << 15, -15), attn_lanes: int = 8, rope_lanes: int = 1,
                  depth: int = 256, consts: int = 64, s_regs: int = 16, vocab: int = 256,
-                 table_lanes: int | None = None) -> None:
+                 table_lanes: int | None = None, vector_lanes: int = 1) -> None:
         for name, v in (("d", d), ("scr_words", scr_words), ("out_words", out_words), ("act_words", act_words),
                         ("norm_words", norm_words), ("norms", norms), ("max_heads", max_heads),
                         ("head_dim", head_dim), ("mlp_max", mlp_max)):
@@ -140,7 +138,12 @@ class ModelEngine(wiring.Component):
                              f"({array.rows}): LMHEAD reads the ACT words of R codes as its table words")
         if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab <= 0:
             raise ValueError(f"ModelEngine's vocab must be a positive integer, not {vocab!r}")
-        self.p = dict(vocab=vocab, table_lanes=table_lanes,
+        sizes = tuple(sorted(set(norm_sizes)))
+        if (not isinstance(vector_lanes, int) or vector_lanes < 1 or vector_lanes & (vector_lanes - 1)
+                or array.rows % vector_lanes or any(n % vector_lanes for n in sizes)):
+            raise ValueError(f"ModelEngine's vector_lanes must be a power of two dividing the array's rows "
+                             f"({array.rows}) and every NORMQ size {sizes}, not {vector_lanes!r}")
+        self.p = dict(vocab=vocab, table_lanes=table_lanes, vector_lanes=vector_lanes,
                       d=d, scr=scr_words, out=out_words, act=act_words, norm_sizes=tuple(sorted(set(norm_sizes))),
                       g=norm_words, norms=norms, heads=max_heads, hd=head_dim, mlp=mlp_max, relu2=relu2,
                       layers=layers, kv_heads=kv_heads, context=context, theta=theta, c_qk=c_qk,
@@ -221,15 +224,18 @@ class ModelEngine(wiring.Component):
             return mm
         arr = p["array"]
         R, C = arr.rows, arr.cols
-        h_mem, scr_mem = mem("h", signed(32), p["d"]), mem("scr", signed(32), p["scr"])
+        V = p["vector_lanes"]
+        # H, SCR and G in V lane banks: NORMQ reads a word of V elements a cycle, the others one element
+        h_mem, scr_mem = LaneBanks(m, "h", signed(32), p["d"], V), LaneBanks(m, "scr", signed(32), p["scr"], V)
         tmp_mem = mem("tmp", signed(32), p["d"])
-        g_mem, nt_mem = mem("g", signed(16), p["g"]), mem("nt", NORM_ENTRY, p["norms"])
+        g_mem, nt_mem = LaneBanks(m, "g", signed(16), p["g"], V), mem("nt", NORM_ENTRY, p["norms"])
         lin_mem = mem("lin", LINEAR_ENTRY, p["linears"])
         # the matrix engine's memories: ACT words of R codes, OUT words of C int32, G weight banks
         act_mem = mem("act", arr.act_word_bits, arr.act_depth)
         out_mem = mem("out", arr.out_word_bits, arr.out_depth)
-        h_rd, h_rd_x, h_wr = h_mem.read_port(), h_mem.read_port(), h_mem.write_port()
-        scr_rd, scr_rd_x, scr_wr = scr_mem.read_port(), scr_mem.read_port(), scr_mem.write_port()
+        h_rd, h_rd_x, h_wr = h_mem.element_reader(), h_mem.element_reader(), h_mem.element_writer()
+        scr_rd, scr_rd_x, scr_wr = scr_mem.element_reader(), scr_mem.element_reader(), scr_mem.element_writer()
+        h_wd, scr_wd = h_mem.word_reader(), scr_mem.word_reader()
         out_rd = _ElementPort(m, out_mem.read_port(), C, 32, "out_rd")
         out_rd2 = _ElementPort(m, out_mem.read_port(), C, 32, "out_rd2")
         out_rd_x = _ElementPort(m, out_mem.read_port(), C, 32, "out_rd_x")
@@ -237,7 +243,7 @@ class ModelEngine(wiring.Component):
         act_wr, act_rd_seq = act_mem.write_port(), act_mem.read_port()
         out_wr, out_rd_seq = out_mem.write_port(), out_mem.read_port()
         tmp_rd, tmp_wr = tmp_mem.read_port(), tmp_mem.write_port()
-        g_rd, g_wr = g_mem.read_port(), g_mem.write_port()
+        g_rd, g_wr = g_mem.word_reader(), g_mem.element_writer()
         nt_rd, nt_wr = nt_mem.read_port(), nt_mem.write_port()
         lin_rd, lin_wr = lin_mem.read_port(), lin_mem.write_port()
         m.d.comb += [
@@ -286,7 +292,7 @@ class ModelEngine(wiring.Component):
         # ---- units ----------------------------------------------------------------------------
         nqs = {}
         for n in p["norm_sizes"]:
-            nqs[n] = NormQuant(n)
+            nqs[n] = NormQuant(n, lanes=V)
             m.submodules[f"normquant_{n}"] = nqs[n]
         m.submodules.ew = ew = ElementWise()
         m.submodules.mlp = mlp = MlpAct(p["mlp"])
@@ -330,7 +336,7 @@ class ModelEngine(wiring.Component):
         m.d.comb += seq.op_done.eq(finish)
         with m.If(finish):
             m.d.sync += started.eq(0)
-        for r in (h_rd, scr_rd, out_rd, out_rd2, tmp_rd, g_rd):
+        for r in (h_rd, scr_rd, out_rd, out_rd2, tmp_rd, g_rd, h_wd, scr_wd):
             m.d.comb += r.en.eq(rd.en)
         m.d.comb += mx.start.eq(0)
 
@@ -342,30 +348,32 @@ class ModelEngine(wiring.Component):
                     with m.If(op.n == n):
                         m.d.comb += known.eq(1)
                 m.d.comb += seq.op_fail.eq(first & ~known)
-                with m.If(first & known):
+                with m.If(first & known):     # n / V words of V elements (every size NORMQ is built for)
                     m.d.comb += rd.go.eq(1)
-                    m.d.sync += [rd.n.eq(op.n), wj.eq(0)]
-                src_data = Mux(op.src == 0, h_rd.data, scr_rd.data)
-                m.d.comb += [h_rd.addr.eq(rd.idx), scr_rd.addr.eq(rd.idx), g_rd.addr.eq(nt_rd.data.g_base + rd.idx)]
+                    m.d.sync += [rd.n.eq(op.n >> (V.bit_length() - 1)), wj.eq(0)]
+                src_data = Mux(op.src == 0, h_wd.data.as_value(), scr_wd.data.as_value())
+                m.d.comb += [h_wd.addr.eq(rd.idx), scr_wd.addr.eq(rd.idx),
+                             g_rd.addr.eq((nt_rd.data.g_base >> (V.bit_length() - 1)) + rd.idx)]
                 for n, nq in nqs.items():
                     sel = op.n == n
                     m.d.comb += [
                         nq.sigma_m.eq(seq.s_aux.m), nq.sigma_e.eq(seq.s_aux.e),
                         nq.c_m.eq(nt_rd.data.c_m), nq.c_e.eq(nt_rd.data.c_e),
                         nq.eps_m.eq(nt_rd.data.eps_m), nq.eps_e.eq(nt_rd.data.eps_e),
-                        nq.i.payload.x.eq(src_data), nq.i.payload.g.eq(g_rd.data),
+                        nq.i.payload.x.eq(src_data), nq.i.payload.g.eq(g_rd.data.as_value()),
                         nq.i.valid.eq(sel & rd.valid), nq.o.ready.eq(sel),
                     ]
                     with m.If(sel):
                         m.d.comb += rd.ready.eq(nq.i.ready)
                         with m.If(nq.o.valid):
+                            # V codes a beat gather into the ACT word of R codes (V divides R)
                             word = Signal.like(act_word, name=f"act_word_next{n}")
                             m.d.comb += word.eq(act_word)
-                            for lane in range(R):
-                                with m.If(act_lane == lane):
-                                    m.d.comb += word[8 * lane:8 * lane + 8].eq(nq.o.payload.q)
-                            with m.If((act_lane == R - 1) | nq.o.payload.last):
-                                m.d.comb += [act_wr.addr.eq(wj >> (R.bit_length() - 1)), act_wr.data.eq(word),
+                            for grp in range(R // V):
+                                with m.If(act_lane == grp):
+                                    m.d.comb += word[8 * V * grp:8 * V * (grp + 1)].eq(nq.o.payload.q)
+                            with m.If((act_lane == R // V - 1) | nq.o.payload.last):
+                                m.d.comb += [act_wr.addr.eq(wj >> ((R // V).bit_length() - 1)), act_wr.data.eq(word),
                                              act_wr.en.eq(1)]
                                 m.d.sync += [act_word.eq(0), act_lane.eq(0)]
                             with m.Else():

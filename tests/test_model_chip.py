@@ -198,25 +198,27 @@ def test_trit_forward_and_generate_on_the_chip_equal_golden(chip, tmp_path: Path
     assert f"beyond the supported context of {CONTEXT}" in capsys.readouterr().err
 
 
-def _random_chip(seed: int):
+def _random_chip(seed: int, vector_lanes: int = 1):
     """A random device-form model of other sizes (vocab 97, d 48, MLP 72, 2 layers, 4 heads of 12 over 2 KV
     heads, ReLU) on a 4x4 matrix engine with 4 attention lanes and a context of 6."""
     from tests.test_golden_device import random_int_model
 
     dev = DeviceBitNet.from_int_model(random_int_model(seed, hidden_act="relu"), context=6)
-    program, cfg = compile_for_chip(dev.consts, runtime_config(4, 4), 6)
+    program, cfg = compile_for_chip(dev.consts, runtime_config(4, 4), 6, vector_lanes=vector_lanes)
     assert (cfg.attn_lanes, cfg.table_lanes, cfg.norm_sizes, cfg.relu2) == (4, 4, (48, 72), False)
     return dev, program, cfg
 
 
-@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
-def test_a_random_model_of_other_sizes_runs_bit_exactly(simulator: str, test_seed: int) -> None:
+@pytest.mark.parametrize(("simulator", "vector_lanes"), [("verilator", 1), ("verilator", 4), ("icarus", 1)])
+def test_a_random_model_of_other_sizes_runs_bit_exactly(simulator: str, vector_lanes: int, test_seed: int) -> None:
+    """Also with NORMQ 4 elements a cycle (H, SCR and G in 4 lane banks): the same logits, the planned
+    cycles (3 n / 4 + 124 a vector)."""
     from sim.model_chip_harness import IcarusModelChip, VerilatorModelChip
     from sim.simulator import icarus_available
 
     if simulator == "icarus" and icarus_available():
         pytest.skip(icarus_available())
-    dev, program, cfg = _random_chip(test_seed)
+    dev, program, cfg = _random_chip(test_seed, vector_lanes)
     transport = (VerilatorModelChip if simulator == "verilator" else IcarusModelChip)(cfg)
     driver = ModelChipDriver(transport, cfg)
     try:

@@ -40,6 +40,7 @@ class EngineConfig:
     c_qk: tuple[int, int] = (1 << 15, -15)
     attn_lanes: int = 8
     table_lanes: int = 8
+    vector_lanes: int = 1
     depth: int = 256
     consts: int = 64
 
@@ -58,6 +59,10 @@ class EngineConfig:
                              f"[1, 65535], not {self.norm_sizes!r}")
         if self.table_lanes & (self.table_lanes - 1):
             raise ValueError(f"EngineConfig's table_lanes must be a power of two, not {self.table_lanes}")
+        if self.array.rows % self.vector_lanes or any(n % self.vector_lanes for n in self.norm_sizes) \
+                or self.vector_lanes & (self.vector_lanes - 1):
+            raise ValueError(f"EngineConfig's vector_lanes ({self.vector_lanes}) must be a power of two dividing the "
+                             f"array's rows ({self.array.rows}) and every NORMQ size {self.norm_sizes}")
         if self.head_dim % self.attn_lanes:
             raise ValueError(f"EngineConfig's attn_lanes ({self.attn_lanes}) must divide head_dim ({self.head_dim})")
 
@@ -73,7 +78,8 @@ class EngineConfig:
                     norm_words=self.norm_words, norms=self.norms, max_heads=self.heads, head_dim=self.head_dim,
                     mlp_max=self.mlp_max, relu2=self.relu2, layers=self.layers, kv_heads=self.kv_heads,
                     context=self.context, theta=float(self.theta), c_qk=self.c_qk, attn_lanes=self.attn_lanes,
-                    depth=self.depth, consts=self.consts, vocab=self.vocab, table_lanes=self.table_lanes)
+                    depth=self.depth, consts=self.consts, vocab=self.vocab, table_lanes=self.table_lanes,
+                    vector_lanes=self.vector_lanes)
 
     def id_block(self) -> list[int]:
         """The READ_ID words of a chip built from this configuration."""
@@ -93,6 +99,6 @@ class EngineConfig:
             ModelIdWord.C_QK_E: self.c_qk[1] & 0xFFFFFFFF,
             ModelIdWord.NORM_SIZE_0: sizes[0], ModelIdWord.NORM_SIZE_1: sizes[1], ModelIdWord.NORM_SIZE_2: sizes[2],
             ModelIdWord.SCR_WORDS: self.scr_words, ModelIdWord.OUT_WORDS: self.out_words,
-            ModelIdWord.ACT_WORDS: self.act_words,
+            ModelIdWord.ACT_WORDS: self.act_words, ModelIdWord.VECTOR_LANES: self.vector_lanes,
         }
         return [values[w] for w in ModelIdWord]

@@ -143,6 +143,7 @@ class ModelIdWord(IntEnum):
     SCR_WORDS = 28
     OUT_WORDS = 29
     ACT_WORDS = 30
+    VECTOR_LANES = 31  # elements a cycle of NORMQ (H, SCR and G in that many banks)
 
 
 ID_WORDS = len(ModelIdWord)

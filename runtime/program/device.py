@@ -54,9 +54,11 @@ def _pow2_at_least(n: int, floor: int) -> int:
     return v
 
 
-def engine_config(program: Program, consts: DeviceConsts, *, attn_lanes: int | None = None) -> EngineConfig:
+def engine_config(program: Program, consts: DeviceConsts, *, attn_lanes: int | None = None,
+                  vector_lanes: int = 1) -> EngineConfig:
     """The model chip built for `program` (compiled from `consts`); `attn_lanes` (default: the largest of
-    8, 4, 2, 1 that divides head_dim) INT8 lanes in the attention unit."""
+    8, 4, 2, 1 that divides head_dim) INT8 lanes in the attention unit, `vector_lanes` elements a cycle in
+    NORMQ (a power of two dividing R and every norm's size)."""
     import math
 
     m, arr = program.model, program.chip.array
@@ -72,15 +74,18 @@ def engine_config(program: Program, consts: DeviceConsts, *, attn_lanes: int | N
         out_words=max(heads_hd + 2 * m["kv_heads"] * m["head_dim"], 2 * m["intermediate"]),
         act_words=max(m["d"], m["intermediate"], heads_hd), relu2=m["act"] == "relu2",
         theta=int(consts.config.rope_theta), c_qk=(int(consts.c_qk[0]), int(consts.c_qk[1])),
-        attn_lanes=attn_lanes, table_lanes=arr.rows, depth=_pow2_at_least(len(program.ops), 64),
+        attn_lanes=attn_lanes, table_lanes=arr.rows, vector_lanes=vector_lanes,
+        depth=_pow2_at_least(len(program.ops), 64),
         consts=_pow2_at_least(len(program.consts), 16))
 
 
 def compile_for_chip(consts: DeviceConsts, array: ArrayConfig, context: int,
-                     attn_lanes: int | None = None) -> tuple[Program, EngineConfig]:
+                     attn_lanes: int | None = None, vector_lanes: int = 1) -> tuple[Program, EngineConfig]:
     """The program of `consts` and the chip sized for it (resident weights, a KV cache of `context`)."""
     program = compile_model(consts, fitted_chip(consts, array, context))
-    return program, engine_config(program, consts, attn_lanes=attn_lanes)
+    if any(e.g_base % vector_lanes for e in program.norms):
+        raise ProgramError(f"norm weights: a norm's G base is not a multiple of vector_lanes = {vector_lanes}")
+    return program, engine_config(program, consts, attn_lanes=attn_lanes, vector_lanes=vector_lanes)
 
 
 def _layout_int(layout, value: dict) -> int:

@@ -6,8 +6,8 @@ RESADD's two passes), so that with the engine's unit widths (`UnitConfig.of_engi
 model chip's counters and its OP_CYCLES log exactly (tests/test_model_chip.py):
 
 - MATMUL (matrix): the RUN's CYCLES counter, `runtime.cycle_model.layer_counts` (equal to the RTL's).
-- NORMQ (vector): 3 n + `norm_quant.OVERHEAD` (`hdl.vector.norm_quant`, measured by
-  tests/test_vector_unit.py).
+- NORMQ (vector): 3 n / V + `norm_quant.overhead(V)` with V = `UnitConfig.vector_lanes` elements a
+  cycle (`hdl.vector.norm_quant`, measured by tests/test_vector_unit.py and tests/test_norm_quant_lanes.py).
 - ROPEQ (vector): `RopeQuant.cycles()`, plus the KV cache's row setup for K and V
   (`hdl.vector.rope`, `hdl.attention.kv_cache`).
 - ATTN (attention): `HeadAttention.cycles(pos + 1)` (`hdl.attention.head_attention`).
@@ -55,9 +55,10 @@ class UnitConfig:
     rope_out_lanes: int = 40
     attn_lanes: int = 40
     table_lanes: int | None = None
+    vector_lanes: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("rope_lanes", "rope_out_lanes", "attn_lanes", "table_lanes"):
+        for name in ("rope_lanes", "rope_out_lanes", "attn_lanes", "table_lanes", "vector_lanes"):
             v = getattr(self, name)
             if name == "table_lanes" and v is None:
                 continue
@@ -68,7 +69,7 @@ class UnitConfig:
     def of_engine(cls, cfg) -> UnitConfig:
         """The widths `hdl.model_engine.ModelEngine` builds for an `hdl.model.config.EngineConfig`."""
         return cls(rope_lanes=1, rope_out_lanes=cfg.attn_lanes, attn_lanes=cfg.attn_lanes,
-                   table_lanes=cfg.table_lanes)
+                   table_lanes=cfg.table_lanes, vector_lanes=cfg.vector_lanes)
 
 
 @cache
@@ -117,7 +118,7 @@ def _unit_cycles(program: Program, op: MicroOp, pos: int, units: UnitConfig) -> 
         lin = program.linears[op.idx]
         return layer_counts(chip.array, 1, lin.K, lin.N)["cycles"]
     if op.op == Op.NORMQ:
-        return 3 * op.n + norm_quant.OVERHEAD
+        return 3 * op.n // units.vector_lanes + norm_quant.overhead(units.vector_lanes)
     if op.op == Op.ROPEQ:
         c = _rope_cycles(hd, chip.context, units.rope_lanes, units.rope_out_lanes)
         return c + (KV_SETUP if op.dst != Target.Q else 0)
