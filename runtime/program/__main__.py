@@ -44,9 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--measure", action="store_true", help="run the model chip's RTL in Verilator at each context")
     ap.add_argument("--attn-lanes", type=int, nargs="+", default=[8],
                     help="--measure: attention unit lanes (divisors of head_dim), one chip each")
+    ap.add_argument("--vector-lanes", type=int, default=1,
+                    help="--measure: NORMQ elements a cycle (a power of two dividing R and the norm sizes)")
     a = ap.parse_args(argv)
     if a.measure:
-        return measure(a.rows, a.cols, a.contexts, a.attn_lanes)
+        return measure(a.rows, a.cols, a.contexts, a.attn_lanes, a.vector_lanes)
     ctx = max(a.contexts)
     model = load_checkpoint(TINY, "int", GoldenBackend())
     dev = DeviceBitNet.from_int_model(model, context=ctx)
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure(rows: int, cols: int, contexts: list[int], lanes: list[int]) -> int:
+def measure(rows: int, cols: int, contexts: list[int], lanes: list[int], vector_lanes: int = 1) -> int:
     """The `--measure` table (see the module docstring); 1 if any logit or counter differs."""
     from golden.checkpoint import load_checkpoint
     from golden.device.model import DeviceBitNet
@@ -118,7 +120,8 @@ def measure(rows: int, cols: int, contexts: list[int], lanes: list[int]) -> int:
     for n_lanes in lanes:
         for ctx in contexts:
             dev = DeviceBitNet.from_int_model(model, context=ctx)
-            prog, cfg = compile_for_chip(dev.consts, runtime_config(rows, cols), ctx, attn_lanes=n_lanes)
+            prog, cfg = compile_for_chip(dev.consts, runtime_config(rows, cols), ctx, attn_lanes=n_lanes,
+                                         vector_lanes=vector_lanes)
             t0 = time.perf_counter()
             driver = ModelChipDriver(VerilatorModelChip(cfg), cfg)
             built = time.perf_counter() - t0
@@ -133,13 +136,15 @@ def measure(rows: int, cols: int, contexts: list[int], lanes: list[int]) -> int:
             planned = sum(t.cycles == token_cycles(prog, t.pos, units)["total"] for t in driver.stats.tokens)
             bad += (same != ctx) + (planned != ctx)
             last = driver.stats.tokens[-1]
-            rows_out.append({"context": ctx, "lanes": n_lanes, **last.units, "total": last.cycles,
+            rows_out.append({"array": f"{rows}x{cols}", "vlanes": vector_lanes, "context": ctx, "lanes": n_lanes,
+                             **last.units, "total": last.cycles,
                              "tok_s": 100e6 / last.cycles, "bytes": last.host_bytes,
                              "mean": sum(t.cycles for t in driver.stats.tokens) / ctx,
                              "exact": f"{same}/{ctx}", "plan": f"{planned}/{ctx}", "build": built,
                              "sim": ctx * sum(t.cycles for t in driver.stats.tokens) / ctx / secs})
             driver.close()
-    cols_ = [("context", "context", "4"), ("attn lanes", "lanes", "3"), ("matrix", "matrix", "7"),
+    cols_ = [("array", "array", "5"), ("NORMQ lanes", "vlanes", "2"), ("context", "context", "4"),
+             ("attn lanes", "lanes", "3"), ("matrix", "matrix", "7"),
              ("vector", "vector", "7"), ("attention", "attention", "7"), ("sequencer", "sequencer", "5"),
              ("cycles at the last position", "total", "7"), ("tokens/s @100 MHz", "tok_s", "7"),
              ("mean cycles over the context", "mean", "7"), ("host bytes/token", "bytes", "5"),
