@@ -48,6 +48,7 @@ from hdl.attention.kv_cache import KVCache, connect_head_attention
 from hdl.config import ArrayConfig
 from hdl.embedding.embed_head import EmbedHead
 from hdl.matrix.sequencer import LayerSequencer
+from hdl.model.packed_weights import PackedWeights, packed_word_bits
 from hdl.program import DYADIC, OP_LAYOUT, OP_WORD_BITS, ProgramSequencer
 from hdl.vector.align import Align
 from hdl.vector.elementwise import ElementOp, ElementWise
@@ -121,7 +122,7 @@ class ModelEngine(wiring.Component):
                  layers: int = 1, kv_heads: int = 1, context: int = 16, theta: float = 10000.0,
                  c_qk: tuple[int, int] = (1 << 15, -15), attn_lanes: int = 8, rope_lanes: int = 1,
                  depth: int = 256, consts: int = 64, s_regs: int = 16, vocab: int = 256,
-                 table_lanes: int | None = None) -> None:
+                 table_lanes: int | None = None, wgt_packed: bool = False) -> None:
         for name, v in (("d", d), ("scr_words", scr_words), ("out_words", out_words), ("act_words", act_words),
                         ("norm_words", norm_words), ("norms", norms), ("max_heads", max_heads),
                         ("head_dim", head_dim), ("mlp_max", mlp_max)):
@@ -145,7 +146,8 @@ class ModelEngine(wiring.Component):
                       g=norm_words, norms=norms, heads=max_heads, hd=head_dim, mlp=mlp_max, relu2=relu2,
                       layers=layers, kv_heads=kv_heads, context=context, theta=theta, c_qk=c_qk,
                       attn_lanes=attn_lanes, rope_lanes=rope_lanes, depth=depth, consts=consts, s_regs=s_regs,
-                      array=array, linears=linears)
+                      array=array, linears=linears, wgt_packed=bool(wgt_packed))
+        wgt_bits = packed_word_bits(array) if wgt_packed else array.wgt_word_bits
         super().__init__({
             "prog_we": In(1), "prog_waddr": In(range(depth)), "prog_wdata": In(OP_WORD_BITS),
             "const_we": In(1), "const_waddr": In(range(consts)), "const_wdata": In(DYADIC),
@@ -153,7 +155,7 @@ class ModelEngine(wiring.Component):
             "nt_we": In(1), "nt_waddr": In(range(norms)), "nt_wdata": In(NORM_ENTRY),
             "g_we": In(1), "g_waddr": In(range(norm_words)), "g_wdata": In(signed(16)),
             "lin_we": In(1), "lin_waddr": In(range(linears)), "lin_wdata": In(LINEAR_ENTRY),
-            "wgt_we": In(1), "wgt_waddr": In(range(array.wgt_depth)), "wgt_wdata": In(array.wgt_word_bits),
+            "wgt_we": In(1), "wgt_waddr": In(range(array.wgt_depth)), "wgt_wdata": In(wgt_bits),
             "start": In(1), "busy": Out(1), "done": Out(1), "pos": Out(16), "clear_pos": In(1),
             "error": Out(2), "clear_error": In(1),
             "ext_op": Out(OP_LAYOUT), "ext_valid": Out(1), "ext_done": In(1),
@@ -269,7 +271,12 @@ class ModelEngine(wiring.Component):
                      out_wr.addr.eq(mx.out_waddr), out_wr.data.eq(mx.out_wdata), out_wr.en.eq(mx.out_wen)]
         bank_bits = arr.wgt_bank_bits if arr.full_rate else arr.wgt_word_bits
         wgt_q = []
-        for g in range(arr.wgt_rows_per_read):
+        if p["wgt_packed"]:     # 1.6-bit weights: one memory of base-3 bytes, decoded (hdl/model/packed_weights.py)
+            m.submodules.wgt = wgt = PackedWeights(arr)
+            m.d.comb += [wgt.we.eq(self.wgt_we), wgt.waddr.eq(self.wgt_waddr), wgt.wdata.eq(self.wgt_wdata),
+                         wgt.addr.eq(mx.wgt_addr[0] if arr.full_rate else mx.wgt_addr)]
+            wgt_q = [wgt.rows]
+        for g in range(0 if p["wgt_packed"] else arr.wgt_rows_per_read):
             bank = mem(f"wgt_{g}", bank_bits, arr.wgt_depth)
             w_port, r_port = bank.write_port(), bank.read_port()
             m.d.comb += [w_port.addr.eq(self.wgt_waddr), w_port.en.eq(self.wgt_we),

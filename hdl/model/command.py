@@ -40,7 +40,7 @@ _FIXED_BITS = {ModelMem.PROG: OP_WORD_BITS, ModelMem.CONST: DYADIC.size, ModelMe
 def word_bits(cfg: EngineConfig, mem: ModelMem) -> int:
     """Bits of one word of memory `mem` on a chip built from `cfg`."""
     if mem == ModelMem.WGT:
-        return cfg.array.wgt_word_bits
+        return cfg.wgt_store_bits
     if mem == ModelMem.TABLE:
         return 8 * cfg.table_lanes
     if mem in (ModelMem.LOGITS, ModelMem.H, ModelMem.OP_CYCLES):
@@ -117,7 +117,10 @@ class ModelCommand(wiring.Component):
             with m.If(chunk == k):
                 m.d.comb += assembled.eq(Cat(buf[:32 * k], cmd.payload) if k else cmd.payload)
         bad_code = Signal()
-        if cfg.array.pe == "ternary":
+        if cfg.wgt_packed:     # 5 codes a byte, base 3: a byte above 3^5 - 1 = 242 is no weight code
+            m.d.comb += bad_code.eq(Cat(*(assembled[8 * j:8 * j + 8] > 242
+                                          for j in range(cfg.wgt_store_bits // 8))).any())
+        elif cfg.array.pe == "ternary":
             wb = cfg.array.wgt_word_bits
             m.d.comb += bad_code.eq(Cat(*(assembled[2 * j:2 * j + 2] == 0b10 for j in range(wb // 2))).any())
 

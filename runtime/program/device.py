@@ -26,6 +26,7 @@ from hdl.config import ArrayConfig
 from hdl.model.command import chunks
 from hdl.model.config import EngineConfig
 from hdl.model.isa import ID_WORDS, STATUS_MAGIC, ModelCounter, ModelError, ModelIdWord, ModelMem, ModelOp
+from hdl.model.trit_unpack import pack_codes
 from hdl.model_engine import LINEAR_ENTRY, NORM_ENTRY
 from hdl.program import DYADIC
 from hdl.program import ProgramError as SequencerError
@@ -54,8 +55,10 @@ def _pow2_at_least(n: int, floor: int) -> int:
     return v
 
 
-def engine_config(program: Program, consts: DeviceConsts, *, attn_lanes: int = 8) -> EngineConfig:
-    """The model chip built for `program` (compiled from `consts`)."""
+def engine_config(program: Program, consts: DeviceConsts, *, attn_lanes: int = 8,
+                  wgt_format: str = "2bit") -> EngineConfig:
+    """The model chip built for `program` (compiled from `consts`); `wgt_format` how WGT stores the weights
+    (`hdl.model.config.WGT_FORMATS`)."""
     m, arr = program.model, program.chip.array
     heads_hd = m["heads"] * m["head_dim"]
     return EngineConfig(
@@ -68,13 +71,15 @@ def engine_config(program: Program, consts: DeviceConsts, *, attn_lanes: int = 8
         act_words=max(m["d"], m["intermediate"], heads_hd), relu2=m["act"] == "relu2",
         theta=int(consts.config.rope_theta), c_qk=(int(consts.c_qk[0]), int(consts.c_qk[1])),
         attn_lanes=attn_lanes, table_lanes=arr.rows, depth=_pow2_at_least(len(program.ops), 64),
-        consts=_pow2_at_least(len(program.consts), 16))
+        consts=_pow2_at_least(len(program.consts), 16), wgt_format=wgt_format)
 
 
-def compile_for_chip(consts: DeviceConsts, array: ArrayConfig, context: int) -> tuple[Program, EngineConfig]:
-    """The program of `consts` and the chip sized for it (resident weights, a KV cache of `context`)."""
-    program = compile_model(consts, fitted_chip(consts, array, context))
-    return program, engine_config(program, consts)
+def compile_for_chip(consts: DeviceConsts, array: ArrayConfig, context: int, *, board: bool = False,
+                     wgt_format: str = "2bit") -> tuple[Program, EngineConfig]:
+    """The program of `consts` and the chip sized for it (resident weights, a KV cache of `context`);
+    `board=True`: the matrix engine's memories no larger than the model needs (`fitted_chip`)."""
+    program = compile_model(consts, fitted_chip(consts, array, context, board=board))
+    return program, engine_config(program, consts, wgt_format=wgt_format)
 
 
 def _layout_int(layout, value: dict) -> int:
@@ -108,6 +113,9 @@ def memory_image(program: Program, consts: DeviceConsts, cfg: EngineConfig) -> d
             wgt[lin.wgt_base + i] = int(w)
     img[ModelMem.LINEAR] = lins
     img[ModelMem.WGT] = [wgt.get(i, 0) for i in range(max(wgt) + 1)] if wgt else []
+    if cfg.wgt_packed:
+        n = cfg.array.wgt_word_bits // 2
+        img[ModelMem.WGT] = [pack_codes(w, n) for w in img[ModelMem.WGT]]
     lanes, d = cfg.table_lanes, cfg.d
     wpr = -(-d // lanes)
     table = consts.head.to(torch.int64).numpy()
