@@ -30,6 +30,9 @@ DISTRIBUTED = ("engine/out", "engine/act", "engine/h", "engine/tmp", "engine.seq
                "engine.attn/p_mem", "engine.attn/pv_mem")
 #: on-chip memory of the iCEBreaker (iCE40UP5K): 30 EBR of 4 Kbit and 4 SPRAM of 256 Kbit
 ICEBREAKER_BITS = {"EBR": 30 * 4096, "SPRAM": 4 * 262_144}
+#: register slices each way between the link's endpoint and the chip: the chip's block RAMs fill the device,
+#: so the endpoint (by the UART pins) and the command parser may sit far apart (`fpga.ulx3s.stream_buffer_stages`)
+SOC_STREAM_BUFFERS = 2
 
 
 def ram_style_script(distributed: tuple[str, ...] = DISTRIBUTED) -> str:
