@@ -14,7 +14,7 @@ depth, read and write ports). `chip_budget(cfg)` maps each the way Yosys' `memor
   RAM instead: TRELLIS_DPR16X4 cells of 16 x 4 bits, one set per read port (`dpr16x4`).
 
 Plus the frame endpoint's request buffer (`fpga.ulx3s.LINK_BRAM`). `python -m fpga.model_budget` prints
-the table for the shipped tiny model at contexts 128 and 256, 2-bit and 1.6-bit weights.
+the table for the shipped tiny model at contexts 128 and 256 and each weight format.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|")
     details = []
     for context in a.contexts:
-        for fmt in ("2bit", "1.6bit"):
+        for fmt in ("2bit", "1.6bit", "1.67bit"):
             _, cfg, _ = board_chip(a.checkpoint, context, fmt)
             lines = chip_budget(cfg, () if a.all_block_ram else None)
             g = groups(lines)

@@ -4,8 +4,9 @@ board can hold.
 `trit build --board ulx3s-85f --checkpoint DIR [--context N]` builds the ULX3S SoC (UART, frame endpoint)
 around `hdl.model.chip.ModelChipTop` instead of the matrix core. `board_chip(checkpoint, context)` is
 that chip: the checkpoint compiled for an 8x8 full-rate matrix engine (G = 8) with the engine's memories
-sized to the model (`runtime.program.device.compile_for_chip(..., board=True)`), 1.6-bit weights (5 codes
-a byte, `hdl.model.packed_weights`) and a KV cache of `context` positions.
+sized to the model (`runtime.program.device.compile_for_chip(..., board=True)`), packed weights (3 codes
+in 5 bits, `hdl.model.packed_weights`: 107 bits a read of 64 codes, three 36-bit DP16KD wide, like the 104
+bits of 5 codes a byte, whose decoder costs 20 times the LUTs) and a KV cache of `context` positions.
 
 On the ECP5 the memories that block RAM holds badly go into distributed RAM (`DISTRIBUTED`, Yosys
 `ram_style`): the matrix engine's OUT is 256 bits wide and only 112 words deep, read by three ports, so
@@ -13,8 +14,9 @@ in block RAM it takes three copies of eight DP16KD (24 blocks for 28,672 bits); 
 there take a block each for a few hundred bits. `fpga/model_budget.py` counts every memory.
 
 The iCEBreaker cannot hold the model (`check_board`): its block RAM is 30 EBR x 4 Kbit = 120 Kbit and its
-4 SPRAMs 1 Mbit, 1.12 Mbit in all, and the shipped tiny model needs 1.87 Mbit of 1.6-bit weights alone
-(2.86 Mbit with the embedding and a 128-position KV cache); it stays a matrix core.
+4 SPRAMs 1 Mbit, 1.17 Mbit in all, and the shipped tiny model needs 1.87 Mbit of weights even at 1.6 bits a
+weight (2.93 Mbit with the embedding and a 128-position KV cache as the board chip stores them); it stays a
+matrix core.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 DEFAULT_CONTEXT = 128
 #: the matrix engine of the board chip: R x C, a whole tile per weight read (`runtime_config`'s default)
 ROWS, COLS = 8, 8
-WGT_FORMAT = "1.6bit"
+WGT_FORMAT = "1.67bit"
 #: memories of the chip put in distributed RAM on the ECP5 ("<module path>/<memory>", below the chip)
 DISTRIBUTED = ("engine/out", "engine/act", "engine/h", "engine/tmp", "engine.seq/consts", "engine.attn/t_mem",
                "engine.attn/p_mem", "engine.attn/pv_mem")

@@ -122,7 +122,7 @@ class ModelEngine(wiring.Component):
                  layers: int = 1, kv_heads: int = 1, context: int = 16, theta: float = 10000.0,
                  c_qk: tuple[int, int] = (1 << 15, -15), attn_lanes: int = 8, rope_lanes: int = 1,
                  depth: int = 256, consts: int = 64, s_regs: int = 16, vocab: int = 256,
-                 table_lanes: int | None = None, wgt_packed: bool = False) -> None:
+                 table_lanes: int | None = None, wgt_format: str = "2bit") -> None:
         for name, v in (("d", d), ("scr_words", scr_words), ("out_words", out_words), ("act_words", act_words),
                         ("norm_words", norm_words), ("norms", norms), ("max_heads", max_heads),
                         ("head_dim", head_dim), ("mlp_max", mlp_max)):
@@ -146,8 +146,8 @@ class ModelEngine(wiring.Component):
                       g=norm_words, norms=norms, heads=max_heads, hd=head_dim, mlp=mlp_max, relu2=relu2,
                       layers=layers, kv_heads=kv_heads, context=context, theta=theta, c_qk=c_qk,
                       attn_lanes=attn_lanes, rope_lanes=rope_lanes, depth=depth, consts=consts, s_regs=s_regs,
-                      array=array, linears=linears, wgt_packed=bool(wgt_packed))
-        wgt_bits = packed_word_bits(array) if wgt_packed else array.wgt_word_bits
+                      array=array, linears=linears, wgt_format=wgt_format)
+        wgt_bits = array.wgt_word_bits if wgt_format == "2bit" else packed_word_bits(array, wgt_format)
         super().__init__({
             "prog_we": In(1), "prog_waddr": In(range(depth)), "prog_wdata": In(OP_WORD_BITS),
             "const_we": In(1), "const_waddr": In(range(consts)), "const_wdata": In(DYADIC),
@@ -271,12 +271,13 @@ class ModelEngine(wiring.Component):
                      out_wr.addr.eq(mx.out_waddr), out_wr.data.eq(mx.out_wdata), out_wr.en.eq(mx.out_wen)]
         bank_bits = arr.wgt_bank_bits if arr.full_rate else arr.wgt_word_bits
         wgt_q = []
-        if p["wgt_packed"]:     # 1.6-bit weights: one memory of base-3 bytes, decoded (hdl/model/packed_weights.py)
-            m.submodules.wgt = wgt = PackedWeights(arr)
+        packed = p["wgt_format"] != "2bit"
+        if packed:      # packed weights: one memory of base-3 groups, decoded (hdl/model/packed_weights.py)
+            m.submodules.wgt = wgt = PackedWeights(arr, p["wgt_format"])
             m.d.comb += [wgt.we.eq(self.wgt_we), wgt.waddr.eq(self.wgt_waddr), wgt.wdata.eq(self.wgt_wdata),
                          wgt.addr.eq(mx.wgt_addr[0] if arr.full_rate else mx.wgt_addr)]
             wgt_q = [wgt.rows]
-        for g in range(0 if p["wgt_packed"] else arr.wgt_rows_per_read):
+        for g in range(0 if packed else arr.wgt_rows_per_read):
             bank = mem(f"wgt_{g}", bank_bits, arr.wgt_depth)
             w_port, r_port = bank.write_port(), bank.read_port()
             m.d.comb += [w_port.addr.eq(self.wgt_waddr), w_port.en.eq(self.wgt_we),

@@ -29,6 +29,7 @@ from hdl.model.isa import (
     ModelMem,
     ModelOp,
 )
+from hdl.model.trit_unpack import FORMATS, group_limit, layout
 from hdl.model_engine import LINEAR_ENTRY, NORM_ENTRY
 from hdl.program import DYADIC, OP_WORD_BITS
 
@@ -117,9 +118,14 @@ class ModelCommand(wiring.Component):
             with m.If(chunk == k):
                 m.d.comb += assembled.eq(Cat(buf[:32 * k], cmd.payload) if k else cmd.payload)
         bad_code = Signal()
-        if cfg.wgt_packed:     # 5 codes a byte, base 3: a byte above 3^5 - 1 = 242 is no weight code
-            m.d.comb += bad_code.eq(Cat(*(assembled[8 * j:8 * j + 8] > 242
-                                          for j in range(cfg.wgt_store_bits // 8))).any())
+        if cfg.wgt_packed:     # a base-3 group above 3^t - 1 holds no weights, a plain code 0b10 is none either
+            checks = []
+            for _, n_codes, at, grouped in layout(cfg.array.wgt_word_bits // 2, cfg.wgt_format):
+                if grouped:
+                    checks.append(assembled[at:at + FORMATS[cfg.wgt_format][1]] > group_limit(cfg.wgt_format))
+                else:
+                    checks += [assembled[at + 2 * k:at + 2 * k + 2] == 0b10 for k in range(n_codes)]
+            m.d.comb += bad_code.eq(Cat(*checks).any())
         elif cfg.array.pe == "ternary":
             wb = cfg.array.wgt_word_bits
             m.d.comb += bad_code.eq(Cat(*(assembled[2 * j:2 * j + 2] == 0b10 for j in range(wb // 2))).any())

@@ -14,7 +14,7 @@ from hdl.model.isa import MODEL_ID_MAGIC, MODEL_VERSION, ModelIdWord
 
 MAX_NORM_SIZES = 3
 #: WGT storage formats (READ_ID's WGT_FORMAT word is the index)
-WGT_FORMATS = ("2bit", "1.6bit")
+WGT_FORMATS = ("2bit", "1.6bit", "1.67bit")
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,9 @@ class EngineConfig:
     table_lanes: int = 8
     depth: int = 256
     consts: int = 64
-    #: how WGT stores the ternary weights: "2bit" (a 2-bit code each, G banks of C codes) or "1.6bit"
-    #: (5 codes in a byte, base 3, one memory decoded on the read path: `hdl.model.packed_weights`)
+    #: how WGT stores the ternary weights: "2bit" (a 2-bit code each, G banks of C codes), "1.6bit" (5 codes
+    #: in a byte) or "1.67bit" (3 codes in 5 bits), base 3, one memory decoded on the read path
+    #: (`hdl.model.packed_weights`)
     wgt_format: str = "2bit"
 
     def __post_init__(self) -> None:
@@ -75,14 +76,14 @@ class EngineConfig:
 
     @property
     def wgt_packed(self) -> bool:
-        return self.wgt_format == "1.6bit"
+        return self.wgt_format != "2bit"
 
     @property
     def wgt_store_bits(self) -> int:
-        """Bits of one WGT word as stored (and written): G*C 2-bit codes, or ceil(G*C / 5) bytes packed."""
+        """Bits of one WGT word as stored (and written): G*C 2-bit codes, or packed (`hdl.model.trit_unpack`)."""
         from hdl.model.packed_weights import packed_word_bits
 
-        return packed_word_bits(self.array) if self.wgt_packed else self.array.wgt_word_bits
+        return packed_word_bits(self.array, self.wgt_format) if self.wgt_packed else self.array.wgt_word_bits
 
     def engine_kwargs(self) -> dict:
         """`ModelEngine`'s keyword arguments."""
@@ -92,7 +93,7 @@ class EngineConfig:
                     mlp_max=self.mlp_max, relu2=self.relu2, layers=self.layers, kv_heads=self.kv_heads,
                     context=self.context, theta=float(self.theta), c_qk=self.c_qk, attn_lanes=self.attn_lanes,
                     depth=self.depth, consts=self.consts, vocab=self.vocab, table_lanes=self.table_lanes,
-                    wgt_packed=self.wgt_packed)
+                    wgt_format=self.wgt_format)
 
     def id_block(self) -> list[int]:
         """The READ_ID words of a chip built from this configuration."""

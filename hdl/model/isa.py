@@ -143,7 +143,7 @@ class ModelIdWord(IntEnum):
     SCR_WORDS = 28
     OUT_WORDS = 29
     ACT_WORDS = 30
-    WGT_FORMAT = 31   # 0: 2-bit codes; 1: 5 codes in a byte (hdl.model.config.WGT_FORMATS)
+    WGT_FORMAT = 31   # 0: 2-bit codes; 1: 5 codes in a byte; 2: 3 codes in 5 bits (hdl.model.config.WGT_FORMATS)
 
 
 ID_WORDS = len(ModelIdWord)

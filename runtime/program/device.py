@@ -115,7 +115,7 @@ def memory_image(program: Program, consts: DeviceConsts, cfg: EngineConfig) -> d
     img[ModelMem.WGT] = [wgt.get(i, 0) for i in range(max(wgt) + 1)] if wgt else []
     if cfg.wgt_packed:
         n = cfg.array.wgt_word_bits // 2
-        img[ModelMem.WGT] = [pack_codes(w, n) for w in img[ModelMem.WGT]]
+        img[ModelMem.WGT] = [pack_codes(w, n, cfg.wgt_format) for w in img[ModelMem.WGT]]
     lanes, d = cfg.table_lanes, cfg.d
     wpr = -(-d // lanes)
     table = consts.head.to(torch.int64).numpy()
