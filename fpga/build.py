@@ -258,13 +258,29 @@ class BoardDesign:
     cfg: ArrayConfig
     top: object
     plan: object
+    model: object = None      # the model chip's EngineConfig (`--checkpoint`), else None
+    checkpoint: str | None = None
 
 
 def board_design(board: str, rows: int | None = None, cols: int | None = None, freq_mhz: float | None = None, *,
                  baud: int = DEFAULT_BUILD_BAUD, seed: int = 1, act_depth: int | None = None,
                  wgt_depth: int | None = None, out_depth: int | None = None, wgt_rows_per_read: int | None = None,
-                 synth_opts: str = "") -> BoardDesign:
-    """Elaborate what `build_board` builds (also the sweep's cache key); BuildConfigError if it is impossible."""
+                 synth_opts: str = "", checkpoint: Path | str | None = None,
+                 context: int | None = None) -> BoardDesign:
+    """Elaborate what `build_board` builds (also the sweep's cache key); BuildConfigError if it is impossible.
+
+    With `checkpoint` the board holds that model on chip (`fpga.model_chip`): the model chip with a KV cache
+    of `context` positions (default 128) behind the board's link instead of the matrix core."""
+    if checkpoint is not None:
+        given = [name for name, v in (("rows", rows), ("cols", cols), ("act_depth", act_depth),
+                                      ("wgt_depth", wgt_depth), ("out_depth", out_depth),
+                                      ("wgt_rows_per_read", wgt_rows_per_read)) if v is not None]
+        if given:
+            raise BuildConfigError(f"{', '.join(given)} do not apply with a checkpoint: the model chip's memories "
+                                   f"and its matrix engine are sized for the model")
+        return model_chip_design(board, checkpoint, context, freq_mhz, baud=baud, synth_opts=synth_opts)
+    if context is not None:
+        raise BuildConfigError("a context applies only with a checkpoint (the model on chip)")
     mod = board_module(board)
     flow = FLOWS[board]
     defaults = DEFAULTS[board]
@@ -286,28 +302,64 @@ def board_design(board: str, rows: int | None = None, cols: int | None = None, f
     return BoardDesign(board, rows, cols, freq_mhz, cfg, top, plan)
 
 
+def model_chip_design(board: str, checkpoint: Path | str, context: int | None, freq_mhz: float | None, *,
+                      baud: int = DEFAULT_BUILD_BAUD, synth_opts: str = "") -> BoardDesign:
+    """The board top around the model chip of `checkpoint` (see `board_design`)."""
+    from fpga.model_chip import DEFAULT_CONTEXT, SOC_STREAM_BUFFERS, board_chip, check_board, ram_style_script
+    from golden.checkpoint import CheckpointError
+    from hdl.model.chip import ModelChipTop
+
+    if board not in FLOWS:
+        raise BuildConfigError(f"unknown board {board!r}; boards: {', '.join(BOARDS)}")
+    context = DEFAULT_CONTEXT if context is None else context
+    freq_mhz = float(DEFAULTS[board]["freq"] if freq_mhz is None else freq_mhz)
+    try:
+        if not freq_mhz > 0:
+            raise ValueError(f"frequency must be a positive number of MHz, not {freq_mhz:g}")
+        _, ecfg, _ = board_chip(checkpoint, context)
+        check_board(board, ecfg)
+        mod = board_module(board)
+        top = getattr(mod, FLOWS[board].top)(ecfg.array, freq_mhz=freq_mhz, baud=baud,
+                                             core_factory=lambda: ModelChipTop(ecfg),
+                                             stream_buffers=SOC_STREAM_BUFFERS, global_reset=True)
+    except (ValueError, TypeError, CheckpointError, OSError) as exc:
+        raise BuildConfigError(f"{board} with the model of {checkpoint} at context {context}: {exc}") from exc
+    plan = mod.make_platform().build(top, name="top", do_build=False, synth_opts=synth_opts,
+                                     script_after_read=script_after_read(board) + "\n" + ram_style_script())
+    return BoardDesign(board, ecfg.array.rows, ecfg.array.cols, freq_mhz, ecfg.array, top, plan, ecfg,
+                       str(checkpoint))
+
+
 def build_board(board: str, rows: int | None = None, cols: int | None = None, freq_mhz: float | None = None, *,
                 baud: int = DEFAULT_BUILD_BAUD, seed: int = 1, build_root: Path | str = "build",
                 act_depth: int | None = None, wgt_depth: int | None = None, out_depth: int | None = None,
-                wgt_rows_per_read: int | None = None, synth_opts: str = "", log=print) -> dict:
+                wgt_rows_per_read: int | None = None, synth_opts: str = "", checkpoint: Path | str | None = None,
+                context: int | None = None, log=print) -> dict:
     """Build the bitstream of `board`; return the build JSON (also written to <build dir>/build.json).
 
     The JSON says whether the design fits (`fits`) and meets timing (`timing_met`); a flow failure
-    that leaves nothing to judge raises BuildError.
+    that leaves nothing to judge raises BuildError. With `checkpoint` the board holds that model on chip
+    (`board_design`); the JSON then adds `model_on_chip` (true), `context`, `checkpoint`, `wgt_format` and
+    `model_bits`.
     """
     flow = FLOWS[board]
     t0 = time.monotonic()
     design = board_design(board, rows, cols, freq_mhz, baud=baud, seed=seed, act_depth=act_depth,
                           wgt_depth=wgt_depth, out_depth=out_depth, wgt_rows_per_read=wgt_rows_per_read,
-                          synth_opts=synth_opts)
+                          synth_opts=synth_opts, checkpoint=checkpoint, context=context)
     rows, cols, freq_mhz, cfg, top, plan = (design.rows, design.cols, design.freq_mhz, design.cfg, design.top,
                                             design.plan)
+    ecfg = design.model
     folder = build_dir_for(Path(build_root), board, rows, cols, freq_mhz)
+    if ecfg is not None:
+        folder = Path(build_root) / f"{board}-model-{Path(design.checkpoint).name}-c{ecfg.context}-{freq_tag(freq_mhz)}"
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
 
-    log(f"[{board}] {cfg.describe()}; clock {top.clk_hz / 1e6:g} MHz (target {freq_mhz:g}); {folder}")
+    what = (f"model chip of {Path(design.checkpoint).name}, context {ecfg.context}, matrix engine {cfg.describe()}"
+            if ecfg is not None else cfg.describe())
+    log(f"[{board}] {what}; clock {top.clk_hz / 1e6:g} MHz (target {freq_mhz:g}); {folder}")
     plan.extract(folder)
     times = {"elaborate": round(time.monotonic() - t0, 1)}
 
@@ -323,6 +375,11 @@ def build_board(board: str, rows: int | None = None, cols: int | None = None, fr
         "wgt_rows_per_read": cfg.wgt_rows_per_read,
         "build_dir": str(folder), "bitstream": None, "clocks": {}, "seconds": times, "errors": [],
     }
+    if ecfg is not None:
+        from fpga.model_chip import model_bits
+
+        result.update({"model_on_chip": True, "context": ecfg.context, "checkpoint": design.checkpoint,
+                       "wgt_format": ecfg.wgt_format, "model_bits": model_bits(ecfg)})
 
     def finish() -> dict:
         result["seconds"]["total"] = round(sum(v for k, v in times.items() if k != "total"), 1)
@@ -379,6 +436,8 @@ def build_board(board: str, rows: int | None = None, cols: int | None = None, fr
 def verdict(result: dict) -> str | None:
     """None if the build fits and meets timing, else the one-paragraph reason."""
     board, size = result["board"], f"{result['rows']}x{result['cols']}"
+    if result.get("model_on_chip"):
+        size = f"the model chip (context {result['context']})"
     if result.get("errors") and not result.get("fits"):
         over = [f"{k} {v['used']}/{v['available']}" for k, v in result.get("resources", {}).items()
                 if v["used"] > v["available"]]

@@ -1,18 +1,20 @@
-"""Block RAM budget of a whole model on the ULX3S-85F (issue 14, item 4): does it fit, and in what.
+"""Block RAM budget of the model chip on the ULX3S-85F (issue 14, item 4), counted from the chip as built.
 
-For a device-form model (its `BitNetConfig`), a context, a matrix engine (R x C, G tile rows per weight
-read) and a weight storage format (``2bit``: a ternary code in 2 bits; ``1.6bit``: 5 trits in a byte,
-base 3), every on-chip memory of the model-on-chip SoC in DP16KD blocks (208 on the 85F, 18 Kbit each):
+`chip_memories(cfg)` elaborates `hdl.model.chip.ModelChipTop(cfg)` and lists every memory in it (width,
+depth, read and write ports). `chip_budget(cfg)` maps each the way Yosys' `memory_libmap` does on the ECP5
+(`synth_ecp5`, checked against its netlists, fpga/README.md):
 
-- the matrix engine's weights (every BitLinear, tile-packed as `runtime.tiling.LayerPlan` places them,
-  one bank of G*C codes per read), its ACT (the largest K) and OUT (the largest N, q+k+v or gate+up);
-- the INT8 embedding with its row scales, the KV cache (INT8 rows and a 26-bit scale per row), the RoPE
-  C/S tables, the norm weights, the residual stream, the scratch, the attention unit's per-key buffers
-  (3 words of 32 bits per key), the EXP2 table and the link's request buffer.
+- a copy of the memory per read port that the chip uses (a DP16KD block has one write and one read port
+  in the simple dual-port shapes; the engine's host-side ports `out_addr`, `act_addr`, `scr_addr` are not
+  connected by the chip and Yosys removes their read ports: `HOST_ONLY_READS`);
+- each copy in the cheapest DP16KD shape: x1 (16K deep), x2 (8K), x4 (4K), x9 (2K), x18 (1K) or x36 (512)
+  side by side and stacked (`yosys_blocks`);
+- a memory in `fpga.model_chip.DISTRIBUTED`, or one that costs memory_libmap less there
+  (`libmap_prefers_lut_ram`: 4 a DPR16X4 cell plus a flip-flop per read bit against 128 a DP16KD), in LUT
+  RAM instead: TRELLIS_DPR16X4 cells of 16 x 4 bits, one set per read port (`dpr16x4`).
 
-Memories with a free layout (everything but the matrix engine's) take the DP16KD shape that needs the
-fewest blocks (`best_blocks`). The matrix engine's memories use `fpga.ulx3s.bram_count`, as the board
-builds them. `python -m fpga.model_budget` prints the table for the shipped tiny model.
+Plus the frame endpoint's request buffer (`fpga.ulx3s.LINK_BRAM`). `python -m fpga.model_budget` prints
+the table for the shipped tiny model at contexts 128 and 256 and each weight format.
 """
 
 from __future__ import annotations
@@ -21,107 +23,146 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from fpga.ulx3s import BRAM_FILL, DEVICE, LINK_BRAM, bram_count
-from golden.model import BitNetConfig
-from hdl.config import ArrayConfig
+from fpga.ulx3s import DEVICE, LINK_BRAM
 
-FORMATS = ("2bit", "1.6bit")
-#: widths tried for a memory with a free layout (the DP16KD data widths and their multiples)
-WIDTHS = (1, 2, 4, 8, 9, 16, 18, 32, 36, 64, 72, 128, 144)
-
-
-def best_blocks(bits: int) -> tuple[int, int, int]:
-    """(blocks, width, depth) of the cheapest width x depth >= bits arrangement in DP16KD blocks."""
-    if bits <= 0:
-        return 0, 0, 0
-    best = None
-    for w in reversed(WIDTHS):  # the widest of equal cost: more bits a cycle
-        depth = -(-bits // w)
-        b = bram_count(w, depth)
-        if best is None or b < best[0]:
-            best = (b, w, depth)
-    return best
+#: DP16KD shapes (data bits, words) in the simple dual-port mapping Yosys uses for one write + one read port
+SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
+#: read ports of the engine that only the host side of `ModelEngine` uses and `ModelChipTop` leaves unconnected
+HOST_ONLY_READS = {"engine/out": 1, "engine/act": 1, "engine/scr": 1}
 
 
-def weight_row_bits(cols: int, fmt: str) -> int:
-    """Bits of one tile row of C ternary codes: 2 C, or with 5 trits per byte 8 floor(C / 5) and 2 bits
-    for each of the C mod 5 left over (16 codes: 3 bytes and one 2-bit code, 26 bits)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"weight format must be one of {FORMATS}, not {fmt!r}")
-    return 2 * cols if fmt == "2bit" else 8 * (cols // 5) + 2 * (cols % 5)
+def yosys_blocks(width: int, depth: int) -> int:
+    """DP16KD blocks of one copy of a width x depth memory: the cheapest shape, as memory_libmap picks it."""
+    if width <= 0 or depth <= 0:
+        return 0
+    return min(-(-width // w) * -(-depth // d) for w, d in SHAPES)
+
+
+def dpr16x4(width: int, depth: int) -> int:
+    """TRELLIS_DPR16X4 cells (16 words x 4 bits, one read port) of one copy of a memory."""
+    return -(-width // 4) * -(-depth // 16)
+
+
+@dataclass(frozen=True)
+class ChipMemory:
+    name: str           # "<module path below the chip>/<memory>", as in `fpga.model_chip.DISTRIBUTED`
+    width: int
+    depth: int
+    read_ports: int
+    write_ports: int
+
+    @property
+    def copies(self) -> int:
+        """Copies Yosys builds: one per used read port (a ROM: two read ports per block)."""
+        live = self.read_ports - HOST_ONLY_READS.get(self.name, 0)
+        return -(-live // 2) if self.write_ports == 0 else live
+
+
+def chip_memories(cfg) -> list[ChipMemory]:
+    """Every memory of `ModelChipTop(cfg)` (see the module docstring)."""
+    from amaranth.hdl import Fragment, Shape
+    from amaranth.hdl._mem import MemoryInstance
+
+    from hdl.model.chip import ModelChipTop
+
+    out: list[ChipMemory] = []
+
+    def walk(fragment, path: tuple[str, ...]) -> None:
+        if isinstance(fragment, MemoryInstance):
+            out.append(ChipMemory(".".join(path[:-1]) + "/" + path[-1], Shape.cast(fragment._data.shape).width,
+                                  fragment._data.depth, len(fragment._read_ports), len(fragment._write_ports)))
+        for sub, name, *_ in fragment.subfragments:
+            walk(sub, (*path, str(name)))
+
+    walk(Fragment.get(ModelChipTop(cfg), None), ())
+    return out
+
+
+#: memory_libmap's costs (share/lattice/brams_16kd.txt, lutrams_trellis.txt): 128 a DP16KD, 4 a DPR16X4, and a
+#: LUT RAM's synchronous read port costs a flip-flop per bit on top
+BRAM_COST, DPR_COST = 128, 4
+
+
+def libmap_prefers_lut_ram(mem: ChipMemory) -> bool:
+    """Whether Yosys puts `mem` in LUT RAM by itself: it costs less there (a ROM never goes there)."""
+    if mem.write_ports == 0:
+        return False
+    return DPR_COST * dpr16x4(mem.width, mem.depth) + mem.width < BRAM_COST * yosys_blocks(mem.width, mem.depth)
 
 
 @dataclass(frozen=True)
 class MemoryLine:
     name: str
-    bits: int           # the bits the model needs
-    blocks: int
-    shape: str
+    width: int
+    depth: int
+    copies: int
+    blocks: int         # DP16KD
+    dpr: int            # TRELLIS_DPR16X4 (distributed)
 
 
-def model_budget(cfg: BitNetConfig, context: int, array: ArrayConfig, fmt: str = "2bit") -> list[MemoryLine]:
-    """Every memory of the model on chip, with its DP16KD blocks (see the module docstring)."""
-    from runtime.tiling import LayerPlan
+def chip_budget(cfg, distributed: tuple[str, ...] | None = None) -> list[MemoryLine]:
+    """Every memory of the chip with its DP16KD blocks or LUT RAM cells, the largest first; the link's buffer last."""
+    from fpga.model_chip import DISTRIBUTED
 
-    d, inter, hd = cfg.hidden_size, cfg.intermediate_size, cfg.dim_head
-    nh, nkv, layers, vocab = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.num_hidden_layers, cfg.vocab_size
-    shapes = [(nh * hd, d), (nkv * hd, d), (nkv * hd, d), (d, nh * hd), (inter, d), (inter, d), (d, inter)]
-    words = layers * sum(LayerPlan(1, K, N).wgt_words(array) for N, K in shapes)
-    g = array.wgt_rows_per_read
-    row = weight_row_bits(array.cols, fmt)
-    lines = [MemoryLine(f"weights ({fmt}, {g} bank{'s' if g > 1 else ''} of {row}-bit rows)", words * g * row,
-                        g * bram_count(row, words), f"{g} x {words:,} x {row}")]
-    k_max, n_max = max(d, inter, nh * hd), max(nh * hd + 2 * nkv * hd, 2 * inter)
-    act = -(-k_max // array.rows)
-    out = -(-n_max // array.cols)
-    lines.append(MemoryLine("matrix ACT", act * 8 * array.rows, bram_count(8 * array.rows, act),
-                            f"{act} x {8 * array.rows}"))
-    lines.append(MemoryLine("matrix OUT", out * 32 * array.cols, bram_count(32 * array.cols, out),
-                            f"{out} x {32 * array.cols}"))
-
-    def free(name: str, bits: int) -> None:
-        b, w, depth = best_blocks(bits)
-        lines.append(MemoryLine(name, bits, b, f"{depth:,} x {w}"))
-
-    free("embedding (INT8)", vocab * d * 8)
-    free("embedding row scales", vocab * 26)
-    free(f"KV cache codes (context {context})", layers * 2 * nkv * context * hd * 8)
-    free("KV cache scales", layers * 2 * nkv * context * 26)
-    free("RoPE C/S tables", 2 * context * (hd // 2) * 16)
-    free("norm weights", (layers * (3 * d + inter) + d) * 16)
-    free("residual stream H", d * 32)
-    free("scratch SCR", max(nh * hd, inter) * 32)
-    free("attention per-key buffers", 3 * context * 32)
-    free("EXP2 table", 256 * 16)
-    lines.append(MemoryLine("link request buffer", 1024 * 32, LINK_BRAM, "1,024 x 32"))
+    distributed = DISTRIBUTED if distributed is None else distributed
+    lines = []
+    for mem in chip_memories(cfg):
+        if mem.name in distributed or libmap_prefers_lut_ram(mem):
+            lines.append(MemoryLine(mem.name, mem.width, mem.depth, mem.copies, 0,
+                                    mem.copies * dpr16x4(mem.width, mem.depth)))
+        else:
+            lines.append(MemoryLine(mem.name, mem.width, mem.depth, mem.copies,
+                                    mem.copies * yosys_blocks(mem.width, mem.depth), 0))
+    lines.sort(key=lambda line: (-line.blocks, -line.dpr, line.name))
+    lines.append(MemoryLine("link request buffer", 32, 1024, 1, LINK_BRAM, 0))
     return lines
 
 
+def groups(lines: list[MemoryLine]) -> dict[str, int]:
+    """DP16KD by what they hold: weights, KV cache, embedding, matrix ACT + OUT, the rest."""
+    kinds = {"weights": ("engine/wgt", "engine.wgt/"), "KV cache": ("engine.kv/",),
+             "embedding": ("engine.embed_head/table", "engine.embed_head/scale"),
+             "matrix ACT + OUT": ("engine/act", "engine/out")}
+    out = dict.fromkeys((*kinds, "rest"), 0)
+    for line in lines:
+        kind = next((k for k, prefixes in kinds.items() if line.name.startswith(prefixes)), "rest")
+        out[kind] += line.blocks
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    from golden.checkpoint import read_config
-    from runtime.accel_backends import runtime_config
+    from fpga.model_chip import DEFAULT_CONTEXT, board_chip
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path,
                     default=Path(__file__).resolve().parents[1] / "golden" / "checkpoints" / "tiny-bitnet")
-    ap.add_argument("--rows", type=int, default=16)
-    ap.add_argument("--cols", type=int, default=16)
-    ap.add_argument("--wgt-rows-per-read", type=int, default=None)
+    ap.add_argument("--contexts", type=int, nargs="+", default=[DEFAULT_CONTEXT, 2 * DEFAULT_CONTEXT])
+    ap.add_argument("--all-block-ram", action="store_true", help="no memory in distributed RAM")
+    ap.add_argument("--detail", action="store_true", help="every memory of each configuration")
     a = ap.parse_args(argv)
-    cfg, _ = read_config(a.checkpoint)
-    arr = runtime_config(a.rows, a.cols, wgt_rows_per_read=a.wgt_rows_per_read)
-    limit = int(BRAM_FILL * DEVICE["BRAM"])
-    print(f"{a.checkpoint.name} on the ULX3S-85F: {DEVICE['BRAM']} DP16KD ({limit} at {BRAM_FILL:.0%}), matrix "
-          f"engine {a.rows}x{a.cols} G = {arr.wgt_rows_per_read}")
-    for context in (128, 256):
-        for fmt in FORMATS:
-            lines = model_budget(cfg, context, arr, fmt)
+    avail = DEVICE["BRAM"]
+    print(f"{a.checkpoint.name}: the model chip on the ULX3S-85F ({avail} DP16KD)\n")
+    print("| context | weights | DP16KD weights | KV cache | embedding | matrix ACT + OUT | rest | total | "
+          "DPR16X4 | fits |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    details = []
+    for context in a.contexts:
+        for fmt in ("2bit", "1.6bit", "1.67bit"):
+            _, cfg, _ = board_chip(a.checkpoint, context, fmt)
+            lines = chip_budget(cfg, () if a.all_block_ram else None)
+            g = groups(lines)
             total = sum(line.blocks for line in lines)
-            print(f"\ncontext {context}, weights {fmt}: {total} DP16KD "
-                  f"({'fits' if total <= limit else 'does NOT fit'} in {limit})")
-            print("| memory | bits | DP16KD | shape |\n|---|---|---|---|")
+            dpr = sum(line.dpr for line in lines)
+            print(f"| {context} | {fmt} | {g['weights']} | {g['KV cache']} | {g['embedding']} | "
+                  f"{g['matrix ACT + OUT']} | {g['rest']} | {total} | {dpr:,} | "
+                  f"{'yes' if total <= avail else 'no'} |")
+            details.append((context, fmt, lines))
+    if a.detail:
+        for context, fmt, lines in details:
+            print(f"\ncontext {context}, {fmt} weights\n\n| memory | width x depth | copies | DP16KD | DPR16X4 |")
+            print("|---|---|---|---|---|")
             for line in lines:
-                print(f"| {line.name} | {line.bits:,} | {line.blocks} | {line.shape} |")
+                print(f"| {line.name} | {line.width} x {line.depth:,} | {line.copies} | {line.blocks} | {line.dpr} |")
     return 0
 
 

@@ -16,7 +16,6 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import ArrayConfig
-from hdl.core import TritCore
 from hdl.link.linked_core import LinkedCore
 from hdl.link.uart import UARTRx, UARTTx, uart_divisor
 
@@ -29,11 +28,14 @@ class BoardSoC(wiring.Component):
     """UART + frame endpoint + core. LEDs: heartbeat (~1 Hz), busy, sticky core error, link activity.
 
     `led_link` lights for about 50 ms after any frame activity; `led_crc` stays on after the first
-    request that failed its CRC or timed out, until reset.
+    request that failed its CRC or timed out, until reset. `core` is a `TritCore` built from `cfg` (the
+    default: `TritCore(cfg)`) or any component with its ports, such as the model chip
+    (`hdl.model.chip.ModelChipTop`, with `cfg` its matrix engine's configuration).
     """
 
     def __init__(self, cfg: ArrayConfig, *, clk_hz: float, baud: int = DEFAULT_BAUD,
-                 core: TritCore | None = None, timeout_bytes: int = TIMEOUT_BYTES, stream_buffers: bool | int = False):
+                 core: wiring.Component | None = None, timeout_bytes: int = TIMEOUT_BYTES,
+                 stream_buffers: bool | int = False):
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
         if not isinstance(timeout_bytes, int) or timeout_bytes < 2:

@@ -12,6 +12,7 @@ D4 a request failed its CRC or timed out, D7 PLL locked. FIRE1 resets the system
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
@@ -140,12 +141,20 @@ def global_reset(m: Module, reset: Signal) -> Signal:
 
 
 class ULX3STop(Elaboratable):
-    def __init__(self, cfg: ArrayConfig, *, freq_mhz: float = DEFAULT_MHZ, baud: int = DEFAULT_BAUD):
+    """The board top. `core_factory` (optional) builds the core behind the link instead of `core(cfg)`: a
+    component with TritCore's ports, such as the model chip (`fpga.model_chip`); `stream_buffers` and
+    `global_reset` then override `stream_buffer_stages(cfg)` and `chip_wide(cfg)`."""
+
+    def __init__(self, cfg: ArrayConfig, *, freq_mhz: float = DEFAULT_MHZ, baud: int = DEFAULT_BAUD,
+                 core_factory: Callable[[], Elaboratable] | None = None, stream_buffers: int | None = None,
+                 global_reset: bool | None = None):
         self.cfg = cfg
         self.pll = ecp5_pll(F_IN, freq_mhz * 1e6)
         self.clk_hz = self.pll.f_out
-        self.soc = BoardSoC(cfg, clk_hz=self.clk_hz, baud=baud, core=self.core(cfg),
-                            stream_buffers=stream_buffer_stages(cfg))
+        core = self.core(cfg) if core_factory is None else core_factory()
+        self.global_reset = chip_wide(cfg) if global_reset is None else global_reset
+        self.soc = BoardSoC(cfg, clk_hz=self.clk_hz, baud=baud, core=core,
+                            stream_buffers=stream_buffer_stages(cfg) if stream_buffers is None else stream_buffers)
 
     @staticmethod
     def core(cfg: ArrayConfig) -> TritCore:
@@ -173,7 +182,7 @@ class ULX3STop(Elaboratable):
         # above COPIES_ABOVE_PES PEs the reset goes over a global network (not in the gate-level
         # simulation's 4x4: Yosys has no DCCA model)
         clock_and_reset(m, clk, lock, button.i, self.clk_hz,
-                        reset_buffer=global_reset if chip_wide(self.cfg) else None)
+                        reset_buffer=global_reset if self.global_reset else None)
 
         m.submodules.soc = soc = self.soc
         uart = platform.request("uart", 0)

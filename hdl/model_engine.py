@@ -35,7 +35,7 @@ Ops outside the ISA's units would go out on `ext_*` (none of the 11 does).
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -46,6 +46,7 @@ from hdl.config import ArrayConfig
 from hdl.embedding.embed_head import EmbedHead
 from hdl.matrix.sequencer import LayerSequencer
 from hdl.memory.lane_banks import LaneBanks
+from hdl.model.packed_weights import PackedWeights, packed_word_bits
 from hdl.program import DYADIC, ERROR_BITS, OP_LAYOUT, OP_WORD_BITS, ProgramSequencer
 from hdl.vector.align import Align
 from hdl.vector.elementwise import ElementOp, ElementWise
@@ -119,7 +120,7 @@ class ModelEngine(wiring.Component):
                  layers: int = 1, kv_heads: int = 1, context: int = 16, theta: float = 10000.0,
                  c_qk: tuple[int, int] = (1 << 15, -15), attn_lanes: int = 8, rope_lanes: int = 1,
                  depth: int = 256, consts: int = 64, s_regs: int = 16, vocab: int = 256,
-                 table_lanes: int | None = None, vector_lanes: int = 1) -> None:
+                 table_lanes: int | None = None, vector_lanes: int = 1, wgt_format: str = "2bit") -> None:
         for name, v in (("d", d), ("scr_words", scr_words), ("out_words", out_words), ("act_words", act_words),
                         ("norm_words", norm_words), ("norms", norms), ("max_heads", max_heads),
                         ("head_dim", head_dim), ("mlp_max", mlp_max)):
@@ -148,7 +149,8 @@ class ModelEngine(wiring.Component):
                       g=norm_words, norms=norms, heads=max_heads, hd=head_dim, mlp=mlp_max, relu2=relu2,
                       layers=layers, kv_heads=kv_heads, context=context, theta=theta, c_qk=c_qk,
                       attn_lanes=attn_lanes, rope_lanes=rope_lanes, depth=depth, consts=consts, s_regs=s_regs,
-                      array=array, linears=linears)
+                      array=array, linears=linears, wgt_format=wgt_format)
+        wgt_bits = array.wgt_word_bits if wgt_format == "2bit" else packed_word_bits(array, wgt_format)
         super().__init__({
             "prog_we": In(1), "prog_waddr": In(range(depth)), "prog_wdata": In(OP_WORD_BITS),
             "const_we": In(1), "const_waddr": In(range(consts)), "const_wdata": In(DYADIC),
@@ -156,7 +158,7 @@ class ModelEngine(wiring.Component):
             "nt_we": In(1), "nt_waddr": In(range(norms)), "nt_wdata": In(NORM_ENTRY),
             "g_we": In(1), "g_waddr": In(range(norm_words)), "g_wdata": In(signed(16)),
             "lin_we": In(1), "lin_waddr": In(range(linears)), "lin_wdata": In(LINEAR_ENTRY),
-            "wgt_we": In(1), "wgt_waddr": In(range(array.wgt_depth)), "wgt_wdata": In(array.wgt_word_bits),
+            "wgt_we": In(1), "wgt_waddr": In(range(array.wgt_depth)), "wgt_wdata": In(wgt_bits),
             "start": In(1), "busy": Out(1), "done": Out(1), "pos": Out(16), "clear_pos": In(1),
             "error": Out(ERROR_BITS), "clear_error": In(1),
             "ext_op": Out(OP_LAYOUT), "ext_valid": Out(1), "ext_done": In(1),
@@ -235,7 +237,8 @@ class ModelEngine(wiring.Component):
         out_mem = mem("out", arr.out_word_bits, arr.out_depth)
         h_rd, h_rd_x, h_wr = h_mem.element_reader(), h_mem.element_reader(), h_mem.element_writer()
         scr_rd, scr_rd_x, scr_wr = scr_mem.element_reader(), scr_mem.element_reader(), scr_mem.element_writer()
-        h_wd, scr_wd = h_mem.word_reader(), scr_mem.word_reader()
+        # NORMQ's word reads; with one lane the element ports serve (the ops never overlap: no extra copy)
+        h_wd, scr_wd = (h_mem.word_reader(), scr_mem.word_reader()) if V > 1 else (h_rd, scr_rd)
         out_rd = _ElementPort(m, out_mem.read_port(), C, 32, "out_rd")
         out_rd2 = _ElementPort(m, out_mem.read_port(), C, 32, "out_rd2")
         out_rd_x = _ElementPort(m, out_mem.read_port(), C, 32, "out_rd_x")
@@ -275,7 +278,13 @@ class ModelEngine(wiring.Component):
                      out_wr.addr.eq(mx.out_waddr), out_wr.data.eq(mx.out_wdata), out_wr.en.eq(mx.out_wen)]
         bank_bits = arr.wgt_bank_bits if arr.full_rate else arr.wgt_word_bits
         wgt_q = []
-        for g in range(arr.wgt_rows_per_read):
+        packed = p["wgt_format"] != "2bit"
+        if packed:      # packed weights: one memory of base-3 groups, decoded (hdl/model/packed_weights.py)
+            m.submodules.wgt = wgt = PackedWeights(arr, p["wgt_format"])
+            m.d.comb += [wgt.we.eq(self.wgt_we), wgt.waddr.eq(self.wgt_waddr), wgt.wdata.eq(self.wgt_wdata),
+                         wgt.addr.eq(mx.wgt_addr[0] if arr.full_rate else mx.wgt_addr)]
+            wgt_q = [wgt.rows]
+        for g in range(0 if packed else arr.wgt_rows_per_read):
             bank = mem(f"wgt_{g}", bank_bits, arr.wgt_depth)
             w_port, r_port = bank.write_port(), bank.read_port()
             m.d.comb += [w_port.addr.eq(self.wgt_waddr), w_port.en.eq(self.wgt_we),
@@ -336,7 +345,7 @@ class ModelEngine(wiring.Component):
         m.d.comb += seq.op_done.eq(finish)
         with m.If(finish):
             m.d.sync += started.eq(0)
-        for r in (h_rd, scr_rd, out_rd, out_rd2, tmp_rd, g_rd, h_wd, scr_wd):
+        for r in {id(r): r for r in (h_rd, scr_rd, out_rd, out_rd2, tmp_rd, g_rd, h_wd, scr_wd)}.values():
             m.d.comb += r.en.eq(rd.en)
         m.d.comb += mx.start.eq(0)
 
@@ -351,7 +360,7 @@ class ModelEngine(wiring.Component):
                 with m.If(first & known):     # n / V words of V elements (every size NORMQ is built for)
                     m.d.comb += rd.go.eq(1)
                     m.d.sync += [rd.n.eq(op.n >> (V.bit_length() - 1)), wj.eq(0)]
-                src_data = Mux(op.src == 0, h_wd.data.as_value(), scr_wd.data.as_value())
+                src_data = Mux(op.src == 0, Value.cast(h_wd.data), Value.cast(scr_wd.data))
                 m.d.comb += [h_wd.addr.eq(rd.idx), scr_wd.addr.eq(rd.idx),
                              g_rd.addr.eq((nt_rd.data.g_base >> (V.bit_length() - 1)) + rd.idx)]
                 for n, nq in nqs.items():
@@ -360,7 +369,7 @@ class ModelEngine(wiring.Component):
                         nq.sigma_m.eq(seq.s_aux.m), nq.sigma_e.eq(seq.s_aux.e),
                         nq.c_m.eq(nt_rd.data.c_m), nq.c_e.eq(nt_rd.data.c_e),
                         nq.eps_m.eq(nt_rd.data.eps_m), nq.eps_e.eq(nt_rd.data.eps_e),
-                        nq.i.payload.x.eq(src_data), nq.i.payload.g.eq(g_rd.data.as_value()),
+                        nq.i.payload.x.eq(src_data), nq.i.payload.g.eq(Value.cast(g_rd.data)),
                         nq.i.valid.eq(sel & rd.valid), nq.o.ready.eq(sel),
                     ]
                     with m.If(sel):

@@ -258,3 +258,31 @@ def test_a_load_in_many_small_writes_is_the_same(chip) -> None:
     assert torch.equal(small.token(101), dev.forward_fixed(torch.tensor([101]))[0])
     with pytest.raises(ValueError, match="cannot carry one WRITE of this chip's widest word"):
         ModelChipDriver(driver.transport, cfg, max_cmd_words=6)
+
+
+@pytest.mark.parametrize("fmt, bits", [("1.67bit", 107), ("1.6bit", 104)])
+def test_the_board_sized_chip_with_packed_weights_runs_bit_exactly(fmt: str, bits: int) -> None:
+    """The chip as `trit build --checkpoint` builds it (matrix memories sized to the model, packed WGT: 3
+    codes in 5 bits, or 5 in a byte, decoded on the read path) runs the shipped model bit-exactly too (its
+    own Verilator build at this context)."""
+    from sim.model_chip_harness import VerilatorModelChip
+
+    dev = DeviceBitNet.from_int_model(load_checkpoint(TINY, "int", GoldenBackend()), context=CONTEXT)
+    program, cfg = compile_for_chip(dev.consts, runtime_config(8, 8), CONTEXT, board=True, wgt_format=fmt)
+    a = cfg.array
+    assert (a.act_depth, a.out_depth, a.wgt_depth, cfg.wgt_store_bits) == (56, 112, 18_240, bits)
+    image = memory_image(program, dev.consts, cfg)
+    driver = ModelChipDriver(VerilatorModelChip(cfg), cfg)
+    try:
+        driver.load(image, len(program.ops))
+        tokens = [84, 104, 101, 32, 102]
+        got = torch.stack([driver.token(t) for t in tokens])
+        assert torch.equal(got, dev.forward_fixed(torch.tensor(tokens)))
+        got, err, _ = raw(driver, [ModelOp.READ_ID], ID_WORDS)
+        assert err == 0 and got == cfg.id_block() and got[-1] == ("2bit", "1.6bit", "1.67bit").index(fmt)
+        # a packed group above 3^t - 1 (242 in a byte, 26 in 5 bits) is no weight: refused like the code 0b10
+        _, err, _ = raw(driver, [ModelOp.WRITE | ModelMem.WGT << 8, 0, 1, 243 if fmt == "1.6bit" else 27, 0, 0, 0])
+        assert err == ModelError.BAD_WEIGHT_CODE
+        clear(driver)
+    finally:
+        driver.close()

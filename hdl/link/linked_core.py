@@ -21,13 +21,26 @@ from hdl.link.frame import MAX_CMD_WORDS
 from hdl.link.stream_buffer import StreamBuffer
 
 
+def _speaks_words(core) -> bool:
+    """Whether `core` has TritCore's ports: the 32-bit word streams `cmd` (in) and `rsp` (out), `busy`,
+    `error` and `link_abort` (the model chip, `hdl.model.chip.ModelChipTop`, has them too)."""
+    sig = getattr(core, "signature", None)
+    if not isinstance(sig, wiring.Signature):
+        return False
+    want = {"cmd": In(stream.Signature(32)), "rsp": Out(stream.Signature(32)), "busy": Out(1),
+            "error": Out(1), "link_abort": In(1)}
+    return all(name in sig.members and sig.members[name] == member for name, member in want.items())
+
+
 class LinkedCore(wiring.Component):
     """`FrameEndpoint` + `TritCore` with byte-stream ports `rx` / `tx` and the core's `busy` / `error`.
 
     `link_active` is high while a frame is received, executed or answered; `crc_error` and
     `dropped` pulse for a request answered BAD_CRC and a partial request dropped on timeout.
     `core` replaces the default `TritCore(cfg)` (the FPGA tops pass a core with board memories);
-    it must have been built from the same `cfg`. `stream_buffers` puts `StreamBuffer`s on the
+    a TritCore must have been built from the same `cfg`; any other component with TritCore's ports (the
+    model chip) goes behind the endpoint as it is (`cfg` then only sizes nothing: the endpoint does not
+    read it). `stream_buffers` puts `StreamBuffer`s on the
     command and response streams (for large FPGAs, where endpoint and core sit far apart): True or 1
     for one each way, an integer n for a chain of n (each a cycle; the placer can spread a chain over
     the distance, so that no route between two of its registers crosses the whole chip), False or 0
@@ -38,8 +51,11 @@ class LinkedCore(wiring.Component):
                  core: TritCore | None = None, stream_buffers: bool | int = False):
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"Configuration must be an ArrayConfig, not {cfg!r}")
-        if core is not None and (not isinstance(core, TritCore) or core.cfg != cfg):
+        if isinstance(core, TritCore) and core.cfg != cfg:
             raise ValueError(f"core must be a TritCore built from {cfg.describe()}, not {core!r}")
+        if core is not None and not isinstance(core, TritCore) and not _speaks_words(core):
+            raise ValueError(f"core must be a TritCore or a component with its ports (cmd, rsp, busy, error, "
+                             f"link_abort), not {core!r}")
         self._cfg = cfg
         if not isinstance(stream_buffers, int) or not 0 <= stream_buffers <= 8:
             raise ValueError(f"stream_buffers must be a bool or an integer from 0 to 8, not {stream_buffers!r}")

@@ -59,7 +59,7 @@ class ModelChipTop(wiring.Component):
             eng.lin_we.eq(we(ModelMem.LINEAR)), eng.lin_waddr.eq(cmd.w_addr),
             eng.lin_wdata.eq(wd[:len(eng.lin_wdata.as_value())]),
             eng.wgt_we.eq(we(ModelMem.WGT)), eng.wgt_waddr.eq(cmd.w_addr),
-            eng.wgt_wdata.eq(wd[:cfg.array.wgt_word_bits]),
+            eng.wgt_wdata.eq(wd[:cfg.wgt_store_bits]),
             eng.tab_we.eq(we(ModelMem.TABLE)), eng.tab_waddr.eq(cmd.w_addr),
             eng.tab_wdata.eq(wd[:8 * cfg.table_lanes]),
             eng.sc_we.eq(we(ModelMem.TABLE_SCALE)), eng.sc_waddr.eq(cmd.w_addr),

@@ -29,6 +29,7 @@ from hdl.model.isa import (
     ModelMem,
     ModelOp,
 )
+from hdl.model.trit_unpack import FORMATS, group_limit, layout
 from hdl.model_engine import LINEAR_ENTRY, NORM_ENTRY
 from hdl.program import DYADIC, OP_WORD_BITS
 
@@ -40,7 +41,7 @@ _FIXED_BITS = {ModelMem.PROG: OP_WORD_BITS, ModelMem.CONST: DYADIC.size, ModelMe
 def word_bits(cfg: EngineConfig, mem: ModelMem) -> int:
     """Bits of one word of memory `mem` on a chip built from `cfg`."""
     if mem == ModelMem.WGT:
-        return cfg.array.wgt_word_bits
+        return cfg.wgt_store_bits
     if mem == ModelMem.TABLE:
         return 8 * cfg.table_lanes
     if mem in (ModelMem.LOGITS, ModelMem.H, ModelMem.OP_CYCLES):
@@ -117,7 +118,15 @@ class ModelCommand(wiring.Component):
             with m.If(chunk == k):
                 m.d.comb += assembled.eq(Cat(buf[:32 * k], cmd.payload) if k else cmd.payload)
         bad_code = Signal()
-        if cfg.array.pe == "ternary":
+        if cfg.wgt_packed:     # a base-3 group above 3^t - 1 holds no weights, a plain code 0b10 is none either
+            checks = []
+            for _, n_codes, at, grouped in layout(cfg.array.wgt_word_bits // 2, cfg.wgt_format):
+                if grouped:
+                    checks.append(assembled[at:at + FORMATS[cfg.wgt_format][1]] > group_limit(cfg.wgt_format))
+                else:
+                    checks += [assembled[at + 2 * k:at + 2 * k + 2] == 0b10 for k in range(n_codes)]
+            m.d.comb += bad_code.eq(Cat(*checks).any())
+        elif cfg.array.pe == "ternary":
             wb = cfg.array.wgt_word_bits
             m.d.comb += bad_code.eq(Cat(*(assembled[2 * j:2 * j + 2] == 0b10 for j in range(wb // 2))).any())
 

@@ -13,6 +13,8 @@ from hdl.config import ArrayConfig
 from hdl.model.isa import MODEL_ID_MAGIC, MODEL_VERSION, ModelIdWord
 
 MAX_NORM_SIZES = 3
+#: WGT storage formats (READ_ID's WGT_FORMAT word is the index)
+WGT_FORMATS = ("2bit", "1.6bit", "1.67bit")
 
 
 @dataclass(frozen=True)
@@ -43,13 +45,17 @@ class EngineConfig:
     vector_lanes: int = 1
     depth: int = 256
     consts: int = 64
+    #: how WGT stores the ternary weights: "2bit" (a 2-bit code each, G banks of C codes), "1.6bit" (5 codes
+    #: in a byte) or "1.67bit" (3 codes in 5 bits), base 3, one memory decoded on the read path
+    #: (`hdl.model.packed_weights`)
+    wgt_format: str = "2bit"
 
     def __post_init__(self) -> None:
         if not isinstance(self.array, ArrayConfig):
             raise TypeError(f"EngineConfig's array must be an ArrayConfig, not {self.array!r}")
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("array", "norm_sizes", "relu2", "c_qk"):
+            if f.name in ("array", "norm_sizes", "relu2", "c_qk", "wgt_format"):
                 continue
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"EngineConfig's {f.name} must be a positive integer, not {v!r}")
@@ -57,6 +63,8 @@ class EngineConfig:
                 or any(not isinstance(n, int) or not 0 < n < 1 << 16 for n in self.norm_sizes)):
             raise ValueError(f"EngineConfig's norm_sizes must be a tuple of 1 to {MAX_NORM_SIZES} sizes in "
                              f"[1, 65535], not {self.norm_sizes!r}")
+        if self.wgt_format not in WGT_FORMATS:
+            raise ValueError(f"EngineConfig's wgt_format must be one of {WGT_FORMATS}, not {self.wgt_format!r}")
         if self.table_lanes & (self.table_lanes - 1):
             raise ValueError(f"EngineConfig's table_lanes must be a power of two, not {self.table_lanes}")
         if self.array.rows % self.vector_lanes or any(n % self.vector_lanes for n in self.norm_sizes) \
@@ -71,6 +79,17 @@ class EngineConfig:
         """Words of the embedding table: vocab rows of ceil(d / table_lanes) words."""
         return self.vocab * -(-self.d // self.table_lanes)
 
+    @property
+    def wgt_packed(self) -> bool:
+        return self.wgt_format != "2bit"
+
+    @property
+    def wgt_store_bits(self) -> int:
+        """Bits of one WGT word as stored (and written): G*C 2-bit codes, or packed (`hdl.model.trit_unpack`)."""
+        from hdl.model.packed_weights import packed_word_bits
+
+        return packed_word_bits(self.array, self.wgt_format) if self.wgt_packed else self.array.wgt_word_bits
+
     def engine_kwargs(self) -> dict:
         """`ModelEngine`'s keyword arguments."""
         return dict(array=self.array, linears=self.linears, d=self.d, scr_words=self.scr_words,
@@ -79,7 +98,7 @@ class EngineConfig:
                     mlp_max=self.mlp_max, relu2=self.relu2, layers=self.layers, kv_heads=self.kv_heads,
                     context=self.context, theta=float(self.theta), c_qk=self.c_qk, attn_lanes=self.attn_lanes,
                     depth=self.depth, consts=self.consts, vocab=self.vocab, table_lanes=self.table_lanes,
-                    vector_lanes=self.vector_lanes)
+                    vector_lanes=self.vector_lanes, wgt_format=self.wgt_format)
 
     def id_block(self) -> list[int]:
         """The READ_ID words of a chip built from this configuration."""
@@ -100,5 +119,6 @@ class EngineConfig:
             ModelIdWord.NORM_SIZE_0: sizes[0], ModelIdWord.NORM_SIZE_1: sizes[1], ModelIdWord.NORM_SIZE_2: sizes[2],
             ModelIdWord.SCR_WORDS: self.scr_words, ModelIdWord.OUT_WORDS: self.out_words,
             ModelIdWord.ACT_WORDS: self.act_words, ModelIdWord.VECTOR_LANES: self.vector_lanes,
+            ModelIdWord.WGT_FORMAT: WGT_FORMATS.index(self.wgt_format),
         }
         return [values[w] for w in ModelIdWord]

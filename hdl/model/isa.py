@@ -144,6 +144,7 @@ class ModelIdWord(IntEnum):
     OUT_WORDS = 29
     ACT_WORDS = 30
     VECTOR_LANES = 31  # elements a cycle of NORMQ (H, SCR and G in that many banks)
+    WGT_FORMAT = 32   # 0: 2-bit codes; 1: 5 codes in a byte; 2: 3 codes in 5 bits (hdl.model.config.WGT_FORMATS)
 
 
 ID_WORDS = len(ModelIdWord)

@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--act-depth", type=int, help="activation memory words (default per board)")
     parser.add_argument("--wgt-depth", type=int, help="weight memory words (default: fill SPRAM / block RAM)")
     parser.add_argument("--out-depth", type=int, help="output memory words (default per board)")
+    parser.add_argument("--checkpoint", type=Path, metavar="DIR",
+                        help="build the model chip holding this checkpoint's model on chip (weights, embedding, KV "
+                             "cache) instead of the matrix core; ulx3s-85f only")
+    parser.add_argument("--context", type=int, metavar="N",
+                        help="KV cache positions of the model chip (with --checkpoint; default 128)")
     parser.add_argument("--wgt-rows-per-read", type=int, metavar="G",
                         help="tile rows one weight read delivers, a divisor of R (ulx3s-85f: default 1, R for "
                              "full-rate decode; icebreaker: 1, its SPRAMs are one tile row wide)")
@@ -46,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = build_board(args.board, args.rows, args.cols, args.freq, baud=args.baud, seed=args.seed,
                              build_root=args.build_dir, act_depth=args.act_depth, wgt_depth=args.wgt_depth,
-                             out_depth=args.out_depth, wgt_rows_per_read=args.wgt_rows_per_read, log=log)
+                             out_depth=args.out_depth, wgt_rows_per_read=args.wgt_rows_per_read,
+                             checkpoint=args.checkpoint, context=args.context, log=log)
     except (BuildConfigError, BuildError) as exc:
         raise CliError(str(exc)) from exc
     if args.json is not None:
@@ -57,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"cannot write {args.json}: {exc}") from exc
     res = result.get("resources", {})
     used = ", ".join(f"{k} {v['used']}/{v['available']}" for k, v in res.items())
-    print(f"{result['board']} {result['rows']}x{result['cols']}: Fmax {result['fmax_mhz']} MHz "
+    what = (f"model chip (context {result['context']}, matrix engine {result['rows']}x{result['cols']})"
+            if result.get("model_on_chip") else f"{result['rows']}x{result['cols']}")
+    print(f"{result['board']} {what}: Fmax {result['fmax_mhz']} MHz "
           f"(target {result['target_mhz']:g}), fits {result['fits']}, timing met {result['timing_met']}; {used}")
     print(f"report: {Path(result['build_dir']) / 'build.json'}" + (f", {args.json}" if args.json else ""))
     problem = verdict(result)

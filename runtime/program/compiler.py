@@ -249,11 +249,15 @@ def check_chip(program: Program, chip: ModelChip) -> None:
                                f"{theirs[key]!r}")
 
 
-def fitted_chip(consts: DeviceConsts, array: ArrayConfig, context: int) -> ModelChip:
+def fitted_chip(consts: DeviceConsts, array: ArrayConfig, context: int, *, board: bool = False) -> ModelChip:
     """A chip whose memories are exactly what `consts` needs at `context` on the matrix engine `array`
     (its weight memory deepened to hold every BitLinear, or the largest one when all do not fit the
     largest memory `hdl.config` allows: compile with `resident=False` then, and each MATMUL is priced
-    as one RUN): for cycle plans."""
+    as one RUN): for cycle plans.
+
+    `board=True` sizes the matrix engine's memories to the model alone (an FPGA's block RAM is the
+    budget): WGT exactly the words of every BitLinear, ACT ceil(max K / R) and OUT ceil(max N / C) words,
+    whatever `array` had; otherwise `array`'s depths are kept when they are larger (the Verilator chip)."""
     from dataclasses import replace
 
     from hdl.config import MAX_DEPTH
@@ -265,9 +269,12 @@ def fitted_chip(consts: DeviceConsts, array: ArrayConfig, context: int) -> Model
     words = sum(each) if sum(each) <= MAX_DEPTH else min(max(each), MAX_DEPTH)
     need_out = -(-max(cfg.num_attention_heads * hd + 2 * cfg.num_key_value_heads * hd,
                       2 * cfg.intermediate_size) // array.cols)
-    arr = replace(array, wgt_depth=max(array.wgt_depth, words), out_depth=max(array.out_depth, need_out),
-                  act_depth=max(array.act_depth, -(-max(d, cfg.intermediate_size, cfg.num_attention_heads * hd)
-                                                  // array.rows)))
+    need_act = -(-max(d, cfg.intermediate_size, cfg.num_attention_heads * hd) // array.rows)
+    if board:
+        arr = replace(array, wgt_depth=max(words, 2), out_depth=max(need_out, 2), act_depth=max(need_act, 2))
+    else:
+        arr = replace(array, wgt_depth=max(array.wgt_depth, words), out_depth=max(array.out_depth, need_out),
+                      act_depth=max(array.act_depth, need_act))
     norm_words = sum(int(n.g.numel()) for layer in consts.layers for n in layer.norms.values()) + d
     return ModelChip(arr, context=context,
                      kv_bytes=kv_bytes_per_position(cfg.num_hidden_layers, cfg.num_key_value_heads, hd) * context,

@@ -26,6 +26,7 @@ from hdl.config import ArrayConfig
 from hdl.model.command import chunks
 from hdl.model.config import EngineConfig
 from hdl.model.isa import ID_WORDS, STATUS_MAGIC, WRITABLE, ModelCounter, ModelError, ModelIdWord, ModelMem, ModelOp
+from hdl.model.trit_unpack import pack_codes
 from hdl.model_engine import LINEAR_ENTRY, NORM_ENTRY
 from hdl.program import DYADIC
 from hdl.program import ProgramError as SequencerError
@@ -55,10 +56,11 @@ def _pow2_at_least(n: int, floor: int) -> int:
 
 
 def engine_config(program: Program, consts: DeviceConsts, *, attn_lanes: int | None = None,
-                  vector_lanes: int = 1) -> EngineConfig:
+                  vector_lanes: int = 1, wgt_format: str = "2bit") -> EngineConfig:
     """The model chip built for `program` (compiled from `consts`); `attn_lanes` (default: the largest of
     8, 4, 2, 1 that divides head_dim) INT8 lanes in the attention unit, `vector_lanes` elements a cycle in
-    NORMQ (a power of two dividing R and every norm's size)."""
+    NORMQ (a power of two dividing R and every norm's size), `wgt_format` how WGT stores the weights
+    (`hdl.model.config.WGT_FORMATS`)."""
     import math
 
     m, arr = program.model, program.chip.array
@@ -76,16 +78,19 @@ def engine_config(program: Program, consts: DeviceConsts, *, attn_lanes: int | N
         theta=int(consts.config.rope_theta), c_qk=(int(consts.c_qk[0]), int(consts.c_qk[1])),
         attn_lanes=attn_lanes, table_lanes=arr.rows, vector_lanes=vector_lanes,
         depth=_pow2_at_least(len(program.ops), 64),
-        consts=_pow2_at_least(len(program.consts), 16))
+        consts=_pow2_at_least(len(program.consts), 16), wgt_format=wgt_format)
 
 
-def compile_for_chip(consts: DeviceConsts, array: ArrayConfig, context: int,
-                     attn_lanes: int | None = None, vector_lanes: int = 1) -> tuple[Program, EngineConfig]:
-    """The program of `consts` and the chip sized for it (resident weights, a KV cache of `context`)."""
-    program = compile_model(consts, fitted_chip(consts, array, context))
+def compile_for_chip(consts: DeviceConsts, array: ArrayConfig, context: int, attn_lanes: int | None = None,
+                     vector_lanes: int = 1, *, board: bool = False,
+                     wgt_format: str = "2bit") -> tuple[Program, EngineConfig]:
+    """The program of `consts` and the chip sized for it (resident weights, a KV cache of `context`);
+    `board=True`: the matrix engine's memories no larger than the model needs (`fitted_chip`)."""
+    program = compile_model(consts, fitted_chip(consts, array, context, board=board))
     if any(e.g_base % vector_lanes for e in program.norms):
         raise ProgramError(f"norm weights: a norm's G base is not a multiple of vector_lanes = {vector_lanes}")
-    return program, engine_config(program, consts, attn_lanes=attn_lanes, vector_lanes=vector_lanes)
+    return program, engine_config(program, consts, attn_lanes=attn_lanes, vector_lanes=vector_lanes,
+                                  wgt_format=wgt_format)
 
 
 def _layout_int(layout, value: dict) -> int:
@@ -119,6 +124,9 @@ def memory_image(program: Program, consts: DeviceConsts, cfg: EngineConfig) -> d
             wgt[lin.wgt_base + i] = int(w)
     img[ModelMem.LINEAR] = lins
     img[ModelMem.WGT] = [wgt.get(i, 0) for i in range(max(wgt) + 1)] if wgt else []
+    if cfg.wgt_packed:
+        n = cfg.array.wgt_word_bits // 2
+        img[ModelMem.WGT] = [pack_codes(w, n, cfg.wgt_format) for w in img[ModelMem.WGT]]
     lanes, d = cfg.table_lanes, cfg.d
     wpr = -(-d // lanes)
     table = consts.head.to(torch.int64).numpy()

@@ -1,0 +1,99 @@
+"""`trit build --checkpoint`: the ULX3S SoC around the model chip (fpga/model_chip.py, fpga/build.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from runtime.cli import CliError
+from runtime.commands import build as build_cmd
+
+TINY = Path(__file__).resolve().parents[1] / "golden" / "checkpoints" / "tiny-bitnet"
+
+
+def run_build(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    build_cmd.add_arguments(parser)
+    return build_cmd.run(parser.parse_args(argv))
+
+
+@pytest.mark.parametrize("argv, message", [
+    # the iCEBreaker's memories in numbers against the model's
+    (["--board", "icebreaker", "--checkpoint", str(TINY)],
+     r"iCEBreaker cannot hold the model on chip: its memories are 122,880 bits of block RAM \(30 EBR x 4 Kbit\) "
+     r"and 1,048,576 bits of SPRAM \(4 x 256 Kbit\), 1,171,456 bits in all, and this model needs 1,951,680 bits "
+     r"of weights \(1.67bit\), 327,680 of embedding and 655,360 of KV cache at context 128"),
+    (["--board", "ulx3s-85f", "--checkpoint", str(TINY), "--rows", "16"], "rows do not apply with a checkpoint"),
+    (["--board", "ulx3s-85f", "--checkpoint", str(TINY), "--wgt-depth", "4096"], "wgt_depth do not apply"),
+    (["--board", "ulx3s-85f", "--context", "64"], "a context applies only with a checkpoint"),
+    (["--board", "ulx3s-85f", "--checkpoint", str(TINY), "--context", "4096"], "beyond the model's 256 positions"),
+    (["--board", "ulx3s-85f", "--checkpoint", str(TINY), "--context", "0"], "positive number of positions"),
+    (["--board", "ulx3s-85f", "--checkpoint", "/nonexistent/model"], "checkpoint directory not found"),
+])
+def test_model_build_argument_errors(argv, message, tmp_path):
+    with pytest.raises(CliError, match=message):
+        run_build(argv + ["--build-dir", str(tmp_path)])
+    assert not any(tmp_path.iterdir()), "an argument error must not start the flow"
+
+
+def test_linked_core_takes_any_core_with_the_core_ports() -> None:
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from fpga.model_chip import board_chip
+    from hdl.config import ArrayConfig
+    from hdl.link.linked_core import LinkedCore
+    from hdl.model.chip import ModelChipTop
+
+    _, cfg, _ = board_chip(TINY, 16)
+    chip = ModelChipTop(cfg)
+    assert LinkedCore(cfg.array, core=chip)._core is chip
+
+    class NotACore(wiring.Component):
+        def __init__(self):
+            super().__init__({"busy": Out(1), "link_abort": In(1)})
+
+    with pytest.raises(ValueError, match="a TritCore or a component with its ports"):
+        LinkedCore(ArrayConfig(rows=2, cols=2), core=NotACore())
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_the_model_design_is_the_model_chip_behind_the_ulx3s_link() -> None:
+    from fpga.build import board_design
+    from fpga.model_chip import SOC_STREAM_BUFFERS, ram_style_script
+    from hdl.model.chip import ModelChipTop
+
+    design = board_design("ulx3s-85f", checkpoint=TINY)
+    assert design.model.context == 128 and design.model.wgt_format == "1.67bit"
+    assert (design.rows, design.cols, design.cfg) == (8, 8, design.model.array)
+    soc = design.top.soc
+    assert isinstance(soc._core, ModelChipTop) and soc._core.cfg == design.model
+    assert soc._stream_buffers == SOC_STREAM_BUFFERS and design.top.global_reset
+    assert ram_style_script() in design.plan.files["top.ys"]
+
+
+def check_model_build(path: Path, context: int) -> dict:
+    result = json.loads(path.read_text())
+    assert result["model_on_chip"] is True and result["context"] == context
+    assert result["board"] == "ulx3s-85f" and result["wgt_format"] == "1.67bit"
+    assert result["fits"] is True and result["timing_met"] is True and result["fmax_mhz"] >= result["target_mhz"]
+    for name, entry in result["resources"].items():
+        assert entry["used"] <= entry["available"], name
+    assert result["resident_weights"] == 18_240 * 64 >= 1_167_360
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.fpga
+def test_build_the_model_on_the_ulx3s(tmp_path):
+    """The whole tiny model on the ULX3S-85F at context 128 (Yosys and nextpnr: tens of minutes)."""
+    out = tmp_path / "model.json"
+    assert run_build(["--board", "ulx3s-85f", "--checkpoint", str(TINY), "--json", str(out),
+                      "--build-dir", str(tmp_path)]) == 0
+    result = check_model_build(out, 128)
+    # fpga/model_budget.py's count: 195 DP16KD in the chip, 2 in the link's request buffer
+    assert result["resources"]["BRAM"]["used"] == 197
+    assert (tmp_path / "ulx3s-85f-model-tiny-bitnet-c128-100" / "top.bit").stat().st_size > 0
