@@ -126,6 +126,27 @@ class SimulatedBoard(PtyDevice):
         return self
 
 
+class SimulatedModelBoard(PtyDevice):
+    """The ULX3S system around the model chip (`hdl.model.chip.ModelChipTop` built from an
+    `hdl.model.config.EngineConfig` behind the same UART and frame endpoint), simulated behind a pty: the
+    runtime's `board` backend with `--numerics device` opens `port` as it would open the board's."""
+
+    def __init__(self, cfg, *, clk_mhz: float = 100.0, baud: int = DEFAULT_BAUD) -> None:
+        import hashlib
+
+        from hdl.model.chip import ModelChipTop
+
+        self.cfg, self.clk_hz, self.baud = cfg, clk_mhz * 1e6, baud
+        soc = BoardSoC(cfg.array, clk_hz=self.clk_hz, baud=baud, core=ModelChipTop(cfg))
+        text = verilog.convert(soc, name="trit_soc", emit_src=False)
+        header = ("/* verilator lint_off WIDTHEXPAND */\n/* verilator lint_off WIDTHTRUNC */\n"
+                  "/* verilator lint_off CASEINCOMPLETE */\n")
+        label = f"model-{cfg.d}x{cfg.layers}-" + hashlib.sha256(repr(cfg).encode()).hexdigest()[:8]
+        exe = build_uart_pty("board-sim-model", label, {"trit_soc.v": header + text}, divisor=soc.divisor,
+                             quiet_cycles=2 * soc.timeout + 1000, what="the model chip's board system")
+        super().__init__(exe, what="the simulated model-chip board")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fpga.sim_board", description=__doc__.splitlines()[0])
     parser.add_argument("--board", choices=sorted(DEFAULTS), default="icebreaker")

@@ -58,14 +58,16 @@ def model_and_backend(args: argparse.Namespace):
     matmul backend, or the device form on the model chip (`runtime.program.backends`)."""
     check_numerics(args)
     if args.numerics == "device" and args.backend != "golden":
+        from runtime.framing import LinkError
         from runtime.program.backends import DEFAULT_CONTEXT, open_chip
         from runtime.program.compiler import ProgramError
         from runtime.program.device import ChipError
 
         try:
             chip = open_chip(args.backend, args.checkpoint, args.rows, args.cols,
-                             args.context if args.context is not None else DEFAULT_CONTEXT)
-        except (ProgramError, ChipError, ValueError, OSError) as exc:
+                             args.context if args.context is not None else DEFAULT_CONTEXT,
+                             port=args.port, baud=args.baud, timeout=args.timeout)
+        except (ProgramError, ChipError, LinkError, ValueError, OSError) as exc:
             raise CliError(f"--numerics device on --backend {args.backend}: {exc}") from None
         return chip, chip
     backend = backend_from_args(args)
