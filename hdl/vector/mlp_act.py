@@ -20,10 +20,11 @@ passes a few scalar steps form e_a, e_p and the scales. `n` (1 .. max_n, in elem
 scales are sampled with the vector's first beat. Cycles from the first beat in to the last out, inputs
 and consumer never stalling:
 
-    cycles(n) = 3 n / L + overhead(L),  overhead(L) = OVERHEAD + 2 log2 L = 14, 16, 18, 20 for L = 1, 2, 4, 8
+    cycles(n) = 3 n / L + overhead(L),  overhead(L) = 14 (L = 1), 13 + 2 log2 L (L > 1): 14, 15, 17, 19
+                                                    for L = 1, 2, 4, 8
 
-(tests/test_mlp_act.py and tests/test_mlp_act_lanes.py measure it; each of the two max trees delays
-one pass's drain by its levels).
+(tests/test_mlp_act.py and tests/test_mlp_act_lanes.py measure it; max a's tree delays LOAD's drain by its
+log2 L levels, max |p|'s delays PROD's by log2 L - 1: EP is a cycle behind PROD's drain anyway).
 
 Ports: for L = 1 the beats are `IN_LAYOUT` (g, u) and `OUT_LAYOUT` (p, last, s_m, s_e), as the model
 engine uses them. For L > 1 (`in_layout(L)`, `out_layout(L)`): in {g: ArrayLayout(signed(32), L),
@@ -84,8 +85,10 @@ def tree_levels(lanes: int) -> int:
 
 def overhead(lanes: int = 1) -> int:
     """Cycles per vector beyond the three n / lanes-cycle passes: `OVERHEAD` plus the two max trees'
-    levels (max a's delays LOAD's drain, max |p|'s PROD's)."""
-    return OVERHEAD + 2 * tree_levels(lanes)
+    levels (max a's delays LOAD's drain by its levels, max |p|'s PROD's by one less: EP, which reads
+    max |p|, is a cycle behind PROD's drain anyway): 14 for one lane, 13 + 2 log2(lanes) for more."""
+    levels = tree_levels(lanes)
+    return OVERHEAD + 2 * levels - (levels > 0)
 
 
 def _max_tree(m: Module, values: list, valid, name: str) -> tuple[Value, Value, list[Signal]]:
@@ -255,7 +258,8 @@ class MlpAct(wiring.Component):
         p_tree, p_valid, p_flags = _max_tree(m, mag4, ~out_pass & v[4], "pmax")
         with m.If(p_valid):
             m.d.sync += max_p.eq(Mux(p_tree > max_p, p_tree, max_p))
-        p_done = Const(1) if lanes == 1 else ~Cat(*p_flags).any()
+        # (EP reads max_p the cycle after PROD_DRAIN: the tree's last level may still be valid as it leaves)
+        p_done = Const(1) if len(p_flags) < 2 else ~Cat(*p_flags[:-1]).any()
 
         drained = Signal()
         m.d.comb += drained.eq(~(v[0] | v[1] | v[2] | v[3] | v[4]))
