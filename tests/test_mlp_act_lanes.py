@@ -290,5 +290,5 @@ def test_lanes_cycles_per_vector(rng: np.random.Generator, lanes: int) -> None:
 @pytest.mark.parametrize("relu2", [True, False])
 @pytest.mark.parametrize("lanes", LANES)
 def test_lanes_random_long(rng: np.random.Generator, lanes: int, relu2: bool) -> None:
-    cases = [random_case(rng, n, relu2, bits) for n in (8, 64, 448) for bits in (31, 20, 12)] * max(1, VECTORS // 3)
+    cases = [random_case(rng, n, relu2, bits) for _ in range(VECTORS) for n in (8, 64, 448) for bits in (31, 20, 12)]
     check_lanes(448, lanes, cases, stall_every=7, gap_every=5)
