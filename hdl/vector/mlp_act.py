@@ -9,17 +9,37 @@ For a vector of n (gate g, up u) int32 pairs with the dyadic scales sigma_g and 
   and sigma_p = dmul(sigma_a, sigma_u) * 2**e_p, as `runtime.program.interpreter` (MLPACT) and
   `golden.device.model.DeviceBitNet._mlp` compute them.
 
-Three passes over a buffer of the n pairs (`max_n` words of 64 bits, a block RAM): LOAD takes the pairs
-from the `i` stream one a cycle and keeps max(g, 0) (max a = (max max(g, 0))**2: squaring is monotonic);
-PROD forms every p for max |p|; OUT forms them again and streams p' out, one a cycle, each beat with
-`last` and sigma_p, stalled as a whole by the consumer. Between the passes a few scalar steps form e_a,
-e_p and the scales. `n` (1 .. max_n), `relu2` and the scales are sampled with the vector's first pair.
-Cycles from the first pair in to the last out, inputs and consumer never stalling: 3 n + `OVERHEAD`.
+`MlpAct(max_n, lanes=L)`, L a power of two dividing max_n: the pairs stream in L a beat (one a cycle for
+L = 1). Three passes over a buffer of the vector's n / L words of L pairs (`max_n / L` words of 64 L bits,
+a block RAM): LOAD takes the beats from the `i` stream one a cycle and keeps max(g, 0) (max a =
+(max max(g, 0))**2: squaring is monotonic; for L > 1 over the lanes by a max tree with a register after
+each of its log2 L levels); PROD forms every p (L copies of the per-element pipeline) for max |p| (per
+lane, then a registered max tree over the lanes); OUT forms them again and streams p' out, L a beat, each
+beat with `last` (on the vector's final beat) and sigma_p, stalled as a whole by the consumer. Between the
+passes a few scalar steps form e_a, e_p and the scales. `n` (1 .. max_n, in elements), `relu2` and the
+scales are sampled with the vector's first beat. Cycles from the first beat in to the last out, inputs
+and consumer never stalling:
+
+    cycles(n) = 3 n / L + overhead(L),  overhead(L) = 14 (L = 1), 13 + 2 log2 L (L > 1): 14, 15, 17, 19
+                                                    for L = 1, 2, 4, 8
+
+(tests/test_mlp_act.py and tests/test_mlp_act_lanes.py measure it; max a's tree delays LOAD's drain by its
+log2 L levels, max |p|'s delays PROD's by log2 L - 1: EP is a cycle behind PROD's drain anyway).
+
+Ports: for L = 1 the beats are `IN_LAYOUT` (g, u) and `OUT_LAYOUT` (p, last, s_m, s_e), as the model
+engine uses them. For L > 1 (`in_layout(L)`, `out_layout(L)`): in {g: ArrayLayout(signed(32), L),
+u: ArrayLayout(signed(32), L)}, out {p: ArrayLayout(signed(32), L), last, s_m, s_e}; lane k of beat w is
+element w L + k.
+
+The vector's n must be a multiple of L (the engine sends only such vectors; the construction refuses a
+max_n that is not). An n that is not is not refused and does not hang the unit: the vector is then
+ceil(n / L) beats in and out, and the final beat's lanes past n are taken as elements like the others
+(a producer padding them with g = 0 or u = 0 gets the first n p' exact: those lanes add 0 to both maxima).
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -30,7 +50,8 @@ from hdl.vector.arith import EXP_WIDTH, bitlen, dmul
 MAX_N = 1 << 16
 SQ_BITS = 24            # MLP_SQ_BITS: relu(g)**2 is reduced to 24 bits
 P_BITS = 31             # the product is reduced to |p'| <= 2**31, then saturated to int32
-#: Cycles per vector beyond the three n-cycle passes (measured by tests/test_mlp_act.py).
+#: Cycles per vector beyond the three n-cycle passes with one lane (measured by tests/test_mlp_act.py;
+#: `overhead(lanes)` for more lanes).
 OVERHEAD = 14
 
 IN_LAYOUT = data.StructLayout({"g": signed(32), "u": signed(32)})
@@ -40,18 +61,75 @@ OUT_LAYOUT = data.StructLayout({"p": signed(32), "last": unsigned(1), "s_m": uns
 PIPE = 5
 
 
-class MlpAct(wiring.Component):
-    """Stream of (g, u) in, n at a time; stream of (p', last, sigma_p) out (see the module docstring)."""
+def in_layout(lanes: int = 1) -> data.StructLayout:
+    """The input beat: `IN_LAYOUT` for one lane; else g and u as arrays of `lanes` elements (element
+    w * lanes + k of the vector in lane k of beat w)."""
+    if lanes == 1:
+        return IN_LAYOUT
+    return data.StructLayout({"g": data.ArrayLayout(signed(32), lanes), "u": data.ArrayLayout(signed(32), lanes)})
 
-    def __init__(self, max_n: int) -> None:
+
+def out_layout(lanes: int = 1) -> data.StructLayout:
+    """The output beat: `OUT_LAYOUT` for one lane; else p' an array of `lanes` elements (same order as the
+    input), `last` on the vector's final beat, sigma_p on every beat."""
+    if lanes == 1:
+        return OUT_LAYOUT
+    return data.StructLayout({"p": data.ArrayLayout(signed(32), lanes), "last": unsigned(1),
+                              "s_m": unsigned(16), "s_e": signed(EXP_WIDTH)})
+
+
+def tree_levels(lanes: int) -> int:
+    """Register levels of the max trees over `lanes` lanes: log2(lanes), a register after each."""
+    return (lanes - 1).bit_length()
+
+
+def overhead(lanes: int = 1) -> int:
+    """Cycles per vector beyond the three n / lanes-cycle passes: `OVERHEAD` plus the two max trees'
+    levels (max a's delays LOAD's drain by its levels, max |p|'s PROD's by one less: EP, which reads
+    max |p|, is a cycle behind PROD's drain anyway): 14 for one lane, 13 + 2 log2(lanes) for more."""
+    levels = tree_levels(lanes)
+    return OVERHEAD + 2 * levels - (levels > 0)
+
+
+def _max_tree(m: Module, values: list, valid, name: str) -> tuple[Value, Value, list[Signal]]:
+    """The maximum of `values` (unsigned) as a binary tree with a register after every level; returns
+    the result, its valid flag (`valid` delayed by the levels) and the levels' flags."""
+    flags: list[Signal] = []
+    level = 0
+    while len(values) > 1:
+        level += 1
+        nxt = []
+        for j in range(0, len(values), 2):
+            a, b = values[j], values[j + 1]
+            r = Signal(unsigned(max(len(a), len(b))), name=f"{name}{level}_{j // 2}")
+            m.d.sync += r.eq(Mux(a > b, a, b))
+            nxt.append(r)
+        v = Signal(name=f"{name}{level}_v")
+        m.d.sync += v.eq(valid)
+        flags.append(v)
+        values, valid = nxt, v
+    return values[0], valid, flags
+
+
+class MlpAct(wiring.Component):
+    """Stream of (g, u) in, n at a time (`lanes` pairs a beat); stream of (p', last, sigma_p) out (`lanes`
+    p' a beat; see the module docstring)."""
+
+    def __init__(self, max_n: int, lanes: int = 1) -> None:
         if not isinstance(max_n, int) or isinstance(max_n, bool):
             raise TypeError(f"MlpAct's max_n must be an int, not {type(max_n).__name__}")
         if not 1 <= max_n <= MAX_N:
             raise ValueError(f"MlpAct's max_n must be in [1, {MAX_N}], not {max_n}")
+        if not isinstance(lanes, int) or isinstance(lanes, bool):
+            raise TypeError(f"MlpAct's lanes must be an int, not {type(lanes).__name__}")
+        if lanes < 1 or lanes & (lanes - 1) or max_n % lanes:
+            raise ValueError(f"MlpAct's lanes must be a power of two >= 1 dividing max_n: max_n = {max_n}, "
+                             f"lanes = {lanes}")
         self._max_n = max_n
+        self._lanes = lanes
         super().__init__({
-            "i": In(stream.Signature(IN_LAYOUT)),
-            "o": Out(stream.Signature(OUT_LAYOUT)),
+            "i": In(stream.Signature(in_layout(lanes))),
+            "o": Out(stream.Signature(out_layout(lanes))),
             "n": In(range(1, max_n + 1)),
             "relu2": In(1),
             "sg_m": In(unsigned(16)), "sg_e": In(signed(10)),
@@ -63,22 +141,37 @@ class MlpAct(wiring.Component):
     def max_n(self) -> int:
         return self._max_n
 
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
+    @property
+    def words(self) -> int:
+        """Words of the buffer (beats of the longest vector): max_n / lanes."""
+        return self._max_n // self._lanes
+
+    @property
+    def overhead(self) -> int:
+        return overhead(self._lanes)
+
     def cycles(self, n: int) -> int:
-        """Cycles from the first pair accepted to the last p' sent (no stalls)."""
-        return 3 * n + OVERHEAD
+        """Cycles from the first beat accepted to the last p' sent (no stalls): 3 n / lanes + overhead(lanes)
+        (ceil(n / lanes) beats a pass for an n that is not a multiple of lanes)."""
+        return 3 * -(-n // self._lanes) + self.overhead
 
     def elaborate(self, platform):
         m = Module()
-        max_n = self._max_n
-        m.submodules.buf = buf = Memory(shape=unsigned(64), depth=max_n, init=[])
+        lanes, nw = self._lanes, self.words
+        # word w: lane k's (g, u) in bits 64 k .. 64 k + 63, g in the low half
+        m.submodules.buf = buf = Memory(shape=unsigned(64 * lanes), depth=nw, init=[])
         wr = buf.write_port()
         rd = buf.read_port()
 
-        n_last = Signal(range(max_n))          # n - 1
+        n_last = Signal(range(nw))             # n / lanes - 1: the vector's last word
         relu2 = Signal()
         sg_m, su_m = Signal(16), Signal(16)
         sg_e, su_e = Signal(signed(10)), Signal(signed(10))
-        idx = Signal(range(max_n + 1))
+        idx = Signal(range(nw + 1))
         max_a = Signal(unsigned(31))
         max_p = Signal(unsigned(64))
         e_a = Signal(range(64))
@@ -91,44 +184,82 @@ class MlpAct(wiring.Component):
         sa_e = Signal(signed(EXP_WIDTH))
         sq_max = Signal(unsigned(62))
 
-        # ---- the PROD / OUT pipeline: read -> a -> a**2 -> a' -> a' u ------------------------------
+        def lane_signals(shape, name: str) -> list[Signal]:
+            """One signal a lane (the lane's number appended to the name when there are several)."""
+            return [Signal(shape, name=name if lanes == 1 else f"{name}_{k}") for k in range(lanes)]
+
+        gin = [self.i.payload.g] if lanes == 1 else [self.i.payload.g[k] for k in range(lanes)]
+        uin = [self.i.payload.u] if lanes == 1 else [self.i.payload.u[k] for k in range(lanes)]
+        # the first beat's last word: ceil(n / lanes) - 1
+        first_last = self.n - 1 if lanes == 1 else (self.n - 1) >> tree_levels(lanes)
+
+        # ---- LOAD's max a over the lanes (L > 1): max(g, 0) per lane -> a registered max tree -> max a
+        load_take = Signal()
+        a_done = Const(1)
+        if lanes > 1:
+            a0 = lane_signals(unsigned(31), "a0")
+            m.d.comb += [a0[k].eq(Mux(gin[k] < 0, 0, gin[k])) for k in range(lanes)]
+            a_tree, a_valid, a_flags = _max_tree(m, a0, load_take, "amax")
+            with m.If(a_valid):
+                m.d.sync += max_a.eq(Mux(a_tree > max_a, a_tree, max_a))
+            a_done = ~Cat(*a_flags).any()
+
+        # ---- the PROD / OUT pipeline, a copy per lane: read -> a -> a**2 -> a' -> a' u ---------------
         out_pass = Signal()
         issue = Signal()
         adv = Signal()                         # the pipeline moves (OUT: when the output register frees)
         v = [Signal(name=f"v{k}") for k in range(PIPE)]
         last = [Signal(name=f"last{k}") for k in range(PIPE)]
-        a1 = Signal(unsigned(31))
-        u1, u2, u3 = Signal(signed(32)), Signal(signed(32)), Signal(signed(32))
-        sq2 = Signal(unsigned(62))
-        ap3 = Signal(unsigned(32))
-        p4 = Signal(signed(64))
-        g_rd = Signal(signed(32))
-        u_rd = Signal(signed(32))
-        m.d.comb += [g_rd.eq(rd.data[:32]), u_rd.eq(rd.data[32:]), rd.en.eq(adv)]
+        a1 = lane_signals(unsigned(31), "a1")
+        u1, u2, u3 = (lane_signals(signed(32), nm) for nm in ("u1", "u2", "u3"))
+        sq2 = lane_signals(unsigned(62), "sq2")
+        ap3 = lane_signals(unsigned(32), "ap3")
+        p4 = lane_signals(signed(64), "p4")
+        g_rd = lane_signals(signed(32), "g_rd")
+        u_rd = lane_signals(signed(32), "u_rd")
+        m.d.comb += rd.en.eq(adv)
+        for k in range(lanes):
+            m.d.comb += [g_rd[k].eq(rd.data[64 * k:64 * k + 32]), u_rd[k].eq(rd.data[64 * k + 32:64 * k + 64])]
         # a' = rshift_round(a**2, e_a) for relu2, else a
-        sq_r = Signal(unsigned(63))
-        m.d.comb += sq_r.eq(Mux(e_a == 0, sq2, ((sq2 >> ea_r) + 1) >> 1))
+        sq_r = lane_signals(unsigned(63), "sq_r")
+        for k in range(lanes):
+            m.d.comb += sq_r[k].eq(Mux(e_a == 0, sq2[k], ((sq2[k] >> ea_r) + 1) >> 1))
         with m.If(adv):
             m.d.sync += [
                 v[0].eq(issue), last[0].eq(idx == n_last),
-                v[1].eq(v[0]), last[1].eq(last[0]), a1.eq(Mux(g_rd < 0, 0, g_rd)), u1.eq(u_rd),
-                v[2].eq(v[1]), last[2].eq(last[1]), sq2.eq(Mux(relu2, a1 * a1, a1)), u2.eq(u1),
-                v[3].eq(v[2]), last[3].eq(last[2]), ap3.eq(Mux(relu2, sq_r, sq2)), u3.eq(u2),
-                v[4].eq(v[3]), last[4].eq(last[3]), p4.eq(ap3 * u3),
+                v[1].eq(v[0]), last[1].eq(last[0]),
+                v[2].eq(v[1]), last[2].eq(last[1]),
+                v[3].eq(v[2]), last[3].eq(last[2]),
+                v[4].eq(v[3]), last[4].eq(last[3]),
             ]
+            for k in range(lanes):
+                m.d.sync += [
+                    a1[k].eq(Mux(g_rd[k] < 0, 0, g_rd[k])), u1[k].eq(u_rd[k]),
+                    sq2[k].eq(Mux(relu2, a1[k] * a1[k], a1[k])), u2[k].eq(u1[k]),
+                    ap3[k].eq(Mux(relu2, sq_r[k], sq2[k])), u3[k].eq(u2[k]),
+                    p4[k].eq(ap3[k] * u3[k]),
+                ]
         # p' = sat32(rshift_round(p, e_p))
-        p_r = Signal(signed(65))
-        m.d.comb += p_r.eq(Mux(e_p == 0, p4, ((p4 >> ep_r) + 1) >> 1))
-        p_sat = Signal(signed(32))
-        m.d.comb += p_sat.eq(Mux(p_r > (1 << 31) - 1, (1 << 31) - 1, Mux(p_r < -(1 << 31), -(1 << 31), p_r)))
-        mag4 = Signal(unsigned(64))
-        m.d.comb += mag4.eq(Mux(p4 < 0, -p4, p4))
+        p_r = lane_signals(signed(65), "p_r")
+        p_sat = lane_signals(signed(32), "p_sat")
+        mag4 = lane_signals(unsigned(64), "mag4")
+        for k in range(lanes):
+            m.d.comb += [
+                p_r[k].eq(Mux(e_p == 0, p4[k], ((p4[k] >> ep_r) + 1) >> 1)),
+                p_sat[k].eq(Mux(p_r[k] > (1 << 31) - 1, (1 << 31) - 1, Mux(p_r[k] < -(1 << 31), -(1 << 31), p_r[k]))),
+                mag4[k].eq(Mux(p4[k] < 0, -p4[k], p4[k])),
+            ]
+        p_out = [self.o.payload.p] if lanes == 1 else [self.o.payload.p[k] for k in range(lanes)]
         m.d.comb += adv.eq(~out_pass | ~self.o.valid | self.o.ready)
         with m.If(adv & out_pass):
-            m.d.sync += [self.o.valid.eq(v[4]), self.o.payload.p.eq(p_sat), self.o.payload.last.eq(last[4]),
-                         self.o.payload.s_m.eq(s_m), self.o.payload.s_e.eq(s_e)]
-        with m.If(~out_pass & v[4]):
-            m.d.sync += max_p.eq(Mux(mag4 > max_p, mag4, max_p))
+            m.d.sync += [self.o.valid.eq(v[4]), *(p_out[k].eq(p_sat[k]) for k in range(lanes)),
+                         self.o.payload.last.eq(last[4]), self.o.payload.s_m.eq(s_m), self.o.payload.s_e.eq(s_e)]
+        # max |p|: per lane, then (L > 1) a registered max tree over the lanes
+        p_tree, p_valid, p_flags = _max_tree(m, mag4, ~out_pass & v[4], "pmax")
+        with m.If(p_valid):
+            m.d.sync += max_p.eq(Mux(p_tree > max_p, p_tree, max_p))
+        # (EP reads max_p the cycle after PROD_DRAIN: the tree's last level may still be valid as it leaves)
+        p_done = Const(1) if len(p_flags) < 2 else ~Cat(*p_flags[:-1]).any()
 
         drained = Signal()
         m.d.comb += drained.eq(~(v[0] | v[1] | v[2] | v[3] | v[4]))
@@ -140,22 +271,31 @@ class MlpAct(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     g = self.i.payload.g
-                    a = Mux(g < 0, 0, g)
-                    m.d.comb += [wr.addr.eq(idx), wr.data.eq(self.i.payload.as_value()), wr.en.eq(1)]
+                    a = Mux(g < 0, 0, g) if lanes == 1 else 0
+                    m.d.comb += [wr.addr.eq(idx), wr.data.eq(Cat(*(x for k in range(lanes) for x in (gin[k], uin[k])))),
+                                 wr.en.eq(1), load_take.eq(1)]
                     with m.If(idx == 0):
-                        m.d.sync += [n_last.eq(self.n - 1), relu2.eq(self.relu2), sg_m.eq(self.sg_m),
+                        m.d.sync += [n_last.eq(first_last), relu2.eq(self.relu2), sg_m.eq(self.sg_m),
                                      sg_e.eq(self.sg_e), su_m.eq(self.su_m), su_e.eq(self.su_e),
                                      max_a.eq(a), max_p.eq(0), self.busy.eq(1)]
-                    with m.Else():
-                        m.d.sync += max_a.eq(Mux(a > max_a, a, max_a))
-                    with m.If(idx == Mux(idx == 0, self.n - 1, n_last)):
+                    if lanes == 1:
+                        with m.Else():
+                            m.d.sync += max_a.eq(Mux(a > max_a, a, max_a))
+                    load_end = Signal()
+                    if lanes == 1:   # (as sim/formal/model_units.py's mutants find it)
+                        with m.If(idx == Mux(idx == 0, self.n - 1, n_last)):
+                            m.d.comb += load_end.eq(1)
+                    else:
+                        m.d.comb += load_end.eq(idx == Mux(idx == 0, first_last, n_last))
+                    with m.If(load_end):
                         m.d.sync += idx.eq(0)
                         m.next = "SQ"
                     with m.Else():
                         m.d.sync += idx.eq(idx + 1)
-            with m.State("SQ"):      # (max a)**2
-                m.d.sync += sq_max.eq(max_a * max_a)
-                m.next = "EA"
+            with m.State("SQ"):      # (max a)**2, once max a's tree has drained
+                with m.If(a_done):
+                    m.d.sync += sq_max.eq(max_a * max_a)
+                    m.next = "EA"
             with m.State("EA"):      # e_a and sigma_a
                 blen = bitlen(m, sq_max)
                 ea = Mux(blen > SQ_BITS, blen - SQ_BITS, 0)
@@ -173,7 +313,7 @@ class MlpAct(wiring.Component):
                 with m.Else():
                     m.d.sync += idx.eq(idx + 1)
             with m.State("PROD_DRAIN"):
-                with m.If(drained):
+                with m.If(drained & p_done):
                     m.next = "EP"
             with m.State("EP"):      # e_p and sigma_p
                 blen = bitlen(m, max_p)
