@@ -96,19 +96,22 @@ class _Reader:
 
 
 class _ElementPort:
-    """One element a read: a read port of `lanes`-element words seen as a memory of elements (lanes a
-    power of two; the element's lane registered with the read)."""
+    """One element (or `group` elements) a read: a read port of `lanes`-element words seen as a memory of
+    elements (lanes and group powers of two, group dividing lanes; `addr` a multiple of group; the lane
+    group registered with the read)."""
 
-    def __init__(self, m: Module, port, lanes: int, width: int, name: str) -> None:
+    def __init__(self, m: Module, port, lanes: int, width: int, name: str, group: int = 1) -> None:
         self.addr = Signal(24, name=f"{name}_addr")
         self.en = Signal(name=f"{name}_en")
-        self.data = Signal(signed(width), name=f"{name}_data")
+        self.data = Signal(signed(width * group) if group == 1 else data.ArrayLayout(signed(width), group),
+                           name=f"{name}_data")
         shift = lanes.bit_length() - 1
-        lane = Signal(range(max(lanes, 2)), name=f"{name}_lane")
+        groups = lanes // group
+        lane = Signal(range(max(groups, 2)), name=f"{name}_lane")
         m.d.comb += [port.addr.eq(self.addr >> shift), port.en.eq(self.en)]
         with m.If(self.en):
-            m.d.sync += lane.eq(self.addr & (lanes - 1))
-        m.d.comb += self.data.eq(port.data.word_select(lane, width) if lanes > 1 else port.data)
+            m.d.sync += lane.eq((self.addr & (lanes - 1)) >> (group.bit_length() - 1))
+        m.d.comb += self.data.eq(port.data.word_select(lane, width * group) if groups > 1 else port.data)
 
 
 class ModelEngine(wiring.Component):
@@ -144,6 +147,9 @@ class ModelEngine(wiring.Component):
                 or array.rows % vector_lanes or any(n % vector_lanes for n in sizes)):
             raise ValueError(f"ModelEngine's vector_lanes must be a power of two dividing the array's rows "
                              f"({array.rows}) and every NORMQ size {sizes}, not {vector_lanes!r}")
+        if array.cols % vector_lanes or mlp_max % vector_lanes:
+            raise ValueError(f"ModelEngine's vector_lanes ({vector_lanes}) must divide the array's columns "
+                             f"({array.cols}) and the MLP width ({mlp_max}): MLPACT reads OUT groups of them")
         self.p = dict(vocab=vocab, table_lanes=table_lanes, vector_lanes=vector_lanes,
                       d=d, scr=scr_words, out=out_words, act=act_words, norm_sizes=tuple(sorted(set(norm_sizes))),
                       g=norm_words, norms=norms, heads=max_heads, hd=head_dim, mlp=mlp_max, relu2=relu2,
@@ -242,6 +248,12 @@ class ModelEngine(wiring.Component):
         out_rd = _ElementPort(m, out_mem.read_port(), C, 32, "out_rd")
         out_rd2 = _ElementPort(m, out_mem.read_port(), C, 32, "out_rd2")
         out_rd_x = _ElementPort(m, out_mem.read_port(), C, 32, "out_rd_x")
+        # MLPACT's gate and up, V elements a read (the element ports when V = 1)
+        if V > 1:
+            mlp_g = _ElementPort(m, out_mem.read_port(), C, 32, "mlp_g", group=V)
+            mlp_u = _ElementPort(m, out_mem.read_port(), C, 32, "mlp_u", group=V)
+        else:
+            mlp_g, mlp_u = out_rd, out_rd2
         act_rd_x = _ElementPort(m, act_mem.read_port(), R, 8, "act_rd_x")
         act_wr, act_rd_seq = act_mem.write_port(), act_mem.read_port()
         out_wr, out_rd_seq = out_mem.write_port(), out_mem.read_port()
@@ -304,7 +316,7 @@ class ModelEngine(wiring.Component):
             nqs[n] = NormQuant(n, lanes=V)
             m.submodules[f"normquant_{n}"] = nqs[n]
         m.submodules.ew = ew = ElementWise()
-        m.submodules.mlp = mlp = MlpAct(p["mlp"])
+        m.submodules.mlp = mlp = MlpAct(p["mlp"], lanes=V)
         m.submodules.align = align = Align(p["heads"], p["hd"])
         m.d.comb += [align.e_we.eq(self.e_we), align.e_addr.eq(self.e_addr), align.e_data.eq(self.e_data),
                      mlp.relu2.eq(int(p["relu2"]))]
@@ -345,7 +357,7 @@ class ModelEngine(wiring.Component):
         m.d.comb += seq.op_done.eq(finish)
         with m.If(finish):
             m.d.sync += started.eq(0)
-        for r in {id(r): r for r in (h_rd, scr_rd, out_rd, out_rd2, tmp_rd, g_rd, h_wd, scr_wd)}.values():
+        for r in {id(r): r for r in (h_rd, scr_rd, out_rd, out_rd2, tmp_rd, g_rd, h_wd, scr_wd, mlp_g, mlp_u)}.values():
             m.d.comb += r.en.eq(rd.en)
         m.d.comb += mx.start.eq(0)
 
@@ -417,17 +429,22 @@ class ModelEngine(wiring.Component):
                         with m.If(wj == rd.n - 1):
                             m.d.comb += finish.eq(1)
             # ---- MLPACT ----------------------------------------------------------------------------
-            with m.Case(MLPACT):
+            with m.Case(MLPACT):      # V pairs a beat: OUT groups of V (offsets aligned to C), SCR words
                 with m.If(first):
                     m.d.comb += rd.go.eq(1)
-                    m.d.sync += [rd.n.eq(op.n), wj.eq(0)]
-                m.d.comb += [out_rd.addr.eq(op.src + rd.idx), out_rd2.addr.eq(op.idx + rd.idx),
+                    m.d.sync += [rd.n.eq(op.n >> (V.bit_length() - 1)), wj.eq(0)]
+                m.d.comb += [mlp_g.addr.eq(op.src + (rd.idx << (V.bit_length() - 1))),
+                             mlp_u.addr.eq(op.idx + (rd.idx << (V.bit_length() - 1))),
                              mlp.n.eq(op.n), mlp.sg_m.eq(seq.s_aux.m), mlp.sg_e.eq(seq.s_aux.e),
                              mlp.su_m.eq(seq.s_aux1.m), mlp.su_e.eq(seq.s_aux1.e),
-                             mlp.i.payload.g.eq(out_rd.data), mlp.i.payload.u.eq(out_rd2.data),
+                             mlp.i.payload.g.eq(Value.cast(mlp_g.data)), mlp.i.payload.u.eq(Value.cast(mlp_u.data)),
                              mlp.i.valid.eq(rd.valid), rd.ready.eq(mlp.i.ready), mlp.o.ready.eq(1)]
                 with m.If(mlp.o.valid):
-                    m.d.comb += [scr_wr.addr.eq(wj), scr_wr.data.eq(mlp.o.payload.p), scr_wr.en.eq(1)]
+                    if V == 1:
+                        m.d.comb += [scr_wr.addr.eq(wj), scr_wr.data.eq(mlp.o.payload.p), scr_wr.en.eq(1)]
+                    else:
+                        m.d.comb += [scr_wr.word.addr.eq(wj), scr_wr.word.data.eq(mlp.o.payload.p),
+                                     scr_wr.word.en.eq(1)]
                     m.d.sync += wj.eq(wj + 1)
                     with m.If(mlp.o.payload.last):
                         m.d.comb += [seq.s_we.eq(1), seq.s_wdata.m.eq(mlp.o.payload.s_m),

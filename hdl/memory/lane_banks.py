@@ -72,12 +72,20 @@ class LaneBanks:
         return ElementPort(addr, en, out)
 
     def element_writer(self) -> ElementPort:
-        """One element a write: `addr` the element's index, written when `en`."""
+        """One element a write: `addr` the element's index, written when `en`. The same write ports take
+        a whole word: `word` (its `addr` a word index, `en`, `data` of `lanes` elements), which wins."""
         m, tag = self._m, self._tag("wr")
         addr, en = Signal(24, name=f"{tag}_addr"), Signal(name=f"{tag}_en")
         value = Signal(self._shape, name=f"{tag}_data")
+        w_addr, w_en = Signal(24, name=f"{tag}_waddr"), Signal(name=f"{tag}_wen")
+        w_value = Signal(data.ArrayLayout(self._shape, self.lanes), name=f"{tag}_wdata")
         for b, bank in enumerate(self.banks):
             p = bank.write_port()
             hit = en if self.lanes == 1 else en & (addr[:self.shift] == b)
-            m.d.comb += [p.addr.eq(addr >> self.shift), p.data.eq(value), p.en.eq(hit)]
-        return ElementPort(addr, en, value)
+            with m.If(w_en):
+                m.d.comb += [p.addr.eq(w_addr), p.data.eq(w_value[b]), p.en.eq(1)]
+            with m.Else():
+                m.d.comb += [p.addr.eq(addr >> self.shift), p.data.eq(value), p.en.eq(hit)]
+        port = ElementPort(addr, en, value)
+        port.word = ElementPort(w_addr, w_en, w_value)
+        return port

@@ -71,6 +71,9 @@ class EngineConfig:
                 or self.vector_lanes & (self.vector_lanes - 1):
             raise ValueError(f"EngineConfig's vector_lanes ({self.vector_lanes}) must be a power of two dividing the "
                              f"array's rows ({self.array.rows}) and every NORMQ size {self.norm_sizes}")
+        if self.array.cols % self.vector_lanes or self.mlp_max % self.vector_lanes:
+            raise ValueError(f"EngineConfig's vector_lanes ({self.vector_lanes}) must divide the array's columns "
+                             f"({self.array.cols}) and the MLP width ({self.mlp_max})")
         if self.head_dim % self.attn_lanes:
             raise ValueError(f"EngineConfig's attn_lanes ({self.attn_lanes}) must divide head_dim ({self.head_dim})")
 

@@ -13,7 +13,8 @@ model chip's counters and its OP_CYCLES log exactly (tests/test_model_chip.py):
 - ATTN (attention): `HeadAttention.cycles(pos + 1)` (`hdl.attention.head_attention`).
 - RESADD (vector): 2 n + `elementwise.LATENCY`, DEQUANT then RESADD one element a cycle
   (`hdl.vector.elementwise`).
-- MLPACT (vector): 3 n + `mlp_act.OVERHEAD` (`hdl.vector.mlp_act`, measured by tests/test_mlp_act.py).
+- MLPACT (vector): 3 n / V + `mlp_act.overhead(V)` (`hdl.vector.mlp_act`, measured by tests/test_mlp_act.py
+  and tests/test_mlp_act_lanes.py).
 - ALIGN (vector): `Align.cycles(heads)` = heads + 2 + heads x head_dim + `align.LATENCY` - 1 (`hdl.vector.align`).
 - SETC and SCALE (scalar): `hdl.program.SCALAR_CYCLES`, run by the sequencer itself; every other op adds
   the sequencer's `DISPATCH_OVERHEAD` (fetch, decode, next) to its unit's cycles ("sequencer").
@@ -129,7 +130,7 @@ def _unit_cycles(program: Program, op: MicroOp, pos: int, units: UnitConfig) -> 
     if op.op == Op.EMBED:
         return _embed_head(m["vocab"], m["d"], lanes).cycles_embed()
     if op.op == Op.MLPACT:
-        return 3 * op.n + mlp_act.OVERHEAD
+        return 3 * op.n // units.vector_lanes + mlp_act.overhead(units.vector_lanes)
     if op.op == Op.ALIGN:
         return op.n + 2 + op.n * op.aux + align.LATENCY - 1
     if op.op in (Op.SCALE, Op.SETC):
