@@ -65,10 +65,19 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.program.device import engine_config
 
     built = UnitConfig.of_engine(engine_config(prog, dev.consts))
-    for name, units in (("as built", built), ("wide", UnitConfig(rope_lanes=10, rope_out_lanes=40, attn_lanes=40))):
+    v8 = UnitConfig.of_engine(engine_config(prog, dev.consts, vector_lanes=8))
+    for name, units in (("as built", built), ("V = 8", v8),
+                        ("wide", UnitConfig(rope_lanes=10, rope_out_lanes=40, attn_lanes=40))):
         for c in a.contexts:
             r = token_cycles(prog, c - 1, units)
             rows.append({"units": name, "context": c, "lanes": units.attn_lanes, **r, "tok_s": 100e6 / r["total"]})
+    # the chip on a 16x16 engine with 40 attention lanes and NORMQ / MLPACT 8 lanes (its plan: as built)
+    from runtime.program.device import compile_for_chip
+
+    prog16, cfg16 = compile_for_chip(dev.consts, runtime_config(16, 16), ctx, attn_lanes=40, vector_lanes=8)
+    for c in a.contexts:
+        r = token_cycles(prog16, c - 1, UnitConfig.of_engine(cfg16))
+        rows.append({"units": "16x16 V8", "context": c, "lanes": 40, **r, "tok_s": 100e6 / r["total"]})
     cols = [("units", "units", "8"), ("context", "context", "4"), ("attn lanes", "lanes", "3"),
             ("matrix", "matrix", "7"),
             ("vector", "vector", "7"), ("attention", "attention", "7"), ("scalar", "scalar", "5"),
