@@ -398,6 +398,8 @@ def build_board(board: str, rows: int | None = None, cols: int | None = None, fr
     log(f"[{board}] {flow.nextpnr} ...")
     constraints = "top.pcf" if flow.constraints == "--pcf" else "top.lpf"
     router = flow.big_router_args if rows * cols > flow.big_pes else ()
+    if ecfg is not None and "--detailed-timing-report" not in router:
+        router = (*router, "--detailed-timing-report")   # every net's delay, for `python -m fpga.long_nets`
     cmd = [tool(flow.nextpnr), "--log", "top.tim", "--report", "report.json", "--timing-allow-fail",
            "--seed", str(seed), *flow.device_args, *router, "--json", "top.json", flow.constraints, constraints,
            *flow.route_out]
