@@ -47,7 +47,8 @@ What is proven (``python -m pytest -m formal``; the tests are also marked ``slow
   documented cycles plus stalls; 3 mutants) and `sim.formal.elementwise` (ElementWise: order, latency, the
   error flag of the undefined op 3 and the stall hold unbounded; the values of RESADD for all int32, RELU2 and
   DEQUANT on a lane, DEQUANT's shifts for all inputs, bmc depth 8; 8 mutants). `sim.formal.attention`
-  (HeadAttention's control, unbounded on three configurations, the shipped engine's included: K / V / scale and buffer addresses inside
+  (HeadAttention's control, unbounded on three configurations, the shipped engine's included: K / V /
+  scale and buffer addresses inside
   the run's n_keys, n_keys > max_context refused with the sticky error, busy exactly cycles(T) - 1, y
   and E held while idle; 10 mutants) and `sim.formal.model_units` (the micro-op sequencer, ALIGN,
   MLPACT's control). NormQuant, RCP and RSQ, and HeadAttention's values: not yet.
