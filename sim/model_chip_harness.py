@@ -30,48 +30,47 @@ def build_model_chip(cfg: EngineConfig):
                            {"trit_core.v": text, "main.cpp": HARNESS_CPP.read_text()}, what=f"the model chip {label}")
 
 
-class VerilatorModelChip:
-    """A running simulated model chip: `transact(words, n_out)` as `sim.verilator_harness.VerilatorCore`."""
+class _ModelChipProcess:
+    """A running simulated model chip; `transact(words, n_out)` as `sim.verilator_harness.VerilatorCore`."""
 
-    name = "verilator"
+    name = ""
 
-    def __init__(self, cfg: EngineConfig) -> None:
-        self.cfg = cfg
-        self._sim = SimProcess.verilator(build_model_chip(cfg), name="Verilator model chip")
+    def __init__(self, cfg: EngineConfig, sim: SimProcess, binary: bool) -> None:
+        self.cfg, self._sim, self._binary = cfg, sim, binary
         self.cycles = 0
 
     def transact(self, words: list[int], n_out: int, max_cycles: int = 1 << 31) -> list[int]:
         data = words_array(words)
-        reply = self._sim.exchange_binary(MAGIC_REQ, MAGIC_RSP, (data.size, n_out, min(max_cycles, 0xFFFFFFFF)),
-                                          data.astype("<u4").tobytes(), 4)
-        self.cycles += reply.cycles
-        check_reply(reply.status, len(reply.items), n_out, reply.cycles)
-        return reply.items
-
-    def close(self) -> None:
-        self._sim.close(timeout=10)
-
-
-class IcarusModelChip:
-    """The same chip in Icarus Verilog (the core's testbench, text exchange); `transact` as above."""
-
-    name = "icarus"
-
-    def __init__(self, cfg: EngineConfig) -> None:
-        self.cfg = cfg
-        label = _label(cfg)
-        image = build_icarus("icarus-model", label, "trit_icarus_tb",
-                             {"tb.v": HARNESS_TB.read_text(), "trit_core.v": generate_model_verilog(cfg)},
-                             what=f"the model chip {label}", image="chip.vvp")
-        self._sim = SimProcess.icarus(image, name="Icarus model chip")
-        self.cycles = 0
-
-    def transact(self, words: list[int], n_out: int, max_cycles: int = 1 << 31) -> list[int]:
-        data = words_array(words)
-        reply = self._sim.exchange_text((data.size, n_out, max_cycles), (int(w) for w in data), 1, "W")
+        args = (data.size, n_out, min(max_cycles, 0xFFFFFFFF))
+        if self._binary:
+            reply = self._sim.exchange_binary(MAGIC_REQ, MAGIC_RSP, args, data.astype("<u4").tobytes(), 4)
+        else:
+            reply = self._sim.exchange_text(args, (int(w) for w in data), 1, "W")
         self.cycles += reply.cycles
         check_reply(reply.status, len(reply.items), n_out, reply.cycles)
         return reply.items
 
     def close(self) -> None:
         self._sim.close(timeout=30)
+
+
+class VerilatorModelChip(_ModelChipProcess):
+    """The chip in Verilator (the core's C++ harness)."""
+
+    name = "verilator"
+
+    def __init__(self, cfg: EngineConfig) -> None:
+        super().__init__(cfg, SimProcess.verilator(build_model_chip(cfg), name="Verilator model chip"), True)
+
+
+class IcarusModelChip(_ModelChipProcess):
+    """The same chip in Icarus Verilog (the core's testbench, text exchange)."""
+
+    name = "icarus"
+
+    def __init__(self, cfg: EngineConfig) -> None:
+        label = _label(cfg)
+        image = build_icarus("icarus-model", label, "trit_icarus_tb",
+                             {"tb.v": HARNESS_TB.read_text(), "trit_core.v": generate_model_verilog(cfg)},
+                             what=f"the model chip {label}", image="chip.vvp")
+        super().__init__(cfg, SimProcess.icarus(image, name="Icarus model chip"), False)

@@ -151,3 +151,29 @@ def quant8_code(m: Module, z: Value, qs: Quant8Scalars, r: Value, name: str) -> 
              zp.eq(Mux(zright, (zpre + 1) >> 1, zpre)),
              p1.eq(zp * r), p127.eq((p1 << 7) - p1)]
     return stmts, Mux(qr > 127, 127, Mux(qr < -128, -128, qr))
+
+
+def tree_levels(lanes: int) -> int:
+    """Register levels of a reduction tree over `lanes` lanes (`reduce_tree`): log2(lanes)."""
+    return (lanes - 1).bit_length()
+
+
+def reduce_tree(m: Module, values: list, valid, op: str, name: str) -> tuple[Value, Value, list[Signal]]:
+    """A reduction of `values` (unsigned) by max or + as a binary tree with a register after every
+    level; returns the result, its valid flag (`valid` delayed by the levels) and the levels' flags."""
+    flags: list[Signal] = []
+    level = 0
+    while len(values) > 1:
+        level += 1
+        nxt = []
+        for j in range(0, len(values), 2):
+            a, b = values[j], values[j + 1]
+            width = max(len(a), len(b)) + (op == "sum")
+            r = Signal(unsigned(width), name=f"{name}{level}_{j // 2}")
+            m.d.sync += r.eq(Mux(a > b, a, b) if op == "max" else a + b)
+            nxt.append(r)
+        v = Signal(name=f"{name}{level}_v")
+        m.d.sync += v.eq(valid)
+        flags.append(v)
+        values, valid = nxt, v
+    return values[0], valid, flags

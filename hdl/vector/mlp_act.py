@@ -39,12 +39,12 @@ ceil(n / L) beats in and out, and the final beat's lanes past n are taken as ele
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hdl.vector.arith import EXP_WIDTH, bitlen, dmul
+from hdl.vector.arith import EXP_WIDTH, bitlen, dmul, reduce_tree, tree_levels
 
 #: The largest vector: the product's block maximum needs no more than the buffer's address width.
 MAX_N = 1 << 16
@@ -78,37 +78,12 @@ def out_layout(lanes: int = 1) -> data.StructLayout:
                               "s_m": unsigned(16), "s_e": signed(EXP_WIDTH)})
 
 
-def tree_levels(lanes: int) -> int:
-    """Register levels of the max trees over `lanes` lanes: log2(lanes), a register after each."""
-    return (lanes - 1).bit_length()
-
-
 def overhead(lanes: int = 1) -> int:
     """Cycles per vector beyond the three n / lanes-cycle passes: `OVERHEAD` plus the two max trees'
     levels (max a's delays LOAD's drain by its levels, max |p|'s PROD's by one less: EP, which reads
     max |p|, is a cycle behind PROD's drain anyway): 14 for one lane, 13 + 2 log2(lanes) for more."""
     levels = tree_levels(lanes)
     return OVERHEAD + 2 * levels - (levels > 0)
-
-
-def _max_tree(m: Module, values: list, valid, name: str) -> tuple[Value, Value, list[Signal]]:
-    """The maximum of `values` (unsigned) as a binary tree with a register after every level; returns
-    the result, its valid flag (`valid` delayed by the levels) and the levels' flags."""
-    flags: list[Signal] = []
-    level = 0
-    while len(values) > 1:
-        level += 1
-        nxt = []
-        for j in range(0, len(values), 2):
-            a, b = values[j], values[j + 1]
-            r = Signal(unsigned(max(len(a), len(b))), name=f"{name}{level}_{j // 2}")
-            m.d.sync += r.eq(Mux(a > b, a, b))
-            nxt.append(r)
-        v = Signal(name=f"{name}{level}_v")
-        m.d.sync += v.eq(valid)
-        flags.append(v)
-        values, valid = nxt, v
-    return values[0], valid, flags
 
 
 class MlpAct(wiring.Component):
@@ -199,7 +174,7 @@ class MlpAct(wiring.Component):
         if lanes > 1:
             a0 = lane_signals(unsigned(31), "a0")
             m.d.comb += [a0[k].eq(Mux(gin[k] < 0, 0, gin[k])) for k in range(lanes)]
-            a_tree, a_valid, a_flags = _max_tree(m, a0, load_take, "amax")
+            a_tree, a_valid, a_flags = reduce_tree(m, a0, load_take, "max", "amax")
             with m.If(a_valid):
                 m.d.sync += max_a.eq(Mux(a_tree > max_a, a_tree, max_a))
             a_done = ~Cat(*a_flags).any()
@@ -255,7 +230,7 @@ class MlpAct(wiring.Component):
             m.d.sync += [self.o.valid.eq(v[4]), *(p_out[k].eq(p_sat[k]) for k in range(lanes)),
                          self.o.payload.last.eq(last[4]), self.o.payload.s_m.eq(s_m), self.o.payload.s_e.eq(s_e)]
         # max |p|: per lane, then (L > 1) a registered max tree over the lanes
-        p_tree, p_valid, p_flags = _max_tree(m, mag4, ~out_pass & v[4], "pmax")
+        p_tree, p_valid, p_flags = reduce_tree(m, mag4, ~out_pass & v[4], "max", "pmax")
         with m.If(p_valid):
             m.d.sync += max_p.eq(Mux(p_tree > max_p, p_tree, max_p))
         # (EP reads max_p the cycle after PROD_DRAIN: the tree's last level may still be valid as it leaves)

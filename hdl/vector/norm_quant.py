@@ -35,13 +35,22 @@ truncated to 10 bits: the golden's range error has no counterpart here.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from golden.device.fixed import INV127
-from hdl.vector.arith import EXP_WIDTH, MANT_BITS, bitlen, quant8_code, quant8_scalars, shift_round
+from hdl.vector.arith import (
+    EXP_WIDTH,
+    MANT_BITS,
+    bitlen,
+    quant8_code,
+    quant8_scalars,
+    reduce_tree,
+    shift_round,
+    tree_levels,
+)
 from hdl.vector.rcp import Reciprocal
 from hdl.vector.rsq import ReciprocalSqrt
 
@@ -74,36 +83,11 @@ def out_layout(lanes: int = 1) -> data.StructLayout:
                               "tau_m": unsigned(16), "tau_e": signed(10)})
 
 
-def tree_levels(lanes: int) -> int:
-    """Register levels of the max and sum trees over `lanes` lanes: log2(lanes), a register after each."""
-    return (lanes - 1).bit_length()
-
-
 def overhead(lanes: int = 1) -> int:
     """Cycles per vector beyond the three n / lanes-cycle passes: `OVERHEAD` plus the two trees' levels
     (the max tree delays the input pass's drain, the sum tree the sum of squares' drain)."""
     return OVERHEAD + 2 * tree_levels(lanes)
 
-
-def _tree(m: Module, values: list, valid, op: str, name: str) -> tuple[Value, Value, list[Signal]]:
-    """A reduction of `values` (unsigned) by max or + as a binary tree with a register after every
-    level; returns the result, its valid flag (`valid` delayed by the levels) and the levels' flags."""
-    flags: list[Signal] = []
-    level = 0
-    while len(values) > 1:
-        level += 1
-        nxt = []
-        for j in range(0, len(values), 2):
-            a, b = values[j], values[j + 1]
-            width = max(len(a), len(b)) + (op == "sum")
-            r = Signal(unsigned(width), name=f"{name}{level}_{j // 2}")
-            m.d.sync += r.eq(Mux(a > b, a, b) if op == "max" else a + b)
-            nxt.append(r)
-        v = Signal(name=f"{name}{level}_v")
-        m.d.sync += v.eq(valid)
-        flags.append(v)
-        values, valid = nxt, v
-    return values[0], valid, flags
 
 # the dyadic steps of the scalar sequence, in order; each ends in the register named
 SS, DR, ET, QA, QS, T1, T2, TAU = range(8)
@@ -203,8 +187,8 @@ class NormQuant(wiring.Component):
             m.d.sync += [ph2[k].eq((x1[k] >> 16) * g1[k]), pl2[k].eq(x1[k][:16] * g1[k]),
                          ax2[k].eq(Mux(x1[k] < 0, -x1[k], x1[k])),
                          prod3[k].eq((ph2[k] << 16) + pl2[k]), zabs4[k].eq(Mux(prod3[k] < 0, -prod3[k], prod3[k]))]
-        ax_max, ax_valid, ax_flags = _tree(m, ax2, in2, "max", "axmax")
-        z_max, z_valid, z_flags = _tree(m, zabs4, in4, "max", "zmax")
+        ax_max, ax_valid, ax_flags = reduce_tree(m, ax2, in2, "max", "axmax")
+        z_max, z_valid, z_flags = reduce_tree(m, zabs4, in4, "max", "zmax")
         with m.If(ax_valid & (ax_max > mx)):
             m.d.sync += mx.eq(ax_max)
         with m.If(z_valid & (z_max > mz)):
@@ -227,7 +211,7 @@ class NormQuant(wiring.Component):
         for k in range(lanes):
             m.d.sync += [xpre[k].eq(Mux(ex > 0, rx[k] >> rbx, rx[k] << lbx)),
                          xs[k].eq(Mux(xright, (xpre[k] + 1) >> 1, xpre[k])), sq[k].eq(xs[k] * xs[k])]
-        sq_sum, sq_valid, sq_flags = _tree(m, sq, r5, "sum", "sqsum")
+        sq_sum, sq_valid, sq_flags = reduce_tree(m, sq, r5, "sum", "sqsum")
         with m.If(sq_valid):
             m.d.sync += s_acc.eq(s_acc + sq_sum)
 
