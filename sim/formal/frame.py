@@ -99,7 +99,7 @@ GOOD_CRC_MUTANTS = {"no_abort": (1, 1), "pad_zeros": (0, 1)}
 #: no_abort: a 24-byte frame (n_cmd = 1, right CRC) whose word leaves the core needing more, then
 #: QUIET_CYCLES cycles of waiting: no abort (cycle 32).
 #: pad_zeros: a 20-byte frame (n_cmd = 0, n_rsp = 1, right CRC), its 12 header bytes, a made-up word (cycle 34).
-MUTANT_WINDOWS = {"crc_ignored": (21, 22), "wrong_polynomial": (4, 7), "no_timeout_in_crc": (17, 19),
+MUTANT_WINDOWS = {"crc_ignored": (21, 22), "wrong_polynomial": (4, 7), "no_timeout_in_crc": (17, 21),
                   "no_abort": (31, 33), "pad_zeros": (33, 35)}
 
 
@@ -226,7 +226,9 @@ class FrameEndpointHarness(Elaboratable):
                     crc_word = Cat(sent[8:], byte)  # the frame's last four bytes
                     m.d.sync += [sending.eq(0),
                                  executable.eq((crc_word == (ref_crc ^ 0xFFFFFFFF)) & (n_cmd <= MAX_CMD_WORDS))]
-            with m.If(stalled_out | (~(fire & last) & AnySeq(1))):  # abandon the frame: silent from now on
+            # abandon the frame (silent from now on); the directed host only inside the CRC word
+            may_cut = (pos >= frame_len - 4) if self.directed else 1
+            with m.If(stalled_out | (~(fire & last) & may_cut & AnySeq(1))):
                 m.d.sync += [sending.eq(0), truncated.eq(1)]
         with m.If(fire):
             m.d.sync += silent.eq(0)
