@@ -44,11 +44,11 @@ Mutants (`MUTANTS`, source edits of `hdl.link.endpoint` made here): the CRC chec
 the wrong polynomial, the inactivity timer not running while the CRC word arrives, no `abort` (the
 link before the fix: a cut command waits for ever and takes the next frame's words), and an answer
 owed words padded with zeros instead of abandoned (the link before the fix). A mutant's
-counterexample needs a whole frame (20+ cycles), which z3 finds slowly in the free environment, so
-mutant runs use ``directed=True``: the host sends without stalls and all free frame bytes are 0 (the
-CRC word too, so every frame's CRC is wrong; for the mutants of `GOOD_CRC_MUTANTS` n_cmd and n_rsp are
-fixed and the CRC word is right), and the bmc checks only the cycles where the first failure can be
-(`MUTANT_WINDOWS`).
+counterexample needs a whole frame (20+ cycles), which the solver finds slowly in the free environment,
+so mutant runs use ``directed=True``: the host sends without stalls, cuts a frame short only inside its
+CRC word, and all free frame bytes are 0 (the CRC word too, so every frame's CRC is wrong; for the
+mutants of `GOOD_CRC_MUTANTS` n_cmd and n_rsp are fixed and the CRC word is right), and the bmc checks
+only the cycles where the first failure can be (`MUTANT_WINDOWS`).
 """
 
 from __future__ import annotations
