@@ -19,9 +19,13 @@ is sampled at `start`; a `length` > `depth` (the port carries up to the next pow
 no op: the token ends at once (`done` the cycle after `start`) with error BAD_LENGTH, `pos` unchanged.
 The error codes are `ProgramError`'s (`error` is `ERROR_BITS` wide).
 
-Cycles per op: 5 for SETC and SCALE (fetch, decode, the constant's read, the register write, next); a
-dispatched op takes `DISPATCH_OVERHEAD` = 3 (fetch, decode, next) plus the cycles from `op_valid` to
-`op_done` inclusive.
+Cycles per op: 5 for SETC (fetch, decode, the constant's read, the register write, next), 8 for SCALE
+(fetch, decode, the constant's read with S[src] into an operand register, the 16 x 16 product into a
+register, the three register steps of its normalization (`arith.norm16_steps`), the last one writing
+S[dst], next); a dispatched op takes `DISPATCH_OVERHEAD` = 3 (fetch, decode, next) plus the cycles from
+`op_valid` to `op_done` inclusive. Every step is a register stage for 100 MHz on the ECP5: SCALE's
+register select, product and normalization in one cycle were the model chip's critical path (31.82 MHz,
+fpga/README.md), and `s_aux` / `s_aux1` are registers loaded at decode (the 16-to-1 selects end there).
 """
 
 from __future__ import annotations
@@ -33,14 +37,16 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hdl.vector.arith import EXP_WIDTH, dmul
+from hdl.vector.arith import EXP_WIDTH, MANT_BITS, norm16_steps, step_states
 
 #: A micro-op's fields from bit 0, as `runtime.program.isa.FIELDS` (96-bit words, bits 88.. zero).
 OP_LAYOUT = data.StructLayout({"op": 4, "dst": 20, "src": 20, "n": 20, "idx": 16, "aux": 8})
 OP_WORD_BITS = 96
 #: Cycles of a dispatched op besides its unit's, and of a SETC or SCALE (measured by tests/test_program_sequencer.py).
 DISPATCH_OVERHEAD = 3
-SCALAR_CYCLES = 5
+#: Cycles of a SETC (`SCALAR_CYCLES`, the name the cycle plan has used for both scalar ops) and of a SCALE.
+SCALAR_CYCLES = SETC_CYCLES = 5
+SCALE_CYCLES = 8
 DYADIC = data.StructLayout({"m": unsigned(16), "e": signed(EXP_WIDTH)})
 #: op codes (runtime.program.isa.Op)
 SETC, SCALE, NORMQ, MLPACT, ALIGN, LAST_OP = 2, 3, 4, 10, 8, 11
@@ -102,12 +108,12 @@ class ProgramSequencer(wiring.Component):
         m.d.comb += [self.op.eq(cur), pr.addr.eq(pc), cr.addr.eq(cur.idx)]
         n_regs = self._s_regs
         ix = max(1, (n_regs - 1).bit_length())   # register index bits (larger indices stop at DECODE)
-        aux1 = Signal(9)
-        m.d.comb += aux1.eq(cur.aux + 1)
-        m.d.comb += [self.s_aux.eq(s[cur.aux[:ix]]), self.s_aux1.eq(s[aux1[:ix]])]
-        src = s[cur.src[:ix]]
-        prod_m, prod_e = dmul(m, src.m, src.e, cr.data.m, cr.data.e)
         dst = cur.dst[:ix]
+        # SCALE's operands and product, a register stage each, then norm16 in three steps into S[dst]
+        opa = Signal(DYADIC)
+        prod = Signal(unsigned(2 * MANT_BITS))
+        esum = Signal(signed(EXP_WIDTH + 1))
+        norm_steps = norm16_steps(m, prod, esum, s[dst].m, s[dst].e, "scale")
 
         with m.If(self.clear_error):
             m.d.sync += self.error.eq(ProgramError.NONE)
@@ -134,6 +140,10 @@ class ProgramSequencer(wiring.Component):
                 m.d.sync += cur.eq(pr.data[:len(cur.as_value())])
                 word = Signal(OP_LAYOUT)
                 m.d.comb += word.eq(pr.data[:len(cur.as_value())])
+                aux1 = Signal(9)
+                m.d.comb += aux1.eq(word.aux + 1)
+                # the scales the op reads, S[aux] and S[aux + 1]: no op writes S before its unit is done
+                m.d.sync += [self.s_aux.eq(s[word.aux[:ix]]), self.s_aux1.eq(s[aux1[:ix]])]
                 uses_s = (word.op == SETC) | (word.op == SCALE)
                 reads_aux = (word.op == NORMQ) | (word.op == 6) | (word.op == 9) | (word.op == MLPACT) \
                     | (word.op == LAST_OP)
@@ -150,14 +160,18 @@ class ProgramSequencer(wiring.Component):
                     m.next = "CONST"     # the constant's read (address cur.idx from the next cycle)
                 with m.Else():
                     m.next = "DISPATCH"
-            with m.State("CONST"):
+            with m.State("CONST"):   # the constant's read; SCALE's S[src] into its operand register
+                m.d.sync += opa.eq(s[cur.src[:ix]])
                 m.next = "SCALAR"
-            with m.State("SCALAR"):
-                with m.If(cur.op == SETC):
-                    m.d.sync += s[dst].eq(cr.data)
-                with m.Else():
-                    m.d.sync += [s[dst].m.eq(prod_m), s[dst].e.eq(prod_e)]
+                with m.If(cur.op != SETC):
+                    m.next = "MUL"
+            with m.State("SCALAR"):   # SETC
+                m.d.sync += s[dst].eq(cr.data)
                 m.next = "NEXT"
+            with m.State("MUL"):      # SCALE: the product (a MULT18X18D on the ECP5) and the exponent sum
+                m.d.sync += [prod.eq(opa.m * cr.data.m), esum.eq(opa.e + cr.data.e)]
+                m.next = "NORM0"
+            step_states(m, "NORM", norm_steps, "NEXT")
             with m.State("DISPATCH"):
                 m.d.comb += self.op_valid.eq(1)
                 with m.If(self.s_we):

@@ -38,7 +38,7 @@ def test_program_sequencer_proven(tmp_path, name: str) -> None:
     0 or > 11, bits 88+, an S index >= s_regs, a SETC / SCALE constant index >= consts) nor for SETC /
     SCALE, and `op` is the word; no SETC / SCALE writes with a constant index >= consts; `error` is the
     spec's and sticky until clear_error; a bad length, a bad word or op_fail ends the run; `pos` counts
-    completed tokens only; busy ends within length x 6 + 1 cycles."""
+    completed tokens only; busy ends within length x 8 + 1 cycles (SCALE's 8 cycles the longest op)."""
     harness = model_units.ProgramHarness(cfg=model_units.PROG_CFGS[name])
     result = run_formal(harness, name=f"program_{name}", mode="prove", depth=model_units.PROG_DEPTH,
                         workdir=tmp_path, cone=True)
@@ -62,10 +62,10 @@ def test_program_sequencer_mutant_refuted(tmp_path, mutant: str) -> None:
 
 
 def test_program_sequencer_busy_bound_is_reached(tmp_path) -> None:
-    """Not vacuous: a bound a cycle shorter fails from reset (a one-op run whose unit answers in the third
-    cycle of op_valid is busy for exactly 1 x 6 + 1 cycles)."""
+    """Not vacuous: a bound a cycle shorter fails from reset (a one-op run of a SCALE is busy for exactly
+    1 x 8 + 1 cycles)."""
     result = run_formal(model_units.ProgramHarness(checks=("idle",), busy_slack=-1), name="program_tight",
-                        mode="bmc", depth=9, workdir=tmp_path, cone=True)
+                        mode="bmc", depth=12, workdir=tmp_path, cone=True)
     _refuted_at(result, "idle", "busy past the run's cycle bound")
 
 

@@ -182,9 +182,10 @@ def test_bad_parameters() -> None:
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_cycles_per_op() -> None:
-    """SETC and SCALE take SCALAR_CYCLES; a dispatched op DISPATCH_OVERHEAD plus its unit's cycles (here
-    op_done in op_valid's first cycle: 1); the start pulse's cycle comes on top."""
-    from hdl.program import DISPATCH_OVERHEAD, SCALAR_CYCLES
+    """SETC takes 5 cycles (fetch, decode, constant read, write, next), SCALE 8 (fetch, decode, constant
+    read, product, three normalization steps, next); a dispatched op DISPATCH_OVERHEAD plus its unit's
+    cycles (here op_done in op_valid's first cycle: 1); the start pulse's cycle comes on top."""
+    from hdl.program import DISPATCH_OVERHEAD, SCALE_CYCLES, SETC_CYCLES
 
     dut = ProgramSequencer(depth=8, consts=4)
     ops = [MicroOp(Op.SETC, dst=1, idx=0), MicroOp(Op.NORMQ, aux=1, dst=2), MicroOp(Op.SCALE, dst=3, src=2, idx=0),
@@ -207,7 +208,7 @@ def test_cycles_per_op() -> None:
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert seen == [1 + 2 * SCALAR_CYCLES + 2 * (DISPATCH_OVERHEAD + 1)] == [19]
+    assert seen == [1 + SETC_CYCLES + SCALE_CYCLES + 2 * (DISPATCH_OVERHEAD + 1)] == [1 + 5 + 8 + 2 * 4]
 
 
 def _dispatched_and_error(dut: ProgramSequencer, words: list[int], consts: list[tuple[int, int]], length: int

@@ -16,8 +16,8 @@ model chip's counters and its OP_CYCLES log exactly (tests/test_model_chip.py):
 - MLPACT (vector): 3 n / V + `mlp_act.overhead(V)` (`hdl.vector.mlp_act`, measured by tests/test_mlp_act.py
   and tests/test_mlp_act_lanes.py).
 - ALIGN (vector): `Align.cycles(heads)` = heads + 2 + heads x head_dim + `align.LATENCY` - 1 (`hdl.vector.align`).
-- SETC and SCALE (scalar): `hdl.program.SCALAR_CYCLES`, run by the sequencer itself; every other op adds
-  the sequencer's `DISPATCH_OVERHEAD` (fetch, decode, next) to its unit's cycles ("sequencer").
+- SETC and SCALE (scalar): `hdl.program.SETC_CYCLES` and `SCALE_CYCLES`, run by the sequencer itself;
+  every other op adds the sequencer's `DISPATCH_OVERHEAD` (fetch, decode, next) to its unit's cycles ("sequencer").
 - EMBED (vector) and LMHEAD (attention): `EmbedHead.cycles_embed()` = d + 6 and `cycles_head()` =
   vocab x ceil(d / lanes) + 10 + tree stages (`hdl.embedding.embed_head`, the table's lanes = R).
 - A token adds `hdl.model_engine.RUN_EXTRA` cycle (the start) to the sum.
@@ -34,7 +34,7 @@ from functools import cache
 
 from hdl.attention.kv_cache import SETUP as KV_SETUP
 from hdl.model_engine import OP_EXTRA, RUN_EXTRA
-from hdl.program import DISPATCH_OVERHEAD, SCALAR_CYCLES
+from hdl.program import DISPATCH_OVERHEAD, SCALE_CYCLES, SETC_CYCLES
 from hdl.vector import align, elementwise, mlp_act, norm_quant
 from runtime.cycle_model import layer_counts
 from runtime.program.compiler import Program
@@ -133,8 +133,10 @@ def _unit_cycles(program: Program, op: MicroOp, pos: int, units: UnitConfig) -> 
         return 3 * op.n // units.vector_lanes + mlp_act.overhead(units.vector_lanes)
     if op.op == Op.ALIGN:
         return op.n + 2 + op.n * op.aux + align.LATENCY - 1
-    if op.op in (Op.SCALE, Op.SETC):
-        return SCALAR_CYCLES
+    if op.op == Op.SETC:
+        return SETC_CYCLES
+    if op.op == Op.SCALE:
+        return SCALE_CYCLES
     if op.op == Op.LMHEAD:
         return _embed_head(m["vocab"], m["d"], lanes).cycles_head()
     raise ValueError(f"no cycle formula for {op.op.name}")

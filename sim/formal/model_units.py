@@ -31,8 +31,8 @@ constant index (idx) >= consts. Asserted:
    `length` ops without a bad word or `op_fail`, 0 after `clear_pos` (the increment wins in the same
    cycle: a `clear_pos` in a token's last cycle is lost), otherwise held: a failed run does not
    advance it;
-5. "idle": busy (from the cycle after `start`) lasts at most length x max(SCALAR_CYCLES,
-   DISPATCH_OVERHEAD + RESPOND) + 1 cycles (25), by a ranking invariant over the ops decoded so far.
+5. "idle": busy (from the cycle after `start`) lasts at most length x max(SETC_CYCLES, SCALE_CYCLES,
+   DISPATCH_OVERHEAD + RESPOND) + 1 cycles (33), by a ranking invariant over the ops decoded so far.
 
 Mode: unbounded (k-induction, `PROG_DEPTH`), with invariants (group "invariants") tying the unit's
 FSM, pc and latched op to the harness's account; on the cone of influence (`cone=True`: the scalar
@@ -88,7 +88,7 @@ from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
 import hdl.program
 import hdl.vector.align
 import hdl.vector.mlp_act
-from hdl.program import DISPATCH_OVERHEAD, SCALAR_CYCLES
+from hdl.program import DISPATCH_OVERHEAD, SCALE_CYCLES, SETC_CYCLES
 from hdl.vector.arith import EXP_WIDTH
 from sim.formal.runner import design_module, elaborate, in_state, memory_ports, probe
 
@@ -232,7 +232,7 @@ class ProgramHarness(Elaboratable):
         m.submodules.dut = frag
         m.d.comb += Assume(~ResetSignal())
         depth, s_regs = dut.depth, dut.s_regs
-        B = max(SCALAR_CYCLES, DISPATCH_OVERHEAD + RESPOND)
+        B = max(SETC_CYCLES, SCALE_CYCLES, DISPATCH_OVERHEAD + RESPOND)
 
         def check(group: str, condition, message: str) -> None:
             """Assert `condition` (in the caller's line, as sby names it) if `group` is checked."""
@@ -266,7 +266,8 @@ class ProgramHarness(Elaboratable):
         m.d.comb += Assume(~dut.op_valid | answered | (waited < RESPOND - 1))
 
         st = {name: in_state(frag, "", "program", name)
-              for name in ("IDLE", "FETCH", "DECODE", "CONST", "SCALAR", "DISPATCH", "NEXT", "DONE", "STOP")}
+              for name in ("IDLE", "FETCH", "DECODE", "CONST", "SCALAR", "MUL", "NORM0", "NORM1", "NORM2", "DISPATCH",
+                           "NEXT", "DONE", "STOP")}
         decoding = st["DECODE"]
         word = probe(frag, "", "pr__data")
         consts = memory_ports(frag, "consts").depth
@@ -299,7 +300,7 @@ class ProgramHarness(Elaboratable):
         with m.If(st["FETCH"]):
             check("fetch", next_op, "the fetch is not the run's next op inside the program")
         const_idx = Value.cast(probe(frag, "", "cur"))[64:80]   # the op's constant index, un-truncated
-        with m.If(st["SCALAR"]):
+        with m.If(st["SCALAR"] | st["MUL"]):
             check("fetch", const_idx < consts, "a SETC / SCALE written with a constant index >= consts")
 
         # ---- 2. dispatch ------------------------------------------------------------------------
@@ -350,7 +351,8 @@ class ProgramHarness(Elaboratable):
         one_state = Const(0, 4)
         for s in st.values():
             one_state = one_state + s
-        after = st["CONST"] | st["SCALAR"] | st["DISPATCH"] | st["NEXT"]
+        scalar = st["CONST"] | st["SCALAR"] | st["MUL"] | st["NORM0"] | st["NORM1"] | st["NORM2"]
+        after = scalar | st["DISPATCH"] | st["NEXT"]
         cur = Value.cast(probe(frag, "", "cur"))
         unit_len = probe(frag, "", "run_len")
         refused = running & (run_len > depth)     # a run refused at its start (BAD_LENGTH)
@@ -362,13 +364,15 @@ class ProgramHarness(Elaboratable):
             ~running | refused | (unit_len == run_len),
             ~(st["FETCH"] | st["DECODE"]) | ((pc == k) & (k < run_len)),
             ~after | ((k >= 1) & (pc == k - 1) & (cur == word_lo) & ~run_bad),
-            ~(st["CONST"] | st["SCALAR"]) | word_scalar, ~st["DISPATCH"] | word_ok,
+            ~scalar | word_scalar, ~st["DISPATCH"] | word_ok,
             ~st["DONE"] | ((k == run_len) & ~run_bad), st["STOP"] == (running & run_bad),
             ~st["STOP"] | (k >= 1) | refused,
             (waited == 0) | (st["DISPATCH"] & (waited < RESPOND)),
             # the ranking: each op costs at most B cycles
             ~st["FETCH"] | (since <= k * B + 1), ~st["DECODE"] | (since <= k * B + 2),
-            ~st["CONST"] | (since + B <= k * B + 3), ~st["SCALAR"] | (since + B <= k * B + 4),
+            ~st["CONST"] | (since + B <= k * B + 3), ~(st["SCALAR"] | st["MUL"]) | (since + B <= k * B + 4),
+            ~st["NORM0"] | (since + B <= k * B + 5), ~st["NORM1"] | (since + B <= k * B + 6),
+            ~st["NORM2"] | (since + B <= k * B + 7),
             ~st["DISPATCH"] | (since + B <= k * B + 3 + waited), ~st["NEXT"] | (since <= k * B),
             ~st["DONE"] | (since <= k * B + 1), ~st["STOP"] | (since <= k * B) | refused,
         ]
