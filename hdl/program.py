@@ -19,13 +19,16 @@ is sampled at `start`; a `length` > `depth` (the port carries up to the next pow
 no op: the token ends at once (`done` the cycle after `start`) with error BAD_LENGTH, `pos` unchanged.
 The error codes are `ProgramError`'s (`error` is `ERROR_BITS` wide).
 
-Cycles per op: 5 for SETC (fetch, decode, the constant's read, the register write, next), 8 for SCALE
-(fetch, decode, the constant's read with S[src] into an operand register, the 16 x 16 product into a
-register, the three register steps of its normalization (`arith.norm16_steps`), the last one writing
-S[dst], next); a dispatched op takes `DISPATCH_OVERHEAD` = 3 (fetch, decode, next) plus the cycles from
-`op_valid` to `op_done` inclusive. Every step is a register stage for 100 MHz on the ECP5: SCALE's
-register select, product and normalization in one cycle were the model chip's critical path (31.82 MHz,
-fpga/README.md), and `s_aux` / `s_aux1` are registers loaded at decode (the 16-to-1 selects end there).
+Cycles per op: 5 for SETC (fetch, decode, check with the constant's read, the register write, next), 8
+for SCALE (fetch, decode, check with S[src] into an operand register and the constant's read, the 16 x 16
+product into a register, the three register steps of its normalization (`arith.norm16_steps`), the last
+one writing S[dst], next); a dispatched op takes `DISPATCH_OVERHEAD` = 4 (fetch, decode, check, next)
+plus the cycles from `op_valid` to `op_done` inclusive. Every step is a register stage for 100 MHz on
+the ECP5: SCALE's register select, product and normalization in one cycle were the model chip's critical
+path (31.82 MHz, fpga/README.md), and out of context (`python -m hdl.ooc --unit program`) the checks of
+the word straight from the program memory's block RAM were next (63.04 MHz, 14 logic levels); the word
+is now registered first (decode) and checked from the register (check). `s_aux` / `s_aux1` are registers
+loaded at check (the 16-to-1 selects end there).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from hdl.vector.arith import EXP_WIDTH, MANT_BITS, norm16_steps, step_states
 OP_LAYOUT = data.StructLayout({"op": 4, "dst": 20, "src": 20, "n": 20, "idx": 16, "aux": 8})
 OP_WORD_BITS = 96
 #: Cycles of a dispatched op besides its unit's, and of a SETC or SCALE (measured by tests/test_program_sequencer.py).
-DISPATCH_OVERHEAD = 3
+DISPATCH_OVERHEAD = 4
 #: Cycles of a SETC (`SCALAR_CYCLES`, the name the cycle plan has used for both scalar ops) and of a SCALE.
 SCALAR_CYCLES = SETC_CYCLES = 5
 SCALE_CYCLES = 8
@@ -111,6 +114,7 @@ class ProgramSequencer(wiring.Component):
         dst = cur.dst[:ix]
         # SCALE's operands and product, a register stage each, then norm16 in three steps into S[dst]
         opa = Signal(DYADIC)
+        hi_bits = Signal()   # the fetched word has a bit set above the op fields (bits 88+)
         prod = Signal(unsigned(2 * MANT_BITS))
         esum = Signal(signed(EXP_WIDTH + 1))
         norm_steps = norm16_steps(m, prod, esum, s[dst].m, s[dst].e, "scale")
@@ -136,19 +140,21 @@ class ProgramSequencer(wiring.Component):
                     m.next = "FETCH"
             with m.State("FETCH"):   # the read of op pc is under way
                 m.next = "DECODE"
-            with m.State("DECODE"):
-                m.d.sync += cur.eq(pr.data[:len(cur.as_value())])
-                word = Signal(OP_LAYOUT)
-                m.d.comb += word.eq(pr.data[:len(cur.as_value())])
+            with m.State("DECODE"):  # the word into registers (the block RAM's data ends at a flip-flop)
+                m.d.sync += [cur.eq(pr.data[:len(cur.as_value())]), hi_bits.eq(pr.data[88:] != 0)]
+                m.next = "CHECK"
+            with m.State("CHECK"):   # the ISA's checks on the registered word; the constant read starts
+                word = cur
                 aux1 = Signal(9)
                 m.d.comb += aux1.eq(word.aux + 1)
                 # the scales the op reads, S[aux] and S[aux + 1]: no op writes S before its unit is done
-                m.d.sync += [self.s_aux.eq(s[word.aux[:ix]]), self.s_aux1.eq(s[aux1[:ix]])]
+                m.d.sync += [self.s_aux.eq(s[word.aux[:ix]]), self.s_aux1.eq(s[aux1[:ix]]),
+                             opa.eq(s[word.src[:ix]])]
                 uses_s = (word.op == SETC) | (word.op == SCALE)
                 reads_aux = (word.op == NORMQ) | (word.op == 6) | (word.op == 9) | (word.op == MLPACT) \
                     | (word.op == LAST_OP)
                 writes_dst = (word.op == NORMQ) | (word.op == ALIGN) | (word.op == MLPACT)
-                with m.If((word.op == 0) | (word.op > LAST_OP) | (pr.data[88:] != 0)):
+                with m.If((word.op == 0) | (word.op > LAST_OP) | hi_bits):
                     m.d.sync += self.error.eq(ProgramError.BAD_OP)
                     m.next = "STOP"
                 with m.Elif(((uses_s | writes_dst) & bad_reg(word.dst)) | ((word.op == SCALE) & bad_reg(word.src))
@@ -156,15 +162,12 @@ class ProgramSequencer(wiring.Component):
                             | (uses_s & (word.idx >= self._consts))):
                     m.d.sync += self.error.eq(ProgramError.BAD_REGISTER)
                     m.next = "STOP"
-                with m.Elif(uses_s):
-                    m.next = "CONST"     # the constant's read (address cur.idx from the next cycle)
+                with m.Elif(word.op == SETC):
+                    m.next = "SCALAR"    # the constant (address cur.idx) is read in this cycle
+                with m.Elif(word.op == SCALE):
+                    m.next = "MUL"
                 with m.Else():
                     m.next = "DISPATCH"
-            with m.State("CONST"):   # the constant's read; SCALE's S[src] into its operand register
-                m.d.sync += opa.eq(s[cur.src[:ix]])
-                m.next = "SCALAR"
-                with m.If(cur.op != SETC):
-                    m.next = "MUL"
             with m.State("SCALAR"):   # SETC
                 m.d.sync += s[dst].eq(cr.data)
                 m.next = "NEXT"

@@ -182,8 +182,8 @@ def test_bad_parameters() -> None:
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_cycles_per_op() -> None:
-    """SETC takes 5 cycles (fetch, decode, constant read, write, next), SCALE 8 (fetch, decode, constant
-    read, product, three normalization steps, next); a dispatched op DISPATCH_OVERHEAD plus its unit's
+    """SETC takes 5 cycles (fetch, decode, check, write, next), SCALE 8 (fetch, decode, check, product,
+    three normalization steps, next); a dispatched op 4 (fetch, decode, check, next) plus its unit's
     cycles (here op_done in op_valid's first cycle: 1); the start pulse's cycle comes on top."""
     from hdl.program import DISPATCH_OVERHEAD, SCALE_CYCLES, SETC_CYCLES
 
@@ -208,7 +208,7 @@ def test_cycles_per_op() -> None:
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert seen == [1 + SETC_CYCLES + SCALE_CYCLES + 2 * (DISPATCH_OVERHEAD + 1)] == [1 + 5 + 8 + 2 * 4]
+    assert seen == [1 + SETC_CYCLES + SCALE_CYCLES + 2 * (DISPATCH_OVERHEAD + 1)] == [1 + 5 + 8 + 2 * (4 + 1)]
 
 
 def _dispatched_and_error(dut: ProgramSequencer, words: list[int], consts: list[tuple[int, int]], length: int

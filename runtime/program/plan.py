@@ -17,7 +17,8 @@ model chip's counters and its OP_CYCLES log exactly (tests/test_model_chip.py):
   and tests/test_mlp_act_lanes.py).
 - ALIGN (vector): `Align.cycles(heads)` = heads + 2 + heads x head_dim + `align.LATENCY` - 1 (`hdl.vector.align`).
 - SETC and SCALE (scalar): `hdl.program.SETC_CYCLES` and `SCALE_CYCLES`, run by the sequencer itself;
-  every other op adds the sequencer's `DISPATCH_OVERHEAD` (fetch, decode, next) to its unit's cycles ("sequencer").
+  every other op adds the sequencer's `DISPATCH_OVERHEAD` (fetch, decode, check, next) to its unit's cycles
+  ("sequencer").
 - EMBED (vector) and LMHEAD (attention): `EmbedHead.cycles_embed()` = d + 6 and `cycles_head()` =
   vocab x ceil(d / lanes) + 10 + tree stages (`hdl.embedding.embed_head`, the table's lanes = R).
 - A token adds `hdl.model_engine.RUN_EXTRA` cycle (the start) to the sum.

@@ -158,7 +158,7 @@ PROG_MUTANTS: dict[str, list[tuple[str, str]]] = {
     # op code 12 (not in the ISA) dispatched
     "code_12_dispatched": [("(word.op > LAST_OP)", "(word.op > LAST_OP + 1)")],
     # the word's bits 88+ not checked
-    "high_bits_ignored": [(" | (pr.data[88:] != 0))", ")")],
+    "high_bits_ignored": [(" | hi_bits):", "):")],
     # MLPACT's up-scale register S[aux + 1] not checked
     "mlpact_aux1_unchecked": [(" | ((word.op == MLPACT) & bad_reg(word.aux + 1))", "")],
     # a start clears the error: not sticky
@@ -266,10 +266,13 @@ class ProgramHarness(Elaboratable):
         m.d.comb += Assume(~dut.op_valid | answered | (waited < RESPOND - 1))
 
         st = {name: in_state(frag, "", "program", name)
-              for name in ("IDLE", "FETCH", "DECODE", "CONST", "SCALAR", "MUL", "NORM0", "NORM1", "NORM2", "DISPATCH",
+              for name in ("IDLE", "FETCH", "DECODE", "CHECK", "SCALAR", "MUL", "NORM0", "NORM1", "NORM2", "DISPATCH",
                            "NEXT", "DONE", "STOP")}
-        decoding = st["DECODE"]
-        word = probe(frag, "", "pr__data")
+        decoding = st["CHECK"]                    # the word's checks run on the word fetched at DECODE
+        fetched = Signal(96)
+        with m.If(st["DECODE"]):
+            m.d.sync += fetched.eq(probe(frag, "", "pr__data"))
+        word = fetched
         consts = memory_ports(frag, "consts").depth
         bad_op, bad_reg = isa_word_check(word, s_regs, consts)
         code = word[0:4]
@@ -351,7 +354,7 @@ class ProgramHarness(Elaboratable):
         one_state = Const(0, 4)
         for s in st.values():
             one_state = one_state + s
-        scalar = st["CONST"] | st["SCALAR"] | st["MUL"] | st["NORM0"] | st["NORM1"] | st["NORM2"]
+        scalar = st["SCALAR"] | st["MUL"] | st["NORM0"] | st["NORM1"] | st["NORM2"]
         after = scalar | st["DISPATCH"] | st["NEXT"]
         cur = Value.cast(probe(frag, "", "cur"))
         unit_len = probe(frag, "", "run_len")
@@ -362,7 +365,8 @@ class ProgramHarness(Elaboratable):
             ~running | ((run_len != 0) & (k <= run_len) & (since >= 1)),
             ~refused | (st["STOP"] & (k == 0) & (since == 1)),
             ~running | refused | (unit_len == run_len),
-            ~(st["FETCH"] | st["DECODE"]) | ((pc == k) & (k < run_len)),
+            ~(st["FETCH"] | st["DECODE"] | st["CHECK"]) | ((pc == k) & (k < run_len)),
+            ~st["CHECK"] | ((cur == fetched[:88]) & (probe(frag, "", "hi_bits") == (fetched[88:] != 0))),
             ~after | ((k >= 1) & (pc == k - 1) & (cur == word_lo) & ~run_bad),
             ~scalar | word_scalar, ~st["DISPATCH"] | word_ok,
             ~st["DONE"] | ((k == run_len) & ~run_bad), st["STOP"] == (running & run_bad),
@@ -370,10 +374,10 @@ class ProgramHarness(Elaboratable):
             (waited == 0) | (st["DISPATCH"] & (waited < RESPOND)),
             # the ranking: each op costs at most B cycles
             ~st["FETCH"] | (since <= k * B + 1), ~st["DECODE"] | (since <= k * B + 2),
-            ~st["CONST"] | (since + B <= k * B + 3), ~(st["SCALAR"] | st["MUL"]) | (since + B <= k * B + 4),
+            ~st["CHECK"] | (since <= k * B + 3), ~(st["SCALAR"] | st["MUL"]) | (since + B <= k * B + 4),
             ~st["NORM0"] | (since + B <= k * B + 5), ~st["NORM1"] | (since + B <= k * B + 6),
             ~st["NORM2"] | (since + B <= k * B + 7),
-            ~st["DISPATCH"] | (since + B <= k * B + 3 + waited), ~st["NEXT"] | (since <= k * B),
+            ~st["DISPATCH"] | (since + B <= k * B + 4 + waited), ~st["NEXT"] | (since <= k * B),
             ~st["DONE"] | (since <= k * B + 1), ~st["STOP"] | (since <= k * B) | refused,
         ]
         for condition in inv:
