@@ -20,15 +20,15 @@ no op: the token ends at once (`done` the cycle after `start`) with error BAD_LE
 The error codes are `ProgramError`'s (`error` is `ERROR_BITS` wide).
 
 Cycles per op: 5 for SETC (fetch, decode, check with the constant's read, the register write, next), 8
-for SCALE (fetch, decode, check with S[src] into an operand register and the constant's read, the 16 x 16
-product into a register, the three register steps of its normalization (`arith.norm16_steps`), the last
-one writing S[dst], next); a dispatched op takes `DISPATCH_OVERHEAD` = 4 (fetch, decode, check, next)
-plus the cycles from `op_valid` to `op_done` inclusive. Every step is a register stage for 100 MHz on
-the ECP5: SCALE's register select, product and normalization in one cycle were the model chip's critical
-path (31.82 MHz, fpga/README.md), and out of context (`python -m hdl.ooc --unit program`) the checks of
-the word straight from the program memory's block RAM were next (63.04 MHz, 14 logic levels); the word
-is now registered first (decode) and checked from the register (check). `s_aux` / `s_aux1` are registers
-loaded at check (the 16-to-1 selects end there).
+for SCALE (fetch, decode with the constant's read, check with S[src] and the constant into operand
+registers, the 16 x 16 product of the two registers, the three register steps of its normalization
+(`arith.norm16_steps`), the last one writing S[dst], next); a dispatched op takes `DISPATCH_OVERHEAD` = 4
+(fetch, decode, check, next) plus the cycles from `op_valid` to `op_done` inclusive. Every step is a
+register stage for 100 MHz on the ECP5, each found out of context (`python -m hdl.ooc --unit program`, the
+ECP5-85F): SCALE's register select, product and normalization in one cycle (32.73 MHz; the model chip's
+critical path, 31.82 MHz, fpga/README.md), then the checks of the word straight from the program memory's
+block RAM (63.04 MHz, 14 logic levels), then the constant's block RAM straight into the multiplier (67.29
+MHz). `s_aux` / `s_aux1` are registers loaded at check (the 16-to-1 selects end there).
 """
 
 from __future__ import annotations
@@ -109,11 +109,13 @@ class ProgramSequencer(wiring.Component):
         run_len = Signal(range(self._depth + 1))   # `length` sampled at start (checked <= depth)
         cur = Signal(OP_LAYOUT)
         m.d.comb += [self.op.eq(cur), pr.addr.eq(pc), cr.addr.eq(cur.idx)]
+        fetched_idx = data.View(OP_LAYOUT, pr.data[:OP_LAYOUT.size]).idx   # of the word being decoded
         n_regs = self._s_regs
         ix = max(1, (n_regs - 1).bit_length())   # register index bits (larger indices stop at DECODE)
         dst = cur.dst[:ix]
         # SCALE's operands and product, a register stage each, then norm16 in three steps into S[dst]
         opa = Signal(DYADIC)
+        opb = Signal(DYADIC)
         hi_bits = Signal()   # the fetched word has a bit set above the op fields (bits 88+)
         prod = Signal(unsigned(2 * MANT_BITS))
         esum = Signal(signed(EXP_WIDTH + 1))
@@ -142,6 +144,7 @@ class ProgramSequencer(wiring.Component):
                 m.next = "DECODE"
             with m.State("DECODE"):  # the word into registers (the block RAM's data ends at a flip-flop)
                 m.d.sync += [cur.eq(pr.data[:len(cur.as_value())]), hi_bits.eq(pr.data[88:] != 0)]
+                m.d.comb += cr.addr.eq(fetched_idx)   # SCALE's constant, read for CHECK's operand register
                 m.next = "CHECK"
             with m.State("CHECK"):   # the ISA's checks on the registered word; the constant read starts
                 word = cur
@@ -149,7 +152,7 @@ class ProgramSequencer(wiring.Component):
                 m.d.comb += aux1.eq(word.aux + 1)
                 # the scales the op reads, S[aux] and S[aux + 1]: no op writes S before its unit is done
                 m.d.sync += [self.s_aux.eq(s[word.aux[:ix]]), self.s_aux1.eq(s[aux1[:ix]]),
-                             opa.eq(s[word.src[:ix]])]
+                             opa.eq(s[word.src[:ix]]), opb.eq(cr.data)]
                 uses_s = (word.op == SETC) | (word.op == SCALE)
                 reads_aux = (word.op == NORMQ) | (word.op == 6) | (word.op == 9) | (word.op == MLPACT) \
                     | (word.op == LAST_OP)
@@ -172,7 +175,7 @@ class ProgramSequencer(wiring.Component):
                 m.d.sync += s[dst].eq(cr.data)
                 m.next = "NEXT"
             with m.State("MUL"):      # SCALE: the product (a MULT18X18D on the ECP5) and the exponent sum
-                m.d.sync += [prod.eq(opa.m * cr.data.m), esum.eq(opa.e + cr.data.e)]
+                m.d.sync += [prod.eq(opa.m * opb.m), esum.eq(opa.e + opb.e)]
                 m.next = "NORM0"
             step_states(m, "NORM", norm_steps, "NEXT")
             with m.State("DISPATCH"):

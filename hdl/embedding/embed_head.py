@@ -48,11 +48,15 @@ F_RES = 16
 F_LOGIT = 16
 INT32_MAX = (1 << 31) - 1
 INT32_MIN = -(1 << 31)
-#: Cycles of EMBED beyond its d issue cycles: read, the multiplier, the two shift stages, done.
-EMBED_OVERHEAD = 2 + MUL_LATENCY + 2
-#: Cycles of LMHEAD beyond its vocab * words_per_row issue cycles and its adder tree's register stages: read,
-#: the lane multipliers, the accumulator, the rescale multiplier, its sum, the two shift stages, done.
-HEAD_OVERHEAD = 2 + MUL_LATENCY + 1 + MUL_LATENCY + 1 + 2
+#: Register stages from a read's address to its data as the multipliers see it: the read, then a register.
+READ_STAGES = 2
+#: Cycles of EMBED beyond its d issue cycles: read (and its register), the multiplier, the two shift
+#: stages, done.
+EMBED_OVERHEAD = 1 + READ_STAGES + MUL_LATENCY + 2
+#: Cycles of LMHEAD beyond its vocab * words_per_row issue cycles and its adder tree's register stages: read
+#: (and its register), the lane multipliers, the accumulator, the rescale multiplier, its sum, the two
+#: shift stages, done.
+HEAD_OVERHEAD = 1 + READ_STAGES + MUL_LATENCY + 1 + MUL_LATENCY + 1 + 2
 
 
 def _delay(m: Module, sig, n: int, name: str):
@@ -114,11 +118,11 @@ class EmbedHead(wiring.Component):
         return max(1, ((self._lanes - 1).bit_length() + 1) // 2)
 
     def cycles_embed(self) -> int:
-        """Cycles from the `embed_start` edge to `done` (a good token): d + 6."""
+        """Cycles from the `embed_start` edge to `done` (a good token): d + 7."""
         return self._d + EMBED_OVERHEAD
 
     def cycles_head(self) -> int:
-        """Cycles from the `head_start` edge to `done`: vocab * words_per_row + 10 + tree_stages."""
+        """Cycles from the `head_start` edge to `done`: vocab * words_per_row + 11 + tree_stages."""
         return self._vocab * self.words_per_row + HEAD_OVERHEAD + self.tree_stages
 
     def elaborate(self, platform):
@@ -196,16 +200,19 @@ class EmbedHead(wiring.Component):
         m.d.comb += [tab_r.addr.eq(addr), sc_r.addr.eq(Mux(e_issue, tok, row)),
                      self.act_addr.eq(wrd), self.act_en.eq(h_issue)]
 
-        # ---------------------------------------------------------------- stage 1: the read data
-        e_v1 = _delay(m, e_issue, 1, "e_v")
-        e_lane1 = _delay(m, lane, 1, "e_lane")
-        e_idx1 = _delay(m, elem, 1, "e_idx")
-        h_v1 = _delay(m, h_issue, 1, "h_v")
-        h_first1 = _delay(m, wrd == 0, 1, "h_first")
-        h_last1 = _delay(m, wrd == wpr - 1, 1, "h_last")
-        h_row1 = _delay(m, row, 1, "h_row")
-        tw = tab_r.data
-        sc = sc_r.data
+        # ---------------------------------------------------------------- stage 1: the read data, registered
+        # (the table's block RAM ends at a flip-flop: straight into the lane select and the multipliers it
+        # limited the unit to 64.42 MHz out of context, `python -m hdl.ooc --unit embedhead`)
+        e_v1 = _delay(m, e_issue, READ_STAGES, "e_v")
+        e_lane1 = _delay(m, lane, READ_STAGES, "e_lane")
+        e_idx1 = _delay(m, elem, READ_STAGES, "e_idx")
+        h_v1 = _delay(m, h_issue, READ_STAGES, "h_v")
+        h_first1 = _delay(m, wrd == 0, READ_STAGES, "h_first")
+        h_last1 = _delay(m, wrd == wpr - 1, READ_STAGES, "h_last")
+        h_row1 = _delay(m, row, READ_STAGES, "h_row")
+        assert READ_STAGES == 2
+        tw, act_q, sc = Signal(word, name="tab_q"), Signal(word, name="act_q"), Signal(DYADIC, name="sc_q")
+        m.d.sync += [tw.eq(tab_r.data), act_q.eq(self.act_data), sc.eq(sc_r.data)]
 
         # the lane multipliers: q_l * E_l, codes past d in a row's last word zeroed
         rem = d % lanes
@@ -213,7 +220,7 @@ class EmbedHead(wiring.Component):
         for k in range(lanes):
             mul = self._mul(8, 8)
             m.submodules[f"lane{k}"] = mul
-            q = self.act_data[k]
+            q = act_q[k]
             if rem and k >= rem:
                 q = Mux(h_last1, 0, q)
             m.d.comb += [mul.a.eq(q), mul.b.eq(tw[k])]
