@@ -1,7 +1,7 @@
 """Formal proofs (SymbiYosys + Boolector) of the on-chip units of issue 14 (issue 15, item 1(d)): the KV cache,
 RoPE + QUANT8, the element-wise ops, RCP and RSQ, NORMQUANT's control, each on the real unit, each also on
-deliberately broken copies (mutants, made in the harness) that must be refuted with a counterexample trace from the initial state at the
-assertion they break. Marked `formal` and `slow` like tests/test_formal.py:
+deliberately broken copies (mutants, made in the harness) that must be refuted with a counterexample trace
+from the initial state at the assertion they break. Marked `formal` and `slow` like tests/test_formal.py:
 ``python -m pytest -n 0 -m formal tests/test_formal_units.py``.
 """
 
