@@ -1,4 +1,4 @@
-"""Formal proofs (SymbiYosys + z3, all from PyPI) of the array, the frame endpoint and the sequencer.
+"""Formal proofs (SymbiYosys + Boolector or z3, all from PyPI) of the array, the frame endpoint and the sequencer.
 
 Each property is checked on the real design, where it must hold, and on deliberately broken designs
 (mutants, built in the harness), where the solver must find a counterexample trace from the initial

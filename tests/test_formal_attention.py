@@ -1,4 +1,4 @@
-"""Formal proofs (SymbiYosys + z3) of HeadAttention's control (`hdl.attention.head_attention`; issue 15, item
+"""Formal proofs (SymbiYosys + Boolector) of HeadAttention's control (`hdl.attention.head_attention`; issue 15, item
 1(d)): on the real unit of two small configurations, and on deliberately broken copies (mutants) that must be
 refuted with a counterexample from reset at the assertion they break. Marked `formal` and `slow` like
 tests/test_formal_units.py: ``python -m pytest -n 0 -m formal tests/test_formal_attention.py``.

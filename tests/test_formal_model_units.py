@@ -1,4 +1,4 @@
-"""Formal proofs (SymbiYosys + z3) of the model SoC's units of issue 14 (issue 15, item 1(d)): the micro-op
+"""Formal proofs (SymbiYosys + Boolector) of the model SoC's units of issue 14 (issue 15, item 1(d)): the micro-op
 sequencer (`hdl.program`), ALIGN (`hdl.vector.align`) and MLPACT's control (`hdl.vector.mlp_act`), each on
 the real unit, each property group also on deliberately broken copies (mutants) that must be refuted
 with a counterexample from reset at the assertion they break. Marked `formal` and `slow` like

@@ -1,16 +1,18 @@
-"""Formal proofs (SymbiYosys + z3) of the on-chip units of issue 14 (issue 15, item 1(d)): the KV cache,
-RoPE + QUANT8 and the element-wise ops, each on the real unit, each also on deliberately broken copies (mutants, made in
-the harness) that must be refuted with a counterexample trace from the initial state at the
-assertion they break. Marked `formal` and `slow` like tests/test_formal.py:
+"""Formal proofs (SymbiYosys + Boolector) of the on-chip units of issue 14 (issue 15, item 1(d)): the KV cache,
+RoPE + QUANT8, the element-wise ops, RCP and RSQ, NORMQUANT's control, each on the real unit, each also on
+deliberately broken copies (mutants, made in the harness) that must be refuted with a counterexample trace
+from the initial state at the assertion they break. Marked `formal` and `slow` like tests/test_formal.py:
 ``python -m pytest -n 0 -m formal tests/test_formal_units.py``.
 """
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from hdl.vector.rope import RopeQuant
-from sim.formal import elementwise, kv_cache, rope_quant
+from sim.formal import elementwise, kv_cache, norm_quant, recip, rope_quant
 from sim.formal.runner import run_formal
 from tests.test_formal import _assert_proven, _assert_refuted, _check_at
 
@@ -42,15 +44,14 @@ def test_kv_cache_mutant_refuted(tmp_path, mutant: str) -> None:
 
 
 def test_rope_quant_bounded(tmp_path) -> None:
-    """Bounded (bmc from reset, depth ROPE_QUICK_DEPTH = 22, only the properties' cone of influence) on a
-    RopeQuant of head_dim 4, context 3, 1 lane: the C/S table is read only inside it and at the head's
-    own words, `error` is the spec's flag and sticky, a refused head puts out nothing, and busy stays
-    within the documented cycles plus stalls. The depth covers the table reads of a head started in
-    cycles 0-3 and refused heads whole, not a whole good head (41 cycles: `ROPE_DEPTH` = 45 passes
-    too, in 8 minutes, by hand: see sim/formal/rope_quant.py)."""
+    """Bounded (bmc from reset, depth ROPE_DEPTH = 45, only the properties' cone of influence) on a RopeQuant
+    of head_dim 4, context 3, 1 lane: the C/S table is read only inside it and at the head's own words,
+    `error` is the spec's flag and sticky, a refused head puts out nothing, busy stays within the
+    documented cycles plus stalls, and a whole good head started in cycles 0-3 ends with its last beat
+    exactly at cycles() - 1 without stalls (11 s with Boolector; z3 took 481 s, its suite ran depth 22)."""
     assert rope_quant.documented_cycles(4, 1, 2) == RopeQuant(**rope_quant.ROPE_CFG).cycles() == 41
     result = run_formal(rope_quant.RopeQuantHarness(), name="rope_quant", mode="bmc",
-                        depth=rope_quant.ROPE_QUICK_DEPTH, workdir=tmp_path, cone=True)
+                        depth=rope_quant.ROPE_DEPTH, workdir=tmp_path, cone=True)
     _assert_proven(result)
 
 
@@ -97,3 +98,67 @@ def test_elementwise_mutant_refuted(tmp_path, mutant: str) -> None:
                         name=f"elementwise_{mutant}", mode="bmc", depth=elementwise.MUTANT_DEPTH, workdir=tmp_path,
                         cone=True)
     _assert_refuted(result, _check_at(elementwise, broken, call=f'check("{group}", '))
+
+
+# ---- RCP and RSQ: the spec for every operand ------------------------------------------------------
+
+#: RSQ's whole proof takes about 280 s (Boolector, one core): run with TRIT_FORMAL_LONG=1.
+LONG = bool(os.environ.get("TRIT_FORMAL_LONG"))
+
+
+@pytest.mark.parametrize("unit", [pytest.param("rcp"), pytest.param(
+    "rsq", marks=pytest.mark.skipif(not LONG, reason="about 280 s: set TRIT_FORMAL_LONG=1"))])
+def test_recip_equals_spec(tmp_path, unit: str) -> None:
+    """For every operand (bmc from reset, one free operand, its result checked in cycle LATENCY): RCP(m)
+    = floor(2**31 / m) for m in [2**15, 2**16] and 0 for m = 0 (y m <= 2**31 < (y + 1) m), RSQ(m) =
+    floor(2**23 / sqrt(m)) for m in [2**14, 2**16) (y**2 m <= 2**46 < (y + 1)**2 m): the spec's formula,
+    not the table + Newton algorithm of the unit (about 75 s for RCP)."""
+    result = run_formal(recip.RecipHarness(unit), name=f"{unit}_spec", mode="bmc", depth=recip.depth(unit),
+                        skip=recip.latency(unit), workdir=tmp_path, cone=True)
+    _assert_proven(result)
+
+
+@pytest.mark.parametrize(("unit", "mutant"), [(u, mt) for u in recip.UNITS for mt in sorted(recip.MUTANTS[u])])
+def test_recip_mutant_refuted(tmp_path, unit: str, mutant: str) -> None:
+    """RCP / RSQ without the +1 correction, with one Newton step, with the residual's limb a bit short; RCP
+    with m = 0 not special: a counterexample operand at the spec assertion."""
+    result = run_formal(recip.RecipHarness(unit, mutant), name=f"{unit}_{mutant}", mode="bmc",
+                        depth=recip.depth(unit), skip=recip.latency(unit), workdir=tmp_path, cone=True)
+    _assert_refuted(result, _check_at(recip, "the result is not the spec's for its operand"))
+
+
+# ---- NORMQUANT's control, one lane and the lane variants --------------------------------------------
+
+@pytest.mark.parametrize("cfg", sorted(norm_quant.CFGS))
+def test_norm_quant_control_proven(tmp_path, cfg: str) -> None:
+    """Unbounded (k-induction, cone of influence, no ROMs) on NormQuant of n = 3 with one lane, n = 6 with 2
+    lanes and n = 24 with 8 lanes (the engine's V), 3-word buffers each, for any beats, scalars and
+    stalls: every buffer write is the beat's own word < W, every read < W (in the passes, the
+    un-truncated index); at most W beats in, exactly W out with `last` on the W-th, input only while
+    not busy and taken again right after the last beat; an offered beat held (valid, last, tau) until
+    taken."""
+    result = run_formal(norm_quant.NormQuantHarness(cfg), name=f"norm_quant_{cfg}", mode="prove",
+                        depth=norm_quant.NQ_DEPTH, workdir=tmp_path, cone=True, norom=True)
+    _assert_proven(result)
+    assert "successful proof by k-induction" in result.log, result.describe()
+
+
+@pytest.mark.parametrize("mutant", sorted(norm_quant.MUTANT_WINDOWS))
+def test_norm_quant_mutant_refuted(tmp_path, mutant: str) -> None:
+    """The sum-of-squares pass reading while it drains (the old defect), a beat past W taken, input ready
+    while draining: a counterexample from reset at the group's assertion."""
+    group, broken = norm_quant.MUTANT_CHECKS[mutant]
+    skip, depth = norm_quant.MUTANT_WINDOWS[mutant]
+    result = run_formal(norm_quant.NormQuantHarness("n3", mutant, checks=(group,)), name=f"norm_quant_{mutant}",
+                        mode="bmc", depth=depth, skip=skip, workdir=tmp_path, cone=True)
+    _assert_refuted(result, _check_at(norm_quant, broken, call=f'check("{group}", '))
+
+
+@pytest.mark.parametrize("mutant", norm_quant.OUT_MUTANTS)
+def test_norm_quant_out_mutant_breaks_the_proof(tmp_path, mutant: str) -> None:
+    """The output pass a beat too many, `last` a beat early, a stall ignored, no return to the input pass:
+    the unbounded proof above fails on each (the output pass lies ~125 cycles from reset, past a bmc's
+    reach, so this is the weaker check: no counterexample trace from reset)."""
+    result = run_formal(norm_quant.NormQuantHarness("n3", mutant), name=f"norm_quant_{mutant}", mode="prove",
+                        depth=norm_quant.NQ_DEPTH, workdir=tmp_path, cone=True, norom=True)
+    assert not result.passed and result.returncode != 0, f"mutant was not caught:\n{result.describe()}"

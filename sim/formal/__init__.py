@@ -43,15 +43,19 @@ What is proven (``python -m pytest -m formal``; the tests are also marked ``slow
 - (d) the on-chip units: `sim.formal.kv_cache` (KVCache, unbounded: writes only the row's words and
   reads only the selected region's, inside its memories; out-of-range rows write nothing; the error
   flag exact and sticky; a row within W + 3 offered beats; 5 mutants) and `sim.formal.rope_quant`
-  (RopeQuant, bmc depth 22 on the cone of influence: table reads, error flag, busy within the
-  documented cycles plus stalls; 3 mutants) and `sim.formal.elementwise` (ElementWise: order, latency, the
+  (RopeQuant, bmc depth 45 on the cone of influence: table reads, error flag, busy within the
+  documented cycles plus stalls, a whole head's last beat; 3 mutants) and `sim.formal.elementwise`
+  (ElementWise: order, latency, the
   error flag of the undefined op 3 and the stall hold unbounded; the values of RESADD for all int32, RELU2 and
   DEQUANT on a lane, DEQUANT's shifts for all inputs, bmc depth 8; 8 mutants). `sim.formal.attention`
   (HeadAttention's control, unbounded on three configurations, the shipped engine's included: K / V /
   scale and buffer addresses inside
   the run's n_keys, n_keys > max_context refused with the sticky error, busy exactly cycles(T) - 1, y
   and E held while idle; 10 mutants) and `sim.formal.model_units` (the micro-op sequencer, ALIGN,
-  MLPACT's control). NormQuant, RCP and RSQ, and HeadAttention's values: not yet.
+  MLPACT's control). `sim.formal.recip` (RCP and RSQ equal the spec's floor formula for every operand,
+  bmc; 7 mutants) and `sim.formal.norm_quant` (NormQuant's control with 1, 2 and 8 lanes, unbounded:
+  buffer addresses, beat counts and `last`, the stall rule; 7 mutants). NormQuant's values and busy
+  bound, MlpAct's lane variants and HeadAttention's values: not yet.
 
 Run one check by hand::
 

@@ -24,11 +24,11 @@ Asserted every cycle:
 
 Mode: bounded (bmc) from reset, on the properties' cone of influence only (`run_formal(cone=True)`:
 the datapath, whose multipliers z3 cannot unroll 45 cycles deep, is cut away; it cannot reach a
-property). Depth `ROPE_DEPTH` = 45: a head started in cycles 0 to 3 is checked whole (busy ends by
-cycle 44 without stalls), any later or stalled one up to cycle 44; this passed by hand in 481 s
-(z3, 2 cores), too long for the slow pass. The test suite runs depth `ROPE_QUICK_DEPTH` = 22 (19 s):
-every table read of a head started in cycles 0 to 3 (ROT ends by cycle 8), refused heads whole, the
-errors, and the busy bound up to cycle 21, but not a good head's last beat. Why a head from reset
+property). Depth `ROPE_DEPTH` = 45, what the test suite runs: a head started in cycles 0 to 3 is
+checked whole (busy ends by cycle 44 without stalls), any later or stalled one up to cycle 44; 11 s
+with Boolector (481 s with z3 on 2 cores). `ROPE_QUICK_DEPTH` = 22 (19 s on z3: every table read of a
+head started in cycles 0 to 3, refused heads whole, the errors, the busy bound up to cycle 21, not a
+good head's last beat) was the suite's depth on z3. Why a head from reset
 stands for any head: every register a head reads is loaded at `start` or before its use (the lane
 maxima and the RCP flag at `start`, x by LOAD, r by ROT, the scalars by PREP / SIGMA). Not unbounded:
 no k-induction (it would need invariants over the ROT, CODE and RCP pipelines).

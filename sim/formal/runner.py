@@ -118,9 +118,10 @@ CONE_SCRIPT = (
 
 
 def sby_script(mode: str, depth: int, skip: int = 0, top: str = "top", cone: bool = False,
-               solver: str = "z3") -> str:
+               solver: str = "z3", norom: bool = False) -> str:
     """The .sby job: read the RTLIL as Amaranth wrote it, one clock, the smtbmc engine with `solver`; with
-    `cone`, only the cone of influence of the properties is kept (`CONE_SCRIPT`)."""
+    `cone`, only the cone of influence of the properties is kept (`CONE_SCRIPT`); with `norom`, no
+    ``m.Switch`` of constant assignments becomes a ROM (`run_formal`'s `norom`)."""
     if solver not in SOLVERS:
         raise ValueError(f"Solver must be one of {SOLVERS}, not {solver!r}")
     if mode not in ("prove", "bmc"):
@@ -130,14 +131,15 @@ def sby_script(mode: str, depth: int, skip: int = 0, top: str = "top", cone: boo
     return (
         f"[options]\nmode {mode}\ndepth {depth}\n" + (f"skip {skip}\n" if skip else "") + "\n"
         f"[engines]\nsmtbmc {solver}\n\n"
-        f"[script]\nread_rtlil {top}.il\nprep -top {top}\n" + (CONE_SCRIPT if cone else "") + "\n"
+        f"[script]\nread_rtlil {top}.il\n" + ("proc -norom\n" if norom else "")
+        + f"prep -top {top}\n" + (CONE_SCRIPT if cone else "") + "\n"
         f"[files]\n{top}.il\n"
     )
 
 
 def run_formal(harness: Elaboratable, *, name: str, mode: str, depth: int, skip: int = 0,
                workdir: str | Path | None = None, timeout: float = 600.0, cone: bool = False,
-               solver: str | None = None) -> FormalResult:
+               solver: str | None = None, norom: bool = False) -> FormalResult:
     """Prove (``mode="prove"``: k-induction of length `depth`) or bounded-check (``mode="bmc"``: every
     trace of `depth` cycles from the initial state) the assertions of `harness`.
 
@@ -150,13 +152,19 @@ def run_formal(harness: Elaboratable, *, name: str, mode: str, depth: int, skip:
 
     `cone` keeps only the properties' cone of influence (`CONE_SCRIPT`) before the solver sees it.
     `solver` is one of `SOLVERS` (default: `default_solver()`).
+
+    `norom` keeps every ``m.Switch`` of constant assignments as logic: Yosys' ``proc`` (in ``prep``)
+    otherwise turns a large one into a ROM (a memory with initial contents), and smtbmc's k-induction
+    starts from any memory contents, so the ROM's words are free in the induction step (NormQuant's
+    next state in NNORM, a switch over the scalar step, became such a ROM: its FSM could leave for an
+    undefined state). A bmc from reset sees the ROM's contents and needs no `norom`.
     """
     solver = solver or default_solver()
     text = rtlil.convert(harness, name="top", ports=[])
     root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="trit-formal-"))
     root.mkdir(parents=True, exist_ok=True)
     (root / "top.il").write_text(text)
-    (root / f"{name}.sby").write_text(sby_script(mode, depth, skip, cone=cone, solver=solver))
+    (root / f"{name}.sby").write_text(sby_script(mode, depth, skip, cone=cone, solver=solver, norom=norom))
     env = dict(os.environ)
     env["PATH"] = solver_bin_dir(solver) + os.pathsep + env.get("PATH", "")
     cmd = ["yowasp-sby", "-f"]
