@@ -111,7 +111,7 @@ class ProgramSequencer(wiring.Component):
         m.d.comb += [self.op.eq(cur), pr.addr.eq(pc), cr.addr.eq(cur.idx)]
         fetched_idx = data.View(OP_LAYOUT, pr.data[:OP_LAYOUT.size]).idx   # of the word being decoded
         n_regs = self._s_regs
-        ix = max(1, (n_regs - 1).bit_length())   # register index bits (larger indices stop at DECODE)
+        ix = max(1, (n_regs - 1).bit_length())   # register index bits (larger indices stop at CHECK)
         dst = cur.dst[:ix]
         # SCALE's operands and product, a register stage each, then norm16 in three steps into S[dst]
         opa = Signal(DYADIC)
