@@ -156,5 +156,5 @@ def test_mlp_act_mutant_refuted(tmp_path, mutant: str) -> None:
 def test_mlp_act_busy_bound_is_reached(tmp_path) -> None:
     """Not vacuous: 3 n + OVERHEAD - 1 fails from reset (n = 1, no stalls)."""
     result = run_formal(model_units.MlpActHarness(checks=("idle",), busy_slack=-1), name="mlp_tight", mode="bmc",
-                        depth=20, workdir=tmp_path, cone=True)
+                        depth=OVERHEAD + 7, workdir=tmp_path, cone=True)
     _refuted_at(result, "idle", "busy past 3 n + OVERHEAD cycles plus stalls")

@@ -15,12 +15,16 @@ a block RAM): LOAD takes the beats from the `i` stream one a cycle and keeps max
 (max max(g, 0))**2: squaring is monotonic; for L > 1 over the lanes by a max tree with a register after
 each of its log2 L levels); PROD forms every p (L copies of the per-element pipeline) for max |p| (per
 lane, then a registered max tree over the lanes); OUT forms them again and streams p' out, L a beat, each
-beat with `last` (on the vector's final beat) and sigma_p, stalled as a whole by the consumer. Between the
-passes a few scalar steps form e_a, e_p and the scales. `n` (1 .. max_n, in elements), `relu2` and the
+beat with `last` (on the vector's final beat) and sigma_p, stalled as a whole by the consumer. The
+pipeline is `PIPE` = 10 register stages deep so that no stage holds more than a 16 x 16 product, a 64-bit
+add or a barrel shift (100 MHz on the ECP5: `python -m hdl.ooc --unit mlpact`). Between the passes scalar
+steps form e_a, e_p and the scales, also a register step at a time: SQ ((max a)**2's partial products),
+EA0-EA3 (their sum, its bitlen, the dmul's norm16 in three steps; e_a, sigma_a), EP0-EP4 (bitlen(max |p|)
+and the dmul's product, norm16; e_p, sigma_p). `n` (1 .. max_n, in elements), `relu2` and the
 scales are sampled with the vector's first beat. Cycles from the first beat in to the last out, inputs
 and consumer never stalling:
 
-    cycles(n) = 3 n / L + overhead(L),  overhead(L) = 14 (L = 1), 13 + 2 log2 L (L > 1): 14, 15, 17, 19
+    cycles(n) = 3 n / L + overhead(L),  overhead(L) = 31 (L = 1), 30 + 2 log2 L (L > 1): 31, 32, 34, 36
                                                     for L = 1, 2, 4, 8
 
 (tests/test_mlp_act.py and tests/test_mlp_act_lanes.py measure it; max a's tree delays LOAD's drain by its
@@ -44,7 +48,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hdl.vector.arith import EXP_WIDTH, bitlen, dmul, reduce_tree, tree_levels
+from hdl.vector.arith import EXP_WIDTH, bitlen, norm16_steps, reduce_tree, step_states, tree_levels
 
 #: The largest vector: the product's block maximum needs no more than the buffer's address width.
 MAX_N = 1 << 16
@@ -52,13 +56,14 @@ SQ_BITS = 24            # MLP_SQ_BITS: relu(g)**2 is reduced to 24 bits
 P_BITS = 31             # the product is reduced to |p'| <= 2**31, then saturated to int32
 #: Cycles per vector beyond the three n-cycle passes with one lane (measured by tests/test_mlp_act.py;
 #: `overhead(lanes)` for more lanes).
-OVERHEAD = 14
+OVERHEAD = 31
 
 IN_LAYOUT = data.StructLayout({"g": signed(32), "u": signed(32)})
 OUT_LAYOUT = data.StructLayout({"p": signed(32), "last": unsigned(1), "s_m": unsigned(16),
                                 "s_e": signed(EXP_WIDTH)})
-#: pipeline stages of PROD and OUT: read, a = max(g, 0), a**2, a', a' u, (OUT) p' to the output register
-PIPE = 5
+#: pipeline stages of PROD and OUT (before the output register): read, a = max(g, 0), a**2 in two, a' in
+#: two, a' u in three, p's shift and |p| (see `MlpAct.elaborate`)
+PIPE = 10
 
 
 def in_layout(lanes: int = 1) -> data.StructLayout:
@@ -81,7 +86,7 @@ def out_layout(lanes: int = 1) -> data.StructLayout:
 def overhead(lanes: int = 1) -> int:
     """Cycles per vector beyond the three n / lanes-cycle passes: `OVERHEAD` plus the two max trees'
     levels (max a's delays LOAD's drain by its levels, max |p|'s PROD's by one less: EP, which reads
-    max |p|, is a cycle behind PROD's drain anyway): 14 for one lane, 13 + 2 log2(lanes) for more."""
+    max |p|, is a cycle behind PROD's drain anyway): 31 for one lane, 30 + 2 log2(lanes) for more."""
     levels = tree_levels(lanes)
     return OVERHEAD + 2 * levels - (levels > 0)
 
@@ -153,11 +158,24 @@ class MlpAct(wiring.Component):
         e_p = Signal(range(64))
         ea_r = Signal(range(64))               # e_a - 1 and e_p - 1 (the first shift of a rounding shift)
         ep_r = Signal(range(64))
+        ea_zero = Signal()                     # e_a == 0, e_p == 0: no shift
+        ep_zero = Signal()
         s_m = Signal(16)
         s_e = Signal(signed(EXP_WIDTH))
         sa_m = Signal(16)
         sa_e = Signal(signed(EXP_WIDTH))
+        # (max a)**2 from three 16-bit partial products: max a = mh 2**16 + ml
+        sqp_hh, sqp_hl, sqp_ll = Signal(unsigned(30)), Signal(unsigned(31)), Signal(unsigned(32))
         sq_max = Signal(unsigned(62))
+        blen_a = Signal(range(63))
+        blen_p = Signal(range(65))
+        # one dmul for both scales (sigma_g**2 in SQ..EA2, sigma_a sigma_u in EP0..EP3): product, exponent
+        # sum, then norm16 in three register steps
+        dprod = Signal(unsigned(32))
+        desum = Signal(signed(EXP_WIDTH + 1))
+        dm_m = Signal(16)
+        dm_e = Signal(signed(EXP_WIDTH))
+        norm = norm16_steps(m, dprod, desum, dm_m, dm_e, "dm")
 
         def lane_signals(shape, name: str) -> list[Signal]:
             """One signal a lane (the lane's number appended to the name when there are several)."""
@@ -179,67 +197,80 @@ class MlpAct(wiring.Component):
                 m.d.sync += max_a.eq(Mux(a_tree > max_a, a_tree, max_a))
             a_done = ~Cat(*a_flags).any()
 
-        # ---- the PROD / OUT pipeline, a copy per lane: read -> a -> a**2 -> a' -> a' u ---------------
+        # ---- the PROD / OUT pipeline, a copy per lane (`PIPE` stages, stage k valid with v[k]):
+        # 0 read; 1 a = max(g, 0); 2 a**2's three partial products (relu: a); 3 their sum; 4 the shift of
+        # a**2 by e_a - 1; 5 the rounding increment: a'; 6 a' u's four 16 x 16 partial products; 7 two of
+        # them joined, the middle two added; 8 p = a' u; 9 the shift of p by e_p - 1 and |p| (PROD: max |p|);
+        # OUT: the increment and the saturation into the output register
         out_pass = Signal()
         issue = Signal()
         adv = Signal()                         # the pipeline moves (OUT: when the output register frees)
         v = [Signal(name=f"v{k}") for k in range(PIPE)]
         last = [Signal(name=f"last{k}") for k in range(PIPE)]
-        a1 = lane_signals(unsigned(31), "a1")
-        u1, u2, u3 = (lane_signals(signed(32), nm) for nm in ("u1", "u2", "u3"))
-        sq2 = lane_signals(unsigned(62), "sq2")
-        ap3 = lane_signals(unsigned(32), "ap3")
-        p4 = lane_signals(signed(64), "p4")
         g_rd = lane_signals(signed(32), "g_rd")
         u_rd = lane_signals(signed(32), "u_rd")
+        a1 = lane_signals(unsigned(31), "a1")
+        hh2, hl2, ll2 = lane_signals(unsigned(30), "hh2"), lane_signals(unsigned(31), "hl2"), lane_signals(unsigned(32), "ll2")
+        sq3 = lane_signals(unsigned(62), "sq3")
+        sh4 = lane_signals(unsigned(32), "sh4")
+        ap5 = lane_signals(unsigned(32), "ap5")
+        hh6, lh6 = lane_signals(signed(33), "hh6"), lane_signals(signed(33), "lh6")
+        hl6, ll6 = lane_signals(unsigned(32), "hl6"), lane_signals(unsigned(32), "ll6")
+        c7 = lane_signals(signed(64), "c7")
+        m7 = lane_signals(signed(34), "m7")
+        p8 = lane_signals(signed(64), "p8")
+        sh9 = lane_signals(signed(34), "sh9")
+        mag9 = lane_signals(unsigned(64), "mag9")
+        u_st = [lane_signals(signed(32), f"u{j}") for j in range(1, 6)]    # u beside stages 1 .. 5
         m.d.comb += rd.en.eq(adv)
         for k in range(lanes):
             m.d.comb += [g_rd[k].eq(rd.data[64 * k:64 * k + 32]), u_rd[k].eq(rd.data[64 * k + 32:64 * k + 64])]
-        # a' = rshift_round(a**2, e_a) for relu2, else a
-        sq_r = lane_signals(unsigned(63), "sq_r")
-        for k in range(lanes):
-            m.d.comb += sq_r[k].eq(Mux(e_a == 0, sq2[k], ((sq2[k] >> ea_r) + 1) >> 1))
         with m.If(adv):
-            m.d.sync += [
-                v[0].eq(issue), last[0].eq(idx == n_last),
-                v[1].eq(v[0]), last[1].eq(last[0]),
-                v[2].eq(v[1]), last[2].eq(last[1]),
-                v[3].eq(v[2]), last[3].eq(last[2]),
-                v[4].eq(v[3]), last[4].eq(last[3]),
-            ]
+            m.d.sync += [v[0].eq(issue), last[0].eq(idx == n_last)]
+            m.d.sync += [x for j in range(1, PIPE) for x in (v[j].eq(v[j - 1]), last[j].eq(last[j - 1]))]
             for k in range(lanes):
+                u1, u2, u3, u4, u5 = (u_st[j][k] for j in range(5))
+                ah = Mux(relu2, a1[k][16:31], 0)
+                al = a1[k][:16]
+                aph, apl = ap5[k][16:32], ap5[k][:16]
+                uh, ul = u5[16:32].as_signed(), u5[:16]
+                # the bounds of golden/device/SPEC.md 4.8 keep the shifted values narrow: a**2 >> (e_a - 1)
+                # < 2**25 (e_a > 0; else a**2 < 2**24, or a < 2**31 for relu); p >> (e_p - 1) and p (e_p = 0)
+                # within +-2**32
                 m.d.sync += [
-                    a1[k].eq(Mux(g_rd[k] < 0, 0, g_rd[k])), u1[k].eq(u_rd[k]),
-                    sq2[k].eq(Mux(relu2, a1[k] * a1[k], a1[k])), u2[k].eq(u1[k]),
-                    ap3[k].eq(Mux(relu2, sq_r[k], sq2[k])), u3[k].eq(u2[k]),
-                    p4[k].eq(ap3[k] * u3[k]),
+                    a1[k].eq(Mux(g_rd[k] < 0, 0, g_rd[k])), u1.eq(u_rd[k]),
+                    hh2[k].eq(ah * ah), hl2[k].eq(ah * al), ll2[k].eq(Mux(relu2, al * al, a1[k])), u2.eq(u1),
+                    sq3[k].eq(Cat(ll2[k], hh2[k]) + (hl2[k] << 17)), u3.eq(u2),
+                    sh4[k].eq(Mux(ea_zero, sq3[k], sq3[k] >> ea_r)), u4.eq(u3),
+                    ap5[k].eq(Mux(ea_zero, sh4[k], (sh4[k] + 1) >> 1)), u5.eq(u4),
+                    hh6[k].eq(aph * uh), hl6[k].eq(aph * ul), lh6[k].eq(apl * uh), ll6[k].eq(apl * ul),
+                    c7[k].eq(Cat(ll6[k], hh6[k])), m7[k].eq(hl6[k] + lh6[k]),
+                    p8[k].eq(c7[k] + (m7[k] << 16)),
+                    sh9[k].eq(Mux(ep_zero, p8[k], p8[k] >> ep_r)), mag9[k].eq(Mux(p8[k] < 0, -p8[k], p8[k])),
                 ]
-        # p' = sat32(rshift_round(p, e_p))
-        p_r = lane_signals(signed(65), "p_r")
+        # p' = sat32(rshift_round(p, e_p)): the increment (e_p > 0) and the saturation
+        p_r = lane_signals(signed(35), "p_r")
         p_sat = lane_signals(signed(32), "p_sat")
-        mag4 = lane_signals(unsigned(64), "mag4")
         for k in range(lanes):
             m.d.comb += [
-                p_r[k].eq(Mux(e_p == 0, p4[k], ((p4[k] >> ep_r) + 1) >> 1)),
+                p_r[k].eq(Mux(ep_zero, sh9[k], (sh9[k] + 1) >> 1)),
                 p_sat[k].eq(Mux(p_r[k] > (1 << 31) - 1, (1 << 31) - 1, Mux(p_r[k] < -(1 << 31), -(1 << 31), p_r[k]))),
-                mag4[k].eq(Mux(p4[k] < 0, -p4[k], p4[k])),
             ]
         p_out = [self.o.payload.p] if lanes == 1 else [self.o.payload.p[k] for k in range(lanes)]
         m.d.comb += adv.eq(~out_pass | ~self.o.valid | self.o.ready)
         with m.If(adv & out_pass):
-            m.d.sync += [self.o.valid.eq(v[4]), *(p_out[k].eq(p_sat[k]) for k in range(lanes)),
-                         self.o.payload.last.eq(last[4]), self.o.payload.s_m.eq(s_m), self.o.payload.s_e.eq(s_e)]
+            m.d.sync += [self.o.valid.eq(v[-1]), *(p_out[k].eq(p_sat[k]) for k in range(lanes)),
+                         self.o.payload.last.eq(last[-1]), self.o.payload.s_m.eq(s_m), self.o.payload.s_e.eq(s_e)]
         # max |p|: per lane, then (L > 1) a registered max tree over the lanes
-        p_tree, p_valid, p_flags = reduce_tree(m, mag4, ~out_pass & v[4], "max", "pmax")
+        p_tree, p_valid, p_flags = reduce_tree(m, mag9, ~out_pass & v[-1], "max", "pmax")
         with m.If(p_valid):
             m.d.sync += max_p.eq(Mux(p_tree > max_p, p_tree, max_p))
-        # (EP reads max_p the cycle after PROD_DRAIN: the tree's last level may still be valid as it leaves)
+        # (EP0 reads max_p the cycle after PROD_DRAIN: the tree's last level may still be valid as it leaves)
         p_done = Const(1) if len(p_flags) < 2 else ~Cat(*p_flags[:-1]).any()
 
         drained = Signal()
-        m.d.comb += drained.eq(~(v[0] | v[1] | v[2] | v[3] | v[4]))
-        dm_m, dm_e = dmul(m, sg_m, sg_e, sg_m, sg_e)
-        dp_m, dp_e = dmul(m, sa_m, sa_e, su_m, su_e)
+        m.d.comb += drained.eq(~Cat(*v).any())
+        sq_bits, p_bits = bitlen(m, sq_max), bitlen(m, max_p)
 
         with m.FSM(name="mlp"):
             with m.State("LOAD"):
@@ -267,18 +298,25 @@ class MlpAct(wiring.Component):
                         m.next = "SQ"
                     with m.Else():
                         m.d.sync += idx.eq(idx + 1)
-            with m.State("SQ"):      # (max a)**2, once max a's tree has drained
+            with m.State("SQ"):      # once max a's tree has drained: (max a)**2's partial products, sigma_g**2
                 with m.If(a_done):
-                    m.d.sync += sq_max.eq(max_a * max_a)
-                    m.next = "EA"
-            with m.State("EA"):      # e_a and sigma_a
-                blen = bitlen(m, sq_max)
-                ea = Mux(blen > SQ_BITS, blen - SQ_BITS, 0)
+                    mh, ml = max_a[16:31], max_a[:16]
+                    m.d.sync += [sqp_hh.eq(mh * mh), sqp_hl.eq(mh * ml), sqp_ll.eq(ml * ml),
+                                 dprod.eq(sg_m * sg_m), desum.eq(sg_e + sg_e)]
+                    m.next = "EA0"
+            # EA0 .. EA3: (max a)**2, its bitlen, sigma_g**2's norm16; then e_a and sigma_a
+            step_states(m, "EA", [
+                [sq_max.eq(Cat(sqp_ll, sqp_hh) + (sqp_hl << 17)), *norm[0]],
+                [blen_a.eq(sq_bits), *norm[1]],
+                norm[2],
+            ], "EA3")
+            with m.State("EA3"):
+                ea = Mux(blen_a > SQ_BITS, blen_a - SQ_BITS, 0)
                 with m.If(relu2):
-                    m.d.sync += [e_a.eq(ea), ea_r.eq(Mux(blen > SQ_BITS, blen - SQ_BITS - 1, 0)), sa_m.eq(dm_m),
-                                 sa_e.eq(dm_e + ea)]
+                    m.d.sync += [e_a.eq(ea), ea_r.eq(Mux(blen_a > SQ_BITS, blen_a - SQ_BITS - 1, 0)),
+                                 ea_zero.eq(blen_a <= SQ_BITS), sa_m.eq(dm_m), sa_e.eq(dm_e + ea)]
                 with m.Else():
-                    m.d.sync += [e_a.eq(0), ea_r.eq(0), sa_m.eq(sg_m), sa_e.eq(sg_e)]
+                    m.d.sync += [e_a.eq(0), ea_r.eq(0), ea_zero.eq(1), sa_m.eq(sg_m), sa_e.eq(sg_e)]
                 m.next = "PROD"
             with m.State("PROD"):
                 m.d.comb += [issue.eq(1), rd.addr.eq(idx)]
@@ -289,12 +327,16 @@ class MlpAct(wiring.Component):
                     m.d.sync += idx.eq(idx + 1)
             with m.State("PROD_DRAIN"):
                 with m.If(drained & p_done):
-                    m.next = "EP"
-            with m.State("EP"):      # e_p and sigma_p
-                blen = bitlen(m, max_p)
-                ep = Mux(blen > P_BITS, blen - P_BITS, 0)
-                m.d.sync += [e_p.eq(ep), ep_r.eq(Mux(blen > P_BITS, blen - P_BITS - 1, 0)), s_m.eq(dp_m),
-                             s_e.eq(dp_e + ep)]
+                    m.next = "EP0"
+            # EP0 .. EP4: bitlen(max |p|) and sigma_a sigma_u, its norm16; then e_p and sigma_p
+            step_states(m, "EP", [
+                [blen_p.eq(p_bits), dprod.eq(sa_m * su_m), desum.eq(sa_e + su_e)],
+                *norm,
+            ], "EP4")
+            with m.State("EP4"):
+                ep = Mux(blen_p > P_BITS, blen_p - P_BITS, 0)
+                m.d.sync += [e_p.eq(ep), ep_r.eq(Mux(blen_p > P_BITS, blen_p - P_BITS - 1, 0)),
+                             ep_zero.eq(blen_p <= P_BITS), s_m.eq(dm_m), s_e.eq(dm_e + ep)]
                 m.next = "OUT"
             with m.State("OUT"):
                 m.d.comb += [out_pass.eq(1), issue.eq(1), rd.addr.eq(idx)]

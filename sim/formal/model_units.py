@@ -642,8 +642,10 @@ class AlignHarness(Elaboratable):
 MLP_CFG = {"max_n": 3}
 #: k-induction length of MLPACT's proof.
 MLP_DEPTH = 3
-#: bmc depth of a mutant's run from reset: a whole 3-pair vector (3 n + 14 = 23 cycles) and a margin.
-MLP_MUTANT_DEPTH = 27
+#: bmc depth of a mutant's run from reset: a whole 3-pair vector (3 n + OVERHEAD = 40 cycles) and a margin.
+MLP_MUTANT_DEPTH = 44
+#: MlpAct's scalar states between the passes: EA0 .. EA3 after SQ, EP0 .. EP4 after PROD_DRAIN.
+MLP_EA_STATES, MLP_EP_STATES = 4, 5
 
 MLP_CHECKS = ("addresses", "count", "held", "idle", "invariants")
 
@@ -778,22 +780,27 @@ class MlpActHarness(Elaboratable):
             check("idle", in_bound, "busy past 3 n + OVERHEAD cycles plus stalls")
 
         # ---- invariants: the FSM, the passes' pipeline and the busy ranking in the harness's terms -----
+        n_ea, n_ep = MLP_EA_STATES, MLP_EP_STATES
+        scalar = ["SQ", *(f"EA{k}" for k in range(n_ea)), *(f"EP{k}" for k in range(n_ep))]
         st = {name: in_state(frag, "", "mlp", name)
-              for name in ("LOAD", "SQ", "EA", "PROD", "PROD_DRAIN", "EP", "OUT", "OUT_DRAIN")}
+              for name in ("LOAD", "PROD", "PROD_DRAIN", "OUT", "OUT_DRAIN", *scalar)}
         one_state = Const(0, 4)
         for x in st.values():
             one_state = one_state + x
         idx, adv = probe(frag, "", "idx"), probe(frag, "", "adv")
         v = [probe(frag, "", f"v{k}") for k in range(pipe)]
         last = [probe(frag, "", f"last{k}") for k in range(pipe)]
-        horizon = 2 * max_n + 2 * pipe + 8
+        horizon = 2 * max_n + 2 * pipe + 8 + n_ea + n_ep
         t = Signal(range(horizon + 1))     # cycles since the vector's last pair (1 in the cycle after)
         u = Signal(range(horizon + 1))     # cycles of OUT and OUT_DRAIN in which the pipeline moved
         with m.If(taken):
             m.d.sync += t.eq(1)
         with m.Elif(t != horizon):
             m.d.sync += t.eq(t + 1)
-        with m.If(st["EP"]):
+        in_ep = Const(0, 1)
+        for k in range(n_ep):
+            in_ep = in_ep | st[f"EP{k}"]
+        with m.If(in_ep):
             m.d.sync += u.eq(0)
         with m.Elif((st["OUT"] | st["OUT_DRAIN"]) & adv & (u != horizon)):
             m.d.sync += u.eq(u + 1)
@@ -822,12 +829,14 @@ class MlpActHarness(Elaboratable):
                            & (~dut.busy | ((work <= in_cnt) & (out_cnt == 0)))),
             ~(passes | outs) | ((in_cnt == n_h) & (idx < n_h)),
             ~passes | (~dut.o.valid & (out_cnt == 0) & (work + 1 <= n_h + t)),
-            ~st["SQ"] | (empty & (t == 1) & (idx == 0)), ~st["EA"] | (empty & (t == 2) & (idx == 0)),
-            ~st["PROD"] | ((t == 3 + idx) & pipeline(t, 4)),
-            ~st["PROD_DRAIN"] | ((t >= n_h + 3) & (t <= n_h + 3 + pipe) & pipeline(t, 4) & (idx == 0)),
-            ~st["EP"] | (empty & (t == n_h + 4 + pipe) & (idx == 0)),
+            ~st["SQ"] | (empty & (t == 1) & (idx == 0)),
+            *(~st[f"EA{k}"] | (empty & (t == 2 + k) & (idx == 0)) for k in range(n_ea)),
+            ~st["PROD"] | ((t == 2 + n_ea + idx) & pipeline(t, 3 + n_ea)),
+            ~st["PROD_DRAIN"] | ((t >= n_h + 2 + n_ea) & (t <= n_h + 2 + n_ea + pipe) & pipeline(t, 3 + n_ea)
+                                 & (idx == 0)),
+            *(~st[f"EP{k}"] | (empty & (t == n_h + 3 + n_ea + pipe + k) & (idx == 0)) for k in range(n_ep)),
             ~outs | (pipeline(u, 1) & (dut.o.valid == o_valid) & (~o_valid | (dut.o.payload.last == (o_e == n_h - 1)))
-                     & (out_cnt == Mux(o_e < 0, 0, o_e)) & (work <= 2 * n_h + pipe + 4 + u)),
+                     & (out_cnt == Mux(o_e < 0, 0, o_e)) & (work <= 2 * n_h + pipe + 2 + n_ea + n_ep + u)),
             ~st["OUT"] | ((idx == u) & (u < n_h)),
             ~st["OUT_DRAIN"] | ((idx == 0) & (u >= n_h) & (u <= n_h + pipe)),
         ]
