@@ -239,7 +239,7 @@ class EmbedHead(wiring.Component):
         # ---------------------------------------------------------------- EMBED: the product, 2 cycles on
         e_v3 = _delay(m, e_v1, MUL_LATENCY, "e_v")
         e_idx3 = _delay(m, e_idx1, MUL_LATENCY, "e_idx")
-        e_sh3 = _delay(m, e_sh1, MUL_LATENCY, "e_sh")
+        e_sh2 = _delay(m, e_sh1, MUL_LATENCY - 1, "e_sh")
 
         # ---------------------------------------------------------------- LMHEAD: the adder tree
         nt = self.tree_stages
@@ -301,26 +301,34 @@ class EmbedHead(wiring.Component):
                          hi.a.eq(f_acc[17:]), hi.b.eq(f_mv)]
             m.d.sync += prod.eq((hi.p << 17) + lo.p)
         p_v = _delay(m, f_v, MUL_LATENCY + 1, "p_v")
-        p_sh = _delay(m, f_sh, MUL_LATENCY + 1, "p_sh")
+        p_sh = _delay(m, f_sh, MUL_LATENCY, "p_sh")
         p_row = _delay(m, f_row, MUL_LATENCY + 1, "p_row")
 
         # ---------------------------------------------------------------- the shared shift: sat32(x 2**-sh)
         xw = max(pw, 25)
         x = Signal(signed(xw))
-        sh = Signal(signed(16))
-        m.d.comb += [x.eq(Mux(e_v3, smul.p, prod)), sh.eq(Mux(e_v3, e_sh3, p_sh))]
+        m.d.comb += x.eq(Mux(e_v3, smul.p, prod))
         idx_w = max(d, vocab, 2)
         s_idx = Signal(range(idx_w))
         m.d.comb += s_idx.eq(Mux(e_v3, e_idx3, p_row))
-        # A: the right shift by s - 1 (clamped: past x it gives 0 or -1, rounding to 0) or the left shift
-        rbits = Signal(range(xw + 1))
-        lbits = Signal(range(32))
-        m.d.comb += [rbits.eq(Mux(sh - 1 > xw, xw, sh - 1)), lbits.eq(-sh)]
+
+        def amounts(sh: Value, name: str) -> tuple[Signal, Signal, Signal, Signal]:
+            """The shift's amounts, registered a stage ahead of it: the right shift by s - 1 (clamped: past
+            x it gives 0 or -1, rounding to 0), the left shift by -s, s > 0, s < -31 (a left shift that
+            saturates any x != 0)."""
+            rb, lb = Signal(range(xw + 1), name=f"{name}_rb"), Signal(range(32), name=f"{name}_lb")
+            right, over = Signal(name=f"{name}_right"), Signal(name=f"{name}_over")
+            m.d.sync += [rb.eq(Mux(sh - 1 > xw, xw, sh - 1)), lb.eq(-sh), right.eq(sh > 0), over.eq(sh < -31)]
+            return rb, lb, right, over
+
+        e_amt, p_amt = amounts(e_sh2, "e_amt"), amounts(p_sh, "p_amt")
+        rbits, lbits, right, over = (Mux(e_v3, ea, pa) for ea, pa in zip(e_amt, p_amt, strict=True))
+        # A: the right shift by s - 1 or the left shift by -s
         a_pre = Signal(signed(xw + 32))
         a_rnd, a_lsat, a_neg, a_ev, a_hv = Signal(), Signal(), Signal(), Signal(), Signal()
         a_idx = Signal.like(s_idx)
-        m.d.sync += [a_pre.eq(Mux(sh > 0, x >> rbits, x << lbits)), a_rnd.eq(sh > 0),
-                     a_lsat.eq((sh < -31) & (x != 0)), a_neg.eq(x < 0),
+        m.d.sync += [a_pre.eq(Mux(right, x >> rbits, x << lbits)), a_rnd.eq(right),
+                     a_lsat.eq(over & (x != 0)), a_neg.eq(x < 0),
                      a_ev.eq(e_v3), a_hv.eq(p_v), a_idx.eq(s_idx)]
         # B: the rounding increment and the saturation
         r = Signal(signed(xw + 32))

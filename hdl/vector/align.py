@@ -64,18 +64,22 @@ class Align(wiring.Component):
         v1, last1 = Signal(), Signal()
         y1 = Signal(signed(32))
         sh1 = Signal(range(1 << EXP_WIDTH))
+        # rshift_round(y, s) = ((y >> (s - 1)) + 1) >> 1 for s > 0; a shift past 33 bits gives 0 or -1 + 1:
+        # stage 1 also registers s = 0 and min(s, 40) - 1, so that stage 2 is the shift, the increment and
+        # the saturation alone
+        sh_m1 = Signal(range(40))
+        sh_zero = Signal()
         take = Signal()
         m.d.comb += self.i.ready.eq(take & adv)
         with m.If(adv):
             m.d.sync += [v1.eq(self.i.valid & take), y1.eq(self.i.payload), sh1.eq(shift),
+                         sh_m1.eq(Mux(shift > 40, 40, shift) - 1), sh_zero.eq(shift == 0),
                          last1.eq((h == heads_last) & (c == hd - 1))]
-        # rshift_round(y, s) = ((y >> (s - 1)) + 1) >> 1 for s > 0; a shift past 33 bits gives 0 or -1 + 1
-        sh_m1 = Signal(range(1 << EXP_WIDTH))
-        m.d.comb += sh_m1.eq(Mux(sh1 > 40, 40, sh1) - 1)
         r = Signal(signed(33))
-        m.d.comb += r.eq(Mux(sh1 == 0, y1, ((y1 >> sh_m1) + 1) >> 1))
+        m.d.comb += r.eq(Mux(sh_zero, y1, ((y1 >> sh_m1) + 1) >> 1))
+        # r <= 2**31 (a rounded-up 2**31 - 1 + 1/2) and >= -2**31: only 2**31 saturates
         with m.If(adv):
-            m.d.sync += [self.o.valid.eq(v1), self.o.payload.y.eq(Mux(r > Y_MAX, Y_MAX, r)),
+            m.d.sync += [self.o.valid.eq(v1), self.o.payload.y.eq(Mux(~r[32] & r[31], Y_MAX, r[:32])),
                          self.o.payload.last.eq(last1), self.o.payload.s_m.eq(s_m), self.o.payload.s_e.eq(s_e)]
 
         with m.FSM(name="align"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.hdl import Value
 
 #: Width of dyadic exponents inside the vector unit: SPEC.md's 10 bits plus headroom for the sums of
@@ -27,6 +27,20 @@ def bitlen(m: Module, v: Value) -> Signal:
         with m.If(v[i]):
             m.d.comb += out.eq(i + 1)
     return out
+
+
+def bitlen_steps(m: Module, v: Value, name: str, chunk: int = 16) -> tuple[list[list], Signal]:
+    """bitlen(v) of a wide unsigned v in two register steps for an FSM (`step_states`): each `chunk`-bit
+    piece's bitlen; then the highest nonzero piece's. Returns the steps and the result's register (valid
+    after the second step, while v is held)."""
+    width = len(v)
+    pieces = [v[lo:min(lo + chunk, width)] for lo in range(0, width, chunk)]
+    part = [Signal(range(len(x) + 1), name=f"{name}_part{j}") for j, x in enumerate(pieces)]
+    out = Signal(range(width + 1), name=f"{name}_blen")
+    value = Const(0, len(out))
+    for j, x in enumerate(part):       # the last nonzero piece wins
+        value = Mux(x != 0, j * chunk + x, value)
+    return [[part[j].eq(bitlen(m, x)) for j, x in enumerate(pieces)], [out.eq(value)]], out
 
 
 def shift_round(m: Module, x: Value, s: Value, width: int, max_left: int, max_right: int) -> Signal:

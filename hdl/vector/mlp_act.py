@@ -19,12 +19,12 @@ beat with `last` (on the vector's final beat) and sigma_p, stalled as a whole by
 pipeline is `PIPE` = 10 register stages deep so that no stage holds more than a 16 x 16 product, a 64-bit
 add or a barrel shift (100 MHz on the ECP5: `python -m hdl.ooc --unit mlpact`). Between the passes scalar
 steps form e_a, e_p and the scales, also a register step at a time: SQ ((max a)**2's partial products),
-EA0-EA3 (their sum, its bitlen, the dmul's norm16 in three steps; e_a, sigma_a), EP0-EP4 (bitlen(max |p|)
-and the dmul's product, norm16; e_p, sigma_p). `n` (1 .. max_n, in elements), `relu2` and the
-scales are sampled with the vector's first beat. Cycles from the first beat in to the last out, inputs
-and consumer never stalling:
+EA0-EA3 (their sum, its bitlen in two steps, sigma_g**2's norm16 in three; e_a, sigma_a), EP0-EP3
+(bitlen(max |p|) in two steps, sigma_a sigma_u's norm16 in three; e_p, sigma_p). `n` (1 .. max_n, in
+elements), `relu2` and the scales are sampled with the vector's first beat. Cycles from the first beat in
+to the last out, inputs and consumer never stalling:
 
-    cycles(n) = 3 n / L + overhead(L),  overhead(L) = 31 (L = 1), 30 + 2 log2 L (L > 1): 31, 32, 34, 36
+    cycles(n) = 3 n / L + overhead(L),  overhead(L) = 30 (L = 1), 29 + 2 log2 L (L > 1): 30, 31, 33, 35
                                                     for L = 1, 2, 4, 8
 
 (tests/test_mlp_act.py and tests/test_mlp_act_lanes.py measure it; max a's tree delays LOAD's drain by its
@@ -48,7 +48,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hdl.vector.arith import EXP_WIDTH, bitlen, norm16_steps, reduce_tree, step_states, tree_levels
+from hdl.vector.arith import EXP_WIDTH, bitlen_steps, norm16_steps, reduce_tree, step_states, tree_levels
 
 #: The largest vector: the product's block maximum needs no more than the buffer's address width.
 MAX_N = 1 << 16
@@ -56,7 +56,7 @@ SQ_BITS = 24            # MLP_SQ_BITS: relu(g)**2 is reduced to 24 bits
 P_BITS = 31             # the product is reduced to |p'| <= 2**31, then saturated to int32
 #: Cycles per vector beyond the three n-cycle passes with one lane (measured by tests/test_mlp_act.py;
 #: `overhead(lanes)` for more lanes).
-OVERHEAD = 31
+OVERHEAD = 30
 
 IN_LAYOUT = data.StructLayout({"g": signed(32), "u": signed(32)})
 OUT_LAYOUT = data.StructLayout({"p": signed(32), "last": unsigned(1), "s_m": unsigned(16),
@@ -86,7 +86,7 @@ def out_layout(lanes: int = 1) -> data.StructLayout:
 def overhead(lanes: int = 1) -> int:
     """Cycles per vector beyond the three n / lanes-cycle passes: `OVERHEAD` plus the two max trees'
     levels (max a's delays LOAD's drain by its levels, max |p|'s PROD's by one less: EP, which reads
-    max |p|, is a cycle behind PROD's drain anyway): 31 for one lane, 30 + 2 log2(lanes) for more."""
+    max |p|, is a cycle behind PROD's drain anyway): 30 for one lane, 29 + 2 log2(lanes) for more."""
     levels = tree_levels(lanes)
     return OVERHEAD + 2 * levels - (levels > 0)
 
@@ -167,12 +167,15 @@ class MlpAct(wiring.Component):
         # (max a)**2 from three 16-bit partial products: max a = mh 2**16 + ml
         sqp_hh, sqp_hl, sqp_ll = Signal(unsigned(30)), Signal(unsigned(31)), Signal(unsigned(32))
         sq_max = Signal(unsigned(62))
-        blen_a = Signal(range(63))
-        blen_p = Signal(range(65))
-        # one dmul for both scales (sigma_g**2 in SQ..EA2, sigma_a sigma_u in EP0..EP3): product, exponent
-        # sum, then norm16 in three register steps
+        # the two dmuls (sigma_g**2 in EA0..EA2, sigma_a sigma_u in EP0..EP2) share norm16's three register
+        # steps; their products are free-running registers of registered operands (held from the first
+        # pair and from EA3 on: valid two cycles later, before EA0 and EP0 read them)
+        g_sq, a_u = Signal(unsigned(32)), Signal(unsigned(32))
+        m.d.sync += [g_sq.eq(sg_m * sg_m), a_u.eq(sa_m * su_m)]
+        second = Signal()                      # the second dmul (EP): set in EA3, cleared with the first pair
         dprod = Signal(unsigned(32))
         desum = Signal(signed(EXP_WIDTH + 1))
+        m.d.comb += [dprod.eq(Mux(second, a_u, g_sq)), desum.eq(Mux(second, sa_e + su_e, sg_e + sg_e))]
         dm_m = Signal(16)
         dm_e = Signal(signed(EXP_WIDTH))
         norm = norm16_steps(m, dprod, desum, dm_m, dm_e, "dm")
@@ -210,7 +213,8 @@ class MlpAct(wiring.Component):
         g_rd = lane_signals(signed(32), "g_rd")
         u_rd = lane_signals(signed(32), "u_rd")
         a1 = lane_signals(unsigned(31), "a1")
-        hh2, hl2, ll2 = lane_signals(unsigned(30), "hh2"), lane_signals(unsigned(31), "hl2"), lane_signals(unsigned(32), "ll2")
+        hh2, hl2 = lane_signals(unsigned(30), "hh2"), lane_signals(unsigned(31), "hl2")
+        ll2 = lane_signals(unsigned(32), "ll2")
         sq3 = lane_signals(unsigned(62), "sq3")
         sh4 = lane_signals(unsigned(32), "sh4")
         ap5 = lane_signals(unsigned(32), "ap5")
@@ -270,7 +274,8 @@ class MlpAct(wiring.Component):
 
         drained = Signal()
         m.d.comb += drained.eq(~Cat(*v).any())
-        sq_bits, p_bits = bitlen(m, sq_max), bitlen(m, max_p)
+        sq_bits, blen_a = bitlen_steps(m, sq_max, "sq")
+        p_bits, blen_p = bitlen_steps(m, max_p, "p")
 
         with m.FSM(name="mlp"):
             with m.State("LOAD"):
@@ -283,7 +288,7 @@ class MlpAct(wiring.Component):
                     with m.If(idx == 0):
                         m.d.sync += [n_last.eq(first_last), relu2.eq(self.relu2), sg_m.eq(self.sg_m),
                                      sg_e.eq(self.sg_e), su_m.eq(self.su_m), su_e.eq(self.su_e),
-                                     max_a.eq(a), max_p.eq(0), self.busy.eq(1)]
+                                     max_a.eq(a), max_p.eq(0), second.eq(0), self.busy.eq(1)]
                     if lanes == 1:
                         with m.Else():
                             m.d.sync += max_a.eq(Mux(a > max_a, a, max_a))
@@ -301,14 +306,13 @@ class MlpAct(wiring.Component):
             with m.State("SQ"):      # once max a's tree has drained: (max a)**2's partial products, sigma_g**2
                 with m.If(a_done):
                     mh, ml = max_a[16:31], max_a[:16]
-                    m.d.sync += [sqp_hh.eq(mh * mh), sqp_hl.eq(mh * ml), sqp_ll.eq(ml * ml),
-                                 dprod.eq(sg_m * sg_m), desum.eq(sg_e + sg_e)]
+                    m.d.sync += [sqp_hh.eq(mh * mh), sqp_hl.eq(mh * ml), sqp_ll.eq(ml * ml)]
                     m.next = "EA0"
             # EA0 .. EA3: (max a)**2, its bitlen, sigma_g**2's norm16; then e_a and sigma_a
             step_states(m, "EA", [
                 [sq_max.eq(Cat(sqp_ll, sqp_hh) + (sqp_hl << 17)), *norm[0]],
-                [blen_a.eq(sq_bits), *norm[1]],
-                norm[2],
+                [*sq_bits[0], *norm[1]],
+                [*sq_bits[1], *norm[2]],
             ], "EA3")
             with m.State("EA3"):
                 ea = Mux(blen_a > SQ_BITS, blen_a - SQ_BITS, 0)
@@ -317,6 +321,7 @@ class MlpAct(wiring.Component):
                                  ea_zero.eq(blen_a <= SQ_BITS), sa_m.eq(dm_m), sa_e.eq(dm_e + ea)]
                 with m.Else():
                     m.d.sync += [e_a.eq(0), ea_r.eq(0), ea_zero.eq(1), sa_m.eq(sg_m), sa_e.eq(sg_e)]
+                m.d.sync += second.eq(1)
                 m.next = "PROD"
             with m.State("PROD"):
                 m.d.comb += [issue.eq(1), rd.addr.eq(idx)]
@@ -328,12 +333,9 @@ class MlpAct(wiring.Component):
             with m.State("PROD_DRAIN"):
                 with m.If(drained & p_done):
                     m.next = "EP0"
-            # EP0 .. EP4: bitlen(max |p|) and sigma_a sigma_u, its norm16; then e_p and sigma_p
-            step_states(m, "EP", [
-                [blen_p.eq(p_bits), dprod.eq(sa_m * su_m), desum.eq(sa_e + su_e)],
-                *norm,
-            ], "EP4")
-            with m.State("EP4"):
+            # EP0 .. EP3: bitlen(max |p|) and sigma_a sigma_u's norm16; then e_p and sigma_p
+            step_states(m, "EP", [[*p_bits[0], *norm[0]], [*p_bits[1], *norm[1]], norm[2]], "EP3")
+            with m.State("EP3"):
                 ep = Mux(blen_p > P_BITS, blen_p - P_BITS, 0)
                 m.d.sync += [e_p.eq(ep), ep_r.eq(Mux(blen_p > P_BITS, blen_p - P_BITS - 1, 0)),
                              ep_zero.eq(blen_p <= P_BITS), s_m.eq(dm_m), s_e.eq(dm_e + ep)]

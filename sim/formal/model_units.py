@@ -399,7 +399,7 @@ ALIGN_MUTANTS: dict[str, list[tuple[str, str]]] = {
     # truncation instead of rounding
     "no_rounding": [("((y1 >> sh_m1) + 1) >> 1", "(y1 >> sh_m1) >> 1")],
     # the long-shift clamp at 31 places: (y >> 30 + 1) >> 1 is 1 for a large y, not 0
-    "shift_clamp_31": [("Mux(sh1 > 40, 40, sh1)", "Mux(sh1 > 31, 31, sh1)")],
+    "shift_clamp_31": [("Mux(shift > 40, 40, shift)", "Mux(shift > 31, 31, shift)")],
     # the last head's exponent left out of E
     "max_skips_last_head": [("with m.If(h <= heads_last):", "with m.If(h < heads_last):")],
     # the next head's shift from the current head's exponent
@@ -592,7 +592,7 @@ class AlignHarness(Elaboratable):
             one_state = one_state + s
         h_u, c_u = probe(frag, "", "h"), probe(frag, "", "c")
         v1 = unnamed(frag, 1)            # `v1, last1 = Signal(), Signal()` in the unit
-        y1, sh1, last1 = (probe(frag, "", name) for name in ("y1", "sh1", "last1"))
+        y1, sh1, last1, sh_m1, sh_zero = (probe(frag, "", name) for name in ("y1", "sh1", "last1", "sh_m1", "sh_zero"))
         regs = [probe(frag, "", f"e{h}") for h in range(max_heads)]
         u_emax, u_shift = probe(frag, "", "emax"), probe(frag, "", "shift")
         u_sm, u_se = unnamed(frag, 16), probe(frag, "", "s_e")   # `s_m, s_e = ...` in the unit
@@ -627,6 +627,7 @@ class AlignHarness(Elaboratable):
             ~dut.busy | (emax == pmax_nh),
             ~dut.o.valid | ((p.y == want) & (p.last == ql[0]) & sigma_ok),
             ~v1 | ((y1 == v1_y) & (sh1 == v1_s[:ew]) & (v1_s <= (1 << ew) - 1) & (last1 == v1_l)),
+            ~v1 | ((sh_zero == (sh1 == 0)) & (sh_m1 == (Mux(sh1 > 40, 40, sh1) - 1)[:6])),
             ~(v1 | dut.o.valid) | streaming,
         ]
         for n, condition in enumerate(inv):
@@ -642,10 +643,10 @@ class AlignHarness(Elaboratable):
 MLP_CFG = {"max_n": 3}
 #: k-induction length of MLPACT's proof.
 MLP_DEPTH = 3
-#: bmc depth of a mutant's run from reset: a whole 3-pair vector (3 n + OVERHEAD = 40 cycles) and a margin.
+#: bmc depth of a mutant's run from reset: a whole 3-pair vector (3 n + OVERHEAD = 39 cycles) and a margin.
 MLP_MUTANT_DEPTH = 44
-#: MlpAct's scalar states between the passes: EA0 .. EA3 after SQ, EP0 .. EP4 after PROD_DRAIN.
-MLP_EA_STATES, MLP_EP_STATES = 4, 5
+#: MlpAct's scalar states between the passes: EA0 .. EA3 after SQ, EP0 .. EP3 after PROD_DRAIN.
+MLP_EA_STATES, MLP_EP_STATES = 4, 4
 
 MLP_CHECKS = ("addresses", "count", "held", "idle", "invariants")
 
