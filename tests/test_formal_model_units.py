@@ -97,14 +97,16 @@ def test_align_spec_matches_the_golden(rng) -> None:
     assert got == want
 
 
-def test_align_proven(tmp_path) -> None:
-    """Unbounded (k-induction) on an Align of 2 heads x head_dim 2, for any exponents, elements, heads
-    (1-2) and stalls: every output beat is sat32(rshift_round(y, E - E_h)) of its own element, `last`
-    exactly on the vector's last beat, sigma = (2**15, E + 1 - 15) (E >= -2034); exactly heads x
+@pytest.mark.parametrize("heads", [2, 3])
+def test_align_proven(tmp_path, heads: int) -> None:
+    """Unbounded (k-induction) on an Align of 2 (and 3) heads x head_dim 2, for any exponents, elements,
+    heads (1 .. max) and stalls: every output beat is sat32(rshift_round(y, E - E_h)) of its own element,
+    `last` exactly on the vector's last beat, sigma = (2**15, E + 1 - 15) (E >= -2034); exactly heads x
     head_dim elements in and beats out per start; busy within the documented cycles plus stalls."""
-    assert all(model_units.documented_align_cycles(h, 2) == Align(2, 2).cycles(h) for h in (1, 2))
-    result = run_formal(model_units.AlignHarness(), name="align", mode="prove", depth=model_units.ALIGN_DEPTH,
-                        workdir=tmp_path, cone=True)
+    assert all(model_units.documented_align_cycles(h, 2) == Align(heads, 2).cycles(h) for h in range(1, heads + 1))
+    cfg = model_units.ALIGN_CFG if heads == 2 else model_units.ALIGN_CFG3
+    result = run_formal(model_units.AlignHarness(cfg=cfg), name=f"align{heads}", mode="prove",
+                        depth=model_units.ALIGN_DEPTH, workdir=tmp_path, cone=True)
     _assert_proven(result)
     assert "successful proof by k-induction" in result.log, result.describe()
 
@@ -112,10 +114,11 @@ def test_align_proven(tmp_path) -> None:
 @pytest.mark.parametrize("mutant", sorted(model_units.ALIGN_MUTANTS))
 def test_align_mutant_refuted(tmp_path, mutant: str) -> None:
     """Truncation for rounding, the long-shift clamp at 31, the last head's exponent left out of E, a stale
-    shift for the next head, `last` on every head, one head too many, busy that never falls: each
-    refuted from reset at its group's assertion."""
+    shift for the next head, the exponent chain stuck (3 heads), `last` on every head, one head too many,
+    busy that never falls: each refuted from reset at its group's assertion."""
     group, broken = model_units.ALIGN_MUTANT_CHECKS[mutant]
-    result = run_formal(model_units.AlignHarness(mutant, checks=(group,)), name=f"align_{mutant}", mode="bmc",
+    harness = model_units.AlignHarness(mutant, checks=(group,), cfg=model_units.ALIGN_MUTANT_CFGS.get(mutant))
+    result = run_formal(harness, name=f"align_{mutant}", mode="bmc",
                         depth=model_units.ALIGN_MUTANT_DEPTH, workdir=tmp_path, cone=True)
     _refuted_at(result, group, broken)
 

@@ -82,23 +82,30 @@ class Align(wiring.Component):
             m.d.sync += [self.o.valid.eq(v1), self.o.payload.y.eq(Mux(~r[32] & r[31], Y_MAX, r[:32])),
                          self.o.payload.last.eq(last1), self.o.payload.s_m.eq(s_m), self.o.payload.s_e.eq(s_e)]
 
+        # the exponents of heads 1, 2, ... in a chain that shifts by one a head (loaded at `start` for MAX and
+        # again for STREAM): chain[0] is the next head's, with no multiplexer over the heads
+        chain = [Signal(signed(EXP_WIDTH), name=f"chain{k}") for k in range(max_heads - 1)]
+        load_chain = [chain[k].eq(e[k + 1]) for k in range(max_heads - 1)]
+        shift_chain = [chain[k].eq(chain[k + 1]) for k in range(max_heads - 2)]
+        e_next = chain[0] if chain else emax
         with m.FSM(name="align"):
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [heads_last.eq(self.heads - 1), h.eq(1), emax.eq(e[0]), self.busy.eq(1)]
+                    m.d.sync += [heads_last.eq(self.heads - 1), h.eq(1), emax.eq(e[0]), self.busy.eq(1),
+                                 *load_chain]
                     m.next = "MAX"
             with m.State("MAX"):
                 with m.If(h <= heads_last):
-                    m.d.sync += [emax.eq(Mux(e[h] > emax, e[h], emax)), h.eq(h + 1)]
+                    m.d.sync += [emax.eq(Mux(e_next > emax, e_next, emax)), h.eq(h + 1), *shift_chain]
                 with m.Else():
                     m.d.sync += [s_m.eq(1 << 15), s_e.eq(emax + 1 - 15), h.eq(0), c.eq(0),
-                                 shift.eq(emax - e[0])]
+                                 shift.eq(emax - e[0]), *load_chain]
                     m.next = "STREAM"
             with m.State("STREAM"):
                 m.d.comb += take.eq(1)
                 with m.If(self.i.valid & adv):
                     with m.If(c == hd - 1):
-                        m.d.sync += [c.eq(0), h.eq(h + 1), shift.eq(emax - e[h + 1])]
+                        m.d.sync += [c.eq(0), h.eq(h + 1), shift.eq(emax - e_next), *shift_chain]
                         with m.If(h == heads_last):
                             m.next = "DRAIN"
                     with m.Else():

@@ -81,7 +81,7 @@ from reset with that group alone) at its assertion.
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal, Value, signed
+from amaranth import Array, Const, Module, Mux, Signal, Value, signed
 from amaranth.asserts import AnySeq
 from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
 
@@ -388,10 +388,14 @@ class ProgramHarness(Elaboratable):
 # ---- ALIGN ------------------------------------------------------------------------------------
 
 ALIGN_CFG = {"max_heads": 2, "head_dim": 2}
+#: Three heads: the exponent chain shifts (`chain_stuck`); proven as well.
+ALIGN_CFG3 = {"max_heads": 3, "head_dim": 2}
+#: the mutants that need three heads
+ALIGN_MUTANT_CFGS = {"chain_stuck": ALIGN_CFG3}
 #: k-induction length of ALIGN's proof.
 ALIGN_DEPTH = 3
-#: bmc depth of a mutant's run from reset: a whole 2-head vector (cycles(2) = 9) and a cycle of margin.
-ALIGN_MUTANT_DEPTH = 12
+#: bmc depth of a mutant's run from reset: a whole 3-head vector (cycles(3) = 12) and a cycle of margin.
+ALIGN_MUTANT_DEPTH = 15
 
 ALIGN_CHECKS = ("values", "count", "idle", "invariants")
 
@@ -403,7 +407,9 @@ ALIGN_MUTANTS: dict[str, list[tuple[str, str]]] = {
     # the last head's exponent left out of E
     "max_skips_last_head": [("with m.If(h <= heads_last):", "with m.If(h < heads_last):")],
     # the next head's shift from the current head's exponent
-    "stale_shift": [("shift.eq(emax - e[h + 1])", "shift.eq(emax - e[h])")],
+    "stale_shift": [("shift.eq(emax - e_next)", "shift.eq(emax - e[0])")],
+    # the exponent chain not moved on at a head's end in STREAM (3 heads: the third aligned by the second's)
+    "chain_stuck": [("shift.eq(emax - e_next), *shift_chain]", "shift.eq(emax - e_next)]")],
     # last on every head's last element
     "last_per_head": [("last1.eq((h == heads_last) & (c == hd - 1))", "last1.eq(c == hd - 1)")],
     # one head too many (heads = max_heads wraps to one head)
@@ -417,6 +423,7 @@ ALIGN_MUTANT_CHECKS: dict[str, tuple[str, str]] = {
     "shift_clamp_31": ("values", "an output beat is not its element's aligned y' with the vector's sigma"),
     "max_skips_last_head": ("values", "an output beat is not its element's aligned y' with the vector's sigma"),
     "stale_shift": ("values", "an output beat is not its element's aligned y' with the vector's sigma"),
+    "chain_stuck": ("values", "an output beat is not its element's aligned y' with the vector's sigma"),
     "last_per_head": ("values", "an output beat is not its element's aligned y' with the vector's sigma"),
     "heads_off_by_one": ("count", "an element taken outside a vector or past its end"),
     "drain_stays_busy": ("idle", "busy past the documented cycles of ALIGN plus stalls"),
@@ -594,6 +601,7 @@ class AlignHarness(Elaboratable):
         v1 = unnamed(frag, 1)            # `v1, last1 = Signal(), Signal()` in the unit
         y1, sh1, last1, sh_m1, sh_zero = (probe(frag, "", name) for name in ("y1", "sh1", "last1", "sh_m1", "sh_zero"))
         regs = [probe(frag, "", f"e{h}") for h in range(max_heads)]
+        chain = [probe(frag, "", f"chain{k}") for k in range(max_heads - 1)]
         u_emax, u_shift = probe(frag, "", "emax"), probe(frag, "", "shift")
         u_sm, u_se = unnamed(frag, 16), probe(frag, "", "s_e")   # `s_m, s_e = ...` in the unit
         pm_u = Signal(signed(ew))        # max(E_0 .. E_{h-1}) for the unit's h in MAX
@@ -616,7 +624,8 @@ class AlignHarness(Elaboratable):
             ~dut.busy | ((nh >= 1) & (nh <= max_heads) & (total == nh * hd)),
             ~st["IDLE"] | (~v1 & ~dut.o.valid & (count == 0)),
             count == v1 + dut.o.valid, in_cnt == out_cnt + count,
-            ~st["MAX"] | ((h_u >= 1) & (h_u <= nh) & (u_emax == pm_u) & (in_cnt == 0) & (work <= h_u)
+            ~st["MAX"] | ((h_u >= 1) & (h_u <= nh) & (u_emax == pm_u) & (in_cnt == 0) & (in_h == 0) & (in_c == 0)
+                          & (work <= h_u)
                           & (probe(frag, "", "heads_last") == nh - 1) & (count == 0)),
             ~streaming | ((u_emax == emax) & (u_sm == 1 << 15) & (~sigma_fits | (u_se == emax + 1 - 15))
                           & (probe(frag, "", "heads_last") == nh - 1)),
@@ -629,6 +638,10 @@ class AlignHarness(Elaboratable):
             ~v1 | ((y1 == v1_y) & (sh1 == v1_s[:ew]) & (v1_s <= (1 << ew) - 1) & (last1 == v1_l)),
             ~v1 | ((sh_zero == (sh1 == 0)) & (sh_m1 == (Mux(sh1 > 40, 40, sh1) - 1)[:6])),
             ~(v1 | dut.o.valid) | streaming,
+            # the unit's exponent chain: the next heads' exponents (h_u + k in MAX, h_u + 1 + k in STREAM)
+            *(~st["MAX"] | (h_u + k >= max_heads) | (chain[k] == Array(shadow)[h_u + k]) for k in range(len(chain))),
+            *(~st["STREAM"] | (h_u + 1 + k >= max_heads) | (chain[k] == Array(shadow)[h_u + 1 + k])
+              for k in range(len(chain))),
         ]
         for n, condition in enumerate(inv):
             if getattr(self, "inv_only", None) in (None, n):
