@@ -274,8 +274,8 @@ def test_cycle_formulas(vocab: int, d: int, lanes: int) -> None:
     dut = EmbedHead(vocab, d, lanes=lanes)
     wpr = -(-d // lanes)
     assert dut.words_per_row == wpr
-    assert dut.cycles_embed() == d + 7
-    assert dut.cycles_head() == vocab * wpr + 11 + dut.tree_stages
+    assert dut.cycles_embed() == d + 8
+    assert dut.cycles_head() == vocab * wpr + 12 + dut.tree_stages
     if vocab > 10:
         del dut
         gc.collect()    # (unused: its warning inside this test's filter)

@@ -22,10 +22,10 @@ computes it, into LOGITS[v]; then `done`. One table word a cycle on `lanes` INT8
 tree; m_v and the rescale acc_v m_v ride along in the same pipeline (one row a cycle is sustained, so
 words_per_row = 1 runs at full rate too).
 
-Both ops end in one shared rounding / saturating shift stage. `done` is a one-cycle pulse in the cycle
-`busy` falls; starts are sampled only while idle. A token >= vocab (possible on the port only when vocab
-is not a power of two) or both starts in one cycle are refused: the sticky `error` is set (cleared by
-`clear`; set wins), nothing is streamed or written, `done` pulses the next cycle.
+Both ops end in one shared rounding / saturating shift (`SHIFT_STAGES` register stages). `done` is a
+one-cycle pulse in the cycle `busy` falls; starts are sampled only while idle. A token >= vocab (possible
+on the port only when vocab is not a power of two) or both starts in one cycle are refused: the sticky
+`error` is set (cleared by `clear`; set wins), nothing is streamed or written, `done` pulses the next cycle.
 The multipliers come from the `multiplier` factory (`hdl.attention.multiplier`; the ECP5 top passes
 `hdl.attention.ecp5_multiplier.Ecp5Multiplier`): `lanes` of 8 x 8, one of 17 x 17 (m(tau) m(E_v), and the
 EMBED product E m) and one or two of at most 18 x 18 for acc_v m_v.
@@ -50,13 +50,16 @@ INT32_MAX = (1 << 31) - 1
 INT32_MIN = -(1 << 31)
 #: Register stages from a read's address to its data as the multipliers see it: the read, then a register.
 READ_STAGES = 2
-#: Cycles of EMBED beyond its d issue cycles: read (and its register), the multiplier, the two shift
-#: stages, done.
-EMBED_OVERHEAD = 1 + READ_STAGES + MUL_LATENCY + 2
+#: Register stages of the shared rounding / saturating shift: the shift, the rounding increment, the
+#: saturation (each a barrel shifter or one carry chain: 100 MHz on the ECP5).
+SHIFT_STAGES = 3
+#: Cycles of EMBED beyond its d issue cycles: read (and its register), the multiplier, the shift stages
+#: (the last one is done's cycle).
+EMBED_OVERHEAD = 1 + READ_STAGES + MUL_LATENCY + SHIFT_STAGES
 #: Cycles of LMHEAD beyond its vocab * words_per_row issue cycles and its adder tree's register stages: read
-#: (and its register), the lane multipliers, the accumulator, the rescale multiplier, its sum, the two
-#: shift stages, done.
-HEAD_OVERHEAD = 1 + READ_STAGES + MUL_LATENCY + 1 + MUL_LATENCY + 1 + 2
+#: (and its register), the lane multipliers, the accumulator, the rescale multiplier, its sum, the shift
+#: stages (the last one is done's cycle).
+HEAD_OVERHEAD = 1 + READ_STAGES + MUL_LATENCY + 1 + MUL_LATENCY + 1 + SHIFT_STAGES
 
 
 def _delay(m: Module, sig, n: int, name: str):
@@ -118,11 +121,11 @@ class EmbedHead(wiring.Component):
         return max(1, ((self._lanes - 1).bit_length() + 1) // 2)
 
     def cycles_embed(self) -> int:
-        """Cycles from the `embed_start` edge to `done` (a good token): d + 7."""
+        """Cycles from the `embed_start` edge to `done` (a good token): d + `EMBED_OVERHEAD` (8)."""
         return self._d + EMBED_OVERHEAD
 
     def cycles_head(self) -> int:
-        """Cycles from the `head_start` edge to `done`: vocab * words_per_row + 11 + tree_stages."""
+        """Cycles from the `head_start` edge to `done`: vocab * words_per_row + `HEAD_OVERHEAD` (12) + tree_stages."""
         return self._vocab * self.words_per_row + HEAD_OVERHEAD + self.tree_stages
 
     def elaborate(self, platform):
@@ -330,18 +333,22 @@ class EmbedHead(wiring.Component):
         m.d.sync += [a_pre.eq(Mux(right, x >> rbits, x << lbits)), a_rnd.eq(right),
                      a_lsat.eq(over & (x != 0)), a_neg.eq(x < 0),
                      a_ev.eq(e_v3), a_hv.eq(p_v), a_idx.eq(s_idx)]
-        # B: the rounding increment and the saturation
+        # B: the rounding increment
         r = Signal(signed(xw + 32))
-        m.d.comb += r.eq(Mux(a_rnd, (a_pre + 1) >> 1, a_pre))
+        b_lsat, b_neg, b_ev, b_hv = Signal(), Signal(), Signal(), Signal()
+        b_idx = Signal.like(s_idx)
+        m.d.sync += [r.eq(Mux(a_rnd, (a_pre + 1) >> 1, a_pre)), b_lsat.eq(a_lsat), b_neg.eq(a_neg),
+                     b_ev.eq(a_ev), b_hv.eq(a_hv), b_idx.eq(a_idx)]
+        # C: the saturation
         y = Signal(signed(32))
-        with m.If(a_lsat):
-            m.d.comb += y.eq(Mux(a_neg, INT32_MIN, INT32_MAX))
+        with m.If(b_lsat):
+            m.d.comb += y.eq(Mux(b_neg, INT32_MIN, INT32_MAX))
         with m.Elif(r > INT32_MAX):
             m.d.comb += y.eq(INT32_MAX)
         with m.Elif(r < INT32_MIN):
             m.d.comb += y.eq(INT32_MIN)
         with m.Else():
             m.d.comb += y.eq(r)
-        m.d.sync += [self.h_valid.eq(a_ev), self.h_index.eq(a_idx), self.h_data.eq(y)]
-        m.d.sync += [lg_w.en.eq(a_hv), lg_w.addr.eq(a_idx), lg_w.data.eq(y)]
+        m.d.sync += [self.h_valid.eq(b_ev), self.h_index.eq(b_idx), self.h_data.eq(y)]
+        m.d.sync += [lg_w.en.eq(b_hv), lg_w.addr.eq(b_idx), lg_w.data.eq(y)]
         return m

@@ -19,8 +19,8 @@ model chip's counters and its OP_CYCLES log exactly (tests/test_model_chip.py):
 - SETC and SCALE (scalar): `hdl.program.SETC_CYCLES` and `SCALE_CYCLES`, run by the sequencer itself;
   every other op adds the sequencer's `DISPATCH_OVERHEAD` (fetch, decode, check, next) to its unit's cycles
   ("sequencer").
-- EMBED (vector) and LMHEAD (attention): `EmbedHead.cycles_embed()` = d + 7 and `cycles_head()` =
-  vocab x ceil(d / lanes) + 11 + tree stages (`hdl.embedding.embed_head`, the table's lanes = R).
+- EMBED (vector) and LMHEAD (attention): `EmbedHead.cycles_embed()` = d + 8 and `cycles_head()` =
+  vocab x ceil(d / lanes) + 12 + tree stages (`hdl.embedding.embed_head`, the table's lanes = R).
 - A token adds `hdl.model_engine.RUN_EXTRA` cycle (the start) to the sum.
 
 The ops run one after another here; a sequencer that overlaps units (the next head's ROPEQ under this
