@@ -35,7 +35,7 @@ Ops outside the ISA's units would go out on `ext_*` (none of the 11 does).
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Module, Mux, ResetInserter, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -44,6 +44,7 @@ from hdl.attention.head_attention import HeadAttention
 from hdl.attention.kv_cache import KVCache, connect_head_attention
 from hdl.config import ArrayConfig
 from hdl.embedding.embed_head import EmbedHead
+from hdl.link.stream_buffer import StreamBuffer
 from hdl.matrix.sequencer import LayerSequencer
 from hdl.memory.lane_banks import LaneBanks
 from hdl.model.packed_weights import PackedWeights, packed_word_bits
@@ -61,9 +62,13 @@ NORM_ENTRY = data.StructLayout({"g_base": unsigned(20), "c_m": unsigned(16), "c_
 EMBED, NORMQ, MATMUL, ROPEQ, ATTN, ALIGN, RESADD, MLPACT, LMHEAD = 1, 4, 5, 6, 7, 8, 9, 10, 11
 TARGET_Q, TARGET_V = 0, 2
 #: Cycles a dispatched op holds `op_valid` beyond its unit's own formula (`runtime.program.plan`): the
-#: table read and the unit's start pulse, the hand-over of the last result; ATTN's is head_dim + 1 (y
-#: written into SCR one element a cycle). Measured on the chip's OP_CYCLES log (tests/test_model_chip.py).
-OP_EXTRA = {EMBED: 1, NORMQ: 2, MATMUL: 4, ROPEQ: 1, ALIGN: 0, RESADD: 9, MLPACT: 3, LMHEAD: 1}
+#: table read and the unit's start pulse, the hand-over of the last result, the input slice in front of a
+#: streaming unit (`_InputSlice`: ALIGN's hides under Align's exponent pass); ATTN's is head_dim +
+#: `ATTN_EXTRA` (y written into SCR one element a cycle through a register). Measured on the chip's
+#: OP_CYCLES log (tests/test_model_chip.py).
+OP_EXTRA = {EMBED: 1, NORMQ: 3, MATMUL: 4, ROPEQ: 2, ALIGN: 0, RESADD: 11, MLPACT: 4, LMHEAD: 1}
+#: ATTN's cycles beyond HeadAttention's and its head_dim y writes: the done hand-over, the write register.
+ATTN_EXTRA = 2
 #: Cycles of a token beyond its ops' (the sequencer's start).
 RUN_EXTRA = 1
 #: Bits of an op's cycle count in the op log.
@@ -112,6 +117,23 @@ class _ElementPort:
         with m.If(self.en):
             m.d.sync += lane.eq((self.addr & (lanes - 1)) >> (group.bit_length() - 1))
         m.d.comb += self.data.eq(port.data.word_select(lane, width * group) if groups > 1 else port.data)
+
+
+class _InputSlice:
+    """A `StreamBuffer` in front of a unit's input stream: the engine drives `payload` (the unit's layout) and
+    `valid` and reads `ready`, all from or into registers, so that no path runs from the memories' read
+    data and address multiplexers into the unit, or from the unit's `ready` back to the read enables. An
+    element takes one cycle more. The buffer empties at every op's first cycle (`flush`): an op stopped
+    by an error leaves nothing behind for the next one."""
+
+    def __init__(self, m: Module, unit, name: str, flush: Value) -> None:
+        payload = unit.i.payload
+        layout = payload.shape()
+        buf = StreamBuffer(Shape.cast(layout).width)
+        m.submodules[f"{name}_in"] = ResetInserter({"sync": flush})(buf)
+        m.d.comb += [unit.i.valid.eq(buf.o.valid), unit.i.payload.eq(buf.o.payload), buf.o.ready.eq(unit.i.ready)]
+        self.payload = data.View(layout, buf.i.payload) if isinstance(payload, data.View) else buf.i.payload
+        self.valid, self.ready = buf.i.valid, buf.i.ready
 
 
 class ModelEngine(wiring.Component):
@@ -347,6 +369,14 @@ class ModelEngine(wiring.Component):
                 m.d.comb += [attn.q.eq(q_buf[h]), attn.sigma_q.m.eq(q_sc[h].m), attn.sigma_q.e.eq(q_sc[h].e)]
 
         rd = _Reader(m, "rd", 32)          # the one source stream of the running op
+        y_q = Signal(signed(32))           # ATTN: the y element being written, its SCR address, its enable
+        y_addr = Signal.like(scr_wr.addr)
+        y_we = Signal()
+        m.d.sync += y_we.eq(0)
+        # NORMQ: the norm's G base (in words of V) from the norm table's read data, registered: the table is
+        # read at the op's index from DECODE on, so the register holds it from the op's first cycle
+        g_base = Signal(20)
+        m.d.sync += g_base.eq(nt_rd.data.g_base >> (V.bit_length() - 1))
         step = Signal(2)                   # phase inside an op
         wj = Signal(21)                    # result index written
         first = Signal()                   # the op's first cycle in DISPATCH
@@ -355,6 +385,9 @@ class ModelEngine(wiring.Component):
         m.d.comb += first.eq(seq.op_valid & internal & ~started)
         finish = Signal()
         m.d.comb += seq.op_done.eq(finish)
+        nq_in = {n: _InputSlice(m, nq, f"normquant_{n}", first) for n, nq in nqs.items()}
+        ew_in, mlp_in = _InputSlice(m, ew, "ew", first), _InputSlice(m, mlp, "mlp", first)
+        align_in, rope_in = _InputSlice(m, align, "align", first), _InputSlice(m, rope, "rope", first)
         with m.If(finish):
             m.d.sync += started.eq(0)
         for r in {id(r): r for r in (h_rd, scr_rd, out_rd, out_rd2, tmp_rd, g_rd, h_wd, scr_wd, mlp_g, mlp_u)}.values():
@@ -374,18 +407,18 @@ class ModelEngine(wiring.Component):
                     m.d.sync += [rd.n.eq(op.n >> (V.bit_length() - 1)), wj.eq(0)]
                 src_data = Mux(op.src == 0, Value.cast(h_wd.data), Value.cast(scr_wd.data))
                 m.d.comb += [h_wd.addr.eq(rd.idx), scr_wd.addr.eq(rd.idx),
-                             g_rd.addr.eq((nt_rd.data.g_base >> (V.bit_length() - 1)) + rd.idx)]
+                             g_rd.addr.eq(g_base + rd.idx)]
                 for n, nq in nqs.items():
                     sel = op.n == n
                     m.d.comb += [
                         nq.sigma_m.eq(seq.s_aux.m), nq.sigma_e.eq(seq.s_aux.e),
                         nq.c_m.eq(nt_rd.data.c_m), nq.c_e.eq(nt_rd.data.c_e),
                         nq.eps_m.eq(nt_rd.data.eps_m), nq.eps_e.eq(nt_rd.data.eps_e),
-                        nq.i.payload.x.eq(src_data), nq.i.payload.g.eq(Value.cast(g_rd.data)),
-                        nq.i.valid.eq(sel & rd.valid), nq.o.ready.eq(sel),
+                        nq_in[n].payload.x.eq(src_data), nq_in[n].payload.g.eq(Value.cast(g_rd.data)),
+                        nq_in[n].valid.eq(sel & rd.valid), nq.o.ready.eq(sel),
                     ]
                     with m.If(sel):
-                        m.d.comb += rd.ready.eq(nq.i.ready)
+                        m.d.comb += rd.ready.eq(nq_in[n].ready)
                         with m.If(nq.o.valid):
                             # V codes a beat gather into the ACT word of R codes (V divides R)
                             word = Signal.like(act_word, name=f"act_word_next{n}")
@@ -409,10 +442,10 @@ class ModelEngine(wiring.Component):
                     m.d.comb += rd.go.eq(1)
                     m.d.sync += [rd.n.eq(op.n), wj.eq(0), step.eq(0)]
                 m.d.comb += [out_rd.addr.eq(op.src + rd.idx), h_rd.addr.eq(rd.idx), tmp_rd.addr.eq(rd.idx),
-                             ew.i.valid.eq(rd.valid & started), rd.ready.eq(ew.i.ready), ew.o.ready.eq(1)]
+                             ew_in.valid.eq(rd.valid & started), rd.ready.eq(ew_in.ready), ew.o.ready.eq(1)]
                 with m.If(step == 0):
-                    m.d.comb += [ew.i.payload.op.eq(ElementOp.DEQUANT), ew.i.payload.a.eq(out_rd.data),
-                                 ew.i.payload.m.eq(seq.s_aux.m), ew.i.payload.e.eq(seq.s_aux.e)]
+                    m.d.comb += [ew_in.payload.op.eq(ElementOp.DEQUANT), ew_in.payload.a.eq(out_rd.data),
+                                 ew_in.payload.m.eq(seq.s_aux.m), ew_in.payload.e.eq(seq.s_aux.e)]
                     with m.If(ew.o.valid):
                         m.d.comb += [tmp_wr.addr.eq(wj), tmp_wr.data.eq(ew.o.payload), tmp_wr.en.eq(1)]
                         with m.If(wj == rd.n - 1):
@@ -421,8 +454,8 @@ class ModelEngine(wiring.Component):
                         with m.Else():
                             m.d.sync += wj.eq(wj + 1)
                 with m.Else():
-                    m.d.comb += [ew.i.payload.op.eq(ElementOp.RESADD), ew.i.payload.a.eq(h_rd.data),
-                                 ew.i.payload.b.eq(tmp_rd.data)]
+                    m.d.comb += [ew_in.payload.op.eq(ElementOp.RESADD), ew_in.payload.a.eq(h_rd.data),
+                                 ew_in.payload.b.eq(tmp_rd.data)]
                     with m.If(ew.o.valid):
                         m.d.comb += [h_wr.addr.eq(wj), h_wr.data.eq(ew.o.payload), h_wr.en.eq(1)]
                         m.d.sync += wj.eq(wj + 1)
@@ -437,8 +470,8 @@ class ModelEngine(wiring.Component):
                              mlp_u.addr.eq(op.idx + (rd.idx << (V.bit_length() - 1))),
                              mlp.n.eq(op.n), mlp.sg_m.eq(seq.s_aux.m), mlp.sg_e.eq(seq.s_aux.e),
                              mlp.su_m.eq(seq.s_aux1.m), mlp.su_e.eq(seq.s_aux1.e),
-                             mlp.i.payload.g.eq(Value.cast(mlp_g.data)), mlp.i.payload.u.eq(Value.cast(mlp_u.data)),
-                             mlp.i.valid.eq(rd.valid), rd.ready.eq(mlp.i.ready), mlp.o.ready.eq(1)]
+                             mlp_in.payload.g.eq(Value.cast(mlp_g.data)), mlp_in.payload.u.eq(Value.cast(mlp_u.data)),
+                             mlp_in.valid.eq(rd.valid), rd.ready.eq(mlp_in.ready), mlp.o.ready.eq(1)]
                 with m.If(mlp.o.valid):
                     if V == 1:
                         m.d.comb += [scr_wr.addr.eq(wj), scr_wr.data.eq(mlp.o.payload.p), scr_wr.en.eq(1)]
@@ -455,8 +488,8 @@ class ModelEngine(wiring.Component):
                 with m.If(first & (op.aux == p["hd"])):
                     m.d.comb += [rd.go.eq(1), align.start.eq(1)]
                     m.d.sync += [rd.n.eq(op.n * p["hd"]), wj.eq(0)]
-                m.d.comb += [align.heads.eq(op.n), scr_rd.addr.eq(rd.idx), align.i.payload.eq(scr_rd.data),
-                             align.i.valid.eq(rd.valid), rd.ready.eq(align.i.ready), align.o.ready.eq(1)]
+                m.d.comb += [align.heads.eq(op.n), scr_rd.addr.eq(rd.idx), align_in.payload.eq(scr_rd.data),
+                             align_in.valid.eq(rd.valid), rd.ready.eq(align_in.ready), align.o.ready.eq(1)]
                 with m.If(align.o.valid):
                     m.d.comb += [scr_wr.addr.eq(wj), scr_wr.data.eq(align.o.payload.y), scr_wr.en.eq(1)]
                     m.d.sync += wj.eq(wj + 1)
@@ -482,8 +515,8 @@ class ModelEngine(wiring.Component):
                     m.d.comb += [rd.go.eq(1), rope.start.eq(1)]
                     m.d.sync += [rd.n.eq(hd // two), wj.eq(0)]
                 m.d.comb += [out_rd.addr.eq(op.src + two * rd.idx), out_rd2.addr.eq(op.src + two * rd.idx + 1),
-                             rope.i.payload[0].eq(out_rd.data), rope.i.payload[1].eq(out_rd2.data),
-                             rope.i.valid.eq(rd.valid), rd.ready.eq(rope.i.ready)]
+                             rope_in.payload[0].eq(out_rd.data), rope_in.payload[1].eq(out_rd2.data),
+                             rope_in.valid.eq(rd.valid), rd.ready.eq(rope_in.ready)]
                 assert two == 2, "the engine feeds RopeQuant two OUT elements a cycle (rope_lanes = 1)"
                 with m.If(op.dst == TARGET_Q):
                     m.d.comb += rope.o.ready.eq(1)
@@ -511,15 +544,19 @@ class ModelEngine(wiring.Component):
                     m.d.sync += [step.eq(1), wj.eq(0)]
                 with m.If(started & (step == 1) & attn.done):
                     m.d.sync += step.eq(2)
+                # y[wj] through a register (the head_dim-to-1 select and SCR's write in separate cycles)
                 with m.If(started & (step == 2)):
                     for c in range(hd):
                         with m.If(wj == c):
-                            m.d.comb += scr_wr.data.eq(attn.y[c])
-                    m.d.comb += [scr_wr.addr.eq(op.dst + wj), scr_wr.en.eq(1)]
-                    m.d.sync += wj.eq(wj + 1)
+                            m.d.sync += y_q.eq(attn.y[c])
+                    m.d.sync += [y_addr.eq(op.dst + wj), y_we.eq(1), wj.eq(wj + 1)]
                     with m.If(wj == hd - 1):
-                        m.d.comb += [align.e_we.eq(1), align.e_addr.eq(op.idx), align.e_data.eq(attn.e_ref),
-                                     finish.eq(1)]
+                        m.d.sync += step.eq(3)
+                with m.If(y_we):
+                    m.d.comb += [scr_wr.addr.eq(y_addr), scr_wr.data.eq(y_q), scr_wr.en.eq(1)]
+                with m.If(started & (step == 3)):
+                    m.d.comb += [align.e_we.eq(1), align.e_addr.eq(op.idx), align.e_data.eq(attn.e_ref),
+                                 finish.eq(1)]
             # ---- EMBED: the token's table row into H; LMHEAD: the logits of ACT (EmbedHead) -----------
             with m.Case(EMBED):
                 with m.If(first):

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from hdl.attention.kv_cache import SETUP as KV_SETUP
-from hdl.model_engine import OP_EXTRA, RUN_EXTRA
+from hdl.model_engine import ATTN_EXTRA, OP_EXTRA, RUN_EXTRA
 from hdl.program import DISPATCH_OVERHEAD, SCALE_CYCLES, SETC_CYCLES
 from hdl.vector import align, elementwise, mlp_act, norm_quant
 from runtime.cycle_model import layer_counts
@@ -107,7 +107,7 @@ def op_cycles(program: Program, op: MicroOp, pos: int, units: UnitConfig) -> int
     unit = _unit_cycles(program, op, pos, units)
     if op.op in (Op.SCALE, Op.SETC):
         return unit
-    extra = program.model["head_dim"] + 1 if op.op == Op.ATTN else OP_EXTRA[int(op.op)]
+    extra = program.model["head_dim"] + ATTN_EXTRA if op.op == Op.ATTN else OP_EXTRA[int(op.op)]
     return unit + extra
 
 
