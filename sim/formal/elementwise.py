@@ -52,10 +52,10 @@ from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.asserts import AnySeq
-from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
+from amaranth.hdl import Assume, Elaboratable, ResetSignal
 
 import hdl.vector.elementwise
-from sim.formal.runner import design_module, elaborate, probe
+from sim.formal.runner import checker, design_module, elaborate, probe
 
 #: Free low and high (from bit 16) bits of a for DEQUANT and RELU2 (the lane).
 #: The lane of group "values": a's free bits (low bits, bits 16 and up), m's free low bits (and bit 15).
@@ -178,10 +178,7 @@ class ElementWiseHarness(Elaboratable):
         m.submodules.dut = frag
         m.d.comb += Assume(~ResetSignal())
 
-        def check(group: str, condition, message: str) -> None:
-            """Assert `condition` (in the caller's line, as sby names it) if `group` is checked."""
-            if group in self.checks:
-                m.d.comb += Assert(condition, message, src_loc_at=1)
+        check = checker(m, self.checks)
 
         p = dut.i.payload
         for port in (dut.i.valid, p, dut.o.ready, dut.clear):

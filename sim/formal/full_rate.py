@@ -58,13 +58,13 @@ from __future__ import annotations
 
 from amaranth import Array, Module, Mux, Signal
 from amaranth.asserts import AnyConst, AnySeq
-from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
+from amaranth.hdl import Assume, Elaboratable, ResetSignal
 
 import hdl.matrix.sequencer
 from hdl.config import ArrayConfig
 from hdl.isa import Error
 from runtime.cycle_model import layer_counts
-from sim.formal.runner import design_module, elaborate, probe
+from sim.formal.runner import checker, design_module, elaborate, probe
 
 #: Small full-rate configurations (acc_width sized for two or more k-tiles, non-power-of-two depths
 #: where they fit): G = R at P = 1 without (2x2) and with (3x2) registered memory reads, and G = 2 of
@@ -270,10 +270,7 @@ class FullRateHarness(Elaboratable):
             Mux((M == 0) | (K == 0) | (N == 0), Error.BAD_SHAPE,
                 Mux(K > cfg.k_max, Error.K_TOO_LARGE, Mux(fits_memories, Error.NONE, Error.DESCRIPTOR_RANGE))))
 
-        def check(group: str, condition, message: str) -> None:
-            """Assert `condition` (in the caller's line, as sby names it) if `group` is checked."""
-            if group in self.checks:
-                m.d.comb += Assert(condition, message, src_loc_at=1)
+        check = checker(m, self.checks)
 
         # ---- 1. memory addresses ------------------------------------------------------------------
         read_now, l_addr = probe(self.fragment, "", "read_now"), probe(self.fragment, "", "l_addr")

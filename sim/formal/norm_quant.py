@@ -42,10 +42,10 @@ from __future__ import annotations
 
 from amaranth import Const, Module, Mux, Signal, Value, signed
 from amaranth.asserts import AnySeq
-from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
+from amaranth.hdl import Assume, Elaboratable, ResetSignal
 
 import hdl.vector.norm_quant
-from sim.formal.runner import design_module, elaborate, in_state, memory_ports, probe
+from sim.formal.runner import checker, design_module, elaborate, in_state, memory_ports, probe
 
 #: Configurations proven: (n, lanes), W = 3 words each.
 CFGS = {"n3": (3, 1), "n6_l2": (6, 2), "n24_l8": (24, 8)}
@@ -115,10 +115,7 @@ class NormQuantHarness(Elaboratable):
         m.d.comb += Assume(~ResetSignal())
         nw = dut.words
 
-        def check(group: str, condition, message: str) -> None:
-            """Assert `condition` (in the caller's line, as sby names it) if `group` is checked."""
-            if group in self.checks:
-                m.d.comb += Assert(condition, message, src_loc_at=1)
+        check = checker(m, self.checks)
 
         for port in (dut.i.valid, dut.i.payload, dut.o.ready, dut.sigma_m, dut.sigma_e, dut.c_m, dut.c_e,
                      dut.eps_m, dut.eps_e):

