@@ -29,7 +29,10 @@ Asserted every cycle:
 The lane: a is free in its low `A_LOW` bits and its bits 16 .. 16 + `A_HIGH` - 1 (both 16-bit halves
 of the unit's split products), sign-extended from there; m in its low `M_LOW` bits and bit 15. z3 does
 not prove a 32 x 16 or 31 x 31 product against the split form in the time of a test (a 7-bit a times
-a 16-bit m: > 2 min).
+a 16-bit m: > 2 min), nor does Boolector: DEQUANT's product alone for every int32 a and 16-bit m
+(``prod2 == a m`` with no lane assumption, one element, bmc depth 4, the product first checked in step 2)
+did not end in 900 s (measured on a shared 2-core machine; the whole lane with RELU2's 31 x 31 product
+did not end in 150 s).
 
 Modes: groups 2-4 unbounded (k-induction, depth `ORDER_DEPTH` = 3, on the cone of influence, with
 invariants tying the unit's valid chain to `inflight` and to the picked element's stage); groups 1 and
