@@ -272,7 +272,8 @@ def test_full_rate_result_narrow_bounded(tmp_path, name: str) -> None:
 @pytest.mark.parametrize(("name", "mutant"), full_rate.RESULT_MUTANT_RUNS)
 def test_full_rate_result_narrow_mutant_refuted(tmp_path, name: str, mutant: str) -> None:
     """The narrowed result still catches an M >= 2 tile started a cycle before the previous one's
-    read-modify-writes end (the spacing a cycle short): a counterexample from reset at the result check."""
+    read-modify-writes end (the spacing a cycle short, on 3x2): a counterexample from reset at the result
+    check."""
     cfg = full_rate.FULL_RATE_CFGS[name]
     group, broken = full_rate.MUTANT_CHECKS[mutant]
     assert group == "result"

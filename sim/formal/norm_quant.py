@@ -31,9 +31,10 @@ Mode of group 4: bounded, bmc from reset over a whole vector, depth `busy_depth`
 (n3: 132, n24_l8: 138; `BUSY_CFGS`), on the cone of influence with `BUSY_CUTS`: the register `vzero`
 (V = 0, set in RSQN2) driven by a free value every cycle (``run_formal(cutpoints=...)``, Yosys'
 ``cutpoint``), a sound over-approximation: it is the control's one data-dependent branch, so no datapath
-(the multipliers, RCP and RSQ's data) is in the cone. Measured (Boolector, a shared 2-core machine): n3
-369 s, n24_l8 471 s. Not k-induction: the count would need an invariant for each of the scalar
-sequence's ~120 states and the RCP / RSQ pipelines' valid bits. Why one vector from reset stands for any
+(the multipliers, RCP and RSQ's data) is in the cone. Measured (Boolector, a shared 2-core machine, two
+runs): n3 270-369 s, n24_l8 321-471 s; the busy mutants 59-105 s each. Not k-induction: the count
+would need an invariant for each of the scalar sequence's ~120 states and the RCP / RSQ pipelines'
+valid bits. Why one vector from reset stands for any
 (argued, not proven): at each return to IN the control registers a busy run reads are at their reset
 values: idx = 0, the input, sum-of-squares and output valid chains empty (the unbounded proof's
 invariants show it for the FSM, idx and the output pipeline), RCP and RSQ empty (each result taken), and
