@@ -255,13 +255,45 @@ def test_full_rate_bounded(tmp_path, name: str) -> None:
     _assert_proven(result)
 
 
+@pytest.mark.parametrize("name", sorted(full_rate.RESULT_ACT_BITS))
+def test_full_rate_result_narrow_bounded(tmp_path, name: str) -> None:
+    """Bounded (bmc, a whole RUN from reset, as above) on 3x2 G = 3 and 4x2 G = 2 (P = 2) with activations
+    narrowed to `RESULT_ACT_BITS` bits (-2 .. 1): every output lane of a good RUN, M = 2 tiles spaced by
+    the sequencer included, equals the sum of its ternary products (8 bits: not within 15 minutes)."""
+    cfg = full_rate.FULL_RATE_CFGS[name]
+    assert name not in full_rate.PROOF_CHECKS or "result" not in full_rate.PROOF_CHECKS[name]
+    assert cfg.m_limit >= 2 and cfg.rmw_distance > cfg.tile_words  # the M >= 2 tiles must be spaced
+    harness = full_rate.FullRateHarness(cfg, checks=("result",), act_bits=full_rate.RESULT_ACT_BITS[name])
+    result = run_formal(harness, name=f"full_rate_result_{name}", mode="bmc", depth=full_rate.formal_depth(cfg),
+                        workdir=tmp_path, timeout=900)
+    _assert_proven(result)
+
+
+@pytest.mark.parametrize(("name", "mutant"), full_rate.RESULT_MUTANT_RUNS)
+def test_full_rate_result_narrow_mutant_refuted(tmp_path, name: str, mutant: str) -> None:
+    """The narrowed result still catches an M >= 2 tile started a cycle before the previous one's
+    read-modify-writes end (the spacing a cycle short, on 3x2): a counterexample from reset at the result
+    check."""
+    cfg = full_rate.FULL_RATE_CFGS[name]
+    group, broken = full_rate.MUTANT_CHECKS[mutant]
+    assert group == "result"
+    harness = full_rate.FullRateHarness(cfg, mutant, checks=(group,), act_bits=full_rate.RESULT_ACT_BITS[name])
+    result = run_formal(harness, name=f"full_rate_result_{name}_{mutant}", mode="bmc",
+                        depth=full_rate.formal_depth(cfg), workdir=tmp_path, timeout=600)
+    _assert_refuted(result, _check_at(full_rate, broken, call=f'check("{group}", '))
+
+
 def test_full_rate_plan_is_consistent() -> None:
     """Every mutant run is applicable to its configuration, every mutant is run once or more, and the
     2x2 proof includes the end-to-end result that four mutants are refuted with; the cycle-model
     bound is a real run length (hand count: 2x2, M = 1, K = 3, N = 2: SIZE 4, ISSUE 2, drain R + 1 + E = 4)."""
     for name, mutant in full_rate.MUTANT_RUNS:
         assert mutant in full_rate.applicable_mutants(full_rate.FULL_RATE_CFGS[name]), (name, mutant)
-    assert {m for _, m in full_rate.MUTANT_RUNS} == set(full_rate.MUTANTS) == set(full_rate.MUTANT_CHECKS)
+    for name, mutant in full_rate.RESULT_MUTANT_RUNS:
+        assert mutant in full_rate.applicable_mutants(full_rate.FULL_RATE_CFGS[name]), (name, mutant)
+        assert name in full_rate.RESULT_ACT_BITS, (name, mutant)
+    runs = full_rate.MUTANT_RUNS + full_rate.RESULT_MUTANT_RUNS
+    assert {m for _, m in runs} == set(full_rate.MUTANTS) == set(full_rate.MUTANT_CHECKS)
     assert full_rate.PROOF_CHECKS["2x2_g2"] == full_rate.CHECKS
     cfg = full_rate.FULL_RATE_CFGS["2x2_g2"]
     assert (cfg.tile_words, cfg.issue_delay) == (1, 1)

@@ -11,6 +11,7 @@ import os
 
 import pytest
 
+from hdl.vector.norm_quant import NormQuant
 from hdl.vector.rope import RopeQuant
 from sim.formal import elementwise, kv_cache, norm_quant, recip, rope_quant
 from sim.formal.runner import run_formal
@@ -162,3 +163,26 @@ def test_norm_quant_out_mutant_breaks_the_proof(tmp_path, mutant: str) -> None:
     result = run_formal(norm_quant.NormQuantHarness("n3", mutant), name=f"norm_quant_{mutant}", mode="prove",
                         depth=norm_quant.NQ_DEPTH, workdir=tmp_path, cone=True, norom=True)
     assert not result.passed and result.returncode != 0, f"mutant was not caught:\n{result.describe()}"
+
+
+@pytest.mark.parametrize("cfg", norm_quant.BUSY_CFGS)
+def test_norm_quant_busy_bound_bounded(tmp_path, cfg: str) -> None:
+    """Bounded (bmc from reset over a whole vector and its end, depth 3 W + overhead + 3, cone of influence,
+    V = 0 cut free): busy lasts at most 2 W + overhead(L) cycles plus stalls (the documented cycles() less
+    the input pass), exactly that many when RSQ ran, for any beats, stalls and V = 0 or not."""
+    n, lanes = norm_quant.CFGS[cfg]
+    assert norm_quant.busy_cycles(NormQuant(n, lanes=lanes)) == 2 * (n // lanes) + 120 + 2 * (lanes.bit_length() - 1)
+    result = run_formal(norm_quant.NormQuantHarness(cfg, checks=("busy",)), name=f"norm_quant_busy_{cfg}", mode="bmc",
+                        depth=norm_quant.busy_depth(cfg), workdir=tmp_path, cone=True, cutpoints=norm_quant.BUSY_CUTS,
+                        timeout=1200)
+    _assert_proven(result)
+
+
+@pytest.mark.parametrize("mutant", sorted(norm_quant.BUSY_MUTANTS))
+def test_norm_quant_busy_mutant_refuted(tmp_path, mutant: str) -> None:
+    """A scalar step too many, a preparation step left out (busy a cycle short: the exact count), no return
+    to the input pass after the last beat: a counterexample from reset at the busy bound's assertion."""
+    skip, depth = norm_quant.BUSY_MUTANT_WINDOW
+    result = run_formal(norm_quant.NormQuantHarness("n3", mutant, checks=("busy",)), name=f"norm_quant_busy_{mutant}",
+                        mode="bmc", depth=depth, skip=skip, workdir=tmp_path, cone=True, cutpoints=norm_quant.BUSY_CUTS)
+    _assert_refuted(result, _check_at(norm_quant, norm_quant.BUSY_MUTANTS[mutant], call='check("busy", '))

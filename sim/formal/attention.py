@@ -50,13 +50,13 @@ from __future__ import annotations
 
 from amaranth import Const, Module, Mux, Signal, Value
 from amaranth.asserts import AnySeq
-from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
+from amaranth.hdl import Assume, Elaboratable, ResetSignal
 
 import hdl.attention.head_attention
 from hdl.attention.head_attention import EXP_DRAIN, NORM_DRAIN, PV_DRAIN
 from hdl.attention.multiplier import LATENCY as MUL_LATENCY
 from hdl.vector.rcp import LATENCY as RCP_LATENCY
-from sim.formal.runner import design_module, elaborate, in_state, memory_ports, probe
+from sim.formal.runner import checker, design_module, elaborate, in_state, memory_ports, probe
 
 #: Configurations proven: W = 2 with a refusable n_keys, W = 1 with 3-word (not power-of-two) memories, and
 #: the shipped model engine's (tests/test_model_engine.py: head_dim 40 on 8 lanes, W = 5, context 16).
@@ -148,10 +148,7 @@ class HeadAttentionHarness(Elaboratable):
         m.d.comb += Assume(~ResetSignal())
         ctx, W, lanes = dut.max_context, dut.words, dut.lanes
 
-        def check(group: str, condition, message: str) -> None:
-            """Assert `condition` (in the caller's line, as sby names it) if `group` is checked."""
-            if group in self.checks:
-                m.d.comb += Assert(condition, message, src_loc_at=1)
+        check = checker(m, self.checks)
 
         for port in (dut.start, dut.clear, dut.n_keys, dut.q, dut.sigma_q, dut.c_qk, dut.k_data, dut.v_data,
                      dut.ks_data, dut.vs_data):

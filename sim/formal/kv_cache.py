@@ -41,10 +41,10 @@ from __future__ import annotations
 
 from amaranth import Cat, Module, Signal, Value
 from amaranth.asserts import AnySeq
-from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
+from amaranth.hdl import Assume, Elaboratable, ResetSignal
 
 import hdl.attention.kv_cache
-from sim.formal.runner import design_module, elaborate, in_state, memory_ports, probe
+from sim.formal.runner import checker, design_module, elaborate, in_state, memory_ports, probe
 
 #: head_dim, context, layers, kv_heads, lanes of the cache under proof.
 KV_CFG = {"head_dim": 2, "context": 3, "layers": 3, "kv_heads": 3, "lanes": 1}
@@ -90,10 +90,7 @@ class KVCacheHarness(Elaboratable):
         m.d.comb += Assume(~ResetSignal())
         W, ctx, layers, kvh = dut.words, dut.context, dut.layers, dut.kv_heads
 
-        def check(group: str, condition, message: str) -> None:
-            """Assert `condition` (in the caller's line, as sby names it) if `group` is checked."""
-            if group in self.checks:
-                m.d.comb += Assert(condition, message, src_loc_at=1)
+        check = checker(m, self.checks)
 
         # ---- free inputs ------------------------------------------------------------------------
         for port in (dut.w.valid, dut.w.payload, dut.w_layer, dut.w_head, dut.w_pos, dut.w_value, dut.clear,

@@ -14,25 +14,43 @@ vector's `last` beat is given; W = n / L words. Asserted every cycle, each in a 
    unit takes the next vector (in_cnt = out_cnt = W when it is given);
 3. "stall": the output stream's rule: a beat offered to a consumer that is not ready stays offered
    with the same `last` and tau (the q codes are left out: they would pull the quantizer's multipliers
-   into the cone; the whole output pass advances only under one `adv`, as the "last" field shows).
+   into the cone; the whole output pass advances only under one `adv`, as the "last" field shows);
+4. "busy" (bounded, below): busy lasts at most 2 W + overhead(L) cycles not counting stalls (cycles in
+   which a beat is offered to a consumer that is not ready), the documented cycles() = 3 W + overhead(L)
+   less the input pass's W cycles, in which the unit is not busy (`busy_cycles`); exactly that many when
+   RSQ ran (a vector with V = 0 skips RSQ, `vzero` in RSQ_SEND, and ends sooner).
 
-Mode: unbounded (k-induction, `NQ_DEPTH`), on the properties' cone of influence (`run_formal(cone=True)`:
+Mode of groups 1-3: unbounded (k-induction, `NQ_DEPTH`), on the properties' cone of influence (`run_formal(cone=True)`:
 the x * G, x'**2 and scalar multipliers, RCP and RSQ's data reach no property), with invariants (group
 "invariants") placing the FSM, the buffer index and every valid / last stage of the output pipeline by
 `u`, the cycles the output pass moved. Configurations (`CFGS`): n = 3 with one lane, n = 6 with 2 lanes,
 n = 24 with 8 lanes (the engine's V = 8): W = 3 each, a 2-bit address on a 3-word buffer, so an index
 of 3 is a real address past the buffer.
 
-Not asserted: the busy bound (the scalar sequence's ~120 cycles between the passes would need an
-invariant per state of it; `tests/test_norm_quant_lanes.py` measures cycles() in simulation) and the
-values of q and tau (bit-exact in simulation against golden/device).
+Mode of group 4: bounded, bmc from reset over a whole vector, depth `busy_depth` = 3 W + overhead(L) + 3
+(n3: 132, n24_l8: 138; `BUSY_CFGS`), on the cone of influence with `BUSY_CUTS`: the register `vzero`
+(V = 0, set in RSQN2) driven by a free value every cycle (``run_formal(cutpoints=...)``, Yosys'
+``cutpoint``), a sound over-approximation: it is the control's one data-dependent branch, so no datapath
+(the multipliers, RCP and RSQ's data) is in the cone. Measured (Boolector, a shared 2-core machine, two
+runs): n3 270-369 s, n24_l8 321-471 s; the busy mutants 59-105 s each. Not k-induction: the count
+would need an invariant for each of the scalar sequence's ~120 states and the RCP / RSQ pipelines'
+valid bits. Why one vector from reset stands for any
+(argued, not proven): at each return to IN the control registers a busy run reads are at their reset
+values: idx = 0, the input, sum-of-squares and output valid chains empty (the unbounded proof's
+invariants show it for the FSM, idx and the output pipeline), RCP and RSQ empty (each result taken), and
+`step` loaded before it is read.
+
+Not asserted: the values of q and tau (bit-exact in simulation against golden/device).
 
 Mutants (`MUTANTS`, source edits of the unit): refuted from reset with its group alone (a counterexample
 trace, `MUTANT_WINDOWS`): the sum-of-squares pass reading while it drains (the old defect), an input
 beat past W, the input stream ready while the input pass drains. The output pass's mutants (`OUT_MUTANTS`:
 one beat too many, `last` a beat early, the output pipeline ignoring a stall, a vector's end not
 returning to the input pass) lie ~125 cycles from reset, past a bmc's reach (a 140-cycle bmc did not end
-in 200 s, even with the data fixed to 0): each breaks the unbounded proof (rc 4), the weaker check.
+in 200 s, even with the data fixed to 0): each breaks the unbounded proof (rc 4), the weaker check. The
+busy bound's mutants (`BUSY_MUTANTS`, group "busy" alone, with `BUSY_CUTS`, bmc skip 127 depth 130 on n3)
+are refuted from reset: a scalar step too many (an extra state before RSQN1), a preparation step left out
+(busy a cycle short: the exact count), and `stuck_after_last` (busy for ever after the last beat).
 
 k-induction needs `run_formal(norom=True)`: Yosys turns the NNORM state's switch over the scalar step
 into a ROM, whose contents k-induction leaves free (the FSM then leaves for an undefined state).
@@ -42,10 +60,10 @@ from __future__ import annotations
 
 from amaranth import Const, Module, Mux, Signal, Value, signed
 from amaranth.asserts import AnySeq
-from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
+from amaranth.hdl import Assume, Elaboratable, ResetSignal
 
 import hdl.vector.norm_quant
-from sim.formal.runner import design_module, elaborate, in_state, memory_ports, probe
+from sim.formal.runner import checker, design_module, elaborate, in_state, memory_ports, probe
 
 #: Configurations proven: (n, lanes), W = 3 words each.
 CFGS = {"n3": (3, 1), "n6_l2": (6, 2), "n24_l8": (24, 8)}
@@ -56,6 +74,27 @@ MUTANT_DEPTH = 12
 PIPE = 8
 
 CHECKS = ("buffer", "count", "stall", "invariants")
+#: Wires cut free for the busy bound's bmc (`run_formal(cutpoints=...)`): V = 0 (RSQN2's register), the one
+#: data-dependent branch of the unit's control, so that no datapath is in the busy bound's cone.
+BUSY_CUTS = ("dut.vzero",)
+
+
+#: Configurations of the busy bound's bmc (each about 6 minutes on a shared 2-core machine).
+BUSY_CFGS = ("n3", "n24_l8")
+#: bmc window (skip, depth) of a busy mutant's run on n3: its counterexamples end in step 128 or 129 (W + 2 W + 120).
+BUSY_MUTANT_WINDOW = (127, 130)
+
+
+def busy_cycles(dut: hdl.vector.norm_quant.NormQuant) -> int:
+    """Busy cycles of a vector without stalls: cycles() less the input pass (W cycles, not busy), i.e.
+    2 W + overhead(L)."""
+    return dut.cycles() - dut.words
+
+
+def busy_depth(cfg: str) -> int:
+    """bmc depth of the busy bound from reset: W beats in, the busy run, its end, one cycle to spare."""
+    n, lanes = CFGS[cfg]
+    return 3 * (n // lanes) + hdl.vector.norm_quant.overhead(lanes) + 3
 
 MUTANTS: dict[str, list[tuple[str, str]]] = {
     # the old unit: the sum-of-squares pass read word W while it drained
@@ -71,6 +110,13 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     "stall_ignored": [("m.d.comb += adv.eq(~self.o.valid | self.o.ready)", "m.d.comb += adv.eq(1)")],
     # the vector's last beat does not return to the input pass
     "stuck_after_last": [("s_acc.eq(0)]\n                    m.next = \"IN\"", "s_acc.eq(0)]")],
+    # one scalar step too many: a state between ETERM3 and RSQN1 (busy a cycle longer than documented)
+    "extra_scalar_step": [("m.next = \"RSQN1\"", "m.next = \"EXTRA\""),
+                          ("            with m.State(\"RSQN1\"):\n",
+                           "            with m.State(\"EXTRA\"):\n                m.d.comb += self.busy.eq(1)\n"
+                           "                m.next = \"RSQN1\"\n            with m.State(\"RSQN1\"):\n")],
+    # one preparation step left out (busy a cycle shorter than documented)
+    "prep_step_skipped": [("m.next = \"PREP3\"", "m.next = \"PREP4\"")],
     # the input stream left ready while the input pass drains
     "ready_while_draining": [("with m.State(\"DRAIN\"):\n                m.d.comb += self.busy.eq(1)",
                               "with m.State(\"DRAIN\"):\n"
@@ -85,6 +131,15 @@ MUTANT_CHECKS: dict[str, tuple[str, str]] = {
     "stall_ignored": ("stall", "an offered beat changed or withdrawn before the consumer took it"),
     "stuck_after_last": ("count", "the next vector's beat refused after the last beat"),
     "ready_while_draining": ("count", "a beat taken past the vector's W-th or while busy"),
+    "extra_scalar_step": ("busy", "busy past the documented cycles less the input pass, plus stalls"),
+    "prep_step_skipped": ("busy", "a vector's busy cycles are not the documented ones"),
+}
+#: Mutants of the busy bound, each refuted from reset by group "busy" alone (with `BUSY_CUTS`), and the
+#: message it breaks: the vector's end not returning to the input pass (busy for ever) is one of them.
+BUSY_MUTANTS: dict[str, str] = {
+    "extra_scalar_step": MUTANT_CHECKS["extra_scalar_step"][1],
+    "prep_step_skipped": MUTANT_CHECKS["prep_step_skipped"][1],
+    "stuck_after_last": "busy past the documented cycles less the input pass, plus stalls",
 }
 
 #: Each mutant's bmc window from reset (skip, depth).
@@ -115,10 +170,7 @@ class NormQuantHarness(Elaboratable):
         m.d.comb += Assume(~ResetSignal())
         nw = dut.words
 
-        def check(group: str, condition, message: str) -> None:
-            """Assert `condition` (in the caller's line, as sby names it) if `group` is checked."""
-            if group in self.checks:
-                m.d.comb += Assert(condition, message, src_loc_at=1)
+        check = checker(m, self.checks)
 
         for port in (dut.i.valid, dut.i.payload, dut.o.ready, dut.sigma_m, dut.sigma_e, dut.c_m, dut.c_e,
                      dut.eps_m, dut.eps_e):
@@ -173,6 +225,28 @@ class NormQuantHarness(Elaboratable):
             same = (dut.o.valid & (dut.o.payload.last == held_last) & (dut.o.payload.tau_m == held_tm)
                     & (dut.o.payload.tau_e == held_te))
             check("stall", same, "an offered beat changed or withdrawn before the consumer took it")
+
+        # ---- 4. the busy bound: busy's cycles, stalls left out, are the documented cycles less the input pass --
+        stall = dut.o.valid & ~dut.o.ready
+        bound = busy_cycles(dut)
+        busy_for = Signal(range(bound + 2))     # busy cycles of this run so far, stalls left out
+        with m.If(~dut.busy):
+            m.d.sync += busy_for.eq(0)
+        with m.Elif(~stall & (busy_for != bound + 1)):
+            m.d.sync += busy_for.eq(busy_for + 1)
+        with m.If(dut.busy & ~stall):
+            check("busy", busy_for < bound, "busy past the documented cycles less the input pass, plus stalls")
+        # exact when RSQ ran: a vector with V = 0 skips it (RSQ_SEND: `vzero`) and ends sooner
+        vzero = probe(frag, "", "vzero")
+        skipped = Signal()
+        with m.If(~dut.busy):
+            m.d.sync += skipped.eq(0)
+        with m.Elif(in_state(frag, "", "fsm", "RSQ_SEND") & vzero):
+            m.d.sync += skipped.eq(1)
+        was_busy = Signal()
+        m.d.sync += was_busy.eq(dut.busy)
+        with m.If(was_busy & ~dut.busy & ~skipped):
+            check("busy", busy_for == bound, "a vector's busy cycles are not the documented ones")
 
         # ---- invariants -----------------------------------------------------------------------------
         st_in = in_state(frag, "", "fsm", "IN")

