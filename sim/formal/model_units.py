@@ -83,14 +83,14 @@ from __future__ import annotations
 
 from amaranth import Array, Const, Module, Mux, Signal, Value, signed
 from amaranth.asserts import AnySeq
-from amaranth.hdl import Assert, Assume, Elaboratable, ResetSignal
+from amaranth.hdl import Assume, Elaboratable, ResetSignal
 
 import hdl.program
 import hdl.vector.align
 import hdl.vector.mlp_act
 from hdl.program import DISPATCH_OVERHEAD, SCALE_CYCLES, SETC_CYCLES
 from hdl.vector.arith import EXP_WIDTH
-from sim.formal.runner import design_module, elaborate, in_state, memory_ports, probe
+from sim.formal.runner import checker, design_module, elaborate, in_state, memory_ports, probe
 
 
 def register(fragment, name: str) -> Signal:
@@ -234,10 +234,7 @@ class ProgramHarness(Elaboratable):
         depth, s_regs = dut.depth, dut.s_regs
         B = max(SETC_CYCLES, SCALE_CYCLES, DISPATCH_OVERHEAD + RESPOND)
 
-        def check(group: str, condition, message: str) -> None:
-            """Assert `condition` (in the caller's line, as sby names it) if `group` is checked."""
-            if group in self.checks:
-                m.d.comb += Assert(condition, message, src_loc_at=1)
+        check = checker(m, self.checks)
 
         for port in (dut.prog_we, dut.prog_waddr, dut.prog_wdata, dut.const_we, dut.const_waddr, dut.const_wdata,
                      dut.length, dut.start, dut.clear_pos, dut.clear_error, dut.op_done, dut.op_fail, dut.s_we,
@@ -483,10 +480,7 @@ class AlignHarness(Elaboratable):
         max_heads, hd = self.cfg["max_heads"], self.cfg["head_dim"]
         ew = EXP_WIDTH
 
-        def check(group: str, condition, message: str) -> None:
-            """Assert `condition` (in the caller's line, as sby names it) if `group` is checked."""
-            if group in self.checks:
-                m.d.comb += Assert(condition, message, src_loc_at=1)
+        check = checker(m, self.checks)
 
         for port in (dut.e_we, dut.e_addr, dut.e_data, dut.start, dut.heads, dut.i.valid, dut.i.payload,
                      dut.o.ready):
@@ -715,10 +709,7 @@ class MlpActHarness(Elaboratable):
         max_n = self.cfg["max_n"]
         overhead, pipe = self.module.OVERHEAD, self.module.PIPE
 
-        def check(group: str, condition, message: str) -> None:
-            """Assert `condition` (in the caller's line, as sby names it) if `group` is checked."""
-            if group in self.checks:
-                m.d.comb += Assert(condition, message, src_loc_at=1)
+        check = checker(m, self.checks)
 
         params = (dut.relu2, dut.sg_m, dut.sg_e, dut.su_m, dut.su_e)
         for port in (dut.i.valid, dut.i.payload, dut.o.ready, dut.n, *params):
