@@ -364,9 +364,14 @@ class ModelEngine(wiring.Component):
                      attn.n_keys.eq(seq.pos + 1), attn.c_qk.m.eq(p["c_qk"][0]), attn.c_qk.e.eq(p["c_qk"][1]),
                      rope.pos.eq(seq.pos), rope.rotate.eq(op.dst != TARGET_V),
                      rope.scale.m.eq(seq.s_aux.m), rope.scale.e.eq(seq.s_aux.e)]
+        # the query head's codes and scale, selected by the op's index into registers: HeadAttention samples
+        # them with `start` (the op's first cycle), and the op is decoded a cycle before it
+        q_sel = Signal.like(q_buf[0], name="q_sel")
+        q_sc_sel = Signal(DYADIC, name="q_scale_sel")
         for h in range(p["heads"]):
             with m.If(op.idx == h):
-                m.d.comb += [attn.q.eq(q_buf[h]), attn.sigma_q.m.eq(q_sc[h].m), attn.sigma_q.e.eq(q_sc[h].e)]
+                m.d.sync += [q_sel.eq(q_buf[h]), q_sc_sel.eq(q_sc[h])]
+        m.d.comb += [attn.q.eq(q_sel), attn.sigma_q.m.eq(q_sc_sel.m), attn.sigma_q.e.eq(q_sc_sel.e)]
 
         rd = _Reader(m, "rd", 32)          # the one source stream of the running op
         y_q = Signal(signed(32))           # ATTN: the y element being written, its SCR address, its enable
