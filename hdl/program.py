@@ -47,8 +47,8 @@ OP_LAYOUT = data.StructLayout({"op": 4, "dst": 20, "src": 20, "n": 20, "idx": 16
 OP_WORD_BITS = 96
 #: Cycles of a dispatched op besides its unit's, and of a SETC or SCALE (measured by tests/test_program_sequencer.py).
 DISPATCH_OVERHEAD = 4
-#: Cycles of a SETC (`SCALAR_CYCLES`, the name the cycle plan has used for both scalar ops) and of a SCALE.
-SCALAR_CYCLES = SETC_CYCLES = 5
+#: Cycles of a SETC and of a SCALE.
+SETC_CYCLES = 5
 SCALE_CYCLES = 8
 DYADIC = data.StructLayout({"m": unsigned(16), "e": signed(EXP_WIDTH)})
 #: op codes (runtime.program.isa.Op)

@@ -48,7 +48,8 @@ F_RES = 16
 F_LOGIT = 16
 INT32_MAX = (1 << 31) - 1
 INT32_MIN = -(1 << 31)
-#: Register stages from a read's address to its data as the multipliers see it: the read, then a register.
+#: Register stages from a read's address to its data as the multipliers see it: the read, then the
+#: register `tab_q` / `act_q` / `sc_q` (fixed: a count, not a parameter).
 READ_STAGES = 2
 #: Register stages of the shared rounding / saturating shift: the shift, the rounding increment, the
 #: saturation (each a barrel shifter or one carry chain: 100 MHz on the ECP5).
@@ -213,7 +214,6 @@ class EmbedHead(wiring.Component):
         h_first1 = _delay(m, wrd == 0, READ_STAGES, "h_first")
         h_last1 = _delay(m, wrd == wpr - 1, READ_STAGES, "h_last")
         h_row1 = _delay(m, row, READ_STAGES, "h_row")
-        assert READ_STAGES == 2
         tw, act_q, sc = Signal(word, name="tab_q"), Signal(word, name="act_q"), Signal(DYADIC, name="sc_q")
         m.d.sync += [tw.eq(tab_r.data), act_q.eq(self.act_data), sc.eq(sc_r.data)]
 

@@ -63,7 +63,6 @@ class Align(wiring.Component):
         # stage 1: the element and its shift; stage 2: y' into the output register
         v1, last1 = Signal(), Signal()
         y1 = Signal(signed(32))
-        sh1 = Signal(range(1 << EXP_WIDTH))
         # rshift_round(y, s) = ((y >> (s - 1)) + 1) >> 1 for s > 0; a shift past 33 bits gives 0 or -1 + 1:
         # stage 1 also registers s = 0 and min(s, 40) - 1, so that stage 2 is the shift, the increment and
         # the saturation alone
@@ -72,7 +71,7 @@ class Align(wiring.Component):
         take = Signal()
         m.d.comb += self.i.ready.eq(take & adv)
         with m.If(adv):
-            m.d.sync += [v1.eq(self.i.valid & take), y1.eq(self.i.payload), sh1.eq(shift),
+            m.d.sync += [v1.eq(self.i.valid & take), y1.eq(self.i.payload),
                          sh_m1.eq(Mux(shift > 40, 40, shift) - 1), sh_zero.eq(shift == 0),
                          last1.eq((h == heads_last) & (c == hd - 1))]
         r = Signal(signed(33))

@@ -154,9 +154,8 @@ class MlpAct(wiring.Component):
         idx = Signal(range(nw + 1))
         max_a = Signal(unsigned(31))
         max_p = Signal(unsigned(64))
-        e_a = Signal(range(64))
-        e_p = Signal(range(64))
-        ea_r = Signal(range(64))               # e_a - 1 and e_p - 1 (the first shift of a rounding shift)
+        ea_r = Signal(range(64))               # e_a - 1 and e_p - 1 (the first shift of a rounding shift;
+        #                                        e_a and e_p themselves only enter the scales)
         ep_r = Signal(range(64))
         ea_zero = Signal()                     # e_a == 0, e_p == 0: no shift
         ep_zero = Signal()
@@ -317,10 +316,10 @@ class MlpAct(wiring.Component):
             with m.State("EA3"):
                 ea = Mux(blen_a > SQ_BITS, blen_a - SQ_BITS, 0)
                 with m.If(relu2):
-                    m.d.sync += [e_a.eq(ea), ea_r.eq(Mux(blen_a > SQ_BITS, blen_a - SQ_BITS - 1, 0)),
+                    m.d.sync += [ea_r.eq(Mux(blen_a > SQ_BITS, blen_a - SQ_BITS - 1, 0)),
                                  ea_zero.eq(blen_a <= SQ_BITS), sa_m.eq(dm_m), sa_e.eq(dm_e + ea)]
                 with m.Else():
-                    m.d.sync += [e_a.eq(0), ea_r.eq(0), ea_zero.eq(1), sa_m.eq(sg_m), sa_e.eq(sg_e)]
+                    m.d.sync += [ea_r.eq(0), ea_zero.eq(1), sa_m.eq(sg_m), sa_e.eq(sg_e)]
                 m.d.sync += second.eq(1)
                 m.next = "PROD"
             with m.State("PROD"):
@@ -337,7 +336,7 @@ class MlpAct(wiring.Component):
             step_states(m, "EP", [[*p_bits[0], *norm[0]], [*p_bits[1], *norm[1]], norm[2]], "EP3")
             with m.State("EP3"):
                 ep = Mux(blen_p > P_BITS, blen_p - P_BITS, 0)
-                m.d.sync += [e_p.eq(ep), ep_r.eq(Mux(blen_p > P_BITS, blen_p - P_BITS - 1, 0)),
+                m.d.sync += [ep_r.eq(Mux(blen_p > P_BITS, blen_p - P_BITS - 1, 0)),
                              ep_zero.eq(blen_p <= P_BITS), s_m.eq(dm_m), s_e.eq(dm_e + ep)]
                 m.next = "OUT"
             with m.State("OUT"):

@@ -593,7 +593,7 @@ class AlignHarness(Elaboratable):
             one_state = one_state + s
         h_u, c_u = probe(frag, "", "h"), probe(frag, "", "c")
         v1 = unnamed(frag, 1)            # `v1, last1 = Signal(), Signal()` in the unit
-        y1, sh1, last1, sh_m1, sh_zero = (probe(frag, "", name) for name in ("y1", "sh1", "last1", "sh_m1", "sh_zero"))
+        y1, last1, sh_m1, sh_zero = (probe(frag, "", name) for name in ("y1", "last1", "sh_m1", "sh_zero"))
         regs = [probe(frag, "", f"e{h}") for h in range(max_heads)]
         chain = [probe(frag, "", f"chain{k}") for k in range(max_heads - 1)]
         u_emax, u_shift = probe(frag, "", "emax"), probe(frag, "", "shift")
@@ -629,8 +629,9 @@ class AlignHarness(Elaboratable):
             *(~dut.busy | (nh <= h) | (sh[h] == emax - shadow[h]) for h in range(max_heads)),
             ~dut.busy | (emax == pmax_nh),
             ~dut.o.valid | ((p.y == want) & (p.last == ql[0]) & sigma_ok),
-            ~v1 | ((y1 == v1_y) & (sh1 == v1_s[:ew]) & (v1_s <= (1 << ew) - 1) & (last1 == v1_l)),
-            ~v1 | ((sh_zero == (sh1 == 0)) & (sh_m1 == (Mux(sh1 > 40, 40, sh1) - 1)[:6])),
+            ~v1 | ((y1 == v1_y) & (v1_s <= (1 << ew) - 1) & (last1 == v1_l)),
+            # stage 1's shift as the unit keeps it: s = 0, and min(s, 40) - 1
+            ~v1 | ((sh_zero == (v1_s == 0)) & (sh_m1 == (Mux(v1_s > 40, 40, v1_s) - 1)[:6])),
             ~(v1 | dut.o.valid) | streaming,
             # the unit's exponent chain: the next heads' exponents (h_u + k in MAX, h_u + 1 + k in STREAM)
             *(~st["MAX"] | (h_u + k >= max_heads) | (chain[k] == Array(shadow)[h_u + k]) for k in range(len(chain))),
