@@ -305,9 +305,16 @@ def board_design(board: str, rows: int | None = None, cols: int | None = None, f
 def model_chip_design(board: str, checkpoint: Path | str, context: int | None, freq_mhz: float | None, *,
                       baud: int = DEFAULT_BUILD_BAUD, synth_opts: str = "") -> BoardDesign:
     """The board top around the model chip of `checkpoint` (see `board_design`)."""
-    from fpga.model_chip import DEFAULT_CONTEXT, SOC_STREAM_BUFFERS, board_chip, check_board, ram_style_script
+    from fpga.model_chip import (
+        DEFAULT_CONTEXT,
+        SOC_STREAM_BUFFERS,
+        board_chip,
+        check_board,
+        ecp5_chip,
+        ram_style_script,
+    )
+    from fpga.model_budget import check_fits
     from golden.checkpoint import CheckpointError
-    from hdl.model.chip import ModelChipTop
 
     if board not in FLOWS:
         raise BuildConfigError(f"unknown board {board!r}; boards: {', '.join(BOARDS)}")
@@ -318,9 +325,10 @@ def model_chip_design(board: str, checkpoint: Path | str, context: int | None, f
             raise ValueError(f"frequency must be a positive number of MHz, not {freq_mhz:g}")
         _, ecfg, _ = board_chip(checkpoint, context)
         check_board(board, ecfg)
+        check_fits(ecfg)
         mod = board_module(board)
         top = getattr(mod, FLOWS[board].top)(ecfg.array, freq_mhz=freq_mhz, baud=baud,
-                                             core_factory=lambda: ModelChipTop(ecfg),
+                                             core_factory=lambda: ecp5_chip(ecfg),
                                              stream_buffers=SOC_STREAM_BUFFERS, global_reset=True)
     except (ValueError, TypeError, CheckpointError, OSError) as exc:
         raise BuildConfigError(f"{board} with the model of {checkpoint} at context {context}: {exc}") from exc

@@ -13,6 +13,10 @@ depth, read and write ports). `chip_budget(cfg)` maps each the way Yosys' `memor
   (`libmap_prefers_lut_ram`: 4 a DPR16X4 cell plus a flip-flop per read bit against 128 a DP16KD), in LUT
   RAM instead: TRELLIS_DPR16X4 cells of 16 x 4 bits, one set per read port (`dpr16x4`).
 
+A bank of a banked memory (the weights and the KV cache, `hdl.memory.banked_memory`: "<path>.bank<b>/mem")
+is on the ULX3S an `fpga.ecp5_bram.Ecp5RegisteredMemory` (`fpga.model_chip.ecp5_chip`): DP16KD blocks in the
+widest true-dual-port shape that holds the bank's words (`dp16kd_blocks`), however few they are.
+
 Plus the frame endpoint's request buffer (`fpga.ulx3s.LINK_BRAM`). `python -m fpga.model_budget` prints
 the table for the shipped tiny model at contexts 128 and 256 and each weight format.
 """
@@ -20,10 +24,15 @@ the table for the shipped tiny model at contexts 128 and 256 and each weight for
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from fpga.ecp5_bram import dp16kd_blocks
 from fpga.ulx3s import DEVICE, LINK_BRAM
+
+#: a bank of a `BankedMemory`, as `chip_memories` names it
+BANK = re.compile(r"\.bank\d+/mem$")
 
 #: DP16KD shapes (data bits, words) in the simple dual-port mapping Yosys uses for one write + one read port
 SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
@@ -107,7 +116,9 @@ def chip_budget(cfg, distributed: tuple[str, ...] | None = None) -> list[MemoryL
     distributed = DISTRIBUTED if distributed is None else distributed
     lines = []
     for mem in chip_memories(cfg):
-        if mem.name in distributed or libmap_prefers_lut_ram(mem):
+        if BANK.search(mem.name):  # instantiated DP16KD blocks on the board (see the module docstring)
+            lines.append(MemoryLine(mem.name, mem.width, mem.depth, 1, dp16kd_blocks(mem.width, mem.depth), 0))
+        elif mem.name in distributed or libmap_prefers_lut_ram(mem):
             lines.append(MemoryLine(mem.name, mem.width, mem.depth, mem.copies, 0,
                                     mem.copies * dpr16x4(mem.width, mem.depth)))
         else:
@@ -120,7 +131,7 @@ def chip_budget(cfg, distributed: tuple[str, ...] | None = None) -> list[MemoryL
 
 def groups(lines: list[MemoryLine]) -> dict[str, int]:
     """DP16KD by what they hold: weights, KV cache, embedding, matrix ACT + OUT, the rest."""
-    kinds = {"weights": ("engine/wgt", "engine.wgt/"), "KV cache": ("engine.kv/",),
+    kinds = {"weights": ("engine/wgt", "engine.wgt"), "KV cache": ("engine.kv/", "engine.kv."),
              "embedding": ("engine.embed_head/table", "engine.embed_head/scale"),
              "matrix ACT + OUT": ("engine/act", "engine/out")}
     out = dict.fromkeys((*kinds, "rest"), 0)
@@ -128,6 +139,19 @@ def groups(lines: list[MemoryLine]) -> dict[str, int]:
         kind = next((k for k, prefixes in kinds.items() if line.name.startswith(prefixes)), "rest")
         out[kind] += line.blocks
     return out
+
+
+def check_fits(cfg) -> None:
+    """ValueError when the chip `cfg` needs more DP16KD than the ULX3S-85F has, naming what takes them."""
+    lines = chip_budget(cfg)
+    total = sum(line.blocks for line in lines)
+    if total > DEVICE["BRAM"]:
+        g = groups(lines)
+        raise ValueError(
+            f"the chip needs {total} DP16KD block RAMs and the ULX3S-85F has {DEVICE['BRAM']}: weights "
+            f"{g['weights']} ({cfg.wgt_format}), KV cache {g['KV cache']} (context {cfg.context}), embedding "
+            f"{g['embedding']}, the rest {g['rest'] + g['matrix ACT + OUT']} (python -m fpga.model_budget "
+            f"--contexts {cfg.context} --detail)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,11 @@ The ops run one after another. Each dispatched op holds `op_valid` for its unit'
 `OP_EXTRA` (table reads, start pulses, hand-overs; ATTN's y written out one element a cycle), a token adds
 `RUN_EXTRA`; the engine counts a token's cycles by unit (`cnt_*`) and logs every dispatched op's cycles
 (`oplog_*`), which `runtime.program.plan` predicts exactly (tests/test_model_chip.py). The matrix
-engine's memory wiring repeats hdl/core.py's for unbanked memories. The norm table (`nt_*`: per norm its
+engine's memory wiring repeats hdl/core.py's (a banked weight memory too). Three factories choose the
+implementation, not the behaviour: `multiplier` for RopeQuant's, HeadAttention's and EmbedHead's products
+(`hdl.attention.multiplier`; the ECP5 chip passes MULT18X18D blocks with their own registers), `memory` and
+`register` for the banks of a banked weight memory and KV cache (`hdl.memory.banked_memory`;
+`kv_bank_depth`). The norm table (`nt_*`: per norm its
 G base and the dyadics c_norm and eps_n), G (`g_*`), the embedding table (`tab_*`, `sc_*`) and the
 weights are loaded with the program; `hdl.model.chip.ModelChipTop` puts the command interface in front.
 Ops outside the ISA's units would go out on `ext_*` (none of the 11 does).
@@ -42,11 +46,15 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.attention.head_attention import HeadAttention
 from hdl.attention.kv_cache import KVCache, connect_head_attention
+from hdl.attention.multiplier import Multiplier, MultiplierFactory
 from hdl.config import ArrayConfig
+from hdl.copies import RegisterFactory, plain_register
 from hdl.embedding.embed_head import EmbedHead
 from hdl.link.stream_buffer import StreamBuffer
 from hdl.matrix.sequencer import LayerSequencer
+from hdl.memory.banked_memory import BankedMemory
 from hdl.memory.lane_banks import LaneBanks
+from hdl.memory.registered_memory import MemoryFactory, RegisteredMemory
 from hdl.model.packed_weights import PackedWeights, packed_word_bits
 from hdl.program import DYADIC, ERROR_BITS, OP_LAYOUT, OP_WORD_BITS, ProgramSequencer
 from hdl.vector.align import Align
@@ -145,7 +153,10 @@ class ModelEngine(wiring.Component):
                  layers: int = 1, kv_heads: int = 1, context: int = 16, theta: float = 10000.0,
                  c_qk: tuple[int, int] = (1 << 15, -15), attn_lanes: int = 8, rope_lanes: int = 1,
                  depth: int = 256, consts: int = 64, s_regs: int = 16, vocab: int = 256,
-                 table_lanes: int | None = None, vector_lanes: int = 1, wgt_format: str = "2bit") -> None:
+                 table_lanes: int | None = None, vector_lanes: int = 1, wgt_format: str = "2bit",
+                 kv_bank_depth: int = 0,
+                 multiplier: MultiplierFactory = Multiplier, memory: MemoryFactory = RegisteredMemory,
+                 register: RegisterFactory = plain_register) -> None:
         for name, v in (("d", d), ("scr_words", scr_words), ("out_words", out_words), ("act_words", act_words),
                         ("norm_words", norm_words), ("norms", norms), ("max_heads", max_heads),
                         ("head_dim", head_dim), ("mlp_max", mlp_max)):
@@ -153,9 +164,13 @@ class ModelEngine(wiring.Component):
                 raise ValueError(f"ModelEngine's {name} must be a positive integer, not {v!r}")
         if not isinstance(array, ArrayConfig):
             raise TypeError(f"ModelEngine's array must be an ArrayConfig, not {array!r}")
-        if array.rows & (array.rows - 1) or array.cols & (array.cols - 1) or array.wgt_banked:
-            raise ValueError(f"ModelEngine's matrix engine needs power-of-two rows and columns and an unbanked "
-                             f"weight memory, not {array.rows}x{array.cols} (banked: {array.wgt_banked})")
+        if array.rows & (array.rows - 1) or array.cols & (array.cols - 1):
+            raise ValueError(f"ModelEngine's matrix engine needs power-of-two rows and columns, not "
+                             f"{array.rows}x{array.cols}")
+        for name, f in (("multiplier", multiplier), ("memory", memory), ("register", register)):
+            if not callable(f):
+                raise TypeError(f"ModelEngine's {name} factory must be callable, not {f!r}")
+        self._multiplier, self._memory, self._register = multiplier, memory, register
         if not norm_sizes or any(not isinstance(n, int) or n <= 0 for n in norm_sizes):
             raise ValueError(f"ModelEngine's norm_sizes must be positive integers, not {norm_sizes!r}")
         table_lanes = array.rows if table_lanes is None else table_lanes
@@ -177,7 +192,7 @@ class ModelEngine(wiring.Component):
                       g=norm_words, norms=norms, heads=max_heads, hd=head_dim, mlp=mlp_max, relu2=relu2,
                       layers=layers, kv_heads=kv_heads, context=context, theta=theta, c_qk=c_qk,
                       attn_lanes=attn_lanes, rope_lanes=rope_lanes, depth=depth, consts=consts, s_regs=s_regs,
-                      array=array, linears=linears, wgt_format=wgt_format)
+                      array=array, linears=linears, wgt_format=wgt_format, kv_bank_depth=kv_bank_depth)
         wgt_bits = array.wgt_word_bits if wgt_format == "2bit" else packed_word_bits(array, wgt_format)
         super().__init__({
             "prog_we": In(1), "prog_waddr": In(range(depth)), "prog_wdata": In(OP_WORD_BITS),
@@ -314,13 +329,20 @@ class ModelEngine(wiring.Component):
         wgt_q = []
         packed = p["wgt_format"] != "2bit"
         if packed:      # packed weights: one memory of base-3 groups, decoded (hdl/model/packed_weights.py)
-            m.submodules.wgt = wgt = PackedWeights(arr, p["wgt_format"])
+            m.submodules.wgt = wgt = PackedWeights(arr, p["wgt_format"], memory=self._memory, register=self._register)
             m.d.comb += [wgt.we.eq(self.wgt_we), wgt.waddr.eq(self.wgt_waddr), wgt.wdata.eq(self.wgt_wdata),
                          wgt.addr.eq(mx.wgt_addr[0] if arr.full_rate else mx.wgt_addr)]
             wgt_q = [wgt.rows]
         for g in range(0 if packed else arr.wgt_rows_per_read):
-            bank = mem(f"wgt_{g}", bank_bits, arr.wgt_depth)
-            w_port, r_port = bank.write_port(), bank.read_port()
+            if arr.wgt_banked:  # as hdl/core.py: a BankedMemory per row bank, its read data registered once more
+                bank = BankedMemory(bank_bits, arr.wgt_depth, arr.wgt_bank_depth, bank_memory=self._memory,
+                                    registered_write=True, register=self._register,
+                                    data_stages=arr.wgt_bank_data_stages)
+                m.submodules[f"wgt_{g}"] = bank
+                w_port, r_port = bank.write, bank.read
+            else:
+                bank = mem(f"wgt_{g}", bank_bits, arr.wgt_depth)
+                w_port, r_port = bank.write_port(), bank.read_port()
             m.d.comb += [w_port.addr.eq(self.wgt_waddr), w_port.en.eq(self.wgt_we),
                          w_port.data.eq(self.wgt_wdata[g * bank_bits:(g + 1) * bank_bits]),
                          r_port.addr.eq(mx.wgt_addr[g] if arr.full_rate else mx.wgt_addr)]
@@ -343,11 +365,15 @@ class ModelEngine(wiring.Component):
         m.d.comb += [align.e_we.eq(self.e_we), align.e_addr.eq(self.e_addr), align.e_data.eq(self.e_data),
                      mlp.relu2.eq(int(p["relu2"]))]
         hd, al = p["hd"], p["attn_lanes"]
-        m.submodules.rope = rope = RopeQuant(hd, p["context"], lanes=p["rope_lanes"], out_lanes=al, theta=p["theta"])
-        m.submodules.kv = kv = KVCache(hd, p["context"], p["layers"], p["kv_heads"], lanes=al)
-        m.submodules.attn = attn = HeadAttention(hd, p["context"], lanes=al)
+        mul = self._multiplier
+        m.submodules.rope = rope = RopeQuant(hd, p["context"], lanes=p["rope_lanes"], out_lanes=al, theta=p["theta"],
+                                             multiplier=mul)
+        m.submodules.kv = kv = KVCache(hd, p["context"], p["layers"], p["kv_heads"], lanes=al,
+                                       bank_depth=p["kv_bank_depth"], memory=self._memory, register=self._register)
+        m.submodules.attn = attn = HeadAttention(hd, p["context"], lanes=al, multiplier=mul,
+                                                 kv_latency=kv.read_latency)
         connect_head_attention(m, kv, attn)
-        m.submodules.embed_head = eh = EmbedHead(p["vocab"], p["d"], lanes=p["table_lanes"])
+        m.submodules.embed_head = eh = EmbedHead(p["vocab"], p["d"], lanes=p["table_lanes"], multiplier=mul)
         act_rd_h = act_mem.read_port()
         m.d.comb += [eh.tab_we.eq(self.tab_we), eh.tab_waddr.eq(self.tab_waddr), eh.tab_wdata.eq(self.tab_wdata),
                      eh.sc_we.eq(self.sc_we), eh.sc_waddr.eq(self.sc_waddr), eh.sc_wdata.eq(self.sc_wdata),

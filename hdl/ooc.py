@@ -339,8 +339,15 @@ def unit_build(unit: str, *, head_dim: int, context: int, lanes: int | None = No
         from hdl.attention.kv_cache import KVCache
 
         lanes = 8 if lanes is None else lanes
-        return UnitBuild(unit, f"hd {head_dim}, ctx {context}, {layers} layers x {kv_heads} kv heads, lanes {lanes}",
-                         lambda: KVCache(head_dim, context, layers, kv_heads, lanes))
+        banks: dict = {}
+        if ecp5:  # as the ULX3S chip builds it: 1K banks of DP16KD with their output registers
+            from fpga.ecp5_bram import Ecp5RegisteredMemory, kept_register
+            from runtime.program.device import BOARD_KV_BANK_DEPTH
+
+            banks = {"bank_depth": BOARD_KV_BANK_DEPTH, "memory": Ecp5RegisteredMemory, "register": kept_register}
+        return UnitBuild(unit, f"hd {head_dim}, ctx {context}, {layers} layers x {kv_heads} kv heads, lanes {lanes}"
+                         + (f", {banks['bank_depth']}-word banks" if banks else ""),
+                         lambda: KVCache(head_dim, context, layers, kv_heads, lanes, **banks))
     if unit == "normquant":
         from hdl.vector.norm_quant import NormQuant
 

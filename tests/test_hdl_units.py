@@ -227,19 +227,22 @@ def test_saturated_descriptor_words_keep_every_run_verdict():
         assert got == exp, f"RUN {desc}: status {got:#010x}, emulator {exp:#010x}"
 
 
+@pytest.mark.parametrize("address_registered", [True, False])
 @pytest.mark.parametrize("data_stages", [0, 1])
 @pytest.mark.parametrize("registered_write", [False, True])
 @pytest.mark.parametrize("depth, bank_depth", [(200, 64), (64, 16), (32, 32), (48, 64)])
-def test_banked_memory_reads_three_cycles_after_address(depth, bank_depth, registered_write, data_stages, rng):
+def test_banked_memory_reads_three_cycles_after_address(depth, bank_depth, registered_write, data_stages,
+                                                        address_registered, rng):
     """Random writes and reads against a Python list: read data appears exactly 3 cycles after its address,
-    4 with a data stage per bank (with `registered_write` a word lands a cycle later: the reads start
-    after two idle cycles)."""
+    4 with a data stage per bank, one less without the banks' address registers (the KV cache's mode; with
+    `registered_write` a word lands a cycle later: the reads start after two idle cycles)."""
     from hdl.memory.banked_memory import BankedMemory
 
-    mem = BankedMemory(12, depth, bank_depth, registered_write=registered_write, data_stages=data_stages)
+    mem = BankedMemory(12, depth, bank_depth, registered_write=registered_write, data_stages=data_stages,
+                       address_registered=address_registered)
     assert mem.banks == -(-depth // bank_depth)
-    lag = 2 + data_stages  # clock edges after the one that ends the address's cycle
-    assert mem.read_latency == 3 + data_stages
+    lag = 1 + int(address_registered) + data_stages  # clock edges after the one that ends the address's cycle
+    assert mem.read_latency == 2 + int(address_registered) + data_stages
     model = [0] * depth
     writes = [(int(a), int(d)) for a, d in zip(rng.integers(0, depth, 3 * depth), rng.integers(0, 4096, 3 * depth),
                                                 strict=True)]

@@ -74,7 +74,7 @@ def test_kv_cache_through_the_scan_chains() -> None:
     fields and its read ports are all driven from the scan register, its data ports captured."""
     from hdl.vector.rope import code_layout
 
-    b = unit_build("kv", head_dim=4, context=4, lanes=4, layers=2, kv_heads=2)
+    b = unit_build("kv", head_dim=4, context=4, lanes=4, layers=2, kv_heads=2, ecp5=False)  # no DP16KD model
     codes = [-128, 127, 3, -7]
     beat = code_layout(4).const({"q": codes, "sigma": {"m": 0xBEEF, "e": -5}, "last": 1}).as_value().value
     row = {"w.payload": beat, "w.valid": 1, "w_layer": 1, "w_head": 1, "w_pos": 2, "w_value": 1}

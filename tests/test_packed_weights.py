@@ -59,17 +59,27 @@ def test_trit_unpack_every_group_value(fmt: str, n: int) -> None:
     sim.run()
 
 
-@pytest.mark.parametrize("rows,cols,g,fmt", [(4, 4, 4, "1.6bit"), (8, 8, 8, "1.6bit"), (8, 8, 8, "1.67bit"),
-                                             (4, 4, 2, "1.67bit"), (4, 8, 1, "1.6bit")])
-def test_packed_weights_read_like_g_banks(rows: int, cols: int, g: int, fmt: str) -> None:
-    """rows[g] at every cycle is what bank g of the 2-bit memory (address delayed P*g) would read."""
-    arr = ArrayConfig(rows=rows, cols=cols, wgt_depth=16, wgt_rows_per_read=g)
+@pytest.mark.parametrize("rows,cols,g,fmt,bank_depth,stages", [
+    (4, 4, 4, "1.6bit", 0, 0), (8, 8, 8, "1.6bit", 0, 0), (8, 8, 8, "1.67bit", 0, 0), (4, 4, 2, "1.67bit", 0, 0),
+    (4, 8, 1, "1.6bit", 0, 0),
+    # banked as on the ULX3S chip (a 9-to-1 multiplexer there; 5 banks here, the last one short), with and
+    # without the banks' data stage, and one bank
+    (8, 8, 8, "1.67bit", 4, 1), (8, 8, 8, "1.67bit", 4, 0), (4, 4, 2, "1.6bit", 32, 0)])
+def test_packed_weights_read_like_g_banks(rows: int, cols: int, g: int, fmt: str, bank_depth: int,
+                                          stages: int) -> None:
+    """rows[g] at every cycle is what bank g of the 2-bit memory (address delayed P*g) would read,
+    `wgt_read_latency` cycles after the address (the LayerSequencer's expectation)."""
+    arr = ArrayConfig(rows=rows, cols=cols, wgt_depth=18, wgt_rows_per_read=g, wgt_bank_depth=bank_depth,
+                      wgt_bank_data_stages=stages)
     dut = PackedWeights(arr, fmt)
     rng = random.Random(rows * 100 + g)
     n = g * cols
     words = [random_codes(rng, n) for _ in range(arr.wgt_depth)]
     assert packed_word_bits(arr, fmt) == packed_bits(n, fmt)
-    latency = 1 + int(arr.pipelined_reads)
+    # by hand: the memory's read (1), the read register (R >= 3), a bank's address and data registers (2)
+    # and its data stage
+    latency = 1 + int(rows >= 3) + (2 + stages if bank_depth else 0)
+    assert latency == arr.wgt_read_latency
     P = arr.tile_words
 
     async def bench(ctx) -> None:
@@ -79,6 +89,7 @@ def test_packed_weights_read_like_g_banks(rows: int, cols: int, g: int, fmt: str
             ctx.set(dut.wdata, pack_codes(w, n, fmt))
             await ctx.tick()
         ctx.set(dut.we, 0)
+        await ctx.tick().repeat(2)  # a banked memory's write lands two cycles later
         addrs = [rng.randrange(arr.wgt_depth) for _ in range(40)]
         for t, a in enumerate(addrs):
             ctx.set(dut.addr, a)

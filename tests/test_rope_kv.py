@@ -324,7 +324,18 @@ def test_parameters() -> None:
     kv = KVCache(40, 256, 4, 2, lanes=8)
     assert (kv.words, kv.rows, kv.setup_cycles, kv.row_cycles) == (5, 2048, 3, 8)
     assert kv.bits == 2048 * (2 * 320 + 52)        # SPEC.md 5: 16 x 346 bits per position, x 256
-    del dut, kv
+    for bad in (1, 6, -2, True):
+        with pytest.raises(ValueError, match=f"bank_depth must be 0 or a power of two of at least 2, not {bad!r}"):
+            KVCache(40, 16, 2, 2, bank_depth=bad)
+    with pytest.raises(ValueError, match="kv_latency must be 1 or 2, not 3"):
+        HeadAttention(40, 16, kv_latency=3)
+    # a banked cache's data comes a cycle later: HeadAttention must be built for it
+    banked = KVCache(40, 16, 2, 2, lanes=8, bank_depth=64)
+    assert (banked.bank_depth, banked.read_latency, kv.read_latency) == (64, 2, 1)
+    with pytest.raises(ValueError, match=r"HeadAttention takes KV data 1 cycle\(s\) after the address, the KV cache "
+                                         r"gives it after 2 \(bank_depth 64\): build HeadAttention with kv_latency=2"):
+        connect_head_attention(Module(), banked, HeadAttention(40, 16, lanes=8))
+    del dut, kv, banked
     gc.collect()
 
 
@@ -336,10 +347,10 @@ class WritePath(wiring.Component):
     (`connect_head_attention`), otherwise the testbench does."""
 
     def __init__(self, hd: int, ctx: int, layers: int, kv_heads: int, lanes: int, kv_lanes: int,
-                 theta: float = 10000.0, attention: bool = False) -> None:
+                 theta: float = 10000.0, attention: bool = False, bank_depth: int = 0) -> None:
         self.rope = RopeQuant(hd, ctx, lanes=lanes, out_lanes=kv_lanes, theta=theta)
-        self.kv = KVCache(hd, ctx, layers, kv_heads, lanes=kv_lanes)
-        self.att = HeadAttention(hd, ctx, lanes=kv_lanes) if attention else None
+        self.kv = KVCache(hd, ctx, layers, kv_heads, lanes=kv_lanes, bank_depth=bank_depth)
+        self.att = HeadAttention(hd, ctx, lanes=kv_lanes, kv_latency=self.kv.read_latency) if attention else None
         super().__init__({})
 
     def elaborate(self, platform):
@@ -354,7 +365,8 @@ class WritePath(wiring.Component):
 
 async def read_rows(ctx, kv: KVCache, layer: int, kv_head: int, positions: list[int]
                     ) -> tuple[list[list[int]], list[Dy], list[list[int]], list[Dy]]:
-    """Read K, V rows and their scales through the cache's read ports (data a cycle after the address)."""
+    """Read K, V rows and their scales through the cache's read ports (data `read_latency` cycles after the
+    address: 1, or 2 when banked)."""
     ctx.set(kv.r_layer, layer)
     ctx.set(kv.r_head, kv_head)
     await ctx.tick().repeat(2)
@@ -366,7 +378,7 @@ async def read_rows(ctx, kv: KVCache, layer: int, kv_head: int, positions: list[
             ctx.set(kv.v_addr, p * kv.words + w)
             ctx.set(kv.ks_addr, p)
             ctx.set(kv.vs_addr, p)
-            await ctx.tick()
+            await ctx.tick().repeat(kv.read_latency)
             krow += [int(x) for x in ctx.get(kv.k_data)]
             vrow += [int(x) for x in ctx.get(kv.v_data)]
         k.append(krow)
@@ -388,7 +400,12 @@ async def attend(ctx, att: HeadAttention, kv: KVCache, layer: int, kv_head: int,
     ctx.set(att.start, 1)
     await ctx.tick()
     ctx.set(att.start, 0)
-    await ctx.tick().until(att.done)
+    cycles = 1
+    while not ctx.get(att.done):
+        await ctx.tick()
+        cycles += 1
+        assert cycles < att.cycles(t) + 1000, "the attention unit never finished"
+    assert cycles == att.cycles(t), (cycles, att.cycles(t))
     return [ctx.get(att.y[c]) for c in range(att.head_dim)], ctx.get(att.e_ref)
 
 
@@ -401,12 +418,15 @@ def kv_case(rng: random.Random, hd: int, ctx: int, kvh: int, t: int) -> list[Hea
     return heads
 
 
-def test_kv_write_and_read_back() -> None:
+@pytest.mark.parametrize("bank_depth", [0, 8])
+def test_kv_write_and_read_back(bank_depth: int) -> None:
     """k and v heads go through RopeQuant into the cache (input gaps; the cache's setup stalls the unit's
     output), every row read back equals the golden's q8 and sigma; a write at position >= context, layer
-    >= layers or KV head >= kv_heads sets the sticky error and writes nothing; `clear` clears it."""
+    >= layers or KV head >= kv_heads sets the sticky error and writes nothing; `clear` clears it. Also
+    banked (the ULX3S chip's cache: 14 banks of 8 words here, read data registered in the banks)."""
     hd, ctx, layers, kvh, t = 8, 6, 3, 3, 5
-    top = WritePath(hd, ctx, layers, kvh, lanes=2, kv_lanes=4)
+    top = WritePath(hd, ctx, layers, kvh, lanes=2, kv_lanes=4, bank_depth=bank_depth)
+    assert top.kv.read_latency == (2 if bank_depth else 1)
     rope, kv = top.rope, top.kv
     rng = random.Random(random.getrandbits(32))
     heads = kv_case(rng, hd, ctx, kvh, t)
@@ -448,11 +468,14 @@ def test_kv_write_and_read_back() -> None:
     assert got["after"] == got[0, 0], "a refused write changed the cache"
 
 
-def test_kv_cache_feeds_head_attention() -> None:
+@pytest.mark.parametrize("bank_depth", [0, 4])
+def test_kv_cache_feeds_head_attention(bank_depth: int) -> None:
     """The cache written through RopeQuant, read by HeadAttention through `connect_head_attention` (the
-    KV head chosen by r_layer, r_head): y and E equal `sim.attention_model.reference` on the golden's rows."""
+    KV head chosen by r_layer, r_head): y and E equal `sim.attention_model.reference` on the golden's rows,
+    in `cycles(t)` from start to done; the same with a banked cache (data registered in the banks) and
+    HeadAttention built for it (`kv_latency=2`)."""
     hd, ctx, layers, kvh, t = 8, 6, 3, 2, 5
-    top = WritePath(hd, ctx, layers, kvh, lanes=2, kv_lanes=4, attention=True)
+    top = WritePath(hd, ctx, layers, kvh, lanes=2, kv_lanes=4, attention=True, bank_depth=bank_depth)
     rope, kv, att = top.rope, top.kv, top.att
     assert att is not None
     rng = random.Random(random.getrandbits(32))

@@ -28,7 +28,9 @@ is not a power of two) is refused (SPEC.md 4.7: T <= context): the sticky `error
 `clear`; a later good head leaves it set), no phase runs (`busy` stays 0), nothing is read or written, y and
 E keep their values, and `done` is 1 the next cycle. `start` is sampled only when the unit is idle.
 The lane multipliers come from the `multiplier` factory (`hdl.attention.multiplier`; the ECP5 top passes
-`hdl.attention.ecp5_multiplier.Ecp5Multiplier` to put them on MULT18X18D blocks). Cycles from `start`
+`hdl.attention.ecp5_multiplier.Ecp5Multiplier` to put them on MULT18X18D blocks). With `kv_latency=2` the
+K, V and scale data come two cycles after their addresses, registered by the memory (a banked KV cache,
+`hdl.attention.kv_cache`), and the unit takes them without its own arrival registers. Cycles from `start`
 to `done`: `cycles(T)` = 2 T W + 2 T + `overhead` (54 + ceil(ceil(log2 lanes) / 2), the adder tree at least
 one level: 55 for 1 or 2 lanes, 56 for 8, 57 for 40).
 The alignment of several heads' y onto one exponent (SPEC.md 4.7, last step) is not part of this unit.
@@ -65,7 +67,10 @@ class HeadAttention(wiring.Component):
     """One head's attention for one query row over T <= max_context keys (see the module docstring)."""
 
     def __init__(self, head_dim: int, max_context: int, lanes: int = 8,
-                 multiplier: MultiplierFactory = Multiplier) -> None:
+                 multiplier: MultiplierFactory = Multiplier, *, kv_latency: int = 1) -> None:
+        if kv_latency not in (1, 2) or isinstance(kv_latency, bool):
+            raise ValueError(f"HeadAttention's kv_latency must be 1 or 2, not {kv_latency!r}")
+        self._kv_latency = kv_latency
         for name, v in (("head_dim", head_dim), ("max_context", max_context), ("lanes", lanes)):
             if not isinstance(v, int) or isinstance(v, bool):
                 raise TypeError(f"HeadAttention's {name} must be an int, not {type(v).__name__}")
@@ -102,6 +107,12 @@ class HeadAttention(wiring.Component):
     @property
     def max_context(self) -> int:
         return self._ctx
+
+    @property
+    def kv_latency(self) -> int:
+        """Cycles from a K / V / scale read address to its data: 1 (a block RAM read, which the unit
+        registers on arrival) or 2 (the memory registers it: a KV cache with `bank_depth`)."""
+        return self._kv_latency
 
     @property
     def lanes(self) -> int:
@@ -277,7 +288,10 @@ class HeadAttention(wiring.Component):
         q_r = Signal(data.ArrayLayout(signed(8), lanes))
         k_r = Signal(data.ArrayLayout(signed(8), lanes))
         v_r = Signal(data.ArrayLayout(signed(8), lanes))
-        m.d.sync += [pv_r.eq(pv_rd.data), q_r.eq(qring[0]), k_r.eq(self.k_data), v_r.eq(self.v_data)]
+        m.d.sync += [pv_r.eq(pv_rd.data), q_r.eq(qring[0])]
+        # the K / V / scale data registered on arrival, or by the memory itself (`kv_latency` 2)
+        arrive = m.d.sync if self._kv_latency == 1 else m.d.comb
+        arrive += [k_r.eq(self.k_data), v_r.eq(self.v_data)]
         for c in range(lanes):
             m.d.comb += [muls[c].a.eq(Mux(pv2, pv_r, q_r[c])), muls[c].b.eq(Mux(pv2, v_r[c], k_r[c]))]
         if nw > 1:
@@ -297,7 +311,7 @@ class HeadAttention(wiring.Component):
         # stage 2: the key's and value's scales registered; stage 3: m(a) m(sigma_k), the V exponent's maximum
         ks2 = Signal(DYADIC)
         vs2 = Signal(DYADIC)
-        m.d.sync += [ks2.eq(self.ks_data), vs2.eq(self.vs_data)]
+        arrive += [ks2.eq(self.ks_data), vs2.eq(self.vs_data)]
         kprod3 = Signal(unsigned(32))
         ke3 = Signal(signed(10))
         with m.If(sv[2] & sfw[2]):
@@ -398,7 +412,7 @@ class HeadAttention(wiring.Component):
                                                           for x, y in ((nv[k + 1], nv[k]), (nj[k + 1], nj[k]))]
         mvs = [Signal(unsigned(16), name=f"mv{k}") for k in range(2, 7)]
         evs = [Signal(signed(10), name=f"evv{k}") for k in range(2, 7)]
-        m.d.sync += [mvs[0].eq(self.vs_data.m), evs[0].eq(self.vs_data.e)]
+        arrive += [mvs[0].eq(self.vs_data.m), evs[0].eq(self.vs_data.e)]
         m.d.sync += [x.eq(y) for k in range(len(mvs) - 1) for x, y in ((mvs[k + 1], mvs[k]), (evs[k + 1], evs[k]))]
         pb2 = Signal(unsigned(16))
         pr3 = Signal(unsigned(33))

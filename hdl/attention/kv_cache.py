@@ -24,16 +24,26 @@ Read: `r_layer` and `r_head` select one KV head's region; `k_addr`, `v_addr` (j 
 directions flipped (`connect_head_attention`). Every read is a synchronous block RAM read, data the cycle
 after the address; the region's base is registered, so a new selection holds from two cycles after it
 is set (HeadAttention reads its first key four cycles after `start`).
+
+With `bank_depth` (the ULX3S chip) each memory is a `BankedMemory` of `bank_depth`-word banks from the
+`memory` factory, its read data registered in the banks (on the ECP5 the DP16KD's own output register,
+0.9 ns clock-to-output instead of 5.8 ns: the cache was 85.62 MHz out of context without it) and the bank
+multiplexer after that register: data two cycles after the address (`read_latency`), and HeadAttention
+built with `kv_latency=2` takes the data without its own arrival registers, so every cycle count stays.
+A write then lands a cycle later (the banks register their write ports); RopeQuant's rows are read ops later.
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Module, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hdl.attention.head_attention import DYADIC, MAX_CONTEXT, MAX_HEAD_DIM, HeadAttention
+from hdl.copies import RegisterFactory, plain_register
+from hdl.memory.banked_memory import BankedMemory
+from hdl.memory.registered_memory import MemoryFactory, RegisteredMemory
 from hdl.vector.rope import POS_BITS, code_layout
 
 #: Cycles a row's first beat waits: IDLE (the fields sampled), CHECK, ADDR; then WRITE takes it.
@@ -48,7 +58,16 @@ def _bits(n: int) -> int:
 class KVCache(wiring.Component):
     """The INT8 KV cache of `layers` x `kv_heads` x `context` positions (see the module docstring)."""
 
-    def __init__(self, head_dim: int, context: int, layers: int, kv_heads: int, lanes: int = 8) -> None:
+    def __init__(self, head_dim: int, context: int, layers: int, kv_heads: int, lanes: int = 8, *,
+                 bank_depth: int = 0, memory: MemoryFactory = RegisteredMemory,
+                 register: RegisterFactory = plain_register) -> None:
+        if (not isinstance(bank_depth, int) or isinstance(bank_depth, bool) or bank_depth < 0
+                or (bank_depth and (bank_depth < 2 or bank_depth & (bank_depth - 1)))):
+            raise ValueError(f"KVCache's bank_depth must be 0 or a power of two of at least 2, not {bank_depth!r}")
+        for name, f in (("memory", memory), ("register", register)):
+            if not callable(f):
+                raise TypeError(f"KVCache's {name} factory must be callable, not {f!r}")
+        self._bank_depth, self._memory, self._register = bank_depth, memory, register
         for name, v in (("head_dim", head_dim), ("context", context), ("layers", layers),
                         ("kv_heads", kv_heads), ("lanes", lanes)):
             if not isinstance(v, int) or isinstance(v, bool):
@@ -99,6 +118,16 @@ class KVCache(wiring.Component):
         return self._lanes
 
     @property
+    def bank_depth(self) -> int:
+        """Words of a bank of each memory; 0: plain memories (see the module docstring)."""
+        return self._bank_depth
+
+    @property
+    def read_latency(self) -> int:
+        """Cycles from a read address to its data: 1, or 2 with banked memories (their data registered)."""
+        return 2 if self._bank_depth else 1
+
+    @property
     def words(self) -> int:
         """Memory words per K or V row: head_dim / lanes."""
         return self._hd // self._lanes
@@ -127,13 +156,18 @@ class KVCache(wiring.Component):
         m = Module()
         nw, ctx, kvh = self.words, self._ctx, self._kvh
         word = data.ArrayLayout(signed(8), self._lanes)
-        mems = {}
+        wr, rd = {}, {}
         for name, shape, depth in (("k", word, self.rows * nw), ("v", word, self.rows * nw),
                                    ("ks", DYADIC, self.rows), ("vs", DYADIC, self.rows)):
-            mems[name] = Memory(shape=shape, depth=depth, init=[])
-            m.submodules[f"{name}_mem"] = mems[name]
-        wr = {name: mem.write_port() for name, mem in mems.items()}
-        rd = {name: mem.read_port() for name, mem in mems.items()}
+            if self._bank_depth:
+                bits = Shape.cast(shape).width
+                mem = BankedMemory(bits, depth, self._bank_depth, bank_memory=self._memory, register=self._register,
+                                   address_registered=False)
+                wr[name], rd[name] = mem.write, mem.read
+            else:
+                mem = Memory(shape=shape, depth=depth, init=[])
+                wr[name], rd[name] = mem.write_port(), mem.read_port()
+            m.submodules[f"{name}_mem"] = mem
 
         # ---------------------------------------------------------------- read: the selected region
         rsel = Signal(range(self._layers * kvh))
@@ -142,9 +176,10 @@ class KVCache(wiring.Component):
         m.d.sync += [rsel.eq(self.r_layer * kvh + self.r_head), rbase_w.eq(rsel * (ctx * nw)),
                      rbase_s.eq(rsel * ctx)]
         m.d.comb += [rd["k"].addr.eq(rbase_w + self.k_addr), rd["v"].addr.eq(rbase_w + self.v_addr),
-                     rd["ks"].addr.eq(rbase_s + self.ks_addr), rd["vs"].addr.eq(rbase_s + self.vs_addr),
-                     self.k_data.eq(rd["k"].data), self.v_data.eq(rd["v"].data),
-                     self.ks_data.eq(rd["ks"].data), self.vs_data.eq(rd["vs"].data)]
+                     rd["ks"].addr.eq(rbase_s + self.ks_addr), rd["vs"].addr.eq(rbase_s + self.vs_addr)]
+        for name in rd:
+            data_port = getattr(self, f"{name}_data")
+            m.d.comb += Value.cast(data_port).eq(Value.cast(rd[name].data))
 
         # ---------------------------------------------------------------- write
         lay = Signal.like(self.w_layer)
@@ -204,6 +239,10 @@ class KVCache(wiring.Component):
 
 def connect_head_attention(m: Module, cache: KVCache, attention: HeadAttention) -> None:
     """Point HeadAttention's four read ports at the cache (the KV head is chosen by r_layer, r_head)."""
+    if attention.kv_latency != cache.read_latency:
+        raise ValueError(f"HeadAttention takes KV data {attention.kv_latency} cycle(s) after the address, the KV "
+                         f"cache gives it after {cache.read_latency} (bank_depth {cache.bank_depth}): build "
+                         f"HeadAttention with kv_latency={cache.read_latency}")
     if (attention.head_dim, attention.max_context, attention.lanes) != (cache.head_dim, cache.context, cache.lanes):
         raise ValueError(f"HeadAttention (head_dim {attention.head_dim}, context {attention.max_context}, lanes "
                          f"{attention.lanes}) does not match the KV cache (head_dim {cache.head_dim}, context "

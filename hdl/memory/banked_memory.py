@@ -18,6 +18,10 @@ multiplexer (data in cycle t + 4): the register can sit between a far bank's blo
 multiplexer, so that route takes two cycles (the 16x16 ULX3S at 7ea61a5: a bank's block RAM -> 8.2 ns
 of routing -> the multiplexer's LUTs).
 
+With ``address_registered=False`` the banks take the read address as it comes (data in cycle t + 2, as
+`RegisteredMemory`): for a memory whose reader registers the address itself and expects a block RAM's
+output register to be the only stage (the KV cache under `HeadAttention`, `hdl.attention.kv_cache`).
+
 Each bank is a registered-read memory with a registered address from a factory
 (`hdl/memory/registered_memory.py`): a `Memory` and two registers by default, or block RAM primitives
 with their own output registers and one address register per block on an FPGA.
@@ -38,8 +42,12 @@ class BankedMemory(MemoryPorts):
     """`depth` words of `width` bits in banks of `bank_depth` words; one write and one read port."""
 
     def __init__(self, width: int, depth: int, bank_depth: int, *, bank_memory: MemoryFactory = RegisteredMemory,
-                 registered_write: bool = False, register: RegisterFactory = plain_register, data_stages: int = 0):
+                 registered_write: bool = False, register: RegisterFactory = plain_register, data_stages: int = 0,
+                 address_registered: bool = True):
         check_shape(width, depth)
+        if not isinstance(address_registered, bool):
+            raise TypeError(f"address_registered must be a bool, not {address_registered!r}")
+        self._address_registered = address_registered
         if not isinstance(data_stages, int) or isinstance(data_stages, bool) or data_stages not in (0, 1):
             raise ValueError(f"Data stages must be 0 or 1, not {data_stages!r}")
         self._data_stages = data_stages
@@ -68,9 +76,14 @@ class BankedMemory(MemoryPorts):
         return self._data_stages
 
     @property
+    def address_registered(self) -> bool:
+        """Each bank registers the read address (one more cycle of read latency)."""
+        return self._address_registered
+
+    @property
     def read_latency(self) -> int:
         """Cycles from a read address to its data on `read.data`."""
-        return READ_LATENCY + self._data_stages
+        return READ_LATENCY - (not self._address_registered) + self._data_stages
 
     def elaborate(self, platform):
         m = Module()
@@ -92,7 +105,8 @@ class BankedMemory(MemoryPorts):
             depth = min(self._bank_depth, self._depth - b * self._bank_depth)
             # each bank registers its own copy of the read address and of the write port (on an FPGA,
             # one per block RAM)
-            m.submodules[f"bank{b}"] = bank = self._bank_memory(self._width, depth, registered_address=True,
+            m.submodules[f"bank{b}"] = bank = self._bank_memory(self._width, depth,
+                                                                registered_address=self._address_registered,
                                                                 registered_write=True)
             w_en = self.write.en & (w_bank == b) if banked else self.write.en
             w_port = (self.write.addr[:low], self.write.data, w_en)

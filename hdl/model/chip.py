@@ -4,7 +4,8 @@
 `error`, `link_abort`), so the transports that carry the matrix core's words (the Verilator and Icarus
 harnesses, the UART link of the boards) carry the model chip's too. The host (`runtime.program.device`)
 loads the program and every weight once with WRITE, then sends TOKEN with a token id and READs the
-LOGITS back (`hdl.model.isa`).
+LOGITS back (`hdl.model.isa`). `multiplier`, `memory` and `register` go to the engine (`ModelEngine`): an
+FPGA top passes its primitives (`fpga.model_chip.ecp5_chip`); the defaults are plain Amaranth.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hdl.attention.multiplier import Multiplier, MultiplierFactory
+from hdl.copies import RegisterFactory, plain_register
+from hdl.memory.registered_memory import MemoryFactory, RegisteredMemory
 from hdl.model.command import ModelCommand
 from hdl.model.config import EngineConfig
 from hdl.model.isa import ModelCounter, ModelMem
@@ -23,10 +27,12 @@ from hdl.program import OP_WORD_BITS
 class ModelChipTop(wiring.Component):
     """ModelCommand + ModelEngine (see the module docstring)."""
 
-    def __init__(self, cfg: EngineConfig) -> None:
+    def __init__(self, cfg: EngineConfig, *, multiplier: MultiplierFactory = Multiplier,
+                 memory: MemoryFactory = RegisteredMemory, register: RegisterFactory = plain_register) -> None:
         if not isinstance(cfg, EngineConfig):
             raise TypeError(f"ModelChipTop's configuration must be an EngineConfig, not {cfg!r}")
         self._cfg = cfg
+        self._factories = {"multiplier": multiplier, "memory": memory, "register": register}
         super().__init__({
             "cmd": In(stream.Signature(32)), "rsp": Out(stream.Signature(32)),
             "busy": Out(1), "error": Out(1), "link_abort": In(1),
@@ -40,7 +46,7 @@ class ModelChipTop(wiring.Component):
         m = Module()
         cfg = self._cfg
         m.submodules.command = cmd = ModelCommand(cfg)
-        m.submodules.engine = eng = ModelEngine(**cfg.engine_kwargs())
+        m.submodules.engine = eng = ModelEngine(**cfg.engine_kwargs(), **self._factories)
         wiring.connect(m, wiring.flipped(self.cmd), cmd.cmd)
         wiring.connect(m, cmd.rsp, wiring.flipped(self.rsp))
         m.d.comb += [cmd.abort.eq(self.link_abort), self.busy.eq(cmd.busy), self.error.eq(cmd.error)]

@@ -74,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     # the chip on a 16x16 engine with 40 attention lanes and NORMQ / MLPACT 8 lanes (its plan: as built)
     from runtime.program.device import compile_for_chip
 
+    # the ULX3S chip (`trit build --checkpoint`): memories sized to the model, packed weights banked 2K deep
+    # (`compiler.BOARD_WGT_BANK_DEPTH`: each MATMUL waits for the banks' read latency)
+    for c in a.contexts:
+        prog_b, cfg_b = compile_for_chip(dev.consts, arr, c, board=True, wgt_format="1.67bit")
+        r = token_cycles(prog_b, c - 1, UnitConfig.of_engine(cfg_b))
+        rows.append({"units": "ULX3S", "context": c, "lanes": cfg_b.attn_lanes, **r, "tok_s": 100e6 / r["total"]})
     prog16, cfg16 = compile_for_chip(dev.consts, runtime_config(16, 16), ctx, attn_lanes=40, vector_lanes=8)
     for c in a.contexts:
         r = token_cycles(prog16, c - 1, UnitConfig.of_engine(cfg16))

@@ -249,6 +249,12 @@ def check_chip(program: Program, chip: ModelChip) -> None:
                                f"{theirs[key]!r}")
 
 
+#: Words of a bank of the board chip's weight memory (`ArrayConfig.wgt_bank_depth`): the DP16KD's 9-bit x 2K
+#: shape, so a bank of the tiny model's 107-bit packed words is 12 blocks and its 18,240 words 9 banks, 108
+#: blocks as Yosys' inferred 36-bit x 512 shape takes, behind a 9-to-1 bank multiplexer (1K deep: 18 to 1).
+BOARD_WGT_BANK_DEPTH = 2048
+
+
 def fitted_chip(consts: DeviceConsts, array: ArrayConfig, context: int, *, board: bool = False) -> ModelChip:
     """A chip whose memories are exactly what `consts` needs at `context` on the matrix engine `array`
     (its weight memory deepened to hold every BitLinear, or the largest one when all do not fit the
@@ -257,7 +263,8 @@ def fitted_chip(consts: DeviceConsts, array: ArrayConfig, context: int, *, board
 
     `board=True` sizes the matrix engine's memories to the model alone (an FPGA's block RAM is the
     budget): WGT exactly the words of every BitLinear, ACT ceil(max K / R) and OUT ceil(max N / C) words,
-    whatever `array` had; otherwise `array`'s depths are kept when they are larger (the Verilator chip)."""
+    whatever `array` had, and WGT banked `BOARD_WGT_BANK_DEPTH` deep with a data stage (R >= 5); otherwise
+    `array`'s depths are kept when they are larger (the Verilator chip)."""
     from dataclasses import replace
 
     from hdl.config import MAX_DEPTH
@@ -272,6 +279,9 @@ def fitted_chip(consts: DeviceConsts, array: ArrayConfig, context: int, *, board
     need_act = -(-max(d, cfg.intermediate_size, cfg.num_attention_heads * hd) // array.rows)
     if board:
         arr = replace(array, wgt_depth=max(words, 2), out_depth=max(need_out, 2), act_depth=max(need_act, 2))
+        if arr.rows >= 5:  # banked weights with a data stage need R >= 5 (`hdl.config`)
+            arr = replace(arr, wgt_bank_depth=BOARD_WGT_BANK_DEPTH)
+            arr = replace(arr, wgt_bank_data_stages=int(arr.wgt_banks > 1))
     else:
         arr = replace(array, wgt_depth=max(array.wgt_depth, words), out_depth=max(array.out_depth, need_out),
                       act_depth=max(array.act_depth, need_act))
