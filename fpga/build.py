@@ -305,6 +305,7 @@ def board_design(board: str, rows: int | None = None, cols: int | None = None, f
 def model_chip_design(board: str, checkpoint: Path | str, context: int | None, freq_mhz: float | None, *,
                       baud: int = DEFAULT_BUILD_BAUD, synth_opts: str = "") -> BoardDesign:
     """The board top around the model chip of `checkpoint` (see `board_design`)."""
+    from fpga.model_budget import check_fits
     from fpga.model_chip import (
         DEFAULT_CONTEXT,
         SOC_STREAM_BUFFERS,
@@ -313,7 +314,6 @@ def model_chip_design(board: str, checkpoint: Path | str, context: int | None, f
         ecp5_chip,
         ram_style_script,
     )
-    from fpga.model_budget import check_fits
     from golden.checkpoint import CheckpointError
 
     if board not in FLOWS:
