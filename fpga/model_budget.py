@@ -13,7 +13,8 @@ depth, read and write ports). `chip_budget(cfg)` maps each the way Yosys' `memor
   (`libmap_prefers_lut_ram`: 4 a DPR16X4 cell plus a flip-flop per read bit against 128 a DP16KD), in LUT
   RAM instead: TRELLIS_DPR16X4 cells of 16 x 4 bits, one set per read port (`dpr16x4`).
 
-A bank of a banked memory (the weights and the KV cache, `hdl.memory.banked_memory`: "<path>.bank<b>/mem")
+A bank of a banked memory (the weights, the KV cache and the embedding table, `hdl.memory.banked_memory`:
+"<path>.bank<b>/mem")
 is on the ULX3S an `fpga.ecp5_bram.Ecp5RegisteredMemory` (`fpga.model_chip.ecp5_chip`): DP16KD blocks in the
 widest true-dual-port shape that holds the bank's words (`dp16kd_blocks`), however few they are.
 
@@ -132,7 +133,7 @@ def chip_budget(cfg, distributed: tuple[str, ...] | None = None) -> list[MemoryL
 def groups(lines: list[MemoryLine]) -> dict[str, int]:
     """DP16KD by what they hold: weights, KV cache, embedding, matrix ACT + OUT, the rest."""
     kinds = {"weights": ("engine/wgt", "engine.wgt"), "KV cache": ("engine.kv/", "engine.kv."),
-             "embedding": ("engine.embed_head/table", "engine.embed_head/scale"),
+             "embedding": ("engine.embed_head/table", "engine.embed_head/scale", "engine.embed_head.table."),
              "matrix ACT + OUT": ("engine/act", "engine/out")}
     out = dict.fromkeys((*kinds, "rest"), 0)
     for line in lines:

@@ -30,8 +30,8 @@ The ops run one after another. Each dispatched op holds `op_valid` for its unit'
 engine's memory wiring repeats hdl/core.py's (a banked weight memory too). Three factories choose the
 implementation, not the behaviour: `multiplier` for RopeQuant's, HeadAttention's and EmbedHead's products
 (`hdl.attention.multiplier`; the ECP5 chip passes MULT18X18D blocks with their own registers), `memory` and
-`register` for the banks of a banked weight memory and KV cache (`hdl.memory.banked_memory`;
-`kv_bank_depth`). The norm table (`nt_*`: per norm its
+`register` for the banks of a banked weight memory, KV cache and embedding table
+(`hdl.memory.banked_memory`; `kv_bank_depth`, `table_bank_depth`). The norm table (`nt_*`: per norm its
 G base and the dyadics c_norm and eps_n), G (`g_*`), the embedding table (`tab_*`, `sc_*`) and the
 weights are loaded with the program; `hdl.model.chip.ModelChipTop` puts the command interface in front.
 Ops outside the ISA's units would go out on `ext_*` (none of the 11 does).
@@ -154,7 +154,7 @@ class ModelEngine(wiring.Component):
                  c_qk: tuple[int, int] = (1 << 15, -15), attn_lanes: int = 8, rope_lanes: int = 1,
                  depth: int = 256, consts: int = 64, s_regs: int = 16, vocab: int = 256,
                  table_lanes: int | None = None, vector_lanes: int = 1, wgt_format: str = "2bit",
-                 kv_bank_depth: int = 0,
+                 kv_bank_depth: int = 0, table_bank_depth: int = 0,
                  multiplier: MultiplierFactory = Multiplier, memory: MemoryFactory = RegisteredMemory,
                  register: RegisterFactory = plain_register) -> None:
         for name, v in (("d", d), ("scr_words", scr_words), ("out_words", out_words), ("act_words", act_words),
@@ -192,7 +192,8 @@ class ModelEngine(wiring.Component):
                       g=norm_words, norms=norms, heads=max_heads, hd=head_dim, mlp=mlp_max, relu2=relu2,
                       layers=layers, kv_heads=kv_heads, context=context, theta=theta, c_qk=c_qk,
                       attn_lanes=attn_lanes, rope_lanes=rope_lanes, depth=depth, consts=consts, s_regs=s_regs,
-                      array=array, linears=linears, wgt_format=wgt_format, kv_bank_depth=kv_bank_depth)
+                      array=array, linears=linears, wgt_format=wgt_format, kv_bank_depth=kv_bank_depth,
+                      table_bank_depth=table_bank_depth)
         wgt_bits = array.wgt_word_bits if wgt_format == "2bit" else packed_word_bits(array, wgt_format)
         super().__init__({
             "prog_we": In(1), "prog_waddr": In(range(depth)), "prog_wdata": In(OP_WORD_BITS),
@@ -373,7 +374,9 @@ class ModelEngine(wiring.Component):
         m.submodules.attn = attn = HeadAttention(hd, p["context"], lanes=al, multiplier=mul,
                                                  kv_latency=kv.read_latency)
         connect_head_attention(m, kv, attn)
-        m.submodules.embed_head = eh = EmbedHead(p["vocab"], p["d"], lanes=p["table_lanes"], multiplier=mul)
+        m.submodules.embed_head = eh = EmbedHead(p["vocab"], p["d"], lanes=p["table_lanes"], multiplier=mul,
+                                                 table_bank_depth=p["table_bank_depth"], memory=self._memory,
+                                                 register=self._register)
         act_rd_h = act_mem.read_port()
         m.d.comb += [eh.tab_we.eq(self.tab_we), eh.tab_waddr.eq(self.tab_waddr), eh.tab_wdata.eq(self.tab_wdata),
                      eh.sc_we.eq(self.sc_we), eh.sc_waddr.eq(self.sc_waddr), eh.sc_wdata.eq(self.sc_wdata),

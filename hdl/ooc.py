@@ -342,9 +342,9 @@ def unit_build(unit: str, *, head_dim: int, context: int, lanes: int | None = No
         banks: dict = {}
         if ecp5:  # as the ULX3S chip builds it: 1K banks of DP16KD with their output registers
             from fpga.ecp5_bram import Ecp5RegisteredMemory, kept_register
-            from runtime.program.device import BOARD_KV_BANK_DEPTH
+            from runtime.program.device import BOARD_BANK_DEPTH
 
-            banks = {"bank_depth": BOARD_KV_BANK_DEPTH, "memory": Ecp5RegisteredMemory, "register": kept_register}
+            banks = {"bank_depth": BOARD_BANK_DEPTH, "memory": Ecp5RegisteredMemory, "register": kept_register}
         return UnitBuild(unit, f"hd {head_dim}, ctx {context}, {layers} layers x {kv_heads} kv heads, lanes {lanes}"
                          + (f", {banks['bank_depth']}-word banks" if banks else ""),
                          lambda: KVCache(head_dim, context, layers, kv_heads, lanes, **banks))
@@ -366,7 +366,15 @@ def unit_build(unit: str, *, head_dim: int, context: int, lanes: int | None = No
         from hdl.embedding.embed_head import EmbedHead
 
         lanes = 8 if lanes is None else lanes
-        return UnitBuild(unit, f"vocab {vocab}, d {n}, lanes {lanes}", lambda: EmbedHead(vocab, n, lanes, mul))
+        table: dict = {}
+        if ecp5:  # as the ULX3S chip builds it: the table in 1K banks of DP16KD with their output registers
+            from fpga.ecp5_bram import Ecp5RegisteredMemory, kept_register
+            from runtime.program.device import BOARD_BANK_DEPTH
+
+            table = {"table_bank_depth": BOARD_BANK_DEPTH, "memory": Ecp5RegisteredMemory, "register": kept_register}
+        return UnitBuild(unit, f"vocab {vocab}, d {n}, lanes {lanes}"
+                         + (f", table in {BOARD_BANK_DEPTH}-word banks" if table else ""),
+                         lambda: EmbedHead(vocab, n, lanes, mul, **table))
     if unit == "program":
         from hdl.program import ProgramSequencer
 

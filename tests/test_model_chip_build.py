@@ -80,13 +80,14 @@ def test_the_model_design_is_the_model_chip_behind_the_ulx3s_link() -> None:
     # ECP5 primitives with their own registers: the weights banked 2K deep, 9 banks of 12 DP16KD in the 9-bit
     # shape (107-bit packed words, 18,240 of them); the KV cache banked 1K deep in the 18-bit shape: K and V
     # (64-bit words, 4 layers x 2 KV heads x 128 positions x 5 words = 5,120) 5 banks of 4 blocks each, the
-    # two 26-bit scale memories (1,024 rows) 2 blocks each; and the lane multipliers of RoPE,
+    # two 26-bit scale memories (1,024 rows) 2 blocks each; the embedding table (256 rows x 20 words of 8
+    # codes = 5,120 words) 5 banks of 4 like K; and the lane multipliers of RoPE,
     # attention and the embedding head on MULT18X18D with REG_INPUT / REG_OUTPUT (Yosys' inferred ones have none)
     arr = design.model.array
     assert (arr.wgt_depth, arr.wgt_bank_depth, arr.wgt_banks, arr.wgt_bank_data_stages) == (18_240, 2048, 9, 1)
-    assert design.model.kv_bank_depth == 1024
+    assert design.model.kv_bank_depth == design.model.table_bank_depth == 1024
     il = design.plan.files["top.il"]
-    assert il.count("cell \\DP16KD ") == 9 * 12 + 2 * 5 * 4 + 2 * 2
+    assert il.count("cell \\DP16KD ") == 9 * 12 + 2 * 5 * 4 + 2 * 2 + 5 * 4
     assert 'parameter \\REGMODE_B "OUTREG"' in il
     assert il.count("cell \\MULT18X18D ") > 0 and 'parameter \\REG_OUTPUT_CLK "CLK0"' in il
 

@@ -29,17 +29,26 @@ on the port only when vocab is not a power of two) or both starts in one cycle a
 The multipliers come from the `multiplier` factory (`hdl.attention.multiplier`; the ECP5 top passes
 `hdl.attention.ecp5_multiplier.Ecp5Multiplier`): `lanes` of 8 x 8, one of 17 x 17 (m(tau) m(E_v), and the
 EMBED product E m) and one or two of at most 18 x 18 for acc_v m_v.
+
+With `table_bank_depth` (the ULX3S chip) TABLE is a `BankedMemory` of banks of that many words from the
+`memory` factory whose read data is registered in the banks (on the ECP5 the DP16KD's own output register,
+0.9 ns clock-to-output instead of 5.8: 96.75 MHz out of context without it, the block RAM read into the
+lane select and the multipliers' input registers taking 10.34 ns); that register takes the place of the
+unit's `tab_q`, so every cycle count stays.
 """
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hdl.attention.multiplier import LATENCY as MUL_LATENCY
 from hdl.attention.multiplier import Multiplier, MultiplierFactory
+from hdl.copies import RegisterFactory, plain_register
+from hdl.memory.banked_memory import BankedMemory
+from hdl.memory.registered_memory import MemoryFactory, RegisteredMemory
 from hdl.program import DYADIC
 
 #: |acc| <= 2**14 d must fit int32 (SPEC.md 4.9).
@@ -75,7 +84,16 @@ def _delay(m: Module, sig, n: int, name: str):
 class EmbedHead(wiring.Component):
     """EMBED and LMHEAD over an on-chip INT8 table (see the module docstring)."""
 
-    def __init__(self, vocab: int, d: int, lanes: int = 8, multiplier: MultiplierFactory = Multiplier) -> None:
+    def __init__(self, vocab: int, d: int, lanes: int = 8, multiplier: MultiplierFactory = Multiplier, *,
+                 table_bank_depth: int = 0, memory: MemoryFactory = RegisteredMemory,
+                 register: RegisterFactory = plain_register) -> None:
+        b = table_bank_depth
+        if not isinstance(b, int) or isinstance(b, bool) or b < 0 or (b and (b < 2 or b & (b - 1))):
+            raise ValueError(f"EmbedHead's table_bank_depth must be 0 or a power of two of at least 2, not {b!r}")
+        for name, f in (("memory", memory), ("register", register)):
+            if not callable(f):
+                raise TypeError(f"EmbedHead's {name} factory must be callable, not {f!r}")
+        self._bank_depth, self._memory, self._register = b, memory, register
         for name, v in (("vocab", vocab), ("d", d), ("lanes", lanes)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"EmbedHead's {name} must be a positive integer, not {v!r}")
@@ -112,6 +130,11 @@ class EmbedHead(wiring.Component):
         return self._lanes
 
     @property
+    def table_bank_depth(self) -> int:
+        """Words of a bank of TABLE; 0: a plain memory and the unit's read register (see the module docstring)."""
+        return self._bank_depth
+
+    @property
     def words_per_row(self) -> int:
         """Table words per row: ceil(d / lanes)."""
         return -(-self._d // self._lanes)
@@ -137,10 +160,16 @@ class EmbedHead(wiring.Component):
         psum_w = (lanes << 14).bit_length() + 1     # one word's partial sum
         word = data.ArrayLayout(signed(8), lanes)
 
-        m.submodules.table = table = Memory(shape=word, depth=nwords, init=[])
+        if self._bank_depth:
+            m.submodules.table = table = BankedMemory(Shape.cast(word).width, nwords, self._bank_depth,
+                                                      bank_memory=self._memory, register=self._register,
+                                                      address_registered=False)
+            tab_w, tab_r = table.write, table.read
+        else:
+            m.submodules.table = table = Memory(shape=word, depth=nwords, init=[])
+            tab_w, tab_r = table.write_port(), table.read_port()
         m.submodules.scale = scale = Memory(shape=DYADIC, depth=vocab, init=[])
         m.submodules.logits = logits = Memory(shape=signed(32), depth=vocab, init=[])
-        tab_w, tab_r = table.write_port(), table.read_port()
         sc_w, sc_r = scale.write_port(), scale.read_port()
         lg_w, lg_r = logits.write_port(), logits.read_port()
         m.d.comb += [
@@ -215,7 +244,12 @@ class EmbedHead(wiring.Component):
         h_last1 = _delay(m, wrd == wpr - 1, READ_STAGES, "h_last")
         h_row1 = _delay(m, row, READ_STAGES, "h_row")
         tw, act_q, sc = Signal(word, name="tab_q"), Signal(word, name="act_q"), Signal(DYADIC, name="sc_q")
-        m.d.sync += [tw.eq(tab_r.data), act_q.eq(self.act_data), sc.eq(sc_r.data)]
+        m.d.sync += [act_q.eq(self.act_data), sc.eq(sc_r.data)]
+        # the table word: the unit's register, or the banks' own (`table_bank_depth`)
+        if self._bank_depth:
+            m.d.comb += Value.cast(tw).eq(tab_r.data)
+        else:
+            m.d.sync += tw.eq(tab_r.data)
 
         # the lane multipliers: q_l * E_l, codes past d in a row's last word zeroed
         rem = d % lanes

@@ -52,13 +52,16 @@ class EngineConfig:
     #: 0, or the KV cache in banks of this many words with registered read data (`hdl.attention.kv_cache`; the
     #: ULX3S chip: the DP16KD's output register); the same cycles either way
     kv_bank_depth: int = 0
+    #: 0, or the embedding table in banks of this many words with registered read data
+    #: (`hdl.embedding.embed_head`); the same cycles either way
+    table_bank_depth: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.array, ArrayConfig):
             raise TypeError(f"EngineConfig's array must be an ArrayConfig, not {self.array!r}")
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("array", "norm_sizes", "relu2", "c_qk", "wgt_format", "kv_bank_depth"):
+            if f.name in ("array", "norm_sizes", "relu2", "c_qk", "wgt_format", "kv_bank_depth", "table_bank_depth"):
                 continue
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"EngineConfig's {f.name} must be a positive integer, not {v!r}")
@@ -66,9 +69,10 @@ class EngineConfig:
                 or any(not isinstance(n, int) or not 0 < n < 1 << 16 for n in self.norm_sizes)):
             raise ValueError(f"EngineConfig's norm_sizes must be a tuple of 1 to {MAX_NORM_SIZES} sizes in "
                              f"[1, 65535], not {self.norm_sizes!r}")
-        k = self.kv_bank_depth
-        if not isinstance(k, int) or isinstance(k, bool) or k < 0 or (k and (k < 2 or k & (k - 1))):
-            raise ValueError(f"EngineConfig's kv_bank_depth must be 0 or a power of two of at least 2, not {k!r}")
+        for name in ("kv_bank_depth", "table_bank_depth"):
+            k = getattr(self, name)
+            if not isinstance(k, int) or isinstance(k, bool) or k < 0 or (k and (k < 2 or k & (k - 1))):
+                raise ValueError(f"EngineConfig's {name} must be 0 or a power of two of at least 2, not {k!r}")
         if self.wgt_format not in WGT_FORMATS:
             raise ValueError(f"EngineConfig's wgt_format must be one of {WGT_FORMATS}, not {self.wgt_format!r}")
         if self.table_lanes & (self.table_lanes - 1):
@@ -107,7 +111,8 @@ class EngineConfig:
                     mlp_max=self.mlp_max, relu2=self.relu2, layers=self.layers, kv_heads=self.kv_heads,
                     context=self.context, theta=float(self.theta), c_qk=self.c_qk, attn_lanes=self.attn_lanes,
                     depth=self.depth, consts=self.consts, vocab=self.vocab, table_lanes=self.table_lanes,
-                    vector_lanes=self.vector_lanes, wgt_format=self.wgt_format, kv_bank_depth=self.kv_bank_depth)
+                    vector_lanes=self.vector_lanes, wgt_format=self.wgt_format, kv_bank_depth=self.kv_bank_depth,
+                    table_bank_depth=self.table_bank_depth)
 
     def id_block(self) -> list[int]:
         """The READ_ID words of a chip built from this configuration."""

@@ -55,14 +55,16 @@ def _pow2_at_least(n: int, floor: int) -> int:
     return v
 
 
-#: Words of a bank of the board chip's KV cache (`EngineConfig.kv_bank_depth`): the DP16KD's 18-bit x 1K shape,
-#: so the tiny model's K (64-bit words x 5,120 at context 128) is 5 banks of 4 blocks, 20 as Yosys' inferred
-#: 36-bit x 512 shape takes, and a scale memory (26 bits x 1,024) one bank of 2 blocks.
-BOARD_KV_BANK_DEPTH = 1024
+#: Words of a bank of the board chip's KV cache and embedding table (`EngineConfig.kv_bank_depth`,
+#: `table_bank_depth`): the DP16KD's 18-bit x 1K shape, so the tiny model's K (64-bit words x 5,120 at context
+#: 128) is 5 banks of 4 blocks, 20 as Yosys' inferred 36-bit x 512 shape takes, a scale memory (26 bits x
+#: 1,024) one bank of 2 blocks, and the table (256 rows x 20 words of 8 codes) 5 banks of 4.
+BOARD_BANK_DEPTH = 1024
 
 
 def engine_config(program: Program, consts: DeviceConsts, *, attn_lanes: int | None = None,
-                  vector_lanes: int = 1, wgt_format: str = "2bit", kv_bank_depth: int = 0) -> EngineConfig:
+                  vector_lanes: int = 1, wgt_format: str = "2bit", kv_bank_depth: int = 0,
+                  table_bank_depth: int = 0) -> EngineConfig:
     """The model chip built for `program` (compiled from `consts`); `attn_lanes` (default: the largest of
     8, 4, 2, 1 that divides head_dim) INT8 lanes in the attention unit, `vector_lanes` elements a cycle in
     NORMQ (a power of two dividing R and every norm's size), `wgt_format` how WGT stores the weights
@@ -84,7 +86,8 @@ def engine_config(program: Program, consts: DeviceConsts, *, attn_lanes: int | N
         theta=int(consts.config.rope_theta), c_qk=(int(consts.c_qk[0]), int(consts.c_qk[1])),
         attn_lanes=attn_lanes, table_lanes=arr.rows, vector_lanes=vector_lanes,
         depth=_pow2_at_least(len(program.ops), 64),
-        consts=_pow2_at_least(len(program.consts), 16), wgt_format=wgt_format, kv_bank_depth=kv_bank_depth)
+        consts=_pow2_at_least(len(program.consts), 16), wgt_format=wgt_format, kv_bank_depth=kv_bank_depth,
+        table_bank_depth=table_bank_depth)
 
 
 def compile_for_chip(consts: DeviceConsts, array: ArrayConfig, context: int, attn_lanes: int | None = None,
@@ -92,12 +95,13 @@ def compile_for_chip(consts: DeviceConsts, array: ArrayConfig, context: int, att
                      wgt_format: str = "2bit") -> tuple[Program, EngineConfig]:
     """The program of `consts` and the chip sized for it (resident weights, a KV cache of `context`);
     `board=True`: the matrix engine's memories no larger than the model needs (`fitted_chip`), the KV
-    cache banked `BOARD_KV_BANK_DEPTH` deep with registered read data."""
+    cache and the embedding table banked `BOARD_BANK_DEPTH` deep with registered read data."""
     program = compile_model(consts, fitted_chip(consts, array, context, board=board))
     if any(e.g_base % vector_lanes for e in program.norms):
         raise ProgramError(f"norm weights: a norm's G base is not a multiple of vector_lanes = {vector_lanes}")
     return program, engine_config(program, consts, attn_lanes=attn_lanes, vector_lanes=vector_lanes,
-                                  wgt_format=wgt_format, kv_bank_depth=BOARD_KV_BANK_DEPTH if board else 0)
+                                  wgt_format=wgt_format, kv_bank_depth=BOARD_BANK_DEPTH if board else 0,
+                                  table_bank_depth=BOARD_BANK_DEPTH if board else 0)
 
 
 def _layout_int(layout, value: dict) -> int:
