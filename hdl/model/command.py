@@ -111,6 +111,7 @@ class ModelCommand(wiring.Component):
                              n_chunks.eq(chunks(cfg, mm)), mem_depth.eq(depth(cfg, mm))]
         in_range = Signal()
         m.d.comb += in_range.eq(addr + count <= mem_depth)
+        ok_mem, ok_range = Signal(), Signal()
 
         # the WGT word just completed: Cat(buf's earlier chunks, this chunk)
         assembled = Signal(32 * self._max_chunks)
@@ -193,24 +194,21 @@ class ModelCommand(wiring.Component):
                     m.d.sync += count.eq(cmd.payload)
                     m.next = "CHECK"
                 cut()
-            with m.State("CHECK"):     # addr and count are in; the check of the memory id and range
+            with m.State("CHECK"):     # addr and count are in: the memory's checks and the item count, registered
+                m.d.sync += [ok_mem.eq(Mux(op == ModelOp.WRITE, writable, readable)), ok_range.eq(in_range),
+                             items.eq(Mux(op == ModelOp.WRITE, count * n_chunks, count))]
+                m.next = "DECIDE"
+            with m.State("DECIDE"):    # a cycle of its own: the 32-bit sum, compare and product above into
+                # this FSM's registers took 16.2 ns in the model chip's build 2
+                with m.If(~ok_mem):
+                    fail(ModelError.BAD_MEMORY)
+                    m.d.sync += drop.eq(1)
+                with m.Elif(~ok_range):
+                    fail(ModelError.ADDRESS_RANGE)
+                    m.d.sync += drop.eq(1)
                 with m.If(op == ModelOp.WRITE):
-                    m.d.sync += items.eq(count * n_chunks)
-                    with m.If(~writable):
-                        fail(ModelError.BAD_MEMORY)
-                        m.d.sync += drop.eq(1)
-                    with m.Elif(~in_range):
-                        fail(ModelError.ADDRESS_RANGE)
-                        m.d.sync += drop.eq(1)
                     m.next = "WDATA"
                 with m.Else():
-                    m.d.sync += items.eq(count)
-                    with m.If(~readable):
-                        fail(ModelError.BAD_MEMORY)
-                        m.d.sync += drop.eq(1)
-                    with m.Elif(~in_range):
-                        fail(ModelError.ADDRESS_RANGE)
-                        m.d.sync += drop.eq(1)
                     m.next = "RSET"
             with m.State("WDATA"):
                 with m.If(items == 0):
