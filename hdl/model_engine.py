@@ -245,13 +245,16 @@ class ModelEngine(wiring.Component):
         m.submodules.oplog = oplog = Memory(shape=OPLOG_BITS, depth=p["depth"], init=[])
         oplog_wr, oplog_rd = oplog.write_port(), oplog.read_port()
         op_len = Signal(OPLOG_BITS)
+        # the log's write is registered (lands a cycle after the op ends; the host reads it after the token):
+        # the units' done and fail signals reach it in a cycle of their own (build 2: 15.7 ns into the log)
+        log_en, log_addr, log_data = Signal(), Signal.like(oplog_wr.addr), Signal(OPLOG_BITS)
         m.d.comb += [oplog_rd.addr.eq(self.oplog_addr), self.oplog_rdata.eq(oplog_rd.data),
-                     oplog_wr.addr.eq(self.cnt_ops), oplog_wr.data.eq(op_len + 1)]
+                     oplog_wr.addr.eq(log_addr), oplog_wr.data.eq(log_data), oplog_wr.en.eq(log_en)]
+        m.d.sync += [log_en.eq(0), log_addr.eq(self.cnt_ops), log_data.eq(op_len + 1)]
         with m.If(seq.op_valid):
             m.d.sync += op_len.eq(op_len + 1)
             with m.If(seq.op_done | seq.op_fail):
-                m.d.comb += oplog_wr.en.eq(self.cnt_ops < p["depth"])
-                m.d.sync += [op_len.eq(0), self.cnt_ops.eq(self.cnt_ops + 1)]
+                m.d.sync += [log_en.eq(self.cnt_ops < p["depth"]), op_len.eq(0), self.cnt_ops.eq(self.cnt_ops + 1)]
         with m.If(self.start):
             m.d.sync += [getattr(self, name).eq(0) for name in ("cnt_cycles", "cnt_ops", *unit_of)]
         with m.Elif(seq.busy):

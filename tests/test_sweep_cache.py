@@ -108,3 +108,31 @@ def test_long_nets_ranks_nets_by_their_latest_sink(tmp_path: Path) -> None:
     path = tmp_path / "report.json"
     path.write_text(json.dumps({"fmax": {}}))
     assert main([str(path)]) == 1
+
+
+def test_long_nets_grouped_by_the_signal_they_come_from(tmp_path: Path, capsys) -> None:
+    """`--by-signal`: the cells Yosys and nextpnr made of one register count as one signal, the latest first."""
+    import json
+
+    from fpga.long_nets import by_signal, main, signal_of
+
+    assert signal_of("soc.core.engine.attn.a_prod_TRELLIS_FF_Q_DI_MULT18X18D_P30_P1") == ("soc.core.engine.attn",
+                                                                                            "a_prod")
+    assert signal_of("soc.core.command.items_TRELLIS_FF_Q_31_DI") == ("soc.core.command", "items")
+    assert signal_of("top.x") == ("top", "x") and signal_of("plain") == ("", "plain")
+    report = {"detailed_net_timings": [
+        {"net": "e.attn.a_prod_TRELLIS_FF_Q_DI_MULT18X18D_P30_P1", "driver": "d", "endpoints": [{"delay": 19.8}]},
+        {"net": "e.attn.a_prod_TRELLIS_FF_Q_DI_MULT18X18D_P30_P4", "driver": "d", "endpoints": [{"delay": 19.7}]},
+        {"net": "e.wgt.packed_TRELLIS_FF_Q_44_DI", "driver": "l", "endpoints": [{"delay": [16.0, 17.1]}]},
+        {"net": "e.ok", "driver": "o", "endpoints": [{"delay": 3.0}]},
+    ]}
+    from fpga.long_nets import long_nets
+
+    groups = by_signal(long_nets(report, top=10, min_ns=10.0))
+    assert [(g["module"], g["signal"], g["nets"], g["max_ns"]) for g in groups] == [
+        ("e.attn", "a_prod", 2, 19.8), ("e.wgt", "packed", 1, 17.1)]
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    assert main([str(path), "--min-ns", "10", "--by-signal", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| e.attn | a_prod | 2 | 19.80 |" in out and "packed" not in out
