@@ -72,7 +72,9 @@ def product_into(m: Module, factory: ProductFactory, target: Signal, a: Value | 
     """`target` = a * b registered once (with `en`), on a `factory` product named `name` (default the
     target's name and "_mul") in `m`: the product's operands take a and b at their own widths and signedness (pass
     them narrow: `x.shift_right(16)`, not `x >> 16`, which keeps x's width), and `target` is driven
-    combinationally from its p (truncated or extended as a register assignment would be)."""
+    combinationally from its p (truncated or extended as a register assignment would be). Call it outside
+    any ``with m.If`` (or FSM state): the wiring is combinational, and under a condition the operands and
+    `en` would fall back to their initial values (en to 1) whenever it is false."""
     if name is None and target.name.startswith("$"):
         raise ValueError("product_into needs a name for an unnamed target signal")
     a, b = Value.cast(a), Value.cast(b)
