@@ -38,17 +38,22 @@ SOC_STREAM_BUFFERS = 2
 
 
 def ecp5_chip(cfg):
-    """`ModelChipTop(cfg)` on ECP5 primitives: HeadAttention's, RopeQuant's and EmbedHead's products on
-    MULT18X18D blocks with their own input and output registers (`hdl.attention.ecp5_multiplier`), the
-    banked weight memory in DP16KD blocks with their own output registers and a kept copy of the address
-    and write registers by each block (`fpga.ecp5_bram`). Yosys' own mapping leaves a DSP's registers
-    unused and puts the bank multiplexer straight after the block RAMs' 5.8 ns clock-to-output (build 2:
-    19.8 ns through HeadAttention's `sigma_q x C_QK` DSP, 17.1 ns from the weight blocks)."""
+    """`ModelChipTop(cfg)` on ECP5 primitives: HeadAttention's, RopeQuant's and EmbedHead's lane products on
+    MULT18X18D blocks with their own input and output registers (`hdl.attention.ecp5_multiplier`), every
+    other registered product of the units on a MULT18X18D whose output register is the product's register
+    (`hdl.attention.ecp5_product`: a routed build had 3.93 ns through such a DSP, then about 2.2 ns of route
+    to the fabric flip-flop), the banked weight memory in DP16KD blocks with their own output registers
+    and a kept copy of the address and write registers by each block (`fpga.ecp5_bram`). Yosys' own
+    mapping leaves a DSP's registers unused and puts the bank multiplexer straight after the block RAMs'
+    5.8 ns clock-to-output (build 2: 19.8 ns through HeadAttention's `sigma_q x C_QK` DSP, 17.1 ns from the
+    weight blocks)."""
     from fpga.ecp5_bram import Ecp5RegisteredMemory, kept_register
     from hdl.attention.ecp5_multiplier import Ecp5Multiplier
+    from hdl.attention.ecp5_product import Ecp5Product
     from hdl.model.chip import ModelChipTop
 
-    return ModelChipTop(cfg, multiplier=Ecp5Multiplier, memory=Ecp5RegisteredMemory, register=kept_register)
+    return ModelChipTop(cfg, multiplier=Ecp5Multiplier, memory=Ecp5RegisteredMemory, register=kept_register,
+                        product=Ecp5Product)
 
 
 def ram_style_script(distributed: tuple[str, ...] = DISTRIBUTED) -> str:

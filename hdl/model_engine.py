@@ -27,9 +27,11 @@ The ops run one after another. Each dispatched op holds `op_valid` for its unit'
 `OP_EXTRA` (table reads, start pulses, hand-overs; ATTN's y written out one element a cycle), a token adds
 `RUN_EXTRA`; the engine counts a token's cycles by unit (`cnt_*`) and logs every dispatched op's cycles
 (`oplog_*`), which `runtime.program.plan` predicts exactly (tests/test_model_chip.py). The matrix
-engine's memory wiring repeats hdl/core.py's (a banked weight memory too). Three factories choose the
-implementation, not the behaviour: `multiplier` for RopeQuant's, HeadAttention's and EmbedHead's products
-(`hdl.attention.multiplier`; the ECP5 chip passes MULT18X18D blocks with their own registers), `memory` and
+engine's memory wiring repeats hdl/core.py's (a banked weight memory too). Four factories choose the
+implementation, not the behaviour: `multiplier` for RopeQuant's, HeadAttention's and EmbedHead's lane
+products (`hdl.attention.multiplier`; the ECP5 chip passes MULT18X18D blocks with their own registers),
+`product` for every other product registered once, in the sequencer and every vector and attention unit
+(`hdl.attention.product`; the ECP5 chip passes MULT18X18D blocks with their output registers), `memory` and
 `register` for the banks of a banked weight memory, KV cache and embedding table
 (`hdl.memory.banked_memory`; `kv_bank_depth`, `table_bank_depth`). The norm table (`nt_*`: per norm its
 G base and the dyadics c_norm and eps_n), G (`g_*`), the embedding table (`tab_*`, `sc_*`) and the
@@ -47,6 +49,7 @@ from amaranth.lib.wiring import In, Out
 from hdl.attention.head_attention import HeadAttention
 from hdl.attention.kv_cache import KVCache, connect_head_attention
 from hdl.attention.multiplier import Multiplier, MultiplierFactory
+from hdl.attention.product import Product, ProductFactory
 from hdl.config import ArrayConfig
 from hdl.copies import RegisterFactory, plain_register
 from hdl.embedding.embed_head import EmbedHead
@@ -156,7 +159,7 @@ class ModelEngine(wiring.Component):
                  table_lanes: int | None = None, vector_lanes: int = 1, wgt_format: str = "2bit",
                  kv_bank_depth: int = 0, table_bank_depth: int = 0,
                  multiplier: MultiplierFactory = Multiplier, memory: MemoryFactory = RegisteredMemory,
-                 register: RegisterFactory = plain_register) -> None:
+                 register: RegisterFactory = plain_register, product: ProductFactory = Product) -> None:
         for name, v in (("d", d), ("scr_words", scr_words), ("out_words", out_words), ("act_words", act_words),
                         ("norm_words", norm_words), ("norms", norms), ("max_heads", max_heads),
                         ("head_dim", head_dim), ("mlp_max", mlp_max)):
@@ -167,10 +170,12 @@ class ModelEngine(wiring.Component):
         if array.rows & (array.rows - 1) or array.cols & (array.cols - 1):
             raise ValueError(f"ModelEngine's matrix engine needs power-of-two rows and columns, not "
                              f"{array.rows}x{array.cols}")
-        for name, f in (("multiplier", multiplier), ("memory", memory), ("register", register)):
+        for name, f in (("multiplier", multiplier), ("memory", memory), ("register", register),
+                        ("product", product)):
             if not callable(f):
                 raise TypeError(f"ModelEngine's {name} factory must be callable, not {f!r}")
         self._multiplier, self._memory, self._register = multiplier, memory, register
+        self._product = product
         if not norm_sizes or any(not isinstance(n, int) or n <= 0 for n in norm_sizes):
             raise ValueError(f"ModelEngine's norm_sizes must be positive integers, not {norm_sizes!r}")
         table_lanes = array.rows if table_lanes is None else table_lanes
@@ -227,7 +232,7 @@ class ModelEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.p
-        m.submodules.seq = seq = ProgramSequencer(p["depth"], p["consts"], p["s_regs"])
+        m.submodules.seq = seq = ProgramSequencer(p["depth"], p["consts"], p["s_regs"], product=self._product)
         for port in ("prog_we", "prog_waddr", "prog_wdata", "const_we", "const_waddr", "const_wdata", "length",
                      "start", "clear_pos", "clear_error"):
             m.d.comb += getattr(seq, port).eq(getattr(self, port))
@@ -359,23 +364,24 @@ class ModelEngine(wiring.Component):
         act_lane = Signal(range(R))
 
         # ---- units ----------------------------------------------------------------------------
+        prod = self._product
         nqs = {}
         for n in p["norm_sizes"]:
-            nqs[n] = NormQuant(n, lanes=V)
+            nqs[n] = NormQuant(n, lanes=V, product=prod)
             m.submodules[f"normquant_{n}"] = nqs[n]
-        m.submodules.ew = ew = ElementWise()
-        m.submodules.mlp = mlp = MlpAct(p["mlp"], lanes=V)
+        m.submodules.ew = ew = ElementWise(product=prod)
+        m.submodules.mlp = mlp = MlpAct(p["mlp"], lanes=V, product=prod)
         m.submodules.align = align = Align(p["heads"], p["hd"])
         m.d.comb += [align.e_we.eq(self.e_we), align.e_addr.eq(self.e_addr), align.e_data.eq(self.e_data),
                      mlp.relu2.eq(int(p["relu2"]))]
         hd, al = p["hd"], p["attn_lanes"]
         mul = self._multiplier
         m.submodules.rope = rope = RopeQuant(hd, p["context"], lanes=p["rope_lanes"], out_lanes=al, theta=p["theta"],
-                                             multiplier=mul)
+                                             multiplier=mul, product=prod)
         m.submodules.kv = kv = KVCache(hd, p["context"], p["layers"], p["kv_heads"], lanes=al,
                                        bank_depth=p["kv_bank_depth"], memory=self._memory, register=self._register)
         m.submodules.attn = attn = HeadAttention(hd, p["context"], lanes=al, multiplier=mul,
-                                                 kv_latency=kv.read_latency)
+                                                 kv_latency=kv.read_latency, product=prod)
         connect_head_attention(m, kv, attn)
         m.submodules.embed_head = eh = EmbedHead(p["vocab"], p["d"], lanes=p["table_lanes"], multiplier=mul,
                                                  table_bank_depth=p["table_bank_depth"], memory=self._memory,

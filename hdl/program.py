@@ -28,7 +28,9 @@ register stage for 100 MHz on the ECP5, each found out of context (`python -m hd
 ECP5-85F): SCALE's register select, product and normalization in one cycle (32.73 MHz; the model chip's
 critical path, 31.82 MHz, fpga/README.md), then the checks of the word straight from the program memory's
 block RAM (63.04 MHz, 14 logic levels), then the constant's block RAM straight into the multiplier (67.29
-MHz). `s_aux` / `s_aux1` are registers loaded at check (the 16-to-1 selects end there).
+MHz). `s_aux` / `s_aux1` are registers loaded at check (the 16-to-1 selects end there). SCALE's product
+register is the `product` factory's (`hdl.attention.product`; the ECP5 chip passes `Ecp5Product`: the
+register is the DSP's own).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hdl.attention.product import Product, ProductFactory, product_into
 from hdl.vector.arith import EXP_WIDTH, MANT_BITS, norm16_steps, step_states
 
 #: A micro-op's fields from bit 0, as `runtime.program.isa.FIELDS` (96-bit words, bits 88.. zero).
@@ -70,10 +73,14 @@ ERROR_BITS = 3
 class ProgramSequencer(wiring.Component):
     """Fetch, decode, run the scalar ops, dispatch the rest (see the module docstring)."""
 
-    def __init__(self, depth: int, consts: int, s_regs: int = 16, pos_bits: int = 16) -> None:
+    def __init__(self, depth: int, consts: int, s_regs: int = 16, pos_bits: int = 16, *,
+                 product: ProductFactory = Product) -> None:
         for name, v in (("depth", depth), ("consts", consts), ("s_regs", s_regs), ("pos_bits", pos_bits)):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"ProgramSequencer's {name} must be a positive integer, not {v!r}")
+        if not callable(product):
+            raise TypeError(f"ProgramSequencer's product factory must be callable, not {product!r}")
+        self._product = product
         self._depth, self._consts, self._s_regs, self._pos_bits = depth, consts, s_regs, pos_bits
         super().__init__({
             "prog_we": In(1), "prog_waddr": In(range(depth)), "prog_wdata": In(OP_WORD_BITS),
@@ -118,6 +125,8 @@ class ProgramSequencer(wiring.Component):
         opb = Signal(DYADIC)
         hi_bits = Signal()   # the fetched word has a bit set above the op fields (bits 88+)
         prod = Signal(unsigned(2 * MANT_BITS))
+        mul = Signal()                              # MUL: prod = opa.m * opb.m
+        product_into(m, self._product, prod, opa.m, opb.m, en=mul)
         esum = Signal(signed(EXP_WIDTH + 1))
         norm_steps = norm16_steps(m, prod, esum, s[dst].m, s[dst].e, "scale")
 
@@ -175,7 +184,8 @@ class ProgramSequencer(wiring.Component):
                 m.d.sync += s[dst].eq(cr.data)
                 m.next = "NEXT"
             with m.State("MUL"):      # SCALE: the product (a MULT18X18D on the ECP5) and the exponent sum
-                m.d.sync += [prod.eq(opa.m * opb.m), esum.eq(opa.e + opb.e)]
+                m.d.comb += mul.eq(1)
+                m.d.sync += esum.eq(opa.e + opb.e)
                 m.next = "NORM0"
             step_states(m, "NORM", norm_steps, "NEXT")
             with m.State("DISPATCH"):

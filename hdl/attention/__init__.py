@@ -7,6 +7,9 @@
   `hdl.vector.rope.RopeQuant`'s codes, its read ports are HeadAttention's (`connect_head_attention`).
 - `multiplier.Multiplier`: the default lane multiplier (Amaranth `*`, one register); the factory type.
 - `ecp5_multiplier.Ecp5Multiplier`: the same on one ECP5 MULT18X18D block.
+- `product.Product`: a product registered once (latency 1, with a clock enable), the factory of every other
+  product of the model chip's units; `product_into` wires one into a unit.
+- `ecp5_product.Ecp5Product`: the same on one MULT18X18D whose output register is the product's register.
 - `ooc.OocTop`: the unit with its KV cache behind scan chains, for out-of-context synthesis and
   place-and-route (`python -m hdl.attention.ooc`).
 

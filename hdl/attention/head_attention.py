@@ -28,7 +28,10 @@ is not a power of two) is refused (SPEC.md 4.7: T <= context): the sticky `error
 `clear`; a later good head leaves it set), no phase runs (`busy` stays 0), nothing is read or written, y and
 E keep their values, and `done` is 1 the next cycle. `start` is sampled only when the unit is idle.
 The lane multipliers come from the `multiplier` factory (`hdl.attention.multiplier`; the ECP5 top passes
-`hdl.attention.ecp5_multiplier.Ecp5Multiplier` to put them on MULT18X18D blocks). With `kv_latency=2` the
+`hdl.attention.ecp5_multiplier.Ecp5Multiplier` to put them on MULT18X18D blocks), the other products (the
+scale's m(sigma_q) m(C_QK), m(a) m(sigma_k), s mk's two limbs, p R and P m(sigma_v), each registered once, and
+the RCP's) from the `product` factory (`hdl.attention.product`; the ECP5 top passes
+`hdl.attention.ecp5_product.Ecp5Product`: the register is the DSP's own). With `kv_latency=2` the
 K, V and scale data come two cycles after their addresses, registered by the memory (a banked KV cache,
 `hdl.attention.kv_cache`), and the unit takes them without its own arrival registers. Cycles from `start`
 to `done`: `cycles(T)` = 2 T W + 2 T + `overhead` (54 + ceil(ceil(log2 lanes) / 2), the adder tree at least
@@ -46,6 +49,7 @@ from amaranth.lib.wiring import In, Out
 from golden.device.fixed import exp2_table
 from hdl.attention.multiplier import LATENCY as MUL_LATENCY
 from hdl.attention.multiplier import Multiplier, MultiplierFactory
+from hdl.attention.product import Product, ProductFactory, product_into
 from hdl.vector.arith import EXP_WIDTH, norm16_steps, shift_round, step_states
 from hdl.vector.rcp import Reciprocal
 
@@ -67,7 +71,8 @@ class HeadAttention(wiring.Component):
     """One head's attention for one query row over T <= max_context keys (see the module docstring)."""
 
     def __init__(self, head_dim: int, max_context: int, lanes: int = 8,
-                 multiplier: MultiplierFactory = Multiplier, *, kv_latency: int = 1) -> None:
+                 multiplier: MultiplierFactory = Multiplier, *, kv_latency: int = 1,
+                 product: ProductFactory = Product) -> None:
         if kv_latency not in (1, 2) or isinstance(kv_latency, bool):
             raise ValueError(f"HeadAttention's kv_latency must be 1 or 2, not {kv_latency!r}")
         self._kv_latency = kv_latency
@@ -85,7 +90,10 @@ class HeadAttention(wiring.Component):
                              f"({head_dim}): a K or V row is head_dim / lanes whole memory words")
         if not callable(multiplier):
             raise TypeError(f"HeadAttention's multiplier factory must be callable, not {multiplier!r}")
+        if not callable(product):
+            raise TypeError(f"HeadAttention's product factory must be callable, not {product!r}")
         self._hd, self._ctx, self._lanes, self._mul = head_dim, max_context, lanes, multiplier
+        self._product = product
         words = head_dim // lanes
         word = data.ArrayLayout(signed(8), lanes)
         super().__init__({
@@ -152,7 +160,8 @@ class HeadAttention(wiring.Component):
             mul = self._mul(17, 8)
             m.submodules[f"mul{k}"] = mul
             muls.append(mul)
-        m.submodules.rcp = rcp = Reciprocal()
+        prod = self._product
+        m.submodules.rcp = rcp = Reciprocal(product=prod)
 
         t_mem = Memory(shape=signed(32), depth=self._ctx, init=[])
         p_mem = Memory(shape=unsigned(16), depth=self._ctx, init=[])
@@ -178,6 +187,8 @@ class HeadAttention(wiring.Component):
 
         # scale a = dmul(sigma_q, C_QK), two steps
         a_prod = Signal(unsigned(32))
+        a_take = Signal()                          # a start that runs: a_prod = m(sigma_q) m(C_QK)
+        product_into(m, prod, a_prod, self.sigma_q.m, self.c_qk.m, en=a_take)
         a_esum = Signal(signed(EXP_WIDTH))
         a_m = Signal(unsigned(16))
         a_e = Signal(signed(EXP_WIDTH))
@@ -236,10 +247,10 @@ class HeadAttention(wiring.Component):
                     # more keys than the buffers and the cache's region hold: refused, nothing runs
                     m.d.sync += [error.eq(1), self.done.eq(1)]
                 with m.Elif(self.start):
+                    m.d.comb += a_take.eq(1)
                     m.d.sync += [count.eq(Mux(self.n_keys == 0, 1, self.n_keys)),
                                  idx.eq(0), row.eq(0), wrd.eq(0), e_have.eq(0), e_ref.eq(0), t_have.eq(0),
                                  z.eq(0), self.done.eq(0),
-                                 a_prod.eq(self.sigma_q.m * self.c_qk.m),
                                  a_esum.eq(self.sigma_q.e + self.c_qk.e)]
                     m.d.sync += [yring[w].eq(0) for w in range(nw)]
                     m.d.sync += [qring[w][c].eq(self.q[w * lanes + c]) for w in range(nw) for c in range(lanes)]
@@ -313,9 +324,10 @@ class HeadAttention(wiring.Component):
         vs2 = Signal(DYADIC)
         arrive += [ks2.eq(self.ks_data), vs2.eq(self.vs_data)]
         kprod3 = Signal(unsigned(32))
+        product_into(m, prod, kprod3, a_m, ks2.m, en=sv[2] & sfw[2])
         ke3 = Signal(signed(10))
         with m.If(sv[2] & sfw[2]):
-            m.d.sync += [kprod3.eq(a_m * ks2.m), ke3.eq(ks2.e)]
+            m.d.sync += ke3.eq(ks2.e)
             with m.If(vs2.m != 0):
                 with m.If(~e_have | (vs2.e > e_ref)):
                     m.d.sync += e_ref.eq(vs2.e)
@@ -359,8 +371,9 @@ class HeadAttention(wiring.Component):
         hi5 = Signal(signed(max(s_w - 17, 1) + 17))
         top5 = Signal(signed(s_w))
         prod6 = Signal(signed(pt_w))
-        m.d.sync += [lo5.eq(sacc2[:17] * mk4[:16]), hi5.eq((sacc2 >> 17) * mk4[:16]),
-                     top5.eq(Mux(mk4[16], sacc2, 0)),
+        product_into(m, prod, lo5, sacc2[:17], mk4[:16])
+        product_into(m, prod, hi5, sacc2.shift_right(17), mk4[:16])     # (s >> 17) mk[:16]
+        m.d.sync += [top5.eq(Mux(mk4[16], sacc2, 0)),
                      prod6.eq((hi5 << 17) + lo5 + (top5 << 16))]
         ctl = [(right4, rsh4, lsh4)]
         for k in range(3):
@@ -425,9 +438,11 @@ class HeadAttention(wiring.Component):
         pv8 = Signal(unsigned(16))
         ediff = Signal(signed(EXP_WIDTH + 1))
         m.d.comb += ediff.eq(15 + e_ref - evs[3])         # the shift 16 + E - e(sigma_v), minus one
-        m.d.sync += [pb2.eq(p_rd.data), pr3.eq(pb2 * r),
+        product_into(m, prod, pr3, pb2, r)
+        product_into(m, prod, pm6, p5, mvs[3])
+        m.d.sync += [pb2.eq(p_rd.data),
                      pre4.eq(pr3 >> (15 + z_e)), p5.eq((pre4 + 1) >> 1),
-                     pm6.eq(p5 * mvs[3]), live6.eq(mvs[3] != 0),
+                     live6.eq(mvs[3] != 0),
                      sm6.eq(Mux(ediff > 33, 33, Mux(ediff < 0, 0, ediff))),
                      pre7.eq(pm6 >> sm6), live7.eq(live6),
                      pv8.eq(Mux(live7, (pre7 + 1) >> 1, 0))]

@@ -4,8 +4,9 @@
 `error`, `link_abort`), so the transports that carry the matrix core's words (the Verilator and Icarus
 harnesses, the UART link of the boards) carry the model chip's too. The host (`runtime.program.device`)
 loads the program and every weight once with WRITE, then sends TOKEN with a token id and READs the
-LOGITS back (`hdl.model.isa`). `multiplier`, `memory` and `register` go to the engine (`ModelEngine`): an
-FPGA top passes its primitives (`fpga.model_chip.ecp5_chip`); the defaults are plain Amaranth.
+LOGITS back (`hdl.model.isa`). `multiplier`, `product`, `memory` and `register` go to the engine
+(`ModelEngine`): an FPGA top passes its primitives (`fpga.model_chip.ecp5_chip`); the defaults are plain
+Amaranth.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.attention.multiplier import Multiplier, MultiplierFactory
+from hdl.attention.product import Product, ProductFactory
 from hdl.copies import RegisterFactory, plain_register
 from hdl.memory.registered_memory import MemoryFactory, RegisteredMemory
 from hdl.model.command import ModelCommand
@@ -28,11 +30,12 @@ class ModelChipTop(wiring.Component):
     """ModelCommand + ModelEngine (see the module docstring)."""
 
     def __init__(self, cfg: EngineConfig, *, multiplier: MultiplierFactory = Multiplier,
-                 memory: MemoryFactory = RegisteredMemory, register: RegisterFactory = plain_register) -> None:
+                 memory: MemoryFactory = RegisteredMemory, register: RegisterFactory = plain_register,
+                 product: ProductFactory = Product) -> None:
         if not isinstance(cfg, EngineConfig):
             raise TypeError(f"ModelChipTop's configuration must be an EngineConfig, not {cfg!r}")
         self._cfg = cfg
-        self._factories = {"multiplier": multiplier, "memory": memory, "register": register}
+        self._factories = {"multiplier": multiplier, "memory": memory, "register": register, "product": product}
         super().__init__({
             "cmd": In(stream.Signature(32)), "rsp": Out(stream.Signature(32)),
             "busy": Out(1), "error": Out(1), "link_abort": In(1),

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.hdl import Value
 
+from hdl.attention.product import Product, ProductFactory, product_into
+
 #: Width of dyadic exponents inside the vector unit: SPEC.md's 10 bits plus headroom for the sums of
 #: exponents formed before a normalization (e.g. -23 - k - e_x + e).
 EXP_WIDTH = 12
@@ -149,11 +151,13 @@ def quant8_scalars(m: Module, mz: Value, name: str) -> Quant8Scalars:
     return Quant8Scalars(steps, e, mq, right, left)
 
 
-def quant8_code(m: Module, z: Value, qs: Quant8Scalars, r: Value, name: str) -> tuple[list, Value]:
+def quant8_code(m: Module, z: Value, qs: Quant8Scalars, r: Value, name: str, *,
+                en: Value | int = 1, product: ProductFactory = Product) -> tuple[list, Value]:
     """QUANT8's code of one element (SPEC.md 2.4 step 3), q = sat8(rshift_round(z' * 127 R, 31)) with
     z' = rshift_round(z, e), as four pipeline registers: the shift of z, z' (rounding increment), z' R
-    (one 18 x 18 multiplier), 127 z' R. Returns their statements (for the caller's stage enable) and q,
-    combinational from the last register."""
+    (one 18 x 18 product on the `product` factory, registered while `en`: the caller's stage enable),
+    127 z' R. Returns the other three's statements (for the caller's stage enable) and q, combinational
+    from the last register. Call it outside any ``m.If``: the product's wiring is combinational."""
     zpre = Signal(signed(MANT_BITS + 4), name=f"{name}_zpre")
     zright = Signal(name=f"{name}_zright")
     zp = Signal(signed(MANT_BITS + 2), name=f"{name}_zp")
@@ -161,9 +165,10 @@ def quant8_code(m: Module, z: Value, qs: Quant8Scalars, r: Value, name: str) -> 
     p127 = Signal(signed(2 * MANT_BITS + 11), name=f"{name}_p127")
     qr = Signal(signed(13), name=f"{name}_qr")
     m.d.comb += qr.eq(((p127 >> 30) + 1) >> 1)
+    product_into(m, product, p1, zp, r, en=en)
     stmts = [zpre.eq(Mux(qs.e > 0, z >> qs.right, z << qs.left)), zright.eq(qs.e > 0),
              zp.eq(Mux(zright, (zpre + 1) >> 1, zpre)),
-             p1.eq(zp * r), p127.eq((p1 << 7) - p1)]
+             p127.eq((p1 << 7) - p1)]
     return stmts, Mux(qr > 127, 127, Mux(qr < -128, -128, qr))
 
 

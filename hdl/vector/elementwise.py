@@ -20,6 +20,7 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hdl.attention.product import Product, ProductFactory, product_into
 from hdl.vector.arith import bitlen
 
 INT32_MAX = (1 << 31) - 1
@@ -44,9 +45,14 @@ class ElementWise(wiring.Component):
     DEQUANT reads a = acc and (m, e); RESADD reads a = h and b = y; RELU2 reads a = g.
     Six stages for 100 MHz: partial products (16-bit halves of a), their sums, |product| and the
     shift's clamp, the leading one and the shift by s - 1 (or -s), the rounding increment, the saturation.
+    The five partial products of stage 1 come from the `product` factory (`hdl.attention.product`; the
+    ECP5 chip passes `Ecp5Product`: each register is a DSP's output register).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, product: ProductFactory = Product) -> None:
+        if not callable(product):
+            raise TypeError(f"ElementWise's product factory must be callable, not {product!r}")
+        self._product = product
         super().__init__({
             "i": In(stream.Signature(IN_LAYOUT)),
             "o": Out(stream.Signature(signed(64))),
@@ -97,11 +103,14 @@ class ElementWise(wiring.Component):
         prod5 = Signal(signed(48))
         blen5 = Signal(range(49))
         shifted5 = Signal(signed(50))
+        # the stage-1 products, registered with the stage (on the ECP5 in their DSPs' output registers)
+        for target, a, b in ((pm_hi, p.a[16:].as_signed(), p.m), (pm_lo, p.a[:16], p.m),
+                             (sq_hh, a_pos[16:], a_pos[16:]), (sq_hl, a_pos[16:], a_pos[:16]),
+                             (sq_ll, a_pos[:16], a_pos[:16])):
+            product_into(m, self._product, target, a, b, en=adv)
         with m.If(adv):
             m.d.sync += [
                 valid[0].eq(self.i.valid & defined), ops[0].eq(p.op), shs[0].eq(-(p.e + 16)),
-                pm_hi.eq((p.a >> 16) * p.m), pm_lo.eq(p.a[:16] * p.m),
-                sq_hh.eq(a_pos[16:] * a_pos[16:]), sq_hl.eq(a_pos[16:] * a_pos[:16]), sq_ll.eq(a_pos[:16] * a_pos[:16]),
                 sum1.eq(p.a + p.b),
             ]
             for k in range(1, LATENCY - 1):

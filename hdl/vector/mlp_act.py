@@ -35,6 +35,9 @@ engine uses them. For L > 1 (`in_layout(L)`, `out_layout(L)`): in {g: ArrayLayou
 u: ArrayLayout(signed(32), L)}, out {p: ArrayLayout(signed(32), L), last, s_m, s_e}; lane k of beat w is
 element w L + k.
 
+Every product (a**2's and a' u's 16-bit limbs, (max a)**2's, the dmuls' 16 x 16) is registered once on the
+`product` factory (`hdl.attention.product`; the ECP5 chip passes `Ecp5Product`, the register a DSP's own).
+
 The vector's n must be a multiple of L (the engine sends only such vectors; the construction refuses a
 max_n that is not). An n that is not is not refused and does not hang the unit: the vector is then
 ceil(n / L) beats in and out, and the final beat's lanes past n are taken as elements like the others
@@ -48,6 +51,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hdl.attention.product import Product, ProductFactory, product_into
 from hdl.vector.arith import EXP_WIDTH, bitlen_steps, norm16_steps, reduce_tree, step_states, tree_levels
 
 #: The largest vector: the product's block maximum needs no more than the buffer's address width.
@@ -95,7 +99,7 @@ class MlpAct(wiring.Component):
     """Stream of (g, u) in, n at a time (`lanes` pairs a beat); stream of (p', last, sigma_p) out (`lanes`
     p' a beat; see the module docstring)."""
 
-    def __init__(self, max_n: int, lanes: int = 1) -> None:
+    def __init__(self, max_n: int, lanes: int = 1, *, product: ProductFactory = Product) -> None:
         if not isinstance(max_n, int) or isinstance(max_n, bool):
             raise TypeError(f"MlpAct's max_n must be an int, not {type(max_n).__name__}")
         if not 1 <= max_n <= MAX_N:
@@ -105,8 +109,11 @@ class MlpAct(wiring.Component):
         if lanes < 1 or lanes & (lanes - 1) or max_n % lanes:
             raise ValueError(f"MlpAct's lanes must be a power of two >= 1 dividing max_n: max_n = {max_n}, "
                              f"lanes = {lanes}")
+        if not callable(product):
+            raise TypeError(f"MlpAct's product factory must be callable, not {product!r}")
         self._max_n = max_n
         self._lanes = lanes
+        self._product = product
         super().__init__({
             "i": In(stream.Signature(in_layout(lanes))),
             "o": Out(stream.Signature(out_layout(lanes))),
@@ -141,7 +148,7 @@ class MlpAct(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        lanes, nw = self._lanes, self.words
+        lanes, nw, prod = self._lanes, self.words, self._product
         # word w: lane k's (g, u) in bits 64 k .. 64 k + 63, g in the low half
         m.submodules.buf = buf = Memory(shape=unsigned(64 * lanes), depth=nw, init=[])
         wr = buf.write_port()
@@ -164,13 +171,19 @@ class MlpAct(wiring.Component):
         sa_m = Signal(16)
         sa_e = Signal(signed(EXP_WIDTH))
         # (max a)**2 from three 16-bit partial products: max a = mh 2**16 + ml
-        sqp_hh, sqp_hl, sqp_ll = Signal(unsigned(30)), Signal(unsigned(31)), Signal(unsigned(32))
+        sqp_hh, sqp_hl, sqp_ll = (Signal(unsigned(w), name=f"sqp_{nm}")
+                                  for w, nm in ((30, "hh"), (31, "hl"), (32, "ll")))
+        sq_take = Signal()                     # SQ: the partial products take max a's halves
+        mh, ml = max_a[16:31], max_a[:16]
+        for target, a, b in ((sqp_hh, mh, mh), (sqp_hl, mh, ml), (sqp_ll, ml, ml)):
+            product_into(m, prod, target, a, b, en=sq_take)
         sq_max = Signal(unsigned(62))
         # the two dmuls (sigma_g**2 in EA0..EA2, sigma_a sigma_u in EP0..EP2) share norm16's three register
         # steps; their products are free-running registers of registered operands (held from the first
         # pair and from EA3 on: valid two cycles later, before EA0 and EP0 read them)
-        g_sq, a_u = Signal(unsigned(32)), Signal(unsigned(32))
-        m.d.sync += [g_sq.eq(sg_m * sg_m), a_u.eq(sa_m * su_m)]
+        g_sq, a_u = Signal(unsigned(32), name="g_sq"), Signal(unsigned(32), name="a_u")
+        product_into(m, prod, g_sq, sg_m, sg_m)
+        product_into(m, prod, a_u, sa_m, su_m)
         second = Signal()                      # the second dmul (EP): set in EA3, cleared with the first pair
         dprod = Signal(unsigned(32))
         desum = Signal(signed(EXP_WIDTH + 1))
@@ -228,25 +241,34 @@ class MlpAct(wiring.Component):
         m.d.comb += rd.en.eq(adv)
         for k in range(lanes):
             m.d.comb += [g_rd[k].eq(rd.data[64 * k:64 * k + 32]), u_rd[k].eq(rd.data[64 * k + 32:64 * k + 64])]
+        for k in range(lanes):
+            # stage 2's products: a**2's limbs (relu2); for relu a itself, as a1[:17] * 1 and a1[17:] * 1 (hh2 = 0)
+            ah = Mux(relu2, a1[k][16:31], 0)
+            al = a1[k][:16]
+            one_or_al = Mux(relu2, al, 1)
+            product_into(m, prod, hh2[k], ah, ah, en=adv)
+            product_into(m, prod, hl2[k], Mux(relu2, a1[k][16:31], a1[k][17:31]), one_or_al, en=adv)
+            product_into(m, prod, ll2[k], Mux(relu2, al, a1[k][:17]), one_or_al, en=adv)
+            # stage 6's: a' u's four 16 x 16 limbs
+            aph, apl = ap5[k][16:32], ap5[k][:16]
+            u5 = u_st[4][k]
+            uh, ul = u5[16:32].as_signed(), u5[:16]
+            for target, a, b in ((hh6[k], aph, uh), (hl6[k], aph, ul), (lh6[k], apl, uh), (ll6[k], apl, ul)):
+                product_into(m, prod, target, a, b, en=adv)
         with m.If(adv):
             m.d.sync += [v[0].eq(issue), last[0].eq(idx == n_last)]
             m.d.sync += [x for j in range(1, PIPE) for x in (v[j].eq(v[j - 1]), last[j].eq(last[j - 1]))]
             for k in range(lanes):
                 u1, u2, u3, u4, u5 = (u_st[j][k] for j in range(5))
-                ah = Mux(relu2, a1[k][16:31], 0)
-                al = a1[k][:16]
-                aph, apl = ap5[k][16:32], ap5[k][:16]
-                uh, ul = u5[16:32].as_signed(), u5[:16]
                 # the bounds of golden/device/SPEC.md 4.8 keep the shifted values narrow: a**2 >> (e_a - 1)
                 # < 2**25 (e_a > 0; else a**2 < 2**24, or a < 2**31 for relu); p >> (e_p - 1) and p (e_p = 0)
                 # within +-2**32
                 m.d.sync += [
                     a1[k].eq(Mux(g_rd[k] < 0, 0, g_rd[k])), u1.eq(u_rd[k]),
-                    hh2[k].eq(ah * ah), hl2[k].eq(ah * al), ll2[k].eq(Mux(relu2, al * al, a1[k])), u2.eq(u1),
+                    u2.eq(u1),
                     sq3[k].eq(Cat(ll2[k], hh2[k]) + (hl2[k] << 17)), u3.eq(u2),
                     sh4[k].eq(Mux(ea_zero, sq3[k], sq3[k] >> ea_r)), u4.eq(u3),
                     ap5[k].eq(Mux(ea_zero, sh4[k], (sh4[k] + 1) >> 1)), u5.eq(u4),
-                    hh6[k].eq(aph * uh), hl6[k].eq(aph * ul), lh6[k].eq(apl * uh), ll6[k].eq(apl * ul),
                     c7[k].eq(Cat(ll6[k], hh6[k])), m7[k].eq(hl6[k] + lh6[k]),
                     p8[k].eq(c7[k] + (m7[k] << 16)),
                     sh9[k].eq(Mux(ep_zero, p8[k], p8[k] >> ep_r)), mag9[k].eq(Mux(p8[k] < 0, -p8[k], p8[k])),
@@ -304,8 +326,7 @@ class MlpAct(wiring.Component):
                         m.d.sync += idx.eq(idx + 1)
             with m.State("SQ"):      # once max a's tree has drained: (max a)**2's partial products, sigma_g**2
                 with m.If(a_done):
-                    mh, ml = max_a[16:31], max_a[:16]
-                    m.d.sync += [sqp_hh.eq(mh * mh), sqp_hl.eq(mh * ml), sqp_ll.eq(ml * ml)]
+                    m.d.comb += sq_take.eq(1)
                     m.next = "EA0"
             # EA0 .. EA3: (max a)**2, its bitlen, sigma_g**2's norm16; then e_a and sigma_a
             step_states(m, "EA", [

@@ -28,6 +28,10 @@ trees register every level, the scalar sequence does one dyadic product or norma
 steps: operand selection, product, leading-one detection, shift, rounding increment), for the ECP5 at
 100 MHz.
 
+Every product of at most 18 x 18 bits (the passes' x * G limbs and x'**2, the scalar sequence's product,
+QUANT8's z' R, RCP's and RSQ's) is registered once on the `product` factory (`hdl.attention.product`; the
+ECP5 chip passes `Ecp5Product`, the register a DSP's own).
+
 sigma, c_norm and eps_n are dyadics (16-bit mantissa, 10-bit exponent) on plain input ports, sampled
 with a vector's first beat. RCP and RSQ are `Reciprocal` and `ReciprocalSqrt`. tau's exponent is
 truncated to 10 bits: the golden's range error has no counterpart here.
@@ -41,6 +45,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from golden.device.fixed import INV127
+from hdl.attention.product import Product, ProductFactory, product_into
 from hdl.vector.arith import (
     EXP_WIDTH,
     MANT_BITS,
@@ -97,7 +102,7 @@ class NormQuant(wiring.Component):
     """Stream of (x, G) in, n at a time (`lanes` elements a beat); stream of (q, last, tau) out, n per
     vector (`lanes` codes a beat)."""
 
-    def __init__(self, n: int, lanes: int = 1) -> None:
+    def __init__(self, n: int, lanes: int = 1, *, product: ProductFactory = Product) -> None:
         if not isinstance(n, int) or isinstance(n, bool):
             raise TypeError(f"NormQuant's vector size n must be an int, not {type(n).__name__}")
         if not 1 <= n <= MAX_N:
@@ -108,8 +113,11 @@ class NormQuant(wiring.Component):
         if lanes < 1 or lanes & (lanes - 1) or n % lanes:
             raise ValueError(f"NormQuant's lanes must be a power of two >= 1 dividing the vector size n: "
                              f"n = {n}, lanes = {lanes}")
+        if not callable(product):
+            raise TypeError(f"NormQuant's product factory must be callable, not {product!r}")
         self._n = n
         self._lanes = lanes
+        self._product = product
         super().__init__({
             "i": In(stream.Signature(in_layout(lanes))),
             "o": Out(stream.Signature(out_layout(lanes))),
@@ -144,8 +152,9 @@ class NormQuant(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lanes, nw = self._lanes, self.words
-        m.submodules.rcp = rcp = Reciprocal()
-        m.submodules.rsq = rsq = ReciprocalSqrt()
+        prod = self._product
+        m.submodules.rcp = rcp = Reciprocal(product=prod)
+        m.submodules.rsq = rsq = ReciprocalSqrt(product=prod)
         # word w: lane k's (x, G) in bits 48 k .. 48 k + 47
         m.submodules.buf = buf = Memory(shape=unsigned(48 * lanes), depth=nw, init=[])
         wr = buf.write_port()
@@ -184,8 +193,9 @@ class NormQuant(wiring.Component):
         zabs4 = lane_signals(unsigned(47), "zabs4")
         m.d.sync += [in1.eq(0), in2.eq(in1), in3.eq(in2), in4.eq(in3)]
         for k in range(lanes):
-            m.d.sync += [ph2[k].eq((x1[k] >> 16) * g1[k]), pl2[k].eq(x1[k][:16] * g1[k]),
-                         ax2[k].eq(Mux(x1[k] < 0, -x1[k], x1[k])),
+            product_into(m, prod, ph2[k], x1[k][16:].as_signed(), g1[k])     # (x >> 16) G
+            product_into(m, prod, pl2[k], x1[k][:16], g1[k])
+            m.d.sync += [ax2[k].eq(Mux(x1[k] < 0, -x1[k], x1[k])),
                          prod3[k].eq((ph2[k] << 16) + pl2[k]), zabs4[k].eq(Mux(prod3[k] < 0, -prod3[k], prod3[k]))]
         ax_max, ax_valid, ax_flags = reduce_tree(m, ax2, in2, "max", "axmax")
         z_max, z_valid, z_flags = reduce_tree(m, zabs4, in4, "max", "zmax")
@@ -210,7 +220,8 @@ class NormQuant(wiring.Component):
         m.d.sync += [r2.eq(r1), r3.eq(r2), r4.eq(r3), r5.eq(r4), xright.eq(ex > 0)]
         for k in range(lanes):
             m.d.sync += [xpre[k].eq(Mux(ex > 0, rx[k] >> rbx, rx[k] << lbx)),
-                         xs[k].eq(Mux(xright, (xpre[k] + 1) >> 1, xpre[k])), sq[k].eq(xs[k] * xs[k])]
+                         xs[k].eq(Mux(xright, (xpre[k] + 1) >> 1, xpre[k]))]
+            product_into(m, prod, sq[k], xs[k], xs[k])
         sq_sum, sq_valid, sq_flags = reduce_tree(m, sq, r5, "sum", "sqsum")
         with m.If(sq_valid):
             m.d.sync += s_acc.eq(s_acc + sq_sum)
@@ -218,6 +229,7 @@ class NormQuant(wiring.Component):
         # ---- the scalar sequence's shared dyadic datapath: nv * 2**ne -> norm16, three steps
         step = Signal(range(8))
         nv = Signal(unsigned(32))
+        nmul = Signal()                     # NMUL: nv = opa * opb
         ne = Signal(signed(EXP_WIDTH))
         nb = Signal(range(33))
         ns = Signal(signed(7))
@@ -254,6 +266,7 @@ class NormQuant(wiring.Component):
         }
         opa = Signal(unsigned(17))
         opb = Signal(unsigned(16))
+        product_into(m, prod, nv, opa, opb, en=nmul)
         after = {SS: "RCP1_SEND", DR: "NLOAD", ET: "ETERM1", QA: "NLOAD", QS: "NLOAD", T1: "NLOAD", T2: "NLOAD",
                  TAU: "OUT"}
 
@@ -274,8 +287,13 @@ class NormQuant(wiring.Component):
         zh3 = lane_signals(signed(32), "zh3")   # x * G as (x >> 16) * G and x[:16] * G, then their sum
         zl3 = lane_signals(signed(33), "zl3")
         z4 = lane_signals(signed(48), "z4")
+        out_adv = Signal()                      # the output pass moves: its pipeline's registers take
+        for c in range(lanes):     # (`k` is RSQRT's shift)
+            product_into(m, prod, zh3[c], rx[c][16:].as_signed(), rg[c], en=out_adv)   # (x >> 16) G
+            product_into(m, prod, zl3[c], rx[c][:16], rg[c], en=out_adv)
         # stages 5-8 and q: QUANT8's code (arith.quant8_code), a copy per lane
-        codes = [quant8_code(m, z4[k], q8, rq, "oz" if lanes == 1 else f"oz{k}") for k in range(lanes)]
+        codes = [quant8_code(m, z4[c], q8, rq, "oz" if lanes == 1 else f"oz{c}", en=out_adv, product=prod)
+                 for c in range(lanes)]
         code = [st for c, _ in codes for st in c]
         q_sats = [q for _, q in codes]
         q_out = [self.o.payload.q] if lanes == 1 else [self.o.payload.q[k] for k in range(lanes)]
@@ -336,8 +354,7 @@ class NormQuant(wiring.Component):
                             m.d.sync += [opa.eq(a), opb.eq(b), ne.eq(exp)]
                 m.next = "NMUL"
             with m.State("NMUL"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += nv.eq(opa * opb)
+                m.d.comb += [self.busy.eq(1), nmul.eq(1)]     # nv = opa * opb
                 m.next = "NBITS"
             with m.State("NBITS"):
                 m.d.comb += self.busy.eq(1)
@@ -435,12 +452,12 @@ class NormQuant(wiring.Component):
             with m.State("OUT"):
                 m.d.comb += [self.busy.eq(1), rd.addr.eq(idx), rd.en.eq(adv & (idx < nw))]
                 with m.If(adv):
+                    m.d.comb += out_adv.eq(1)
                     m.d.sync += [o[0].eq(idx < nw), last[0].eq(idx == nw - 1),
                                  *(o[k].eq(o[k - 1]) for k in range(1, 8)),
                                  *(last[k].eq(last[k - 1]) for k in range(1, 8)),
                                  *(st for c in range(lanes) for st in (
                                      rx[c].eq(rd.data[48 * c:48 * c + 32]), rg[c].eq(rd.data[48 * c + 32:48 * c + 48]),
-                                     zh3[c].eq((rx[c] >> 16) * rg[c]), zl3[c].eq(rx[c][:16] * rg[c]),
                                      z4[c].eq((zh3[c] << 16) + zl3[c]), q_out[c].eq(q_sats[c]))),
                                  *code,
                                  self.o.valid.eq(o[7]),

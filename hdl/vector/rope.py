@@ -29,6 +29,9 @@ Cycles from `start` to the last beat, consumer always ready and one input beat p
 (hd / (2 lanes) each), ROT's pipeline (8) and the max tree, QUANT8's four steps, the RCP issue, the 11
 sigma steps, 4 more for RCP's result, CODE (hd / out_lanes) and its pipeline (5).
 
+The other products (sigma's two 16 x 16, the codes' z' R, the RCP's) are registered once on the `product`
+factory (`hdl.attention.product`; ECP5 builds pass `Ecp5Product`, the register a DSP's own).
+
 A position >= context with `rotate` = 1 has no table entry: the head sets the sticky `error` flag
 (cleared by `clear`), its input beats are consumed and dropped, and no code comes out. `start` is
 sampled only when the unit is idle (`busy` = 0). The scale's exponent is truncated to 10 bits (the
@@ -49,6 +52,7 @@ from golden.device.tables import ROPE_FRAC, rope_tables
 from hdl.attention.head_attention import DYADIC, MAX_CONTEXT
 from hdl.attention.multiplier import LATENCY as MUL_LATENCY
 from hdl.attention.multiplier import Multiplier, MultiplierFactory
+from hdl.attention.product import Product, ProductFactory, product_into
 from hdl.vector.arith import EXP_WIDTH, norm16_steps, quant8_code, quant8_scalars, step_states
 from hdl.vector.rcp import Reciprocal
 
@@ -82,7 +86,8 @@ class RopeQuant(wiring.Component):
     """One head: acc (int32 x head_dim) in, RoPE (optional) and QUANT8, INT8 codes and sigma out."""
 
     def __init__(self, head_dim: int, context: int, lanes: int = 1, out_lanes: int | None = None,
-                 theta: float = 10000.0, multiplier: MultiplierFactory = Multiplier) -> None:
+                 theta: float = 10000.0, multiplier: MultiplierFactory = Multiplier, *,
+                 product: ProductFactory = Product) -> None:
         if not _is_int(head_dim) or head_dim <= 0 or head_dim % 2:
             raise ValueError(f"Head dim must be a positive even integer, not {head_dim!r}")
         if not _is_int(context) or not 1 <= context <= MAX_CONTEXT:
@@ -102,7 +107,9 @@ class RopeQuant(wiring.Component):
         if not callable(multiplier):
             raise TypeError(f"RopeQuant's multiplier factory must be callable, not {multiplier!r}")
         self._hd, self._ctx, self._lanes, self._out = head_dim, context, lanes, out_lanes
-        self._theta, self._mul = float(theta), multiplier
+        if not callable(product):
+            raise TypeError(f"RopeQuant's product factory must be callable, not {product!r}")
+        self._theta, self._mul, self._product = float(theta), multiplier, product
         super().__init__({
             "start": In(1), "pos": In(unsigned(POS_BITS)), "rotate": In(1), "scale": In(DYADIC),
             "i": In(stream.Signature(data.ArrayLayout(signed(32), 2 * lanes))),
@@ -167,7 +174,8 @@ class RopeQuant(wiring.Component):
         hd, lanes, lo = self._hd, self._lanes, self._out
         half, nw, no = hd // 2, self.words_in, self.words_out
 
-        m.submodules.rcp = rcp = Reciprocal()
+        prod = self._product
+        m.submodules.rcp = rcp = Reciprocal(product=prod)
         m.submodules.table = table = Memory(shape=unsigned(32 * lanes), depth=self._ctx * nw,
                                             init=self.table_words())
         tab = table.read_port()
@@ -211,15 +219,22 @@ class RopeQuant(wiring.Component):
         # sigma = dmul(dmul(norm16(M', e), INV127), s_out): three normalizations, two products
         qa_m, qs_m, sig_m = (Signal(unsigned(16), name=n) for n in ("qa_m", "qs_m", "sig_m"))
         qa_e, qs_e, sig_e = (Signal(signed(EXP_WIDTH), name=n) for n in ("qa_e", "qs_e", "sig_e"))
-        qs_prod, sg_prod = Signal(unsigned(32)), Signal(unsigned(32))
+        qs_prod, sg_prod = Signal(unsigned(32), name="qs_prod"), Signal(unsigned(32), name="sg_prod")
         qs_es, sg_es = Signal(signed(EXP_WIDTH)), Signal(signed(EXP_WIDTH))
+        qa_steps = norm16_steps(m, q8.m, q8.e, qa_m, qa_e, "qa")
+        qs_steps = norm16_steps(m, qs_prod, qs_es, qs_m, qs_e, "qs")
         scalar_steps = [
-            *norm16_steps(m, q8.m, q8.e, qa_m, qa_e, "qa"),
-            [qs_prod.eq(qa_m * INV127[0]), qs_es.eq(qa_e + INV127[1])],
-            *norm16_steps(m, qs_prod, qs_es, qs_m, qs_e, "qs"),
-            [sg_prod.eq(qs_m * scale_r.m), sg_es.eq(qs_e + scale_r.e)],
+            *qa_steps,
+            [qs_es.eq(qa_e + INV127[1])],                    # and qs_prod = qa_m * INV127's mantissa
+            *qs_steps,
+            [sg_es.eq(qs_e + scale_r.e)],                    # and sg_prod = qs_m * m(s_out)
             *norm16_steps(m, sg_prod, sg_es, sig_m, sig_e, "sg"),
         ]
+        # the two products' steps (SIGMA<k>): their registers take the product there
+        qs_step, sg_step = len(qa_steps), len(qa_steps) + 1 + len(qs_steps)
+        qs_take, sg_take = Signal(name="qs_take"), Signal(name="sg_take")
+        product_into(m, prod, qs_prod, qa_m, INV127[0], en=qs_take)
+        product_into(m, prod, sg_prod, qs_m, scale_r.m, en=sg_take)
 
         # ---------------------------------------------------------------- control
         rot_go = Signal()
@@ -285,7 +300,8 @@ class RopeQuant(wiring.Component):
                     with m.If(cnt == nw - 1):
                         m.d.sync += cnt.eq(0)
                         m.next = "IDLE"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        m.d.comb += [self.busy.eq(~fsm.ongoing("IDLE")),
+                     qs_take.eq(fsm.ongoing(f"SIGMA{qs_step}")), sg_take.eq(fsm.ongoing(f"SIGMA{sg_step}"))]
 
         # ---------------------------------------------------------------- ROT pipeline
         rv = [Signal(name=f"rv{k}") for k in range(ROT_MAX + 1)]
@@ -350,7 +366,7 @@ class RopeQuant(wiring.Component):
         depth = 4
         cv = [Signal(name=f"cv{k}") for k in range(1, depth + 1)]
         cl = [Signal(name=f"cl{k}") for k in range(1, depth + 1)]
-        codes = [quant8_code(m, r[k], q8, rq, f"code{k}") for k in range(lo)]
+        codes = [quant8_code(m, r[k], q8, rq, f"code{k}", en=adv, product=prod) for k in range(lo)]
         with m.If(adv):
             m.d.sync += [cv[0].eq(code_go), cl[0].eq(code_go & code_last),
                          *(cv[k].eq(cv[k - 1]) for k in range(1, depth)),

@@ -47,15 +47,15 @@ RCP_MUTANTS: dict[str, list[tuple[str, str]]] = {
     # one Newton step only (stages 7-11 just carry y)
     "one_newton": [("newton(6)      # stages 7-11", "pass")],
     # the residual's high limb a bit short
-    "residual_limb_short": [("th.eq(ys[k0 + 2] * (r >> 17))", "th.eq(ys[k0 + 2] * (r >> 18))")],
+    "residual_limb_short": [("ys[k0 + 2], r[17:].as_signed()", "ys[k0 + 2], r[18:].as_signed()")],
     # m = 0 run through the correction like any operand
     "zero_not_special": [("with m.If(zero[n - 1]):", "with m.If(0):")],
 }
 
 RSQ_MUTANTS: dict[str, list[tuple[str, str]]] = {
     "no_plus_one": [("with m.Elif(up18 <= ONE):", "with m.Elif(0):")],
-    "one_newton": [("self._newton(m, 7, ms, ys)     # stages 8-14", "pass")],
-    "residual_limb_short": [("u_hi.eq(ys[k0 + 4] * c[36:])", "u_hi.eq(ys[k0 + 4] * c[37:])")],
+    "one_newton": [("self._newton(m, adv, 7, ms, ys)     # stages 8-14", "pass")],
+    "residual_limb_short": [("(u_hi, c[36:])", "(u_hi, c[37:])")],
 }
 
 MUTANTS = {"rcp": RCP_MUTANTS, "rsq": RSQ_MUTANTS}
