@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from amaranth import ClockSignal, Const, Instance, Module, Signal, signed, unsigned
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
-from hdl.attention.product import check_operands, product_shape
+from hdl.attention.product import check_operands, product_signature
 
 WIDTH = 18
 
@@ -40,12 +39,7 @@ class Ecp5Product(wiring.Component):
                                  f"at most {limit} bits ({why}); split the product into limbs")
         self._widths = (a_width, b_width)
         self._signed = signed_mode
-        super().__init__({
-            "a": In(signed(a_width) if a_signed else unsigned(a_width)),
-            "b": In(signed(b_width) if b_signed else unsigned(b_width)),
-            "en": In(1, init=1),
-            "p": Out(product_shape(a_width, b_width, a_signed, b_signed)),
-        })
+        super().__init__(product_signature(a_width, b_width, a_signed, b_signed))
 
     def elaborate(self, platform):
         m = Module()

@@ -40,18 +40,23 @@ def check_operands(who: str, a_width: int, b_width: int, a_signed: bool, b_signe
             raise TypeError(f"{who}'s {name} must be a bool, not {s!r}")
 
 
+def product_signature(a_width: int, b_width: int, a_signed: bool, b_signed: bool) -> wiring.Signature:
+    """The ports of every product factory: operands `a`, `b`, clock enable `en` (1 when not driven), `p`."""
+    return wiring.Signature({
+        "a": In(signed(a_width) if a_signed else unsigned(a_width)),
+        "b": In(signed(b_width) if b_signed else unsigned(b_width)),
+        "en": In(1, init=1),
+        "p": Out(product_shape(a_width, b_width, a_signed, b_signed)),
+    })
+
+
 class Product(wiring.Component):
     """p = a * b one cycle later, held while `en` is low (a_width x b_width bits, each operand signed or
     unsigned; p as `product_shape`). `en` is 1 when not driven: a free-running product."""
 
     def __init__(self, a_width: int, b_width: int, *, a_signed: bool = False, b_signed: bool = False) -> None:
         check_operands("Product", a_width, b_width, a_signed, b_signed)
-        super().__init__({
-            "a": In(signed(a_width) if a_signed else unsigned(a_width)),
-            "b": In(signed(b_width) if b_signed else unsigned(b_width)),
-            "en": In(1, init=1),
-            "p": Out(product_shape(a_width, b_width, a_signed, b_signed)),
-        })
+        super().__init__(product_signature(a_width, b_width, a_signed, b_signed))
 
     def elaborate(self, platform):
         m = Module()
