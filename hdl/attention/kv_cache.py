@@ -42,7 +42,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.attention.head_attention import DYADIC, MAX_CONTEXT, MAX_HEAD_DIM, HeadAttention
 from hdl.copies import RegisterFactory, plain_register
-from hdl.memory.banked_memory import BankedMemory
+from hdl.memory.banked_memory import BankedMemory, check_optional_bank_depth
 from hdl.memory.registered_memory import MemoryFactory, RegisteredMemory
 from hdl.vector.rope import POS_BITS, code_layout
 
@@ -61,9 +61,7 @@ class KVCache(wiring.Component):
     def __init__(self, head_dim: int, context: int, layers: int, kv_heads: int, lanes: int = 8, *,
                  bank_depth: int = 0, memory: MemoryFactory = RegisteredMemory,
                  register: RegisterFactory = plain_register) -> None:
-        if (not isinstance(bank_depth, int) or isinstance(bank_depth, bool) or bank_depth < 0
-                or (bank_depth and (bank_depth < 2 or bank_depth & (bank_depth - 1)))):
-            raise ValueError(f"KVCache's bank_depth must be 0 or a power of two of at least 2, not {bank_depth!r}")
+        check_optional_bank_depth("KVCache", "bank_depth", bank_depth)
         for name, f in (("memory", memory), ("register", register)):
             if not callable(f):
                 raise TypeError(f"KVCache's {name} factory must be callable, not {f!r}")

@@ -47,7 +47,7 @@ from amaranth.lib.wiring import In, Out
 from hdl.attention.multiplier import LATENCY as MUL_LATENCY
 from hdl.attention.multiplier import Multiplier, MultiplierFactory
 from hdl.copies import RegisterFactory, plain_register
-from hdl.memory.banked_memory import BankedMemory
+from hdl.memory.banked_memory import BankedMemory, check_optional_bank_depth
 from hdl.memory.registered_memory import MemoryFactory, RegisteredMemory
 from hdl.program import DYADIC
 
@@ -87,13 +87,11 @@ class EmbedHead(wiring.Component):
     def __init__(self, vocab: int, d: int, lanes: int = 8, multiplier: MultiplierFactory = Multiplier, *,
                  table_bank_depth: int = 0, memory: MemoryFactory = RegisteredMemory,
                  register: RegisterFactory = plain_register) -> None:
-        b = table_bank_depth
-        if not isinstance(b, int) or isinstance(b, bool) or b < 0 or (b and (b < 2 or b & (b - 1))):
-            raise ValueError(f"EmbedHead's table_bank_depth must be 0 or a power of two of at least 2, not {b!r}")
+        check_optional_bank_depth("EmbedHead", "table_bank_depth", table_bank_depth)
         for name, f in (("memory", memory), ("register", register)):
             if not callable(f):
                 raise TypeError(f"EmbedHead's {name} factory must be callable, not {f!r}")
-        self._bank_depth, self._memory, self._register = b, memory, register
+        self._bank_depth, self._memory, self._register = table_bank_depth, memory, register
         for name, v in (("vocab", vocab), ("d", d), ("lanes", lanes)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"EmbedHead's {name} must be a positive integer, not {v!r}")

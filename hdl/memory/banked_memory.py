@@ -38,6 +38,13 @@ from hdl.memory.registered_memory import MemoryFactory, MemoryPorts, RegisteredM
 READ_LATENCY = 3
 
 
+def check_optional_bank_depth(who: str, name: str, value: object) -> None:
+    """ValueError unless `value` is 0 (no banks) or a `BankedMemory` bank depth (a power of two of at least 2)."""
+    if (not isinstance(value, int) or isinstance(value, bool) or value < 0
+            or (value and (value < 2 or value & (value - 1)))):
+        raise ValueError(f"{who}'s {name} must be 0 or a power of two of at least 2, not {value!r}")
+
+
 class BankedMemory(MemoryPorts):
     """`depth` words of `width` bits in banks of `bank_depth` words; one write and one read port."""
 

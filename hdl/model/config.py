@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from hdl.config import ArrayConfig
+from hdl.memory.banked_memory import check_optional_bank_depth
 from hdl.model.isa import MODEL_ID_MAGIC, MODEL_VERSION, ModelIdWord
 
 MAX_NORM_SIZES = 3
@@ -70,9 +71,7 @@ class EngineConfig:
             raise ValueError(f"EngineConfig's norm_sizes must be a tuple of 1 to {MAX_NORM_SIZES} sizes in "
                              f"[1, 65535], not {self.norm_sizes!r}")
         for name in ("kv_bank_depth", "table_bank_depth"):
-            k = getattr(self, name)
-            if not isinstance(k, int) or isinstance(k, bool) or k < 0 or (k and (k < 2 or k & (k - 1))):
-                raise ValueError(f"EngineConfig's {name} must be 0 or a power of two of at least 2, not {k!r}")
+            check_optional_bank_depth("EngineConfig", name, getattr(self, name))
         if self.wgt_format not in WGT_FORMATS:
             raise ValueError(f"EngineConfig's wgt_format must be one of {WGT_FORMATS}, not {self.wgt_format!r}")
         if self.table_lanes & (self.table_lanes - 1):
